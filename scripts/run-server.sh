@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# One command for a fresh machine: install what is missing, build, start `eddy server`
+# with the embedded defaults (data in ./eddy-data, Postgres wire on 127.0.0.1:5433).
+# Extra arguments go to `eddy server`, e.g. scripts/run-server.sh --data-dir /tmp/eddy
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/eddy-target}
+cargo build --release --bin eddy
+exec "$CARGO_TARGET_DIR/release/eddy" server "$@"

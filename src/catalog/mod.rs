@@ -1,0 +1,146 @@
+//! The durable catalog: streams, tables and running queries.
+//!
+//! Every change is one synced RocksDB write, so a stream, a table, or a query and the table it
+//! feeds survive `kill -9` together or not at all. The engine reads it at start to resume
+//! queries. In-memory maps mirror what is on disk; disk is written first.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EddyError, Result};
+use crate::format::{Column, KeyFormat};
+use crate::sql::RelationKind;
+use crate::state::{StateStore, CATALOG_CF};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelationDef {
+    pub name: String,
+    pub kind: RelationKind,
+    pub columns: Vec<Column>,
+    pub topic: String,
+    pub key_format: KeyFormat,
+    pub value_format: String,
+    pub partitions: i32,
+    /// Column whose value becomes the record timestamp (`TIMESTAMP='col'`).
+    pub timestamp_column: Option<String>,
+    /// The persistent query writing this relation's topic (CREATE ... AS SELECT).
+    pub written_by: Option<String>,
+    /// The query whose state holds this table's current rows (tables only).
+    pub materialized_by: Option<String>,
+}
+
+impl RelationDef {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name).or_else(|| self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name)))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryDef {
+    /// ksqlDB style: CSAS_NAME_N, CTAS_NAME_N, or CTAB_NAME_N for a table's materializer.
+    pub id: String,
+    pub sql: String,
+    pub source: String,
+    /// Relation whose topic this query writes, if any.
+    pub sink: Option<String>,
+}
+
+pub struct Catalog {
+    store: StateStore,
+    relations: RwLock<BTreeMap<String, RelationDef>>,
+    queries: RwLock<BTreeMap<String, QueryDef>>,
+}
+
+fn rel_key(name: &str) -> Vec<u8> {
+    format!("relation/{name}").into_bytes()
+}
+fn query_key(id: &str) -> Vec<u8> {
+    format!("query/{id}").into_bytes()
+}
+
+impl Catalog {
+    pub fn open(store: StateStore) -> Result<Catalog> {
+        let mut relations = BTreeMap::new();
+        for (_, v) in store.scan_prefix(CATALOG_CF, b"relation/", usize::MAX)? {
+            let r: RelationDef = serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("catalog entry: {e}")))?;
+            relations.insert(r.name.clone(), r);
+        }
+        let mut queries = BTreeMap::new();
+        for (_, v) in store.scan_prefix(CATALOG_CF, b"query/", usize::MAX)? {
+            let q: QueryDef = serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("catalog entry: {e}")))?;
+            queries.insert(q.id.clone(), q);
+        }
+        Ok(Catalog { store, relations: RwLock::new(relations), queries: RwLock::new(queries) })
+    }
+
+    pub fn relation(&self, name: &str) -> Option<RelationDef> {
+        let rels = self.relations.read().unwrap_or_else(|p| p.into_inner());
+        rels.get(name).cloned().or_else(|| rels.values().find(|r| r.name.eq_ignore_ascii_case(name)).cloned())
+    }
+
+    pub fn relations(&self) -> Vec<RelationDef> {
+        self.relations.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub fn query(&self, id: &str) -> Option<QueryDef> {
+        self.queries.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    pub fn queries(&self) -> Vec<QueryDef> {
+        self.queries.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Adds a relation, and the query that feeds it, in one durable write.
+    pub fn add(&self, relation: &RelationDef, query: Option<&QueryDef>) -> Result<()> {
+        let mut cp = self.store.checkpoint(CATALOG_CF);
+        cp.put(&self.store, &rel_key(&relation.name), &to_json(relation)?)?;
+        if let Some(q) = query {
+            cp.put(&self.store, &query_key(&q.id), &to_json(q)?)?;
+        }
+        self.store.commit(cp)?;
+        self.relations.write().unwrap_or_else(|p| p.into_inner()).insert(relation.name.clone(), relation.clone());
+        if let Some(q) = query {
+            self.queries.write().unwrap_or_else(|p| p.into_inner()).insert(q.id.clone(), q.clone());
+        }
+        Ok(())
+    }
+
+    pub fn update_relation(&self, relation: &RelationDef) -> Result<()> {
+        self.add(relation, None)
+    }
+
+    pub fn remove_relation(&self, name: &str) -> Result<()> {
+        let mut cp = self.store.checkpoint(CATALOG_CF);
+        cp.delete(&self.store, &rel_key(name))?;
+        self.store.commit(cp)?;
+        self.relations.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        Ok(())
+    }
+
+    pub fn remove_query(&self, id: &str) -> Result<()> {
+        let mut cp = self.store.checkpoint(CATALOG_CF);
+        cp.delete(&self.store, &query_key(id))?;
+        self.store.commit(cp)?;
+        self.queries.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+        Ok(())
+    }
+
+    /// Next free number for a query id, counting those ever used for that prefix.
+    pub fn next_query_number(&self) -> Result<u64> {
+        let n = self
+            .store
+            .get(CATALOG_CF, b"meta/next_query")?
+            .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(0u64);
+        let mut cp = self.store.checkpoint(CATALOG_CF);
+        cp.put(&self.store, b"meta/next_query", (n + 1).to_string().as_bytes())?;
+        self.store.commit(cp)?;
+        Ok(n)
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| EddyError::Internal(e.to_string()))
+}

@@ -1,0 +1,237 @@
+//! Grouped aggregation (COUNT, SUM, AVG, MIN, MAX) with accumulators per group.
+//!
+//! Per input batch: evaluate the group and argument expressions once (Arrow), load the
+//! groups not cached with one multi-get, fold the rows in, then emit one change per group
+//! touched (the group's row after the whole batch, like ksqlDB's record cache). HAVING
+//! and the SELECT list run as physical expressions over a batch of the touched groups.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::Change;
+use crate::error::{EddyError, Result};
+use crate::format::{cell_at, cells_to_array, memcomparable};
+use crate::plan::{AggFunc, AggregatePlan};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct GroupState {
+    /// Group values.
+    pub g: Vec<Value>,
+    /// One accumulator per aggregate.
+    pub a: Vec<Value>,
+    /// The output row (after HAVING and the SELECT list); `None` when HAVING hides it.
+    pub r: Option<Vec<Value>>,
+}
+
+pub struct AggregateOperator {
+    pub plan: AggregatePlan,
+    pub output_schema: SchemaRef,
+    /// Groups read or written since the last checkpoint.
+    cache: HashMap<Vec<u8>, GroupState>,
+}
+
+impl AggregateOperator {
+    pub fn new(plan: AggregatePlan, output_schema: SchemaRef) -> Self {
+        AggregateOperator { plan, output_schema, cache: HashMap::new() }
+    }
+
+    /// Forgets cached groups (after a checkpoint wrote them; RocksDB's cache keeps them warm).
+    pub fn clear_cache(&mut self) {
+        self.cache.clear();
+    }
+
+    pub fn process(
+        &mut self,
+        batch: &RecordBatch,
+        timestamp_ms: i64,
+        load: &dyn Fn(&[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>,
+    ) -> Result<Vec<Change>> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let groups: Vec<ArrayRef> =
+            self.plan.group.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<_, _>>()?;
+        let args: Vec<ArrayRef> =
+            self.plan.aggs.iter().map(|a| a.arg.evaluate(batch)?.into_array(n)).collect::<Result<_, _>>()?;
+        let row_keys: Vec<(Vec<u8>, Vec<Value>)> = (0..n)
+            .map(|row| {
+                let g: Vec<Value> = groups.iter().map(|a| cell_at(a.as_ref(), row)).collect();
+                (memcomparable(&g), g)
+            })
+            .collect();
+
+        // Load the groups this batch touches that are not cached, with one multi-get.
+        let mut touched: Vec<Vec<u8>> = Vec::new();
+        let mut missing: Vec<Vec<u8>> = Vec::new();
+        for (k, _) in &row_keys {
+            if !touched.contains(k) {
+                touched.push(k.clone());
+                if !self.cache.contains_key(k) {
+                    missing.push(k.clone());
+                }
+            }
+        }
+        for (k, v) in missing.iter().zip(load(&missing)?) {
+            let state = match v {
+                Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| EddyError::Internal(format!("aggregate state: {e}")))?,
+                None => GroupState::default(),
+            };
+            self.cache.insert(k.clone(), state);
+        }
+
+        for (row, (k, g)) in row_keys.iter().enumerate() {
+            let state = self.cache.get_mut(k).expect("loaded above");
+            if state.a.is_empty() {
+                state.g = g.clone();
+                state.a = self.plan.aggs.iter().map(|a| initial(a.func)).collect();
+            }
+            for (i, spec) in self.plan.aggs.iter().enumerate() {
+                let v = cell_at(args[i].as_ref(), row);
+                fold(spec.func, &mut state.a[i], v, args[i].data_type());
+            }
+        }
+        self.emit(&touched, timestamp_ms)
+    }
+
+    /// Recomputes HAVING and the SELECT list for the touched groups.
+    fn emit(&mut self, touched: &[Vec<u8>], timestamp_ms: i64) -> Result<Vec<Change>> {
+        let schema = &self.plan.agg_schema;
+        let n_group = self.plan.group.len();
+        let states: Vec<&GroupState> = touched.iter().map(|k| &self.cache[k]).collect();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for (i, f) in schema.fields().iter().enumerate() {
+            let cells: Vec<Value> = if i < n_group {
+                states.iter().map(|s| s.g[i].clone()).collect()
+            } else {
+                let agg = i - n_group;
+                states.iter().map(|s| finish(self.plan.aggs[agg].func, &s.a[agg])).collect()
+            };
+            columns.push(cells_to_array(f.data_type(), &cells)?);
+        }
+        let agg_batch = RecordBatch::try_new(schema.clone(), columns)?;
+        let n = agg_batch.num_rows();
+        let visible: Vec<bool> = match &self.plan.having {
+            None => vec![true; n],
+            Some(h) => {
+                let mask = h.evaluate(&agg_batch)?.into_array(n)?;
+                let mask = mask.as_boolean_opt().ok_or_else(|| EddyError::TypeMismatch("HAVING must be boolean".into()))?;
+                (0..n).map(|i| mask.is_valid(i) && mask.value(i)).collect()
+            }
+        };
+        let projected: Vec<ArrayRef> = self
+            .plan
+            .project
+            .iter()
+            .zip(self.output_schema.fields())
+            .map(|(e, f)| {
+                let a = e.evaluate(&agg_batch)?.into_array(n)?;
+                if a.data_type() == f.data_type() {
+                    Ok(a)
+                } else {
+                    Ok(cast(&a, f.data_type())?)
+                }
+            })
+            .collect::<Result<_>>()?;
+        let mut changes = Vec::with_capacity(n);
+        for (i, key) in touched.iter().enumerate() {
+            let state = self.cache.get_mut(key).expect("touched groups are cached");
+            state.r = visible[i].then(|| projected.iter().map(|a| cell_at(a.as_ref(), i)).collect());
+            changes.push(Change {
+                state_key: key.clone(),
+                key_values: state.g.clone(),
+                row: state.r.clone(),
+                state_value: Some(serde_json::to_vec(&*state).map_err(|e| EddyError::Internal(e.to_string()))?),
+                timestamp_ms,
+            });
+        }
+        Ok(changes)
+    }
+}
+
+fn initial(func: AggFunc) -> Value {
+    match func {
+        AggFunc::Count => Value::from(0),
+        AggFunc::Sum | AggFunc::Avg => Value::Array(vec![Value::from(0), Value::from(0)]),
+        AggFunc::Min | AggFunc::Max => Value::Null,
+    }
+}
+
+fn is_integer(dt: &DataType) -> bool {
+    dt.is_integer()
+}
+
+/// Folds one input value into an accumulator; NULL inputs are ignored, as in SQL.
+fn fold(func: AggFunc, acc: &mut Value, v: Value, dt: &DataType) {
+    if v.is_null() {
+        return;
+    }
+    match func {
+        AggFunc::Count => *acc = Value::from(acc.as_i64().unwrap_or(0) + 1),
+        AggFunc::Sum | AggFunc::Avg => {
+            let (sum, count) = match acc {
+                Value::Array(a) if a.len() == 2 => (a[0].clone(), a[1].as_i64().unwrap_or(0)),
+                _ => (Value::from(0), 0),
+            };
+            let new_sum = if is_integer(dt) && func == AggFunc::Sum {
+                match (sum.as_i64(), v.as_i64()) {
+                    (Some(s), Some(x)) => s.checked_add(x).map(Value::from).unwrap_or_else(|| float(s as f64 + x as f64)),
+                    _ => float(sum.as_f64().unwrap_or(0.0) + v.as_f64().unwrap_or(0.0)),
+                }
+            } else {
+                float(sum.as_f64().unwrap_or(0.0) + v.as_f64().unwrap_or(0.0))
+            };
+            *acc = Value::Array(vec![new_sum, Value::from(count + 1)]);
+        }
+        AggFunc::Min | AggFunc::Max => {
+            let replace = acc.is_null() || {
+                let ord = compare(&v, acc);
+                if func == AggFunc::Min { ord.is_lt() } else { ord.is_gt() }
+            };
+            if replace {
+                *acc = v;
+            }
+        }
+    }
+}
+
+fn float(f: f64) -> Value {
+    serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+}
+
+fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            _ => x.as_f64().unwrap_or(0.0).total_cmp(&y.as_f64().unwrap_or(0.0)),
+        },
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
+fn finish(func: AggFunc, acc: &Value) -> Value {
+    match func {
+        AggFunc::Count => acc.clone(),
+        AggFunc::Sum | AggFunc::Avg => {
+            let Value::Array(a) = acc else { return Value::Null };
+            let count = a.get(1).and_then(Value::as_i64).unwrap_or(0);
+            if count == 0 {
+                Value::Null
+            } else if func == AggFunc::Sum {
+                a[0].clone()
+            } else {
+                float(a[0].as_f64().unwrap_or(0.0) / count as f64)
+            }
+        }
+        AggFunc::Min | AggFunc::Max => acc.clone(),
+    }
+}
+

@@ -1,0 +1,49 @@
+//! Stateless WHERE + SELECT list: DataFusion physical expressions over one Arrow batch.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::error::{EddyError, Result};
+
+pub struct FilterOperator {
+    pub predicate: Arc<dyn PhysicalExpr>,
+}
+
+impl FilterOperator {
+    /// Keeps the rows where the predicate is true (NULL counts as false, as in SQL).
+    pub fn process(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let mask = self.predicate.evaluate(batch)?.into_array(batch.num_rows())?;
+        let mask = mask
+            .as_boolean_opt()
+            .ok_or_else(|| EddyError::TypeMismatch(format!("WHERE must be a boolean expression, not {}", mask.data_type())))?;
+        Ok(filter_record_batch(batch, mask)?)
+    }
+}
+
+pub struct ProjectOperator {
+    pub exprs: Vec<Arc<dyn PhysicalExpr>>,
+    pub schema: SchemaRef,
+}
+
+impl ProjectOperator {
+    pub fn process(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let columns = self
+            .exprs
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(e, f)| {
+                let array = e.evaluate(batch)?.into_array(batch.num_rows())?;
+                if array.data_type() == f.data_type() {
+                    Ok(array)
+                } else {
+                    Ok(cast(&array, f.data_type())?)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}

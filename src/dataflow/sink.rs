@@ -1,0 +1,215 @@
+//! Sink: encodes a query's output rows into records and appends them to the output topic at
+//! checkpoint time, fenced until the checkpoint commits. Also the processing log, where
+//! records that could not be processed are written for users to query.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::operator::Change;
+use crate::catalog::RelationDef;
+use crate::error::Result;
+use crate::format::{encode_key, encode_value};
+use crate::log::batch::{encode_batch, LogRecord};
+use crate::log::{Log, Topic};
+
+pub struct OutRecord {
+    pub partition: i32,
+    pub record: LogRecord,
+}
+
+pub struct Sink {
+    topic: Arc<Topic>,
+    relation: RelationDef,
+    /// Per partition: the offset after this query's last committed output.
+    pub ends: Vec<i64>,
+    round_robin: std::cell::Cell<usize>,
+}
+
+/// Keep appended batches well under `max.message.bytes`.
+const SINK_BATCH_BYTES: usize = 256 * 1024;
+
+impl Sink {
+    /// Drops output written after the last checkpoint and fences the topic at `ends`.
+    pub fn open(topic: Arc<Topic>, relation: RelationDef, ends: Vec<i64>) -> Result<Sink> {
+        for (p, end) in topic.partitions.iter().zip(&ends) {
+            if p.log_end_offset() > *end {
+                tracing::info!(topic = %topic.name, partition = p.id, "dropping output past the last checkpoint at offset {end}");
+            }
+            p.truncate_to(*end)?;
+            p.fence_at(*end);
+        }
+        Ok(Sink { topic, relation, ends, round_robin: std::cell::Cell::new(0) })
+    }
+
+    fn partition_for(&self, key: Option<&[u8]>) -> i32 {
+        let n = self.topic.partitions.len() as u32;
+        match key {
+            Some(k) => ((murmur2(k) & 0x7fff_ffff) % n) as i32,
+            None => {
+                let next = self.round_robin.get();
+                self.round_robin.set(next.wrapping_add(1));
+                (next as u32 % n) as i32
+            }
+        }
+    }
+
+    pub fn encode_row(&self, row: &[Value], timestamp_ms: i64) -> OutRecord {
+        let key = encode_key(&self.relation.columns, self.relation.key_format, row);
+        let value = encode_value(&self.relation.columns, row);
+        OutRecord {
+            partition: self.partition_for(key.as_deref()),
+            record: LogRecord { offset: 0, timestamp_ms, key, value: Some(value), headers: Vec::new() },
+        }
+    }
+
+    /// A table change: the new row, or a tombstone for its key.
+    pub fn encode_change(&self, change: &Change) -> OutRecord {
+        let key = match &change.row {
+            Some(row) => encode_key(&self.relation.columns, self.relation.key_format, row),
+            None => None,
+        }
+        .or_else(|| self.key_from_values(&change.key_values));
+        let value = change.row.as_ref().map(|row| encode_value(&self.relation.columns, row));
+        OutRecord {
+            partition: self.partition_for(key.as_deref()),
+            record: LogRecord { offset: 0, timestamp_ms: change.timestamp_ms, key, value, headers: Vec::new() },
+        }
+    }
+
+    fn key_from_values(&self, values: &[Value]) -> Option<Vec<u8>> {
+        let key_cols: Vec<_> = self.relation.columns.iter().filter(|c| c.key).collect();
+        if key_cols.len() == values.len() && !values.is_empty() {
+            let row: Vec<Value> = self
+                .relation
+                .columns
+                .iter()
+                .map(|c| key_cols.iter().position(|k| k.name == c.name).map(|i| values[i].clone()).unwrap_or(Value::Null))
+                .collect();
+            return encode_key(&self.relation.columns, self.relation.key_format, &row);
+        }
+        Some(Value::Array(values.to_vec()).to_string().into_bytes())
+    }
+
+    /// Appends output (durably, still fenced) and advances `ends`.
+    pub fn append(&mut self, records: Vec<OutRecord>) -> Result<()> {
+        let mut by_partition: Vec<Vec<LogRecord>> = vec![Vec::new(); self.topic.partitions.len()];
+        for r in records {
+            by_partition[r.partition as usize].push(r.record);
+        }
+        for (p, recs) in by_partition.into_iter().enumerate() {
+            let mut chunk: Vec<LogRecord> = Vec::new();
+            let mut bytes = 0;
+            for r in recs {
+                bytes += r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len()) + 32;
+                chunk.push(r);
+                if bytes >= SINK_BATCH_BYTES {
+                    self.append_chunk(p, std::mem::take(&mut chunk))?;
+                    bytes = 0;
+                }
+            }
+            if !chunk.is_empty() {
+                self.append_chunk(p, chunk)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn append_chunk(&mut self, p: usize, records: Vec<LogRecord>) -> Result<()> {
+        let mut bytes = encode_batch(&records);
+        let now = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
+        let info = self.topic.partitions[p].append(&mut bytes, now.max(0))?;
+        self.ends[p] = info.last_offset + 1;
+        Ok(())
+    }
+
+    /// Makes committed output visible to readers.
+    pub fn publish(&self) {
+        for (p, end) in self.topic.partitions.iter().zip(&self.ends) {
+            p.publish(*end);
+        }
+    }
+}
+
+/// Kafka's default partitioner hash (murmur2), so keys land where Kafka clients put them.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let seed: u32 = 0x9747_b28c;
+    let len = data.len();
+    let mut h: u32 = seed ^ len as u32;
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    match tail.len() {
+        3 => {
+            h ^= (tail[2] as u32) << 16;
+            h ^= (tail[1] as u32) << 8;
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(M);
+        }
+        2 => {
+            h ^= (tail[1] as u32) << 8;
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(M);
+        }
+        1 => {
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(M);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+pub const PROCESSING_LOG: &str = "eddy_processing_log";
+
+/// Where records that could not be processed are reported (a stream users can query).
+#[derive(Clone)]
+pub struct ProcessingLog {
+    pub log: Arc<Log>,
+}
+
+impl ProcessingLog {
+    pub fn record(&self, query_id: &str, topic: &str, partition: i32, offset: i64, error: &str, record: Option<&[u8]>) {
+        tracing::warn!(query = query_id, topic, partition, offset, "skipped a record: {error}");
+        let now = self.log.clock.now_ms();
+        let value = serde_json::json!({
+            "logged_at": now,
+            "query_id": query_id,
+            "topic": topic,
+            "source_partition": partition,
+            "source_offset": offset,
+            "error": error,
+            "record": record.map(|r| String::from_utf8_lossy(&r[..r.len().min(4096)]).into_owned()),
+        });
+        let rec = LogRecord { offset: 0, timestamp_ms: now, key: None, value: Some(value.to_string().into_bytes()), headers: Vec::new() };
+        let mut bytes = encode_batch(&[rec]);
+        if let Err(e) = self.log.append(PROCESSING_LOG, 0, &mut bytes) {
+            tracing::error!("could not write to the processing log: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Values from Kafka's UtilsTest.testMurmur2.
+        assert_eq!(super::murmur2(b"21") as i32, -973932308);
+        assert_eq!(super::murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(super::murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(super::murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(super::murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(super::murmur2(b"abc") as i32, 479470107);
+    }
+}

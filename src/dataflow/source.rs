@@ -1,0 +1,119 @@
+//! Source: tails the partitions of a stream's or table's topic and decodes log batches into
+//! Arrow batches. Records that do not match the schema go to the processing log and are
+//! skipped; the query keeps running.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use serde_json::Value;
+
+use super::sink::ProcessingLog;
+use crate::catalog::RelationDef;
+use crate::error::{EddyError, Result};
+use crate::format::{decode_key, decode_row, rows_to_batch};
+use crate::log::batch::{decode_records, LogBatchHeader};
+use crate::log::{Log, LogError, Partition};
+use crate::sql::RelationKind;
+
+pub struct Source {
+    pub relation: RelationDef,
+    pub partitions: Vec<Arc<Partition>>,
+    next_partition: usize,
+}
+
+/// What one poll decoded.
+pub struct DecodedBatch {
+    /// The valid rows, in the relation's schema (`None` if every record was bad).
+    pub batch: Option<RecordBatch>,
+    /// For tables: (key values, row or `None` for a tombstone, timestamp), in log order.
+    pub upserts: Vec<(Vec<Value>, Option<Vec<Value>>, i64)>,
+    pub records: usize,
+    pub max_timestamp_ms: i64,
+}
+
+impl Source {
+    pub fn open(log: &Log, relation: &RelationDef) -> Result<Source> {
+        let topic = log
+            .topic(&relation.topic)
+            .ok_or_else(|| EddyError::UndefinedRelation(format!("topic {} of {}", relation.topic, relation.name)))?;
+        Ok(Source { relation: relation.clone(), partitions: topic.partitions.clone(), next_partition: 0 })
+    }
+
+    /// Reads and decodes the next chunk from the first partition (round robin) that has data.
+    pub fn poll(&mut self, offsets: &mut [i64], max_bytes: usize, plog: &ProcessingLog, query_id: &str) -> Result<Option<DecodedBatch>> {
+        let n = self.partitions.len();
+        for i in 0..n {
+            let idx = (self.next_partition + i) % n;
+            let p = &self.partitions[idx];
+            let read = match p.read(offsets[idx], max_bytes) {
+                Ok(r) => r,
+                Err(LogError::OffsetOutOfRange { start, end, .. }) => {
+                    // Retention deleted what we had not read, or a fenced tail was cut.
+                    tracing::warn!(query = query_id, topic = %p.topic, partition = p.id, "offset {} out of range, resetting", offsets[idx]);
+                    offsets[idx] = if offsets[idx] < start { start } else { end };
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if read.bytes.is_empty() {
+                continue;
+            }
+            self.next_partition = (idx + 1) % n;
+            return Ok(Some(self.decode(p, &read.bytes, &mut offsets[idx], plog, query_id)));
+        }
+        Ok(None)
+    }
+
+    fn decode(&self, p: &Partition, bytes: &[u8], offset: &mut i64, plog: &ProcessingLog, query_id: &str) -> DecodedBatch {
+        let rel = &self.relation;
+        let is_table = rel.kind == RelationKind::Table;
+        let key_indexes: Vec<usize> = rel.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
+        let mut rows = Vec::new();
+        let mut upserts = Vec::new();
+        let mut records = 0;
+        let mut max_ts = 0i64;
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let Ok(header) = LogBatchHeader::parse(&bytes[pos..]) else { break };
+            let end = (pos + header.total_bytes).min(bytes.len());
+            let batch_bytes = &bytes[pos..end];
+            pos = end;
+            let start = *offset;
+            *offset = (*offset).max(header.last_offset() + 1);
+            let decoded = match decode_records(batch_bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    plog.record(query_id, &p.topic, p.id, header.base_offset, &e.to_string(), None);
+                    continue;
+                }
+            };
+            for r in decoded.into_iter().filter(|r| r.offset >= start) {
+                records += 1;
+                max_ts = max_ts.max(r.timestamp_ms);
+                if is_table && r.value.is_none() {
+                    match decode_key(&rel.columns, rel.key_format, r.key.as_deref()) {
+                        Ok(k) if !k.is_empty() => upserts.push((k.into_iter().map(|(_, v)| v).collect(), None, r.timestamp_ms)),
+                        _ => plog.record(query_id, &p.topic, p.id, r.offset, "tombstone without a key", r.key.as_deref()),
+                    }
+                    continue;
+                }
+                match decode_row(&rel.columns, rel.key_format, r.key.as_deref(), r.value.as_deref()) {
+                    Ok(row) => {
+                        if is_table {
+                            let key: Vec<Value> = key_indexes.iter().map(|&i| row[i].clone()).collect();
+                            if key.iter().any(Value::is_null) {
+                                plog.record(query_id, &p.topic, p.id, r.offset, "table record has no key", r.value.as_deref());
+                                continue;
+                            }
+                            upserts.push((key, Some(row.clone()), r.timestamp_ms));
+                        }
+                        rows.push(row);
+                    }
+                    Err(bad) => plog.record(query_id, &p.topic, p.id, r.offset, &bad.error, r.value.as_deref()),
+                }
+            }
+        }
+        let batch = if rows.is_empty() { None } else { rows_to_batch(&rel.columns, &rows).ok() };
+        DecodedBatch { batch, upserts, records, max_timestamp_ms: max_ts }
+    }
+}

@@ -1,0 +1,373 @@
+//! DDL: CREATE STREAM/TABLE [AS SELECT], DROP, TERMINATE, SHOW, DESCRIBE, EXPLAIN.
+//! Parse → validate → write the catalog → start: each step a named call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+use super::{Engine, Output};
+use crate::catalog::{QueryDef, RelationDef};
+use crate::dataflow::state_cf;
+use crate::error::{EddyError, Result};
+use crate::format::{Column, KeyFormat};
+use crate::log::TopicConfig;
+use crate::plan::{plan_continuous, upsert_plan, PlanShape};
+use crate::sql::{RelationKind, SelectStatement, Statement};
+
+impl Engine {
+    pub(super) async fn create_source(
+        &self,
+        kind: RelationKind,
+        name: String,
+        columns: Vec<Column>,
+        props: BTreeMap<String, String>,
+        if_not_exists: bool,
+    ) -> Result<Output> {
+        let _ddl = self.ddl.lock().await;
+        let tag = format!("CREATE {}", kind.word());
+        if self.catalog.relation(&name).is_some() {
+            return if if_not_exists { Ok(Output::Command { tag }) } else { Err(EddyError::DuplicateRelation(format!("{} {name}", kind.word().to_lowercase()))) };
+        }
+        validate_columns(kind, &columns)?;
+        let mut rel = self.relation_from_props(kind, &name, columns, &props, None)?;
+        self.ensure_topic(&mut rel, &props)?;
+        let query = (kind == RelationKind::Table).then(|| {
+            let id = format!("MAT_{}_{}", name.to_uppercase(), self.catalog.next_query_number().unwrap_or(0));
+            QueryDef { id, sql: format!("CREATE TABLE {name} (materialize)"), source: name.clone(), sink: None }
+        });
+        rel.materialized_by = query.as_ref().map(|q| q.id.clone());
+        self.catalog.add(&rel, query.as_ref())?;
+        if let Some(q) = query {
+            self.start_query(&q.id, upsert_plan(&rel), None)?;
+        }
+        Ok(Output::Command { tag })
+    }
+
+    pub(super) async fn create_as(
+        &self,
+        kind: RelationKind,
+        name: String,
+        props: BTreeMap<String, String>,
+        select: SelectStatement,
+        if_not_exists: bool,
+        text: String,
+    ) -> Result<Output> {
+        let _ddl = self.ddl.lock().await;
+        let tag = format!("CREATE {}", kind.word());
+        if self.catalog.relation(&name).is_some() {
+            return if if_not_exists { Ok(Output::Command { tag }) } else { Err(EddyError::DuplicateRelation(format!("{} {name}", kind.word().to_lowercase()))) };
+        }
+        let source = self.single_source(&select)?;
+        if source.kind == RelationKind::Table {
+            return Err(EddyError::NotImplemented(format!(
+                "a persistent query reading table {} (table changelogs need retractions; streaming SQL issue #4)",
+                source.name
+            )));
+        }
+        if self.lock_queries().len() >= self.config.max_queries {
+            return Err(EddyError::LimitExceeded(format!("at most {} persistent queries run at once", self.config.max_queries)));
+        }
+        let plan = plan_continuous(&select.sql, &source).await?;
+        match (&plan.shape, kind) {
+            (PlanShape::Aggregate(_), RelationKind::Stream) => {
+                return Err(EddyError::InvalidValue(
+                    "an aggregation produces a table: use CREATE TABLE ... AS SELECT ... GROUP BY".into(),
+                ))
+            }
+            (PlanShape::Project { .. }, RelationKind::Table) => {
+                return Err(EddyError::InvalidValue(
+                    "a table needs GROUP BY (or declare a table over a topic with CREATE TABLE t (id STRING PRIMARY KEY, ...))".into(),
+                ))
+            }
+            _ => {}
+        }
+        let prefix = if kind == RelationKind::Table { "CTAS" } else { "CSAS" };
+        let id = format!("{prefix}_{}_{}", name.to_uppercase(), self.catalog.next_query_number()?);
+        let mut props = props;
+        props.entry("PARTITIONS".into()).or_insert_with(|| source.partitions.to_string());
+        let mut rel = self.relation_from_props(kind, &name, plan.output_columns.clone(), &props, Some(&id))?;
+        rel.materialized_by = (kind == RelationKind::Table).then(|| id.clone());
+        self.ensure_topic(&mut rel, &props)?;
+        let query = QueryDef { id: id.clone(), sql: text, source: source.name.clone(), sink: Some(name.clone()) };
+        self.catalog.add(&rel, Some(&query))?;
+        self.start_query(&id, plan, Some(rel))?;
+        Ok(Output::Command { tag })
+    }
+
+    fn start_query(&self, id: &str, plan: crate::plan::ContinuousPlan, sink: Option<RelationDef>) -> Result<()> {
+        let running = self.runtime.start_persistent(id, plan, sink)?;
+        self.lock_queries().insert(id.to_string(), running);
+        Ok(())
+    }
+
+    pub(super) fn single_source(&self, select: &SelectStatement) -> Result<RelationDef> {
+        let mut names = select.relations.clone();
+        names.dedup();
+        match names.as_slice() {
+            [one] => self.catalog.relation(one).ok_or_else(|| EddyError::UndefinedRelation(format!("stream or table {one}"))),
+            [] => Err(EddyError::InvalidValue("a continuous query needs FROM a stream or table".into())),
+            _ => Err(EddyError::NotImplemented("joins in continuous queries (streaming SQL issue #4)".into())),
+        }
+    }
+
+    fn relation_from_props(
+        &self,
+        kind: RelationKind,
+        name: &str,
+        mut columns: Vec<Column>,
+        props: &BTreeMap<String, String>,
+        written_by: Option<&str>,
+    ) -> Result<RelationDef> {
+        for key in props.keys() {
+            if !["KAFKA_TOPIC", "VALUE_FORMAT", "KEY_FORMAT", "FORMAT", "PARTITIONS", "TIMESTAMP", "REPLICAS"].contains(&key.as_str()) {
+                return Err(EddyError::InvalidValue(format!("unknown property {key} in WITH (...)")));
+            }
+        }
+        let value_format = props.get("VALUE_FORMAT").or(props.get("FORMAT")).cloned().unwrap_or_else(|| "JSON".into()).to_uppercase();
+        if value_format != "JSON" {
+            return Err(EddyError::NotImplemented(format!("VALUE_FORMAT='{value_format}' (JSON only for now)")));
+        }
+        let n_keys = columns.iter().filter(|c| c.key).count();
+        let key_format = match props.get("KEY_FORMAT") {
+            Some(f) => KeyFormat::parse(f).ok_or_else(|| EddyError::NotImplemented(format!("KEY_FORMAT='{f}' (KAFKA or JSON)")))?,
+            None if n_keys == 0 => KeyFormat::None,
+            None if n_keys == 1 => KeyFormat::Kafka,
+            None => KeyFormat::Json,
+        };
+        if key_format == KeyFormat::Kafka && n_keys > 1 {
+            return Err(EddyError::InvalidValue("KEY_FORMAT='KAFKA' holds one key column; use KEY_FORMAT='JSON'".into()));
+        }
+        let partitions = match props.get("PARTITIONS") {
+            Some(p) => p.parse::<i32>().ok().filter(|p| (1..=10_000).contains(p)).ok_or_else(|| EddyError::InvalidValue(format!("PARTITIONS={p}: expected 1 to 10000")))?,
+            None => self.config.default_partitions,
+        };
+        let timestamp_column = match props.get("TIMESTAMP") {
+            Some(t) => {
+                let col = columns.iter().find(|c| c.name.eq_ignore_ascii_case(t)).ok_or_else(|| EddyError::UndefinedColumn(t.clone()))?;
+                Some(col.name.clone())
+            }
+            None => None,
+        };
+        if key_format == KeyFormat::None {
+            columns.iter_mut().for_each(|c| c.key = false);
+        }
+        Ok(RelationDef {
+            name: name.to_string(),
+            kind,
+            columns,
+            topic: props.get("KAFKA_TOPIC").cloned().unwrap_or_else(|| name.to_string()),
+            key_format,
+            value_format,
+            partitions,
+            timestamp_column,
+            written_by: written_by.map(str::to_string),
+            materialized_by: None,
+        })
+    }
+
+    /// Creates the relation's topic, or adopts an existing one (its partition count wins
+    /// unless PARTITIONS says otherwise, which is an error as in ksqlDB).
+    fn ensure_topic(&self, rel: &mut RelationDef, props: &BTreeMap<String, String>) -> Result<()> {
+        match self.log.topic(&rel.topic) {
+            Some(t) => {
+                let existing = t.partitions.len() as i32;
+                if props.contains_key("PARTITIONS") && existing != rel.partitions && rel.written_by.is_none() {
+                    return Err(EddyError::InvalidValue(format!(
+                        "topic {} exists with {existing} partitions, not {}",
+                        rel.topic, rel.partitions
+                    )));
+                }
+                if rel.written_by.is_some() && self.catalog.relations().iter().any(|r| r.topic == rel.topic) {
+                    return Err(EddyError::DuplicateRelation(format!("topic {} (used by another stream or table)", rel.topic)));
+                }
+                rel.partitions = existing;
+            }
+            None => {
+                let config = TopicConfig { partitions: rel.partitions, ..TopicConfig::default() };
+                self.log.create_topic(&rel.topic, config)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn drop_relation(&self, kind: RelationKind, name: &str, if_exists: bool, delete_topic: bool) -> Result<Output> {
+        let _ddl = self.ddl.lock().await;
+        let tag = format!("DROP {}", kind.word());
+        let Some(rel) = self.catalog.relation(name) else {
+            return if if_exists { Ok(Output::Command { tag }) } else { Err(EddyError::UndefinedRelation(format!("{} {name}", kind.word().to_lowercase()))) };
+        };
+        if rel.kind != kind {
+            return Err(EddyError::InvalidValue(format!("{name} is a {}, not a {}: use DROP {}", rel.kind.word(), kind.word(), rel.kind.word())));
+        }
+        if rel.name == crate::dataflow::sink::PROCESSING_LOG {
+            return Err(EddyError::InvalidValue("the processing log cannot be dropped".into()));
+        }
+        let own: Vec<&String> = rel.written_by.iter().chain(rel.materialized_by.iter()).collect();
+        if let Some(reader) = self.catalog.queries().into_iter().find(|q| q.source == rel.name && !own.contains(&&q.id)) {
+            return Err(EddyError::ObjectInUse(format!(
+                "cannot drop {name}: query {} reads from it (TERMINATE it or drop its {} first)",
+                reader.id,
+                reader.sink.unwrap_or_default()
+            )));
+        }
+        for id in own.iter().copied() {
+            if let Some(q) = self.lock_queries().remove(id.as_str()) {
+                q.stop();
+            }
+            self.catalog.remove_query(id)?;
+            self.store.drop_cf(&state_cf(id))?;
+        }
+        self.catalog.remove_relation(&rel.name)?;
+        if delete_topic {
+            self.log.delete_topic(&rel.topic)?;
+        }
+        Ok(Output::Command { tag })
+    }
+
+    pub(super) async fn terminate(&self, query_id: Option<String>) -> Result<Output> {
+        let _ddl = self.ddl.lock().await;
+        let ids: Vec<String> = match query_id {
+            Some(id) => {
+                let q = self.catalog.queries().into_iter().find(|q| q.id.eq_ignore_ascii_case(&id)).ok_or_else(|| EddyError::UndefinedRelation(format!("query {id}")))?;
+                if q.id.starts_with("MAT_") {
+                    return Err(EddyError::InvalidValue(format!("{} keeps table {} current; DROP TABLE {} instead", q.id, q.source, q.source)));
+                }
+                vec![q.id]
+            }
+            None => self.catalog.queries().into_iter().filter(|q| !q.id.starts_with("MAT_")).map(|q| q.id).collect(),
+        };
+        for id in &ids {
+            if let Some(q) = self.lock_queries().remove(id) {
+                q.stop();
+            }
+            if let Some(q) = self.catalog.query(id) {
+                if let Some(mut sink) = q.sink.as_ref().and_then(|s| self.catalog.relation(s)) {
+                    sink.written_by = None;
+                    self.catalog.update_relation(&sink)?;
+                    if let Some(t) = self.log.topic(&sink.topic) {
+                        // Its output is all committed; let other writers in.
+                        t.partitions.iter().for_each(|p| p.publish(i64::MAX));
+                    }
+                }
+            }
+            self.catalog.remove_query(id)?;
+        }
+        Ok(Output::Command { tag: "TERMINATE".into() })
+    }
+
+    pub(super) async fn explain(&self, inner: Statement) -> Result<Output> {
+        let text = match inner {
+            Statement::Select(select) | Statement::CreateAs { select, .. } if select.emit_changes || !select.relations.is_empty() => {
+                let source = self.single_source(&select);
+                match source {
+                    Ok(source) if select.emit_changes => plan_continuous(&select.sql, &source).await?.description,
+                    _ => {
+                        let ctx = self.pull_context(&select, false).await?;
+                        let df = ctx.sql(&select.sql).await?;
+                        format!("{}", df.logical_plan().display_indent())
+                    }
+                }
+            }
+            Statement::CreateAs { select, .. } | Statement::Select(select) => {
+                let ctx = self.pull_context(&select, false).await?;
+                format!("{}", ctx.sql(&select.sql).await?.logical_plan().display_indent())
+            }
+            _ => return Err(EddyError::InvalidValue("EXPLAIN takes a SELECT or a CREATE ... AS SELECT".into())),
+        };
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        Ok(strings_output(&["plan"], lines.into_iter().map(|l| vec![l]).collect(), "EXPLAIN"))
+    }
+
+    pub(super) fn show(&self, what: &str) -> Result<Output> {
+        let rels = self.catalog.relations();
+        match what {
+            "streams" | "tables" => {
+                let kind = if what == "streams" { RelationKind::Stream } else { RelationKind::Table };
+                let rows = rels
+                    .iter()
+                    .filter(|r| r.kind == kind)
+                    .map(|r| vec![r.name.clone(), r.topic.clone(), format!("{:?}", r.key_format).to_uppercase(), r.value_format.clone()])
+                    .collect();
+                let first = if kind == RelationKind::Stream { "stream_name" } else { "table_name" };
+                Ok(strings_output(&[first, "kafka_topic", "key_format", "value_format"], rows, "SHOW"))
+            }
+            "topics" => {
+                let rows = self
+                    .log
+                    .topics()
+                    .iter()
+                    .map(|t| {
+                        let records: i64 = t.partitions.iter().map(|p| p.high_watermark() - p.log_start_offset()).sum();
+                        vec![t.name.clone(), t.partitions.len().to_string(), records.to_string()]
+                    })
+                    .collect();
+                Ok(strings_output(&["kafka_topic", "partitions", "records"], rows, "SHOW"))
+            }
+            "queries" => {
+                let running = self.lock_queries();
+                let rows = self
+                    .catalog
+                    .queries()
+                    .into_iter()
+                    .map(|q| {
+                        let status = match running.get(&q.id) {
+                            Some(r) if r.is_running() => "RUNNING".to_string(),
+                            Some(r) => format!("ERROR: {}", r.status.error.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()),
+                            None => "NOT RUNNING".to_string(),
+                        };
+                        let sink_topic = q.sink.as_ref().and_then(|s| self.catalog.relation(s)).map(|r| r.topic).unwrap_or_default();
+                        vec![q.id.clone(), status, q.sink.clone().unwrap_or_else(|| q.source.clone()), sink_topic, q.sql.clone()]
+                    })
+                    .collect();
+                Ok(strings_output(&["query_id", "status", "sink_name", "sink_kafka_topic", "query_string"], rows, "SHOW"))
+            }
+            other => {
+                let value = match other {
+                    "server_version" => "15.0 (Eddy)",
+                    "server_encoding" | "client_encoding" => "UTF8",
+                    "transaction_isolation" | "default_transaction_isolation" => "read committed",
+                    "standard_conforming_strings" => "on",
+                    "datestyle" => "ISO, MDY",
+                    "timezone" => "UTC",
+                    "search_path" => "public",
+                    _ => return Err(EddyError::InvalidValue(format!("unrecognized configuration parameter \"{other}\""))),
+                };
+                Ok(strings_output(&[other], vec![vec![value.to_string()]], "SHOW"))
+            }
+        }
+    }
+
+    pub(super) fn describe(&self, name: &str) -> Result<Output> {
+        let rel = self.catalog.relation(name).ok_or_else(|| EddyError::UndefinedRelation(format!("stream or table {name}")))?;
+        let key_word = if rel.kind == RelationKind::Table { "PRIMARY KEY" } else { "KEY" };
+        let rows = rel
+            .columns
+            .iter()
+            .map(|c| vec![c.name.clone(), c.ty.name().to_string(), if c.key { key_word.to_string() } else { String::new() }])
+            .collect();
+        Ok(strings_output(&["field", "type", "key"], rows, "DESCRIBE"))
+    }
+}
+
+fn validate_columns(kind: RelationKind, columns: &[Column]) -> Result<()> {
+    for (i, c) in columns.iter().enumerate() {
+        if columns[..i].iter().any(|o| o.name == c.name) {
+            return Err(EddyError::DuplicateRelation(format!("column {}", c.name)));
+        }
+    }
+    if kind == RelationKind::Table && !columns.iter().any(|c| c.key) {
+        return Err(EddyError::InvalidValue("a table needs a PRIMARY KEY column, e.g. (id STRING PRIMARY KEY, ...)".into()));
+    }
+    Ok(())
+}
+
+/// A result of text columns.
+pub(super) fn strings_output(names: &[&str], rows: Vec<Vec<String>>, tag: &str) -> Output {
+    let schema = Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>()));
+    let columns: Vec<ArrayRef> =
+        (0..names.len()).map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as ArrayRef).collect();
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match the schema");
+    Output::Rows { schema, batches: vec![batch], tag: tag.to_string() }
+}

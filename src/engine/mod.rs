@@ -1,0 +1,233 @@
+//! The engine: one place where a parsed statement meets the log, the catalog, the planner
+//! and the runtime. DDL (path 5) and serving (path 4) start here; `pgwire/` only translates
+//! the results to the wire.
+
+mod ddl;
+mod serve;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::catalog::{Catalog, QueryDef, RelationDef};
+use crate::dataflow::sink::{ProcessingLog, PROCESSING_LOG};
+use crate::dataflow::{RunningQuery, Runtime, RuntimeConfig};
+use crate::error::{EddyError, Result};
+use crate::format::{Column, KeyFormat, SqlType};
+use crate::log::{Log, SystemClock, TopicConfig};
+use crate::plan::{plan_continuous, upsert_plan, ContinuousPlan};
+use crate::sql::{self, Located, RelationKind, Statement};
+use crate::state::StateStore;
+
+/// Limits and defaults the server runs with.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    /// Most bytes one pull query or bounded scan may load.
+    pub query_memory_bytes: usize,
+    /// Most persistent queries at once.
+    pub max_queries: usize,
+    pub default_partitions: i32,
+    pub checkpoint_interval: Duration,
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        EngineConfig {
+            data_dir,
+            query_memory_bytes: 256 << 20,
+            max_queries: 256,
+            default_partitions: 1,
+            checkpoint_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What a statement returns.
+pub enum Output {
+    Rows { schema: SchemaRef, batches: Vec<RecordBatch>, tag: String },
+    Command { tag: String },
+    /// A push query: batches arrive until `limit` rows were sent or the client cancels.
+    Push { schema: SchemaRef, limit: Option<usize>, rx: tokio::sync::mpsc::Receiver<Result<RecordBatch>> },
+    /// COPY (...) TO STDOUT around a push or bounded query.
+    CopyOut(Box<Output>),
+}
+
+/// Per-connection settings (`SET 'auto.offset.reset' = 'earliest'`).
+#[derive(Debug, Default, Clone)]
+pub struct Session {
+    pub settings: HashMap<String, String>,
+}
+
+impl Session {
+    pub fn earliest(&self) -> bool {
+        self.settings.get("auto.offset.reset").is_some_and(|v| v.eq_ignore_ascii_case("earliest"))
+    }
+}
+
+pub struct Engine {
+    pub config: EngineConfig,
+    pub log: Arc<Log>,
+    pub store: StateStore,
+    pub catalog: Catalog,
+    pub runtime: Runtime,
+    queries: Mutex<HashMap<String, RunningQuery>>,
+    /// DDL runs one statement at a time so names and query ids never race.
+    ddl: tokio::sync::Mutex<()>,
+}
+
+impl Engine {
+    /// Opens the data directory: recovers the log, the catalog, and resumes every query.
+    pub async fn open(config: EngineConfig) -> Result<Arc<Engine>> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| EddyError::Log(e.into()))?;
+        let log = Arc::new(Log::open(&config.data_dir.join("log"), Arc::new(SystemClock))?);
+        let store = StateStore::open(&config.data_dir.join("state"))?;
+        let catalog = Catalog::open(store.clone())?;
+        let runtime = Runtime {
+            log: log.clone(),
+            store: store.clone(),
+            processing_log: ProcessingLog { log: log.clone() },
+            config: RuntimeConfig { checkpoint_interval: config.checkpoint_interval, ..Default::default() },
+        };
+        let engine = Arc::new(Engine {
+            config,
+            log,
+            store,
+            catalog,
+            runtime,
+            queries: Mutex::new(HashMap::new()),
+            ddl: tokio::sync::Mutex::new(()),
+        });
+        engine.ensure_processing_log()?;
+        for q in engine.catalog.queries() {
+            let plan = engine.replan(&q).await;
+            match plan.and_then(|(plan, sink)| engine.runtime.start_persistent(&q.id, plan, sink)) {
+                Ok(running) => {
+                    engine.lock_queries().insert(q.id.clone(), running);
+                }
+                Err(e) => tracing::error!(query = %q.id, "could not resume query: {e}"),
+            }
+        }
+        Ok(engine)
+    }
+
+    fn lock_queries(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningQuery>> {
+        self.queries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ensure_processing_log(&self) -> Result<()> {
+        if self.log.topic(PROCESSING_LOG).is_none() {
+            self.log.create_topic(PROCESSING_LOG, TopicConfig::default())?;
+        }
+        if self.catalog.relation(PROCESSING_LOG).is_none() {
+            let col = |name: &str, ty| Column { name: name.into(), ty, key: false };
+            self.catalog.add(
+                &RelationDef {
+                    name: PROCESSING_LOG.into(),
+                    kind: RelationKind::Stream,
+                    columns: vec![
+                        col("logged_at", SqlType::Timestamp),
+                        col("query_id", SqlType::String),
+                        col("topic", SqlType::String),
+                        col("source_partition", SqlType::Int),
+                        col("source_offset", SqlType::BigInt),
+                        col("error", SqlType::String),
+                        col("record", SqlType::String),
+                    ],
+                    topic: PROCESSING_LOG.into(),
+                    key_format: KeyFormat::None,
+                    value_format: "JSON".into(),
+                    partitions: 1,
+                    timestamp_column: None,
+                    written_by: None,
+                    materialized_by: None,
+                },
+                None,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Re-plans a stored query from its SQL (at start-up and for EXPLAIN).
+    async fn replan(&self, q: &QueryDef) -> Result<(ContinuousPlan, Option<RelationDef>)> {
+        let source = self.catalog.relation(&q.source).ok_or_else(|| EddyError::UndefinedRelation(q.source.clone()))?;
+        let sink = q.sink.as_ref().and_then(|s| self.catalog.relation(s));
+        let stmt = sql::parse(&q.sql)?.into_iter().next().map(|l| l.statement);
+        match stmt {
+            Some(Statement::CreateAs { select, .. }) => Ok((plan_continuous(&select.sql, &source).await?, sink)),
+            _ => Ok((upsert_plan(&source), None)),
+        }
+    }
+
+    /// Runs every statement in a query string, returning one output per statement.
+    pub async fn execute_all(&self, session: &mut Session, sql: &str) -> Result<Vec<Output>> {
+        let mut out = Vec::new();
+        for stmt in sql::parse(sql)? {
+            out.push(self.execute(session, stmt).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn execute(&self, session: &mut Session, located: Located) -> Result<Output> {
+        match located.statement {
+            Statement::CreateSource { kind, name, columns, props, if_not_exists } => {
+                self.create_source(kind, name, columns, props, if_not_exists).await
+            }
+            Statement::CreateAs { kind, name, props, select, if_not_exists, text } => {
+                self.create_as(kind, name, props, select, if_not_exists, text).await
+            }
+            Statement::Insert { target, columns, rows } => self.insert(&target, &columns, &rows).await,
+            Statement::Select(select) if select.emit_changes => self.push_query(session, &select).await,
+            Statement::Select(select) => self.pull_query(&select).await,
+            Statement::CopyOut(select) => {
+                let inner = if select.emit_changes { self.push_query(session, &select).await? } else { self.pull_query(&select).await? };
+                Ok(Output::CopyOut(Box::new(inner)))
+            }
+            Statement::Show { what } => self.show(&what),
+            Statement::Describe { name } => self.describe(&name),
+            Statement::Drop { kind, name, if_exists, delete_topic } => self.drop_relation(kind, &name, if_exists, delete_topic).await,
+            Statement::Terminate { query_id } => self.terminate(query_id).await,
+            Statement::Explain(inner) => self.explain(*inner).await,
+            Statement::Flush => self.flush().await,
+            Statement::Set { name, value } => {
+                session.settings.insert(name.to_lowercase(), value);
+                Ok(Output::Command { tag: "SET".into() })
+            }
+            Statement::NoOp { tag } => Ok(Output::Command { tag }),
+        }
+    }
+
+    /// Waits until every running query has consumed, and checkpointed, all input readable
+    /// now (and the input that upstream queries produce from it): a fixed point.
+    async fn flush(&self) -> Result<Output> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut last: Option<Vec<i64>> = None;
+        loop {
+            let (all_caught_up, progress) = {
+                let queries = self.lock_queries();
+                let caught = queries.values().all(|q| crate::dataflow::caught_up(&self.log, q));
+                (caught, crate::dataflow::progress(&self.log, &queries))
+            };
+            if all_caught_up && last.as_ref() == Some(&progress) {
+                return Ok(Output::Command { tag: "FLUSH".into() });
+            }
+            last = all_caught_up.then_some(progress);
+            if tokio::time::Instant::now() > deadline {
+                return Err(EddyError::LimitExceeded("FLUSH waited 60 s and queries are still behind".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops every query thread (on shutdown); their state is as last checkpointed.
+    pub fn shutdown(&self) {
+        let queries: Vec<RunningQuery> = self.lock_queries().drain().map(|(_, q)| q).collect();
+        for q in queries {
+            q.stop();
+        }
+    }
+}

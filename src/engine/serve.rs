@@ -1,0 +1,228 @@
+//! Serving: INSERT (path 1 from SQL), pull queries and bounded scans over a snapshot
+//! (DataFusion), and push queries that stream from the live log (path 4).
+
+use std::sync::Arc;
+
+use datafusion::catalog::MemTable;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast;
+use serde_json::Value;
+
+use super::{Engine, Output, Session};
+use crate::catalog::RelationDef;
+use crate::dataflow::{row_key, sink::murmur2, state_cf};
+use crate::error::{EddyError, Result};
+use crate::format::{arrow_schema, check_cell, decode_row, encode_key, encode_value, rows_to_batch};
+use crate::log::batch::{decode_records, encode_batch, LogBatchHeader, LogRecord};
+use crate::plan::{plan_continuous, session, PlanShape};
+use crate::sql::{RelationKind, SelectStatement};
+use crate::state::ROW_PREFIX;
+
+impl Engine {
+    /// INSERT INTO s (cols) VALUES (...): every row is checked before anything is written.
+    pub(super) async fn insert(&self, target: &str, columns: &[String], rows: &[Vec<ast::Expr>]) -> Result<Output> {
+        let rel = self.catalog.relation(target).ok_or_else(|| EddyError::UndefinedRelation(format!("stream or table {target}")))?;
+        if let Some(q) = &rel.written_by {
+            return Err(EddyError::InvalidValue(format!("cannot INSERT INTO {target}: query {q} writes it")));
+        }
+        let targets: Vec<usize> = if columns.is_empty() {
+            (0..rel.columns.len()).collect()
+        } else {
+            columns
+                .iter()
+                .map(|c| rel.columns.iter().position(|rc| rc.name == *c || rc.name.eq_ignore_ascii_case(c)).ok_or_else(|| EddyError::UndefinedColumn(c.clone())))
+                .collect::<Result<_>>()?
+        };
+        let now = self.log.clock.now_ms();
+        let mut by_partition: Vec<Vec<LogRecord>> = vec![Vec::new(); rel.partitions.max(1) as usize];
+        for (n, exprs) in rows.iter().enumerate() {
+            if exprs.len() != targets.len() {
+                return Err(EddyError::InvalidValue(format!("INSERT has {} target columns but row {} has {} values", targets.len(), n + 1, exprs.len())));
+            }
+            let mut row = vec![Value::Null; rel.columns.len()];
+            for (&i, e) in targets.iter().zip(exprs) {
+                let col = &rel.columns[i];
+                row[i] = check_cell(col, literal(e)?).map_err(EddyError::TypeMismatch)?;
+            }
+            if rel.kind == RelationKind::Table && rel.columns.iter().zip(&row).any(|(c, v)| c.key && v.is_null()) {
+                return Err(EddyError::InvalidValue(format!("INSERT INTO table {target} needs a value for its PRIMARY KEY")));
+            }
+            let timestamp_ms = rel
+                .timestamp_column
+                .as_ref()
+                .and_then(|t| rel.columns.iter().position(|c| &c.name == t))
+                .and_then(|i| row[i].as_i64())
+                .unwrap_or(now);
+            let key = encode_key(&rel.columns, rel.key_format, &row);
+            let partition = match &key {
+                Some(k) => (murmur2(k) & 0x7fff_ffff) as usize % by_partition.len(),
+                None => n % by_partition.len(),
+            };
+            let value = Some(encode_value(&rel.columns, &row));
+            by_partition[partition].push(LogRecord { offset: 0, timestamp_ms, key, value, headers: Vec::new() });
+        }
+        let log = self.log.clone();
+        let topic = rel.topic.clone();
+        let count = rows.len();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            for (p, records) in by_partition.into_iter().enumerate() {
+                if !records.is_empty() {
+                    log.append(&topic, p as i32, &mut encode_batch(&records))?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| EddyError::Internal(format!("insert task: {e}")))??;
+        Ok(Output::Command { tag: format!("INSERT 0 {count}") })
+    }
+
+    /// A DataFusion session with each referenced stream (bounded scan of what its topic
+    /// holds now) and table (snapshot of its current rows) registered.
+    pub(super) async fn pull_context(&self, select: &SelectStatement, load: bool) -> Result<SessionContext> {
+        let ctx = session();
+        let mut budget = self.config.query_memory_bytes;
+        let mut names = select.relations.clone();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let Some(rel) = self.catalog.relation(&name) else { continue };
+            let schema = arrow_schema(&rel.columns);
+            let rows = if !load {
+                Vec::new()
+            } else if rel.kind == RelationKind::Table {
+                self.table_rows(&rel, &mut budget)?
+            } else {
+                self.stream_rows(&rel, &mut budget)?
+            };
+            let batch = rows_to_batch(&rel.columns, &rows).map_err(EddyError::Internal)?;
+            ctx.register_table(rel.name.as_str(), Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
+        }
+        Ok(ctx)
+    }
+
+    fn table_rows(&self, rel: &RelationDef, budget: &mut usize) -> Result<Vec<Vec<Value>>> {
+        let Some(q) = &rel.materialized_by else { return Ok(Vec::new()) };
+        let entries = self.store.scan_prefix(&state_cf(q), &[ROW_PREFIX], *budget)?;
+        let mut rows = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            *budget = budget.saturating_sub(k.len() + v.len());
+            let parsed: Value = serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("table row: {e}")))?;
+            if let Some(Value::Array(r)) = parsed.get("r") {
+                if r.len() == rel.columns.len() {
+                    rows.push(r.clone());
+                }
+            }
+        }
+        debug_assert!(row_key(b"").len() == 1);
+        Ok(rows)
+    }
+
+    /// Every decodable record the topic holds now (bad ones are skipped here; persistent
+    /// queries are the ones that report them).
+    fn stream_rows(&self, rel: &RelationDef, budget: &mut usize) -> Result<Vec<Vec<Value>>> {
+        let Some(topic) = self.log.topic(&rel.topic) else { return Ok(Vec::new()) };
+        let mut rows = Vec::new();
+        for p in &topic.partitions {
+            let end = p.high_watermark();
+            let mut offset = p.log_start_offset();
+            while offset < end {
+                let read = p.read(offset, 1 << 20)?;
+                if read.bytes.is_empty() {
+                    break;
+                }
+                if read.bytes.len() > *budget {
+                    return Err(EddyError::LimitExceeded(format!(
+                        "scanning {} needs more than the {} bytes a query may use (--query-memory-bytes)",
+                        rel.name, self.config.query_memory_bytes
+                    )));
+                }
+                *budget -= read.bytes.len();
+                let mut pos = 0;
+                while pos < read.bytes.len() {
+                    let header = LogBatchHeader::parse(&read.bytes[pos..])?;
+                    let batch = &read.bytes[pos..pos + header.total_bytes];
+                    pos += header.total_bytes;
+                    offset = offset.max(header.last_offset() + 1);
+                    for r in decode_records(batch).unwrap_or_default() {
+                        if let Ok(row) = decode_row(&rel.columns, rel.key_format, r.key.as_deref(), r.value.as_deref()) {
+                            rows.push(row);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    pub(super) async fn pull_query(&self, select: &SelectStatement) -> Result<Output> {
+        let ctx = self.pull_context(select, true).await?;
+        let df = ctx.sql(&select.sql).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        Ok(Output::Rows { schema, batches, tag: "SELECT".into() })
+    }
+
+    pub(super) async fn push_query(&self, session: &Session, select: &SelectStatement) -> Result<Output> {
+        let source = self.single_source(select)?;
+        let plan = plan_continuous(&select.sql, &source).await?;
+        if !matches!(plan.shape, PlanShape::Project { .. }) {
+            return Err(EddyError::NotImplemented(
+                "GROUP BY in a push query: create a table with CREATE TABLE ... AS SELECT ... GROUP BY, then push-query the table (issue #4)".into(),
+            ));
+        }
+        let schema = arrow_schema(&plan.output_columns);
+        // A small queue: a slow client holds the query back instead of growing memory.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        self.runtime.start_push(plan, session.earliest(), tx)?;
+        Ok(Output::Push { schema, limit: select.limit, rx })
+    }
+}
+
+impl Engine {
+    /// The columns a statement returns, for the extended protocol's Describe (`None`: no rows).
+    pub async fn result_schema(&self, stmt: &crate::sql::Statement) -> Result<Option<datafusion::arrow::datatypes::SchemaRef>> {
+        use crate::sql::Statement;
+        Ok(match stmt {
+            Statement::Select(select) if select.emit_changes => {
+                let source = self.single_source(select)?;
+                Some(arrow_schema(&plan_continuous(&select.sql, &source).await?.output_columns))
+            }
+            Statement::Select(select) => {
+                let ctx = self.pull_context(select, false).await?;
+                Some(Arc::new(ctx.sql(&select.sql).await?.schema().as_arrow().clone()))
+            }
+            Statement::Show { .. } | Statement::Describe { .. } | Statement::Explain(_) => {
+                let located = crate::sql::Located { statement: stmt.clone(), text: String::new(), offset_chars: 0 };
+                match self.execute(&mut Session::default(), located).await? {
+                    Output::Rows { schema, .. } => Some(schema),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+    }
+}
+
+/// A literal in VALUES as JSON: numbers, strings, booleans, NULL, and negated numbers.
+fn literal(e: &ast::Expr) -> Result<Value> {
+    match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n
+                .parse::<i64>()
+                .map(Value::from)
+                .or_else(|_| n.parse::<f64>().map(Value::from))
+                .map_err(|_| EddyError::InvalidValue(format!("invalid number {n}"))),
+            ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => Ok(Value::String(s.clone())),
+            ast::Value::Boolean(b) => Ok(Value::Bool(*b)),
+            ast::Value::Null => Ok(Value::Null),
+            other => Err(EddyError::NotImplemented(format!("value {other} in INSERT"))),
+        },
+        ast::Expr::UnaryOp { op: ast::UnaryOperator::Minus, expr } => match literal(expr)? {
+            Value::Number(n) => Ok(n.as_i64().map(|i| Value::from(-i)).unwrap_or_else(|| Value::from(-n.as_f64().unwrap_or(0.0)))),
+            _ => Err(EddyError::TypeMismatch(format!("cannot negate {expr}"))),
+        },
+        ast::Expr::Nested(inner) => literal(inner),
+        other => Err(EddyError::NotImplemented(format!("expression {other} in INSERT VALUES (literals only)"))),
+    }
+}

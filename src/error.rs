@@ -1,0 +1,77 @@
+//! Eddy's error type, sorted by who is at fault (DataFusion's habit): the user (bad SQL,
+//! unknown names, bad values), a known gap (not implemented yet), the environment (I/O),
+//! or a bug (`Internal`, whose message says so). `pgwire/error.rs` maps it to SQLSTATEs.
+
+use datafusion::error::DataFusionError;
+
+use crate::log::LogError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EddyError {
+    /// Bad SQL; `position` is the 1-based character in the client's query string.
+    #[error("{message}")]
+    Syntax { message: String, position: Option<usize> },
+    #[error("{0} does not exist")]
+    UndefinedRelation(String),
+    #[error("column {0} does not exist")]
+    UndefinedColumn(String),
+    #[error("{0} already exists")]
+    DuplicateRelation(String),
+    #[error("{0}")]
+    InvalidValue(String),
+    #[error("{0}")]
+    TypeMismatch(String),
+    #[error("{0}")]
+    ObjectInUse(String),
+    #[error("not supported yet: {0}")]
+    NotImplemented(String),
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    #[error("canceling statement due to user request")]
+    Canceled,
+    #[error("{0}")]
+    Log(#[from] LogError),
+    #[error("state store error: {0}")]
+    State(String),
+    #[error("{0}")]
+    DataFusion(Box<DataFusionError>),
+    #[error("internal error (a bug in Eddy): {0}")]
+    Internal(String),
+}
+
+impl From<DataFusionError> for EddyError {
+    fn from(e: DataFusionError) -> Self {
+        // DataFusion wraps the errors it found in plans; sort the user's from the rest.
+        let e = e.find_root().to_string();
+        let msg = e.trim_start_matches("Error during planning: ").to_string();
+        if let Some(rest) = msg.strip_prefix("table '").or_else(|| msg.strip_prefix("Table '")) {
+            if msg.contains("not found") {
+                let name = rest.split('\'').next().unwrap_or(rest);
+                return EddyError::UndefinedRelation(name.rsplit('.').next().unwrap_or(name).to_string());
+            }
+        }
+        if msg.contains("No field named") || msg.contains("Schema error: No field") {
+            let name = msg.split("No field named ").nth(1).unwrap_or(&msg);
+            let name = name.split('.').next_back().unwrap_or(name).trim_end_matches('.').trim_matches('"');
+            return EddyError::UndefinedColumn(name.split(' ').next().unwrap_or(name).trim_matches('"').to_string());
+        }
+        if msg.starts_with("SQL error: ParserError") || msg.starts_with("sql parser error") {
+            return EddyError::Syntax { message: msg, position: None };
+        }
+        EddyError::DataFusion(Box::new(DataFusionError::Plan(msg)))
+    }
+}
+
+impl From<rocksdb::Error> for EddyError {
+    fn from(e: rocksdb::Error) -> Self {
+        EddyError::State(e.to_string())
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for EddyError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        EddyError::DataFusion(Box::new(DataFusionError::ArrowError(Box::new(e), None)))
+    }
+}
+
+pub type Result<T, E = EddyError> = std::result::Result<T, E>;

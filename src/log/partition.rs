@@ -1,0 +1,484 @@
+//! One partition: an ordered list of segment files, group-committed appends, offset reads.
+//!
+//! Writers hold `inner` only while copying bytes into the active segment; durability is then
+//! reached through `sync_to`, where the first writer to arrive runs one `fdatasync` that covers
+//! every append written so far and the writers queued behind it find their offset already
+//! durable (group commit). Readers never see past `visible_end`: data is visible once durable
+//! and, for a query's output topic, once the query's checkpoint has published it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::batch::{self, LogBatchHeader, HEADER_BYTES};
+use super::{LogError, Notifier, TopicConfig};
+
+/// Where one appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+/// Bytes of whole batches returned by a read, and where the log stood.
+#[derive(Debug, Default)]
+pub struct ReadResult {
+    pub bytes: Vec<u8>,
+    /// Offset readers may read up to (exclusive): Kafka's high watermark.
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+struct Segment {
+    base_offset: i64,
+    path: PathBuf,
+    file: Arc<File>,
+    size_bytes: u64,
+    /// Offset after the last record in this segment.
+    next_offset: i64,
+    max_timestamp_ms: i64,
+    /// Wall-clock time the segment was opened, for roll by age.
+    created_ms: i64,
+    /// Sparse offset index: (batch base offset, byte position), one entry per
+    /// `index_interval_bytes` of log.
+    offset_index: Vec<(i64, u64)>,
+    /// Sparse time index: (largest timestamp so far, batch base offset).
+    time_index: Vec<(i64, i64)>,
+    bytes_since_index: u64,
+}
+
+const INDEX_INTERVAL_BYTES: u64 = 4096;
+
+impl Segment {
+    fn file_name(base_offset: i64) -> String {
+        format!("{base_offset:020}.log")
+    }
+
+    fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment, LogError> {
+        let path = dir.join(Self::file_name(base_offset));
+        let file = OpenOptions::new().create(true).truncate(true).read(true).append(true).open(&path)?;
+        sync_dir(dir)?;
+        Ok(Segment {
+            base_offset,
+            path,
+            file: Arc::new(file),
+            size_bytes: 0,
+            next_offset: base_offset,
+            max_timestamp_ms: -1,
+            created_ms: now_ms,
+            offset_index: Vec::new(),
+            time_index: Vec::new(),
+            bytes_since_index: u64::MAX,
+        })
+    }
+
+    /// Opens a segment and scans every batch, truncating the file at the first torn or
+    /// corrupt batch (bad CRC, short read, or an offset out of sequence). Returns whether
+    /// it truncated anything.
+    fn recover(path: &Path, base_offset: i64, now_ms: i64) -> Result<(Segment, bool), LogError> {
+        let file = OpenOptions::new().read(true).append(true).open(path)?;
+        let len = file.metadata()?.len();
+        let mut seg = Segment {
+            base_offset,
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            size_bytes: 0,
+            next_offset: base_offset,
+            max_timestamp_ms: -1,
+            created_ms: now_ms,
+            offset_index: Vec::new(),
+            time_index: Vec::new(),
+            bytes_since_index: u64::MAX,
+        };
+        let mut position = 0u64;
+        let mut header_buf = [0u8; HEADER_BYTES];
+        let mut batch_buf = Vec::new();
+        while position < len {
+            if len - position < HEADER_BYTES as u64 {
+                break;
+            }
+            if seg.file.read_exact_at(&mut header_buf, position).is_err() {
+                break;
+            }
+            let Ok(header) = LogBatchHeader::parse(&header_buf) else { break };
+            if header.base_offset != seg.next_offset || position + header.total_bytes as u64 > len {
+                break;
+            }
+            batch_buf.resize(header.total_bytes, 0);
+            if seg.file.read_exact_at(&mut batch_buf, position).is_err() || batch::validate(&batch_buf).is_err() {
+                break;
+            }
+            seg.note_batch(&header, position);
+            position += header.total_bytes as u64;
+        }
+        let truncated = position < len;
+        if truncated {
+            seg.file.set_len(position)?;
+            seg.file.sync_all()?;
+        }
+        Ok((seg, truncated))
+    }
+
+    fn note_batch(&mut self, header: &LogBatchHeader, position: u64) {
+        if self.bytes_since_index >= INDEX_INTERVAL_BYTES {
+            self.offset_index.push((header.base_offset, position));
+            self.time_index.push((self.max_timestamp_ms.max(header.max_timestamp_ms), header.base_offset));
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index = self.bytes_since_index.saturating_add(header.total_bytes as u64);
+        self.size_bytes = position + header.total_bytes as u64;
+        self.next_offset = header.last_offset() + 1;
+        self.max_timestamp_ms = self.max_timestamp_ms.max(header.max_timestamp_ms);
+    }
+
+    fn append(&mut self, bytes: &[u8], header: &LogBatchHeader) -> Result<(), LogError> {
+        let position = self.size_bytes;
+        (&*self.file).write_all(bytes).inspect_err(|_| {
+            // A partial write leaves garbage past `size_bytes`; cut it so the next append
+            // starts on a batch boundary.
+            let _ = self.file.set_len(position);
+        })?;
+        self.note_batch(header, position);
+        Ok(())
+    }
+
+    /// Byte position of the batch holding `offset`, scanning forward from the index entry.
+    fn position_of(&self, offset: i64) -> Result<Option<(u64, LogBatchHeader)>, LogError> {
+        let idx = self.offset_index.partition_point(|&(o, _)| o <= offset);
+        let mut position = if idx == 0 { 0 } else { self.offset_index[idx - 1].1 };
+        let mut buf = [0u8; HEADER_BYTES];
+        while position < self.size_bytes {
+            self.file.read_exact_at(&mut buf, position)?;
+            let header = LogBatchHeader::parse(&buf)?;
+            if header.last_offset() >= offset {
+                return Ok(Some((position, header)));
+            }
+            position += header.total_bytes as u64;
+        }
+        Ok(None)
+    }
+}
+
+struct Inner {
+    segments: Vec<Segment>,
+    log_start_offset: i64,
+}
+
+impl Inner {
+    fn active(&mut self) -> &mut Segment {
+        self.segments.last_mut().expect("a partition always has an active segment")
+    }
+    fn next_offset(&self) -> i64 {
+        self.segments.last().expect("active segment").next_offset
+    }
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub id: i32,
+    dir: PathBuf,
+    config: TopicConfig,
+    inner: Mutex<Inner>,
+    /// Offset up to which the data is known to be on disk; the group-commit lock.
+    synced: Mutex<i64>,
+    durable_end: AtomicI64,
+    /// Upper bound set by a query's sink on what readers may see (`i64::MAX` when the
+    /// topic is not fenced by a checkpoint).
+    publish_limit: AtomicI64,
+    notifier: Arc<Notifier>,
+}
+
+impl Partition {
+    /// Opens (or creates) the partition directory, recovering its segments.
+    pub(super) fn open(
+        topic: &str,
+        id: i32,
+        dir: PathBuf,
+        config: TopicConfig,
+        notifier: Arc<Notifier>,
+        now_ms: i64,
+    ) -> Result<Partition, LogError> {
+        fs::create_dir_all(&dir)?;
+        let mut bases: Vec<i64> = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".log") {
+                if let Ok(base) = stem.parse::<i64>() {
+                    bases.push(base);
+                }
+            }
+        }
+        bases.sort_unstable();
+        let mut segments: Vec<Segment> = Vec::new();
+        for base in bases {
+            let path = dir.join(Segment::file_name(base));
+            let continues = segments.last().is_none_or(|s| s.next_offset == base);
+            if !continues {
+                // A gap after a truncated segment: everything from here on is unreachable.
+                fs::remove_file(&path)?;
+                continue;
+            }
+            let (seg, truncated) = Segment::recover(&path, base, now_ms)?;
+            if seg.size_bytes == 0 && !segments.is_empty() {
+                fs::remove_file(&path)?;
+                continue;
+            }
+            segments.push(seg);
+            if truncated {
+                tracing::warn!(topic, partition = id, base, "truncated a torn or corrupt log tail");
+            }
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(&dir, 0, now_ms)?);
+        }
+        let log_start_offset = segments[0].base_offset;
+        let next = segments.last().map(|s| s.next_offset).unwrap_or(0);
+        Ok(Partition {
+            topic: topic.to_string(),
+            id,
+            dir,
+            config,
+            inner: Mutex::new(Inner { segments, log_start_offset }),
+            synced: Mutex::new(next),
+            durable_end: AtomicI64::new(next),
+            publish_limit: AtomicI64::new(i64::MAX),
+            notifier,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one batch: validates it, assigns offsets, writes it, and returns once it is
+    /// durable (unless the topic trades durability for speed).
+    pub fn append(&self, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        let header = batch::validate(bytes)?;
+        if bytes.len() > self.config.max_message_bytes {
+            return Err(LogError::MessageTooLarge { bytes: bytes.len(), max_bytes: self.config.max_message_bytes });
+        }
+        let info = {
+            let mut inner = self.lock();
+            self.maybe_roll(&mut inner, bytes.len() as u64, now_ms)?;
+            let base_offset = inner.next_offset();
+            batch::set_base_offset(bytes, base_offset);
+            inner.active().append(bytes, &header)?;
+            AppendInfo { base_offset, last_offset: base_offset + header.last_offset_delta as i64 }
+        };
+        if self.config.flush_each_append {
+            self.sync_to(info.last_offset + 1)?;
+        } else {
+            self.durable_end.fetch_max(info.last_offset + 1, Ordering::SeqCst);
+        }
+        self.notifier.notify();
+        Ok(info)
+    }
+
+    /// Group commit: returns once everything below `end` is on disk.
+    fn sync_to(&self, end: i64) -> Result<(), LogError> {
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= end {
+            return Ok(());
+        }
+        let (target, file) = {
+            let mut inner = self.lock();
+            (inner.next_offset(), inner.active().file.clone())
+        };
+        file.sync_data()?;
+        *synced = target;
+        self.durable_end.fetch_max(target, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn maybe_roll(&self, inner: &mut Inner, incoming_bytes: u64, now_ms: i64) -> Result<(), LogError> {
+        let active = inner.active();
+        let full = active.size_bytes + incoming_bytes > self.config.segment_bytes;
+        let old = now_ms - active.created_ms >= self.config.segment_ms;
+        if active.size_bytes == 0 || !(full || old) {
+            return Ok(());
+        }
+        // Everything in the sealed segment is made durable now, so group commit only ever
+        // needs to sync the active file.
+        active.file.sync_data()?;
+        let base = active.next_offset;
+        inner.segments.push(Segment::create(&self.dir, base, now_ms)?);
+        Ok(())
+    }
+
+    /// Offset readers may read up to (exclusive).
+    pub fn high_watermark(&self) -> i64 {
+        self.durable_end.load(Ordering::SeqCst).min(self.publish_limit.load(Ordering::SeqCst))
+    }
+
+    /// Offset the next append will get (includes data not yet visible).
+    pub fn log_end_offset(&self) -> i64 {
+        self.lock().next_offset()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.lock().log_start_offset
+    }
+
+    /// From now on readers see only what `publish` allows (a query's sink owns this topic).
+    pub fn fence_at(&self, offset: i64) {
+        self.publish_limit.store(offset, Ordering::SeqCst);
+    }
+
+    /// Makes everything below `offset` visible to readers (a checkpoint committed).
+    pub fn publish(&self, offset: i64) {
+        self.publish_limit.fetch_max(offset, Ordering::SeqCst);
+        self.notifier.notify();
+    }
+
+    /// Whole batches starting with the one that holds `offset`, at most `max_bytes`
+    /// (but always at least one batch), never past the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        let high_watermark = self.high_watermark();
+        let inner = self.lock();
+        let mut out = ReadResult { bytes: Vec::new(), high_watermark, log_start_offset: inner.log_start_offset };
+        if offset < inner.log_start_offset || offset > high_watermark {
+            return Err(LogError::OffsetOutOfRange { offset, start: inner.log_start_offset, end: high_watermark });
+        }
+        if offset == high_watermark {
+            return Ok(out);
+        }
+        let mut seg_idx = inner.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        let mut next = offset;
+        while seg_idx < inner.segments.len() && next < high_watermark {
+            let seg = &inner.segments[seg_idx];
+            let Some((mut position, _)) = seg.position_of(next)? else {
+                seg_idx += 1;
+                continue;
+            };
+            let mut buf = [0u8; HEADER_BYTES];
+            while position < seg.size_bytes {
+                seg.file.read_exact_at(&mut buf, position)?;
+                let header = LogBatchHeader::parse(&buf)?;
+                if header.last_offset() >= high_watermark
+                    || (!out.bytes.is_empty() && out.bytes.len() + header.total_bytes > max_bytes)
+                {
+                    return Ok(out);
+                }
+                let at = out.bytes.len();
+                out.bytes.resize(at + header.total_bytes, 0);
+                seg.file.read_exact_at(&mut out.bytes[at..], position)?;
+                position += header.total_bytes as u64;
+                next = header.last_offset() + 1;
+            }
+            seg_idx += 1;
+        }
+        Ok(out)
+    }
+
+    /// The first offset whose batch has a timestamp at or after `timestamp_ms`
+    /// (Kafka's ListOffsets by time); `None` when every record is older.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<i64>, LogError> {
+        let inner = self.lock();
+        let high_watermark = self.high_watermark();
+        for seg in &inner.segments {
+            if seg.max_timestamp_ms < timestamp_ms {
+                continue;
+            }
+            let idx = seg.time_index.partition_point(|&(ts, _)| ts < timestamp_ms);
+            let start = if idx == 0 { seg.base_offset } else { seg.time_index[idx - 1].1 };
+            let Some((mut position, _)) = seg.position_of(start)? else { continue };
+            let mut buf = vec![0u8; HEADER_BYTES];
+            while position < seg.size_bytes {
+                seg.file.read_exact_at(&mut buf[..HEADER_BYTES], position)?;
+                let header = LogBatchHeader::parse(&buf)?;
+                if header.base_offset >= high_watermark {
+                    return Ok(None);
+                }
+                if header.max_timestamp_ms >= timestamp_ms {
+                    buf.resize(header.total_bytes, 0);
+                    seg.file.read_exact_at(&mut buf, position)?;
+                    let found = batch::decode_records(&buf)
+                        .ok()
+                        .and_then(|recs| recs.into_iter().find(|r| r.timestamp_ms >= timestamp_ms))
+                        .map(|r| r.offset)
+                        .unwrap_or(header.base_offset);
+                    return Ok(Some(found));
+                }
+                position += header.total_bytes as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes every record at or after `offset` (which must be a batch boundary; a
+    /// mid-batch offset removes that whole batch). Used to drop a query's output that was
+    /// written after its last checkpoint. Returns the new log end offset.
+    pub fn truncate_to(&self, offset: i64) -> Result<i64, LogError> {
+        let mut inner = self.lock();
+        let now_ms = inner.active().created_ms;
+        while inner.segments.len() > 1 && inner.segments.last().is_some_and(|s| s.base_offset >= offset) {
+            let seg = inner.segments.pop().expect("checked");
+            fs::remove_file(&seg.path)?;
+        }
+        let new_end;
+        {
+            let seg = inner.active();
+            if seg.next_offset > offset {
+                let position = match seg.position_of(offset.max(seg.base_offset))? {
+                    Some((p, _)) => p,
+                    None => seg.size_bytes,
+                };
+                let path = seg.path.clone();
+                let base = seg.base_offset;
+                seg.file.set_len(position)?;
+                seg.file.sync_all()?;
+                let (recovered, _) = Segment::recover(&path, base, now_ms)?;
+                *seg = recovered;
+            }
+            new_end = seg.next_offset;
+        }
+        if inner.segments.len() == 1 && inner.segments[0].size_bytes == 0 {
+            inner.log_start_offset = inner.segments[0].base_offset;
+        }
+        *self.synced.lock().unwrap_or_else(|p| p.into_inner()) = new_end;
+        self.durable_end.store(new_end, Ordering::SeqCst);
+        Ok(new_end)
+    }
+
+    /// Deletes sealed segments past the retention time or beyond the retention size.
+    /// Returns how many segments it deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        let mut inner = self.lock();
+        let mut deleted = 0;
+        loop {
+            if inner.segments.len() < 2 {
+                break;
+            }
+            let total: u64 = inner.segments.iter().map(|s| s.size_bytes).sum();
+            let first = &inner.segments[0];
+            let too_old = self.config.retention_ms.is_some_and(|r| first.max_timestamp_ms < now_ms - r);
+            let too_big = self.config.retention_bytes.is_some_and(|r| total - first.size_bytes >= r);
+            if !(too_old || too_big) || first.next_offset > self.high_watermark() {
+                break;
+            }
+            let seg = inner.segments.remove(0);
+            fs::remove_file(&seg.path)?;
+            deleted += 1;
+        }
+        inner.log_start_offset = inner.log_start_offset.max(inner.segments[0].base_offset);
+        Ok(deleted)
+    }
+
+    /// Number of segment files (for tests and `SHOW TOPICS`).
+    pub fn segment_count(&self) -> usize {
+        self.lock().segments.len()
+    }
+
+    /// Bytes of log held by this partition.
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().segments.iter().map(|s| s.size_bytes).sum()
+    }
+}
+
+pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}

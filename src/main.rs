@@ -1,0 +1,88 @@
+//! `eddy`: the command line. Config is parsed and validated here, then handed to the server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "eddy", version, about = "Eddy: a SQL-first streaming database (Kafka-style log, continuous SQL, Postgres wire)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server: the durable log, continuous queries, and the Postgres-wire endpoint.
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Where topics, state and the catalog live.
+    #[arg(long, env = "EDDY_DATA_DIR", default_value = "./eddy-data")]
+    data_dir: PathBuf,
+    /// Postgres-protocol listen address (psql, drivers, sqllogictest).
+    #[arg(long, env = "EDDY_PG_LISTEN", default_value = "127.0.0.1:5433")]
+    pg_listen: SocketAddr,
+    /// Kafka-protocol listen address (accepted now; served from the Kafka-protocol release).
+    #[arg(long, env = "EDDY_KAFKA_LISTEN", default_value = "127.0.0.1:9092")]
+    kafka_listen: SocketAddr,
+    /// HTTP listen address (accepted now; served from a later release).
+    #[arg(long, env = "EDDY_HTTP_LISTEN", default_value = "127.0.0.1:8082")]
+    http_listen: SocketAddr,
+    /// Most client connections at once; more are refused.
+    #[arg(long, env = "EDDY_MAX_CONNECTIONS", default_value_t = 256)]
+    max_connections: usize,
+    /// Most bytes one pull query or bounded scan may load.
+    #[arg(long, env = "EDDY_QUERY_MEMORY_BYTES", default_value_t = 256 << 20)]
+    query_memory_bytes: usize,
+    /// Allow passwordless (trust) connections on a non-loopback address. Only for
+    /// containers whose port is published on the host's loopback; never on a shared network.
+    #[arg(long, env = "EDDY_ALLOW_TRUST_ANYWHERE", default_value_t = false)]
+    allow_trust_anywhere: bool,
+    /// How often a busy continuous query checkpoints, in milliseconds.
+    #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL_MS", default_value_t = 200)]
+    checkpoint_interval_ms: u64,
+}
+
+fn main() -> anyhow_free::Result {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("EDDY_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Server(args) => {
+            let config = eddy::server::ServerConfig {
+                data_dir: args.data_dir,
+                pg_listen: args.pg_listen,
+                kafka_listen: args.kafka_listen,
+                http_listen: args.http_listen,
+                max_connections: args.max_connections.max(1),
+                allow_trust_anywhere: args.allow_trust_anywhere,
+                query_memory_bytes: args.query_memory_bytes,
+                checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.clamp(10, 60_000)),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(eddy::server::run(config, shutdown_signal()))?;
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// `main`'s error: printed once, exit code 1.
+mod anyhow_free {
+    pub type Result = std::result::Result<(), Box<dyn std::error::Error>>;
+}

@@ -1,0 +1,48 @@
+//! The one place Eddy errors become SQLSTATEs.
+
+use pgwire::error::{ErrorInfo, PgWireError};
+
+use crate::error::EddyError;
+use crate::log::LogError;
+
+pub fn sqlstate(e: &EddyError) -> &'static str {
+    match e {
+        EddyError::Syntax { .. } => "42601",
+        EddyError::UndefinedRelation(_) => "42P01",
+        EddyError::UndefinedColumn(_) => "42703",
+        EddyError::DuplicateRelation(_) => "42P07",
+        EddyError::InvalidValue(_) => "22023",
+        EddyError::TypeMismatch(_) => "42804",
+        EddyError::ObjectInUse(_) => "55006",
+        EddyError::NotImplemented(_) => "0A000",
+        EddyError::LimitExceeded(_) => "54000",
+        EddyError::Canceled => "57014",
+        EddyError::Log(LogError::InvalidTopic(_)) => "22023",
+        EddyError::Log(LogError::MessageTooLarge { .. }) => "54000",
+        EddyError::Log(LogError::TopicExists(_)) => "42P07",
+        EddyError::Log(LogError::UnknownTopic(_)) => "42P01",
+        EddyError::Log(_) | EddyError::State(_) => "58030",
+        EddyError::DataFusion(e) => {
+            let msg = e.to_string();
+            if msg.contains("Cannot infer common argument type") || msg.contains("cannot be cast") || msg.contains("Invalid function") {
+                "42883"
+            } else if msg.contains("Divide by zero") {
+                "22012"
+            } else {
+                "42000"
+            }
+        }
+        EddyError::Internal(_) => "XX000",
+    }
+}
+
+pub fn to_pg(e: EddyError) -> PgWireError {
+    if matches!(e, EddyError::Canceled) {
+        return PgWireError::QueryCanceled;
+    }
+    let mut info = ErrorInfo::new("ERROR".to_string(), sqlstate(&e).to_string(), e.to_string());
+    if let EddyError::Syntax { position: Some(p), .. } = &e {
+        info.position = Some(p.to_string());
+    }
+    PgWireError::UserError(Box::new(info))
+}

@@ -1,0 +1,529 @@
+//! The Postgres-wire front door (pgwire): simple and extended query, push queries streamed
+//! with our own send loop (flushed per batch), COPY (...) TO STDOUT, and CancelRequest.
+//! Everything here is translation; statements run in `engine/`.
+
+pub mod error;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, Schema, TimeUnit, TimestampMillisecondType};
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo, Response, Tag};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, PgWireConnectionState, PgWireServerHandlers, Type, DEFAULT_NAME,
+    METADATA_DATABASE,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
+use pgwire::messages::data::DataRow;
+use pgwire::messages::extendedquery::Execute;
+use pgwire::messages::response::{EmptyQueryResponse, NoticeResponse};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+
+use crate::engine::{Engine, Output, Session};
+use crate::error::EddyError;
+use crate::sql::{self, Statement};
+use error::to_pg;
+
+pub const DATABASE: &str = "eddy";
+
+/// One per server; pgwire asks it for the handlers of each connection.
+pub struct PgServer {
+    engine: Arc<Engine>,
+    manager: Arc<ConnectionManager>,
+    parser: Arc<EddyQueryParser>,
+}
+
+impl PgServer {
+    pub fn new(engine: Arc<Engine>) -> Arc<PgServer> {
+        Arc::new(PgServer { engine: engine.clone(), manager: Arc::new(ConnectionManager::new()), parser: Arc::new(EddyQueryParser { engine }) })
+    }
+}
+
+pub struct Handlers(pub Arc<PgServer>);
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.0.clone()
+    }
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.0.clone()
+    }
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.0.clone()
+    }
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.0.manager.clone()))
+    }
+}
+
+/// The per-connection session, kept in pgwire's session extensions.
+struct ConnSession(tokio::sync::Mutex<Session>);
+
+fn session_of<C: ClientInfo>(client: &C) -> Arc<ConnSession> {
+    client.session_extensions().get_or_insert_with(|| ConnSession(tokio::sync::Mutex::new(Session::default())))
+}
+
+#[async_trait]
+impl NoopStartupHandler for PgServer {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.manager.clone())
+    }
+
+    async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let db = client.metadata().get(METADATA_DATABASE).cloned().unwrap_or_default();
+        if !db.is_empty() && db != DATABASE {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "3D000".into(),
+                format!("database \"{db}\" does not exist (Eddy's database is \"{DATABASE}\")"),
+            ))));
+        }
+        Ok(())
+    }
+}
+
+fn is_psql<C: ClientInfo>(client: &C) -> bool {
+    client.metadata().get("application_name").is_some_and(|a| a == "psql")
+}
+
+/// Postgres type for an Arrow type, and the Arrow type to cast to before encoding.
+fn pg_type(dt: &DataType) -> (Type, DataType) {
+    match dt {
+        DataType::Boolean => (Type::BOOL, DataType::Boolean),
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => (Type::INT4, DataType::Int32),
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => (Type::INT8, DataType::Int64),
+        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => {
+            (Type::FLOAT8, DataType::Float64)
+        }
+        DataType::Timestamp(_, _) => (Type::TIMESTAMP, DataType::Timestamp(TimeUnit::Millisecond, None)),
+        _ => (Type::VARCHAR, DataType::Utf8),
+    }
+}
+
+fn field_infos(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FieldInfo::new(f.name().clone(), None, None, pg_type(f.data_type()).0, format.format_for(i)))
+        .collect()
+}
+
+/// Encodes up to `max_rows` rows of a batch as DataRows.
+fn encode_rows(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch, max_rows: usize) -> PgWireResult<Vec<DataRow>> {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| {
+            let target = pg_type(c.data_type()).1;
+            if c.data_type() == &target {
+                Ok(c.clone())
+            } else {
+                cast(c, &target)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let n = batch.num_rows().min(max_rows);
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    let mut rows = Vec::with_capacity(n);
+    for row in 0..n {
+        for c in &columns {
+            let valid = c.is_valid(row);
+            match c.data_type() {
+                DataType::Boolean => encoder.encode_field(&valid.then(|| c.as_boolean().value(row)))?,
+                DataType::Int32 => encoder.encode_field(&valid.then(|| c.as_primitive::<Int32Type>().value(row)))?,
+                DataType::Int64 => encoder.encode_field(&valid.then(|| c.as_primitive::<Int64Type>().value(row)))?,
+                DataType::Float64 => encoder.encode_field(&valid.then(|| c.as_primitive::<Float64Type>().value(row)))?,
+                DataType::Timestamp(_, _) => {
+                    let ms = c.as_primitive::<TimestampMillisecondType>().value(row);
+                    let ts = chrono::DateTime::from_timestamp_millis(ms).map(|d| d.naive_utc());
+                    encoder.encode_field(&valid.then_some(ts).flatten())?
+                }
+                _ => encoder.encode_field(&valid.then(|| c.as_string::<i32>().value(row).to_string()))?,
+            }
+        }
+        rows.push(encoder.take_row());
+    }
+    Ok(rows)
+}
+
+/// COPY text format: tab-separated, `\N` for NULL, backslash escapes.
+fn copy_lines(batch: &RecordBatch, max_rows: usize) -> Vec<Bytes> {
+    let n = batch.num_rows().min(max_rows);
+    let text: Vec<_> = batch.columns().iter().map(|c| cast(c, &DataType::Utf8).ok()).collect();
+    (0..n)
+        .map(|row| {
+            let mut line = String::new();
+            for (i, c) in text.iter().enumerate() {
+                if i > 0 {
+                    line.push('\t');
+                }
+                match c {
+                    Some(c) if c.is_valid(row) => {
+                        for ch in c.as_string::<i32>().value(row).chars() {
+                            match ch {
+                                '\\' => line.push_str("\\\\"),
+                                '\t' => line.push_str("\\t"),
+                                '\n' => line.push_str("\\n"),
+                                '\r' => line.push_str("\\r"),
+                                other => line.push(other),
+                            }
+                        }
+                    }
+                    _ => line.push_str("\\N"),
+                }
+            }
+            line.push('\n');
+            Bytes::from(line)
+        })
+        .collect()
+}
+
+async fn notice<C>(client: &mut C, message: &str) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let info = ErrorInfo::new("NOTICE".into(), "00000".into(), message.to_string());
+    client.send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(info))).await?;
+    Ok(())
+}
+
+/// Writes one statement's output. `describe` sends the RowDescription (simple protocol).
+async fn send_output<C>(client: &mut C, output: Output, describe: bool, format: &Format, psql: bool) -> PgWireResult<()>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    match output {
+        Output::Command { tag } => {
+            client.feed(PgWireBackendMessage::CommandComplete(Tag::new(&tag).into())).await?;
+        }
+        Output::Rows { schema, batches, tag } => {
+            let fields = Arc::new(field_infos(&schema, format));
+            if describe {
+                client.feed(PgWireBackendMessage::RowDescription(pgwire::api::results::into_row_description(&fields))).await?;
+            }
+            let mut n = 0;
+            for b in &batches {
+                for row in encode_rows(&fields, b, usize::MAX)? {
+                    client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                    n += 1;
+                }
+            }
+            let tag = if tag == "SELECT" { Tag::new("SELECT").with_rows(n) } else { Tag::new(&tag) };
+            client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+        }
+        Output::Push { schema, limit, mut rx } => {
+            if psql {
+                notice(client, "psql prints a SELECT's rows only when it ends; to watch a push query live run: COPY (SELECT ... EMIT CHANGES) TO STDOUT;").await?;
+            }
+            let fields = Arc::new(field_infos(&schema, format));
+            if describe {
+                client.send(PgWireBackendMessage::RowDescription(pgwire::api::results::into_row_description(&fields))).await?;
+            }
+            let mut remaining = limit.unwrap_or(usize::MAX);
+            let mut sent = 0;
+            while remaining > 0 {
+                match rx.recv().await {
+                    Some(Ok(batch)) => {
+                        for row in encode_rows(&fields, &batch, remaining)? {
+                            client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                            sent += 1;
+                            remaining -= 1;
+                        }
+                        client.flush().await?;
+                    }
+                    Some(Err(e)) => return Err(to_pg(e)),
+                    None => break,
+                }
+            }
+            client.feed(PgWireBackendMessage::CommandComplete(Tag::new("SELECT").with_rows(sent).into())).await?;
+        }
+        Output::CopyOut(inner) => {
+            let (columns, limit) = match inner.as_ref() {
+                Output::Rows { schema, .. } => (schema.fields().len(), usize::MAX),
+                Output::Push { schema, limit, .. } => (schema.fields().len(), limit.unwrap_or(usize::MAX)),
+                _ => return Err(to_pg(EddyError::InvalidValue("COPY needs a SELECT".into()))),
+            };
+            let response = CopyOutResponse { format: 0, columns: columns as i16, column_formats: vec![0; columns] };
+            client.send(PgWireBackendMessage::CopyOutResponse(response)).await?;
+            let mut sent = 0usize;
+            match *inner {
+                Output::Rows { batches, .. } => {
+                    for b in &batches {
+                        for line in copy_lines(b, usize::MAX) {
+                            client.feed(PgWireBackendMessage::CopyData(CopyData::new(line))).await?;
+                            sent += 1;
+                        }
+                    }
+                }
+                Output::Push { mut rx, .. } => {
+                    while sent < limit {
+                        match rx.recv().await {
+                            Some(Ok(batch)) => {
+                                for line in copy_lines(&batch, limit - sent) {
+                                    client.feed(PgWireBackendMessage::CopyData(CopyData::new(line))).await?;
+                                    sent += 1;
+                                }
+                                client.flush().await?;
+                            }
+                            Some(Err(e)) => return Err(to_pg(e)),
+                            None => break,
+                        }
+                    }
+                }
+                _ => {}
+            }
+            client.feed(PgWireBackendMessage::CopyDone(CopyDone)).await?;
+            client.feed(PgWireBackendMessage::CommandComplete(Tag::new("COPY").with_rows(sent).into())).await?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl SimpleQueryHandler for PgServer {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = sql::parse(query).map_err(to_pg)?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let session = session_of(client);
+        let psql = is_psql(client);
+        for stmt in statements {
+            let output = {
+                let mut s = session.0.lock().await;
+                self.engine.execute(&mut s, stmt).await.map_err(to_pg)?
+            };
+            send_output(client, output, true, &Format::UnifiedText, psql).await?;
+        }
+        Ok(vec![])
+    }
+}
+
+/// A statement prepared through the extended protocol: its SQL and the result columns.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    sql: String,
+    params: usize,
+    schema: Option<Arc<Schema>>,
+}
+
+pub struct EddyQueryParser {
+    engine: Arc<Engine>,
+}
+
+#[async_trait]
+impl QueryParser for EddyQueryParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let params = count_params(sql);
+        // Describe needs the result columns: plan the statement now (with NULL parameters).
+        let substituted = substitute(sql, &vec![None; params]);
+        let located = sql::parse(&substituted).map_err(to_pg)?;
+        if located.len() > 1 {
+            return Err(to_pg(EddyError::Syntax { message: "cannot insert multiple commands into a prepared statement".into(), position: None }));
+        }
+        let schema = match located.into_iter().next() {
+            Some(l) => self.engine.result_schema(&l.statement).await.map_err(to_pg)?,
+            None => None,
+        };
+        Ok(Some(Prepared { sql: sql.to_string(), params, schema }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(vec![Type::TEXT; stmt.params])
+    }
+
+    fn get_result_schema(&self, stmt: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(match &stmt.schema {
+            Some(s) => field_infos(s, format.unwrap_or(&Format::UnifiedText)),
+            None => Vec::new(),
+        })
+    }
+}
+
+fn count_params(sql: &str) -> usize {
+    let mut max = 0;
+    let mut chars = sql.chars().peekable();
+    let mut in_quote = false;
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            in_quote = !in_quote;
+        } else if c == '$' && !in_quote {
+            let mut n = String::new();
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                n.push(*d);
+                chars.next();
+            }
+            max = max.max(n.parse().unwrap_or(0));
+        }
+    }
+    max
+}
+
+/// Replaces `$n` with the parameter as a quoted literal (parameters are TEXT).
+fn substitute(sql: &str, params: &[Option<String>]) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    let mut in_quote = false;
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            in_quote = !in_quote;
+        }
+        if c == '$' && !in_quote && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+            let mut n = String::new();
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                n.push(*d);
+                chars.next();
+            }
+            let idx = n.parse::<usize>().unwrap_or(0);
+            match params.get(idx.wrapping_sub(1)) {
+                Some(Some(v)) => out.push_str(&format!("'{}'", v.replace('\'', "''"))),
+                _ => out.push_str("NULL"),
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for PgServer {
+    type Statement = Prepared;
+    type QueryParser = EddyQueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    /// Execute, done here rather than through pgwire's portal machinery so that push
+    /// queries flush each batch as it comes (pgwire's path buffers until the end).
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(p)) => p,
+            Some(Entry::Empty) => {
+                client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse)).await?;
+                client.set_state(PgWireConnectionState::ReadyForQuery);
+                return Ok(());
+            }
+            None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+        };
+        let cancel = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
+            Some(handle) => Some(handle.start_query().await),
+            None => None,
+        };
+        let run = self.execute_portal(client, &portal);
+        let result = match cancel {
+            Some(cancel) => match futures::future::select(Box::pin(run), cancel).await {
+                futures::future::Either::Left((r, _)) => r,
+                futures::future::Either::Right(_) => Err(PgWireError::QueryCanceled),
+            },
+            None => run.await,
+        };
+        result?;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        Ok(())
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, _portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Err(to_pg(EddyError::Internal("extended queries run through on_execute".into())))
+    }
+
+    async fn do_describe_statement<C>(&self, _client: &mut C, target: &StoredStatement<Prepared>) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let params = vec![Type::TEXT; target.statement.params];
+        let fields = self.parser.get_result_schema(&target.statement, None)?;
+        Ok(DescribeStatementResponse::new(params, fields))
+    }
+
+    async fn do_describe_portal<C>(&self, _client: &mut C, portal: &Portal<Prepared>) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let fields = self.parser.get_result_schema(&portal.statement.statement, Some(&portal.result_column_format))?;
+        Ok(DescribePortalResponse::new(fields))
+    }
+}
+
+impl PgServer {
+    async fn execute_portal<C>(&self, client: &mut C, portal: &Portal<Prepared>) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let params: Vec<Option<String>> =
+            portal.parameters.iter().map(|p| p.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())).collect();
+        let sql_text = substitute(&portal.statement.statement.sql, &params);
+        let mut statements = sql::parse(&sql_text).map_err(to_pg)?;
+        let Some(stmt) = statements.pop() else {
+            client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse)).await?;
+            return Ok(());
+        };
+        let session = session_of(client);
+        let output = {
+            let mut s = session.0.lock().await;
+            self.engine.execute(&mut s, stmt).await.map_err(to_pg)?
+        };
+        let psql = is_psql(client);
+        send_output(client, output, false, &portal.result_column_format, psql).await
+    }
+}

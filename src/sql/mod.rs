@@ -1,0 +1,704 @@
+//! The SQL frontend: ksqlDB's dialect parsed into Eddy's statements.
+//!
+//! ksqlDB's own statements (`CREATE STREAM`, `EMIT CHANGES`, `SHOW QUERIES`, `TERMINATE`...)
+//! are read here from sqlparser's tokens; every `SELECT` and `INSERT` is handed to sqlparser
+//! (and later DataFusion) whole, so the expression language is DataFusion's. Called by the
+//! engine for each statement a client sends; it never touches state.
+
+use std::collections::BTreeMap;
+
+use datafusion::sql::sqlparser::ast;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Word};
+
+use crate::error::EddyError;
+use crate::format::{Column, SqlType};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RelationKind {
+    Stream,
+    Table,
+}
+
+impl RelationKind {
+    pub fn word(self) -> &'static str {
+        match self {
+            RelationKind::Stream => "STREAM",
+            RelationKind::Table => "TABLE",
+        }
+    }
+}
+
+/// A SELECT as written, with the ksqlDB parts taken off.
+#[derive(Debug, Clone)]
+pub struct SelectStatement {
+    /// The query text DataFusion plans (no `EMIT CHANGES`, no `LIMIT` for push queries).
+    pub sql: String,
+    pub emit_changes: bool,
+    pub limit: Option<usize>,
+    /// The names in FROM clauses (lower-cased unless quoted).
+    pub relations: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Statement {
+    CreateSource {
+        kind: RelationKind,
+        name: String,
+        columns: Vec<Column>,
+        props: BTreeMap<String, String>,
+        if_not_exists: bool,
+    },
+    CreateAs {
+        kind: RelationKind,
+        name: String,
+        props: BTreeMap<String, String>,
+        select: SelectStatement,
+        if_not_exists: bool,
+        /// The whole statement, stored in the catalog and shown by SHOW QUERIES.
+        text: String,
+    },
+    Insert {
+        target: String,
+        columns: Vec<String>,
+        rows: Vec<Vec<ast::Expr>>,
+    },
+    Select(SelectStatement),
+    CopyOut(SelectStatement),
+    Show {
+        what: String,
+    },
+    Describe {
+        name: String,
+    },
+    Drop {
+        kind: RelationKind,
+        name: String,
+        if_exists: bool,
+        delete_topic: bool,
+    },
+    Terminate {
+        query_id: Option<String>,
+    },
+    Explain(Box<Statement>),
+    Flush,
+    Set {
+        name: String,
+        value: String,
+    },
+    /// Accepted for client compatibility and answered with this tag (BEGIN, COMMIT...).
+    NoOp {
+        tag: String,
+    },
+}
+
+/// One statement with where it starts in the client's query string (1-based character).
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub statement: Statement,
+    pub text: String,
+    pub offset_chars: usize,
+}
+
+/// Splits a query string into statements and parses each.
+pub fn parse(sql: &str) -> Result<Vec<Located>, EddyError> {
+    let tokens = tokenize(sql, 0)?;
+    let index = LineIndex::new(sql);
+    let mut out = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut depth = 0i32;
+    let mut flush = |from: usize, to_exclusive: usize, out: &mut Vec<Located>| -> Result<(), EddyError> {
+        let significant: Vec<&TokenWithSpan> =
+            tokens[from..to_exclusive].iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).collect();
+        let (Some(first), Some(last)) = (significant.first(), significant.last()) else { return Ok(()) };
+        let begin = index.byte(first.span.start);
+        let end = index.byte(last.span.end);
+        let text = &sql[begin..end];
+        let offset_chars = sql[..begin].chars().count();
+        let statement = parse_one(text, offset_chars)?;
+        out.push(Located { statement, text: text.to_string(), offset_chars });
+        Ok(())
+    };
+    for (i, t) in tokens.iter().enumerate() {
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::SemiColon if depth <= 0 => {
+                if let Some(s) = start.take() {
+                    flush(s, i, &mut out)?;
+                }
+                continue;
+            }
+            Token::Whitespace(_) => continue,
+            _ => {}
+        }
+        if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        flush(s, tokens.len(), &mut out)?;
+    }
+    Ok(out)
+}
+
+fn tokenize(sql: &str, offset_chars: usize) -> Result<Vec<TokenWithSpan>, EddyError> {
+    Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location().map_err(|e| EddyError::Syntax {
+        message: e.message.clone(),
+        position: Some(offset_chars + LineIndex::new(sql).char_pos(e.location)),
+    })
+}
+
+/// Maps sqlparser's (line, column) locations to byte and character positions.
+struct LineIndex<'a> {
+    sql: &'a str,
+    line_starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    fn new(sql: &'a str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { sql, line_starts }
+    }
+
+    fn byte(&self, loc: Location) -> usize {
+        let line = (loc.line.max(1) as usize - 1).min(self.line_starts.len() - 1);
+        let start = self.line_starts[line];
+        let col = loc.column.max(1) as usize - 1;
+        self.sql[start..].char_indices().nth(col).map(|(i, _)| start + i).unwrap_or(self.sql.len())
+    }
+
+    /// 1-based character position, as Postgres reports error positions.
+    fn char_pos(&self, loc: Location) -> usize {
+        self.sql[..self.byte(loc)].chars().count() + 1
+    }
+}
+
+/// A cursor over one statement's significant tokens.
+struct Tokens<'a> {
+    text: &'a str,
+    offset_chars: usize,
+    tokens: Vec<TokenWithSpan>,
+    pos: usize,
+    index: LineIndex<'a>,
+}
+
+impl<'a> Tokens<'a> {
+    fn new(text: &'a str, offset_chars: usize) -> Result<Self, EddyError> {
+        let tokens = tokenize(text, offset_chars)?
+            .into_iter()
+            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+            .collect();
+        Ok(Tokens { text, offset_chars, tokens, pos: 0, index: LineIndex::new(text) })
+    }
+
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos).map(|t| &t.token)
+    }
+
+    fn peek_word(&self, n: usize) -> Option<String> {
+        match self.tokens.get(self.pos + n).map(|t| &t.token) {
+            Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+            _ => None,
+        }
+    }
+
+    fn at_end(&self) -> bool {
+        self.pos >= self.tokens.len()
+    }
+
+    /// Error positioned at the current token.
+    fn error(&self, message: impl Into<String>) -> EddyError {
+        let position = match self.tokens.get(self.pos) {
+            Some(t) => self.index.char_pos(t.span.start),
+            None => self.text.chars().count() + 1,
+        };
+        EddyError::Syntax { message: message.into(), position: Some(self.offset_chars + position) }
+    }
+
+    fn eat_word(&mut self, word: &str) -> bool {
+        if self.peek_word(0).as_deref() == Some(word) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect_word(&mut self, word: &str) -> Result<(), EddyError> {
+        if self.eat_word(word) {
+            Ok(())
+        } else {
+            Err(self.error(format!("syntax error: expected {word}")))
+        }
+    }
+
+    fn eat(&mut self, token: &Token) -> bool {
+        if self.peek() == Some(token) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, token: &Token) -> Result<(), EddyError> {
+        if self.eat(token) {
+            Ok(())
+        } else {
+            Err(self.error(format!("syntax error: expected {token}")))
+        }
+    }
+
+    /// An identifier: unquoted names are case-insensitive (lower-cased), quoted kept.
+    fn ident(&mut self) -> Result<String, EddyError> {
+        match self.tokens.get(self.pos).map(|t| t.token.clone()) {
+            Some(Token::Word(w)) => {
+                self.pos += 1;
+                Ok(normalize(&w))
+            }
+            _ => Err(self.error("syntax error: expected a name")),
+        }
+    }
+
+    fn rest(&self) -> &'a str {
+        match self.tokens.get(self.pos) {
+            Some(t) => &self.text[self.index.byte(t.span.start)..],
+            None => "",
+        }
+    }
+
+    fn rest_offset_chars(&self) -> usize {
+        match self.tokens.get(self.pos) {
+            Some(t) => self.offset_chars + self.index.char_pos(t.span.start) - 1,
+            None => self.offset_chars + self.text.chars().count(),
+        }
+    }
+
+    fn expect_end(&self) -> Result<(), EddyError> {
+        if self.at_end() {
+            Ok(())
+        } else {
+            Err(self.error("syntax error: unexpected text at end of statement"))
+        }
+    }
+}
+
+pub fn normalize(w: &Word) -> String {
+    if w.quote_style.is_some() {
+        w.value.clone()
+    } else {
+        w.value.to_lowercase()
+    }
+}
+
+fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
+    let mut t = Tokens::new(text, offset_chars)?;
+    let first = t.peek_word(0).unwrap_or_default();
+    match first.as_str() {
+        "CREATE" => parse_create(&mut t),
+        "INSERT" => parse_insert(text, offset_chars),
+        "SELECT" | "WITH" | "VALUES" => Ok(Statement::Select(parse_select(text, offset_chars)?)),
+        "COPY" => parse_copy(&mut t),
+        "SHOW" | "LIST" => {
+            t.pos += 1;
+            let what = t.ident()?;
+            let what = if what == "all" && t.eat_word("QUERIES") { "queries".to_string() } else { what };
+            t.eat_word("EXTENDED");
+            t.expect_end()?;
+            Ok(Statement::Show { what })
+        }
+        "DESCRIBE" | "DESC" => {
+            t.pos += 1;
+            t.eat_word("STREAM");
+            t.eat_word("TABLE");
+            let name = t.ident()?;
+            t.eat_word("EXTENDED");
+            t.expect_end()?;
+            Ok(Statement::Describe { name })
+        }
+        "DROP" => {
+            t.pos += 1;
+            let kind = if t.eat_word("STREAM") {
+                RelationKind::Stream
+            } else if t.eat_word("TABLE") {
+                RelationKind::Table
+            } else {
+                return Err(t.error("syntax error: expected STREAM or TABLE"));
+            };
+            let if_exists = t.eat_word("IF") && { t.expect_word("EXISTS")?; true };
+            let name = t.ident()?;
+            let delete_topic = t.eat_word("DELETE") && { t.expect_word("TOPIC")?; true };
+            t.expect_end()?;
+            Ok(Statement::Drop { kind, name, if_exists, delete_topic })
+        }
+        "TERMINATE" => {
+            t.pos += 1;
+            let query_id = if t.eat_word("ALL") { None } else { Some(t.ident()?.to_uppercase()) };
+            t.expect_end()?;
+            Ok(Statement::Terminate { query_id })
+        }
+        "EXPLAIN" => {
+            t.pos += 1;
+            let offset = t.rest_offset_chars();
+            Ok(Statement::Explain(Box::new(parse_one(t.rest(), offset)?)))
+        }
+        "FLUSH" => {
+            t.pos += 1;
+            t.expect_end()?;
+            Ok(Statement::Flush)
+        }
+        "SET" => parse_set(&mut t),
+        "RESET" | "DISCARD" | "DEALLOCATE" => Ok(Statement::NoOp { tag: first }),
+        "BEGIN" | "START" => Ok(Statement::NoOp { tag: "BEGIN".into() }),
+        "COMMIT" | "END" => Ok(Statement::NoOp { tag: "COMMIT".into() }),
+        "ROLLBACK" | "ABORT" => Ok(Statement::NoOp { tag: "ROLLBACK".into() }),
+        _ => Err(t.error("syntax error: expected a statement (CREATE, INSERT, SELECT, SHOW, DESCRIBE, DROP, TERMINATE, EXPLAIN, FLUSH)")),
+    }
+}
+
+fn parse_set(t: &mut Tokens) -> Result<Statement, EddyError> {
+    t.pos += 1;
+    t.eat_word("SESSION");
+    t.eat_word("LOCAL");
+    let name = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
+        Some(Token::SingleQuotedString(s)) => {
+            t.pos += 1;
+            s.to_lowercase()
+        }
+        _ => t.ident()?,
+    };
+    if !t.eat(&Token::Eq) {
+        t.expect_word("TO")?;
+    }
+    let value = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
+        Some(Token::SingleQuotedString(s)) => s,
+        Some(Token::Word(w)) => w.value,
+        Some(Token::Number(n, _)) => n,
+        _ => return Err(t.error("syntax error: expected a value")),
+    };
+    t.pos += 1;
+    Ok(Statement::Set { name, value })
+}
+
+fn parse_create(t: &mut Tokens) -> Result<Statement, EddyError> {
+    t.expect_word("CREATE")?;
+    if t.eat_word("OR") {
+        t.expect_word("REPLACE")?;
+    }
+    t.eat_word("SOURCE");
+    let kind = if t.eat_word("STREAM") {
+        RelationKind::Stream
+    } else if t.eat_word("TABLE") {
+        RelationKind::Table
+    } else {
+        return Err(t.error("syntax error: expected STREAM or TABLE"));
+    };
+    let if_not_exists = t.eat_word("IF") && {
+        t.expect_word("NOT")?;
+        t.expect_word("EXISTS")?;
+        true
+    };
+    let name = t.ident()?;
+    let mut columns = Vec::new();
+    if t.eat(&Token::LParen) {
+        loop {
+            columns.push(parse_column(t, kind)?);
+            if t.eat(&Token::RParen) {
+                break;
+            }
+            t.expect(&Token::Comma)?;
+        }
+    }
+    let mut props = BTreeMap::new();
+    if t.eat_word("WITH") {
+        t.expect(&Token::LParen)?;
+        loop {
+            let key = t.ident()?.to_uppercase();
+            t.expect(&Token::Eq)?;
+            let value = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
+                Some(Token::SingleQuotedString(s)) => s,
+                Some(Token::Number(n, _)) => n,
+                Some(Token::Word(w)) => w.value,
+                _ => return Err(t.error("syntax error: expected a property value")),
+            };
+            t.pos += 1;
+            props.insert(key, value);
+            if t.eat(&Token::RParen) {
+                break;
+            }
+            t.expect(&Token::Comma)?;
+        }
+    }
+    if t.eat_word("AS") {
+        if !columns.is_empty() {
+            return Err(t.error("a CREATE ... AS SELECT takes its columns from the query; remove the column list"));
+        }
+        let offset = t.rest_offset_chars();
+        let select = parse_select(t.rest(), offset)?;
+        if !select.emit_changes && kind == RelationKind::Table {
+            // ksqlDB requires EMIT CHANGES on persistent queries only in some versions; accept both.
+        }
+        return Ok(Statement::CreateAs { kind, name, props, select, if_not_exists, text: t.text.to_string() });
+    }
+    t.expect_end()?;
+    if columns.is_empty() {
+        return Err(t.error(format!("CREATE {} needs a column list, e.g. (id STRING KEY, amount DOUBLE)", kind.word())));
+    }
+    Ok(Statement::CreateSource { kind, name, columns, props, if_not_exists })
+}
+
+fn parse_column(t: &mut Tokens, kind: RelationKind) -> Result<Column, EddyError> {
+    let name = t.ident()?;
+    let mut type_name = t.ident().map_err(|_| t.error("syntax error: expected a column type"))?.to_uppercase();
+    // Two-word types and type parameters: DOUBLE PRECISION, CHARACTER VARYING(20), VARCHAR(10).
+    if (type_name == "DOUBLE" && t.eat_word("PRECISION")) || (type_name == "CHARACTER" && t.eat_word("VARYING")) {
+        type_name = if type_name == "DOUBLE" { "DOUBLE".into() } else { "VARCHAR".into() };
+    }
+    if t.eat(&Token::LParen) {
+        while !t.eat(&Token::RParen) {
+            if t.at_end() {
+                return Err(t.error("syntax error: unclosed type parameters"));
+            }
+            t.pos += 1;
+        }
+    }
+    let ty = SqlType::parse(&type_name).ok_or_else(|| {
+        t.pos -= 1;
+        EddyError::NotImplemented(format!(
+            "column type {type_name} (supported: STRING/VARCHAR, INT, BIGINT, DOUBLE, BOOLEAN, TIMESTAMP)"
+        ))
+    })?;
+    let mut key = false;
+    if t.eat_word("PRIMARY") {
+        t.expect_word("KEY")?;
+        key = true;
+    } else if t.eat_word("KEY") {
+        key = true;
+    }
+    if key && kind == RelationKind::Stream && t.text.to_uppercase().contains("PRIMARY KEY") {
+        return Err(t.error("streams have KEY columns, not PRIMARY KEY (tables have PRIMARY KEY)"));
+    }
+    Ok(Column { name, ty, key })
+}
+
+fn parse_insert(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
+    let stmt = parse_sqlparser(text, offset_chars)?;
+    let ast::Statement::Insert(insert) = stmt else {
+        return Err(EddyError::Syntax { message: "expected INSERT".into(), position: Some(offset_chars + 1) });
+    };
+    let target = match &insert.table {
+        ast::TableObject::TableName(name) => object_name(name),
+        _ => return Err(EddyError::NotImplemented("INSERT into a table function".into())),
+    };
+    let columns = insert.columns.iter().map(ident_name).collect();
+    let Some(source) = insert.source else {
+        return Err(EddyError::NotImplemented("INSERT without VALUES".into()));
+    };
+    let ast::SetExpr::Values(values) = *source.body else {
+        return Err(EddyError::NotImplemented("INSERT INTO ... SELECT (run CREATE STREAM ... AS SELECT instead)".into()));
+    };
+    Ok(Statement::Insert { target, columns, rows: values.rows.into_iter().map(|r| r.content).collect() })
+}
+
+fn parse_copy(t: &mut Tokens) -> Result<Statement, EddyError> {
+    t.expect_word("COPY")?;
+    if t.peek() != Some(&Token::LParen) {
+        return Err(t.error("only COPY (SELECT ...) TO STDOUT is supported"));
+    }
+    let open = t.pos;
+    let mut depth = 0;
+    let mut close = None;
+    for (i, tok) in t.tokens.iter().enumerate().skip(open) {
+        match tok.token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let close = close.ok_or_else(|| t.error("syntax error: unclosed parenthesis"))?;
+    let begin = t.index.byte(t.tokens[open + 1].span.start);
+    let end = t.index.byte(t.tokens[close].span.start);
+    let inner_offset = t.offset_chars + t.text[..begin].chars().count();
+    let select = parse_select(&t.text[begin..end], inner_offset)?;
+    t.pos = close + 1;
+    t.expect_word("TO")?;
+    t.expect_word("STDOUT")?;
+    Ok(Statement::CopyOut(select))
+}
+
+/// Parses a SELECT, taking off `EMIT CHANGES` and (for push queries) the `LIMIT`.
+pub fn parse_select(text: &str, offset_chars: usize) -> Result<SelectStatement, EddyError> {
+    let tokens = tokenize(text, offset_chars)?;
+    let index = LineIndex::new(text);
+    let significant: Vec<&TokenWithSpan> = tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).collect();
+    let mut sql = text.to_string();
+    let mut emit_changes = false;
+    let is_word = |t: &TokenWithSpan, w: &str| matches!(&t.token, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
+    for pair in significant.windows(2) {
+        if is_word(pair[0], "EMIT") && is_word(pair[1], "CHANGES") {
+            let (a, b) = (index.byte(pair[0].span.start), index.byte(pair[1].span.end));
+            sql = format!("{}{}{}", &text[..a], " ".repeat(text[a..b].chars().count()), &text[b..]);
+            emit_changes = true;
+        }
+    }
+    let mut query = match parse_sqlparser(&sql, offset_chars)? {
+        ast::Statement::Query(q) => q,
+        _ => return Err(EddyError::Syntax { message: "expected a SELECT".into(), position: Some(offset_chars + 1) }),
+    };
+    let mut limit = None;
+    if emit_changes {
+        if let Some(ast::LimitClause::LimitOffset { limit: Some(expr), offset: None, .. }) = &query.limit_clause {
+            limit = Some(literal_usize(expr)?);
+            query.limit_clause = None;
+        }
+        sql = query.to_string();
+    } else if let Some(ast::LimitClause::LimitOffset { limit: Some(expr), .. }) = &query.limit_clause {
+        limit = literal_usize(expr).ok();
+    }
+    let mut relations = Vec::new();
+    collect_relations(&query, &mut relations);
+    Ok(SelectStatement { sql, emit_changes, limit, relations })
+}
+
+fn literal_usize(expr: &ast::Expr) -> Result<usize, EddyError> {
+    match expr {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse().map_err(|_| EddyError::InvalidValue(format!("LIMIT {n}"))),
+            _ => Err(EddyError::InvalidValue("LIMIT takes a number".into())),
+        },
+        _ => Err(EddyError::InvalidValue("LIMIT takes a number".into())),
+    }
+}
+
+fn collect_relations(query: &ast::Query, out: &mut Vec<String>) {
+    if let Some(with) = &query.with {
+        for cte in &with.cte_tables {
+            collect_relations(&cte.query, out);
+        }
+    }
+    collect_set_expr(&query.body, out);
+}
+
+fn collect_set_expr(body: &ast::SetExpr, out: &mut Vec<String>) {
+    match body {
+        ast::SetExpr::Select(select) => {
+            for twj in &select.from {
+                collect_factor(&twj.relation, out);
+                for j in &twj.joins {
+                    collect_factor(&j.relation, out);
+                }
+            }
+        }
+        ast::SetExpr::Query(q) => collect_relations(q, out),
+        ast::SetExpr::SetOperation { left, right, .. } => {
+            collect_set_expr(left, out);
+            collect_set_expr(right, out);
+        }
+        _ => {}
+    }
+}
+
+fn collect_factor(f: &ast::TableFactor, out: &mut Vec<String>) {
+    match f {
+        ast::TableFactor::Table { name, .. } => out.push(object_name(name)),
+        ast::TableFactor::Derived { subquery, .. } => collect_relations(subquery, out),
+        ast::TableFactor::NestedJoin { table_with_joins, .. } => {
+            collect_factor(&table_with_joins.relation, out);
+            for j in &table_with_joins.joins {
+                collect_factor(&j.relation, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn ident_name(i: &ast::Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
+}
+
+/// The last part of a (possibly qualified) name: `public.orders` → `orders`.
+fn object_name(name: &ast::ObjectName) -> String {
+    name.0.last().and_then(|p| p.as_ident()).map(ident_name).unwrap_or_default()
+}
+
+fn parse_sqlparser(text: &str, offset_chars: usize) -> Result<ast::Statement, EddyError> {
+    let mut stmts = Parser::parse_sql(&GenericDialect {}, text).map_err(|e| syntax_from_parser(&e.to_string(), text, offset_chars))?;
+    if stmts.len() != 1 {
+        return Err(EddyError::Syntax { message: "expected one statement".into(), position: Some(offset_chars + 1) });
+    }
+    Ok(stmts.remove(0))
+}
+
+/// sqlparser reports "... at Line: L, Column: C"; turn that into a character position.
+pub fn syntax_from_parser(message: &str, text: &str, offset_chars: usize) -> EddyError {
+    let mut position = None;
+    if let Some(at) = message.rfind("at Line: ") {
+        let tail = &message[at + 9..];
+        let mut parts = tail.split(", Column: ");
+        let line = parts.next().and_then(|l| l.trim().parse::<u64>().ok());
+        let col = parts.next().and_then(|c| c.trim().trim_end_matches(|ch: char| !ch.is_ascii_digit()).parse::<u64>().ok());
+        if let (Some(line), Some(column)) = (line, col) {
+            position = Some(offset_chars + LineIndex::new(text).char_pos(Location { line, column }));
+        }
+    }
+    let message = message.trim_start_matches("sql parser error: ");
+    let message = match message.rfind(" at Line: ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    EddyError::Syntax { message: format!("syntax error: {message}"), position: position.or(Some(offset_chars + 1)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_stream_with_key_and_props() {
+        let s = parse("CREATE STREAM Orders (orderId STRING KEY, customerId STRING, amount DOUBLE) WITH (KAFKA_TOPIC='orders', VALUE_FORMAT='JSON', PARTITIONS=3);").unwrap();
+        let Statement::CreateSource { kind, name, columns, props, .. } = &s[0].statement else { panic!() };
+        assert_eq!(*kind, RelationKind::Stream);
+        assert_eq!(name, "orders");
+        assert!(columns[0].key && columns[0].name == "orderid");
+        assert_eq!(props["KAFKA_TOPIC"], "orders");
+        assert_eq!(props["PARTITIONS"], "3");
+    }
+
+    #[test]
+    fn push_query_strips_emit_changes_and_limit() {
+        let s = parse("SELECT orderId, amount FROM orders WHERE amount > 100 EMIT CHANGES LIMIT 3").unwrap();
+        let Statement::Select(sel) = &s[0].statement else { panic!() };
+        assert!(sel.emit_changes);
+        assert_eq!(sel.limit, Some(3));
+        assert!(!sel.sql.to_uppercase().contains("LIMIT"));
+        assert_eq!(sel.relations, vec!["orders"]);
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let err = parse("SELECT 1; SELEC x FROM y").unwrap_err();
+        let EddyError::Syntax { position, .. } = err else { panic!() };
+        assert_eq!(position, Some(11));
+    }
+
+    #[test]
+    fn multiple_statements_and_copy() {
+        let s = parse("FLUSH; COPY (SELECT * FROM s EMIT CHANGES LIMIT 2) TO STDOUT;").unwrap();
+        assert_eq!(s.len(), 2);
+        let Statement::CopyOut(sel) = &s[1].statement else { panic!() };
+        assert_eq!(sel.limit, Some(2));
+    }
+}

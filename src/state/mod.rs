@@ -1,0 +1,132 @@
+//! The state store: one RocksDB holding the catalog and every query's operator state.
+//!
+//! Each persistent query owns one column family (`q_<QUERY_ID>`) holding its table rows and
+//! aggregate accumulators (keys in memcomparable order, prefix `r`), the source offsets it
+//! has consumed (prefix `o`) and its sink's output positions (prefix `s`). A checkpoint writes
+//! all three in one `WriteBatch` with `sync`, so after any crash they agree.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, MultiThreaded, Options, WriteBatch, WriteOptions, DB};
+
+use crate::error::{EddyError, Result};
+
+pub type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
+
+pub const CATALOG_CF: &str = "catalog";
+pub const ROW_PREFIX: u8 = b'r';
+pub const OFFSET_PREFIX: u8 = b'o';
+pub const SINK_PREFIX: u8 = b's';
+
+#[derive(Clone)]
+pub struct StateStore {
+    db: Arc<Db>,
+}
+
+/// One atomic set of writes to one query's column family.
+pub struct Checkpoint {
+    cf: String,
+    batch: WriteBatch,
+}
+
+impl Checkpoint {
+    pub fn put(&mut self, store: &StateStore, key: &[u8], value: &[u8]) -> Result<()> {
+        let cf = store.cf(&self.cf)?;
+        self.batch.put_cf(&cf, key, value);
+        Ok(())
+    }
+    pub fn delete(&mut self, store: &StateStore, key: &[u8]) -> Result<()> {
+        let cf = store.cf(&self.cf)?;
+        self.batch.delete_cf(&cf, key);
+        Ok(())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+}
+
+impl StateStore {
+    pub fn open(path: &Path) -> Result<StateStore> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Bound what RocksDB may keep open and buffer (limits on everything).
+        opts.set_max_open_files(512);
+        opts.set_write_buffer_size(16 << 20);
+        let mut names = <DB>::list_cf(&opts, path).unwrap_or_default();
+        if !names.iter().any(|n| n == CATALOG_CF) {
+            names.push(CATALOG_CF.to_string());
+        }
+        let cfs = names.into_iter().map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = Db::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(StateStore { db: Arc::new(db) })
+    }
+
+    fn cf(&self, name: &str) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
+        self.db.cf_handle(name).ok_or_else(|| EddyError::Internal(format!("column family {name} missing")))
+    }
+
+    pub fn ensure_cf(&self, name: &str) -> Result<()> {
+        if self.db.cf_handle(name).is_none() {
+            self.db.create_cf(name, &Options::default())?;
+        }
+        Ok(())
+    }
+
+    pub fn drop_cf(&self, name: &str) -> Result<()> {
+        if self.db.cf_handle(name).is_some() {
+            self.db.drop_cf(name)?;
+        }
+        Ok(())
+    }
+
+    pub fn checkpoint(&self, cf: &str) -> Checkpoint {
+        Checkpoint { cf: cf.to_string(), batch: WriteBatch::default() }
+    }
+
+    /// Writes a checkpoint durably (fsync'd WAL) and atomically.
+    pub fn commit(&self, checkpoint: Checkpoint) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(checkpoint.batch, &wo)?;
+        Ok(())
+    }
+
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(&self.cf(cf)?, key)?)
+    }
+
+    /// Point reads for a whole batch of keys at once.
+    pub fn multi_get(&self, cf: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let handle = self.cf(cf)?;
+        self.db
+            .batched_multi_get_cf(&handle, keys.iter(), false)
+            .into_iter()
+            .map(|r| r.map(|o| o.map(|p| p.to_vec())).map_err(EddyError::from))
+            .collect()
+    }
+
+    /// Every (key, value) whose key starts with `prefix`, read from one consistent snapshot.
+    /// `max_bytes` bounds the memory a scan may take.
+    pub fn scan_prefix(&self, cf: &str, prefix: &[u8], max_bytes: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let handle = self.cf(cf)?;
+        let snapshot = self.db.snapshot();
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for item in snapshot.iterator_cf(&handle, IteratorMode::From(prefix, Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            bytes += k.len() + v.len();
+            if bytes > max_bytes {
+                return Err(EddyError::LimitExceeded(format!(
+                    "scan of more than {max_bytes} bytes (raise --query-memory-bytes)"
+                )));
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,197 @@
+//! The Postgres endpoint with real clients: tokio-postgres (simple and extended protocol)
+//! and the `psql` binary.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::{query, sqlstate, Server};
+
+const ORDERS: &str = "CREATE STREAM orders (orderId STRING KEY, customerId STRING, amount DOUBLE) \
+    WITH (KAFKA_TOPIC='orders', VALUE_FORMAT='JSON', PARTITIONS=2)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_insert_aggregate_and_pull() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    query(&c, ORDERS).await;
+    query(&c, "CREATE TABLE order_totals AS SELECT customerId, COUNT(*) AS orders, SUM(amount) AS total, \
+               AVG(amount) AS avg_amount, MIN(amount) AS smallest, MAX(amount) AS largest \
+               FROM orders GROUP BY customerId EMIT CHANGES").await;
+    query(&c, "INSERT INTO orders (orderId, customerId, amount) VALUES ('o1', 'alice', 10.0), ('o2', 'bob', 250.5), ('o3', 'alice', 30.0)").await;
+    query(&c, "FLUSH").await;
+    let rows = query(&c, "SELECT customerid, orders, total, avg_amount, smallest, largest FROM order_totals ORDER BY customerid").await;
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some("alice".into()), Some("2".into()), Some("40".into()), Some("20".into()), Some("10".into()), Some("30".into())],
+            vec![Some("bob".into()), Some("1".into()), Some("250.5".into()), Some("250.5".into()), Some("250.5".into()), Some("250.5".into())],
+        ]
+    );
+    // Extended protocol with a parameter, binary results.
+    let rows = c.query("SELECT orders, total FROM order_totals WHERE customerid = $1", &[&"alice"]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i64>(0), 2);
+    assert_eq!(rows[0].get::<_, f64>(1), 40.0);
+    // A bounded scan of the stream, and the stream's own topic.
+    let rows = query(&c, "SELECT COUNT(*) FROM orders WHERE amount > 20").await;
+    assert_eq!(rows, vec![vec![Some("2".into())]]);
+    let topics = query(&c, "SHOW TOPICS").await;
+    assert!(topics.iter().any(|r| r[0].as_deref() == Some("orders") && r[1].as_deref() == Some("2")), "{topics:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_query_with_limit_and_filter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    query(&c, ORDERS).await;
+    let reader = server.client().await;
+    let push = tokio::spawn(async move {
+        query(&reader, "SELECT orderId, amount FROM orders WHERE amount > 100 EMIT CHANGES LIMIT 2").await
+    });
+    // The push query starts at the end of the stream: insert until it has seen two rows.
+    let mut n = 0;
+    while !push.is_finished() && n < 200 {
+        query(&c, &format!("INSERT INTO orders (orderId, customerId, amount) VALUES ('a{n}', 'c', 50), ('b{n}', 'c', 150)")).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows = push.await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r[0].as_deref().unwrap().starts_with('b') && r[1].as_deref() == Some("150")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_push_query_gives_57014() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    query(&c, ORDERS).await;
+    let token = c.cancel_token();
+    let push = tokio::spawn(async move { c.simple_query("SELECT * FROM orders EMIT CHANGES").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!push.is_finished(), "a push query without LIMIT runs until cancelled");
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), push).await.expect("cancel took effect").unwrap().unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "57014", "{err:?}");
+    // The server is fine afterwards.
+    let c2 = server.client().await;
+    assert_eq!(query(&c2, "SELECT 1").await, vec![vec![Some("1".into())]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_copy_streams_push_rows_live() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    query(&c, ORDERS).await;
+    query(&c, "SET 'auto.offset.reset' = 'earliest'").await;
+    let port = server.port.to_string();
+    let psql = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "eddy", "-d", "eddy", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg("COPY (SELECT orderId, customerId, amount FROM orders WHERE amount > 100 EMIT CHANGES LIMIT 2) TO STDOUT")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql is installed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    query(&c, "INSERT INTO orders (orderId, customerId, amount) VALUES ('o1', 'alice', 500), ('o2', 'bob', 5), ('o3', 'carol', 101.5)").await;
+    let out = tokio::task::spawn_blocking(move || psql.wait_with_output().unwrap()).await.unwrap();
+    assert!(out.status.success());
+    let mut lines: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+    lines.sort();
+    assert_eq!(lines, vec!["o1\talice\t500".to_string(), "o3\tcarol\t101.5".to_string()]);
+
+    // tokio-postgres COPY OUT sees the same.
+    let stream = c.copy_out("COPY (SELECT orderId FROM orders EMIT CHANGES LIMIT 1) TO STDOUT").await;
+    assert!(stream.is_ok(), "{:?}", stream.err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_runs_statements_and_reports_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let port = server.port.to_string();
+    let psql = |sql: &str| {
+        Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "eddy", "-d", "eddy", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .unwrap()
+    };
+    assert!(psql(ORDERS).status.success());
+    assert!(psql("INSERT INTO orders (orderId, customerId, amount) VALUES ('o1', 'alice', 5)").status.success());
+    let out = psql("SHOW STREAMS");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("orders|orders|KAFKA|JSON"), "{text}");
+    let bad = psql("SELEC 1");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("syntax error"), "{}", String::from_utf8_lossy(&bad.stderr));
+    // psql to another database: Postgres's 3D000.
+    let other = Command::new("psql").args(["-h", "127.0.0.1", "-p", &port, "-U", "eddy", "-d", "postgres", "-c", "SELECT 1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&other.stderr).contains("does not exist"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_have_sqlstates_and_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    query(&c, ORDERS).await;
+    let (code, pos) = sqlstate(&c, "SELECT * FROM orders WHER amount > 1").await;
+    assert_eq!(code, "42601");
+    assert!(matches!(pos, Some(tokio_postgres::error::ErrorPosition::Original(p)) if p > 20), "{pos:?}");
+    assert_eq!(sqlstate(&c, "SELECT * FROM nope").await.0, "42P01");
+    assert_eq!(sqlstate(&c, "SELECT nope FROM orders").await.0, "42703");
+    assert_eq!(sqlstate(&c, "INSERT INTO nope (a) VALUES (1)").await.0, "42P01");
+    assert_eq!(sqlstate(&c, "INSERT INTO orders (nope) VALUES (1)").await.0, "42703");
+    // A type mismatch in any row writes nothing.
+    assert_eq!(
+        sqlstate(&c, "INSERT INTO orders (orderId, customerId, amount) VALUES ('ok', 'a', 1), ('bad', 'b', 'not a number')").await.0,
+        "42804"
+    );
+    assert_eq!(query(&c, "SELECT COUNT(*) FROM orders").await, vec![vec![Some("0".into())]]);
+    assert_eq!(sqlstate(&c, ORDERS).await.0, "42P07");
+    assert_eq!(sqlstate(&c, "DROP STREAM nope").await.0, "42P01");
+    assert_eq!(sqlstate(&c, "TERMINATE CSAS_NOPE_0").await.0, "42P01");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_go_to_the_processing_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    // Two views of one topic: text that the typed view cannot read is a bad record there.
+    query(&c, "CREATE STREAM raw (v STRING) WITH (KAFKA_TOPIC='readings', VALUE_FORMAT='JSON')").await;
+    query(&c, "CREATE STREAM typed (v INT) WITH (KAFKA_TOPIC='readings', VALUE_FORMAT='JSON')").await;
+    query(&c, "CREATE STREAM doubled AS SELECT v * 2 AS v2 FROM typed EMIT CHANGES").await;
+    query(&c, "INSERT INTO raw (v) VALUES ('1'), ('not a number'), ('3')").await;
+    query(&c, "FLUSH").await;
+    let out = query(&c, "SELECT v2 FROM doubled ORDER BY v2").await;
+    assert_eq!(out, vec![vec![Some("2".into())], vec![Some("6".into())]]);
+    let log = query(&c, "SELECT query_id, topic, error FROM eddy_processing_log").await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(log[0][0].as_deref().unwrap().starts_with("CSAS_DOUBLED"));
+    assert!(log[0][2].as_deref().unwrap().contains("expects INTEGER"), "{log:?}");
+    // The query is still running.
+    let q = query(&c, "SHOW QUERIES").await;
+    assert!(q.iter().any(|r| r[1].as_deref() == Some("RUNNING")), "{q:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly_and_restarts_on_the_same_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(tmp.path());
+    let c = server.client().await;
+    query(&c, ORDERS).await;
+    query(&c, "CREATE TABLE by_customer AS SELECT customerId, COUNT(*) AS n FROM orders GROUP BY customerId").await;
+    query(&c, "INSERT INTO orders (orderId, customerId, amount) VALUES ('o1', 'alice', 5)").await;
+    query(&c, "FLUSH").await;
+    drop(c);
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    assert_eq!(query(&c, "SELECT n FROM by_customer").await, vec![vec![Some("1".into())]]);
+    let q = query(&c, "SHOW QUERIES").await;
+    assert!(q.iter().any(|r| r[0].as_deref().unwrap().starts_with("CTAS_BY_CUSTOMER") && r[1].as_deref() == Some("RUNNING")), "{q:?}");
+}
