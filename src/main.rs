@@ -67,7 +67,10 @@ fn main() -> anyhow_free::Result {
                 checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.clamp(10, 60_000)),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(eddy::server::run(config, shutdown_signal()))?;
+            if let Err(e) = runtime.block_on(eddy::server::run(config, shutdown_signal())) {
+                eprintln!("eddy: {e}");
+                std::process::exit(1);
+            }
             Ok(())
         }
     }

@@ -202,6 +202,20 @@ pub fn check_cell(c: &Column, v: Value) -> Result<Value, String> {
         (Value::Number(_) | Value::Bool(_), SqlType::String) => {
             return Ok(Value::String(v.to_string()));
         }
+        // Like ksqlDB's JSON format, numbers and booleans sent as strings are read as such.
+        (Value::String(s), SqlType::Int | SqlType::BigInt | SqlType::Timestamp) => match s.trim().parse::<i64>() {
+            Ok(i) if c.ty != SqlType::Int || i32::try_from(i).is_ok() => return Ok(Value::from(i)),
+            _ => false,
+        },
+        (Value::String(s), SqlType::Double) => match s.trim().parse::<f64>() {
+            Ok(f) if f.is_finite() => return Ok(Value::from(f)),
+            _ => false,
+        },
+        (Value::String(s), SqlType::Boolean) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" => return Ok(Value::Bool(true)),
+            "false" => return Ok(Value::Bool(false)),
+            _ => false,
+        },
         _ => false,
     };
     if ok {

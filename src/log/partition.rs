@@ -59,7 +59,9 @@ impl Segment {
 
     fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment, LogError> {
         let path = dir.join(Self::file_name(base_offset));
-        let file = OpenOptions::new().create(true).truncate(true).read(true).append(true).open(&path)?;
+        // A leftover file at this base offset holds nothing we still reference.
+        let _ = fs::remove_file(&path);
+        let file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
         sync_dir(dir)?;
         Ok(Segment {
             base_offset,
@@ -256,7 +258,7 @@ impl Partition {
     /// Appends one batch: validates it, assigns offsets, writes it, and returns once it is
     /// durable (unless the topic trades durability for speed).
     pub fn append(&self, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
-        let header = batch::validate(bytes)?;
+        let mut header = batch::validate(bytes)?;
         if bytes.len() > self.config.max_message_bytes {
             return Err(LogError::MessageTooLarge { bytes: bytes.len(), max_bytes: self.config.max_message_bytes });
         }
@@ -265,6 +267,7 @@ impl Partition {
             self.maybe_roll(&mut inner, bytes.len() as u64, now_ms)?;
             let base_offset = inner.next_offset();
             batch::set_base_offset(bytes, base_offset);
+            header.base_offset = base_offset;
             inner.active().append(bytes, &header)?;
             AppendInfo { base_offset, last_offset: base_offset + header.last_offset_delta as i64 }
         };

@@ -17,7 +17,7 @@ use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo, Response, Tag};
+use pgwire::api::results::{DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldInfo, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
@@ -33,7 +33,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::engine::{Engine, Output, Session};
 use crate::error::EddyError;
-use crate::sql::{self, Statement};
+use crate::sql;
 use error::to_pg;
 
 pub const DATABASE: &str = "eddy";
@@ -145,12 +145,15 @@ fn encode_rows(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch, max_rows: usiz
     let mut encoder = DataRowEncoder::new(fields.clone());
     let mut rows = Vec::with_capacity(n);
     for row in 0..n {
-        for c in &columns {
+        for (i, c) in columns.iter().enumerate() {
             let valid = c.is_valid(row);
             match c.data_type() {
                 DataType::Boolean => encoder.encode_field(&valid.then(|| c.as_boolean().value(row)))?,
                 DataType::Int32 => encoder.encode_field(&valid.then(|| c.as_primitive::<Int32Type>().value(row)))?,
                 DataType::Int64 => encoder.encode_field(&valid.then(|| c.as_primitive::<Int64Type>().value(row)))?,
+                DataType::Float64 if text_format(fields, i) => {
+                    encoder.encode_field(&valid.then(|| pg_float(c.as_primitive::<Float64Type>().value(row))))?
+                }
                 DataType::Float64 => encoder.encode_field(&valid.then(|| c.as_primitive::<Float64Type>().value(row)))?,
                 DataType::Timestamp(_, _) => {
                     let ms = c.as_primitive::<TimestampMillisecondType>().value(row);
@@ -165,10 +168,36 @@ fn encode_rows(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch, max_rows: usiz
     Ok(rows)
 }
 
+fn text_format(fields: &[FieldInfo], i: usize) -> bool {
+    fields.get(i).is_some_and(|f| f.format() == pgwire::api::results::FieldFormat::Text)
+}
+
+/// Postgres's float8 text: shortest round-trip digits, no trailing ".0".
+fn pg_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+    } else {
+        format!("{v}")
+    }
+}
+
 /// COPY text format: tab-separated, `\N` for NULL, backslash escapes.
 fn copy_lines(batch: &RecordBatch, max_rows: usize) -> Vec<Bytes> {
     let n = batch.num_rows().min(max_rows);
-    let text: Vec<_> = batch.columns().iter().map(|c| cast(c, &DataType::Utf8).ok()).collect();
+    let text: Vec<_> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Float64 | DataType::Float32 => cast(c, &DataType::Float64).ok().map(|f| {
+                let f = f.as_primitive::<Float64Type>().clone();
+                std::sync::Arc::new(datafusion::arrow::array::StringArray::from_iter(f.iter().map(|v| v.map(pg_float))))
+                    as datafusion::arrow::array::ArrayRef
+            }),
+            _ => cast(c, &DataType::Utf8).ok(),
+        })
+        .collect();
     (0..n)
         .map(|row| {
             let mut line = String::new();
@@ -197,6 +226,10 @@ fn copy_lines(batch: &RecordBatch, max_rows: usize) -> Vec<Bytes> {
         .collect()
 }
 
+fn row_description(fields: &[FieldInfo]) -> pgwire::messages::data::RowDescription {
+    pgwire::messages::data::RowDescription::new(fields.iter().map(Into::into).collect())
+}
+
 async fn notice<C>(client: &mut C, message: &str) -> PgWireResult<()>
 where
     C: Sink<PgWireBackendMessage> + Unpin,
@@ -222,7 +255,7 @@ where
         Output::Rows { schema, batches, tag } => {
             let fields = Arc::new(field_infos(&schema, format));
             if describe {
-                client.feed(PgWireBackendMessage::RowDescription(pgwire::api::results::into_row_description(&fields))).await?;
+                client.feed(PgWireBackendMessage::RowDescription(row_description(&fields))).await?;
             }
             let mut n = 0;
             for b in &batches {
@@ -240,7 +273,7 @@ where
             }
             let fields = Arc::new(field_infos(&schema, format));
             if describe {
-                client.send(PgWireBackendMessage::RowDescription(pgwire::api::results::into_row_description(&fields))).await?;
+                client.send(PgWireBackendMessage::RowDescription(row_description(&fields))).await?;
             }
             let mut remaining = limit.unwrap_or(usize::MAX);
             let mut sent = 0;
@@ -266,7 +299,7 @@ where
                 Output::Push { schema, limit, .. } => (schema.fields().len(), limit.unwrap_or(usize::MAX)),
                 _ => return Err(to_pg(EddyError::InvalidValue("COPY needs a SELECT".into()))),
             };
-            let response = CopyOutResponse { format: 0, columns: columns as i16, column_formats: vec![0; columns] };
+            let response = CopyOutResponse::new(0, columns as i16, vec![0; columns]);
             client.send(PgWireBackendMessage::CopyOutResponse(response)).await?;
             let mut sent = 0usize;
             match *inner {
@@ -295,7 +328,7 @@ where
                 }
                 _ => {}
             }
-            client.feed(PgWireBackendMessage::CopyDone(CopyDone)).await?;
+            client.feed(PgWireBackendMessage::CopyDone(CopyDone::new())).await?;
             client.feed(PgWireBackendMessage::CommandComplete(Tag::new("COPY").with_rows(sent).into())).await?;
         }
     }
@@ -446,7 +479,7 @@ impl ExtendedQueryHandler for PgServer {
         let portal = match client.portal_store().get_portal(name) {
             Some(Entry::Value(p)) => p,
             Some(Entry::Empty) => {
-                client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse)).await?;
+                client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
                 client.set_state(PgWireConnectionState::ReadyForQuery);
                 return Ok(());
             }
@@ -515,7 +548,7 @@ impl PgServer {
         let sql_text = substitute(&portal.statement.statement.sql, &params);
         let mut statements = sql::parse(&sql_text).map_err(to_pg)?;
         let Some(stmt) = statements.pop() else {
-            client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse)).await?;
+            client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
             return Ok(());
         };
         let session = session_of(client);

@@ -108,7 +108,7 @@ pub fn parse(sql: &str) -> Result<Vec<Located>, EddyError> {
     let mut out = Vec::new();
     let mut start: Option<usize> = None;
     let mut depth = 0i32;
-    let mut flush = |from: usize, to_exclusive: usize, out: &mut Vec<Located>| -> Result<(), EddyError> {
+    let flush = |from: usize, to_exclusive: usize, out: &mut Vec<Located>| -> Result<(), EddyError> {
         let significant: Vec<&TokenWithSpan> =
             tokens[from..to_exclusive].iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).collect();
         let (Some(first), Some(last)) = (significant.first(), significant.last()) else { return Ok(()) };
@@ -493,7 +493,7 @@ fn parse_insert(text: &str, offset_chars: usize) -> Result<Statement, EddyError>
         ast::TableObject::TableName(name) => object_name(name),
         _ => return Err(EddyError::NotImplemented("INSERT into a table function".into())),
     };
-    let columns = insert.columns.iter().map(ident_name).collect();
+    let columns = insert.columns.iter().map(object_name).collect();
     let Some(source) = insert.source else {
         return Err(EddyError::NotImplemented("INSERT without VALUES".into()));
     };

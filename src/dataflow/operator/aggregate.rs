@@ -6,9 +6,7 @@
 //! and the SELECT list run as physical expressions over a batch of the touched groups.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use serde::{Deserialize, Serialize};
