@@ -18,7 +18,13 @@ fn main() {
     let log = Arc::new(Log::open(&dir, Arc::new(SystemClock)).expect("open log"));
     log.create_topic("bench", TopicConfig::default()).expect("create topic");
     let records: Vec<LogRecord> = (0..per_batch)
-        .map(|i| LogRecord { offset: 0, timestamp_ms: 0, key: Some(format!("k{i}").into_bytes()), value: Some(vec![b'x'; 100]), headers: vec![] })
+        .map(|i| LogRecord {
+            offset: 0,
+            timestamp_ms: 0,
+            key: Some(format!("k{i}").into_bytes()),
+            value: Some(vec![b'x'; 100]),
+            headers: vec![],
+        })
         .collect();
     let template = encode_batch(&records);
     let deadline = Instant::now() + Duration::from_secs(seconds);

@@ -9,12 +9,17 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! python3 -c "import psycopg" >/dev/null 2>&1; then
+  echo "setup: installing psycopg (Python driver used by the tests)"
+  python3 -m pip install -q "psycopg[binary]==3.3.9" || python3 -m pip install -q --break-system-packages "psycopg[binary]==3.3.9"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: installing the Rust toolchain (rustup)"

@@ -33,8 +33,9 @@ pub enum EddyError {
     Log(#[from] LogError),
     #[error("state store error: {0}")]
     State(String),
+    /// An error DataFusion found while planning or running a query (message as it gave it).
     #[error("{0}")]
-    DataFusion(Box<DataFusionError>),
+    DataFusion(String),
     #[error("internal error (a bug in Eddy): {0}")]
     Internal(String),
 }
@@ -58,7 +59,7 @@ impl From<DataFusionError> for EddyError {
         if msg.starts_with("SQL error: ParserError") || msg.starts_with("sql parser error") {
             return EddyError::Syntax { message: msg, position: None };
         }
-        EddyError::DataFusion(Box::new(DataFusionError::Plan(msg)))
+        EddyError::DataFusion(msg.trim_start_matches("Arrow error: ").to_string())
     }
 }
 
@@ -70,7 +71,7 @@ impl From<rocksdb::Error> for EddyError {
 
 impl From<datafusion::arrow::error::ArrowError> for EddyError {
     fn from(e: datafusion::arrow::error::ArrowError) -> Self {
-        EddyError::DataFusion(Box::new(DataFusionError::ArrowError(Box::new(e), None)))
+        EddyError::DataFusion(e.to_string())
     }
 }
 

@@ -7,7 +7,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "eddy", version, about = "Eddy: a SQL-first streaming database (Kafka-style log, continuous SQL, Postgres wire)")]
+#[command(
+    name = "eddy",
+    version,
+    about = "Eddy: a SQL-first streaming database (Kafka-style log, continuous SQL, Postgres wire)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

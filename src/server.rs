@@ -44,7 +44,10 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
     let addr = listener.local_addr().map_err(|e| EddyError::Internal(e.to_string()))?;
     println!("Eddy is ready. Data in {}", config.data_dir.display());
     println!("  SQL:   psql -h {} -p {} -U eddy -d {DATABASE}", addr.ip(), addr.port());
-    println!("  (Kafka protocol on {} and HTTP on {} arrive with later releases)", config.kafka_listen, config.http_listen);
+    println!(
+        "  (Kafka protocol on {} and HTTP on {} arrive with later releases)",
+        config.kafka_listen, config.http_listen
+    );
 
     let retention = {
         let log = engine.log.clone();

@@ -93,8 +93,8 @@ fn random_operations_match_the_oracle() {
                 }
             }
         }
-        for p in 0..2 {
-            assert_eq!(read_all(&log, "t", p as i32, 0), oracle[p], "seed {seed}, final state");
+        for (p, expected) in oracle.iter().enumerate() {
+            assert_eq!(&read_all(&log, "t", p as i32, 0), expected, "seed {seed}, final state");
         }
     }
 }
@@ -104,7 +104,8 @@ fn torn_tail_is_truncated_at_the_first_bad_batch() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), Arc::new(SystemClock)).unwrap();
     log.create_topic("t", TopicConfig::default()).unwrap();
-    let rec = |i: u8| LogRecord { offset: 0, timestamp_ms: 1, key: None, value: Some(vec![i; 10]), headers: Vec::new() };
+    let rec =
+        |i: u8| LogRecord { offset: 0, timestamp_ms: 1, key: None, value: Some(vec![i; 10]), headers: Vec::new() };
     for i in 0..3 {
         log.append("t", 0, &mut encode_batch(&[rec(i)])).unwrap();
     }
@@ -134,10 +135,12 @@ fn torn_tail_is_truncated_at_the_first_bad_batch() {
 fn segments_roll_and_retention_deletes_old_ones() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), Arc::new(SystemClock)).unwrap();
-    let config = TopicConfig { segment_bytes: 300, retention_bytes: Some(600), retention_ms: None, ..TopicConfig::default() };
+    let config =
+        TopicConfig { segment_bytes: 300, retention_bytes: Some(600), retention_ms: None, ..TopicConfig::default() };
     log.create_topic("t", config).unwrap();
     for i in 0..40u8 {
-        let rec = LogRecord { offset: 0, timestamp_ms: i as i64, key: None, value: Some(vec![i; 50]), headers: Vec::new() };
+        let rec =
+            LogRecord { offset: 0, timestamp_ms: i as i64, key: None, value: Some(vec![i; 50]), headers: Vec::new() };
         log.append("t", 0, &mut encode_batch(&[rec])).unwrap();
     }
     let p = log.partition("t", 0).unwrap();

@@ -15,17 +15,39 @@ async fn create_insert_aggregate_and_pull() {
     let server = Server::start(tmp.path());
     let c = server.client().await;
     query(&c, ORDERS).await;
-    query(&c, "CREATE TABLE order_totals AS SELECT customerId, COUNT(*) AS orders, SUM(amount) AS total, \
+    query(
+        &c,
+        "CREATE TABLE order_totals AS SELECT customerId, COUNT(*) AS orders, SUM(amount) AS total, \
                AVG(amount) AS avg_amount, MIN(amount) AS smallest, MAX(amount) AS largest \
-               FROM orders GROUP BY customerId EMIT CHANGES").await;
+               FROM orders GROUP BY customerId EMIT CHANGES",
+    )
+    .await;
     query(&c, "INSERT INTO orders (orderId, customerId, amount) VALUES ('o1', 'alice', 10.0), ('o2', 'bob', 250.5), ('o3', 'alice', 30.0)").await;
     query(&c, "FLUSH").await;
-    let rows = query(&c, "SELECT customerid, orders, total, avg_amount, smallest, largest FROM order_totals ORDER BY customerid").await;
+    let rows = query(
+        &c,
+        "SELECT customerid, orders, total, avg_amount, smallest, largest FROM order_totals ORDER BY customerid",
+    )
+    .await;
     assert_eq!(
         rows,
         vec![
-            vec![Some("alice".into()), Some("2".into()), Some("40".into()), Some("20".into()), Some("10".into()), Some("30".into())],
-            vec![Some("bob".into()), Some("1".into()), Some("250.5".into()), Some("250.5".into()), Some("250.5".into()), Some("250.5".into())],
+            vec![
+                Some("alice".into()),
+                Some("2".into()),
+                Some("40".into()),
+                Some("20".into()),
+                Some("10".into()),
+                Some("30".into())
+            ],
+            vec![
+                Some("bob".into()),
+                Some("1".into()),
+                Some("250.5".into()),
+                Some("250.5".into()),
+                Some("250.5".into()),
+                Some("250.5".into())
+            ],
         ]
     );
     // Extended protocol with a parameter, binary results.
@@ -53,7 +75,11 @@ async fn push_query_with_limit_and_filter() {
     // The push query starts at the end of the stream: insert until it has seen two rows.
     let mut n = 0;
     while !push.is_finished() && n < 200 {
-        query(&c, &format!("INSERT INTO orders (orderId, customerId, amount) VALUES ('a{n}', 'c', 50), ('b{n}', 'c', 150)")).await;
+        query(
+            &c,
+            &format!("INSERT INTO orders (orderId, customerId, amount) VALUES ('a{n}', 'c', 50), ('b{n}', 'c', 150)"),
+        )
+        .await;
         n += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -73,7 +99,8 @@ async fn cancel_push_query_gives_57014() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!push.is_finished(), "a push query without LIMIT runs until cancelled");
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(10), push).await.expect("cancel took effect").unwrap().unwrap_err();
+    let err =
+        tokio::time::timeout(Duration::from_secs(10), push).await.expect("cancel took effect").unwrap().unwrap_err();
     assert_eq!(err.code().unwrap().code(), "57014", "{err:?}");
     // The server is fine afterwards.
     let c2 = server.client().await;
@@ -114,7 +141,23 @@ async fn psql_runs_statements_and_reports_errors() {
     let port = server.port.to_string();
     let psql = |sql: &str| {
         Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &port, "-U", "eddy", "-d", "eddy", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "eddy",
+                "-d",
+                "eddy",
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
             .output()
             .unwrap()
     };
@@ -127,7 +170,10 @@ async fn psql_runs_statements_and_reports_errors() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("syntax error"), "{}", String::from_utf8_lossy(&bad.stderr));
     // psql to another database: Postgres's 3D000.
-    let other = Command::new("psql").args(["-h", "127.0.0.1", "-p", &port, "-U", "eddy", "-d", "postgres", "-c", "SELECT 1"]).output().unwrap();
+    let other = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "eddy", "-d", "postgres", "-c", "SELECT 1"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&other.stderr).contains("does not exist"));
 }
 
@@ -146,7 +192,12 @@ async fn errors_have_sqlstates_and_lose_nothing() {
     assert_eq!(sqlstate(&c, "INSERT INTO orders (nope) VALUES (1)").await.0, "42703");
     // A type mismatch in any row writes nothing.
     assert_eq!(
-        sqlstate(&c, "INSERT INTO orders (orderId, customerId, amount) VALUES ('ok', 'a', 1), ('bad', 'b', 'not a number')").await.0,
+        sqlstate(
+            &c,
+            "INSERT INTO orders (orderId, customerId, amount) VALUES ('ok', 'a', 1), ('bad', 'b', 'not a number')"
+        )
+        .await
+        .0,
         "42804"
     );
     assert_eq!(query(&c, "SELECT COUNT(*) FROM orders").await, vec![vec![Some("0".into())]]);
@@ -187,11 +238,36 @@ async fn sigterm_shuts_down_cleanly_and_restarts_on_the_same_port() {
     query(&c, "INSERT INTO orders (orderId, customerId, amount) VALUES ('o1', 'alice', 5)").await;
     query(&c, "FLUSH").await;
     drop(c);
+    let port = server.port;
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
-    let server = Server::start(tmp.path());
+    // The same port is free again at once.
+    let server = Server::start_on(tmp.path(), port);
+    assert_eq!(server.port, port);
     let c = server.client().await;
     assert_eq!(query(&c, "SELECT n FROM by_customer").await, vec![vec![Some("1".into())]]);
     let q = query(&c, "SHOW QUERIES").await;
-    assert!(q.iter().any(|r| r[0].as_deref().unwrap().starts_with("CTAS_BY_CUSTOMER") && r[1].as_deref() == Some("RUNNING")), "{q:?}");
+    assert!(
+        q.iter()
+            .any(|r| r[0].as_deref().unwrap().starts_with("CTAS_BY_CUSTOMER") && r[1].as_deref() == Some("RUNNING")),
+        "{q:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_cursor_stream_sees_rows_live() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/psycopg_stream.py");
+    let port = server.port.to_string();
+    let out =
+        tokio::task::spawn_blocking(move || Command::new("python3").arg(script).arg(&port).output().expect("python3"))
+            .await
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "psycopg stream test failed (is psycopg installed? scripts/setup.sh installs it):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -14,8 +14,10 @@ async fn kill9_mid_stream_keeps_every_table_correct() {
     let c = server.client().await;
     query(&c, "CREATE STREAM orders (orderId STRING KEY, customerId STRING, amount BIGINT) WITH (KAFKA_TOPIC='orders', PARTITIONS=3)").await;
     query(&c, "CREATE TABLE totals AS SELECT customerId, COUNT(*) AS n, SUM(amount) AS total FROM orders GROUP BY customerId EMIT CHANGES").await;
-    query(&c, "CREATE STREAM big AS SELECT orderId, customerId, amount FROM orders WHERE amount >= 50 EMIT CHANGES").await;
-    query(&c, "CREATE TABLE big_totals AS SELECT customerId, COUNT(*) AS n FROM big GROUP BY customerId EMIT CHANGES").await;
+    query(&c, "CREATE STREAM big AS SELECT orderId, customerId, amount FROM orders WHERE amount >= 50 EMIT CHANGES")
+        .await;
+    query(&c, "CREATE TABLE big_totals AS SELECT customerId, COUNT(*) AS n FROM big GROUP BY customerId EMIT CHANGES")
+        .await;
 
     // Insert in the background; kill -9 while inserts and queries are in flight.
     let writer = server.client().await;
@@ -23,7 +25,8 @@ async fn kill9_mid_stream_keeps_every_table_correct() {
     let acked2 = acked.clone();
     let ingest = tokio::spawn(async move {
         for i in 0u64.. {
-            let values: Vec<String> = (0..10).map(|j| format!("('o{i}_{j}', 'c{}', {})", (i + j) % 7, (i * 10 + j) % 100)).collect();
+            let values: Vec<String> =
+                (0..10).map(|j| format!("('o{i}_{j}', 'c{}', {})", (i + j) % 7, (i * 10 + j) % 100)).collect();
             let sql = format!("INSERT INTO orders (orderId, customerId, amount) VALUES {}", values.join(", "));
             if writer.simple_query(&sql).await.is_err() {
                 break;
@@ -49,7 +52,8 @@ async fn kill9_mid_stream_keeps_every_table_correct() {
         rows.into_iter().map(|r| (r[0].clone().unwrap(), r[1..].to_vec())).collect()
     };
     let table = as_map(query(&c, "SELECT customerid, n, total FROM totals").await);
-    let recomputed = as_map(query(&c, "SELECT customerid, COUNT(*), SUM(amount) FROM orders GROUP BY customerid").await);
+    let recomputed =
+        as_map(query(&c, "SELECT customerid, COUNT(*), SUM(amount) FROM orders GROUP BY customerid").await);
     assert_eq!(table, recomputed);
 
     // The derived stream holds each qualifying record exactly once.
@@ -58,6 +62,7 @@ async fn kill9_mid_stream_keeps_every_table_correct() {
     assert_eq!(big[0][0], expected[0][0], "output of the derived stream was lost or doubled");
     assert_eq!(big[0][0], big[0][1]);
     let big_table = as_map(query(&c, "SELECT customerid, n FROM big_totals").await);
-    let big_recomputed = as_map(query(&c, "SELECT customerid, COUNT(*) FROM orders WHERE amount >= 50 GROUP BY customerid").await);
+    let big_recomputed =
+        as_map(query(&c, "SELECT customerid, COUNT(*) FROM orders WHERE amount >= 50 GROUP BY customerid").await);
     assert_eq!(big_table, big_recomputed);
 }

@@ -23,7 +23,9 @@ impl std::error::Error for PgError {}
 impl From<tokio_postgres::Error> for PgError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
-            Some(db) => PgError(format!("db error: {}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code())),
+            Some(db) => {
+                PgError(format!("db error: {}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()))
+            }
             None => PgError(e.to_string()),
         }
     }
@@ -42,7 +44,15 @@ impl AsyncDB for PgDb {
         for m in messages {
             match m {
                 tokio_postgres::SimpleQueryMessage::Row(r) => {
-                    rows.push((0..r.len()).map(|i| r.get(i).map(|v| if v.is_empty() { "(empty)".to_string() } else { v.to_string() }).unwrap_or_else(|| "NULL".into())).collect::<Vec<_>>());
+                    rows.push(
+                        (0..r.len())
+                            .map(|i| {
+                                r.get(i)
+                                    .map(|v| if v.is_empty() { "(empty)".to_string() } else { v.to_string() })
+                                    .unwrap_or_else(|| "NULL".into())
+                            })
+                            .collect::<Vec<_>>(),
+                    );
                 }
                 tokio_postgres::SimpleQueryMessage::RowDescription(_) => described = true,
                 tokio_postgres::SimpleQueryMessage::CommandComplete(n) => count = n,
@@ -67,7 +77,11 @@ impl AsyncDB for PgDb {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_logic_tests() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql-tests");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "slt")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
     files.sort();
     assert!(!files.is_empty(), "no .slt files in {}", dir.display());
     let mut failures = Vec::new();

@@ -33,7 +33,10 @@ pub struct RelationDef {
 
 impl RelationDef {
     pub fn column(&self, name: &str) -> Option<&Column> {
-        self.columns.iter().find(|c| c.name == name).or_else(|| self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name)))
+        self.columns
+            .iter()
+            .find(|c| c.name == name)
+            .or_else(|| self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name)))
     }
 }
 
@@ -64,12 +67,14 @@ impl Catalog {
     pub fn open(store: StateStore) -> Result<Catalog> {
         let mut relations = BTreeMap::new();
         for (_, v) in store.scan_prefix(CATALOG_CF, b"relation/", usize::MAX)? {
-            let r: RelationDef = serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("catalog entry: {e}")))?;
+            let r: RelationDef =
+                serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("catalog entry: {e}")))?;
             relations.insert(r.name.clone(), r);
         }
         let mut queries = BTreeMap::new();
         for (_, v) in store.scan_prefix(CATALOG_CF, b"query/", usize::MAX)? {
-            let q: QueryDef = serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("catalog entry: {e}")))?;
+            let q: QueryDef =
+                serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("catalog entry: {e}")))?;
             queries.insert(q.id.clone(), q);
         }
         Ok(Catalog { store, relations: RwLock::new(relations), queries: RwLock::new(queries) })

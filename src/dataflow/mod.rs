@@ -111,8 +111,12 @@ impl Operators {
         let output_schema = arrow_schema(&plan.output_columns);
         let filter = plan.filter.map(|predicate| FilterOperator { predicate });
         match plan.shape {
-            PlanShape::Project { exprs } => Operators::Project { filter, project: ProjectOperator { exprs, schema: output_schema } },
-            PlanShape::Aggregate(a) => Operators::Aggregate { filter, aggregate: AggregateOperator::new(a, output_schema) },
+            PlanShape::Project { exprs } => {
+                Operators::Project { filter, project: ProjectOperator { exprs, schema: output_schema } }
+            }
+            PlanShape::Aggregate(a) => {
+                Operators::Aggregate { filter, aggregate: AggregateOperator::new(a, output_schema) }
+            }
             PlanShape::Upsert => Operators::Upsert(UpsertOperator),
         }
     }
@@ -135,7 +139,10 @@ impl Runtime {
         let sink = match sink {
             Some(rel) => {
                 let mut ends = Vec::new();
-                let topic = self.log.topic(&rel.topic).ok_or_else(|| EddyError::UndefinedRelation(format!("topic {}", rel.topic)))?;
+                let topic = self
+                    .log
+                    .topic(&rel.topic)
+                    .ok_or_else(|| EddyError::UndefinedRelation(format!("topic {}", rel.topic)))?;
                 for p in &topic.partitions {
                     let stored = self.store.get(&cf, &partition_key(SINK_PREFIX, p.id))?;
                     ends.push(match stored {
@@ -185,8 +192,11 @@ impl Runtime {
         out: tokio::sync::mpsc::Sender<Result<RecordBatch>>,
     ) -> Result<()> {
         let source = Source::open(&self.log, &plan.source)?;
-        let offsets: Vec<i64> =
-            source.partitions.iter().map(|p| if earliest { p.log_start_offset() } else { p.high_watermark() }).collect();
+        let offsets: Vec<i64> = source
+            .partitions
+            .iter()
+            .map(|p| if earliest { p.log_start_offset() } else { p.high_watermark() })
+            .collect();
         let Operators::Project { filter, project } = Operators::new(plan) else {
             return Err(EddyError::NotImplemented(
                 "aggregations in push queries; create a table with CREATE TABLE ... AS SELECT and push-query it (issue #4)".into(),
@@ -266,7 +276,12 @@ impl QueryTask {
         let mut last_checkpoint = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             let version = self.rt.log.notifier.version();
-            let polled = self.source.poll(&mut self.offsets, self.rt.config.fetch_bytes_max, &self.rt.processing_log, &self.id)?;
+            let polled = self.source.poll(
+                &mut self.offsets,
+                self.rt.config.fetch_bytes_max,
+                &self.rt.processing_log,
+                &self.id,
+            )?;
             match polled {
                 Some(decoded) => {
                     self.dirty = true;
@@ -290,28 +305,51 @@ impl QueryTask {
 
     fn process(&mut self, decoded: DecodedBatch) -> Result<()> {
         self.status.processed_records.fetch_add(decoded.records as u64, Ordering::Relaxed);
+        if let Operators::Upsert(op) = &self.ops {
+            let changes = op.process(decoded.upserts);
+            self.apply(changes);
+            return Ok(());
+        }
+        let Some(batch) = decoded.batch else { return Ok(()) };
+        match self.process_batch(&batch, decoded.max_timestamp_ms) {
+            Ok(()) => Ok(()),
+            Err(e) if !matches!(e, EddyError::State(_) | EddyError::Log(_) | EddyError::Internal(_)) => {
+                // An expression failed on some row (say a division by zero): find the rows
+                // that fail, report them, and keep going with the rest.
+                for (row, (partition, offset)) in decoded.origins.iter().enumerate().take(batch.num_rows()) {
+                    if let Err(e) = self.process_batch(&batch.slice(row, 1), decoded.max_timestamp_ms) {
+                        let topic = &self.source.relation.topic;
+                        self.rt.processing_log.record(&self.id, topic, *partition, *offset, &e.to_string(), None);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs one batch through the operators, buffering output and state changes.
+    fn process_batch(&mut self, batch: &RecordBatch, timestamp_ms: i64) -> Result<()> {
         let changes: Vec<Change> = match &mut self.ops {
-            Operators::Upsert(op) => op.process(decoded.upserts),
+            Operators::Upsert(_) => return Ok(()),
             Operators::Project { filter, project } => {
-                let Some(batch) = decoded.batch else { return Ok(()) };
                 let batch = match filter {
-                    Some(f) => f.process(&batch)?,
-                    None => batch,
+                    Some(f) => f.process(batch)?,
+                    None => batch.clone(),
                 };
                 let projected = project.process(&batch)?;
                 if let Some(sink) = &self.sink {
                     for row in 0..projected.num_rows() {
                         let cells: Vec<_> = projected.columns().iter().map(|c| cell_at(c.as_ref(), row)).collect();
-                        self.pending_outputs.push(sink.encode_row(&cells, decoded.max_timestamp_ms));
+                        self.pending_outputs.push(sink.encode_row(&cells, timestamp_ms));
                     }
                 }
                 return Ok(());
             }
             Operators::Aggregate { filter, aggregate } => {
-                let Some(batch) = decoded.batch else { return Ok(()) };
                 let batch = match filter {
-                    Some(f) => f.process(&batch)?,
-                    None => batch,
+                    Some(f) => f.process(batch)?,
+                    None => batch.clone(),
                 };
                 let store = &self.rt.store;
                 let cf = &self.cf;
@@ -326,16 +364,20 @@ impl QueryTask {
                     }
                     Ok(out)
                 };
-                aggregate.process(&batch, decoded.max_timestamp_ms, &load)?
+                aggregate.process(&batch, timestamp_ms, &load)?
             }
         };
+        self.apply(changes);
+        Ok(())
+    }
+
+    fn apply(&mut self, changes: Vec<Change>) {
         for change in changes {
             if let Some(sink) = &self.sink {
                 self.pending_outputs.push(sink.encode_change(&change));
             }
             self.pending_changes.insert(change.state_key, change.state_value);
         }
-        Ok(())
     }
 
     /// Sink output, then one atomic state write, then publish (see the module comment).

@@ -84,7 +84,9 @@ impl Sink {
                 .relation
                 .columns
                 .iter()
-                .map(|c| key_cols.iter().position(|k| k.name == c.name).map(|i| values[i].clone()).unwrap_or(Value::Null))
+                .map(|c| {
+                    key_cols.iter().position(|k| k.name == c.name).map(|i| values[i].clone()).unwrap_or(Value::Null)
+                })
                 .collect();
             return encode_key(&self.relation.columns, self.relation.key_format, &row);
         }
@@ -192,7 +194,13 @@ impl ProcessingLog {
             "error": error,
             "record": record.map(|r| String::from_utf8_lossy(&r[..r.len().min(4096)]).into_owned()),
         });
-        let rec = LogRecord { offset: 0, timestamp_ms: now, key: None, value: Some(value.to_string().into_bytes()), headers: Vec::new() };
+        let rec = LogRecord {
+            offset: 0,
+            timestamp_ms: now,
+            key: None,
+            value: Some(value.to_string().into_bytes()),
+            headers: Vec::new(),
+        };
         let mut bytes = encode_batch(&[rec]);
         if let Err(e) = self.log.append(PROCESSING_LOG, 0, &mut bytes) {
             tracing::error!("could not write to the processing log: {e}");

@@ -29,6 +29,8 @@ pub struct DecodedBatch {
     pub upserts: Vec<(Vec<Value>, Option<Vec<Value>>, i64)>,
     pub records: usize,
     pub max_timestamp_ms: i64,
+    /// (partition, offset) of each row of `batch`, to report a row that fails later.
+    pub origins: Vec<(i32, i64)>,
 }
 
 impl Source {
@@ -40,7 +42,13 @@ impl Source {
     }
 
     /// Reads and decodes the next chunk from the first partition (round robin) that has data.
-    pub fn poll(&mut self, offsets: &mut [i64], max_bytes: usize, plog: &ProcessingLog, query_id: &str) -> Result<Option<DecodedBatch>> {
+    pub fn poll(
+        &mut self,
+        offsets: &mut [i64],
+        max_bytes: usize,
+        plog: &ProcessingLog,
+        query_id: &str,
+    ) -> Result<Option<DecodedBatch>> {
         let n = self.partitions.len();
         for i in 0..n {
             let idx = (self.next_partition + i) % n;
@@ -64,11 +72,19 @@ impl Source {
         Ok(None)
     }
 
-    fn decode(&self, p: &Partition, bytes: &[u8], offset: &mut i64, plog: &ProcessingLog, query_id: &str) -> DecodedBatch {
+    fn decode(
+        &self,
+        p: &Partition,
+        bytes: &[u8],
+        offset: &mut i64,
+        plog: &ProcessingLog,
+        query_id: &str,
+    ) -> DecodedBatch {
         let rel = &self.relation;
         let is_table = rel.kind == RelationKind::Table;
         let key_indexes: Vec<usize> = rel.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
         let mut rows = Vec::new();
+        let mut origins = Vec::new();
         let mut upserts = Vec::new();
         let mut records = 0;
         let mut max_ts = 0i64;
@@ -92,8 +108,12 @@ impl Source {
                 max_ts = max_ts.max(r.timestamp_ms);
                 if is_table && r.value.is_none() {
                     match decode_key(&rel.columns, rel.key_format, r.key.as_deref()) {
-                        Ok(k) if !k.is_empty() => upserts.push((k.into_iter().map(|(_, v)| v).collect(), None, r.timestamp_ms)),
-                        _ => plog.record(query_id, &p.topic, p.id, r.offset, "tombstone without a key", r.key.as_deref()),
+                        Ok(k) if !k.is_empty() => {
+                            upserts.push((k.into_iter().map(|(_, v)| v).collect(), None, r.timestamp_ms))
+                        }
+                        _ => {
+                            plog.record(query_id, &p.topic, p.id, r.offset, "tombstone without a key", r.key.as_deref())
+                        }
                     }
                     continue;
                 }
@@ -102,18 +122,26 @@ impl Source {
                         if is_table {
                             let key: Vec<Value> = key_indexes.iter().map(|&i| row[i].clone()).collect();
                             if key.iter().any(Value::is_null) {
-                                plog.record(query_id, &p.topic, p.id, r.offset, "table record has no key", r.value.as_deref());
+                                plog.record(
+                                    query_id,
+                                    &p.topic,
+                                    p.id,
+                                    r.offset,
+                                    "table record has no key",
+                                    r.value.as_deref(),
+                                );
                                 continue;
                             }
                             upserts.push((key, Some(row.clone()), r.timestamp_ms));
                         }
                         rows.push(row);
+                        origins.push((p.id, r.offset));
                     }
                     Err(bad) => plog.record(query_id, &p.topic, p.id, r.offset, &bad.error, r.value.as_deref()),
                 }
             }
         }
         let batch = if rows.is_empty() { None } else { rows_to_batch(&rel.columns, &rows).ok() };
-        DecodedBatch { batch, upserts, records, max_timestamp_ms: max_ts }
+        DecodedBatch { batch, upserts, records, max_timestamp_ms: max_ts, origins }
     }
 }

@@ -28,7 +28,11 @@ impl Engine {
         let _ddl = self.ddl.lock().await;
         let tag = format!("CREATE {}", kind.word());
         if self.catalog.relation(&name).is_some() {
-            return if if_not_exists { Ok(Output::Command { tag }) } else { Err(EddyError::DuplicateRelation(format!("{} {name}", kind.word().to_lowercase()))) };
+            return if if_not_exists {
+                Ok(Output::Command { tag })
+            } else {
+                Err(EddyError::DuplicateRelation(format!("{} {name}", kind.word().to_lowercase())))
+            };
         }
         validate_columns(kind, &columns)?;
         let mut rel = self.relation_from_props(kind, &name, columns, &props, None)?;
@@ -57,7 +61,11 @@ impl Engine {
         let _ddl = self.ddl.lock().await;
         let tag = format!("CREATE {}", kind.word());
         if self.catalog.relation(&name).is_some() {
-            return if if_not_exists { Ok(Output::Command { tag }) } else { Err(EddyError::DuplicateRelation(format!("{} {name}", kind.word().to_lowercase()))) };
+            return if if_not_exists {
+                Ok(Output::Command { tag })
+            } else {
+                Err(EddyError::DuplicateRelation(format!("{} {name}", kind.word().to_lowercase())))
+            };
         }
         let source = self.single_source(&select)?;
         if source.kind == RelationKind::Table {
@@ -67,7 +75,10 @@ impl Engine {
             )));
         }
         if self.lock_queries().len() >= self.config.max_queries {
-            return Err(EddyError::LimitExceeded(format!("at most {} persistent queries run at once", self.config.max_queries)));
+            return Err(EddyError::LimitExceeded(format!(
+                "at most {} persistent queries run at once",
+                self.config.max_queries
+            )));
         }
         let plan = plan_continuous(&select.sql, &source).await?;
         match (&plan.shape, kind) {
@@ -106,7 +117,9 @@ impl Engine {
         let mut names = select.relations.clone();
         names.dedup();
         match names.as_slice() {
-            [one] => self.catalog.relation(one).ok_or_else(|| EddyError::UndefinedRelation(format!("stream or table {one}"))),
+            [one] => {
+                self.catalog.relation(one).ok_or_else(|| EddyError::UndefinedRelation(format!("stream or table {one}")))
+            }
             [] => Err(EddyError::InvalidValue("a continuous query needs FROM a stream or table".into())),
             _ => Err(EddyError::NotImplemented("joins in continuous queries (streaming SQL issue #4)".into())),
         }
@@ -121,31 +134,44 @@ impl Engine {
         written_by: Option<&str>,
     ) -> Result<RelationDef> {
         for key in props.keys() {
-            if !["KAFKA_TOPIC", "VALUE_FORMAT", "KEY_FORMAT", "FORMAT", "PARTITIONS", "TIMESTAMP", "REPLICAS"].contains(&key.as_str()) {
+            if !["KAFKA_TOPIC", "VALUE_FORMAT", "KEY_FORMAT", "FORMAT", "PARTITIONS", "TIMESTAMP", "REPLICAS"]
+                .contains(&key.as_str())
+            {
                 return Err(EddyError::InvalidValue(format!("unknown property {key} in WITH (...)")));
             }
         }
-        let value_format = props.get("VALUE_FORMAT").or(props.get("FORMAT")).cloned().unwrap_or_else(|| "JSON".into()).to_uppercase();
+        let value_format =
+            props.get("VALUE_FORMAT").or(props.get("FORMAT")).cloned().unwrap_or_else(|| "JSON".into()).to_uppercase();
         if value_format != "JSON" {
             return Err(EddyError::NotImplemented(format!("VALUE_FORMAT='{value_format}' (JSON only for now)")));
         }
         let n_keys = columns.iter().filter(|c| c.key).count();
         let key_format = match props.get("KEY_FORMAT") {
-            Some(f) => KeyFormat::parse(f).ok_or_else(|| EddyError::NotImplemented(format!("KEY_FORMAT='{f}' (KAFKA or JSON)")))?,
+            Some(f) => KeyFormat::parse(f)
+                .ok_or_else(|| EddyError::NotImplemented(format!("KEY_FORMAT='{f}' (KAFKA or JSON)")))?,
             None if n_keys == 0 => KeyFormat::None,
             None if n_keys == 1 => KeyFormat::Kafka,
             None => KeyFormat::Json,
         };
         if key_format == KeyFormat::Kafka && n_keys > 1 {
-            return Err(EddyError::InvalidValue("KEY_FORMAT='KAFKA' holds one key column; use KEY_FORMAT='JSON'".into()));
+            return Err(EddyError::InvalidValue(
+                "KEY_FORMAT='KAFKA' holds one key column; use KEY_FORMAT='JSON'".into(),
+            ));
         }
         let partitions = match props.get("PARTITIONS") {
-            Some(p) => p.parse::<i32>().ok().filter(|p| (1..=10_000).contains(p)).ok_or_else(|| EddyError::InvalidValue(format!("PARTITIONS={p}: expected 1 to 10000")))?,
+            Some(p) => p
+                .parse::<i32>()
+                .ok()
+                .filter(|p| (1..=10_000).contains(p))
+                .ok_or_else(|| EddyError::InvalidValue(format!("PARTITIONS={p}: expected 1 to 10000")))?,
             None => self.config.default_partitions,
         };
         let timestamp_column = match props.get("TIMESTAMP") {
             Some(t) => {
-                let col = columns.iter().find(|c| c.name.eq_ignore_ascii_case(t)).ok_or_else(|| EddyError::UndefinedColumn(t.clone()))?;
+                let col = columns
+                    .iter()
+                    .find(|c| c.name.eq_ignore_ascii_case(t))
+                    .ok_or_else(|| EddyError::UndefinedColumn(t.clone()))?;
                 Some(col.name.clone())
             }
             None => None,
@@ -180,7 +206,10 @@ impl Engine {
                     )));
                 }
                 if rel.written_by.is_some() && self.catalog.relations().iter().any(|r| r.topic == rel.topic) {
-                    return Err(EddyError::DuplicateRelation(format!("topic {} (used by another stream or table)", rel.topic)));
+                    return Err(EddyError::DuplicateRelation(format!(
+                        "topic {} (used by another stream or table)",
+                        rel.topic
+                    )));
                 }
                 rel.partitions = existing;
             }
@@ -192,20 +221,36 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) async fn drop_relation(&self, kind: RelationKind, name: &str, if_exists: bool, delete_topic: bool) -> Result<Output> {
+    pub(super) async fn drop_relation(
+        &self,
+        kind: RelationKind,
+        name: &str,
+        if_exists: bool,
+        delete_topic: bool,
+    ) -> Result<Output> {
         let _ddl = self.ddl.lock().await;
         let tag = format!("DROP {}", kind.word());
         let Some(rel) = self.catalog.relation(name) else {
-            return if if_exists { Ok(Output::Command { tag }) } else { Err(EddyError::UndefinedRelation(format!("{} {name}", kind.word().to_lowercase()))) };
+            return if if_exists {
+                Ok(Output::Command { tag })
+            } else {
+                Err(EddyError::UndefinedRelation(format!("{} {name}", kind.word().to_lowercase())))
+            };
         };
         if rel.kind != kind {
-            return Err(EddyError::InvalidValue(format!("{name} is a {}, not a {}: use DROP {}", rel.kind.word(), kind.word(), rel.kind.word())));
+            return Err(EddyError::InvalidValue(format!(
+                "{name} is a {}, not a {}: use DROP {}",
+                rel.kind.word(),
+                kind.word(),
+                rel.kind.word()
+            )));
         }
         if rel.name == crate::dataflow::sink::PROCESSING_LOG {
             return Err(EddyError::InvalidValue("the processing log cannot be dropped".into()));
         }
         let own: Vec<&String> = rel.written_by.iter().chain(rel.materialized_by.iter()).collect();
-        if let Some(reader) = self.catalog.queries().into_iter().find(|q| q.source == rel.name && !own.contains(&&q.id)) {
+        if let Some(reader) = self.catalog.queries().into_iter().find(|q| q.source == rel.name && !own.contains(&&q.id))
+        {
             return Err(EddyError::ObjectInUse(format!(
                 "cannot drop {name}: query {} reads from it (TERMINATE it or drop its {} first)",
                 reader.id,
@@ -230,9 +275,17 @@ impl Engine {
         let _ddl = self.ddl.lock().await;
         let ids: Vec<String> = match query_id {
             Some(id) => {
-                let q = self.catalog.queries().into_iter().find(|q| q.id.eq_ignore_ascii_case(&id)).ok_or_else(|| EddyError::UndefinedRelation(format!("query {id}")))?;
+                let q = self
+                    .catalog
+                    .queries()
+                    .into_iter()
+                    .find(|q| q.id.eq_ignore_ascii_case(&id))
+                    .ok_or_else(|| EddyError::UndefinedRelation(format!("query {id}")))?;
                 if q.id.starts_with("MAT_") {
-                    return Err(EddyError::InvalidValue(format!("{} keeps table {} current; DROP TABLE {} instead", q.id, q.source, q.source)));
+                    return Err(EddyError::InvalidValue(format!(
+                        "{} keeps table {} current; DROP TABLE {} instead",
+                        q.id, q.source, q.source
+                    )));
                 }
                 vec![q.id]
             }
@@ -259,7 +312,9 @@ impl Engine {
 
     pub(super) async fn explain(&self, inner: Statement) -> Result<Output> {
         let text = match inner {
-            Statement::Select(select) | Statement::CreateAs { select, .. } if select.emit_changes || !select.relations.is_empty() => {
+            Statement::Select(select) | Statement::CreateAs { select, .. }
+                if select.emit_changes || !select.relations.is_empty() =>
+            {
                 let source = self.single_source(&select);
                 match source {
                     Ok(source) if select.emit_changes => plan_continuous(&select.sql, &source).await?.description,
@@ -288,7 +343,14 @@ impl Engine {
                 let rows = rels
                     .iter()
                     .filter(|r| r.kind == kind)
-                    .map(|r| vec![r.name.clone(), r.topic.clone(), format!("{:?}", r.key_format).to_uppercase(), r.value_format.clone()])
+                    .map(|r| {
+                        vec![
+                            r.name.clone(),
+                            r.topic.clone(),
+                            format!("{:?}", r.key_format).to_uppercase(),
+                            r.value_format.clone(),
+                        ]
+                    })
                     .collect();
                 let first = if kind == RelationKind::Stream { "stream_name" } else { "table_name" };
                 Ok(strings_output(&[first, "kafka_topic", "key_format", "value_format"], rows, "SHOW"))
@@ -314,14 +376,28 @@ impl Engine {
                     .map(|q| {
                         let status = match running.get(&q.id) {
                             Some(r) if r.is_running() => "RUNNING".to_string(),
-                            Some(r) => format!("ERROR: {}", r.status.error.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()),
+                            Some(r) => format!(
+                                "ERROR: {}",
+                                r.status.error.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
+                            ),
                             None => "NOT RUNNING".to_string(),
                         };
-                        let sink_topic = q.sink.as_ref().and_then(|s| self.catalog.relation(s)).map(|r| r.topic).unwrap_or_default();
-                        vec![q.id.clone(), status, q.sink.clone().unwrap_or_else(|| q.source.clone()), sink_topic, q.sql.clone()]
+                        let sink_topic =
+                            q.sink.as_ref().and_then(|s| self.catalog.relation(s)).map(|r| r.topic).unwrap_or_default();
+                        vec![
+                            q.id.clone(),
+                            status,
+                            q.sink.clone().unwrap_or_else(|| q.source.clone()),
+                            sink_topic,
+                            q.sql.clone(),
+                        ]
                     })
                     .collect();
-                Ok(strings_output(&["query_id", "status", "sink_name", "sink_kafka_topic", "query_string"], rows, "SHOW"))
+                Ok(strings_output(
+                    &["query_id", "status", "sink_name", "sink_kafka_topic", "query_string"],
+                    rows,
+                    "SHOW",
+                ))
             }
             other => {
                 let value = match other {
@@ -332,7 +408,11 @@ impl Engine {
                     "datestyle" => "ISO, MDY",
                     "timezone" => "UTC",
                     "search_path" => "public",
-                    _ => return Err(EddyError::InvalidValue(format!("unrecognized configuration parameter \"{other}\""))),
+                    _ => {
+                        return Err(EddyError::InvalidValue(format!(
+                            "unrecognized configuration parameter \"{other}\""
+                        )))
+                    }
                 };
                 Ok(strings_output(&[other], vec![vec![value.to_string()]], "SHOW"))
             }
@@ -340,12 +420,17 @@ impl Engine {
     }
 
     pub(super) fn describe(&self, name: &str) -> Result<Output> {
-        let rel = self.catalog.relation(name).ok_or_else(|| EddyError::UndefinedRelation(format!("stream or table {name}")))?;
+        let rel = self
+            .catalog
+            .relation(name)
+            .ok_or_else(|| EddyError::UndefinedRelation(format!("stream or table {name}")))?;
         let key_word = if rel.kind == RelationKind::Table { "PRIMARY KEY" } else { "KEY" };
         let rows = rel
             .columns
             .iter()
-            .map(|c| vec![c.name.clone(), c.ty.name().to_string(), if c.key { key_word.to_string() } else { String::new() }])
+            .map(|c| {
+                vec![c.name.clone(), c.ty.name().to_string(), if c.key { key_word.to_string() } else { String::new() }]
+            })
             .collect();
         Ok(strings_output(&["field", "type", "key"], rows, "DESCRIBE"))
     }
@@ -358,7 +443,9 @@ fn validate_columns(kind: RelationKind, columns: &[Column]) -> Result<()> {
         }
     }
     if kind == RelationKind::Table && !columns.iter().any(|c| c.key) {
-        return Err(EddyError::InvalidValue("a table needs a PRIMARY KEY column, e.g. (id STRING PRIMARY KEY, ...)".into()));
+        return Err(EddyError::InvalidValue(
+            "a table needs a PRIMARY KEY column, e.g. (id STRING PRIMARY KEY, ...)".into(),
+        ));
     }
     Ok(())
 }
@@ -366,8 +453,9 @@ fn validate_columns(kind: RelationKind, columns: &[Column]) -> Result<()> {
 /// A result of text columns.
 pub(super) fn strings_output(names: &[&str], rows: Vec<Vec<String>>, tag: &str) -> Output {
     let schema = Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>()));
-    let columns: Vec<ArrayRef> =
-        (0..names.len()).map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as ArrayRef).collect();
+    let columns: Vec<ArrayRef> = (0..names.len())
+        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as ArrayRef)
+        .collect();
     let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match the schema");
     Output::Rows { schema, batches: vec![batch], tag: tag.to_string() }
 }

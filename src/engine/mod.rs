@@ -49,10 +49,20 @@ impl EngineConfig {
 
 /// What a statement returns.
 pub enum Output {
-    Rows { schema: SchemaRef, batches: Vec<RecordBatch>, tag: String },
-    Command { tag: String },
+    Rows {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        tag: String,
+    },
+    Command {
+        tag: String,
+    },
     /// A push query: batches arrive until `limit` rows were sent or the client cancels.
-    Push { schema: SchemaRef, limit: Option<usize>, rx: tokio::sync::mpsc::Receiver<Result<RecordBatch>> },
+    Push {
+        schema: SchemaRef,
+        limit: Option<usize>,
+        rx: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
+    },
     /// COPY (...) TO STDOUT around a push or bounded query.
     CopyOut(Box<Output>),
 }
@@ -184,12 +194,18 @@ impl Engine {
             Statement::Select(select) if select.emit_changes => self.push_query(session, &select).await,
             Statement::Select(select) => self.pull_query(&select).await,
             Statement::CopyOut(select) => {
-                let inner = if select.emit_changes { self.push_query(session, &select).await? } else { self.pull_query(&select).await? };
+                let inner = if select.emit_changes {
+                    self.push_query(session, &select).await?
+                } else {
+                    self.pull_query(&select).await?
+                };
                 Ok(Output::CopyOut(Box::new(inner)))
             }
             Statement::Show { what } => self.show(&what),
             Statement::Describe { name } => self.describe(&name),
-            Statement::Drop { kind, name, if_exists, delete_topic } => self.drop_relation(kind, &name, if_exists, delete_topic).await,
+            Statement::Drop { kind, name, if_exists, delete_topic } => {
+                self.drop_relation(kind, &name, if_exists, delete_topic).await
+            }
             Statement::Terminate { query_id } => self.terminate(query_id).await,
             Statement::Explain(inner) => self.explain(*inner).await,
             Statement::Flush => self.flush().await,

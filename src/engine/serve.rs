@@ -21,7 +21,10 @@ use crate::state::ROW_PREFIX;
 impl Engine {
     /// INSERT INTO s (cols) VALUES (...): every row is checked before anything is written.
     pub(super) async fn insert(&self, target: &str, columns: &[String], rows: &[Vec<ast::Expr>]) -> Result<Output> {
-        let rel = self.catalog.relation(target).ok_or_else(|| EddyError::UndefinedRelation(format!("stream or table {target}")))?;
+        let rel = self
+            .catalog
+            .relation(target)
+            .ok_or_else(|| EddyError::UndefinedRelation(format!("stream or table {target}")))?;
         if let Some(q) = &rel.written_by {
             return Err(EddyError::InvalidValue(format!("cannot INSERT INTO {target}: query {q} writes it")));
         }
@@ -30,14 +33,24 @@ impl Engine {
         } else {
             columns
                 .iter()
-                .map(|c| rel.columns.iter().position(|rc| rc.name == *c || rc.name.eq_ignore_ascii_case(c)).ok_or_else(|| EddyError::UndefinedColumn(c.clone())))
+                .map(|c| {
+                    rel.columns
+                        .iter()
+                        .position(|rc| rc.name == *c || rc.name.eq_ignore_ascii_case(c))
+                        .ok_or_else(|| EddyError::UndefinedColumn(c.clone()))
+                })
                 .collect::<Result<_>>()?
         };
         let now = self.log.clock.now_ms();
         let mut by_partition: Vec<Vec<LogRecord>> = vec![Vec::new(); rel.partitions.max(1) as usize];
         for (n, exprs) in rows.iter().enumerate() {
             if exprs.len() != targets.len() {
-                return Err(EddyError::InvalidValue(format!("INSERT has {} target columns but row {} has {} values", targets.len(), n + 1, exprs.len())));
+                return Err(EddyError::InvalidValue(format!(
+                    "INSERT has {} target columns but row {} has {} values",
+                    targets.len(),
+                    n + 1,
+                    exprs.len()
+                )));
             }
             let mut row = vec![Value::Null; rel.columns.len()];
             for (&i, e) in targets.iter().zip(exprs) {
@@ -45,7 +58,9 @@ impl Engine {
                 row[i] = check_cell(col, literal(e)?).map_err(EddyError::TypeMismatch)?;
             }
             if rel.kind == RelationKind::Table && rel.columns.iter().zip(&row).any(|(c, v)| c.key && v.is_null()) {
-                return Err(EddyError::InvalidValue(format!("INSERT INTO table {target} needs a value for its PRIMARY KEY")));
+                return Err(EddyError::InvalidValue(format!(
+                    "INSERT INTO table {target} needs a value for its PRIMARY KEY"
+                )));
             }
             let timestamp_ms = rel
                 .timestamp_column
@@ -107,7 +122,8 @@ impl Engine {
         let mut rows = Vec::with_capacity(entries.len());
         for (k, v) in entries {
             *budget = budget.saturating_sub(k.len() + v.len());
-            let parsed: Value = serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("table row: {e}")))?;
+            let parsed: Value =
+                serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("table row: {e}")))?;
             if let Some(Value::Array(r)) = parsed.get("r") {
                 if r.len() == rel.columns.len() {
                     rows.push(r.clone());
@@ -145,7 +161,8 @@ impl Engine {
                     pos += header.total_bytes;
                     offset = offset.max(header.last_offset() + 1);
                     for r in decode_records(batch).unwrap_or_default() {
-                        if let Ok(row) = decode_row(&rel.columns, rel.key_format, r.key.as_deref(), r.value.as_deref()) {
+                        if let Ok(row) = decode_row(&rel.columns, rel.key_format, r.key.as_deref(), r.value.as_deref())
+                        {
                             rows.push(row);
                         }
                     }
@@ -181,7 +198,10 @@ impl Engine {
 
 impl Engine {
     /// The columns a statement returns, for the extended protocol's Describe (`None`: no rows).
-    pub async fn result_schema(&self, stmt: &crate::sql::Statement) -> Result<Option<datafusion::arrow::datatypes::SchemaRef>> {
+    pub async fn result_schema(
+        &self,
+        stmt: &crate::sql::Statement,
+    ) -> Result<Option<datafusion::arrow::datatypes::SchemaRef>> {
         use crate::sql::Statement;
         Ok(match stmt {
             Statement::Select(select) if select.emit_changes => {
@@ -219,7 +239,9 @@ fn literal(e: &ast::Expr) -> Result<Value> {
             other => Err(EddyError::NotImplemented(format!("value {other} in INSERT"))),
         },
         ast::Expr::UnaryOp { op: ast::UnaryOperator::Minus, expr } => match literal(expr)? {
-            Value::Number(n) => Ok(n.as_i64().map(|i| Value::from(-i)).unwrap_or_else(|| Value::from(-n.as_f64().unwrap_or(0.0)))),
+            Value::Number(n) => {
+                Ok(n.as_i64().map(|i| Value::from(-i)).unwrap_or_else(|| Value::from(-n.as_f64().unwrap_or(0.0))))
+            }
             _ => Err(EddyError::TypeMismatch(format!("cannot negate {expr}"))),
         },
         ast::Expr::Nested(inner) => literal(inner),

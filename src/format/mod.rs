@@ -8,9 +8,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int32Array, Int32Builder,
-    Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray,
-    TimestampMillisecondBuilder,
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int32Array, Int32Builder, Int64Array,
+    Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray, TimestampMillisecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
@@ -105,9 +104,7 @@ impl KeyFormat {
 }
 
 pub fn arrow_schema(columns: &[Column]) -> SchemaRef {
-    Arc::new(Schema::new(
-        columns.iter().map(|c| Field::new(&c.name, c.ty.arrow(), true)).collect::<Vec<_>>(),
-    ))
+    Arc::new(Schema::new(columns.iter().map(|c| Field::new(&c.name, c.ty.arrow(), true)).collect::<Vec<_>>()))
 }
 
 /// Why a record could not be decoded (goes to the processing log).
@@ -162,12 +159,18 @@ pub fn decode_key(
         KeyFormat::Kafka => {
             let c = key_cols[0];
             let v = match c.ty {
-                SqlType::String => Value::String(String::from_utf8(key.to_vec()).map_err(|_| bad("key is not UTF-8".into()))?),
-                SqlType::Int => Value::from(i32::from_be_bytes(key.try_into().map_err(|_| bad("INT key is not 4 bytes".into()))?)),
-                SqlType::BigInt | SqlType::Timestamp => {
-                    Value::from(i64::from_be_bytes(key.try_into().map_err(|_| bad("BIGINT key is not 8 bytes".into()))?))
+                SqlType::String => {
+                    Value::String(String::from_utf8(key.to_vec()).map_err(|_| bad("key is not UTF-8".into()))?)
                 }
-                SqlType::Double => Value::from(f64::from_be_bytes(key.try_into().map_err(|_| bad("DOUBLE key is not 8 bytes".into()))?)),
+                SqlType::Int => {
+                    Value::from(i32::from_be_bytes(key.try_into().map_err(|_| bad("INT key is not 4 bytes".into()))?))
+                }
+                SqlType::BigInt | SqlType::Timestamp => Value::from(i64::from_be_bytes(
+                    key.try_into().map_err(|_| bad("BIGINT key is not 8 bytes".into()))?,
+                )),
+                SqlType::Double => Value::from(f64::from_be_bytes(
+                    key.try_into().map_err(|_| bad("DOUBLE key is not 8 bytes".into()))?,
+                )),
                 SqlType::Boolean => Value::Bool(key.first().is_some_and(|b| *b != 0)),
             };
             Ok(vec![(c.name.clone(), v)])
@@ -175,9 +178,10 @@ pub fn decode_key(
         KeyFormat::Json => {
             let v: Value = serde_json::from_slice(key).map_err(|e| bad(format!("key is not valid JSON: {e}")))?;
             match v {
-                Value::Object(obj) => {
-                    Ok(key_cols.iter().map(|c| (c.name.clone(), lookup(&obj, &c.name).cloned().unwrap_or(Value::Null))).collect())
-                }
+                Value::Object(obj) => Ok(key_cols
+                    .iter()
+                    .map(|c| (c.name.clone(), lookup(&obj, &c.name).cloned().unwrap_or(Value::Null)))
+                    .collect()),
                 other if key_cols.len() == 1 => Ok(vec![(key_cols[0].name.clone(), other)]),
                 _ => Err(bad("JSON key for several key columns must be an object".into())),
             }

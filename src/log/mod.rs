@@ -49,10 +49,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
     }
 }
 
@@ -155,10 +152,8 @@ impl Notifier {
     /// Blocks until something was appended or published after `seen`, or `timeout` passes.
     pub fn wait_past(&self, seen: u64, timeout: Duration) -> u64 {
         let guard = self.version.lock().unwrap_or_else(|p| p.into_inner());
-        let (guard, _) = self
-            .changed
-            .wait_timeout_while(guard, timeout, |v| *v <= seen)
-            .unwrap_or_else(|p| p.into_inner());
+        let (guard, _) =
+            self.changed.wait_timeout_while(guard, timeout, |v| *v <= seen).unwrap_or_else(|p| p.into_inner());
         *guard
     }
 }
@@ -181,9 +176,7 @@ pub struct Log {
 pub fn validate_topic_name(name: &str) -> Result<(), LogError> {
     let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if name.is_empty() || name.len() > 249 || !ok_chars || name == "." || name == ".." {
-        return Err(LogError::InvalidTopic(format!(
-            "'{name}': topic names are 1-249 characters of [a-zA-Z0-9._-]"
-        )));
+        return Err(LogError::InvalidTopic(format!("'{name}': topic names are 1-249 characters of [a-zA-Z0-9._-]")));
     }
     Ok(())
 }

@@ -22,9 +22,11 @@ pub fn sqlstate(e: &EddyError) -> &'static str {
         EddyError::Log(LogError::TopicExists(_)) => "42P07",
         EddyError::Log(LogError::UnknownTopic(_)) => "42P01",
         EddyError::Log(_) | EddyError::State(_) => "58030",
-        EddyError::DataFusion(e) => {
-            let msg = e.to_string();
-            if msg.contains("Cannot infer common argument type") || msg.contains("cannot be cast") || msg.contains("Invalid function") {
+        EddyError::DataFusion(msg) => {
+            if msg.contains("Cannot infer common argument type")
+                || msg.contains("cannot be cast")
+                || msg.contains("Invalid function")
+            {
                 "42883"
             } else if msg.contains("Divide by zero") {
                 "22012"

@@ -11,18 +11,22 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, Schema, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Float64Type, Int32Type, Int64Type, Schema, TimeUnit, TimestampMillisecondType,
+};
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldInfo, Response, Tag};
+use pgwire::api::results::{
+    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldInfo, Response, Tag,
+};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, PgWireConnectionState, PgWireServerHandlers, Type, DEFAULT_NAME,
-    METADATA_DATABASE,
+    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, PgWireConnectionState, PgWireServerHandlers,
+    Type, DEFAULT_NAME, METADATA_DATABASE,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
@@ -47,7 +51,11 @@ pub struct PgServer {
 
 impl PgServer {
     pub fn new(engine: Arc<Engine>) -> Arc<PgServer> {
-        Arc::new(PgServer { engine: engine.clone(), manager: Arc::new(ConnectionManager::new()), parser: Arc::new(EddyQueryParser { engine }) })
+        Arc::new(PgServer {
+            engine: engine.clone(),
+            manager: Arc::new(ConnectionManager::new()),
+            parser: Arc::new(EddyQueryParser { engine }),
+        })
     }
 }
 
@@ -107,11 +115,15 @@ fn is_psql<C: ClientInfo>(client: &C) -> bool {
 fn pg_type(dt: &DataType) -> (Type, DataType) {
     match dt {
         DataType::Boolean => (Type::BOOL, DataType::Boolean),
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => (Type::INT4, DataType::Int32),
-        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => (Type::INT8, DataType::Int64),
-        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => {
-            (Type::FLOAT8, DataType::Float64)
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => {
+            (Type::INT4, DataType::Int32)
         }
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => (Type::INT8, DataType::Int64),
+        DataType::Float16
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Decimal128(_, _)
+        | DataType::Decimal256(_, _) => (Type::FLOAT8, DataType::Float64),
         DataType::Timestamp(_, _) => (Type::TIMESTAMP, DataType::Timestamp(TimeUnit::Millisecond, None)),
         _ => (Type::VARCHAR, DataType::Utf8),
     }
@@ -154,7 +166,9 @@ fn encode_rows(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch, max_rows: usiz
                 DataType::Float64 if text_format(fields, i) => {
                     encoder.encode_field(&valid.then(|| pg_float(c.as_primitive::<Float64Type>().value(row))))?
                 }
-                DataType::Float64 => encoder.encode_field(&valid.then(|| c.as_primitive::<Float64Type>().value(row)))?,
+                DataType::Float64 => {
+                    encoder.encode_field(&valid.then(|| c.as_primitive::<Float64Type>().value(row)))?
+                }
                 DataType::Timestamp(_, _) => {
                     let ms = c.as_primitive::<TimestampMillisecondType>().value(row);
                     let ts = chrono::DateTime::from_timestamp_millis(ms).map(|d| d.naive_utc());
@@ -177,7 +191,11 @@ fn pg_float(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+        if v > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
     } else {
         format!("{v}")
     }
@@ -386,7 +404,10 @@ impl QueryParser for EddyQueryParser {
         let substituted = substitute(sql, &vec![None; params]);
         let located = sql::parse(&substituted).map_err(to_pg)?;
         if located.len() > 1 {
-            return Err(to_pg(EddyError::Syntax { message: "cannot insert multiple commands into a prepared statement".into(), position: None }));
+            return Err(to_pg(EddyError::Syntax {
+                message: "cannot insert multiple commands into a prepared statement".into(),
+                position: None,
+            }));
         }
         let schema = match located.into_iter().next() {
             Some(l) => self.engine.result_schema(&l.statement).await.map_err(to_pg)?,
@@ -405,6 +426,30 @@ impl QueryParser for EddyQueryParser {
             None => Vec::new(),
         })
     }
+}
+
+/// A parameter sent in binary, as the text of a literal (only the common scalar types).
+fn binary_param(bytes: &[u8], ty: Option<&Type>) -> PgWireResult<String> {
+    let bad =
+        || to_pg(EddyError::InvalidValue(format!("binary parameter of {} bytes does not fit {ty:?}", bytes.len())));
+    let text = match ty {
+        Some(t) if *t == Type::INT2 => i16::from_be_bytes(bytes.try_into().map_err(|_| bad())?).to_string(),
+        Some(t) if *t == Type::INT4 => i32::from_be_bytes(bytes.try_into().map_err(|_| bad())?).to_string(),
+        Some(t) if *t == Type::INT8 => i64::from_be_bytes(bytes.try_into().map_err(|_| bad())?).to_string(),
+        Some(t) if *t == Type::FLOAT4 => f32::from_be_bytes(bytes.try_into().map_err(|_| bad())?).to_string(),
+        Some(t) if *t == Type::FLOAT8 => f64::from_be_bytes(bytes.try_into().map_err(|_| bad())?).to_string(),
+        Some(t) if *t == Type::BOOL => (bytes.first() == Some(&1)).to_string(),
+        Some(t) if *t == Type::TEXT || *t == Type::VARCHAR || *t == Type::UNKNOWN => {
+            String::from_utf8_lossy(bytes).into_owned()
+        }
+        None => String::from_utf8_lossy(bytes).into_owned(),
+        Some(other) => {
+            return Err(to_pg(EddyError::NotImplemented(format!(
+                "binary parameters of type {other} (send it as text)"
+            ))));
+        }
+    };
+    Ok(text)
 }
 
 fn count_params(sql: &str) -> usize {
@@ -512,7 +557,11 @@ impl ExtendedQueryHandler for PgServer {
         Err(to_pg(EddyError::Internal("extended queries run through on_execute".into())))
     }
 
-    async fn do_describe_statement<C>(&self, _client: &mut C, target: &StoredStatement<Prepared>) -> PgWireResult<DescribeStatementResponse>
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Prepared>,
+    ) -> PgWireResult<DescribeStatementResponse>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -524,7 +573,11 @@ impl ExtendedQueryHandler for PgServer {
         Ok(DescribeStatementResponse::new(params, fields))
     }
 
-    async fn do_describe_portal<C>(&self, _client: &mut C, portal: &Portal<Prepared>) -> PgWireResult<DescribePortalResponse>
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Prepared>,
+    ) -> PgWireResult<DescribePortalResponse>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -543,8 +596,21 @@ impl PgServer {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let params: Vec<Option<String>> =
-            portal.parameters.iter().map(|p| p.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())).collect();
+        let params = portal
+            .parameters
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let Some(bytes) = p else { return Ok(None) };
+                match portal.parameter_format.format_for(i) {
+                    pgwire::api::results::FieldFormat::Text => Ok(Some(String::from_utf8_lossy(bytes).into_owned())),
+                    pgwire::api::results::FieldFormat::Binary => {
+                        let ty = portal.statement.parameter_types.get(i).cloned().flatten();
+                        binary_param(bytes, ty.as_ref()).map(Some)
+                    }
+                }
+            })
+            .collect::<PgWireResult<Vec<_>>>()?;
         let sql_text = substitute(&portal.statement.statement.sql, &params);
         let mut statements = sql::parse(&sql_text).map_err(to_pg)?;
         let Some(stmt) = statements.pop() else {

@@ -94,7 +94,10 @@ pub fn upsert_plan(source: &RelationDef) -> ContinuousPlan {
         filter: None,
         shape: PlanShape::Upsert,
         output_columns: source.columns.clone(),
-        description: format!("UpsertOperator(latest row per key)\n  Source(topic={}, partitions={})", source.topic, source.partitions),
+        description: format!(
+            "UpsertOperator(latest row per key)\n  Source(topic={}, partitions={})",
+            source.topic, source.partitions
+        ),
     }
 }
 
@@ -144,7 +147,10 @@ pub async fn plan_continuous(sql: &str, source: &RelationDef) -> Result<Continuo
                 let key = matches!(e, Expr::Column(c) if source.column(&c.name).is_some_and(|sc| sc.key));
                 output_columns.push(Column { name: output_name(e, i, &[]), ty: sql_type(pe, &top_input_schema)?, key });
             }
-            lines.push(format!("ProjectOperator({})", top.expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")));
+            lines.push(format!(
+                "ProjectOperator({})",
+                top.expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+            ));
             PlanShape::Project { exprs }
         }
         Some(a) => {
@@ -165,7 +171,9 @@ pub async fn plan_continuous(sql: &str, source: &RelationDef) -> Result<Continuo
                     ))
                 })?;
                 if af.params.distinct || af.params.filter.is_some() || !af.params.order_by.is_empty() {
-                    return Err(EddyError::NotImplemented(format!("{e} (DISTINCT/FILTER/ORDER BY in aggregates, issue #4)")));
+                    return Err(EddyError::NotImplemented(format!(
+                        "{e} (DISTINCT/FILTER/ORDER BY in aggregates, issue #4)"
+                    )));
                 }
                 let arg = match af.params.args.first() {
                     Some(arg) => phys(arg, &a.input)?,
@@ -190,7 +198,10 @@ pub async fn plan_continuous(sql: &str, source: &RelationDef) -> Result<Continuo
                 };
                 output_columns.push(Column { name, ty: sql_type(pe, &top_input_schema)?, key });
             }
-            lines.push(format!("ProjectOperator({})", top.expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")));
+            lines.push(format!(
+                "ProjectOperator({})",
+                top.expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+            ));
             if let Some(h) = having.as_ref() {
                 lines.push(format!("HavingFilter({h})"));
             }
@@ -206,8 +217,12 @@ pub async fn plan_continuous(sql: &str, source: &RelationDef) -> Result<Continuo
     if let Some(f) = filter.as_ref() {
         lines.push(format!("FilterOperator({f})"));
     }
-    lines.push(format!("Source(topic={}, partitions={}, format={})", source.topic, source.partitions, source.value_format));
-    let description = lines.iter().enumerate().map(|(i, l)| format!("{}{}", "  ".repeat(i), l)).collect::<Vec<_>>().join("\n");
+    lines.push(format!(
+        "Source(topic={}, partitions={}, format={})",
+        source.topic, source.partitions, source.value_format
+    ));
+    let description =
+        lines.iter().enumerate().map(|(i, l)| format!("{}{}", "  ".repeat(i), l)).collect::<Vec<_>>().join("\n");
     Ok(ContinuousPlan { source: source.clone(), filter, shape, output_columns, description })
 }
 
@@ -227,7 +242,8 @@ fn unsupported(plan: &LogicalPlan) -> EddyError {
 
 fn sql_type(e: &Arc<dyn PhysicalExpr>, input: &Schema) -> Result<SqlType> {
     let dt = e.data_type(input)?;
-    SqlType::from_arrow(&dt).ok_or_else(|| EddyError::NotImplemented(format!("a column of type {dt} in a stream or table")))
+    SqlType::from_arrow(&dt)
+        .ok_or_else(|| EddyError::NotImplemented(format!("a column of type {dt} in a stream or table")))
 }
 
 /// Postgres-style output names: the alias, the column, or the function's name.

@@ -187,10 +187,8 @@ struct Tokens<'a> {
 
 impl<'a> Tokens<'a> {
     fn new(text: &'a str, offset_chars: usize) -> Result<Self, EddyError> {
-        let tokens = tokenize(text, offset_chars)?
-            .into_iter()
-            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
-            .collect();
+        let tokens =
+            tokenize(text, offset_chars)?.into_iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).collect();
         Ok(Tokens { text, offset_chars, tokens, pos: 0, index: LineIndex::new(text) })
     }
 
@@ -498,7 +496,9 @@ fn parse_insert(text: &str, offset_chars: usize) -> Result<Statement, EddyError>
         return Err(EddyError::NotImplemented("INSERT without VALUES".into()));
     };
     let ast::SetExpr::Values(values) = *source.body else {
-        return Err(EddyError::NotImplemented("INSERT INTO ... SELECT (run CREATE STREAM ... AS SELECT instead)".into()));
+        return Err(EddyError::NotImplemented(
+            "INSERT INTO ... SELECT (run CREATE STREAM ... AS SELECT instead)".into(),
+        ));
     };
     Ok(Statement::Insert { target, columns, rows: values.rows.into_iter().map(|r| r.content).collect() })
 }
@@ -635,7 +635,8 @@ fn object_name(name: &ast::ObjectName) -> String {
 }
 
 fn parse_sqlparser(text: &str, offset_chars: usize) -> Result<ast::Statement, EddyError> {
-    let mut stmts = Parser::parse_sql(&GenericDialect {}, text).map_err(|e| syntax_from_parser(&e.to_string(), text, offset_chars))?;
+    let mut stmts = Parser::parse_sql(&GenericDialect {}, text)
+        .map_err(|e| syntax_from_parser(&e.to_string(), text, offset_chars))?;
     if stmts.len() != 1 {
         return Err(EddyError::Syntax { message: "expected one statement".into(), position: Some(offset_chars + 1) });
     }
@@ -649,7 +650,8 @@ pub fn syntax_from_parser(message: &str, text: &str, offset_chars: usize) -> Edd
         let tail = &message[at + 9..];
         let mut parts = tail.split(", Column: ");
         let line = parts.next().and_then(|l| l.trim().parse::<u64>().ok());
-        let col = parts.next().and_then(|c| c.trim().trim_end_matches(|ch: char| !ch.is_ascii_digit()).parse::<u64>().ok());
+        let col =
+            parts.next().and_then(|c| c.trim().trim_end_matches(|ch: char| !ch.is_ascii_digit()).parse::<u64>().ok());
         if let (Some(line), Some(column)) = (line, col) {
             position = Some(offset_chars + LineIndex::new(text).char_pos(Location { line, column }));
         }

@@ -1,7 +1,7 @@
 //! Starts and stops the real server binary.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -9,14 +9,20 @@ use std::time::Duration;
 pub struct Server {
     child: Option<Child>,
     pub port: u16,
-    pub data_dir: PathBuf,
 }
 
 impl Server {
     /// Starts `eddy server` on a free loopback port and waits until it is ready.
     pub fn start(data_dir: &Path) -> Server {
+        Server::start_on(data_dir, 0)
+    }
+
+    /// Starts on a given port (0: any free one).
+    pub fn start_on(data_dir: &Path, port: u16) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["server", "--pg-listen", "127.0.0.1:0", "--checkpoint-interval-ms", "50", "--data-dir"])
+            .args(["server", "--checkpoint-interval-ms", "50", "--pg-listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
             .arg(data_dir)
             .env("EDDY_LOG", "warn")
             .stdout(Stdio::piped())
@@ -28,13 +34,14 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split(" -p ").nth(1) {
-                    let port: u16 = rest.split_whitespace().next().and_then(|p| p.parse().ok()).expect("port in banner");
+                    let port: u16 =
+                        rest.split_whitespace().next().and_then(|p| p.parse().ok()).expect("port in banner");
                     let _ = tx.send(port);
                 }
             }
         });
         let port = rx.recv_timeout(Duration::from_secs(120)).expect("eddy did not print its psql command in time");
-        Server { child: Some(child), port, data_dir: data_dir.to_path_buf() }
+        Server { child: Some(child), port }
     }
 
     pub fn conn_string(&self) -> String {
@@ -42,7 +49,8 @@ impl Server {
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.conn_string(), tokio_postgres::NoTls).await.expect("connect");
+        let (client, conn) =
+            tokio_postgres::connect(&self.conn_string(), tokio_postgres::NoTls).await.expect("connect");
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -86,7 +94,10 @@ pub async fn query(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option
 }
 
 /// The SQLSTATE (and error) of a statement that must fail.
-pub async fn sqlstate(client: &tokio_postgres::Client, sql: &str) -> (String, Option<tokio_postgres::error::ErrorPosition>) {
+pub async fn sqlstate(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> (String, Option<tokio_postgres::error::ErrorPosition>) {
     match client.simple_query(sql).await {
         Ok(_) => panic!("expected {sql} to fail"),
         Err(e) => {

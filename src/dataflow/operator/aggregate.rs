@@ -5,12 +5,12 @@
 //! touched (the group's row after the whole batch, like ksqlDB's record cache). HAVING
 //! and the SELECT list run as physical expressions over a batch of the touched groups.
 
-use std::collections::HashMap;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::HashMap;
 
 use super::Change;
 use crate::error::{EddyError, Result};
@@ -26,6 +26,9 @@ pub struct GroupState {
     /// The output row (after HAVING and the SELECT list); `None` when HAVING hides it.
     pub r: Option<Vec<Value>>,
 }
+
+/// Reads the stored state of a batch of groups (one multi-get), `None` for new groups.
+pub type StateLoader<'a> = &'a dyn Fn(&[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>;
 
 pub struct AggregateOperator {
     pub plan: AggregatePlan,
@@ -44,12 +47,7 @@ impl AggregateOperator {
         self.cache.clear();
     }
 
-    pub fn process(
-        &mut self,
-        batch: &RecordBatch,
-        timestamp_ms: i64,
-        load: &dyn Fn(&[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>,
-    ) -> Result<Vec<Change>> {
+    pub fn process(&mut self, batch: &RecordBatch, timestamp_ms: i64, load: StateLoader<'_>) -> Result<Vec<Change>> {
         let n = batch.num_rows();
         if n == 0 {
             return Ok(Vec::new());
@@ -78,12 +76,17 @@ impl AggregateOperator {
         }
         for (k, v) in missing.iter().zip(load(&missing)?) {
             let state = match v {
-                Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| EddyError::Internal(format!("aggregate state: {e}")))?,
+                Some(bytes) => {
+                    serde_json::from_slice(&bytes).map_err(|e| EddyError::Internal(format!("aggregate state: {e}")))?
+                }
                 None => GroupState::default(),
             };
             self.cache.insert(k.clone(), state);
         }
 
+        // If HAVING or the SELECT list fails on this batch, the groups go back to how they
+        // were, so the caller can retry row by row without counting anything twice.
+        let before: Vec<(Vec<u8>, GroupState)> = touched.iter().map(|k| (k.clone(), self.cache[k].clone())).collect();
         for (row, (k, g)) in row_keys.iter().enumerate() {
             let state = self.cache.get_mut(k).expect("loaded above");
             if state.a.is_empty() {
@@ -95,7 +98,11 @@ impl AggregateOperator {
                 fold(spec.func, &mut state.a[i], v, args[i].data_type());
             }
         }
-        self.emit(&touched, timestamp_ms)
+        self.emit(&touched, timestamp_ms).inspect_err(|_| {
+            for (k, state) in before {
+                self.cache.insert(k, state);
+            }
+        })
     }
 
     /// Recomputes HAVING and the SELECT list for the touched groups.
@@ -119,7 +126,8 @@ impl AggregateOperator {
             None => vec![true; n],
             Some(h) => {
                 let mask = h.evaluate(&agg_batch)?.into_array(n)?;
-                let mask = mask.as_boolean_opt().ok_or_else(|| EddyError::TypeMismatch("HAVING must be boolean".into()))?;
+                let mask =
+                    mask.as_boolean_opt().ok_or_else(|| EddyError::TypeMismatch("HAVING must be boolean".into()))?;
                 (0..n).map(|i| mask.is_valid(i) && mask.value(i)).collect()
             }
         };
@@ -179,7 +187,9 @@ fn fold(func: AggFunc, acc: &mut Value, v: Value, dt: &DataType) {
             };
             let new_sum = if is_integer(dt) && func == AggFunc::Sum {
                 match (sum.as_i64(), v.as_i64()) {
-                    (Some(s), Some(x)) => s.checked_add(x).map(Value::from).unwrap_or_else(|| float(s as f64 + x as f64)),
+                    (Some(s), Some(x)) => {
+                        s.checked_add(x).map(Value::from).unwrap_or_else(|| float(s as f64 + x as f64))
+                    }
                     _ => float(sum.as_f64().unwrap_or(0.0) + v.as_f64().unwrap_or(0.0)),
                 }
             } else {
@@ -190,7 +200,11 @@ fn fold(func: AggFunc, acc: &mut Value, v: Value, dt: &DataType) {
         AggFunc::Min | AggFunc::Max => {
             let replace = acc.is_null() || {
                 let ord = compare(&v, acc);
-                if func == AggFunc::Min { ord.is_lt() } else { ord.is_gt() }
+                if func == AggFunc::Min {
+                    ord.is_lt()
+                } else {
+                    ord.is_gt()
+                }
             };
             if replace {
                 *acc = v;
@@ -232,4 +246,3 @@ fn finish(func: AggFunc, acc: &Value) -> Value {
         AggFunc::Min | AggFunc::Max => acc.clone(),
     }
 }
-

@@ -17,9 +17,9 @@ impl FilterOperator {
     /// Keeps the rows where the predicate is true (NULL counts as false, as in SQL).
     pub fn process(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let mask = self.predicate.evaluate(batch)?.into_array(batch.num_rows())?;
-        let mask = mask
-            .as_boolean_opt()
-            .ok_or_else(|| EddyError::TypeMismatch(format!("WHERE must be a boolean expression, not {}", mask.data_type())))?;
+        let mask = mask.as_boolean_opt().ok_or_else(|| {
+            EddyError::TypeMismatch(format!("WHERE must be a boolean expression, not {}", mask.data_type()))
+        })?;
         Ok(filter_record_batch(batch, mask)?)
     }
 }
