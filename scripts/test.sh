@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/eddy-target}
-cargo test --all-targets -- --test-threads=2 "$@"
+cargo test --lib --bins --tests -- --test-threads=2 "$@"

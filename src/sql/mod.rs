@@ -703,4 +703,25 @@ mod tests {
         let Statement::CopyOut(sel) = &s[1].statement else { panic!() };
         assert_eq!(sel.limit, Some(2));
     }
+
+    #[test]
+    fn token_soup_never_panics() {
+        let parts = [
+            "CREATE", "STREAM", "TABLE", "AS", "SELECT", "(", ")", ",", ";", "'x'", "\"Q\"", "a", "KEY", "PRIMARY",
+            "WITH", "=", "EMIT", "CHANGES", "LIMIT", "3", "COPY", "TO", "STDOUT", "FROM", "\n", "é", "--c\n", "$1",
+            "DROP", "IF", "EXISTS", "SHOW", "EXPLAIN", "INSERT", "INTO", "VALUES", "-", "1.5", "SET", "TERMINATE",
+        ];
+        let mut seed: u64 = 42;
+        for _ in 0..20_000 {
+            let mut sql = String::new();
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let n = (seed >> 59) as usize;
+            for i in 0..n {
+                let pick = ((seed >> (i % 50)) as usize).wrapping_mul(31).wrapping_add(i * 7) % parts.len();
+                sql.push_str(parts[pick]);
+                sql.push(if i % 3 == 0 { ' ' } else { '\t' });
+            }
+            let _ = parse(&sql);
+        }
+    }
 }
