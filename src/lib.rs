@@ -1,7 +1,7 @@
 //! Eddy: a SQL-first streaming database in one binary.
 //!
 //! ```text
-//!  Kafka clients ──(issue #3)──►┐        psql / drivers / sqllogictest
+//!  Kafka clients (kafka/) :9092 ┐        psql / drivers / sqllogictest
 //!                               │                 │ :5433 Postgres wire (pgwire/)
 //!                               ▼                 ▼
 //!  log/  topics → partitions → segments   engine/  statements: DDL, INSERT, pull, push
@@ -25,6 +25,7 @@ pub mod dataflow;
 pub mod engine;
 pub mod error;
 pub mod format;
+pub mod kafka;
 pub mod log;
 pub mod pgwire;
 pub mod plan;

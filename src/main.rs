@@ -31,7 +31,7 @@ struct ServerArgs {
     /// Postgres-protocol listen address (psql, drivers, sqllogictest).
     #[arg(long, env = "EDDY_PG_LISTEN", default_value = "127.0.0.1:5433")]
     pg_listen: SocketAddr,
-    /// Kafka-protocol listen address (accepted now; served from the Kafka-protocol release).
+    /// Kafka-protocol listen address (librdkafka, kcat, confluent-kafka, kafka-python).
     #[arg(long, env = "EDDY_KAFKA_LISTEN", default_value = "127.0.0.1:9092")]
     kafka_listen: SocketAddr,
     /// HTTP listen address (accepted now; served from a later release).
@@ -47,6 +47,12 @@ struct ServerArgs {
     /// containers whose port is published on the host's loopback; never on a shared network.
     #[arg(long, env = "EDDY_ALLOW_TRUST_ANYWHERE", default_value_t = false)]
     allow_trust_anywhere: bool,
+    /// Create unknown topics on Kafka Metadata and Produce requests (Kafka's default).
+    #[arg(long, env = "EDDY_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    auto_create_topics: bool,
+    /// Partitions of topics created without a count (Kafka's num.partitions).
+    #[arg(long, env = "EDDY_DEFAULT_PARTITIONS", default_value_t = 1)]
+    default_partitions: i32,
     /// How often a busy continuous query checkpoints, in milliseconds.
     #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL_MS", default_value_t = 200)]
     checkpoint_interval_ms: u64,
@@ -67,6 +73,11 @@ fn main() -> anyhow_free::Result {
                 http_listen: args.http_listen,
                 max_connections: args.max_connections.max(1),
                 allow_trust_anywhere: args.allow_trust_anywhere,
+                kafka: eddy::kafka::KafkaConfig {
+                    auto_create_topics: args.auto_create_topics,
+                    default_partitions: args.default_partitions.clamp(1, 10_000),
+                    ..Default::default()
+                },
                 query_memory_bytes: args.query_memory_bytes,
                 checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.clamp(10, 60_000)),
             };

@@ -21,6 +21,7 @@ pub struct ServerConfig {
     pub http_listen: SocketAddr,
     pub max_connections: usize,
     pub allow_trust_anywhere: bool,
+    pub kafka: crate::kafka::KafkaConfig,
     pub query_memory_bytes: usize,
     pub checkpoint_interval: Duration,
 }
@@ -34,6 +35,12 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
             config.pg_listen
         )));
     }
+    if !config.kafka_listen.ip().is_loopback() && !config.allow_trust_anywhere {
+        return Err(EddyError::InvalidValue(format!(
+            "refusing to serve Kafka on {} without authentication (SASL arrives with issue #3's remaining work); use a loopback address",
+            config.kafka_listen
+        )));
+    }
     let mut engine_config = EngineConfig::new(config.data_dir.clone());
     engine_config.query_memory_bytes = config.query_memory_bytes;
     engine_config.checkpoint_interval = config.checkpoint_interval;
@@ -42,12 +49,16 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
         .await
         .map_err(|e| EddyError::InvalidValue(format!("cannot listen on {}: {e}", config.pg_listen)))?;
     let addr = listener.local_addr().map_err(|e| EddyError::Internal(e.to_string()))?;
+    let (kafka_listener, broker) =
+        crate::kafka::bind(engine.log.clone(), engine.store.clone(), config.kafka.clone(), config.kafka_listen)
+            .await
+            .map_err(|e| EddyError::InvalidValue(format!("cannot listen on {} for Kafka: {e}", config.kafka_listen)))?;
+    let kafka_addr = broker.advertised;
+    let kafka_task = tokio::spawn(crate::kafka::serve(kafka_listener, broker));
     println!("Eddy is ready. Data in {}", config.data_dir.display());
     println!("  SQL:   psql -h {} -p {} -U eddy -d {DATABASE}", addr.ip(), addr.port());
-    println!(
-        "  (Kafka protocol on {} and HTTP on {} arrive with later releases)",
-        config.kafka_listen, config.http_listen
-    );
+    println!("  Kafka: kcat -b {kafka_addr} -L");
+    println!("  (HTTP on {} arrives with a later release)", config.http_listen);
 
     let retention = {
         let log = engine.log.clone();
@@ -96,6 +107,7 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
     }
     println!("Eddy is shutting down");
     retention.abort();
+    kafka_task.abort();
     drop(listener);
     let e = engine.clone();
     let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;

@@ -130,18 +130,32 @@ impl TopicConfig {
     }
 }
 
+/// A callback run on every append or publish (how async servers learn of new data
+/// without this library depending on their runtime).
+pub type Subscriber = Box<dyn Fn() + Send + Sync>;
+
 /// Wakes readers waiting for new data in any partition.
 #[derive(Default)]
 pub struct Notifier {
     version: Mutex<u64>,
     changed: Condvar,
+    subscribers: RwLock<Vec<Subscriber>>,
 }
 
 impl Notifier {
     pub fn notify(&self) {
-        let mut v = self.version.lock().unwrap_or_else(|p| p.into_inner());
-        *v += 1;
-        self.changed.notify_all();
+        {
+            let mut v = self.version.lock().unwrap_or_else(|p| p.into_inner());
+            *v += 1;
+            self.changed.notify_all();
+        }
+        for s in self.subscribers.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            s();
+        }
+    }
+
+    pub fn subscribe(&self, subscriber: Subscriber) {
+        self.subscribers.write().unwrap_or_else(|p| p.into_inner()).push(subscriber);
     }
 
     /// The current version, to pass to `wait_past`.

@@ -470,6 +470,23 @@ impl Partition {
         Ok(deleted)
     }
 
+    /// Headers of every batch in the last `segments` segments (producer-state recovery).
+    pub fn tail_headers(&self, segments: usize) -> Result<Vec<LogBatchHeader>, LogError> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        let mut buf = [0u8; HEADER_BYTES];
+        for seg in inner.segments.iter().rev().take(segments).rev() {
+            let mut position = 0;
+            while position < seg.size_bytes {
+                seg.file.read_exact_at(&mut buf, position)?;
+                let header = LogBatchHeader::parse(&buf)?;
+                position += header.total_bytes as u64;
+                out.push(header);
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of segment files (for tests and `SHOW TOPICS`).
     pub fn segment_count(&self) -> usize {
         self.lock().segments.len()

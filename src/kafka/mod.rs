@@ -1,0 +1,182 @@
+//! The Kafka-protocol server: librdkafka, kcat, confluent-kafka and kafka-python talk to the
+//! built-in log through it. Messages are decoded and encoded by the `kafka-protocol` crate
+//! (generated from Kafka's own schemas); this module keeps to framing, dispatch, semantics
+//! and storage. Record batches are stored and served byte for byte.
+//!
+//! One task per connection (capped), requests answered in order. A frame whose length is
+//! negative or over `max_request_bytes` closes the connection before anything is allocated;
+//! so does a request that does not decode. The server never panics on client input.
+
+pub mod error;
+pub mod group;
+mod handlers;
+mod producer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::log::{Log, TopicConfig};
+use crate::state::StateStore;
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `auto.create.topics.enable`: Metadata and Produce create unknown topics.
+    pub auto_create_topics: bool,
+    /// `num.partitions` for auto-created topics.
+    pub default_partitions: i32,
+    /// `socket.request.max.bytes`.
+    pub max_request_bytes: usize,
+    pub max_connections: usize,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig { auto_create_topics: true, default_partitions: 1, max_request_bytes: 100 << 20, max_connections: 1024 }
+    }
+}
+
+/// Shared by every connection.
+pub struct Broker {
+    pub log: Arc<Log>,
+    pub store: StateStore,
+    pub config: KafkaConfig,
+    pub coordinator: Arc<group::Coordinator>,
+    pub producers: producer::ProducerStates,
+    /// Woken on every append or publish, for long-polling Fetch.
+    pub appended: Arc<Notify>,
+    /// Host and port clients are told to connect to.
+    pub advertised: SocketAddr,
+}
+
+impl Broker {
+    pub fn topic_config(&self, partitions: i32) -> TopicConfig {
+        TopicConfig { partitions, ..TopicConfig::default() }
+    }
+}
+
+/// Binds the listener (so the caller can print its real address) and returns the broker.
+pub async fn bind(
+    log: Arc<Log>,
+    store: StateStore,
+    config: KafkaConfig,
+    listen: SocketAddr,
+) -> std::io::Result<(TcpListener, Arc<Broker>)> {
+    let listener = TcpListener::bind(listen).await?;
+    let advertised = listener.local_addr()?;
+    let appended = Arc::new(Notify::new());
+    let wake = appended.clone();
+    log.notifier.subscribe(Box::new(move || wake.notify_waiters()));
+    let producers = {
+        let log = log.clone();
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || producer::ProducerStates::recover(&log, &store)).await.map_err(std::io::Error::other)??
+    };
+    let broker = Arc::new(Broker { log, store, config, coordinator: group::Coordinator::new(), producers, appended, advertised });
+    let coordinator = broker.coordinator.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            coordinator.tick().await;
+        }
+    });
+    Ok((listener, broker))
+}
+
+/// Accepts connections until the listener is dropped with the task.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+    let permits = Arc::new(Semaphore::new(broker.config.max_connections));
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("kafka accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "refusing Kafka connection: too many open");
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(socket, peer, broker).await {
+                tracing::debug!(%peer, "kafka connection closed: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame: {0}")]
+    Frame(String),
+}
+
+/// One client connection: read a frame, answer it, repeat.
+async fn connection(mut socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>) -> Result<(), ConnError> {
+    let mut len_buf = [0u8; 4];
+    loop {
+        match socket.read_exact(&mut len_buf).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let len = i32::from_be_bytes(len_buf);
+        if len < 8 || len as usize > broker.config.max_request_bytes {
+            return Err(ConnError::Frame(format!("request length {len} outside 8..={}", broker.config.max_request_bytes)));
+        }
+        let mut frame = BytesMut::zeroed(len as usize);
+        socket.read_exact(&mut frame).await?;
+        let response = handle_frame(frame.freeze(), peer, &broker).await?;
+        if let Some(bytes) = response {
+            socket.write_all(&bytes).await?;
+        }
+    }
+}
+
+async fn handle_frame(mut frame: Bytes, peer: SocketAddr, broker: &Arc<Broker>) -> Result<Option<Bytes>, ConnError> {
+    let api_key = (&frame[0..2]).get_i16();
+    let api_version = (&frame[2..4]).get_i16();
+    let correlation_id = (&frame[4..8]).get_i32();
+    let key = ApiKey::try_from(api_key).map_err(|_| ConnError::Frame(format!("unknown API key {api_key}")))?;
+    if key == ApiKey::ApiVersions && !handlers::supported(key, api_version) {
+        // KIP-511: answer an unknown ApiVersions version in v0 with the supported ranges.
+        let body = handlers::api_versions_response(error::UNSUPPORTED_VERSION);
+        return Ok(Some(encode_response(correlation_id, key, 0, &body)?));
+    }
+    if !handlers::supported(key, api_version) {
+        return Err(ConnError::Frame(format!("{key:?} v{api_version} is not supported")));
+    }
+    let header = RequestHeader::decode(&mut frame, key.request_header_version(api_version))
+        .map_err(|e| ConnError::Frame(format!("request header: {e}")))?;
+    let ctx = handlers::Ctx { broker: broker.clone(), version: api_version, header, peer };
+    handlers::dispatch(key, ctx, frame).await
+}
+
+/// Frames a response: length, header (in the version the API and version call for), body.
+pub(crate) fn encode_response<M: Encodable>(correlation_id: i32, key: ApiKey, version: i16, body: &M) -> Result<Bytes, ConnError> {
+    let header_version = if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    header.encode(&mut buf, header_version).map_err(|e| ConnError::Frame(format!("encode header: {e}")))?;
+    body.encode(&mut buf, version).map_err(|e| ConnError::Frame(format!("encode {key:?} v{version}: {e}")))?;
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
