@@ -8,6 +8,7 @@ ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+command -v kcat >/dev/null 2>&1 || need+=(kcat)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
@@ -17,9 +18,10 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-if ! python3 -c "import psycopg" >/dev/null 2>&1; then
-  echo "setup: installing psycopg (Python driver used by the tests)"
-  python3 -m pip install -q "psycopg[binary]==3.3.9" || python3 -m pip install -q --break-system-packages "psycopg[binary]==3.3.9"
+if ! python3 -c "import psycopg, confluent_kafka, kafka" >/dev/null 2>&1; then
+  echo "setup: installing the Python clients the tests use (psycopg, confluent-kafka, kafka-python)"
+  pkgs=("psycopg[binary]==3.3.9" "confluent-kafka==2.16.1" "kafka-python==3.0.12")
+  python3 -m pip install -q "${pkgs[@]}" || python3 -m pip install -q --break-system-packages "${pkgs[@]}"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: installing the Rust toolchain (rustup)"

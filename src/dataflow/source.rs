@@ -10,8 +10,9 @@ use serde_json::Value;
 use super::sink::ProcessingLog;
 use crate::catalog::RelationDef;
 use crate::error::{EddyError, Result};
+use crate::format::decode_batch;
 use crate::format::{decode_key, decode_row, rows_to_batch};
-use crate::log::batch::{decode_records, LogBatchHeader};
+use crate::log::batch::LogBatchHeader;
 use crate::log::{Log, LogError, Partition};
 use crate::sql::RelationKind;
 
@@ -96,10 +97,10 @@ impl Source {
             pos = end;
             let start = *offset;
             *offset = (*offset).max(header.last_offset() + 1);
-            let decoded = match decode_records(batch_bytes) {
+            let decoded = match decode_batch(batch_bytes) {
                 Ok(r) => r,
                 Err(e) => {
-                    plog.record(query_id, &p.topic, p.id, header.base_offset, &e.to_string(), None);
+                    plog.record(query_id, &p.topic, p.id, header.base_offset, &e, None);
                     continue;
                 }
             };

@@ -13,7 +13,7 @@ use crate::catalog::RelationDef;
 use crate::dataflow::{row_key, sink::murmur2, state_cf};
 use crate::error::{EddyError, Result};
 use crate::format::{arrow_schema, check_cell, decode_row, encode_key, encode_value, rows_to_batch};
-use crate::log::batch::{decode_records, encode_batch, LogBatchHeader, LogRecord};
+use crate::log::batch::{encode_batch, LogBatchHeader, LogRecord};
 use crate::plan::{plan_continuous, session, PlanShape};
 use crate::sql::{RelationKind, SelectStatement};
 use crate::state::ROW_PREFIX;
@@ -160,7 +160,7 @@ impl Engine {
                     let batch = &read.bytes[pos..pos + header.total_bytes];
                     pos += header.total_bytes;
                     offset = offset.max(header.last_offset() + 1);
-                    for r in decode_records(batch).unwrap_or_default() {
+                    for r in crate::format::decode_batch(batch).unwrap_or_default() {
                         if let Ok(row) = decode_row(&rel.columns, rel.key_format, r.key.as_deref(), r.value.as_deref())
                         {
                             rows.push(row);

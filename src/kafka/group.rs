@@ -137,7 +137,12 @@ impl Group {
             .members
             .iter()
             .map(|(id, m)| {
-                let meta = m.protocols.iter().find(|(n, _)| Some(n) == protocol.as_ref()).map(|(_, b)| b.clone()).unwrap_or_default();
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| Some(n) == protocol.as_ref())
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
                 (id.clone(), meta)
             })
             .collect();
@@ -197,7 +202,8 @@ impl Coordinator {
 
     fn new_member_id(&self, client_id: &str) -> String {
         let n = self.next_member.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         format!("{client_id}-{nanos:x}-{n}")
     }
 
@@ -269,7 +275,13 @@ impl Coordinator {
         rx.await.unwrap_or_else(|_| fail(REBALANCE_IN_PROGRESS, &req.member_id))
     }
 
-    pub async fn sync(&self, group_id: &str, generation: i32, member_id: &str, assignments: Vec<(String, Bytes)>) -> (i16, Bytes) {
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        assignments: Vec<(String, Bytes)>,
+    ) -> (i16, Bytes) {
         let rx = {
             let mut groups = self.groups.lock().await;
             let Some(group) = groups.get_mut(group_id) else { return (UNKNOWN_MEMBER_ID, Bytes::new()) };
@@ -286,7 +298,8 @@ impl Coordinator {
             }
             if group.leader.as_deref() == Some(member_id) {
                 for (id, m) in group.members.iter_mut() {
-                    m.assignment = assignments.iter().find(|(a, _)| a == id).map(|(_, b)| b.clone()).unwrap_or_default();
+                    m.assignment =
+                        assignments.iter().find(|(a, _)| a == id).map(|(_, b)| b.clone()).unwrap_or_default();
                     if let Some(w) = m.sync_waiter.take() {
                         let _ = w.send((NONE, m.assignment.clone()));
                     }
@@ -362,7 +375,11 @@ impl Coordinator {
             let expired: Vec<String> = group
                 .members
                 .iter()
-                .filter(|(_, m)| m.join_waiter.is_none() && m.sync_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout)
+                .filter(|(_, m)| {
+                    m.join_waiter.is_none()
+                        && m.sync_waiter.is_none()
+                        && now.duration_since(m.last_seen) > m.session_timeout
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             group.pending.retain(|_, at| now.duration_since(*at) < Duration::from_secs(300));

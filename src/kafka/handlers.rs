@@ -6,20 +6,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::*;
-use kafka_protocol::messages::metadata_response::*;
-use kafka_protocol::messages::produce_response::*;
-use kafka_protocol::messages::list_offsets_response::*;
-use kafka_protocol::messages::join_group_response::*;
-use kafka_protocol::messages::offset_commit_response::*;
-use kafka_protocol::messages::list_groups_response::*;
-use kafka_protocol::messages::describe_groups_response::*;
-use kafka_protocol::messages::fetch_response::*;
-use kafka_protocol::messages::offset_fetch_response::*;
+use kafka_protocol::messages::api_versions_response::*;
 use kafka_protocol::messages::create_topics_response::*;
 use kafka_protocol::messages::delete_topics_response::*;
 use kafka_protocol::messages::describe_configs_response::*;
-use kafka_protocol::messages::api_versions_response::*;
+use kafka_protocol::messages::describe_groups_response::*;
+use kafka_protocol::messages::fetch_response::*;
+use kafka_protocol::messages::join_group_response::*;
+use kafka_protocol::messages::list_groups_response::*;
+use kafka_protocol::messages::list_offsets_response::*;
+use kafka_protocol::messages::metadata_response::*;
+use kafka_protocol::messages::offset_commit_response::*;
+use kafka_protocol::messages::offset_fetch_response::*;
+use kafka_protocol::messages::produce_response::*;
+use kafka_protocol::messages::*;
 
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
@@ -116,7 +116,11 @@ pub async fn dispatch(key: ApiKey, ctx: Ctx, mut body: Bytes) -> Result<Option<B
         ApiKey::Heartbeat => {
             let req: HeartbeatRequest = decode(&mut body, v)?;
             let mut r = HeartbeatResponse::default();
-            r.error_code = ctx.broker.coordinator.heartbeat(req.group_id.0.as_str(), req.generation_id, req.member_id.as_str()).await;
+            r.error_code = ctx
+                .broker
+                .coordinator
+                .heartbeat(req.group_id.0.as_str(), req.generation_id, req.member_id.as_str())
+                .await;
             reply!(r)
         }
         ApiKey::LeaveGroup => {
@@ -238,7 +242,9 @@ async fn produce(ctx: &Ctx, req: ProduceRequest) -> ProduceResponse {
                             let broker = ctx.broker.clone();
                             let records = pd.records.clone().unwrap_or_default();
                             let topic_name = name.clone();
-                            let outcome = tokio::task::spawn_blocking(move || append_records(&broker, &topic_name, &p, records)).await;
+                            let outcome =
+                                tokio::task::spawn_blocking(move || append_records(&broker, &topic_name, &p, records))
+                                    .await;
                             match outcome {
                                 Ok(Ok((base, start))) => {
                                     pr.base_offset = base;
@@ -424,7 +430,8 @@ async fn join_group(ctx: &Ctx, req: JoinGroupRequest) -> JoinGroupResponse {
         protocols: req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
         session_timeout: Duration::from_millis(req.session_timeout_ms.clamp(1000, 3_600_000) as u64),
         rebalance_timeout: Duration::from_millis(
-            (if ctx.version >= 1 { req.rebalance_timeout_ms } else { req.session_timeout_ms }).clamp(1000, 3_600_000) as u64,
+            (if ctx.version >= 1 { req.rebalance_timeout_ms } else { req.session_timeout_ms }).clamp(1000, 3_600_000)
+                as u64,
         ),
         require_known_member_id: ctx.version >= 4,
     };
@@ -450,8 +457,11 @@ async fn join_group(ctx: &Ctx, req: JoinGroupRequest) -> JoinGroupResponse {
 
 async fn sync_group(ctx: &Ctx, req: SyncGroupRequest) -> SyncGroupResponse {
     let assignments = req.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
-    let (code, assignment) =
-        ctx.broker.coordinator.sync(req.group_id.0.as_str(), req.generation_id, req.member_id.as_str(), assignments).await;
+    let (code, assignment) = ctx
+        .broker
+        .coordinator
+        .sync(req.group_id.0.as_str(), req.generation_id, req.member_id.as_str(), assignments)
+        .await;
     let mut r = SyncGroupResponse::default();
     r.error_code = code;
     r.assignment = assignment;
@@ -466,7 +476,8 @@ fn offset_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
 
 async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = req.group_id.0.to_string();
-    let check = ctx.broker.coordinator.check_commit(&group, req.generation_id_or_member_epoch, req.member_id.as_str()).await;
+    let check =
+        ctx.broker.coordinator.check_commit(&group, req.generation_id_or_member_epoch, req.member_id.as_str()).await;
     let store = &ctx.broker.store;
     let mut cp = store.checkpoint(CATALOG_CF);
     let mut r = OffsetCommitResponse::default();
@@ -483,7 +494,10 @@ async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitRespo
                     "metadata": p.committed_metadata.as_ref().map(|m| m.to_string()),
                     "leader_epoch": p.committed_leader_epoch,
                 });
-                if cp.put(store, &offset_key(&group, t.name.0.as_str(), p.partition_index), value.to_string().as_bytes()).is_err() {
+                if cp
+                    .put(store, &offset_key(&group, t.name.0.as_str(), p.partition_index), value.to_string().as_bytes())
+                    .is_err()
+                {
                     pr.error_code = UNKNOWN_SERVER_ERROR;
                 }
             }
@@ -714,7 +728,12 @@ async fn describe_groups(ctx: &Ctx, req: DescribeGroupsRequest) -> DescribeGroup
                         dm.member_id = s(mid);
                         dm.client_id = s(&m.client_id);
                         dm.client_host = s(&m.client_host);
-                        dm.member_metadata = m.protocols.iter().find(|(n, _)| Some(n) == g.protocol.as_ref()).map(|(_, b)| b.clone()).unwrap_or_default();
+                        dm.member_metadata = m
+                            .protocols
+                            .iter()
+                            .find(|(n, _)| Some(n) == g.protocol.as_ref())
+                            .map(|(_, b)| b.clone())
+                            .unwrap_or_default();
                         dm.member_assignment = m.assignment.clone();
                         dm
                     })

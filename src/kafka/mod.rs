@@ -39,7 +39,12 @@ pub struct KafkaConfig {
 
 impl Default for KafkaConfig {
     fn default() -> Self {
-        KafkaConfig { auto_create_topics: true, default_partitions: 1, max_request_bytes: 100 << 20, max_connections: 1024 }
+        KafkaConfig {
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_request_bytes: 100 << 20,
+            max_connections: 1024,
+        }
     }
 }
 
@@ -77,9 +82,19 @@ pub async fn bind(
     let producers = {
         let log = log.clone();
         let store = store.clone();
-        tokio::task::spawn_blocking(move || producer::ProducerStates::recover(&log, &store)).await.map_err(std::io::Error::other)??
+        tokio::task::spawn_blocking(move || producer::ProducerStates::recover(&log, &store))
+            .await
+            .map_err(std::io::Error::other)??
     };
-    let broker = Arc::new(Broker { log, store, config, coordinator: group::Coordinator::new(), producers, appended, advertised });
+    let broker = Arc::new(Broker {
+        log,
+        store,
+        config,
+        coordinator: group::Coordinator::new(),
+        producers,
+        appended,
+        advertised,
+    });
     let coordinator = broker.coordinator.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -137,7 +152,10 @@ async fn connection(mut socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>
         }
         let len = i32::from_be_bytes(len_buf);
         if len < 8 || len as usize > broker.config.max_request_bytes {
-            return Err(ConnError::Frame(format!("request length {len} outside 8..={}", broker.config.max_request_bytes)));
+            return Err(ConnError::Frame(format!(
+                "request length {len} outside 8..={}",
+                broker.config.max_request_bytes
+            )));
         }
         let mut frame = BytesMut::zeroed(len as usize);
         socket.read_exact(&mut frame).await?;
@@ -168,7 +186,12 @@ async fn handle_frame(mut frame: Bytes, peer: SocketAddr, broker: &Arc<Broker>) 
 }
 
 /// Frames a response: length, header (in the version the API and version call for), body.
-pub(crate) fn encode_response<M: Encodable>(correlation_id: i32, key: ApiKey, version: i16, body: &M) -> Result<Bytes, ConnError> {
+pub(crate) fn encode_response<M: Encodable>(
+    correlation_id: i32,
+    key: ApiKey,
+    version: i16,
+    body: &M,
+) -> Result<Bytes, ConnError> {
     let header_version = if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;

@@ -59,7 +59,12 @@ impl ProducerStates {
                 }
             }
         }
-        Ok(ProducerStates { next_id: Mutex::new(max_id), store: store.clone(), entries: Mutex::new(entries), locks: Mutex::default() })
+        Ok(ProducerStates {
+            next_id: Mutex::new(max_id),
+            store: store.clone(),
+            entries: Mutex::new(entries),
+            locks: Mutex::default(),
+        })
     }
 
     /// A new producer id, durable before it is handed out.

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub struct Server {
     child: Option<Child>,
     pub port: u16,
+    /// `host:port` of the Kafka listener.
+    pub kafka: String,
 }
 
 impl Server {
@@ -19,9 +21,15 @@ impl Server {
 
     /// Starts on a given port (0: any free one).
     pub fn start_on(data_dir: &Path, port: u16) -> Server {
+        Server::start_with(data_dir, port, &[])
+    }
+
+    /// Starts with extra `eddy server` arguments.
+    pub fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["server", "--checkpoint-interval-ms", "50", "--pg-listen"])
+            .args(["server", "--checkpoint-interval-ms", "50", "--kafka-listen", "127.0.0.1:0", "--pg-listen"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
             .env("EDDY_LOG", "warn")
@@ -32,16 +40,18 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut port = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split(" -p ").nth(1) {
-                    let port: u16 =
-                        rest.split_whitespace().next().and_then(|p| p.parse().ok()).expect("port in banner");
-                    let _ = tx.send(port);
+                    port = rest.split_whitespace().next().and_then(|p| p.parse::<u16>().ok());
+                }
+                if let (Some(p), Some(rest)) = (port, line.split("kcat -b ").nth(1)) {
+                    let _ = tx.send((p, rest.split_whitespace().next().unwrap_or_default().to_string()));
                 }
             }
         });
-        let port = rx.recv_timeout(Duration::from_secs(120)).expect("eddy did not print its psql command in time");
-        Server { child: Some(child), port }
+        let (port, kafka) = rx.recv_timeout(Duration::from_secs(120)).expect("eddy did not print its banner in time");
+        Server { child: Some(child), port, kafka }
     }
 
     pub fn conn_string(&self) -> String {
