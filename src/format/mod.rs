@@ -390,6 +390,31 @@ pub fn memcomparable(values: &[Value]) -> Vec<u8> {
     out
 }
 
+/// Decodes every record of one log batch, whatever its compression codec (gzip, snappy,
+/// lz4, zstd come through `kafka-protocol`; uncompressed batches through `log::batch`).
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<crate::log::LogRecord>, String> {
+    match crate::log::batch::decode_records(bytes) {
+        Ok(records) => Ok(records),
+        Err(crate::log::LogError::Unsupported(_)) => {
+            let mut buf = bytes::Bytes::copy_from_slice(bytes);
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
+            Ok(set
+                .records
+                .into_iter()
+                .filter(|r| !r.control)
+                .map(|r| crate::log::LogRecord {
+                    offset: r.offset,
+                    timestamp_ms: r.timestamp,
+                    key: r.key.map(|k| k.to_vec()),
+                    value: r.value.map(|v| v.to_vec()),
+                    headers: r.headers.into_iter().map(|(k, v)| (k.to_string(), v.map(|v| v.to_vec()))).collect(),
+                })
+                .collect())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,30 +450,5 @@ mod tests {
         let enc: Vec<_> = vals.iter().map(|v| memcomparable(std::slice::from_ref(v))).collect();
         assert!(enc.windows(2).all(|w| w[0] < w[1]));
         assert!(memcomparable(&[Value::from("a")]) < memcomparable(&[Value::from("ab")]));
-    }
-}
-
-/// Decodes every record of one log batch, whatever its compression codec (gzip, snappy,
-/// lz4, zstd come through `kafka-protocol`; uncompressed batches through `log::batch`).
-pub fn decode_batch(bytes: &[u8]) -> Result<Vec<crate::log::LogRecord>, String> {
-    match crate::log::batch::decode_records(bytes) {
-        Ok(records) => Ok(records),
-        Err(crate::log::LogError::Unsupported(_)) => {
-            let mut buf = bytes::Bytes::copy_from_slice(bytes);
-            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
-            Ok(set
-                .records
-                .into_iter()
-                .filter(|r| !r.control)
-                .map(|r| crate::log::LogRecord {
-                    offset: r.offset,
-                    timestamp_ms: r.timestamp,
-                    key: r.key.map(|k| k.to_vec()),
-                    value: r.value.map(|v| v.to_vec()),
-                    headers: r.headers.into_iter().map(|(k, v)| (k.to_string(), v.map(|v| v.to_vec()))).collect(),
-                })
-                .collect())
-        }
-        Err(e) => Err(e.to_string()),
     }
 }

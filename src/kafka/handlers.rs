@@ -218,7 +218,7 @@ async fn metadata(ctx: &Ctx, req: MetadataRequest) -> MetadataResponse {
 async fn produce(ctx: &Ctx, req: ProduceRequest) -> ProduceResponse {
     let mut r = ProduceResponse::default();
     let refuse = ctx.version < 3;
-    let acks_ok = matches!(req.acks, -1 | 0 | 1);
+    let acks_ok = (-1..=1).contains(&req.acks);
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let mut tr = TopicProduceResponse::default();

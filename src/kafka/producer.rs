@@ -28,13 +28,15 @@ pub enum Check {
 }
 
 type Key = (String, i32, i64);
+/// One lock per (topic, partition).
+type PartitionLocks = HashMap<(String, i32), Arc<Mutex<()>>>;
 
 pub struct ProducerStates {
     next_id: Mutex<i64>,
     store: StateStore,
     entries: Mutex<HashMap<Key, Entry>>,
     /// Serializes check + append + record for idempotent batches, per partition.
-    locks: Mutex<HashMap<(String, i32), Arc<Mutex<()>>>>,
+    locks: Mutex<PartitionLocks>,
 }
 
 impl ProducerStates {
