@@ -36,32 +36,8 @@ pub struct Ctx {
     pub peer: SocketAddr,
 }
 
-/// (API, lowest, highest) versions served. Produce 0–2 are advertised but refused when
-/// used, as Kafka 4 does, because librdkafka otherwise stops compressing (its #4956).
-const VERSIONS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 0, 10),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 0, 12),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 7),
-    (ApiKey::FindCoordinator, 0, 2),
-    (ApiKey::JoinGroup, 0, 5),
-    (ApiKey::Heartbeat, 0, 3),
-    (ApiKey::LeaveGroup, 0, 1),
-    (ApiKey::SyncGroup, 0, 3),
-    (ApiKey::DescribeGroups, 0, 4),
-    (ApiKey::ListGroups, 0, 4),
-    (ApiKey::ApiVersions, 0, 3),
-    (ApiKey::CreateTopics, 0, 4),
-    (ApiKey::DeleteTopics, 0, 1),
-    (ApiKey::InitProducerId, 0, 4),
-    (ApiKey::DescribeConfigs, 0, 1),
-];
-
-pub fn supported(key: ApiKey, version: i16) -> bool {
-    VERSIONS.iter().any(|(k, lo, hi)| *k == key && (*lo..=*hi).contains(&version))
-}
+pub use super::decode::supported;
+use super::decode::VERSIONS;
 
 pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
     let mut r = ApiVersionsResponse::default();
