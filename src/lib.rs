@@ -20,6 +20,7 @@
 //! 4. serve — `engine::serve` (`pull_query`, `push_query`);
 //! 5. DDL — `engine::ddl` (`create_source`, `create_as`, `drop_relation`).
 
+pub mod alloc;
 pub mod catalog;
 pub mod dataflow;
 pub mod engine;
@@ -32,3 +33,8 @@ pub mod plan;
 pub mod server;
 pub mod sql;
 pub mod state;
+
+/// Every binary linking Eddy (the server, tests, benches) gets the allocator that survives
+/// absurd sizes read from the wire (see `alloc`).
+#[global_allocator]
+static GLOBAL: alloc::EddyAllocator = alloc::EddyAllocator;

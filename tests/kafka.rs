@@ -172,6 +172,15 @@ async fn malformed_frames_close_only_that_connection() {
         frame.extend_from_slice(&[0x7f; 20]);
         s.write_all(&frame).unwrap();
         assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "connection must be closed");
+        // A frame whose array length claims 2^32 entries (found by cargo fuzz): the server
+        // must not try to allocate it, or it aborts.
+        let mut s = std::net::TcpStream::connect(&addr2).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let body = [0u8, 16, 0, 4, 183, 179, 179, 90, 0, 0, 0, 255, 255, 255, 255, 133];
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        s.write_all(&frame).unwrap();
+        let _ = s.read(&mut buf);
     })
     .await;
     // The server lives on.

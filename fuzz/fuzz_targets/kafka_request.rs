@@ -7,6 +7,13 @@ use libfuzzer_sys::fuzz_target;
 #[allow(dead_code)]
 mod decode;
 
+// The server's allocator, so the fuzzer sees what the server would (see src/alloc.rs).
+#[path = "../../src/alloc.rs"]
+mod alloc;
+
+#[global_allocator]
+static GLOBAL: alloc::EddyAllocator = alloc::EddyAllocator;
+
 fuzz_target!(|data: &[u8]| {
     let _ = decode::decode_request(data);
 });

@@ -195,47 +195,54 @@ async fn produce(ctx: &Ctx, req: ProduceRequest) -> ProduceResponse {
     let mut r = ProduceResponse::default();
     let refuse = ctx.version < 3;
     let acks_ok = (-1..=1).contains(&req.acks);
+    // Every partition's append (and fsync) runs at once; the answers keep request order.
+    let mut pending = Vec::new();
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
-        let mut tr = TopicProduceResponse::default();
-        tr.name = topic.name.clone();
         let resolved = ensure_topic(ctx, &name, true);
+        let mut partitions = Vec::new();
         for pd in topic.partition_data {
-            let mut pr = PartitionProduceResponse::default();
-            pr.index = pd.index;
-            pr.base_offset = -1;
-            pr.log_append_time_ms = -1;
-            pr.error_code = if refuse {
-                UNSUPPORTED_VERSION
+            let outcome = if refuse {
+                Err(UNSUPPORTED_VERSION)
             } else if !acks_ok {
-                INVALID_REQUIRED_ACKS
+                Err(INVALID_REQUIRED_ACKS)
             } else {
-                match &resolved {
-                    Err(code) => *code,
-                    Ok(t) => match t.partitions.get(pd.index as usize).cloned() {
-                        None => UNKNOWN_TOPIC_OR_PARTITION,
-                        Some(p) => {
-                            let broker = ctx.broker.clone();
-                            let records = pd.records.clone().unwrap_or_default();
-                            let topic_name = name.clone();
-                            let outcome =
-                                tokio::task::spawn_blocking(move || append_records(&broker, &topic_name, &p, records))
-                                    .await;
-                            match outcome {
-                                Ok(Ok((base, start))) => {
-                                    pr.base_offset = base;
-                                    if ctx.version >= 5 {
-                                        pr.log_start_offset = start;
-                                    }
-                                    NONE
-                                }
-                                Ok(Err(code)) => code,
-                                Err(_) => UNKNOWN_SERVER_ERROR,
-                            }
-                        }
-                    },
+                match resolved.as_ref().map(|t| t.partitions.get(pd.index as usize).cloned()) {
+                    Err(code) => Err(*code),
+                    Ok(None) => Err(UNKNOWN_TOPIC_OR_PARTITION),
+                    Ok(Some(p)) => {
+                        let broker = ctx.broker.clone();
+                        let records = pd.records.clone().unwrap_or_default();
+                        let topic_name = name.clone();
+                        Ok(tokio::task::spawn_blocking(move || append_records(&broker, &topic_name, &p, records)))
+                    }
                 }
             };
+            partitions.push((pd.index, outcome));
+        }
+        pending.push((topic.name, partitions));
+    }
+    for (name, partitions) in pending {
+        let mut tr = TopicProduceResponse::default();
+        tr.name = name;
+        for (index, outcome) in partitions {
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = index;
+            pr.base_offset = -1;
+            pr.log_append_time_ms = -1;
+            let result = match outcome {
+                Err(code) => Err(code),
+                Ok(task) => task.await.unwrap_or(Err(UNKNOWN_SERVER_ERROR)),
+            };
+            match result {
+                Ok((base, start)) => {
+                    pr.base_offset = base;
+                    if ctx.version >= 5 {
+                        pr.log_start_offset = start;
+                    }
+                }
+                Err(code) => pr.error_code = code,
+            }
             tr.partition_responses.push(pr);
         }
         r.responses.push(tr);

@@ -226,4 +226,12 @@ mod tests {
             }
         }
     }
+
+    /// Found by cargo fuzz: ListGroups v4 whose states array claims 2^32 entries made
+    /// kafka-protocol reserve ~50 GiB and abort the process.
+    #[test]
+    fn regression_huge_array_length_does_not_abort() {
+        let frame = [0u8, 16, 0, 4, 183, 179, 179, 90, 0, 0, 0, 255, 255, 255, 255, 133];
+        assert!(super::decode::decode_request(&frame).is_err());
+    }
 }

@@ -1,0 +1,96 @@
+//! The global allocator: the system allocator, except that single allocations of 1 GiB or
+//! more are served by anonymous `mmap` with `MAP_NORESERVE`.
+//!
+//! Why: `kafka-protocol` reserves `Vec::with_capacity(n)` for arrays with the element count
+//! the client wrote (up to 2^32), before reading any element. A 16-byte frame could ask for
+//! hundreds of GiB, and a failed allocation aborts the whole server (found by the fuzz target
+//! in `fuzz/`). Pages reserved this way cost nothing until touched, and such a decode fails at
+//! the end of the (bounded) frame long before it touches them. Real data never gets this
+//! large: requests are capped at `socket.request.max.bytes` and queries at their memory limit.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+
+pub struct EddyAllocator;
+
+const HUGE_BYTES: usize = 1 << 30;
+const PAGE_BYTES: usize = 4096;
+
+fn is_huge(layout: &Layout) -> bool {
+    layout.size() >= HUGE_BYTES && layout.align() <= PAGE_BYTES
+}
+
+unsafe fn map(size: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping; no file, no aliasing.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        p as *mut u8
+    }
+}
+
+// SAFETY: every pointer handed out comes from `System` or from `map`, and goes back to the
+// same place, decided by the same layout test.
+unsafe impl GlobalAlloc for EddyAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if is_huge(&layout) {
+            unsafe { map(layout.size()) }
+        } else {
+            unsafe { System.alloc(layout) }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if is_huge(&layout) {
+            unsafe { map(layout.size()) } // anonymous mappings are zeroed
+        } else {
+            unsafe { System.alloc_zeroed(layout) }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if is_huge(&layout) {
+            unsafe {
+                libc::munmap(ptr as *mut libc::c_void, layout.size());
+            }
+        } else {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else { return std::ptr::null_mut() };
+        if !is_huge(&layout) && !is_huge(&new_layout) {
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn huge_reservations_do_not_abort() {
+        // 64 GiB reserved, a few bytes used, then freed: fine with MAP_NORESERVE.
+        let mut v: Vec<u64> = Vec::with_capacity(8 << 30);
+        v.push(1);
+        v.push(2);
+        assert_eq!(v.iter().sum::<u64>(), 3);
+    }
+}
