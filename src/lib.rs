@@ -21,6 +21,7 @@
 //! 5. DDL — `engine::ddl` (`create_source`, `create_as`, `drop_relation`).
 
 pub mod alloc;
+pub mod auth;
 pub mod catalog;
 pub mod dataflow;
 pub mod engine;

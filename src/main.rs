@@ -53,6 +53,10 @@ struct ServerArgs {
     /// Partitions of topics created without a count (Kafka's num.partitions).
     #[arg(long, env = "EDDY_DEFAULT_PARTITIONS", default_value_t = 1)]
     default_partitions: i32,
+    /// Users (`name:password` per line). With it, Kafka clients must authenticate with SASL
+    /// PLAIN or SCRAM-SHA-256/512.
+    #[arg(long, env = "EDDY_USERS_FILE")]
+    users_file: Option<PathBuf>,
     /// How often a busy continuous query checkpoints, in milliseconds.
     #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL_MS", default_value_t = 200)]
     checkpoint_interval_ms: u64,
@@ -73,6 +77,7 @@ fn main() -> anyhow_free::Result {
                 http_listen: args.http_listen,
                 max_connections: args.max_connections.max(1),
                 allow_trust_anywhere: args.allow_trust_anywhere,
+                users_file: args.users_file,
                 kafka: eddy::kafka::KafkaConfig {
                     auto_create_topics: args.auto_create_topics,
                     default_partitions: args.default_partitions.clamp(1, 10_000),

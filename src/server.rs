@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub allow_trust_anywhere: bool,
     pub kafka: crate::kafka::KafkaConfig,
+    /// `name:password` lines; when set, Kafka clients must authenticate (SASL).
+    pub users_file: Option<PathBuf>,
     pub query_memory_bytes: usize,
     pub checkpoint_interval: Duration,
 }
@@ -35,9 +37,13 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
             config.pg_listen
         )));
     }
-    if !config.kafka_listen.ip().is_loopback() && !config.allow_trust_anywhere {
+    let users = match &config.users_file {
+        Some(path) => Some(Arc::new(crate::auth::Users::load(path).map_err(EddyError::InvalidValue)?)),
+        None => None,
+    };
+    if !config.kafka_listen.ip().is_loopback() && !config.allow_trust_anywhere && users.is_none() {
         return Err(EddyError::InvalidValue(format!(
-            "refusing to serve Kafka on {} without authentication (SASL arrives with issue #3's remaining work); use a loopback address",
+            "refusing to serve Kafka on {} without authentication; pass --users-file to require SASL, or use a loopback address",
             config.kafka_listen
         )));
     }
@@ -50,7 +56,7 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
         .map_err(|e| EddyError::InvalidValue(format!("cannot listen on {}: {e}", config.pg_listen)))?;
     let addr = listener.local_addr().map_err(|e| EddyError::Internal(e.to_string()))?;
     let (kafka_listener, broker) =
-        crate::kafka::bind(engine.log.clone(), engine.store.clone(), config.kafka.clone(), config.kafka_listen)
+        crate::kafka::bind(engine.log.clone(), engine.store.clone(), config.kafka.clone(), config.kafka_listen, users)
             .await
             .map_err(|e| EddyError::InvalidValue(format!("cannot listen on {} for Kafka: {e}", config.kafka_listen)))?;
     let kafka_addr = broker.advertised;

@@ -27,6 +27,8 @@ pub const VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 0, 1),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 0, 1),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 1),
 ];
 
 pub fn supported(key: ApiKey, version: i16) -> bool {
@@ -90,6 +92,8 @@ pub fn decode_request(frame: &[u8]) -> Result<(), String> {
         ApiKey::DeleteTopics => body::<DeleteTopicsRequest>(&mut buf, v),
         ApiKey::InitProducerId => body::<InitProducerIdRequest>(&mut buf, v),
         ApiKey::DescribeConfigs => body::<DescribeConfigsRequest>(&mut buf, v),
+        ApiKey::SaslHandshake => body::<SaslHandshakeRequest>(&mut buf, v),
+        ApiKey::SaslAuthenticate => body::<SaslAuthenticateRequest>(&mut buf, v),
         _ => Err("not served".into()),
     }
 }

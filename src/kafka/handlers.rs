@@ -210,6 +210,9 @@ async fn produce(ctx: &Ctx, req: ProduceRequest) -> ProduceResponse {
                 match resolved.as_ref().map(|t| t.partitions.get(pd.index as usize).cloned()) {
                     Err(code) => Err(*code),
                     Ok(None) => Err(UNKNOWN_TOPIC_OR_PARTITION),
+                    // A query's output topic takes writes from its query only: its tail is
+                    // truncated back to the last checkpoint after a crash.
+                    Ok(Some(p)) if p.is_fenced() => Err(INVALID_REQUEST),
                     Ok(Some(p)) => {
                         let broker = ctx.broker.clone();
                         let records = pd.records.clone().unwrap_or_default();

@@ -12,6 +12,7 @@ pub mod error;
 pub mod group;
 mod handlers;
 mod producer;
+mod sasl;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub struct Broker {
     pub appended: Arc<Notify>,
     /// Host and port clients are told to connect to.
     pub advertised: SocketAddr,
+    /// With users configured, every connection must authenticate with SASL first.
+    pub users: Option<Arc<crate::auth::Users>>,
 }
 
 impl Broker {
@@ -74,6 +77,7 @@ pub async fn bind(
     store: StateStore,
     config: KafkaConfig,
     listen: SocketAddr,
+    users: Option<Arc<crate::auth::Users>>,
 ) -> std::io::Result<(TcpListener, Arc<Broker>)> {
     let listener = TcpListener::bind(listen).await?;
     let advertised = listener.local_addr()?;
@@ -95,6 +99,7 @@ pub async fn bind(
         producers,
         appended,
         advertised,
+        users,
     });
     let coordinator = broker.coordinator.clone();
     tokio::spawn(async move {
@@ -145,6 +150,7 @@ pub enum ConnError {
 /// One client connection: read a frame, answer it, repeat.
 async fn connection(mut socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>) -> Result<(), ConnError> {
     let mut len_buf = [0u8; 4];
+    let mut session = sasl::Session::new(broker.users.is_none());
     loop {
         match socket.read_exact(&mut len_buf).await {
             Ok(_) => {}
@@ -160,16 +166,35 @@ async fn connection(mut socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>
         }
         let mut frame = BytesMut::zeroed(len as usize);
         socket.read_exact(&mut frame).await?;
-        let response = handle_frame(frame.freeze(), peer, &broker).await?;
+        if session.raw_tokens() {
+            // After SaslHandshake v0, SASL tokens come as bare length-prefixed frames.
+            let reply = session.raw_step(&broker, &frame).map_err(ConnError::Frame)?;
+            socket.write_all(&(reply.len() as i32).to_be_bytes()).await?;
+            socket.write_all(&reply).await?;
+            continue;
+        }
+        let response = handle_frame(frame.freeze(), peer, &broker, &mut session).await?;
         if let Some(bytes) = response {
             socket.write_all(&bytes).await?;
+        }
+        if session.failed() {
+            return Err(ConnError::Frame("SASL authentication failed".into()));
         }
     }
 }
 
-async fn handle_frame(mut frame: Bytes, peer: SocketAddr, broker: &Arc<Broker>) -> Result<Option<Bytes>, ConnError> {
+async fn handle_frame(
+    mut frame: Bytes,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    session: &mut sasl::Session,
+) -> Result<Option<Bytes>, ConnError> {
     let start = decode::frame_start(&frame).map_err(ConnError::Frame)?;
     let (key, api_version) = (start.key, start.version);
+    let sasl_api = matches!(key, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+    if !session.authenticated() && !sasl_api {
+        return Err(ConnError::Frame(format!("{key:?} before SASL authentication")));
+    }
     if key == ApiKey::ApiVersions && !handlers::supported(key, api_version) {
         // KIP-511: answer an unknown ApiVersions version in v0 with the supported ranges.
         let body = handlers::api_versions_response(error::UNSUPPORTED_VERSION);
@@ -179,6 +204,9 @@ async fn handle_frame(mut frame: Bytes, peer: SocketAddr, broker: &Arc<Broker>) 
         return Err(ConnError::Frame(format!("{key:?} v{api_version} is not supported")));
     }
     let header = decode::header(&mut frame, &start).map_err(ConnError::Frame)?;
+    if matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
+        return session.handle(broker, key, api_version, start.correlation_id, frame).map(Some);
+    }
     let ctx = handlers::Ctx { broker: broker.clone(), version: api_version, header, peer };
     handlers::dispatch(key, ctx, frame).await
 }

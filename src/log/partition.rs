@@ -330,6 +330,11 @@ impl Partition {
         self.publish_limit.store(offset, Ordering::SeqCst);
     }
 
+    /// Whether a query's sink owns this partition (its output is published by checkpoints).
+    pub fn is_fenced(&self) -> bool {
+        self.publish_limit.load(Ordering::SeqCst) != i64::MAX
+    }
+
     /// Makes everything below `offset` visible to readers (a checkpoint committed).
     pub fn publish(&self, offset: i64) {
         self.publish_limit.fetch_max(offset, Ordering::SeqCst);
