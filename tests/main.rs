@@ -5,5 +5,6 @@ mod common;
 mod kafka;
 mod log_model;
 mod pg;
+mod rdkafka_client;
 mod restart;
 mod slt;
