@@ -166,3 +166,37 @@ async fn group_of_two_splits_four_partitions_and_resumes_after_restart() {
     assert_eq!(got.0, vec![(2, "late".to_string(), "late".to_string())]);
     assert!(got.1.is_empty(), "already-committed records came back: {:?}", got.1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producer_state_survives_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A fixed Kafka port, so the producer reconnects to the restarted server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Server::start_with(tmp.path(), 0, &["--kafka-listen", &listen]);
+    create_topic(&server.kafka, "seq", 1).await;
+    let producer: FutureProducer =
+        config(&server.kafka).set("enable.idempotence", "true").set("message.timeout.ms", "60000").create().unwrap();
+    for i in 0..10 {
+        let v = format!("before {i}");
+        producer
+            .send(FutureRecord::<(), _>::to("seq").payload(&v), Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    server.kill9();
+    let server = Server::start_with(tmp.path(), 0, &["--kafka-listen", &listen]);
+    // The same producer id goes on with sequence 10: the server must know where it stood,
+    // or it answers OUT_OF_ORDER_SEQUENCE_NUMBER and the producer fails fatally.
+    for i in 0..10 {
+        let v = format!("after {i}");
+        let delivery = producer
+            .send(FutureRecord::<(), _>::to("seq").payload(&v), Duration::from_secs(60))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert_eq!(delivery.offset, 10 + i);
+    }
+    drop(server);
+}

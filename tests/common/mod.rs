@@ -27,9 +27,10 @@ impl Server {
     /// Starts with extra `eddy server` arguments.
     pub fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["server", "--checkpoint-interval-ms", "50", "--kafka-listen", "127.0.0.1:0", "--pg-listen"])
+            .args(["server", "--checkpoint-interval-ms", "50", "--pg-listen"])
             .arg(format!("127.0.0.1:{port}"))
             .args(extra)
+            .args(if extra.contains(&"--kafka-listen") { &[][..] } else { &["--kafka-listen", "127.0.0.1:0"][..] })
             .arg("--data-dir")
             .arg(data_dir)
             .env("EDDY_LOG", "warn")
