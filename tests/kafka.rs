@@ -226,3 +226,11 @@ async fn sasl_plain_and_scram_when_users_are_configured() {
     assert!(ok, "{err}");
     assert_eq!(out.lines().collect::<Vec<_>>(), vec!["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "kafka-python"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_member_is_dropped_after_its_session_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let kafka = server.kafka.clone();
+    blocking(move || python("group_rebalance.py", &[&kafka])).await;
+}
