@@ -27,6 +27,7 @@ pub mod dataflow;
 pub mod engine;
 pub mod error;
 pub mod format;
+pub mod functions;
 pub mod kafka;
 pub mod log;
 pub mod pgwire;

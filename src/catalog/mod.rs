@@ -25,6 +25,9 @@ pub struct RelationDef {
     pub partitions: i32,
     /// Column whose value becomes the record timestamp (`TIMESTAMP='col'`).
     pub timestamp_column: Option<String>,
+    /// Java-style pattern for a STRING timestamp column (`TIMESTAMP_FORMAT='...'`).
+    #[serde(default)]
+    pub timestamp_format: Option<String>,
     /// The persistent query writing this relation's topic (CREATE ... AS SELECT).
     pub written_by: Option<String>,
     /// The query whose state holds this table's current rows (tables only).
@@ -32,6 +35,18 @@ pub struct RelationDef {
 }
 
 impl RelationDef {
+    /// A row's event time: its `TIMESTAMP` column (epoch ms, a TIMESTAMP, or a string in
+    /// `TIMESTAMP_FORMAT`), otherwise the record's own timestamp.
+    pub fn event_time_ms(&self, row: &[serde_json::Value], record_timestamp_ms: i64) -> Result<i64, String> {
+        let Some(name) = &self.timestamp_column else { return Ok(record_timestamp_ms) };
+        let Some(i) = self.columns.iter().position(|c| &c.name == name) else { return Ok(record_timestamp_ms) };
+        match (&row[i], &self.timestamp_format) {
+            (serde_json::Value::Null, _) => Err(format!("timestamp column {name} is null")),
+            (serde_json::Value::String(s), Some(f)) => crate::functions::parse_timestamp_ms(s, f),
+            (v, _) => v.as_i64().ok_or_else(|| format!("timestamp column {name} holds {v}, not epoch milliseconds")),
+        }
+    }
+
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns
             .iter()
@@ -48,6 +63,9 @@ pub struct QueryDef {
     pub source: String,
     /// Relation whose topic this query writes, if any.
     pub sink: Option<String>,
+    /// Every relation the query reads (the source and a joined table).
+    #[serde(default)]
+    pub inputs: Vec<String>,
 }
 
 pub struct Catalog {

@@ -14,7 +14,7 @@ pub mod operator;
 pub mod sink;
 pub mod source;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,14 +24,22 @@ use datafusion::arrow::array::RecordBatch;
 
 use crate::catalog::RelationDef;
 use crate::error::{EddyError, Result};
-use crate::format::{arrow_schema, cell_at};
+use crate::format::{arrow_schema, cell_at, memcomparable, rows_to_batch};
 use crate::log::Log;
 use crate::plan::{ContinuousPlan, PlanShape};
-use crate::state::{StateStore, OFFSET_PREFIX, ROW_PREFIX, SINK_PREFIX};
+use crate::sql::RelationKind;
+use crate::state::{
+    StateStore, JOIN_OFFSET_PREFIX, JOIN_ROW_PREFIX, LATE_SINK_PREFIX, OFFSET_PREFIX, PREVIOUS_ROW_PREFIX, ROW_PREFIX,
+    SINK_PREFIX, STREAM_TIME_KEY, WINDOW_EXPIRY_PREFIX, WINDOW_OPEN_PREFIX, WORKING_PREFIX,
+};
+use datafusion::physical_expr::expressions::Column as PhysColumn;
 use operator::aggregate::AggregateOperator;
 use operator::filter_project::{FilterOperator, ProjectOperator};
+use operator::join::{JoinOperator, TableLookup};
 use operator::upsert::UpsertOperator;
+use operator::window::WindowOperator;
 use operator::Change;
+use serde_json::Value;
 use sink::{OutRecord, ProcessingLog, Sink};
 use source::{DecodedBatch, Source};
 
@@ -57,11 +65,15 @@ pub struct QueryStatus {
     pub committed: Mutex<Vec<i64>>,
     pub error: Mutex<Option<String>>,
     pub processed_records: std::sync::atomic::AtomicU64,
+    /// Records that arrived after their window's grace period.
+    pub late_records: std::sync::atomic::AtomicU64,
 }
 
 pub struct RunningQuery {
     pub id: String,
     pub source_topic: String,
+    /// Other topics it reads (a joined table's).
+    pub other_topics: Vec<String>,
     pub status: Arc<QueryStatus>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -99,78 +111,216 @@ fn partition_key(prefix: u8, partition: i32) -> Vec<u8> {
     k
 }
 
-/// The operators of one plan, built once.
-enum Operators {
-    Project { filter: Option<FilterOperator>, project: ProjectOperator },
-    Aggregate { filter: Option<FilterOperator>, aggregate: AggregateOperator },
+/// What follows the input stage: a projection, an aggregation, or a table's upserts.
+enum Body {
+    Project(ProjectOperator),
+    Aggregate(AggregateOperator),
     Upsert(UpsertOperator),
+}
+
+/// The operators of one plan, built once: input stage (window columns, join), filter,
+/// window assignment, then the body.
+struct Operators {
+    /// Null window-bound columns appended to each source batch (filled by `window`).
+    pad_window: bool,
+    join: Option<JoinOperator>,
+    filter: Option<FilterOperator>,
+    window: Option<WindowOperator>,
+    body: Body,
+    emit_final: bool,
+    /// Where windowend / windowstart sit among the group values.
+    window_group: Option<(usize, usize)>,
+    /// Columns of the source row and of ROWPARTITION/ROWOFFSET in the input batch (for late records).
+    source_row: std::ops::Range<usize>,
+    origin_columns: Option<(usize, usize)>,
 }
 
 impl Operators {
     fn new(plan: ContinuousPlan) -> Operators {
         let output_schema = arrow_schema(&plan.output_columns);
         let filter = plan.filter.map(|predicate| FilterOperator { predicate });
-        match plan.shape {
-            PlanShape::Project { exprs } => {
-                Operators::Project { filter, project: ProjectOperator { exprs, schema: output_schema } }
-            }
+        let stream_offset = match &plan.join {
+            Some(j) if !j.stream_first => j.table.columns.len(),
+            _ => 0,
+        };
+        let n_source = plan.source.columns.len();
+        let has_pseudo = !crate::plan::pseudo_columns(&plan.source).is_empty();
+        let join = plan.join.map(|j| JoinOperator {
+            stream_keys: j.stream_keys,
+            table_columns: j.table.columns.clone(),
+            left_outer: j.left_outer,
+            stream_first: j.stream_first,
+            schema: plan.input_schema.clone(),
+        });
+        let window = plan.window.as_ref().map(|w| WindowOperator {
+            spec: w.spec,
+            rowtime: w.rowtime,
+            window_start: w.window_start,
+            window_end: w.window_end,
+        });
+        let retractions = plan.source.kind == RelationKind::Table;
+        let mut window_group = None;
+        let body = match plan.shape {
+            PlanShape::Project { exprs } => Body::Project(ProjectOperator { exprs, schema: output_schema }),
             PlanShape::Aggregate(a) => {
-                Operators::Aggregate { filter, aggregate: AggregateOperator::new(a, output_schema) }
+                if let Some(w) = &plan.window {
+                    let pos = |idx: usize| {
+                        a.group.iter().position(|g| g.downcast_ref::<PhysColumn>().is_some_and(|c| c.index() == idx))
+                    };
+                    window_group = pos(w.window_end).zip(pos(w.window_start));
+                }
+                Body::Aggregate(AggregateOperator::new(a, output_schema, retractions))
             }
-            PlanShape::Upsert => Operators::Upsert(UpsertOperator),
+            PlanShape::Upsert => Body::Upsert(UpsertOperator),
+        };
+        Operators {
+            pad_window: plan.window.is_some(),
+            join,
+            filter,
+            window,
+            body,
+            emit_final: plan.emit_final,
+            window_group,
+            source_row: stream_offset..stream_offset + n_source,
+            origin_columns: has_pseudo.then_some((stream_offset + n_source + 1, stream_offset + n_source + 2)),
+        }
+    }
+
+    /// Source batch → the plan's input rows: window-bound columns, then the join.
+    fn input(&self, batch: RecordBatch, lookup: TableLookup<'_>) -> Result<RecordBatch> {
+        let batch = if self.pad_window { pad_window_columns(batch)? } else { batch };
+        match &self.join {
+            Some(j) => j.process(&batch, lookup),
+            None => Ok(batch),
         }
     }
 }
 
+/// Appends NULL `windowstart`, `windowend` columns (the window operator fills them in).
+fn pad_window_columns(batch: RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::array::new_null_array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let n = batch.num_rows();
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns = batch.columns().to_vec();
+    for name in [crate::plan::WINDOWSTART, crate::plan::WINDOWEND] {
+        fields.push(Field::new(name, DataType::Int64, true));
+        columns.push(new_null_array(&DataType::Int64, n));
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+/// Reads a partition → i64 map (offsets, sink ends) from a query's state.
+fn stored_i64(store: &StateStore, cf: &str, prefix: u8, partition: i32) -> Result<Option<i64>> {
+    Ok(match store.get(cf, &partition_key(prefix, partition))? {
+        Some(b) if b.len() == 8 => Some(i64::from_be_bytes(b.try_into().expect("8 bytes"))),
+        _ => None,
+    })
+}
+
+/// Window index keys sort by time: the sign bit is flipped so negative times sort first.
+fn time_key(prefix: u8, time_ms: i64, state_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + state_key.len());
+    k.push(prefix);
+    k.extend_from_slice(&((time_ms as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(state_key);
+    k
+}
+
+fn parse_time_key(key: &[u8]) -> Option<(i64, Vec<u8>)> {
+    let t = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?) ^ (1 << 63);
+    Some((t as i64, key[9..].to_vec()))
+}
+
 impl Runtime {
+    fn open_sink(&self, cf: &str, rel: RelationDef, prefix: u8) -> Result<Sink> {
+        let topic =
+            self.log.topic(&rel.topic).ok_or_else(|| EddyError::UndefinedRelation(format!("topic {}", rel.topic)))?;
+        let mut ends = Vec::new();
+        for p in &topic.partitions {
+            ends.push(stored_i64(&self.store, cf, prefix, p.id)?.unwrap_or_else(|| p.log_end_offset()));
+        }
+        Sink::open(topic, rel, ends)
+    }
+
     /// Starts a persistent query: resumes from its checkpoint, or from the earliest offset.
-    pub fn start_persistent(&self, id: &str, plan: ContinuousPlan, sink: Option<RelationDef>) -> Result<RunningQuery> {
+    pub fn start_persistent(
+        &self,
+        id: &str,
+        plan: ContinuousPlan,
+        sink: Option<RelationDef>,
+        late: Option<RelationDef>,
+    ) -> Result<RunningQuery> {
         let cf = state_cf(id);
         self.store.ensure_cf(&cf)?;
         let source = Source::open(&self.log, &plan.source)?;
         let mut offsets = Vec::with_capacity(source.partitions.len());
         for p in &source.partitions {
-            let stored = self.store.get(&cf, &partition_key(OFFSET_PREFIX, p.id))?;
-            offsets.push(match stored {
-                Some(b) if b.len() == 8 => i64::from_be_bytes(b.try_into().expect("8 bytes")),
-                _ => p.log_start_offset(),
-            });
+            offsets.push(stored_i64(&self.store, &cf, OFFSET_PREFIX, p.id)?.unwrap_or_else(|| p.log_start_offset()));
         }
-        let sink = match sink {
-            Some(rel) => {
-                let mut ends = Vec::new();
-                let topic = self
-                    .log
-                    .topic(&rel.topic)
-                    .ok_or_else(|| EddyError::UndefinedRelation(format!("topic {}", rel.topic)))?;
-                for p in &topic.partitions {
-                    let stored = self.store.get(&cf, &partition_key(SINK_PREFIX, p.id))?;
-                    ends.push(match stored {
-                        Some(b) if b.len() == 8 => i64::from_be_bytes(b.try_into().expect("8 bytes")),
-                        _ => p.log_end_offset(),
-                    });
+        let table_input = match &plan.join {
+            Some(j) => {
+                let table = Source::open(&self.log, &j.table)?;
+                let mut offsets = Vec::new();
+                for p in &table.partitions {
+                    offsets.push(
+                        stored_i64(&self.store, &cf, JOIN_OFFSET_PREFIX, p.id)?.unwrap_or_else(|| p.log_start_offset()),
+                    );
                 }
-                Some(Sink::open(topic, rel, ends)?)
+                Some((table, offsets))
             }
             None => None,
         };
-        let status = Arc::new(QueryStatus { committed: Mutex::new(offsets.clone()), ..Default::default() });
+        let sink = sink.map(|rel| self.open_sink(&cf, rel, SINK_PREFIX)).transpose()?;
+        let late_sink = late.map(|rel| self.open_sink(&cf, rel, LATE_SINK_PREFIX)).transpose()?;
+        let stream_time_ms = match self.store.get(&cf, STREAM_TIME_KEY)? {
+            Some(b) if b.len() == 8 => i64::from_be_bytes(b.try_into().expect("8 bytes")),
+            _ => i64::MIN,
+        };
+        let mut open_windows = BTreeSet::new();
+        let mut expiring_windows = BTreeSet::new();
+        if plan.window.is_some() {
+            for (k, _) in self.store.scan_prefix(&cf, &[WINDOW_OPEN_PREFIX], usize::MAX)? {
+                open_windows.extend(parse_time_key(&k));
+            }
+            for (k, _) in self.store.scan_prefix(&cf, &[WINDOW_EXPIRY_PREFIX], usize::MAX)? {
+                expiring_windows.extend(parse_time_key(&k));
+            }
+        }
+        let mut topics = vec![plan.source.topic.clone()];
+        topics.extend(plan.join.as_ref().map(|j| j.table.topic.clone()));
+        let mut committed = offsets.clone();
+        if let Some((_, table_offsets)) = &table_input {
+            committed.extend(table_offsets);
+        }
+        let status = Arc::new(QueryStatus { committed: Mutex::new(committed), ..Default::default() });
         let stop = Arc::new(AtomicBool::new(false));
+        let retention_ms = plan.window.as_ref().and_then(|w| w.spec.retention_ms);
+        let grace_ms = plan.window.as_ref().map_or(0, |w| w.spec.grace_ms);
+        let emit_final = plan.emit_final;
         let mut task = QueryTask {
             id: id.to_string(),
             cf,
             rt: self.clone(),
             source,
             offsets,
+            table_input,
             ops: Operators::new(plan),
             sink,
-            pending_changes: BTreeMap::new(),
+            late_sink,
+            pending: BTreeMap::new(),
             pending_outputs: Vec::new(),
+            pending_late: Vec::new(),
+            stream_time_ms,
+            grace_ms,
+            retention_ms,
+            open_windows,
+            expiring_windows,
+            agg_prefix: if emit_final { WORKING_PREFIX } else { ROW_PREFIX },
             dirty: true,
             status: status.clone(),
             stop: stop.clone(),
         };
-        let source_topic = task.source.relation.topic.clone();
         let thread = std::thread::Builder::new()
             .name(format!("query-{id}"))
             .spawn(move || {
@@ -180,11 +330,19 @@ impl Runtime {
                 }
             })
             .map_err(|e| EddyError::Internal(format!("spawn query thread: {e}")))?;
-        Ok(RunningQuery { id: id.to_string(), source_topic, status, stop, thread: Some(thread) })
+        Ok(RunningQuery {
+            id: id.to_string(),
+            source_topic: topics.remove(0),
+            other_topics: topics,
+            status,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Starts a push query: from each partition's end (or start, with
     /// `auto.offset.reset=earliest`), sending projected batches until the receiver goes away.
+    /// A joined table is read from its materialization (its current rows).
     pub fn start_push(
         &self,
         plan: ContinuousPlan,
@@ -197,16 +355,23 @@ impl Runtime {
             .iter()
             .map(|p| if earliest { p.log_start_offset() } else { p.high_watermark() })
             .collect();
-        let Operators::Project { filter, project } = Operators::new(plan) else {
-            return Err(EddyError::NotImplemented(
-                "aggregations in push queries; create a table with CREATE TABLE ... AS SELECT and push-query it (issue #4)".into(),
-            ));
+        let table_cf = match &plan.join {
+            Some(j) => Some(state_cf(j.table.materialized_by.as_deref().ok_or_else(|| {
+                EddyError::InvalidValue(format!("table {} has no materialization to join with", j.table.name))
+            })?)),
+            None => None,
         };
+        let ops = Operators::new(plan);
+        if !matches!(ops.body, Body::Project(_)) || ops.window.is_some() {
+            return Err(EddyError::NotImplemented(
+                "aggregations in push queries; create a table with CREATE TABLE ... AS SELECT and push-query it".into(),
+            ));
+        }
         let rt = self.clone();
         std::thread::Builder::new()
             .name("push-query".into())
             .spawn(move || {
-                let result = push_loop(&rt, source, offsets, filter, project, &out);
+                let result = push_loop(&rt, source, offsets, ops, table_cf, &out);
                 if let Err(e) = result {
                     let _ = out.blocking_send(Err(e));
                 }
@@ -216,14 +381,39 @@ impl Runtime {
     }
 }
 
+/// Looks up table rows in a table's materialization (rows stored as `{"r": [...]}`).
+fn materialized_rows(store: &StateStore, cf: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<Value>>>> {
+    let full: Vec<Vec<u8>> = keys.iter().map(|k| row_key(k)).collect();
+    store
+        .multi_get(cf, &full)?
+        .into_iter()
+        .map(|v| v.map(|b| stored_row(&b)).transpose().map(Option::flatten))
+        .collect()
+}
+
+fn stored_row(bytes: &[u8]) -> Result<Option<Vec<Value>>> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| EddyError::Internal(format!("stored row: {e}")))?;
+    Ok(match v.get("r") {
+        Some(Value::Array(r)) => Some(r.clone()),
+        _ => None,
+    })
+}
+
 fn push_loop(
     rt: &Runtime,
     mut source: Source,
     mut offsets: Vec<i64>,
-    filter: Option<FilterOperator>,
-    project: ProjectOperator,
+    ops: Operators,
+    table_cf: Option<String>,
     out: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
 ) -> Result<()> {
+    let Body::Project(project) = &ops.body else { return Ok(()) };
+    let lookup = |keys: &[Vec<u8>]| -> Result<Vec<Option<Vec<Value>>>> {
+        match &table_cf {
+            Some(cf) => materialized_rows(&rt.store, cf, keys),
+            None => Ok(vec![None; keys.len()]),
+        }
+    };
     loop {
         if out.is_closed() {
             return Ok(());
@@ -236,7 +426,8 @@ fn push_loop(
             }
             Some(decoded) => {
                 let Some(batch) = decoded.batch else { continue };
-                let batch = match &filter {
+                let batch = ops.input(batch, &lookup)?;
+                let batch = match &ops.filter {
                     Some(f) => f.process(&batch)?,
                     None => batch,
                 };
@@ -259,11 +450,27 @@ struct QueryTask {
     source: Source,
     /// Next offset to read, per source partition.
     offsets: Vec<i64>,
+    /// A joined table's topic and next offsets: the query keeps its own copy of the table,
+    /// so a replay after a crash joins against the same rows.
+    table_input: Option<(Source, Vec<i64>)>,
     ops: Operators,
     sink: Option<Sink>,
-    /// State writes since the last checkpoint, by state key (last write wins).
-    pending_changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    late_sink: Option<Sink>,
+    /// State writes since the last checkpoint, by full key (last write wins; `None` deletes).
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     pending_outputs: Vec<OutRecord>,
+    pending_late: Vec<OutRecord>,
+    /// The largest event time seen (windows close against it); `i64::MIN` before any.
+    stream_time_ms: i64,
+    grace_ms: i64,
+    retention_ms: Option<i64>,
+    /// Windows not yet closed, by close time (end + grace), for EMIT FINAL and RETENTION.
+    open_windows: BTreeSet<(i64, Vec<u8>)>,
+    /// Closed windows by the time RETENTION deletes them.
+    expiring_windows: BTreeSet<(i64, Vec<u8>)>,
+    /// Where the aggregation keeps its groups: the result rows (`r`), or with EMIT FINAL a
+    /// working area (`a`) while `r` holds only closed windows, which pull queries read.
+    agg_prefix: u8,
     /// Offsets moved since the last checkpoint.
     dirty: bool,
     status: Arc<QueryStatus>,
@@ -272,16 +479,34 @@ struct QueryTask {
 
 impl QueryTask {
     /// The continuous-query data path: poll → decode → operators → buffer → checkpoint.
+    /// A joined table's updates are applied before the stream's records that follow them.
     fn run(&mut self) -> Result<()> {
         let mut last_checkpoint = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             let version = self.rt.log.notifier.version();
-            let polled = self.source.poll(
-                &mut self.offsets,
-                self.rt.config.fetch_bytes_max,
-                &self.rt.processing_log,
-                &self.id,
-            )?;
+            let mut polled_table = false;
+            if let Some((table, offsets)) = &mut self.table_input {
+                if let Some(decoded) =
+                    table.poll(offsets, self.rt.config.fetch_bytes_max, &self.rt.processing_log, &self.id)?
+                {
+                    for (key, row, _) in decoded.upserts {
+                        let value = row.map(|r| serde_json::json!({ "r": r }).to_string().into_bytes());
+                        self.pending.insert(prefixed(JOIN_ROW_PREFIX, &memcomparable(&key)), value);
+                    }
+                    self.dirty = true;
+                    polled_table = true;
+                }
+            }
+            let polled = if polled_table {
+                None
+            } else {
+                self.source.poll(
+                    &mut self.offsets,
+                    self.rt.config.fetch_bytes_max,
+                    &self.rt.processing_log,
+                    &self.id,
+                )?
+            };
             match polled {
                 Some(decoded) => {
                     self.dirty = true;
@@ -291,6 +516,7 @@ impl QueryTask {
                         last_checkpoint = Instant::now();
                     }
                 }
+                None if polled_table => {}
                 None if self.dirty => {
                     self.checkpoint()?;
                     last_checkpoint = Instant::now();
@@ -305,19 +531,22 @@ impl QueryTask {
 
     fn process(&mut self, decoded: DecodedBatch) -> Result<()> {
         self.status.processed_records.fetch_add(decoded.records as u64, Ordering::Relaxed);
-        if let Operators::Upsert(op) = &self.ops {
+        if let Body::Upsert(op) = &self.ops.body {
             let changes = op.process(decoded.upserts);
-            self.apply(changes);
+            self.apply(changes)?;
             return Ok(());
         }
+        if self.source.relation.kind == RelationKind::Table {
+            return self.process_table_changes(decoded);
+        }
         let Some(batch) = decoded.batch else { return Ok(()) };
-        match self.process_batch(&batch, decoded.max_timestamp_ms) {
+        match self.process_batch(&batch, None, decoded.max_timestamp_ms) {
             Ok(()) => Ok(()),
             Err(e) if !matches!(e, EddyError::State(_) | EddyError::Log(_) | EddyError::Internal(_)) => {
                 // An expression failed on some row (say a division by zero): find the rows
                 // that fail, report them, and keep going with the rest.
                 for (row, (partition, offset)) in decoded.origins.iter().enumerate().take(batch.num_rows()) {
-                    if let Err(e) = self.process_batch(&batch.slice(row, 1), decoded.max_timestamp_ms) {
+                    if let Err(e) = self.process_batch(&batch.slice(row, 1), None, decoded.max_timestamp_ms) {
                         let topic = &self.source.relation.topic;
                         self.rt.processing_log.record(&self.id, topic, *partition, *offset, &e.to_string(), None);
                     }
@@ -328,16 +557,91 @@ impl QueryTask {
         }
     }
 
+    /// An aggregation over a table: each change retracts the key's previous row and adds
+    /// its new one.
+    fn process_table_changes(&mut self, decoded: DecodedBatch) -> Result<()> {
+        let keys: Vec<Vec<u8>> =
+            decoded.upserts.iter().map(|(k, _, _)| prefixed(PREVIOUS_ROW_PREFIX, &memcomparable(k))).collect();
+        let mut previous: HashMap<Vec<u8>, Option<Vec<Value>>> = HashMap::new();
+        let stored = self.rt.store.multi_get(&self.cf, &keys)?;
+        for (k, v) in keys.iter().zip(stored) {
+            let v = match self.pending.get(k) {
+                Some(p) => p.clone(),
+                None => v,
+            };
+            let row = v.map(|b| stored_row(&b)).transpose()?.flatten();
+            previous.insert(k.clone(), row);
+        }
+        let mut rows = Vec::new();
+        let mut signs = Vec::new();
+        for (k, (_, row, _)) in keys.iter().zip(decoded.upserts) {
+            if let Some(old) = previous.get(k).cloned().flatten() {
+                rows.push(old);
+                signs.push(-1);
+            }
+            if let Some(new) = &row {
+                rows.push(new.clone());
+                signs.push(1);
+            }
+            self.pending
+                .insert(k.clone(), row.as_ref().map(|r| serde_json::json!({ "r": r }).to_string().into_bytes()));
+            previous.insert(k.clone(), row);
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch = rows_to_batch(&self.source.columns, &rows).map_err(EddyError::Internal)?;
+        if let Err(e) = self.process_batch(&batch, Some(&signs), decoded.max_timestamp_ms) {
+            if matches!(e, EddyError::State(_) | EddyError::Log(_) | EddyError::Internal(_)) {
+                return Err(e);
+            }
+            for row in 0..batch.num_rows() {
+                if let Err(e) =
+                    self.process_batch(&batch.slice(row, 1), Some(&signs[row..=row]), decoded.max_timestamp_ms)
+                {
+                    let topic = &self.source.relation.topic;
+                    self.rt.processing_log.record(&self.id, topic, -1, -1, &e.to_string(), None);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Runs one batch through the operators, buffering output and state changes.
-    fn process_batch(&mut self, batch: &RecordBatch, timestamp_ms: i64) -> Result<()> {
-        let changes: Vec<Change> = match &mut self.ops {
-            Operators::Upsert(_) => return Ok(()),
-            Operators::Project { filter, project } => {
-                let batch = match filter {
-                    Some(f) => f.process(batch)?,
-                    None => batch.clone(),
-                };
-                let projected = project.process(&batch)?;
+    fn process_batch(&mut self, batch: &RecordBatch, signs: Option<&[i64]>, timestamp_ms: i64) -> Result<()> {
+        let store = &self.rt.store;
+        let cf = &self.cf;
+        let pending = &self.pending;
+        let table_lookup = |keys: &[Vec<u8>]| -> Result<Vec<Option<Vec<Value>>>> {
+            let full: Vec<Vec<u8>> = keys.iter().map(|k| prefixed(JOIN_ROW_PREFIX, k)).collect();
+            let stored = store.multi_get(cf, &full)?;
+            full.iter()
+                .zip(stored)
+                .map(|(k, v)| {
+                    let v = match pending.get(k) {
+                        Some(p) => p.clone(),
+                        None => v,
+                    };
+                    Ok(v.map(|b| stored_row(&b)).transpose()?.flatten())
+                })
+                .collect()
+        };
+        let input = self.ops.input(batch.clone(), &table_lookup)?;
+        // Signs follow rows through the filter (joins never run on tables).
+        let (input, signs) = match &self.ops.filter {
+            Some(f) => {
+                let mask = f.mask(&input)?;
+                let signs = signs.map(|s| {
+                    s.iter().zip(mask.iter()).filter(|(_, m)| m.unwrap_or(false)).map(|(s, _)| *s).collect::<Vec<_>>()
+                });
+                (datafusion::arrow::compute::filter_record_batch(&input, &mask)?, signs)
+            }
+            None => (input, signs.map(<[i64]>::to_vec)),
+        };
+        let changes: Vec<Change> = match &mut self.ops.body {
+            Body::Upsert(_) => return Ok(()),
+            Body::Project(project) => {
+                let projected = project.process(&input)?;
                 if let Some(sink) = &self.sink {
                     for row in 0..projected.num_rows() {
                         let cells: Vec<_> = projected.columns().iter().map(|c| cell_at(c.as_ref(), row)).collect();
@@ -346,76 +650,233 @@ impl QueryTask {
                 }
                 return Ok(());
             }
-            Operators::Aggregate { filter, aggregate } => {
-                let batch = match filter {
-                    Some(f) => f.process(batch)?,
-                    None => batch.clone(),
-                };
-                let store = &self.rt.store;
-                let cf = &self.cf;
-                let pending = &self.pending_changes;
-                let load = |keys: &[Vec<u8>]| -> Result<Vec<Option<Vec<u8>>>> {
-                    let full: Vec<Vec<u8>> = keys.iter().map(|k| row_key(k)).collect();
-                    let mut out = store.multi_get(cf, &full)?;
-                    for (i, k) in keys.iter().enumerate() {
-                        if let Some(p) = pending.get(k) {
-                            out[i] = p.clone();
-                        }
+            Body::Aggregate(aggregate) => {
+                let stream_time_before = self.stream_time_ms;
+                let (input, late) = match &self.ops.window {
+                    Some(w) => {
+                        let windowed = w.process(&input, &mut self.stream_time_ms)?;
+                        (windowed.batch, Some((windowed.late, windowed.partly_late, input)))
                     }
-                    Ok(out)
+                    None => (input, None),
                 };
-                aggregate.process(&batch, timestamp_ms, &load)?
+                let result = {
+                    let load = loader(store, cf, pending, self.agg_prefix);
+                    aggregate.process(&input, signs.as_deref(), timestamp_ms, &load)
+                };
+                match result {
+                    Ok(changes) => {
+                        if let Some((late, partly_late, before)) = late {
+                            self.report_late(&before, &late, partly_late);
+                        }
+                        changes
+                    }
+                    Err(e) => {
+                        self.stream_time_ms = stream_time_before;
+                        return Err(e);
+                    }
+                }
             }
         };
-        self.apply(changes);
+        self.apply(changes)?;
+        if self.ops.window.is_some() {
+            self.close_windows()?;
+        }
         Ok(())
     }
 
-    fn apply(&mut self, changes: Vec<Change>) {
+    /// Late records go to the processing log (and the `LATE DATA TO` stream); never lost silently.
+    fn report_late(&mut self, batch: &RecordBatch, late: &[usize], partly_late: usize) {
+        if late.is_empty() && partly_late == 0 {
+            return;
+        }
+        self.status.late_records.fetch_add(late.len() as u64, Ordering::Relaxed);
+        let topic = self.source.relation.topic.clone();
+        for &row in late {
+            let (partition, offset) = match self.ops.origin_columns {
+                Some((p, o)) => (
+                    cell_at(batch.column(p).as_ref(), row).as_i64().unwrap_or(-1) as i32,
+                    cell_at(batch.column(o).as_ref(), row).as_i64().unwrap_or(-1),
+                ),
+                None => (-1, -1),
+            };
+            let cells: Vec<Value> =
+                self.ops.source_row.clone().map(|c| cell_at(batch.column(c).as_ref(), row)).collect();
+            let rowtime = self.ops.window.as_ref().map(|w| cell_at(batch.column(w.rowtime).as_ref(), row));
+            let message = format!(
+                "late record: event time {} is past its window's grace period (stream time {})",
+                rowtime.unwrap_or(Value::Null),
+                self.stream_time_ms
+            );
+            let record = Value::Array(cells.clone()).to_string();
+            self.rt.processing_log.record(&self.id, &topic, partition, offset, &message, Some(record.as_bytes()));
+            if let Some(late_sink) = &self.late_sink {
+                let ts = self.ops.window.as_ref().and_then(|w| cell_at(batch.column(w.rowtime).as_ref(), row).as_i64());
+                self.pending_late.push(late_sink.encode_row(&cells, ts.unwrap_or(0)));
+            }
+        }
+    }
+
+    fn apply(&mut self, changes: Vec<Change>) -> Result<()> {
         for change in changes {
-            if let Some(sink) = &self.sink {
+            if let Some((end_pos, start_pos)) = self.ops.window_group {
+                if let (Some(end), Some(start)) = (
+                    change.key_values.get(end_pos).and_then(Value::as_i64),
+                    change.key_values.get(start_pos).and_then(Value::as_i64),
+                ) {
+                    if self.ops.emit_final || self.retention_ms.is_some() {
+                        let close = end.saturating_add(self.grace_ms);
+                        let entry = (close, change.state_key.clone());
+                        if !self.open_windows.contains(&entry) {
+                            self.pending.insert(
+                                time_key(WINDOW_OPEN_PREFIX, close, &change.state_key),
+                                Some(start.to_be_bytes().to_vec()),
+                            );
+                            self.open_windows.insert(entry);
+                        }
+                    }
+                }
+            }
+            if let (Some(sink), false) = (&self.sink, self.ops.emit_final) {
                 self.pending_outputs.push(sink.encode_change(&change));
             }
-            self.pending_changes.insert(change.state_key, change.state_value);
+            self.pending.insert(prefixed(self.agg_prefix, &change.state_key), change.state_value);
         }
+        Ok(())
+    }
+
+    /// Closes the windows stream time has passed: EMIT FINAL writes their rows now; with
+    /// RETENTION they are deleted once it expires.
+    fn close_windows(&mut self) -> Result<()> {
+        while let Some((close, key)) = self.open_windows.first().cloned() {
+            if close > self.stream_time_ms {
+                break;
+            }
+            self.open_windows.pop_first();
+            self.pending.insert(time_key(WINDOW_OPEN_PREFIX, close, &key), None);
+            let Body::Aggregate(aggregate) = &mut self.ops.body else { break };
+            let group = {
+                let load = loader(&self.rt.store, &self.cf, &self.pending, self.agg_prefix);
+                aggregate.group(&key, &load)?
+            };
+            let Some(group) = group else { continue };
+            if self.ops.emit_final {
+                if let Some(row) = &group.r {
+                    let change = Change {
+                        state_key: key.clone(),
+                        key_values: group.g.clone(),
+                        row: Some(row.clone()),
+                        state_value: None,
+                        timestamp_ms: close - self.grace_ms - 1,
+                    };
+                    if let Some(sink) = &self.sink {
+                        self.pending_outputs.push(sink.encode_change(&change));
+                    }
+                    let final_row = serde_json::json!({ "r": row }).to_string().into_bytes();
+                    self.pending.insert(row_key(&key), Some(final_row));
+                }
+            }
+            if let (Some(retention), Some((_, start_pos))) = (self.retention_ms, self.ops.window_group) {
+                let start = group.g.get(start_pos).and_then(Value::as_i64).unwrap_or(close);
+                let expire = start.saturating_add(retention);
+                self.pending.insert(time_key(WINDOW_EXPIRY_PREFIX, expire, &key), Some(Vec::new()));
+                self.expiring_windows.insert((expire, key));
+            }
+        }
+        while let Some((expire, key)) = self.expiring_windows.first().cloned() {
+            if expire > self.stream_time_ms {
+                break;
+            }
+            self.expiring_windows.pop_first();
+            self.pending.insert(time_key(WINDOW_EXPIRY_PREFIX, expire, &key), None);
+            self.pending.insert(row_key(&key), None);
+            self.pending.insert(prefixed(self.agg_prefix, &key), None);
+            if let Body::Aggregate(aggregate) = &mut self.ops.body {
+                aggregate.forget(&key);
+            }
+        }
+        Ok(())
     }
 
     /// Sink output, then one atomic state write, then publish (see the module comment).
     fn checkpoint(&mut self) -> Result<()> {
         let mut cp = self.rt.store.checkpoint(&self.cf);
-        if let Some(sink) = &mut self.sink {
-            sink.append(std::mem::take(&mut self.pending_outputs))?;
-            for (p, end) in sink.ends.iter().enumerate() {
-                cp.put(&self.rt.store, &partition_key(SINK_PREFIX, p as i32), &end.to_be_bytes())?;
+        for (sink, outputs, prefix) in [
+            (&mut self.sink, &mut self.pending_outputs, SINK_PREFIX),
+            (&mut self.late_sink, &mut self.pending_late, LATE_SINK_PREFIX),
+        ] {
+            if let Some(sink) = sink {
+                sink.append(std::mem::take(outputs))?;
+                for (p, end) in sink.ends.iter().enumerate() {
+                    cp.put(&self.rt.store, &partition_key(prefix, p as i32), &end.to_be_bytes())?;
+                }
             }
         }
-        for (k, v) in std::mem::take(&mut self.pending_changes) {
+        for (k, v) in std::mem::take(&mut self.pending) {
             match v {
-                Some(v) => cp.put(&self.rt.store, &row_key(&k), &v)?,
-                None => cp.delete(&self.rt.store, &row_key(&k))?,
+                Some(v) => cp.put(&self.rt.store, &k, &v)?,
+                None => cp.delete(&self.rt.store, &k)?,
             }
         }
         for (p, off) in self.source.partitions.iter().zip(&self.offsets) {
             cp.put(&self.rt.store, &partition_key(OFFSET_PREFIX, p.id), &off.to_be_bytes())?;
         }
+        if let Some((table, offsets)) = &self.table_input {
+            for (p, off) in table.partitions.iter().zip(offsets) {
+                cp.put(&self.rt.store, &partition_key(JOIN_OFFSET_PREFIX, p.id), &off.to_be_bytes())?;
+            }
+        }
+        if self.stream_time_ms != i64::MIN {
+            cp.put(&self.rt.store, STREAM_TIME_KEY, &self.stream_time_ms.to_be_bytes())?;
+        }
         self.rt.store.commit(cp)?;
-        if let Some(sink) = &self.sink {
+        for sink in [&self.sink, &self.late_sink].into_iter().flatten() {
             sink.publish();
         }
-        if let Operators::Aggregate { aggregate, .. } = &mut self.ops {
+        if let Body::Aggregate(aggregate) = &mut self.ops.body {
             aggregate.clear_cache();
         }
-        *self.status.committed.lock().unwrap_or_else(|p| p.into_inner()) = self.offsets.clone();
+        let mut committed = self.offsets.clone();
+        if let Some((_, offsets)) = &self.table_input {
+            committed.extend(offsets);
+        }
+        *self.status.committed.lock().unwrap_or_else(|p| p.into_inner()) = committed;
         self.dirty = false;
         Ok(())
     }
 }
 
-pub fn row_key(state_key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(state_key.len() + 1);
-    k.push(ROW_PREFIX);
-    k.extend_from_slice(state_key);
+/// State writes not yet checkpointed, by full key (`None` deletes).
+type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+type StoredValues = Vec<Option<Vec<u8>>>;
+
+/// Reads groups by key: this checkpoint's pending writes first, then RocksDB (one multi-get).
+fn loader<'a>(
+    store: &'a StateStore,
+    cf: &'a str,
+    pending: &'a Pending,
+    prefix: u8,
+) -> impl Fn(&[Vec<u8>]) -> Result<StoredValues> + 'a {
+    move |keys: &[Vec<u8>]| {
+        let full: Vec<Vec<u8>> = keys.iter().map(|k| prefixed(prefix, k)).collect();
+        let mut out = store.multi_get(cf, &full)?;
+        for (i, k) in full.iter().enumerate() {
+            if let Some(p) = pending.get(k) {
+                out[i] = p.clone();
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn prefixed(prefix: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(prefix);
+    k.extend_from_slice(key);
     k
+}
+
+pub fn row_key(state_key: &[u8]) -> Vec<u8> {
+    prefixed(ROW_PREFIX, state_key)
 }
 
 /// Per-partition progress of a running query against the source's readable end.
@@ -425,7 +886,14 @@ pub fn caught_up(log: &Log, q: &RunningQuery) -> bool {
     if !q.is_running() {
         return true;
     }
-    topic.partitions.iter().zip(committed.iter().chain(std::iter::repeat(&0))).all(|(p, c)| *c >= p.high_watermark())
+    // Committed offsets are the source's partitions, then a joined table's.
+    let mut ends: Vec<i64> = topic.partitions.iter().map(|p| p.high_watermark()).collect();
+    for name in &q.other_topics {
+        if let Some(t) = log.topic(name) {
+            ends.extend(t.partitions.iter().map(|p| p.high_watermark()));
+        }
+    }
+    ends.iter().zip(committed.iter().chain(std::iter::repeat(&0))).all(|(end, c)| c >= end)
 }
 
 /// Progress snapshot used by FLUSH to detect a fixed point.
@@ -433,8 +901,10 @@ pub fn progress(log: &Log, queries: &HashMap<String, RunningQuery>) -> Vec<i64> 
     let mut out = Vec::new();
     for q in queries.values() {
         out.extend(q.status.committed.lock().unwrap_or_else(|p| p.into_inner()).iter());
-        if let Some(t) = log.topic(&q.source_topic) {
-            out.extend(t.partitions.iter().map(|p| p.high_watermark()));
+        for name in std::iter::once(&q.source_topic).chain(&q.other_topics) {
+            if let Some(t) = log.topic(name) {
+                out.extend(t.partitions.iter().map(|p| p.high_watermark()));
+            }
         }
     }
     out

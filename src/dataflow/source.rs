@@ -18,6 +18,9 @@ use crate::sql::RelationKind;
 
 pub struct Source {
     pub relation: RelationDef,
+    /// The decoded rows' columns: the relation's, then its pseudo-columns (ROWTIME...).
+    pub columns: Vec<crate::format::Column>,
+    with_pseudo_columns: bool,
     pub partitions: Vec<Arc<Partition>>,
     next_partition: usize,
 }
@@ -39,7 +42,16 @@ impl Source {
         let topic = log
             .topic(&relation.topic)
             .ok_or_else(|| EddyError::UndefinedRelation(format!("topic {} of {}", relation.topic, relation.name)))?;
-        Ok(Source { relation: relation.clone(), partitions: topic.partitions.clone(), next_partition: 0 })
+        let pseudo = crate::plan::pseudo_columns(relation);
+        let mut columns = relation.columns.clone();
+        columns.extend(pseudo.iter().cloned());
+        Ok(Source {
+            relation: relation.clone(),
+            columns,
+            with_pseudo_columns: !pseudo.is_empty(),
+            partitions: topic.partitions.clone(),
+            next_partition: 0,
+        })
     }
 
     /// Reads and decodes the next chunk from the first partition (round robin) that has data.
@@ -106,11 +118,11 @@ impl Source {
             };
             for r in decoded.into_iter().filter(|r| r.offset >= start) {
                 records += 1;
-                max_ts = max_ts.max(r.timestamp_ms);
                 if is_table && r.value.is_none() {
                     match decode_key(&rel.columns, rel.key_format, r.key.as_deref()) {
                         Ok(k) if !k.is_empty() => {
-                            upserts.push((k.into_iter().map(|(_, v)| v).collect(), None, r.timestamp_ms))
+                            upserts.push((k.into_iter().map(|(_, v)| v).collect(), None, r.timestamp_ms));
+                            max_ts = max_ts.max(r.timestamp_ms);
                         }
                         _ => {
                             plog.record(query_id, &p.topic, p.id, r.offset, "tombstone without a key", r.key.as_deref())
@@ -119,7 +131,15 @@ impl Source {
                     continue;
                 }
                 match decode_row(&rel.columns, rel.key_format, r.key.as_deref(), r.value.as_deref()) {
-                    Ok(row) => {
+                    Ok(mut row) => {
+                        let event_time = match rel.event_time_ms(&row, r.timestamp_ms) {
+                            Ok(t) => t,
+                            Err(e) => {
+                                plog.record(query_id, &p.topic, p.id, r.offset, &e, r.value.as_deref());
+                                continue;
+                            }
+                        };
+                        max_ts = max_ts.max(event_time);
                         if is_table {
                             let key: Vec<Value> = key_indexes.iter().map(|&i| row[i].clone()).collect();
                             if key.iter().any(Value::is_null) {
@@ -135,6 +155,9 @@ impl Source {
                             }
                             upserts.push((key, Some(row.clone()), r.timestamp_ms));
                         }
+                        if self.with_pseudo_columns {
+                            row.extend([Value::from(event_time), Value::from(p.id), Value::from(r.offset)]);
+                        }
                         rows.push(row);
                         origins.push((p.id, r.offset));
                     }
@@ -142,7 +165,7 @@ impl Source {
                 }
             }
         }
-        let batch = if rows.is_empty() { None } else { rows_to_batch(&rel.columns, &rows).ok() };
+        let batch = if rows.is_empty() { None } else { rows_to_batch(&self.columns, &rows).ok() };
         DecodedBatch { batch, upserts, records, max_timestamp_ms: max_ts, origins }
     }
 }

@@ -39,7 +39,13 @@ impl Engine {
         self.ensure_topic(&mut rel, &props)?;
         let query = (kind == RelationKind::Table).then(|| {
             let id = format!("MAT_{}_{}", name.to_uppercase(), self.catalog.next_query_number().unwrap_or(0));
-            QueryDef { id, sql: format!("CREATE TABLE {name} (materialize)"), source: name.clone(), sink: None }
+            QueryDef {
+                id,
+                sql: format!("CREATE TABLE {name} (materialize)"),
+                source: name.clone(),
+                sink: None,
+                inputs: vec![name.clone()],
+            }
         });
         rel.materialized_by = query.as_ref().map(|q| q.id.clone());
         self.catalog.add(&rel, query.as_ref())?;
@@ -67,20 +73,21 @@ impl Engine {
                 Err(EddyError::DuplicateRelation(format!("{} {name}", kind.word().to_lowercase())))
             };
         }
-        let source = self.single_source(&select)?;
-        if source.kind == RelationKind::Table {
-            return Err(EddyError::NotImplemented(format!(
-                "a persistent query reading table {} (table changelogs need retractions; streaming SQL issue #4)",
-                source.name
-            )));
-        }
+        let inputs = self.sources(&select)?;
         if self.lock_queries().len() >= self.config.max_queries {
             return Err(EddyError::LimitExceeded(format!(
                 "at most {} persistent queries run at once",
                 self.config.max_queries
             )));
         }
-        let plan = plan_continuous(&select.sql, &source).await?;
+        let plan = plan_continuous(&select, &inputs).await?;
+        let source = plan.source.clone();
+        if source.kind == RelationKind::Table && !matches!(plan.shape, PlanShape::Aggregate(_)) {
+            return Err(EddyError::NotImplemented(format!(
+                "a persistent query reading table {} needs GROUP BY (projections of tables are not supported yet)",
+                source.name
+            )));
+        }
         match (&plan.shape, kind) {
             (PlanShape::Aggregate(_), RelationKind::Stream) => {
                 return Err(EddyError::InvalidValue(
@@ -101,28 +108,77 @@ impl Engine {
         let mut rel = self.relation_from_props(kind, &name, plan.output_columns.clone(), &props, Some(&id))?;
         rel.materialized_by = (kind == RelationKind::Table).then(|| id.clone());
         self.ensure_topic(&mut rel, &props)?;
-        let query = QueryDef { id: id.clone(), sql: text, source: source.name.clone(), sink: Some(name.clone()) };
+        let late = match &plan.late_data_to {
+            Some(late) => Some(self.late_data_stream(late, &source)?),
+            None => None,
+        };
+        let query = QueryDef {
+            id: id.clone(),
+            sql: text,
+            source: source.name.clone(),
+            sink: Some(name.clone()),
+            inputs: inputs.iter().map(|r| r.name.clone()).collect(),
+        };
+        if let Some(mut late) = late {
+            if self.catalog.relation(&late.name).is_none() {
+                late.written_by = Some(id.clone());
+                self.catalog.add(&late, None)?;
+            }
+        }
         self.catalog.add(&rel, Some(&query))?;
         self.start_query(&id, plan, Some(rel))?;
         Ok(Output::Command { tag })
     }
 
     fn start_query(&self, id: &str, plan: crate::plan::ContinuousPlan, sink: Option<RelationDef>) -> Result<()> {
-        let running = self.runtime.start_persistent(id, plan, sink)?;
+        let late = plan.late_data_to.as_ref().and_then(|n| self.catalog.relation(n));
+        let running = self.runtime.start_persistent(id, plan, sink, late)?;
         self.lock_queries().insert(id.to_string(), running);
         Ok(())
     }
 
-    pub(super) fn single_source(&self, select: &SelectStatement) -> Result<RelationDef> {
-        let mut names = select.relations.clone();
-        names.dedup();
-        match names.as_slice() {
-            [one] => {
-                self.catalog.relation(one).ok_or_else(|| EddyError::UndefinedRelation(format!("stream or table {one}")))
+    /// The relations a continuous query reads, in FROM order.
+    pub(super) fn sources(&self, select: &SelectStatement) -> Result<Vec<RelationDef>> {
+        let mut names: Vec<String> = Vec::new();
+        for n in &select.relations {
+            if !names.contains(n) {
+                names.push(n.clone());
             }
-            [] => Err(EddyError::InvalidValue("a continuous query needs FROM a stream or table".into())),
-            _ => Err(EddyError::NotImplemented("joins in continuous queries (streaming SQL issue #4)".into())),
         }
+        if names.is_empty() {
+            return Err(EddyError::InvalidValue("a continuous query needs FROM a stream or table".into()));
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.catalog.relation(n).ok_or_else(|| EddyError::UndefinedRelation(format!("stream or table {n}")))
+            })
+            .collect()
+    }
+
+    /// The stream `LATE DATA TO name` writes: an existing stream with the source's columns,
+    /// or a new one over its own topic.
+    fn late_data_stream(&self, name: &str, source: &RelationDef) -> Result<RelationDef> {
+        if let Some(rel) = self.catalog.relation(name) {
+            let same = rel.kind == RelationKind::Stream
+                && rel.columns.len() == source.columns.len()
+                && rel.columns.iter().zip(&source.columns).all(|(a, b)| a.name == b.name && a.ty == b.ty);
+            if !same {
+                return Err(EddyError::InvalidValue(format!(
+                    "LATE DATA TO {name}: {name} exists but is not a stream with the columns of {}",
+                    source.name
+                )));
+            }
+            return Ok(rel);
+        }
+        let mut rel = source.clone();
+        rel.name = name.to_string();
+        rel.topic = name.to_string();
+        rel.written_by = None;
+        rel.materialized_by = None;
+        rel.kind = RelationKind::Stream;
+        self.ensure_topic(&mut rel, &BTreeMap::new())?;
+        Ok(rel)
     }
 
     fn relation_from_props(
@@ -134,8 +190,17 @@ impl Engine {
         written_by: Option<&str>,
     ) -> Result<RelationDef> {
         for key in props.keys() {
-            if !["KAFKA_TOPIC", "VALUE_FORMAT", "KEY_FORMAT", "FORMAT", "PARTITIONS", "TIMESTAMP", "REPLICAS"]
-                .contains(&key.as_str())
+            if ![
+                "KAFKA_TOPIC",
+                "VALUE_FORMAT",
+                "KEY_FORMAT",
+                "FORMAT",
+                "PARTITIONS",
+                "TIMESTAMP",
+                "TIMESTAMP_FORMAT",
+                "REPLICAS",
+            ]
+            .contains(&key.as_str())
             {
                 return Err(EddyError::InvalidValue(format!("unknown property {key} in WITH (...)")));
             }
@@ -176,6 +241,24 @@ impl Engine {
             }
             None => None,
         };
+        let timestamp_format = props.get("TIMESTAMP_FORMAT").cloned();
+        if let Some(f) = &timestamp_format {
+            let col = timestamp_column.as_ref().and_then(|t| columns.iter().find(|c| &c.name == t));
+            if col.is_none_or(|c| c.ty != crate::format::SqlType::String) {
+                return Err(EddyError::InvalidValue(
+                    "TIMESTAMP_FORMAT applies to a STRING column named by TIMESTAMP='column'".into(),
+                ));
+            }
+            crate::functions::format_timestamp_ms(0, f)
+                .map_err(|e| EddyError::InvalidValue(format!("TIMESTAMP_FORMAT '{f}': {e}")))?;
+        } else if let Some(col) = timestamp_column.as_ref().and_then(|t| columns.iter().find(|c| &c.name == t)) {
+            if !matches!(col.ty, crate::format::SqlType::BigInt | crate::format::SqlType::Timestamp) {
+                return Err(EddyError::InvalidValue(format!(
+                    "TIMESTAMP column {} must be BIGINT (epoch milliseconds) or TIMESTAMP, or a STRING with TIMESTAMP_FORMAT",
+                    col.name
+                )));
+            }
+        }
         if key_format == KeyFormat::None {
             columns.iter_mut().for_each(|c| c.key = false);
         }
@@ -188,6 +271,7 @@ impl Engine {
             value_format,
             partitions,
             timestamp_column,
+            timestamp_format,
             written_by: written_by.map(str::to_string),
             materialized_by: None,
         })
@@ -248,8 +332,21 @@ impl Engine {
         if rel.name == crate::dataflow::sink::PROCESSING_LOG {
             return Err(EddyError::InvalidValue("the processing log cannot be dropped".into()));
         }
+        if let Some(writer) = rel.written_by.as_ref().and_then(|q| self.catalog.query(q)) {
+            if writer.sink.as_deref() != Some(rel.name.as_str()) {
+                return Err(EddyError::ObjectInUse(format!(
+                    "cannot drop {name}: query {} writes its late records there (drop {} first)",
+                    writer.id,
+                    writer.sink.unwrap_or_default()
+                )));
+            }
+        }
         let own: Vec<&String> = rel.written_by.iter().chain(rel.materialized_by.iter()).collect();
-        if let Some(reader) = self.catalog.queries().into_iter().find(|q| q.source == rel.name && !own.contains(&&q.id))
+        if let Some(reader) = self
+            .catalog
+            .queries()
+            .into_iter()
+            .find(|q| (q.source == rel.name || q.inputs.contains(&rel.name)) && !own.contains(&&q.id))
         {
             return Err(EddyError::ObjectInUse(format!(
                 "cannot drop {name}: query {} reads from it (TERMINATE it or drop its {} first)",
@@ -263,12 +360,28 @@ impl Engine {
             }
             self.catalog.remove_query(id)?;
             self.store.drop_cf(&state_cf(id))?;
+            self.release_outputs(id, Some(&rel.name))?;
         }
         self.catalog.remove_relation(&rel.name)?;
         if delete_topic {
             self.log.delete_topic(&rel.topic)?;
         }
         Ok(Output::Command { tag })
+    }
+
+    /// A stopped query's outputs (its sink, its late-data stream) no longer belong to it:
+    /// everything it wrote is committed, so other writers may come in.
+    fn release_outputs(&self, id: &str, except: Option<&str>) -> Result<()> {
+        for mut rel in self.catalog.relations() {
+            if rel.written_by.as_deref() == Some(id) && except != Some(rel.name.as_str()) {
+                rel.written_by = None;
+                self.catalog.update_relation(&rel)?;
+                if let Some(t) = self.log.topic(&rel.topic) {
+                    t.partitions.iter().for_each(|p| p.publish(i64::MAX));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(super) async fn terminate(&self, query_id: Option<String>) -> Result<Output> {
@@ -295,16 +408,7 @@ impl Engine {
             if let Some(q) = self.lock_queries().remove(id) {
                 q.stop();
             }
-            if let Some(q) = self.catalog.query(id) {
-                if let Some(mut sink) = q.sink.as_ref().and_then(|s| self.catalog.relation(s)) {
-                    sink.written_by = None;
-                    self.catalog.update_relation(&sink)?;
-                    if let Some(t) = self.log.topic(&sink.topic) {
-                        // Its output is all committed; let other writers in.
-                        t.partitions.iter().for_each(|p| p.publish(i64::MAX));
-                    }
-                }
-            }
+            self.release_outputs(id, None)?;
             self.catalog.remove_query(id)?;
         }
         Ok(Output::Command { tag: "TERMINATE".into() })
@@ -315,9 +419,8 @@ impl Engine {
             Statement::Select(select) | Statement::CreateAs { select, .. }
                 if select.emit_changes || !select.relations.is_empty() =>
             {
-                let source = self.single_source(&select);
-                match source {
-                    Ok(source) if select.emit_changes => plan_continuous(&select.sql, &source).await?.description,
+                match self.sources(&select) {
+                    Ok(inputs) if select.emit_changes => plan_continuous(&select, &inputs).await?.description,
                     _ => {
                         let ctx = self.pull_context(&select, false).await?;
                         let df = ctx.sql(&select.sql).await?;

@@ -115,7 +115,11 @@ impl Engine {
         engine.ensure_processing_log()?;
         for q in engine.catalog.queries() {
             let plan = engine.replan(&q).await;
-            match plan.and_then(|(plan, sink)| engine.runtime.start_persistent(&q.id, plan, sink)) {
+            let plan = plan.map(|(plan, sink)| {
+                let late = plan.late_data_to.as_ref().and_then(|n| engine.catalog.relation(n));
+                (plan, sink, late)
+            });
+            match plan.and_then(|(plan, sink, late)| engine.runtime.start_persistent(&q.id, plan, sink, late)) {
                 Ok(running) => {
                     engine.lock_queries().insert(q.id.clone(), running);
                 }
@@ -153,6 +157,7 @@ impl Engine {
                     value_format: "JSON".into(),
                     partitions: 1,
                     timestamp_column: None,
+                    timestamp_format: None,
                     written_by: None,
                     materialized_by: None,
                 },
@@ -168,7 +173,9 @@ impl Engine {
         let sink = q.sink.as_ref().and_then(|s| self.catalog.relation(s));
         let stmt = sql::parse(&q.sql)?.into_iter().next().map(|l| l.statement);
         match stmt {
-            Some(Statement::CreateAs { select, .. }) => Ok((plan_continuous(&select.sql, &source).await?, sink)),
+            Some(Statement::CreateAs { select, .. }) => {
+                Ok((plan_continuous(&select, &self.sources(&select)?).await?, sink))
+            }
             _ => Ok((upsert_plan(&source), None)),
         }
     }

@@ -28,6 +28,8 @@ impl Engine {
         if let Some(q) = &rel.written_by {
             return Err(EddyError::InvalidValue(format!("cannot INSERT INTO {target}: query {q} writes it")));
         }
+        // ksqlDB lets INSERT set ROWTIME, the record's timestamp; it is not a column.
+        const ROWTIME_TARGET: usize = usize::MAX;
         let targets: Vec<usize> = if columns.is_empty() {
             (0..rel.columns.len()).collect()
         } else {
@@ -37,6 +39,7 @@ impl Engine {
                     rel.columns
                         .iter()
                         .position(|rc| rc.name == *c || rc.name.eq_ignore_ascii_case(c))
+                        .or_else(|| c.eq_ignore_ascii_case(crate::plan::ROWTIME).then_some(ROWTIME_TARGET))
                         .ok_or_else(|| EddyError::UndefinedColumn(c.clone()))
                 })
                 .collect::<Result<_>>()?
@@ -53,7 +56,15 @@ impl Engine {
                 )));
             }
             let mut row = vec![Value::Null; rel.columns.len()];
+            let mut rowtime = None;
             for (&i, e) in targets.iter().zip(exprs) {
+                if i == ROWTIME_TARGET {
+                    let v = literal(e)?;
+                    rowtime = Some(v.as_i64().ok_or_else(|| {
+                        EddyError::TypeMismatch(format!("ROWTIME takes epoch milliseconds (BIGINT), not {v}"))
+                    })?);
+                    continue;
+                }
                 let col = &rel.columns[i];
                 row[i] = check_cell(col, literal(e)?).map_err(EddyError::TypeMismatch)?;
             }
@@ -62,12 +73,10 @@ impl Engine {
                     "INSERT INTO table {target} needs a value for its PRIMARY KEY"
                 )));
             }
-            let timestamp_ms = rel
-                .timestamp_column
-                .as_ref()
-                .and_then(|t| rel.columns.iter().position(|c| &c.name == t))
-                .and_then(|i| row[i].as_i64())
-                .unwrap_or(now);
+            let timestamp_ms = match rowtime {
+                Some(t) => t,
+                None => rel.event_time_ms(&row, now).map_err(EddyError::InvalidValue)?,
+            };
             let key = encode_key(&rel.columns, rel.key_format, &row);
             let partition = match &key {
                 Some(k) => (murmur2(k) & 0x7fff_ffff) as usize % by_partition.len(),
@@ -181,8 +190,8 @@ impl Engine {
     }
 
     pub(super) async fn push_query(&self, session: &Session, select: &SelectStatement) -> Result<Output> {
-        let source = self.single_source(select)?;
-        let plan = plan_continuous(&select.sql, &source).await?;
+        let inputs = self.sources(select)?;
+        let plan = plan_continuous(select, &inputs).await?;
         if !matches!(plan.shape, PlanShape::Project { .. }) {
             return Err(EddyError::NotImplemented(
                 "GROUP BY in a push query: create a table with CREATE TABLE ... AS SELECT ... GROUP BY, then push-query the table (issue #4)".into(),
@@ -205,8 +214,8 @@ impl Engine {
         use crate::sql::Statement;
         Ok(match stmt {
             Statement::Select(select) if select.emit_changes => {
-                let source = self.single_source(select)?;
-                Some(arrow_schema(&plan_continuous(&select.sql, &source).await?.output_columns))
+                let inputs = self.sources(select)?;
+                Some(arrow_schema(&plan_continuous(select, &inputs).await?.output_columns))
             }
             Statement::Select(select) => {
                 let ctx = self.pull_context(select, false).await?;

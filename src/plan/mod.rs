@@ -1,24 +1,30 @@
 //! Planning: DataFusion turns a SELECT into a logical plan; this module reads that plan into
 //! a continuous dataflow (`ContinuousPlan`): filter → project, or filter → aggregate →
 //! having → project, with every expression compiled once to a DataFusion physical
-//! expression over Arrow batches. Plans it cannot run continuously (joins, windows, ORDER BY)
-//! are refused with a clear "not supported yet" rather than run wrongly.
+//! expression over Arrow batches. Inputs: one stream or table, or a stream joined with a
+//! table; windows are assigned before the aggregation. Plans it cannot run continuously
+//! (stream–stream joins, ORDER BY) are refused with a clear "not supported yet" rather
+//! than run wrongly.
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::MemTable;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::common::TableReference;
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{Expr, Join, JoinType, LogicalPlan, Operator};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::catalog::RelationDef;
 use crate::error::{EddyError, Result};
 use crate::format::{arrow_schema, Column, SqlType};
+use crate::sql::{RelationKind, SelectStatement, WindowKind, WindowSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AggFunc {
     Count,
+    CountDistinct,
     Sum,
     Avg,
     Min,
@@ -39,6 +45,7 @@ impl AggFunc {
     pub fn name(self) -> &'static str {
         match self {
             AggFunc::Count => "count",
+            AggFunc::CountDistinct => "count",
             AggFunc::Sum => "sum",
             AggFunc::Avg => "avg",
             AggFunc::Min => "min",
@@ -70,8 +77,38 @@ pub enum PlanShape {
     Upsert,
 }
 
+/// A stream–table join: each stream row looks up the table's current row by primary key.
+pub struct JoinPlan {
+    pub table: RelationDef,
+    /// INNER drops stream rows without a match; LEFT keeps them with NULL table columns.
+    pub left_outer: bool,
+    /// The stream side's key expressions, in the order of the table's key columns.
+    pub stream_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Whether the stream's columns come first in the joined rows (it was on the left).
+    pub stream_first: bool,
+}
+
+/// Window assignment over the input rows (before the aggregation).
+pub struct WindowPlan {
+    pub spec: WindowSpec,
+    /// Columns of the input batch: the event time, and the window bounds to fill in.
+    pub rowtime: usize,
+    pub window_start: usize,
+    pub window_end: usize,
+}
+
 pub struct ContinuousPlan {
+    /// The input that drives the query (the stream of a stream–table join).
     pub source: RelationDef,
+    /// The rows the operators see: the source's columns and pseudo-columns (+ window bounds),
+    /// then a joined table's columns.
+    pub input_schema: SchemaRef,
+    pub join: Option<JoinPlan>,
+    pub window: Option<WindowPlan>,
+    /// Emit a window's row once, when it closes (`EMIT FINAL`).
+    pub emit_final: bool,
+    /// Where records too late for their window go (`LATE DATA TO`).
+    pub late_data_to: Option<String>,
     pub filter: Option<Arc<dyn PhysicalExpr>>,
     pub shape: PlanShape,
     pub output_columns: Vec<Column>,
@@ -79,18 +116,55 @@ pub struct ContinuousPlan {
     pub description: String,
 }
 
+/// ksqlDB's pseudo-columns of a stream record, appended to its columns in continuous queries.
+pub const ROWTIME: &str = "rowtime";
+pub const ROWPARTITION: &str = "rowpartition";
+pub const ROWOFFSET: &str = "rowoffset";
+pub const WINDOWSTART: &str = "windowstart";
+pub const WINDOWEND: &str = "windowend";
+
+/// The pseudo-columns a relation's decoded rows carry (none for tables, or when the
+/// relation has a column of the same name: its own column wins).
+pub fn pseudo_columns(rel: &RelationDef) -> Vec<Column> {
+    let names = [(ROWTIME, SqlType::BigInt), (ROWPARTITION, SqlType::Int), (ROWOFFSET, SqlType::BigInt)];
+    if rel.kind == RelationKind::Table || names.iter().any(|(n, _)| rel.column(n).is_some()) {
+        return Vec::new();
+    }
+    names.iter().map(|(n, ty)| Column { name: n.to_string(), ty: *ty, key: false }).collect()
+}
+
+/// The columns a continuous query sees of a relation.
+pub fn input_columns(rel: &RelationDef, windowed: bool) -> Vec<Column> {
+    let mut cols = rel.columns.clone();
+    cols.extend(pseudo_columns(rel));
+    if windowed {
+        for n in [WINDOWSTART, WINDOWEND] {
+            cols.push(Column { name: n.to_string(), ty: SqlType::BigInt, key: false });
+        }
+    }
+    cols
+}
+
 /// A DataFusion session for Eddy's queries: one partition (batches are small and the
 /// machine is shared with the log and the runtime), Postgres-like identifiers.
+/// ksqlDB's function names (UCASE, TIMESTAMPTOSTRING...) are registered next to DataFusion's.
 pub fn session() -> SessionContext {
     let mut config = SessionConfig::new().with_target_partitions(1).with_information_schema(true);
     config.options_mut().sql_parser.map_string_types_to_utf8view = false;
-    SessionContext::new_with_config(config)
+    let ctx = SessionContext::new_with_config(config);
+    crate::functions::register(&ctx);
+    ctx
 }
 
 /// The materializer of a table declared over a topic.
 pub fn upsert_plan(source: &RelationDef) -> ContinuousPlan {
     ContinuousPlan {
         source: source.clone(),
+        input_schema: arrow_schema(&source.columns),
+        join: None,
+        window: None,
+        emit_final: false,
+        late_data_to: None,
         filter: None,
         shape: PlanShape::Upsert,
         output_columns: source.columns.clone(),
@@ -101,12 +175,46 @@ pub fn upsert_plan(source: &RelationDef) -> ContinuousPlan {
     }
 }
 
-/// Plans a continuous SELECT over one source relation.
-pub async fn plan_continuous(sql: &str, source: &RelationDef) -> Result<ContinuousPlan> {
+/// Plans a continuous SELECT over its FROM relations (one stream or table, or a stream
+/// joined with a table).
+pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]) -> Result<ContinuousPlan> {
+    let (source, table) = match relations {
+        [one] => (one, None),
+        [a, b] => match (a.kind, b.kind) {
+            (RelationKind::Stream, RelationKind::Table) => (a, Some(b)),
+            (RelationKind::Table, RelationKind::Stream) => (b, Some(a)),
+            (RelationKind::Stream, RelationKind::Stream) => {
+                return Err(EddyError::NotImplemented(
+                    "stream–stream joins (WITHIN ...) are not supported yet; join a stream with a table".into(),
+                ))
+            }
+            _ => {
+                return Err(EddyError::NotImplemented(
+                    "table–table joins in continuous queries are not supported yet; a pull query can join tables"
+                        .into(),
+                ))
+            }
+        },
+        [] => return Err(EddyError::InvalidValue("a continuous query needs FROM a stream or table".into())),
+        _ => return Err(EddyError::NotImplemented("joins of more than two inputs in a continuous query".into())),
+    };
+    if select.window.is_some() && source.kind == RelationKind::Table {
+        return Err(EddyError::InvalidValue(format!(
+            "{} is a table: windows apply to streams (a table has no event order to window)",
+            source.name
+        )));
+    }
     let ctx = session();
-    let schema = arrow_schema(&source.columns);
-    ctx.register_table(source.name.as_str(), Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
-    let plan = ctx.state().create_logical_plan(sql).await?;
+    let windowed = select.window.is_some();
+    let mut columns_of = std::collections::HashMap::new();
+    for rel in std::iter::once(source).chain(table) {
+        let cols = input_columns(rel, windowed && rel.name == source.name);
+        columns_of.insert(rel.name.clone(), rel.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>());
+        let schema = arrow_schema(&cols);
+        ctx.register_table(rel.name.as_str(), Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
+    }
+    let sql = crate::sql::expand_wildcards(&select.sql, &|name| columns_of.get(name).cloned())?;
+    let plan = ctx.state().create_logical_plan(&sql).await?;
     let state = ctx.state();
     let phys = |e: &Expr, input: &LogicalPlan| -> Result<Arc<dyn PhysicalExpr>> {
         Ok(state.create_physical_expr(e.clone(), input.schema())?)
@@ -133,89 +241,122 @@ pub async fn plan_continuous(sql: &str, source: &RelationDef) -> Result<Continuo
         filter = Some(phys(&f.predicate, &f.input)?);
         node = skip_alias(&f.input);
     }
-    if !matches!(node, LogicalPlan::TableScan(_)) {
-        return Err(unsupported(node));
+    let input_plan = node;
+    let mut lines = Vec::new();
+    let join = match (input_plan, table) {
+        (LogicalPlan::TableScan(_), None) => None,
+        (LogicalPlan::Join(j), Some(table)) => {
+            let (plan, line) = join_plan(j, table, &phys)?;
+            lines.push(line);
+            Some(plan)
+        }
+        _ => return Err(unsupported(input_plan)),
+    };
+    let input_schema: SchemaRef = Arc::new(input_plan.schema().as_arrow().clone());
+    let window = match &select.window {
+        None => None,
+        Some(spec) => {
+            if spec.kind == WindowKind::Session {
+                return Err(EddyError::NotImplemented(
+                    "WINDOW SESSION is not supported yet (TUMBLING and HOPPING are)".into(),
+                ));
+            }
+            if spec.retention_ms.is_some_and(|r| r < spec.size_ms.saturating_add(spec.grace_ms)) {
+                return Err(EddyError::InvalidValue(
+                    "a window's RETENTION must be at least its SIZE plus its GRACE PERIOD".into(),
+                ));
+            }
+            if aggregate.is_none() {
+                return Err(EddyError::InvalidValue("a WINDOW clause needs an aggregation with GROUP BY".into()));
+            }
+            let find = |name: &str| -> Result<usize> {
+                input_plan
+                    .schema()
+                    .qualified_field_with_name(Some(&TableReference::bare(source.name.as_str())), name)
+                    .ok()
+                    .and_then(|(q, f)| input_plan.schema().index_of_column_by_name(q, f.name()))
+                    .or_else(|| input_schema.index_of(name).ok())
+                    .ok_or_else(|| EddyError::Internal(format!("windowed input lacks {name}")))
+            };
+            Some(WindowPlan {
+                spec: *spec,
+                rowtime: find(ROWTIME)?,
+                window_start: find(WINDOWSTART)?,
+                window_end: find(WINDOWEND)?,
+            })
+        }
+    };
+    if select.emit_final && aggregate.is_none() {
+        return Err(EddyError::InvalidValue("EMIT FINAL needs a windowed aggregation".into()));
     }
 
     let top_input_schema: Schema = top.input.schema().as_arrow().clone();
     let mut output_columns = Vec::new();
-    let mut lines = Vec::new();
     let shape = match aggregate {
         None => {
             let exprs = top.expr.iter().map(|e| phys(e, &top.input)).collect::<Result<Vec<_>>>()?;
             for (i, (e, pe)) in top.expr.iter().zip(&exprs).enumerate() {
                 let key = matches!(e, Expr::Column(c) if source.column(&c.name).is_some_and(|sc| sc.key));
-                output_columns.push(Column { name: output_name(e, i, &[]), ty: sql_type(pe, &top_input_schema)?, key });
+                output_columns.push(Column { name: output_name(e, i), ty: sql_type(pe, &top_input_schema)?, key });
             }
-            lines.push(format!(
-                "ProjectOperator({})",
-                top.expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
-            ));
+            lines.insert(
+                0,
+                format!("ProjectOperator({})", top.expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")),
+            );
             PlanShape::Project { exprs }
         }
         Some(a) => {
             let group = a.group_expr.iter().map(|e| phys(e, &a.input)).collect::<Result<Vec<_>>>()?;
             let mut aggs = Vec::new();
             for e in &a.aggr_expr {
-                let inner = match e {
-                    Expr::Alias(al) => al.expr.as_ref(),
-                    other => other,
-                };
-                let Expr::AggregateFunction(af) = inner else {
-                    return Err(EddyError::NotImplemented(format!("aggregate expression {e}")));
-                };
-                let func = AggFunc::parse(af.func.name()).ok_or_else(|| {
-                    EddyError::NotImplemented(format!(
-                        "aggregate {} in a continuous query (supported: COUNT, SUM, AVG, MIN, MAX; streaming SQL issue #4)",
-                        af.func.name().to_uppercase()
-                    ))
-                })?;
-                if af.params.distinct || af.params.filter.is_some() || !af.params.order_by.is_empty() {
-                    return Err(EddyError::NotImplemented(format!(
-                        "{e} (DISTINCT/FILTER/ORDER BY in aggregates, issue #4)"
-                    )));
-                }
-                let arg = match af.params.args.first() {
-                    Some(arg) => phys(arg, &a.input)?,
-                    None => phys(&datafusion::prelude::lit(1i64), &a.input)?,
-                };
-                aggs.push(AggSpec { func, arg });
+                aggs.push(agg_spec(e, &a.input, &phys)?);
             }
             let agg_schema: SchemaRef = Arc::new(a.schema.as_arrow().clone());
-            let agg_names: Vec<&str> = aggs.iter().map(|s| s.func.name()).collect();
+            let agg_names: Vec<String> = aggs.iter().map(|s| s.func.name().to_string()).collect();
             let project = top.expr.iter().map(|e| phys(e, &top.input)).collect::<Result<Vec<_>>>()?;
             let n_group = group.len();
             for (i, (e, pe)) in top.expr.iter().zip(&project).enumerate() {
                 let key = matches!(e, Expr::Column(c) if a.schema.index_of_column(c).is_ok_and(|idx| idx < n_group));
-                let mut names = vec![""; n_group];
-                names.extend(agg_names.iter().copied());
                 let name = match e {
                     Expr::Column(c) => match a.schema.index_of_column(c) {
-                        Ok(idx) if idx >= n_group => names[idx].to_string(),
-                        _ => output_name(e, i, &[]),
+                        Ok(idx) if idx >= n_group => agg_names[idx - n_group].clone(),
+                        _ => output_name(e, i),
                     },
-                    _ => output_name(e, i, &[]),
+                    _ => output_name(e, i),
                 };
                 output_columns.push(Column { name, ty: sql_type(pe, &top_input_schema)?, key });
             }
-            lines.push(format!(
+            let mut agg_lines = vec![format!(
                 "ProjectOperator({})",
                 top.expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
-            ));
+            )];
             if let Some(h) = having.as_ref() {
-                lines.push(format!("HavingFilter({h})"));
+                agg_lines.push(format!("HavingFilter({h})"));
             }
-            lines.push(format!(
-                "AggregateOperator(group=[{}], aggregates=[{}], state=RocksDB)",
+            agg_lines.push(format!(
+                "AggregateOperator(group=[{}], aggregates=[{}], state=RocksDB{})",
                 a.group_expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "),
-                a.aggr_expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+                a.aggr_expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "),
+                if source.kind == RelationKind::Table { ", retractions" } else { "" }
             ));
+            if let Some(w) = &window {
+                agg_lines.push(format!(
+                    "WindowOperator({:?}, size={}ms, grace={}ms{}{})",
+                    w.spec.kind,
+                    w.spec.size_ms,
+                    w.spec.grace_ms,
+                    if select.emit_final { ", emit=final" } else { ", emit=changes" },
+                    select.late_data_to.as_ref().map(|l| format!(", late data to {l}")).unwrap_or_default()
+                ));
+            }
+            lines.splice(0..0, agg_lines);
             PlanShape::Aggregate(AggregatePlan { group, aggs, agg_schema, having, project })
         }
     };
     dedupe_names(&mut output_columns);
     if let Some(f) = filter.as_ref() {
-        lines.push(format!("FilterOperator({f})"));
+        let at = lines.len() - usize::from(join.is_some());
+        lines.insert(at, format!("FilterOperator({f})"));
     }
     lines.push(format!(
         "Source(topic={}, partitions={}, format={})",
@@ -223,7 +364,140 @@ pub async fn plan_continuous(sql: &str, source: &RelationDef) -> Result<Continuo
     ));
     let description =
         lines.iter().enumerate().map(|(i, l)| format!("{}{}", "  ".repeat(i), l)).collect::<Vec<_>>().join("\n");
-    Ok(ContinuousPlan { source: source.clone(), filter, shape, output_columns, description })
+    Ok(ContinuousPlan {
+        source: source.clone(),
+        input_schema,
+        join,
+        window,
+        emit_final: select.emit_final,
+        late_data_to: select.late_data_to.clone(),
+        filter,
+        shape,
+        output_columns,
+        description,
+    })
+}
+
+type Phys<'a> = dyn Fn(&Expr, &LogicalPlan) -> Result<Arc<dyn PhysicalExpr>> + 'a;
+
+fn agg_spec(e: &Expr, input: &LogicalPlan, phys: &Phys<'_>) -> Result<AggSpec> {
+    let inner = match e {
+        Expr::Alias(al) => al.expr.as_ref(),
+        other => other,
+    };
+    let Expr::AggregateFunction(af) = inner else {
+        return Err(EddyError::NotImplemented(format!("aggregate expression {e}")));
+    };
+    let name = af.func.name().to_lowercase();
+    let func = match (name.as_str(), af.params.distinct) {
+        ("count", true) => AggFunc::CountDistinct,
+        (_, true) => {
+            return Err(EddyError::NotImplemented(format!("{e}: DISTINCT is supported in COUNT(DISTINCT ...) only")))
+        }
+        (n, false) => AggFunc::parse(n).ok_or_else(|| {
+            EddyError::NotImplemented(format!(
+                "aggregate {} in a continuous query (supported: COUNT, COUNT(DISTINCT), SUM, AVG, MIN, MAX)",
+                af.func.name().to_uppercase()
+            ))
+        })?,
+    };
+    if af.params.filter.is_some() || !af.params.order_by.is_empty() {
+        return Err(EddyError::NotImplemented(format!("{e} (FILTER/ORDER BY in aggregates)")));
+    }
+    let arg = match af.params.args.first() {
+        Some(arg) => phys(arg, input)?,
+        None => phys(&datafusion::prelude::lit(1i64), input)?,
+    };
+    Ok(AggSpec { func, arg })
+}
+
+/// Reads `stream [LEFT] JOIN table ON stream.x = table.pk`: the ON clause must give every
+/// primary-key column of the table an equality with the stream.
+fn join_plan(j: &Join, table: &RelationDef, phys: &Phys<'_>) -> Result<(JoinPlan, String)> {
+    let side_is_table = |p: &LogicalPlan| match skip_alias(p) {
+        LogicalPlan::TableScan(s) => s.table_name.table() == table.name,
+        _ => false,
+    };
+    let stream_first = !side_is_table(&j.left);
+    let (stream_side, table_side) = if stream_first { (&j.left, &j.right) } else { (&j.right, &j.left) };
+    for side in [stream_side, table_side] {
+        if !matches!(skip_alias(side), LogicalPlan::TableScan(_)) {
+            return Err(EddyError::NotImplemented("joins of more than two inputs in a continuous query".into()));
+        }
+    }
+    let left_outer = match (j.join_type, stream_first) {
+        (JoinType::Inner, _) => false,
+        (JoinType::Left, true) | (JoinType::Right, false) => true,
+        (t, _) => {
+            return Err(EddyError::NotImplemented(format!(
+                "{t} JOIN between a stream and a table (supported: INNER and LEFT, stream on the left)"
+            )))
+        }
+    };
+    let mut pairs: Vec<(Expr, Expr)> = j.on.clone();
+    if let Some(f) = &j.filter {
+        for conj in split_conjunction(f) {
+            match conj {
+                Expr::BinaryExpr(b) if b.op == Operator::Eq => pairs.push((*b.left.clone(), *b.right.clone())),
+                other => {
+                    return Err(EddyError::NotImplemented(format!(
+                        "join condition {other}: a stream–table join is an equality on the table's PRIMARY KEY"
+                    )))
+                }
+            }
+        }
+    }
+    let refers_to = |e: &Expr, side: &LogicalPlan| {
+        let cols = e.column_refs();
+        !cols.is_empty() && cols.iter().all(|c| side.schema().has_column(c))
+    };
+    let mut by_key: Vec<Option<Expr>> = vec![None; table.columns.len()];
+    for (a, b) in pairs {
+        let (s, t) = if refers_to(&a, stream_side) && refers_to(&b, table_side) {
+            (a, b)
+        } else if refers_to(&b, stream_side) && refers_to(&a, table_side) {
+            (b, a)
+        } else {
+            return Err(EddyError::InvalidValue(format!(
+                "join condition {a} = {b} must compare a stream expression with a column of table {}",
+                table.name
+            )));
+        };
+        let key_column = match &t {
+            Expr::Column(c) => table.columns.iter().position(|tc| tc.key && tc.name == c.name),
+            Expr::Cast(c) => match c.expr.as_ref() {
+                Expr::Column(c) => table.columns.iter().position(|tc| tc.key && tc.name == c.name),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(k) = key_column else {
+            return Err(EddyError::InvalidValue(format!(
+                "a stream–table join must use the table's PRIMARY KEY: {t} is not a key column of {}",
+                table.name
+            )));
+        };
+        by_key[k] = Some(s);
+    }
+    let mut stream_keys = Vec::new();
+    for (c, e) in table.columns.iter().zip(&by_key) {
+        match (c.key, e) {
+            (true, Some(e)) => stream_keys.push(phys(e, stream_side)?),
+            (true, None) => {
+                return Err(EddyError::InvalidValue(format!(
+                    "the join with table {} needs an equality on its PRIMARY KEY column {}",
+                    table.name, c.name
+                )))
+            }
+            _ => {}
+        }
+    }
+    let line = format!(
+        "JoinOperator({} stream–table, lookup {} by primary key, state=RocksDB)",
+        if left_outer { "LEFT" } else { "INNER" },
+        table.name
+    );
+    Ok((JoinPlan { table: table.clone(), left_outer, stream_keys, stream_first }, line))
 }
 
 fn skip_alias(plan: &LogicalPlan) -> &LogicalPlan {
@@ -235,7 +509,7 @@ fn skip_alias(plan: &LogicalPlan) -> &LogicalPlan {
 
 fn unsupported(plan: &LogicalPlan) -> EddyError {
     EddyError::NotImplemented(format!(
-        "{} in a continuous query (supported: one source with WHERE, GROUP BY, HAVING; joins and windows are streaming SQL issue #4)",
+        "{} in a continuous query (supported: a stream or table, or a stream joined with a table, with WHERE, WINDOW, GROUP BY, HAVING)",
         plan.display()
     ))
 }
@@ -247,12 +521,12 @@ fn sql_type(e: &Arc<dyn PhysicalExpr>, input: &Schema) -> Result<SqlType> {
 }
 
 /// Postgres-style output names: the alias, the column, or the function's name.
-fn output_name(e: &Expr, i: usize, _agg: &[&str]) -> String {
+fn output_name(e: &Expr, i: usize) -> String {
     match e {
         Expr::Alias(a) => a.name.clone(),
         Expr::Column(c) => c.name.clone(),
         Expr::ScalarFunction(f) => f.func.name().to_string(),
-        Expr::Cast(c) => output_name(&c.expr, i, _agg),
+        Expr::Cast(c) => output_name(&c.expr, i),
         _ => format!("ksql_col_{i}"),
     }
 }

@@ -15,9 +15,29 @@ use crate::error::{EddyError, Result};
 pub type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
 
 pub const CATALOG_CF: &str = "catalog";
+// Key prefixes inside a query's column family.
+/// A result row (group or table row) by its memcomparable key.
 pub const ROW_PREFIX: u8 = b'r';
+/// An EMIT FINAL aggregation's groups while their windows are open.
+pub const WORKING_PREFIX: u8 = b'a';
+/// Next source offset per partition.
 pub const OFFSET_PREFIX: u8 = b'o';
+/// Committed end of the sink per partition.
 pub const SINK_PREFIX: u8 = b's';
+/// Committed end of the `LATE DATA TO` stream per partition.
+pub const LATE_SINK_PREFIX: u8 = b'l';
+/// Next offset of a joined table's topic per partition.
+pub const JOIN_OFFSET_PREFIX: u8 = b'j';
+/// A joined table's row by primary key (the query's own copy of the table).
+pub const JOIN_ROW_PREFIX: u8 = b'k';
+/// The previous row of a source table's key, to retract it when the key changes.
+pub const PREVIOUS_ROW_PREFIX: u8 = b'p';
+/// Open windows by close time: `w` + close ms (big-endian, sign-flipped) + group key.
+pub const WINDOW_OPEN_PREFIX: u8 = b'w';
+/// Closed windows by expiry (RETENTION): `x` + expiry ms + group key.
+pub const WINDOW_EXPIRY_PREFIX: u8 = b'x';
+/// The query's stream time (largest event time seen).
+pub const STREAM_TIME_KEY: &[u8] = b"t";
 
 #[derive(Clone)]
 pub struct StateStore {

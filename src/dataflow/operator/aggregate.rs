@@ -1,4 +1,7 @@
-//! Grouped aggregation (COUNT, SUM, AVG, MIN, MAX) with accumulators per group.
+//! Grouped aggregation (COUNT, COUNT(DISTINCT), SUM, AVG, MIN, MAX) with accumulators per
+//! group. Rows carry a sign: +1 adds a row, -1 retracts one (a table row that changed or was
+//! deleted), so aggregates over tables stay right. MIN/MAX over tables and COUNT(DISTINCT)
+//! keep a multiset of values (value, count) so a retraction can find the next extreme.
 //!
 //! Per input batch: evaluate the group and argument expressions once (Arrow), load the
 //! groups not cached with one multi-get, fold the rows in, then emit one change per group
@@ -25,6 +28,9 @@ pub struct GroupState {
     pub a: Vec<Value>,
     /// The output row (after HAVING and the SELECT list); `None` when HAVING hides it.
     pub r: Option<Vec<Value>>,
+    /// Rows in the group (added minus retracted); at zero the group is deleted.
+    #[serde(default)]
+    pub n: i64,
 }
 
 /// Reads the stored state of a batch of groups (one multi-get), `None` for new groups.
@@ -33,13 +39,33 @@ pub type StateLoader<'a> = &'a dyn Fn(&[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>
 pub struct AggregateOperator {
     pub plan: AggregatePlan,
     pub output_schema: SchemaRef,
+    /// Inputs may retract rows (the source is a table): MIN/MAX keep multisets.
+    pub retractions: bool,
     /// Groups read or written since the last checkpoint.
     cache: HashMap<Vec<u8>, GroupState>,
 }
 
 impl AggregateOperator {
-    pub fn new(plan: AggregatePlan, output_schema: SchemaRef) -> Self {
-        AggregateOperator { plan, output_schema, cache: HashMap::new() }
+    pub fn new(plan: AggregatePlan, output_schema: SchemaRef, retractions: bool) -> Self {
+        AggregateOperator { plan, output_schema, retractions, cache: HashMap::new() }
+    }
+
+    /// Drops a group from the cache (its state was deleted).
+    pub fn forget(&mut self, key: &[u8]) {
+        self.cache.remove(key);
+    }
+
+    /// A group's state as of the last batch (cached, or read with `load`).
+    pub fn group(&mut self, key: &[u8], load: StateLoader<'_>) -> Result<Option<GroupState>> {
+        if let Some(s) = self.cache.get(key) {
+            return Ok(Some(s.clone()));
+        }
+        match load(&[key.to_vec()])?.pop().flatten() {
+            Some(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).map_err(|e| EddyError::Internal(format!("aggregate state: {e}")))?,
+            )),
+            None => Ok(None),
+        }
     }
 
     /// Forgets cached groups (after a checkpoint wrote them; RocksDB's cache keeps them warm).
@@ -47,7 +73,14 @@ impl AggregateOperator {
         self.cache.clear();
     }
 
-    pub fn process(&mut self, batch: &RecordBatch, timestamp_ms: i64, load: StateLoader<'_>) -> Result<Vec<Change>> {
+    /// Folds a batch in; `signs[i]` is +1 or -1 for row i (all +1 when `None`).
+    pub fn process(
+        &mut self,
+        batch: &RecordBatch,
+        signs: Option<&[i64]>,
+        timestamp_ms: i64,
+        load: StateLoader<'_>,
+    ) -> Result<Vec<Change>> {
         let n = batch.num_rows();
         if n == 0 {
             return Ok(Vec::new());
@@ -87,15 +120,18 @@ impl AggregateOperator {
         // If HAVING or the SELECT list fails on this batch, the groups go back to how they
         // were, so the caller can retry row by row without counting anything twice.
         let before: Vec<(Vec<u8>, GroupState)> = touched.iter().map(|k| (k.clone(), self.cache[k].clone())).collect();
+        let retractions = self.retractions;
         for (row, (k, g)) in row_keys.iter().enumerate() {
+            let sign = signs.map_or(1, |s| s[row]);
             let state = self.cache.get_mut(k).expect("loaded above");
             if state.a.is_empty() {
                 state.g = g.clone();
-                state.a = self.plan.aggs.iter().map(|a| initial(a.func)).collect();
+                state.a = self.plan.aggs.iter().map(|a| initial(a.func, retractions)).collect();
             }
+            state.n += sign;
             for (i, spec) in self.plan.aggs.iter().enumerate() {
                 let v = cell_at(args[i].as_ref(), row);
-                fold(spec.func, &mut state.a[i], v, args[i].data_type());
+                fold(spec.func, &mut state.a[i], v, args[i].data_type(), sign, retractions);
             }
         }
         self.emit(&touched, timestamp_ms).inspect_err(|_| {
@@ -107,6 +143,16 @@ impl AggregateOperator {
 
     /// Recomputes HAVING and the SELECT list for the touched groups.
     fn emit(&mut self, touched: &[Vec<u8>], timestamp_ms: i64) -> Result<Vec<Change>> {
+        // Groups whose every row was retracted are deleted.
+        let mut changes = Vec::with_capacity(touched.len());
+        let (gone, touched): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
+            touched.iter().cloned().partition(|k| self.cache[k].n <= 0 && self.retractions);
+        for key in gone {
+            let state = self.cache.remove(&key).expect("touched groups are cached");
+            self.cache.insert(key.clone(), GroupState::default());
+            changes.push(Change { state_key: key, key_values: state.g, row: None, state_value: None, timestamp_ms });
+        }
+        let touched = &touched[..];
         let schema = &self.plan.agg_schema;
         let n_group = self.plan.group.len();
         let states: Vec<&GroupState> = touched.iter().map(|k| &self.cache[k]).collect();
@@ -116,7 +162,7 @@ impl AggregateOperator {
                 states.iter().map(|s| s.g[i].clone()).collect()
             } else {
                 let agg = i - n_group;
-                states.iter().map(|s| finish(self.plan.aggs[agg].func, &s.a[agg])).collect()
+                states.iter().map(|s| finish(self.plan.aggs[agg].func, &s.a[agg], self.retractions)).collect()
             };
             columns.push(cells_to_array(f.data_type(), &cells)?);
         }
@@ -145,7 +191,6 @@ impl AggregateOperator {
                 }
             })
             .collect::<Result<_>>()?;
-        let mut changes = Vec::with_capacity(n);
         for (i, key) in touched.iter().enumerate() {
             let state = self.cache.get_mut(key).expect("touched groups are cached");
             state.r = visible[i].then(|| projected.iter().map(|a| cell_at(a.as_ref(), i)).collect());
@@ -161,42 +206,43 @@ impl AggregateOperator {
     }
 }
 
-fn initial(func: AggFunc) -> Value {
+fn initial(func: AggFunc, retractions: bool) -> Value {
     match func {
         AggFunc::Count => Value::from(0),
         AggFunc::Sum | AggFunc::Avg => Value::Array(vec![Value::from(0), Value::from(0)]),
+        AggFunc::CountDistinct => Value::Array(Vec::new()),
+        AggFunc::Min | AggFunc::Max if retractions => Value::Array(Vec::new()),
         AggFunc::Min | AggFunc::Max => Value::Null,
     }
 }
 
-fn is_integer(dt: &DataType) -> bool {
-    dt.is_integer()
-}
-
-/// Folds one input value into an accumulator; NULL inputs are ignored, as in SQL.
-fn fold(func: AggFunc, acc: &mut Value, v: Value, dt: &DataType) {
+/// Folds one input value into an accumulator with `sign` (+1 add, -1 retract); NULL inputs
+/// are ignored, as in SQL.
+fn fold(func: AggFunc, acc: &mut Value, v: Value, dt: &DataType, sign: i64, retractions: bool) {
     if v.is_null() {
         return;
     }
     match func {
-        AggFunc::Count => *acc = Value::from(acc.as_i64().unwrap_or(0) + 1),
+        AggFunc::Count => *acc = Value::from(acc.as_i64().unwrap_or(0) + sign),
         AggFunc::Sum | AggFunc::Avg => {
             let (sum, count) = match acc {
                 Value::Array(a) if a.len() == 2 => (a[0].clone(), a[1].as_i64().unwrap_or(0)),
                 _ => (Value::from(0), 0),
             };
-            let new_sum = if is_integer(dt) && func == AggFunc::Sum {
-                match (sum.as_i64(), v.as_i64()) {
+            let new_sum = if dt.is_integer() {
+                match (sum.as_i64(), v.as_i64().and_then(|x| x.checked_mul(sign))) {
                     (Some(s), Some(x)) => {
                         s.checked_add(x).map(Value::from).unwrap_or_else(|| float(s as f64 + x as f64))
                     }
-                    _ => float(sum.as_f64().unwrap_or(0.0) + v.as_f64().unwrap_or(0.0)),
+                    _ => float(sum.as_f64().unwrap_or(0.0) + sign as f64 * v.as_f64().unwrap_or(0.0)),
                 }
             } else {
-                float(sum.as_f64().unwrap_or(0.0) + v.as_f64().unwrap_or(0.0))
+                float(sum.as_f64().unwrap_or(0.0) + sign as f64 * v.as_f64().unwrap_or(0.0))
             };
-            *acc = Value::Array(vec![new_sum, Value::from(count + 1)]);
+            *acc = Value::Array(vec![new_sum, Value::from(count + sign)]);
         }
+        AggFunc::CountDistinct => multiset_add(acc, v, sign),
+        AggFunc::Min | AggFunc::Max if retractions => multiset_add(acc, v, sign),
         AggFunc::Min | AggFunc::Max => {
             let replace = acc.is_null() || {
                 let ord = compare(&v, acc);
@@ -210,6 +256,27 @@ fn fold(func: AggFunc, acc: &mut Value, v: Value, dt: &DataType) {
                 *acc = v;
             }
         }
+    }
+}
+
+/// A sorted multiset as JSON: `[[value, count], ...]`; entries at zero are removed.
+fn multiset_add(acc: &mut Value, v: Value, sign: i64) {
+    if !acc.is_array() {
+        *acc = Value::Array(Vec::new());
+    }
+    let Value::Array(entries) = acc else { return };
+    let pos = entries.binary_search_by(|e| compare(&e[0], &v));
+    match pos {
+        Ok(i) => {
+            let n = entries[i][1].as_i64().unwrap_or(0) + sign;
+            if n <= 0 {
+                entries.remove(i);
+            } else {
+                entries[i][1] = Value::from(n);
+            }
+        }
+        Err(i) if sign > 0 => entries.insert(i, Value::Array(vec![v, Value::from(sign)])),
+        Err(_) => {}
     }
 }
 
@@ -229,9 +296,10 @@ fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
     }
 }
 
-fn finish(func: AggFunc, acc: &Value) -> Value {
+fn finish(func: AggFunc, acc: &Value, retractions: bool) -> Value {
     match func {
         AggFunc::Count => acc.clone(),
+        AggFunc::CountDistinct => Value::from(acc.as_array().map_or(0, |a| a.len())),
         AggFunc::Sum | AggFunc::Avg => {
             let Value::Array(a) = acc else { return Value::Null };
             let count = a.get(1).and_then(Value::as_i64).unwrap_or(0);
@@ -242,6 +310,12 @@ fn finish(func: AggFunc, acc: &Value) -> Value {
             } else {
                 float(a[0].as_f64().unwrap_or(0.0) / count as f64)
             }
+        }
+        AggFunc::Min | AggFunc::Max if retractions => {
+            let entries = acc.as_array();
+            let pick =
+                if func == AggFunc::Min { entries.and_then(|e| e.first()) } else { entries.and_then(|e| e.last()) };
+            pick.map(|e| e[0].clone()).unwrap_or(Value::Null)
         }
         AggFunc::Min | AggFunc::Max => acc.clone(),
     }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
@@ -16,11 +16,16 @@ pub struct FilterOperator {
 impl FilterOperator {
     /// Keeps the rows where the predicate is true (NULL counts as false, as in SQL).
     pub fn process(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        Ok(filter_record_batch(batch, &self.mask(batch)?)?)
+    }
+
+    /// The predicate per row (NULL where it is NULL).
+    pub fn mask(&self, batch: &RecordBatch) -> Result<BooleanArray> {
         let mask = self.predicate.evaluate(batch)?.into_array(batch.num_rows())?;
         let mask = mask.as_boolean_opt().ok_or_else(|| {
             EddyError::TypeMismatch(format!("WHERE must be a boolean expression, not {}", mask.data_type()))
         })?;
-        Ok(filter_record_batch(batch, mask)?)
+        Ok(mask.clone())
     }
 }
 

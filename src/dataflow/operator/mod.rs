@@ -4,7 +4,9 @@
 
 pub mod aggregate;
 pub mod filter_project;
+pub mod join;
 pub mod upsert;
+pub mod window;
 
 use serde_json::Value;
 

@@ -1,0 +1,67 @@
+//! Stream–table join: each stream row looks up the table's current row by primary key
+//! (one batched lookup per input batch). INNER drops rows without a match; LEFT keeps them
+//! with NULL table columns. The table rows come from a lookup the caller provides: the
+//! query's own copy of the table (persistent queries, so a replay sees the same table) or
+//! the table's materialization (push queries).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::PhysicalExpr;
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::format::{cell_at, cells_to_array, memcomparable, Column};
+
+/// Reads the current rows of a batch of table keys (memcomparable), `None` when absent.
+pub type TableLookup<'a> = &'a dyn Fn(&[Vec<u8>]) -> Result<Vec<Option<Vec<Value>>>>;
+
+pub struct JoinOperator {
+    pub stream_keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub table_columns: Vec<Column>,
+    pub left_outer: bool,
+    pub stream_first: bool,
+    /// The joined rows' schema (the plan's input schema).
+    pub schema: SchemaRef,
+}
+
+impl JoinOperator {
+    pub fn process(&self, stream: &RecordBatch, lookup: TableLookup<'_>) -> Result<RecordBatch> {
+        let n = stream.num_rows();
+        let keys: Vec<ArrayRef> =
+            self.stream_keys.iter().map(|e| e.evaluate(stream)?.into_array(n)).collect::<Result<_, _>>()?;
+        let mut lookup_keys = Vec::with_capacity(n);
+        let mut has_key = Vec::with_capacity(n);
+        for row in 0..n {
+            let values: Vec<Value> = keys.iter().map(|k| cell_at(k.as_ref(), row)).collect();
+            // A NULL key matches nothing, as in SQL.
+            has_key.push(!values.iter().any(Value::is_null));
+            lookup_keys.push(memcomparable(&values));
+        }
+        let found = lookup(&lookup_keys)?;
+        let matched: Vec<Option<&Vec<Value>>> =
+            found.iter().zip(&has_key).map(|(row, ok)| if *ok { row.as_ref() } else { None }).collect();
+        let mut table_arrays = Vec::with_capacity(self.table_columns.len());
+        for (i, c) in self.table_columns.iter().enumerate() {
+            let cells: Vec<Value> =
+                matched.iter().map(|m| m.and_then(|r| r.get(i)).cloned().unwrap_or(Value::Null)).collect();
+            table_arrays.push(cells_to_array(&c.ty.arrow(), &cells)?);
+        }
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        if self.stream_first {
+            columns.extend(stream.columns().iter().cloned());
+            columns.extend(table_arrays);
+        } else {
+            columns.extend(table_arrays);
+            columns.extend(stream.columns().iter().cloned());
+        }
+        let joined = RecordBatch::try_new(self.schema.clone(), columns)?;
+        if self.left_outer {
+            return Ok(joined);
+        }
+        let keep = BooleanArray::from(matched.iter().map(|m| m.is_some()).collect::<Vec<_>>());
+        Ok(filter_record_batch(&joined, &keep)?)
+    }
+}

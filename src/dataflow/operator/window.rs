@@ -1,0 +1,145 @@
+//! Window assignment: gives each input row the windows its event time falls in (one for
+//! TUMBLING, SIZE/ADVANCE for HOPPING, aligned to the epoch as ksqlDB does), and drops the
+//! windows that already closed. A window [start, end) closes when stream time (the largest
+//! event time this query has seen) reaches `end + grace`; a record whose windows are all
+//! closed is late, and the caller reports it instead of losing it silently.
+
+use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::Int64Type;
+use std::sync::Arc;
+
+use crate::error::{EddyError, Result};
+use crate::sql::{WindowKind, WindowSpec};
+
+pub struct WindowOperator {
+    pub spec: WindowSpec,
+    pub rowtime: usize,
+    pub window_start: usize,
+    pub window_end: usize,
+}
+
+/// What one batch gave: its rows expanded per window, and the rows that came too late.
+pub struct Windowed {
+    pub batch: RecordBatch,
+    /// Input row indexes whose every window had closed.
+    pub late: Vec<usize>,
+    /// Input rows that lost some but not all of their windows (hopping windows).
+    pub partly_late: usize,
+}
+
+impl WindowOperator {
+    /// The windows an event time falls in, oldest first.
+    pub fn windows(&self, ts: i64) -> Vec<(i64, i64)> {
+        let size = self.spec.size_ms;
+        match self.spec.kind {
+            WindowKind::Tumbling | WindowKind::Session => {
+                let start = ts - ts.rem_euclid(size);
+                vec![(start, start + size)]
+            }
+            WindowKind::Hopping { advance_ms } => {
+                // Every start = k * advance with start <= ts < start + size.
+                let last = ts - ts.rem_euclid(advance_ms);
+                let mut out = Vec::new();
+                let mut start = last;
+                while start > ts - size {
+                    out.push((start, start + size));
+                    start -= advance_ms;
+                }
+                out.reverse();
+                out
+            }
+        }
+    }
+
+    /// Advances `stream_time_ms` row by row and returns the rows of open windows.
+    pub fn process(&self, batch: &RecordBatch, stream_time_ms: &mut i64) -> Result<Windowed> {
+        let times = batch.column(self.rowtime).as_primitive_opt::<Int64Type>().ok_or_else(|| {
+            EddyError::Internal(format!("event time column is {}, not BIGINT", batch.column(self.rowtime).data_type()))
+        })?;
+        let mut take_rows: Vec<u32> = Vec::with_capacity(batch.num_rows());
+        let mut starts = Vec::with_capacity(batch.num_rows());
+        let mut ends = Vec::with_capacity(batch.num_rows());
+        let mut late = Vec::new();
+        let mut partly_late = 0;
+        for row in 0..batch.num_rows() {
+            if times.is_null(row) {
+                late.push(row);
+                continue;
+            }
+            let ts = times.value(row);
+            *stream_time_ms = (*stream_time_ms).max(ts);
+            let mut open = 0;
+            let windows = self.windows(ts);
+            for (start, end) in &windows {
+                if end.saturating_add(self.spec.grace_ms) > *stream_time_ms {
+                    take_rows.push(row as u32);
+                    starts.push(*start);
+                    ends.push(*end);
+                    open += 1;
+                }
+            }
+            if open == 0 {
+                late.push(row);
+            } else if open < windows.len() {
+                partly_late += 1;
+            }
+        }
+        let indices = UInt32Array::from(take_rows);
+        let mut columns = Vec::with_capacity(batch.num_columns());
+        for (i, c) in batch.columns().iter().enumerate() {
+            if i == self.window_start {
+                columns.push(Arc::new(Int64Array::from(std::mem::take(&mut starts))) as _);
+            } else if i == self.window_end {
+                columns.push(Arc::new(Int64Array::from(std::mem::take(&mut ends))) as _);
+            } else {
+                columns.push(take(c.as_ref(), &indices, None)?);
+            }
+        }
+        Ok(Windowed { batch: RecordBatch::try_new(batch.schema(), columns)?, late, partly_late })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(kind: WindowKind, size_ms: i64, grace_ms: i64) -> WindowOperator {
+        WindowOperator {
+            spec: WindowSpec { kind, size_ms, grace_ms, retention_ms: None },
+            rowtime: 0,
+            window_start: 1,
+            window_end: 2,
+        }
+    }
+
+    #[test]
+    fn windows_align_to_the_epoch() {
+        assert_eq!(op(WindowKind::Tumbling, 10, 0).windows(25), vec![(20, 30)]);
+        assert_eq!(op(WindowKind::Tumbling, 10, 0).windows(-5), vec![(-10, 0)]);
+        assert_eq!(op(WindowKind::Hopping { advance_ms: 5 }, 10, 0).windows(12), vec![(5, 15), (10, 20)]);
+        assert_eq!(op(WindowKind::Hopping { advance_ms: 3 }, 10, 0).windows(10), vec![(3, 13), (6, 16), (9, 19)]);
+    }
+
+    #[test]
+    fn records_past_grace_are_late() {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("rowtime", DataType::Int64, true),
+            Field::new("windowstart", DataType::Int64, true),
+            Field::new("windowend", DataType::Int64, true),
+        ]));
+        let nulls = || Arc::new(Int64Array::from(vec![None::<i64>; 4])) as _;
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![5, 31, 12, 29])) as _, nulls(), nulls()])
+                .unwrap();
+        let mut st = 0;
+        let out = op(WindowKind::Tumbling, 10, 2).process(&batch, &mut st).unwrap();
+        assert_eq!(st, 31);
+        // 12 falls in [10, 20), closed at 22 <= 31; 29 is in [20, 30), open until 32.
+        assert_eq!(out.late, vec![2]);
+        assert_eq!(out.batch.num_rows(), 3);
+        let starts = out.batch.column(1).as_primitive::<Int64Type>();
+        assert_eq!(starts.values().to_vec(), vec![0, 30, 20]);
+    }
+}

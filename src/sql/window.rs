@@ -1,0 +1,179 @@
+//! ksqlDB's streaming clauses inside a SELECT, which sqlparser does not know: `WINDOW
+//! TUMBLING|HOPPING|SESSION (...)`, `EMIT CHANGES|FINAL`, and Eddy's `LATE DATA TO name`.
+//! They are read from the tokens and blanked out of the text (keeping every other
+//! character's position, so DataFusion's errors still point at the user's text).
+
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use super::{normalize, Tokens};
+use crate::error::EddyError;
+
+/// ksqlDB's default grace period when a window does not give one (24 hours).
+pub const DEFAULT_GRACE_MS: i64 = 24 * 3600 * 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    Tumbling,
+    Hopping {
+        advance_ms: i64,
+    },
+    /// Sessions close after `size_ms` of inactivity per key.
+    Session,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub kind: WindowKind,
+    /// Window size (the inactivity gap for session windows).
+    pub size_ms: i64,
+    pub grace_ms: i64,
+    /// How long closed windows stay queryable; `None` keeps them.
+    pub retention_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Emit {
+    /// A pull query (no EMIT clause).
+    #[default]
+    None,
+    Changes,
+    Final,
+}
+
+/// The streaming clauses found in one SELECT, and its text without them.
+#[derive(Debug, Clone, Default)]
+pub struct StreamingClauses {
+    pub text: String,
+    pub emit: Emit,
+    pub window: Option<WindowSpec>,
+    pub late_data_to: Option<String>,
+}
+
+pub fn extract(text: &str, offset_chars: usize) -> Result<StreamingClauses, EddyError> {
+    let mut t = Tokens::new(text, offset_chars)?;
+    let mut out = StreamingClauses::default();
+    let mut cut: Vec<(usize, usize)> = Vec::new();
+    while !t.at_end() {
+        let start = t.pos;
+        match (t.peek_word(0).as_deref(), t.peek_word(1).as_deref()) {
+            (Some("EMIT"), Some("CHANGES")) => {
+                out.emit = Emit::Changes;
+                t.pos += 2;
+            }
+            (Some("EMIT"), Some("FINAL")) => {
+                out.emit = Emit::Final;
+                t.pos += 2;
+            }
+            (Some("WINDOW"), Some(kind @ ("TUMBLING" | "HOPPING" | "SESSION"))) => {
+                let kind = kind.to_string();
+                t.pos += 2;
+                if out.window.is_some() {
+                    return Err(t.error("a query takes one WINDOW clause"));
+                }
+                out.window = Some(window_spec(&mut t, &kind)?);
+            }
+            (Some("LATE"), Some("DATA")) => {
+                t.pos += 2;
+                t.expect_word("TO")?;
+                out.late_data_to = Some(t.ident()?);
+            }
+            _ => {
+                t.pos += 1;
+                continue;
+            }
+        }
+        let a = t.index.byte(t.tokens[start].span.start);
+        let b = t.index.byte(t.tokens[t.pos - 1].span.end);
+        cut.push((a, b));
+    }
+    let mut sql = text.to_string();
+    for (a, b) in cut.into_iter().rev() {
+        let blank = " ".repeat(sql[a..b].chars().count());
+        sql.replace_range(a..b, &blank);
+    }
+    if out.late_data_to.is_some() && out.window.is_none() {
+        return Err(EddyError::InvalidValue(
+            "LATE DATA TO needs a WINDOW clause (lateness is measured against a window's grace period)".into(),
+        ));
+    }
+    out.text = sql;
+    Ok(out)
+}
+
+/// After `WINDOW kind`: `(SIZE n unit [, ADVANCE BY n unit] [, RETENTION n unit] [, GRACE PERIOD n unit])`,
+/// or `(n unit, ...)` for sessions.
+fn window_spec(t: &mut Tokens, kind: &str) -> Result<WindowSpec, EddyError> {
+    t.expect(&Token::LParen)?;
+    let mut size = None;
+    let mut advance = None;
+    let mut grace = None;
+    let mut retention = None;
+    if kind == "SESSION" {
+        size = Some(duration(t)?);
+    }
+    loop {
+        if t.eat(&Token::RParen) {
+            break;
+        }
+        if size.is_some() || advance.is_some() {
+            t.eat(&Token::Comma);
+        }
+        if t.eat_word("SIZE") {
+            size = Some(duration(t)?);
+        } else if t.eat_word("ADVANCE") {
+            t.expect_word("BY")?;
+            advance = Some(duration(t)?);
+        } else if t.eat_word("RETENTION") {
+            retention = Some(duration(t)?);
+        } else if t.eat_word("GRACE") {
+            t.expect_word("PERIOD")?;
+            grace = Some(duration(t)?);
+        } else {
+            return Err(
+                t.error("syntax error: expected SIZE, ADVANCE BY, RETENTION or GRACE PERIOD in the WINDOW clause")
+            );
+        }
+    }
+    let size_ms = size.ok_or_else(|| t.error(format!("a {kind} window needs a SIZE")))?;
+    if size_ms <= 0 || advance.is_some_and(|a| a <= 0) {
+        return Err(t.error("a window's SIZE and ADVANCE BY must be positive"));
+    }
+    let kind = match kind {
+        "TUMBLING" => WindowKind::Tumbling,
+        "HOPPING" => {
+            let advance_ms = advance.ok_or_else(|| t.error("a HOPPING window needs ADVANCE BY"))?;
+            if advance_ms > size_ms {
+                return Err(t.error("a HOPPING window's ADVANCE BY must not exceed its SIZE"));
+            }
+            WindowKind::Hopping { advance_ms }
+        }
+        _ => WindowKind::Session,
+    };
+    if advance.is_some() && !matches!(kind, WindowKind::Hopping { .. }) {
+        return Err(t.error("ADVANCE BY belongs to HOPPING windows"));
+    }
+    Ok(WindowSpec { kind, size_ms, grace_ms: grace.unwrap_or(DEFAULT_GRACE_MS), retention_ms: retention })
+}
+
+/// `n unit`, in milliseconds.
+fn duration(t: &mut Tokens) -> Result<i64, EddyError> {
+    let n: i64 = match t.peek() {
+        Some(Token::Number(n, _)) => n.parse().map_err(|_| t.error(format!("expected a whole number, not {n}")))?,
+        _ => return Err(t.error("syntax error: expected a duration such as 5 MINUTES")),
+    };
+    t.pos += 1;
+    let unit = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
+        Some(Token::Word(w)) => normalize(&w).to_ascii_uppercase(),
+        _ => String::new(),
+    };
+    let ms = match unit.trim_end_matches('S') {
+        "MILLISECOND" => 1,
+        "SECOND" => 1000,
+        "MINUTE" => 60_000,
+        "HOUR" => 3_600_000,
+        "DAY" => 86_400_000,
+        _ => return Err(t.error("syntax error: expected a time unit (MILLISECONDS, SECONDS, MINUTES, HOURS, DAYS)")),
+    };
+    t.pos += 1;
+    n.checked_mul(ms).ok_or_else(|| t.error("window duration too large"))
+}
