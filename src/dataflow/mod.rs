@@ -28,12 +28,13 @@ use crate::format::{arrow_schema, cell_at, memcomparable, rows_to_batch};
 use crate::log::Log;
 use crate::plan::{ContinuousPlan, PlanShape};
 use crate::sql::RelationKind;
+use crate::sql::WindowKind;
 use crate::state::{
     StateStore, JOIN_OFFSET_PREFIX, JOIN_ROW_PREFIX, LATE_SINK_PREFIX, OFFSET_PREFIX, PREVIOUS_ROW_PREFIX, ROW_PREFIX,
     SINK_PREFIX, STREAM_TIME_KEY, WINDOW_EXPIRY_PREFIX, WINDOW_OPEN_PREFIX, WORKING_PREFIX,
 };
 use datafusion::physical_expr::expressions::Column as PhysColumn;
-use operator::aggregate::AggregateOperator;
+use operator::aggregate::{AggregateOperator, SessionParams};
 use operator::filter_project::{FilterOperator, ProjectOperator};
 use operator::join::{JoinOperator, TableLookup};
 use operator::upsert::UpsertOperator;
@@ -126,6 +127,8 @@ struct Operators {
     join: Option<JoinOperator>,
     filter: Option<FilterOperator>,
     window: Option<WindowOperator>,
+    /// Session windows are assigned inside the aggregation (they merge).
+    session: Option<SessionParams>,
     body: Body,
     emit_final: bool,
     /// Where windowend / windowstart sit among the group values.
@@ -152,7 +155,7 @@ impl Operators {
             stream_first: j.stream_first,
             schema: plan.input_schema.clone(),
         });
-        let window = plan.window.as_ref().map(|w| WindowOperator {
+        let window = plan.window.as_ref().filter(|w| w.spec.kind != WindowKind::Session).map(|w| WindowOperator {
             spec: w.spec,
             rowtime: w.rowtime,
             window_start: w.window_start,
@@ -173,11 +176,22 @@ impl Operators {
             }
             PlanShape::Upsert => Body::Upsert(UpsertOperator),
         };
+        let session = match (&plan.window, window_group) {
+            (Some(w), Some((end_pos, start_pos))) if w.spec.kind == WindowKind::Session => Some(SessionParams {
+                rowtime: w.rowtime,
+                gap_ms: w.spec.size_ms,
+                grace_ms: w.spec.grace_ms,
+                start_pos,
+                end_pos,
+            }),
+            _ => None,
+        };
         Operators {
             pad_window: plan.window.is_some(),
             join,
             filter,
             window,
+            session,
             body,
             emit_final: plan.emit_final,
             window_group,
@@ -296,7 +310,10 @@ impl Runtime {
         let status = Arc::new(QueryStatus { committed: Mutex::new(committed), ..Default::default() });
         let stop = Arc::new(AtomicBool::new(false));
         let retention_ms = plan.window.as_ref().and_then(|w| w.spec.retention_ms);
-        let grace_ms = plan.window.as_ref().map_or(0, |w| w.spec.grace_ms);
+        let close_after_end_ms = plan.window.as_ref().map_or(0, |w| match w.spec.kind {
+            WindowKind::Session => w.spec.grace_ms.saturating_add(w.spec.size_ms),
+            _ => w.spec.grace_ms,
+        });
         let emit_final = plan.emit_final;
         let mut task = QueryTask {
             id: id.to_string(),
@@ -312,7 +329,7 @@ impl Runtime {
             pending_outputs: Vec::new(),
             pending_late: Vec::new(),
             stream_time_ms,
-            grace_ms,
+            close_after_end_ms,
             retention_ms,
             open_windows,
             expiring_windows,
@@ -462,7 +479,8 @@ struct QueryTask {
     pending_late: Vec<OutRecord>,
     /// The largest event time seen (windows close against it); `i64::MIN` before any.
     stream_time_ms: i64,
-    grace_ms: i64,
+    /// A window closes this long after its end: the grace period (plus the gap for sessions).
+    close_after_end_ms: i64,
     retention_ms: Option<i64>,
     /// Windows not yet closed, by close time (end + grace), for EMIT FINAL and RETENTION.
     open_windows: BTreeSet<(i64, Vec<u8>)>,
@@ -650,6 +668,32 @@ impl QueryTask {
                 }
                 return Ok(());
             }
+            Body::Aggregate(aggregate) if self.ops.session.is_some() => {
+                let params = self.ops.session.as_ref().expect("checked");
+                let stream_time_before = self.stream_time_ms;
+                let result = {
+                    let load = loader(store, cf, pending, self.agg_prefix);
+                    aggregate.process_sessions(&input, params, &mut self.stream_time_ms, timestamp_ms, &load)
+                };
+                let out = match result {
+                    Ok(out) => out,
+                    Err(e) => {
+                        self.stream_time_ms = stream_time_before;
+                        return Err(e);
+                    }
+                };
+                self.report_late(&input, &out.late, 0);
+                for (end, key) in out.closed {
+                    let close = end.saturating_add(self.close_after_end_ms);
+                    if self.open_windows.remove(&(close, key.clone())) {
+                        self.pending.insert(time_key(WINDOW_OPEN_PREFIX, close, &key), None);
+                    }
+                }
+                for (k, v) in out.index_writes {
+                    self.pending.insert(prefixed(self.agg_prefix, &k), v);
+                }
+                out.changes
+            }
             Body::Aggregate(aggregate) => {
                 let stream_time_before = self.stream_time_ms;
                 let (input, late) = match &self.ops.window {
@@ -723,8 +767,8 @@ impl QueryTask {
                     change.key_values.get(end_pos).and_then(Value::as_i64),
                     change.key_values.get(start_pos).and_then(Value::as_i64),
                 ) {
-                    if self.ops.emit_final || self.retention_ms.is_some() {
-                        let close = end.saturating_add(self.grace_ms);
+                    if (self.ops.emit_final || self.retention_ms.is_some()) && change.state_value.is_some() {
+                        let close = end.saturating_add(self.close_after_end_ms);
                         let entry = (close, change.state_key.clone());
                         if !self.open_windows.contains(&entry) {
                             self.pending.insert(
@@ -766,7 +810,7 @@ impl QueryTask {
                         key_values: group.g.clone(),
                         row: Some(row.clone()),
                         state_value: None,
-                        timestamp_ms: close - self.grace_ms - 1,
+                        timestamp_ms: close - self.close_after_end_ms,
                     };
                     if let Some(sink) = &self.sink {
                         self.pending_outputs.push(sink.encode_change(&change));

@@ -549,6 +549,17 @@ pub fn register(ctx: &SessionContext) {
     for udf in udfs() {
         ctx.register_udf(udf);
     }
+    // ksqlDB's aggregate names for DataFusion's own aggregates (batch semantics in pull
+    // queries; continuous queries implement them in `dataflow::operator::aggregate`).
+    use datafusion::functions_aggregate::{array_agg::array_agg_udaf, first_last};
+    let aliased = [
+        (first_last::first_value_udaf(), "earliest_by_offset"),
+        (first_last::last_value_udaf(), "latest_by_offset"),
+        (array_agg_udaf(), "collect_list"),
+    ];
+    for (udaf, alias) in aliased {
+        ctx.register_udaf(udaf.as_ref().clone().with_aliases([alias]));
+    }
 }
 
 #[cfg(test)]

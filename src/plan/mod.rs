@@ -19,12 +19,16 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::catalog::RelationDef;
 use crate::error::{EddyError, Result};
 use crate::format::{arrow_schema, Column, SqlType};
-use crate::sql::{RelationKind, SelectStatement, WindowKind, WindowSpec};
+use crate::sql::{RelationKind, SelectStatement, WindowSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AggFunc {
     Count,
     CountDistinct,
+    /// LATEST_BY_OFFSET: the last non-null value in processing order.
+    Latest,
+    /// EARLIEST_BY_OFFSET: the first non-null value.
+    Earliest,
     Sum,
     Avg,
     Min,
@@ -39,6 +43,8 @@ impl AggFunc {
             "avg" | "mean" => AggFunc::Avg,
             "min" => AggFunc::Min,
             "max" => AggFunc::Max,
+            "last_value" | "latest_by_offset" => AggFunc::Latest,
+            "first_value" | "earliest_by_offset" => AggFunc::Earliest,
             _ => return None,
         })
     }
@@ -46,6 +52,8 @@ impl AggFunc {
         match self {
             AggFunc::Count => "count",
             AggFunc::CountDistinct => "count",
+            AggFunc::Latest => "latest_by_offset",
+            AggFunc::Earliest => "earliest_by_offset",
             AggFunc::Sum => "sum",
             AggFunc::Avg => "avg",
             AggFunc::Min => "min",
@@ -256,11 +264,6 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
     let window = match &select.window {
         None => None,
         Some(spec) => {
-            if spec.kind == WindowKind::Session {
-                return Err(EddyError::NotImplemented(
-                    "WINDOW SESSION is not supported yet (TUMBLING and HOPPING are)".into(),
-                ));
-            }
             if spec.retention_ms.is_some_and(|r| r < spec.size_ms.saturating_add(spec.grace_ms)) {
                 return Err(EddyError::InvalidValue(
                     "a window's RETENTION must be at least its SIZE plus its GRACE PERIOD".into(),
@@ -350,6 +353,14 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
                 ));
             }
             lines.splice(0..0, agg_lines);
+            if source.kind == RelationKind::Table
+                && aggs.iter().any(|a| matches!(a.func, AggFunc::Latest | AggFunc::Earliest))
+            {
+                return Err(EddyError::InvalidValue(
+                    "LATEST_BY_OFFSET and EARLIEST_BY_OFFSET aggregate streams; a table has no offsets to order by"
+                        .into(),
+                ));
+            }
             PlanShape::Aggregate(AggregatePlan { group, aggs, agg_schema, having, project })
         }
     };
@@ -396,7 +407,7 @@ fn agg_spec(e: &Expr, input: &LogicalPlan, phys: &Phys<'_>) -> Result<AggSpec> {
         }
         (n, false) => AggFunc::parse(n).ok_or_else(|| {
             EddyError::NotImplemented(format!(
-                "aggregate {} in a continuous query (supported: COUNT, COUNT(DISTINCT), SUM, AVG, MIN, MAX)",
+                "aggregate {} in a continuous query (supported: COUNT, COUNT(DISTINCT), SUM, AVG, MIN, MAX, LATEST_BY_OFFSET, EARLIEST_BY_OFFSET)",
                 af.func.name().to_uppercase()
             ))
         })?,

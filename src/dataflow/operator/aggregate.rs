@@ -43,11 +43,41 @@ pub struct AggregateOperator {
     pub retractions: bool,
     /// Groups read or written since the last checkpoint.
     cache: HashMap<Vec<u8>, GroupState>,
+    /// Session windows per group key, read or written since the last checkpoint.
+    sessions: HashMap<Vec<u8>, Vec<(i64, i64)>>,
+}
+
+/// Session windows: where the event time and the window bounds are.
+pub struct SessionParams {
+    pub rowtime: usize,
+    pub gap_ms: i64,
+    pub grace_ms: i64,
+    /// Positions of WINDOWSTART and WINDOWEND among the group values.
+    pub start_pos: usize,
+    pub end_pos: usize,
+}
+
+#[derive(Default)]
+pub struct SessionOutput {
+    pub changes: Vec<Change>,
+    /// Input rows that came after their session had closed.
+    pub late: Vec<usize>,
+    /// Session index entries to persist (same key space as the groups).
+    pub index_writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Sessions merged away: (their end, their group key).
+    pub closed: Vec<(i64, Vec<u8>)>,
+}
+
+/// Where a group key's list of sessions is kept: 0xFF sorts after every memcomparable key.
+pub fn session_index_key(base: &[Value]) -> Vec<u8> {
+    let mut k = vec![0xFF];
+    k.extend(memcomparable(base));
+    k
 }
 
 impl AggregateOperator {
     pub fn new(plan: AggregatePlan, output_schema: SchemaRef, retractions: bool) -> Self {
-        AggregateOperator { plan, output_schema, retractions, cache: HashMap::new() }
+        AggregateOperator { plan, output_schema, retractions, cache: HashMap::new(), sessions: HashMap::new() }
     }
 
     /// Drops a group from the cache (its state was deleted).
@@ -71,6 +101,7 @@ impl AggregateOperator {
     /// Forgets cached groups (after a checkpoint wrote them; RocksDB's cache keeps them warm).
     pub fn clear_cache(&mut self) {
         self.cache.clear();
+        self.sessions.clear();
     }
 
     /// Folds a batch in; `signs[i]` is +1 or -1 for row i (all +1 when `None`).
@@ -139,6 +170,133 @@ impl AggregateOperator {
                 self.cache.insert(k, state);
             }
         })
+    }
+
+    /// Folds a batch into session windows, row by row in batch order. Per group key the
+    /// sessions are kept in an index (`session_index_key`); a row within `gap` of one or
+    /// more sessions merges them (their rows are deleted, a merged row replaces them).
+    pub fn process_sessions(
+        &mut self,
+        batch: &RecordBatch,
+        session: &SessionParams,
+        stream_time_ms: &mut i64,
+        timestamp_ms: i64,
+        load: StateLoader<'_>,
+    ) -> Result<SessionOutput> {
+        let n = batch.num_rows();
+        let mut out = SessionOutput::default();
+        if n == 0 {
+            return Ok(out);
+        }
+        let groups: Vec<ArrayRef> =
+            self.plan.group.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<_, _>>()?;
+        let args: Vec<ArrayRef> =
+            self.plan.aggs.iter().map(|a| a.arg.evaluate(batch)?.into_array(n)).collect::<Result<_, _>>()?;
+        let times = batch.column(session.rowtime);
+        let (start_pos, end_pos) = (session.start_pos, session.end_pos);
+        let before_cache = self.cache.clone();
+        let before_sessions = self.sessions.clone();
+        let mut touched: Vec<Vec<u8>> = Vec::new();
+        let mut deleted: Vec<Change> = Vec::new();
+        for row in 0..n {
+            let Some(ts) = cell_at(times.as_ref(), row).as_i64() else {
+                out.late.push(row);
+                continue;
+            };
+            *stream_time_ms = (*stream_time_ms).max(ts);
+            let mut g: Vec<Value> = groups.iter().map(|a| cell_at(a.as_ref(), row)).collect();
+            let base: Vec<Value> = g
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != start_pos && *i != end_pos)
+                .map(|(_, v)| v.clone())
+                .collect();
+            let index_key = session_index_key(&base);
+            if !self.sessions.contains_key(&index_key) {
+                let stored = load(std::slice::from_ref(&index_key))?.pop().flatten();
+                let list: Vec<(i64, i64)> = match stored {
+                    Some(b) => {
+                        serde_json::from_slice(&b).map_err(|e| EddyError::Internal(format!("session index: {e}")))?
+                    }
+                    None => Vec::new(),
+                };
+                self.sessions.insert(index_key.clone(), list);
+            }
+            let list = self.sessions[&index_key].clone();
+            let (merging, keep): (Vec<(i64, i64)>, Vec<(i64, i64)>) = list
+                .into_iter()
+                .partition(|(s, e)| s.saturating_sub(session.gap_ms) <= ts && ts <= e.saturating_add(session.gap_ms));
+            let start = merging.iter().map(|w| w.0).chain([ts]).min().expect("non-empty");
+            let end = merging.iter().map(|w| w.1).chain([ts]).max().expect("non-empty");
+            if end < stream_time_ms.saturating_sub(session.grace_ms).saturating_sub(session.gap_ms) {
+                out.late.push(row);
+                continue;
+            }
+            let mut merged = GroupState::default();
+            g[start_pos] = Value::from(start);
+            g[end_pos] = Value::from(end);
+            merged.g = g.clone();
+            merged.a = self.plan.aggs.iter().map(|a| initial(a.func, false)).collect();
+            for (s, e) in &merging {
+                let mut old_g = g.clone();
+                old_g[start_pos] = Value::from(*s);
+                old_g[end_pos] = Value::from(*e);
+                let old_key = memcomparable(&old_g);
+                let old = match self.cache.remove(&old_key) {
+                    Some(st) => Some(st),
+                    None => load(std::slice::from_ref(&old_key))?
+                        .pop()
+                        .flatten()
+                        .map(|b| serde_json::from_slice::<GroupState>(&b))
+                        .transpose()
+                        .map_err(|e| EddyError::Internal(format!("aggregate state: {e}")))?,
+                };
+                if let Some(old) = old {
+                    merged.n += old.n;
+                    for (i, spec) in self.plan.aggs.iter().enumerate() {
+                        merge(spec.func, &mut merged.a[i], &old.a[i]);
+                    }
+                }
+                touched.retain(|k| k != &old_key);
+                out.closed.push((*e, old_key.clone()));
+                deleted.push(Change {
+                    state_key: old_key,
+                    key_values: old_g,
+                    row: None,
+                    state_value: None,
+                    timestamp_ms,
+                });
+            }
+            merged.n += 1;
+            for (i, spec) in self.plan.aggs.iter().enumerate() {
+                fold(spec.func, &mut merged.a[i], cell_at(args[i].as_ref(), row), args[i].data_type(), 1, false);
+            }
+            let key = memcomparable(&g);
+            deleted.retain(|c| c.state_key != key);
+            self.cache.insert(key.clone(), merged);
+            if !touched.contains(&key) {
+                touched.push(key);
+            }
+            let mut list = keep;
+            list.push((start, end));
+            list.sort_unstable();
+            let bytes = serde_json::to_vec(&list).map_err(|e| EddyError::Internal(e.to_string()))?;
+            self.sessions.insert(index_key.clone(), list);
+            out.index_writes.retain(|(k, _)| k != &index_key);
+            out.index_writes.push((index_key, Some(bytes)));
+        }
+        match self.emit(&touched, timestamp_ms) {
+            Ok(changes) => {
+                out.changes = deleted;
+                out.changes.extend(changes);
+                Ok(out)
+            }
+            Err(e) => {
+                self.cache = before_cache;
+                self.sessions = before_sessions;
+                Err(e)
+            }
+        }
     }
 
     /// Recomputes HAVING and the SELECT list for the touched groups.
@@ -211,6 +369,7 @@ fn initial(func: AggFunc, retractions: bool) -> Value {
         AggFunc::Count => Value::from(0),
         AggFunc::Sum | AggFunc::Avg => Value::Array(vec![Value::from(0), Value::from(0)]),
         AggFunc::CountDistinct => Value::Array(Vec::new()),
+        AggFunc::Latest | AggFunc::Earliest => Value::Null,
         AggFunc::Min | AggFunc::Max if retractions => Value::Array(Vec::new()),
         AggFunc::Min | AggFunc::Max => Value::Null,
     }
@@ -242,6 +401,12 @@ fn fold(func: AggFunc, acc: &mut Value, v: Value, dt: &DataType, sign: i64, retr
             *acc = Value::Array(vec![new_sum, Value::from(count + sign)]);
         }
         AggFunc::CountDistinct => multiset_add(acc, v, sign),
+        AggFunc::Latest => *acc = v,
+        AggFunc::Earliest => {
+            if acc.is_null() {
+                *acc = v;
+            }
+        }
         AggFunc::Min | AggFunc::Max if retractions => multiset_add(acc, v, sign),
         AggFunc::Min | AggFunc::Max => {
             let replace = acc.is_null() || {
@@ -254,6 +419,47 @@ fn fold(func: AggFunc, acc: &mut Value, v: Value, dt: &DataType, sign: i64, retr
             };
             if replace {
                 *acc = v;
+            }
+        }
+    }
+}
+
+/// Combines two accumulators of the same aggregate (merging session windows).
+fn merge(func: AggFunc, acc: &mut Value, other: &Value) {
+    match func {
+        AggFunc::Count => *acc = Value::from(acc.as_i64().unwrap_or(0) + other.as_i64().unwrap_or(0)),
+        AggFunc::Sum | AggFunc::Avg => {
+            let (Value::Array(a), Value::Array(b)) = (&*acc, other) else { return };
+            let sum = match (a[0].as_i64(), b[0].as_i64()) {
+                (Some(x), Some(y)) => x.checked_add(y).map(Value::from).unwrap_or_else(|| float(x as f64 + y as f64)),
+                _ => float(a[0].as_f64().unwrap_or(0.0) + b[0].as_f64().unwrap_or(0.0)),
+            };
+            let count = a[1].as_i64().unwrap_or(0) + b[1].as_i64().unwrap_or(0);
+            *acc = Value::Array(vec![sum, Value::from(count)]);
+        }
+        // Sessions are merged oldest first.
+        AggFunc::Latest => {
+            if !other.is_null() {
+                *acc = other.clone();
+            }
+        }
+        AggFunc::Earliest => {
+            if acc.is_null() {
+                *acc = other.clone();
+            }
+        }
+        AggFunc::CountDistinct => {
+            for e in other.as_array().into_iter().flatten() {
+                multiset_add(acc, e[0].clone(), e[1].as_i64().unwrap_or(1));
+            }
+        }
+        AggFunc::Min | AggFunc::Max => {
+            if other.is_null() {
+                return;
+            }
+            let ord = compare(other, acc);
+            if acc.is_null() || (func == AggFunc::Min && ord.is_lt()) || (func == AggFunc::Max && ord.is_gt()) {
+                *acc = other.clone();
             }
         }
     }
@@ -300,6 +506,7 @@ fn finish(func: AggFunc, acc: &Value, retractions: bool) -> Value {
     match func {
         AggFunc::Count => acc.clone(),
         AggFunc::CountDistinct => Value::from(acc.as_array().map_or(0, |a| a.len())),
+        AggFunc::Latest | AggFunc::Earliest => acc.clone(),
         AggFunc::Sum | AggFunc::Avg => {
             let Value::Array(a) = acc else { return Value::Null };
             let count = a.get(1).and_then(Value::as_i64).unwrap_or(0);
