@@ -26,6 +26,7 @@ use crate::catalog::RelationDef;
 use crate::error::{EddyError, Result};
 use crate::format::{arrow_schema, cell_at, memcomparable, rows_to_batch};
 use crate::log::Log;
+use crate::plan::input_columns;
 use crate::plan::{ContinuousPlan, PlanShape};
 use crate::sql::RelationKind;
 use crate::sql::WindowKind;
@@ -36,6 +37,7 @@ use crate::state::{
 use datafusion::physical_expr::expressions::Column as PhysColumn;
 use operator::aggregate::{AggregateOperator, SessionParams};
 use operator::filter_project::{FilterOperator, ProjectOperator};
+use operator::interval_join::{IntervalJoinOperator, Side, BUFFER_PREFIX};
 use operator::join::{JoinOperator, TableLookup};
 use operator::upsert::UpsertOperator;
 use operator::window::WindowOperator;
@@ -125,6 +127,7 @@ struct Operators {
     /// Null window-bound columns appended to each source batch (filled by `window`).
     pad_window: bool,
     join: Option<JoinOperator>,
+    interval: Option<IntervalJoinOperator>,
     filter: Option<FilterOperator>,
     window: Option<WindowOperator>,
     /// Session windows are assigned inside the aggregation (they merge).
@@ -161,6 +164,18 @@ impl Operators {
             window_start: w.window_start,
             window_end: w.window_end,
         });
+        let interval = plan.interval.map(|i| {
+            let widths = (input_columns(&plan.source, false).len(), input_columns(&i.right, false).len());
+            IntervalJoinOperator::new(
+                i.kind,
+                i.left_keys,
+                i.right_keys,
+                i.window,
+                (i.left_rowtime, i.right_rowtime),
+                widths,
+                plan.input_schema.clone(),
+            )
+        });
         let retractions = plan.source.kind == RelationKind::Table;
         let mut window_group = None;
         let body = match plan.shape {
@@ -189,6 +204,7 @@ impl Operators {
         Operators {
             pad_window: plan.window.is_some(),
             join,
+            interval,
             filter,
             window,
             session,
@@ -272,9 +288,10 @@ impl Runtime {
         for p in &source.partitions {
             offsets.push(stored_i64(&self.store, &cf, OFFSET_PREFIX, p.id)?.unwrap_or_else(|| p.log_start_offset()));
         }
-        let table_input = match &plan.join {
-            Some(j) => {
-                let table = Source::open(&self.log, &j.table)?;
+        let second_relation = plan.join.as_ref().map(|j| &j.table).or(plan.interval.as_ref().map(|i| &i.right));
+        let table_input = match second_relation {
+            Some(rel) => {
+                let table = Source::open(&self.log, rel)?;
                 let mut offsets = Vec::new();
                 for p in &table.partitions {
                     offsets.push(
@@ -302,7 +319,7 @@ impl Runtime {
             }
         }
         let mut topics = vec![plan.source.topic.clone()];
-        topics.extend(plan.join.as_ref().map(|j| j.table.topic.clone()));
+        topics.extend(second_relation.map(|r| r.topic.clone()));
         let mut committed = offsets.clone();
         if let Some((_, table_offsets)) = &table_input {
             committed.extend(table_offsets);
@@ -315,6 +332,10 @@ impl Runtime {
             _ => w.spec.grace_ms,
         });
         let emit_final = plan.emit_final;
+        let mut ops = Operators::new(plan);
+        if let Some(ij) = &mut ops.interval {
+            ij.restore(self.store.scan_prefix(&cf, &[BUFFER_PREFIX], usize::MAX)?)?;
+        }
         let mut task = QueryTask {
             id: id.to_string(),
             cf,
@@ -322,7 +343,8 @@ impl Runtime {
             source,
             offsets,
             table_input,
-            ops: Operators::new(plan),
+            prefer_second: false,
+            ops,
             sink,
             late_sink,
             pending: BTreeMap::new(),
@@ -379,6 +401,11 @@ impl Runtime {
             None => None,
         };
         let ops = Operators::new(plan);
+        if ops.interval.is_some() {
+            return Err(EddyError::NotImplemented(
+                "stream–stream joins in push queries; create a stream with CREATE STREAM ... AS SELECT and push-query it".into(),
+            ));
+        }
         if !matches!(ops.body, Body::Project(_)) || ops.window.is_some() {
             return Err(EddyError::NotImplemented(
                 "aggregations in push queries; create a table with CREATE TABLE ... AS SELECT and push-query it".into(),
@@ -469,7 +496,9 @@ struct QueryTask {
     offsets: Vec<i64>,
     /// A joined table's topic and next offsets: the query keeps its own copy of the table,
     /// so a replay after a crash joins against the same rows.
+    /// (For a stream–stream join the second stream; the two are polled in turn.)
     table_input: Option<(Source, Vec<i64>)>,
+    prefer_second: bool,
     ops: Operators,
     sink: Option<Sink>,
     late_sink: Option<Sink>,
@@ -502,39 +531,25 @@ impl QueryTask {
         let mut last_checkpoint = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             let version = self.rt.log.notifier.version();
-            let mut polled_table = false;
-            if let Some((table, offsets)) = &mut self.table_input {
-                if let Some(decoded) =
-                    table.poll(offsets, self.rt.config.fetch_bytes_max, &self.rt.processing_log, &self.id)?
-                {
-                    for (key, row, _) in decoded.upserts {
-                        let value = row.map(|r| serde_json::json!({ "r": r }).to_string().into_bytes());
-                        self.pending.insert(prefixed(JOIN_ROW_PREFIX, &memcomparable(&key)), value);
-                    }
-                    self.dirty = true;
-                    polled_table = true;
+            let (from_second, polled) = self.poll_next()?;
+            let polled_table = from_second && self.ops.interval.is_none() && polled.is_some();
+            if polled_table {
+                for (key, row, _) in polled.expect("checked").upserts {
+                    let value = row.map(|r| serde_json::json!({ "r": r }).to_string().into_bytes());
+                    self.pending.insert(prefixed(JOIN_ROW_PREFIX, &memcomparable(&key)), value);
                 }
+                self.dirty = true;
+                continue;
             }
-            let polled = if polled_table {
-                None
-            } else {
-                self.source.poll(
-                    &mut self.offsets,
-                    self.rt.config.fetch_bytes_max,
-                    &self.rt.processing_log,
-                    &self.id,
-                )?
-            };
             match polled {
                 Some(decoded) => {
                     self.dirty = true;
-                    self.process(decoded)?;
+                    self.process(decoded, from_second)?;
                     if last_checkpoint.elapsed() >= self.rt.config.checkpoint_interval {
                         self.checkpoint()?;
                         last_checkpoint = Instant::now();
                     }
                 }
-                None if polled_table => {}
                 None if self.dirty => {
                     self.checkpoint()?;
                     last_checkpoint = Instant::now();
@@ -547,8 +562,34 @@ impl QueryTask {
         Ok(())
     }
 
-    fn process(&mut self, decoded: DecodedBatch) -> Result<()> {
+    /// The next chunk of input: a joined table's updates come before the stream's records;
+    /// two joined streams take turns. `true` when it came from the second input.
+    fn poll_next(&mut self) -> Result<(bool, Option<DecodedBatch>)> {
+        let max = self.rt.config.fetch_bytes_max;
+        let plog = &self.rt.processing_log;
+        let Some((second, second_offsets)) = &mut self.table_input else {
+            return Ok((false, self.source.poll(&mut self.offsets, max, plog, &self.id)?));
+        };
+        let second_first = self.ops.interval.is_none() || self.prefer_second;
+        self.prefer_second = !self.prefer_second;
+        for take_second in [second_first, !second_first] {
+            let polled = if take_second {
+                second.poll(second_offsets, max, plog, &self.id)?
+            } else {
+                self.source.poll(&mut self.offsets, max, plog, &self.id)?
+            };
+            if polled.is_some() {
+                return Ok((take_second, polled));
+            }
+        }
+        Ok((false, None))
+    }
+
+    fn process(&mut self, decoded: DecodedBatch, from_second: bool) -> Result<()> {
         self.status.processed_records.fetch_add(decoded.records as u64, Ordering::Relaxed);
+        if self.ops.interval.is_some() {
+            return self.process_interval_join(decoded, from_second);
+        }
         if let Body::Upsert(op) = &self.ops.body {
             let changes = op.process(decoded.upserts);
             self.apply(changes)?;
@@ -573,6 +614,52 @@ impl QueryTask {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// One side of a stream–stream join: match against the other side's buffer, then run
+    /// the joined rows through the rest of the plan.
+    fn process_interval_join(&mut self, decoded: DecodedBatch, from_second: bool) -> Result<()> {
+        let Some(batch) = decoded.batch else { return Ok(()) };
+        let side = if from_second { Side::Right } else { Side::Left };
+        let join = self.ops.interval.as_mut().expect("checked by the caller");
+        let step = join.process(side, &batch, &mut self.stream_time_ms)?;
+        let joined = join.to_batch(&step.rows)?;
+        let rowtime = match side {
+            Side::Left => join.left_rowtime,
+            Side::Right => join.right_rowtime,
+        };
+        for (k, v) in step.writes {
+            self.pending.insert(k, v);
+        }
+        let topic = match (&self.table_input, side) {
+            (Some((second, _)), Side::Right) => second.relation.topic.clone(),
+            _ => self.source.relation.topic.clone(),
+        };
+        for &row in &step.late {
+            let (partition, offset) = (decoded.origins[row].0, decoded.origins[row].1);
+            let message = format!(
+                "late record: event time {} is past the join window's grace period (stream time {})",
+                cell_at(batch.column(rowtime).as_ref(), row),
+                self.stream_time_ms
+            );
+            self.status.late_records.fetch_add(1, Ordering::Relaxed);
+            self.rt.processing_log.record(&self.id, &topic, partition, offset, &message, None);
+        }
+        if joined.num_rows() == 0 {
+            return Ok(());
+        }
+        let ts = step.timestamps.iter().copied().max().unwrap_or(decoded.max_timestamp_ms);
+        if let Err(e) = self.process_batch(&joined, None, ts) {
+            if matches!(e, EddyError::State(_) | EddyError::Log(_) | EddyError::Internal(_)) {
+                return Err(e);
+            }
+            for row in 0..joined.num_rows() {
+                if let Err(e) = self.process_batch(&joined.slice(row, 1), None, step.timestamps[row]) {
+                    self.rt.processing_log.record(&self.id, &topic, -1, -1, &e.to_string(), None);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// An aggregation over a table: each change retracts the key's previous row and adds

@@ -19,7 +19,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::catalog::RelationDef;
 use crate::error::{EddyError, Result};
 use crate::format::{arrow_schema, Column, SqlType};
-use crate::sql::{RelationKind, SelectStatement, WindowSpec};
+use crate::sql::{JoinWindow, RelationKind, SelectStatement, WindowSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AggFunc {
@@ -96,6 +96,28 @@ pub struct JoinPlan {
     pub stream_first: bool,
 }
 
+/// A stream–stream join within a time window: both sides are buffered (in RocksDB) for as
+/// long as a match may still come.
+pub struct IntervalJoinPlan {
+    pub right: RelationDef,
+    pub kind: IntervalJoinKind,
+    pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub window: JoinWindow,
+    /// ROWTIME's position in each side's decoded rows.
+    pub left_rowtime: usize,
+    pub right_rowtime: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntervalJoinKind {
+    Inner,
+    /// Unmatched left rows are emitted with NULLs once their window closes.
+    Left,
+    /// Unmatched rows of either side are emitted with NULLs once their window closes.
+    Full,
+}
+
 /// Window assignment over the input rows (before the aggregation).
 pub struct WindowPlan {
     pub spec: WindowSpec,
@@ -112,6 +134,8 @@ pub struct ContinuousPlan {
     /// then a joined table's columns.
     pub input_schema: SchemaRef,
     pub join: Option<JoinPlan>,
+    /// A stream–stream join (the source is its left side).
+    pub interval: Option<IntervalJoinPlan>,
     pub window: Option<WindowPlan>,
     /// Emit a window's row once, when it closes (`EMIT FINAL`).
     pub emit_final: bool,
@@ -170,6 +194,7 @@ pub fn upsert_plan(source: &RelationDef) -> ContinuousPlan {
         source: source.clone(),
         input_schema: arrow_schema(&source.columns),
         join: None,
+        interval: None,
         window: None,
         emit_final: false,
         late_data_to: None,
@@ -191,11 +216,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
         [a, b] => match (a.kind, b.kind) {
             (RelationKind::Stream, RelationKind::Table) => (a, Some(b)),
             (RelationKind::Table, RelationKind::Stream) => (b, Some(a)),
-            (RelationKind::Stream, RelationKind::Stream) => {
-                return Err(EddyError::NotImplemented(
-                    "stream–stream joins (WITHIN ...) are not supported yet; join a stream with a table".into(),
-                ))
-            }
+            (RelationKind::Stream, RelationKind::Stream) => (a, Some(b)),
             _ => {
                 return Err(EddyError::NotImplemented(
                     "table–table joins in continuous queries are not supported yet; a pull query can join tables"
@@ -251,8 +272,24 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
     }
     let input_plan = node;
     let mut lines = Vec::new();
+    let mut interval = None;
     let join = match (input_plan, table) {
         (LogicalPlan::TableScan(_), None) => None,
+        (LogicalPlan::Join(j), Some(right)) if right.kind == RelationKind::Stream => {
+            let within = select.within.ok_or_else(|| {
+                EddyError::InvalidValue(
+                    "a stream–stream join needs a WITHIN clause, e.g. FROM a JOIN b WITHIN 1 MINUTE ON a.id = b.id"
+                        .into(),
+                )
+            })?;
+            if select.window.is_some() {
+                return Err(EddyError::NotImplemented("a WINDOW over a stream–stream join".into()));
+            }
+            let (plan, line) = interval_join_plan(j, source, right, within, &phys)?;
+            lines.push(line);
+            interval = Some(plan);
+            None
+        }
         (LogicalPlan::Join(j), Some(table)) => {
             let (plan, line) = join_plan(j, table, &phys)?;
             lines.push(line);
@@ -260,6 +297,9 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
         }
         _ => return Err(unsupported(input_plan)),
     };
+    if select.within.is_some() && interval.is_none() {
+        return Err(EddyError::InvalidValue("WITHIN belongs to a join of two streams".into()));
+    }
     let input_schema: SchemaRef = Arc::new(input_plan.schema().as_arrow().clone());
     let window = match &select.window {
         None => None,
@@ -379,6 +419,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
         source: source.clone(),
         input_schema,
         join,
+        interval,
         window,
         emit_final: select.emit_final,
         late_data_to: select.late_data_to.clone(),
@@ -422,6 +463,96 @@ fn agg_spec(e: &Expr, input: &LogicalPlan, phys: &Phys<'_>) -> Result<AggSpec> {
     Ok(AggSpec { func, arg })
 }
 
+/// Reads `a [LEFT|FULL] JOIN b WITHIN ... ON a.x = b.y [AND ...]` between two streams.
+fn interval_join_plan(
+    j: &Join,
+    left: &RelationDef,
+    right: &RelationDef,
+    window: JoinWindow,
+    phys: &Phys<'_>,
+) -> Result<(IntervalJoinPlan, String)> {
+    for side in [&j.left, &j.right] {
+        if !matches!(skip_alias(side), LogicalPlan::TableScan(_)) {
+            return Err(EddyError::NotImplemented("joins of more than two inputs in a continuous query".into()));
+        }
+    }
+    let kind = match j.join_type {
+        JoinType::Inner => IntervalJoinKind::Inner,
+        JoinType::Left => IntervalJoinKind::Left,
+        JoinType::Full => IntervalJoinKind::Full,
+        t => {
+            return Err(EddyError::NotImplemented(format!(
+                "{t} JOIN of two streams (supported: INNER, LEFT, FULL OUTER; swap the sides for RIGHT)"
+            )))
+        }
+    };
+    let pairs = equi_pairs(j)?;
+    let refers_to = |e: &Expr, side: &LogicalPlan| {
+        let cols = e.column_refs();
+        !cols.is_empty() && cols.iter().all(|c| side.schema().has_column(c))
+    };
+    let (mut left_keys, mut right_keys) = (Vec::new(), Vec::new());
+    for (a, b) in pairs {
+        let (l, r) = if refers_to(&a, &j.left) && refers_to(&b, &j.right) {
+            (a, b)
+        } else if refers_to(&b, &j.left) && refers_to(&a, &j.right) {
+            (b, a)
+        } else {
+            return Err(EddyError::InvalidValue(format!(
+                "join condition {a} = {b} must compare an expression of {} with one of {}",
+                left.name, right.name
+            )));
+        };
+        left_keys.push(phys(&l, &j.left)?);
+        right_keys.push(phys(&r, &j.right)?);
+    }
+    if left_keys.is_empty() {
+        return Err(EddyError::InvalidValue("a join needs an equality in ON (a join without a key)".into()));
+    }
+    let rowtime = |rel: &RelationDef| {
+        if crate::plan::pseudo_columns(rel).is_empty() {
+            Err(EddyError::InvalidValue(format!(
+                "{} has its own ROWTIME column; a stream join needs event time",
+                rel.name
+            )))
+        } else {
+            Ok(rel.columns.len())
+        }
+    };
+    let line = format!(
+        "IntervalJoinOperator({kind:?}, within -{}ms..+{}ms, grace={}ms, state=RocksDB)",
+        window.before_ms, window.after_ms, window.grace_ms
+    );
+    let plan = IntervalJoinPlan {
+        right: right.clone(),
+        kind,
+        left_keys,
+        right_keys,
+        window,
+        left_rowtime: rowtime(left)?,
+        right_rowtime: rowtime(right)?,
+    };
+    Ok((plan, line))
+}
+
+/// The equalities of a join's ON clause; anything else is refused.
+fn equi_pairs(j: &Join) -> Result<Vec<(Expr, Expr)>> {
+    let mut pairs: Vec<(Expr, Expr)> = j.on.clone();
+    if let Some(f) = &j.filter {
+        for conj in split_conjunction(f) {
+            match conj {
+                Expr::BinaryExpr(b) if b.op == Operator::Eq => pairs.push((*b.left.clone(), *b.right.clone())),
+                other => {
+                    return Err(EddyError::NotImplemented(format!(
+                        "join condition {other}: continuous joins are equalities (put other conditions in WHERE)"
+                    )))
+                }
+            }
+        }
+    }
+    Ok(pairs)
+}
+
 /// Reads `stream [LEFT] JOIN table ON stream.x = table.pk`: the ON clause must give every
 /// primary-key column of the table an equality with the stream.
 fn join_plan(j: &Join, table: &RelationDef, phys: &Phys<'_>) -> Result<(JoinPlan, String)> {
@@ -445,19 +576,7 @@ fn join_plan(j: &Join, table: &RelationDef, phys: &Phys<'_>) -> Result<(JoinPlan
             )))
         }
     };
-    let mut pairs: Vec<(Expr, Expr)> = j.on.clone();
-    if let Some(f) = &j.filter {
-        for conj in split_conjunction(f) {
-            match conj {
-                Expr::BinaryExpr(b) if b.op == Operator::Eq => pairs.push((*b.left.clone(), *b.right.clone())),
-                other => {
-                    return Err(EddyError::NotImplemented(format!(
-                        "join condition {other}: a stream–table join is an equality on the table's PRIMARY KEY"
-                    )))
-                }
-            }
-        }
-    }
+    let pairs = equi_pairs(j)?;
     let refers_to = |e: &Expr, side: &LogicalPlan| {
         let cols = e.column_refs();
         !cols.is_empty() && cols.iter().all(|c| side.schema().has_column(c))

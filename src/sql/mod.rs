@@ -16,7 +16,7 @@ use crate::error::EddyError;
 use crate::format::{Column, SqlType};
 
 pub mod window;
-pub use window::{Emit, WindowKind, WindowSpec};
+pub use window::{Emit, JoinWindow, WindowKind, WindowSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RelationKind {
@@ -45,6 +45,8 @@ pub struct SelectStatement {
     pub window: Option<WindowSpec>,
     /// Eddy's `LATE DATA TO stream`: where records too late for their window go.
     pub late_data_to: Option<String>,
+    /// A stream–stream join's `WITHIN` window.
+    pub within: Option<JoinWindow>,
     pub limit: Option<usize>,
     /// The names in FROM clauses (lower-cased unless quoted).
     pub relations: Vec<String>,
@@ -582,6 +584,7 @@ pub fn parse_select(text: &str, offset_chars: usize) -> Result<SelectStatement, 
         emit_final: clauses.emit == Emit::Final,
         window: clauses.window,
         late_data_to: clauses.late_data_to,
+        within: clauses.within,
         limit,
         relations,
     })

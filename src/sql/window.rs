@@ -47,6 +47,16 @@ pub struct StreamingClauses {
     pub emit: Emit,
     pub window: Option<WindowSpec>,
     pub late_data_to: Option<String>,
+    pub within: Option<JoinWindow>,
+}
+
+/// A stream–stream join's `WITHIN n unit | (before, after) [GRACE PERIOD n unit]`: a left
+/// record at `t` matches right records in `[t - before_ms, t + after_ms]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinWindow {
+    pub before_ms: i64,
+    pub after_ms: i64,
+    pub grace_ms: i64,
 }
 
 pub fn extract(text: &str, offset_chars: usize) -> Result<StreamingClauses, EddyError> {
@@ -71,6 +81,31 @@ pub fn extract(text: &str, offset_chars: usize) -> Result<StreamingClauses, Eddy
                     return Err(t.error("a query takes one WINDOW clause"));
                 }
                 out.window = Some(window_spec(&mut t, &kind)?);
+            }
+            (Some("WITHIN"), _) => {
+                t.pos += 1;
+                if out.within.is_some() {
+                    return Err(
+                        t.error("a query takes one WITHIN clause (joins of more than two streams are not supported)")
+                    );
+                }
+                let (before_ms, after_ms) = if t.eat(&Token::LParen) {
+                    let before = duration(&mut t)?;
+                    t.expect(&Token::Comma)?;
+                    let after = duration(&mut t)?;
+                    t.expect(&Token::RParen)?;
+                    (before, after)
+                } else {
+                    let n = duration(&mut t)?;
+                    (n, n)
+                };
+                let grace_ms = if t.eat_word("GRACE") {
+                    t.expect_word("PERIOD")?;
+                    duration(&mut t)?
+                } else {
+                    DEFAULT_GRACE_MS
+                };
+                out.within = Some(JoinWindow { before_ms, after_ms, grace_ms });
             }
             (Some("LATE"), Some("DATA")) => {
                 t.pos += 2;
