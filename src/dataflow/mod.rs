@@ -20,11 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::catalog::RelationDef;
 use crate::error::{EddyError, Result};
-use crate::format::{arrow_schema, cell_at, memcomparable, rows_to_batch};
+use crate::format::{arrow_schema, cell_at, memcomparable};
 use crate::log::Log;
 use crate::plan::input_columns;
 use crate::plan::{ContinuousPlan, PlanShape};
@@ -39,6 +40,7 @@ use operator::aggregate::{AggregateOperator, SessionParams};
 use operator::filter_project::{FilterOperator, ProjectOperator};
 use operator::interval_join::{IntervalJoinOperator, Side, BUFFER_PREFIX};
 use operator::join::{JoinOperator, TableLookup};
+use operator::table_join::{JoinState, Row, SignedRow, TableJoinOperator};
 use operator::upsert::UpsertOperator;
 use operator::window::WindowOperator;
 use operator::Change;
@@ -128,6 +130,11 @@ struct Operators {
     pad_window: bool,
     join: Option<JoinOperator>,
     interval: Option<IntervalJoinOperator>,
+    table_join: Option<TableJoinOperator>,
+    /// The rows the filter and body see.
+    input_schema: SchemaRef,
+    /// Output columns that form a table result's key (projections of tables).
+    output_key_columns: Vec<usize>,
     filter: Option<FilterOperator>,
     window: Option<WindowOperator>,
     /// Session windows are assigned inside the aggregation (they merge).
@@ -176,6 +183,14 @@ impl Operators {
                 plan.input_schema.clone(),
             )
         });
+        let table_join = plan.table_join.map(|t| TableJoinOperator {
+            kind: t.kind,
+            left_key_columns: t.left_key_columns,
+            left_width: plan.source.columns.len(),
+            right_width: t.right.columns.len(),
+        });
+        let output_key_columns: Vec<usize> =
+            plan.output_columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
         let retractions = plan.source.kind == RelationKind::Table;
         let mut window_group = None;
         let body = match plan.shape {
@@ -205,6 +220,9 @@ impl Operators {
             pad_window: plan.window.is_some(),
             join,
             interval,
+            table_join,
+            input_schema: plan.input_schema.clone(),
+            output_key_columns,
             filter,
             window,
             session,
@@ -288,7 +306,12 @@ impl Runtime {
         for p in &source.partitions {
             offsets.push(stored_i64(&self.store, &cf, OFFSET_PREFIX, p.id)?.unwrap_or_else(|| p.log_start_offset()));
         }
-        let second_relation = plan.join.as_ref().map(|j| &j.table).or(plan.interval.as_ref().map(|i| &i.right));
+        let second_relation = plan
+            .join
+            .as_ref()
+            .map(|j| &j.table)
+            .or(plan.interval.as_ref().map(|i| &i.right))
+            .or(plan.table_join.as_ref().map(|t| &t.right));
         let table_input = match second_relation {
             Some(rel) => {
                 let table = Source::open(&self.log, rel)?;
@@ -532,7 +555,7 @@ impl QueryTask {
         while !self.stop.load(Ordering::SeqCst) {
             let version = self.rt.log.notifier.version();
             let (from_second, polled) = self.poll_next()?;
-            let polled_table = from_second && self.ops.interval.is_none() && polled.is_some();
+            let polled_table = from_second && self.ops.join.is_some() && polled.is_some();
             if polled_table {
                 for (key, row, _) in polled.expect("checked").upserts {
                     let value = row.map(|r| serde_json::json!({ "r": r }).to_string().into_bytes());
@@ -570,7 +593,7 @@ impl QueryTask {
         let Some((second, second_offsets)) = &mut self.table_input else {
             return Ok((false, self.source.poll(&mut self.offsets, max, plog, &self.id)?));
         };
-        let second_first = self.ops.interval.is_none() || self.prefer_second;
+        let second_first = self.ops.join.is_some() || self.prefer_second;
         self.prefer_second = !self.prefer_second;
         for take_second in [second_first, !second_first] {
             let polled = if take_second {
@@ -589,6 +612,9 @@ impl QueryTask {
         self.status.processed_records.fetch_add(decoded.records as u64, Ordering::Relaxed);
         if self.ops.interval.is_some() {
             return self.process_interval_join(decoded, from_second);
+        }
+        if self.ops.table_join.is_some() {
+            return self.process_table_join(decoded, from_second);
         }
         if let Body::Upsert(op) = &self.ops.body {
             let changes = op.process(decoded.upserts);
@@ -677,33 +703,57 @@ impl QueryTask {
             let row = v.map(|b| stored_row(&b)).transpose()?.flatten();
             previous.insert(k.clone(), row);
         }
-        let mut rows = Vec::new();
-        let mut signs = Vec::new();
+        let mut signed = Vec::new();
         for (k, (_, row, _)) in keys.iter().zip(decoded.upserts) {
             if let Some(old) = previous.get(k).cloned().flatten() {
-                rows.push(old);
-                signs.push(-1);
+                signed.push(SignedRow { key: k[1..].to_vec(), sign: -1, row: old });
             }
             if let Some(new) = &row {
-                rows.push(new.clone());
-                signs.push(1);
+                signed.push(SignedRow { key: k[1..].to_vec(), sign: 1, row: new.clone() });
             }
             self.pending
                 .insert(k.clone(), row.as_ref().map(|r| serde_json::json!({ "r": r }).to_string().into_bytes()));
             previous.insert(k.clone(), row);
         }
-        if rows.is_empty() {
+        self.process_signed(signed, decoded.max_timestamp_ms)
+    }
+
+    /// One side of a table–table join changed: the joined rows it ends and starts.
+    fn process_table_join(&mut self, decoded: DecodedBatch, from_second: bool) -> Result<()> {
+        let join = self.ops.table_join.as_ref().expect("checked by the caller");
+        let mut view = StateView { store: &self.rt.store, cf: &self.cf, pending: &mut self.pending };
+        let mut signed = Vec::new();
+        for (key, row, _) in decoded.upserts {
+            let key = memcomparable(&key);
+            signed.extend(if from_second {
+                join.right_change(&mut view, &key, row)?
+            } else {
+                join.left_change(&mut view, &key, row)?
+            });
+        }
+        self.process_signed(signed, decoded.max_timestamp_ms)
+    }
+
+    /// Table-shaped input (signed rows under their keys) through the filter and the body.
+    fn process_signed(&mut self, signed: Vec<SignedRow>, timestamp_ms: i64) -> Result<()> {
+        if signed.is_empty() {
             return Ok(());
         }
-        let batch = rows_to_batch(&self.source.columns, &rows).map_err(EddyError::Internal)?;
-        if let Err(e) = self.process_batch(&batch, Some(&signs), decoded.max_timestamp_ms) {
+        let mut columns = Vec::with_capacity(self.ops.input_schema.fields().len());
+        for (i, f) in self.ops.input_schema.fields().iter().enumerate() {
+            let cells: Vec<Value> = signed.iter().map(|r| r.row.get(i).cloned().unwrap_or(Value::Null)).collect();
+            columns.push(crate::format::cells_to_array(f.data_type(), &cells)?);
+        }
+        let batch = RecordBatch::try_new(self.ops.input_schema.clone(), columns)?;
+        let signs: Vec<i64> = signed.iter().map(|r| r.sign).collect();
+        let keys: Vec<Vec<u8>> = signed.into_iter().map(|r| r.key).collect();
+        if let Err(e) = self.process_batch(&batch, Some((&signs, &keys)), timestamp_ms) {
             if matches!(e, EddyError::State(_) | EddyError::Log(_) | EddyError::Internal(_)) {
                 return Err(e);
             }
             for row in 0..batch.num_rows() {
-                if let Err(e) =
-                    self.process_batch(&batch.slice(row, 1), Some(&signs[row..=row]), decoded.max_timestamp_ms)
-                {
+                let one = (&signs[row..=row], &keys[row..=row]);
+                if let Err(e) = self.process_batch(&batch.slice(row, 1), Some(one), timestamp_ms) {
                     let topic = &self.source.relation.topic;
                     self.rt.processing_log.record(&self.id, topic, -1, -1, &e.to_string(), None);
                 }
@@ -713,7 +763,13 @@ impl QueryTask {
     }
 
     /// Runs one batch through the operators, buffering output and state changes.
-    fn process_batch(&mut self, batch: &RecordBatch, signs: Option<&[i64]>, timestamp_ms: i64) -> Result<()> {
+    /// `signed`: for table-shaped input, each row's sign (+1 add, -1 retract) and result key.
+    fn process_batch(
+        &mut self,
+        batch: &RecordBatch,
+        signed: Option<(&[i64], &[Vec<u8>])>,
+        timestamp_ms: i64,
+    ) -> Result<()> {
         let store = &self.rt.store;
         let cf = &self.cf;
         let pending = &self.pending;
@@ -732,19 +788,37 @@ impl QueryTask {
                 .collect()
         };
         let input = self.ops.input(batch.clone(), &table_lookup)?;
-        // Signs follow rows through the filter (joins never run on tables).
-        let (input, signs) = match &self.ops.filter {
+        // Signs and keys follow their rows through the filter.
+        let (input, signs, keys) = match &self.ops.filter {
             Some(f) => {
                 let mask = f.mask(&input)?;
-                let signs = signs.map(|s| {
-                    s.iter().zip(mask.iter()).filter(|(_, m)| m.unwrap_or(false)).map(|(s, _)| *s).collect::<Vec<_>>()
-                });
-                (datafusion::arrow::compute::filter_record_batch(&input, &mask)?, signs)
+                let kept: Vec<usize> = (0..mask.len()).filter(|&i| mask.is_valid(i) && mask.value(i)).collect();
+                let signs = signed.map(|(s, _)| kept.iter().map(|&i| s[i]).collect::<Vec<_>>());
+                let keys = signed.map(|(_, k)| kept.iter().map(|&i| k[i].clone()).collect::<Vec<_>>());
+                (datafusion::arrow::compute::filter_record_batch(&input, &mask)?, signs, keys)
             }
-            None => (input, signs.map(<[i64]>::to_vec)),
+            None => (input, signed.map(|(s, _)| s.to_vec()), signed.map(|(_, k)| k.to_vec())),
         };
         let changes: Vec<Change> = match &mut self.ops.body {
             Body::Upsert(_) => return Ok(()),
+            Body::Project(project) if keys.is_some() => {
+                let projected = project.process(&input)?;
+                let (signs, keys) = (signs.expect("with keys"), keys.expect("checked"));
+                let key_columns: Vec<usize> = self.ops.output_key_columns.clone();
+                let mut changes = Vec::with_capacity(keys.len());
+                for (row, (key, sign)) in keys.into_iter().zip(signs).enumerate() {
+                    let cells: Vec<Value> = projected.columns().iter().map(|c| cell_at(c.as_ref(), row)).collect();
+                    let key_values: Vec<Value> = key_columns.iter().map(|&i| cells[i].clone()).collect();
+                    let (row, state_value) = if sign > 0 {
+                        let stored = serde_json::json!({ "r": cells }).to_string().into_bytes();
+                        (Some(cells), Some(stored))
+                    } else {
+                        (None, None)
+                    };
+                    changes.push(Change { state_key: key, key_values, row, state_value, timestamp_ms });
+                }
+                last_change_per_key(changes)
+            }
             Body::Project(project) => {
                 let projected = project.process(&input)?;
                 if let Some(sink) = &self.sink {
@@ -972,6 +1046,80 @@ impl QueryTask {
         }
         *self.status.committed.lock().unwrap_or_else(|p| p.into_inner()) = committed;
         self.dirty = false;
+        Ok(())
+    }
+}
+
+/// Keeps only each key's last change, in the order of those last changes (a retraction
+/// followed by the key's new row becomes just the new row).
+fn last_change_per_key(changes: Vec<Change>) -> Vec<Change> {
+    let mut last: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (i, c) in changes.iter().enumerate() {
+        last.insert(c.state_key.clone(), i);
+    }
+    changes.into_iter().enumerate().filter(|(i, c)| last[&c.state_key] == *i).map(|(_, c)| c).collect()
+}
+
+/// The join state of a table–table join: RocksDB as of the last checkpoint, overlaid with
+/// this checkpoint's pending writes.
+struct StateView<'a> {
+    store: &'a StateStore,
+    cf: &'a str,
+    pending: &'a mut Pending,
+}
+
+/// Index from a join key to the left rows holding it: `F` + join key + left key.
+const JOIN_INDEX_PREFIX: u8 = b'F';
+
+impl StateView<'_> {
+    fn get_row(&self, key: Vec<u8>) -> Result<Option<Row>> {
+        let bytes = match self.pending.get(&key) {
+            Some(p) => p.clone(),
+            None => self.store.get(self.cf, &key)?,
+        };
+        Ok(bytes.map(|b| stored_row(&b)).transpose()?.flatten())
+    }
+
+    fn put_row(&mut self, key: Vec<u8>, row: Option<&Row>) {
+        self.pending.insert(key, row.map(|r| serde_json::json!({ "r": r }).to_string().into_bytes()));
+    }
+}
+
+impl JoinState for StateView<'_> {
+    fn left(&mut self, left_key: &[u8]) -> Result<Option<Row>> {
+        self.get_row(prefixed(PREVIOUS_ROW_PREFIX, left_key))
+    }
+    fn set_left(&mut self, left_key: &[u8], row: Option<&Row>) -> Result<()> {
+        self.put_row(prefixed(PREVIOUS_ROW_PREFIX, left_key), row);
+        Ok(())
+    }
+    fn right(&mut self, join_key: &[u8]) -> Result<Option<Row>> {
+        self.get_row(prefixed(JOIN_ROW_PREFIX, join_key))
+    }
+    fn set_right(&mut self, join_key: &[u8], row: Option<&Row>) -> Result<()> {
+        self.put_row(prefixed(JOIN_ROW_PREFIX, join_key), row);
+        Ok(())
+    }
+    fn lefts_for(&mut self, join_key: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let prefix = prefixed(JOIN_INDEX_PREFIX, join_key);
+        let mut keys: BTreeSet<Vec<u8>> =
+            self.store.scan_prefix(self.cf, &prefix, usize::MAX)?.into_iter().map(|(k, _)| k).collect();
+        for (k, v) in self.pending.range(prefix.clone()..) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if v.is_some() {
+                keys.insert(k.clone());
+            } else {
+                keys.remove(k);
+            }
+        }
+        Ok(keys.into_iter().map(|k| k[prefix.len()..].to_vec()).collect())
+    }
+    fn index(&mut self, join_key: &[u8], left_key: &[u8], present: bool) -> Result<()> {
+        let mut k = prefixed(JOIN_INDEX_PREFIX, join_key);
+        k.extend_from_slice(left_key);
+        self.pending.insert(k, present.then(Vec::new));
         Ok(())
     }
 }

@@ -82,11 +82,27 @@ impl Engine {
         }
         let plan = plan_continuous(&select, &inputs).await?;
         let source = plan.source.clone();
-        if source.kind == RelationKind::Table && !matches!(plan.shape, PlanShape::Aggregate(_)) {
-            return Err(EddyError::NotImplemented(format!(
-                "a persistent query reading table {} needs GROUP BY (projections of tables are not supported yet)",
-                source.name
-            )));
+        let table_input = source.kind == RelationKind::Table;
+        if table_input && matches!(plan.shape, PlanShape::Project { .. }) {
+            if kind == RelationKind::Stream {
+                return Err(EddyError::InvalidValue(format!(
+                    "{} is a table: a query over it makes a table (CREATE TABLE ... AS SELECT)",
+                    source.name
+                )));
+            }
+            let missing: Vec<&str> = source
+                .columns
+                .iter()
+                .filter(|c| c.key && !plan.output_columns.iter().any(|o| o.key && o.name == c.name))
+                .map(|c| c.name.as_str())
+                .collect();
+            if !missing.is_empty() {
+                return Err(EddyError::InvalidValue(format!(
+                    "the SELECT list must include {}'s PRIMARY KEY column(s) {}, the new table's key",
+                    source.name,
+                    missing.join(", ")
+                )));
+            }
         }
         match (&plan.shape, kind) {
             (PlanShape::Aggregate(_), RelationKind::Stream) => {
@@ -94,7 +110,7 @@ impl Engine {
                     "an aggregation produces a table: use CREATE TABLE ... AS SELECT ... GROUP BY".into(),
                 ))
             }
-            (PlanShape::Project { .. }, RelationKind::Table) => {
+            (PlanShape::Project { .. }, RelationKind::Table) if !table_input => {
                 return Err(EddyError::InvalidValue(
                     "a table needs GROUP BY (or declare a table over a topic with CREATE TABLE t (id STRING PRIMARY KEY, ...))".into(),
                 ))

@@ -118,6 +118,15 @@ pub enum IntervalJoinKind {
     Full,
 }
 
+/// A table–table join on the right table's PRIMARY KEY, from the left table's primary key
+/// or any of its columns (a foreign key).
+pub struct TableJoinPlan {
+    pub right: RelationDef,
+    pub kind: IntervalJoinKind,
+    /// Left columns whose values look up the right table, in its key columns' order.
+    pub left_key_columns: Vec<usize>,
+}
+
 /// Window assignment over the input rows (before the aggregation).
 pub struct WindowPlan {
     pub spec: WindowSpec,
@@ -136,6 +145,8 @@ pub struct ContinuousPlan {
     pub join: Option<JoinPlan>,
     /// A stream–stream join (the source is its left side).
     pub interval: Option<IntervalJoinPlan>,
+    /// A table–table join (the source is its left side): a table of joined rows.
+    pub table_join: Option<TableJoinPlan>,
     pub window: Option<WindowPlan>,
     /// Emit a window's row once, when it closes (`EMIT FINAL`).
     pub emit_final: bool,
@@ -195,6 +206,7 @@ pub fn upsert_plan(source: &RelationDef) -> ContinuousPlan {
         input_schema: arrow_schema(&source.columns),
         join: None,
         interval: None,
+        table_join: None,
         window: None,
         emit_final: false,
         late_data_to: None,
@@ -216,13 +228,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
         [a, b] => match (a.kind, b.kind) {
             (RelationKind::Stream, RelationKind::Table) => (a, Some(b)),
             (RelationKind::Table, RelationKind::Stream) => (b, Some(a)),
-            (RelationKind::Stream, RelationKind::Stream) => (a, Some(b)),
-            _ => {
-                return Err(EddyError::NotImplemented(
-                    "table–table joins in continuous queries are not supported yet; a pull query can join tables"
-                        .into(),
-                ))
-            }
+            (RelationKind::Stream, RelationKind::Stream) | (RelationKind::Table, RelationKind::Table) => (a, Some(b)),
         },
         [] => return Err(EddyError::InvalidValue("a continuous query needs FROM a stream or table".into())),
         _ => return Err(EddyError::NotImplemented("joins of more than two inputs in a continuous query".into())),
@@ -273,6 +279,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
     let input_plan = node;
     let mut lines = Vec::new();
     let mut interval = None;
+    let mut table_join = None;
     let join = match (input_plan, table) {
         (LogicalPlan::TableScan(_), None) => None,
         (LogicalPlan::Join(j), Some(right)) if right.kind == RelationKind::Stream => {
@@ -288,6 +295,12 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
             let (plan, line) = interval_join_plan(j, source, right, within, &phys)?;
             lines.push(line);
             interval = Some(plan);
+            None
+        }
+        (LogicalPlan::Join(j), Some(right)) if source.kind == RelationKind::Table => {
+            let (plan, line) = table_join_plan(j, source, right)?;
+            lines.push(line);
+            table_join = Some(plan);
             None
         }
         (LogicalPlan::Join(j), Some(table)) => {
@@ -420,6 +433,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
         input_schema,
         join,
         interval,
+        table_join,
         window,
         emit_final: select.emit_final,
         late_data_to: select.late_data_to.clone(),
@@ -533,6 +547,75 @@ fn interval_join_plan(
         right_rowtime: rowtime(right)?,
     };
     Ok((plan, line))
+}
+
+/// Reads `a [LEFT|FULL] JOIN b ON a.col = b.pk` between two tables.
+fn table_join_plan(j: &Join, left: &RelationDef, right: &RelationDef) -> Result<(TableJoinPlan, String)> {
+    for side in [&j.left, &j.right] {
+        if !matches!(skip_alias(side), LogicalPlan::TableScan(_)) {
+            return Err(EddyError::NotImplemented("joins of more than two inputs in a continuous query".into()));
+        }
+    }
+    let kind = match j.join_type {
+        JoinType::Inner => IntervalJoinKind::Inner,
+        JoinType::Left => IntervalJoinKind::Left,
+        JoinType::Full => IntervalJoinKind::Full,
+        t => {
+            return Err(EddyError::NotImplemented(format!(
+                "{t} JOIN of two tables (supported: INNER, LEFT, FULL OUTER; swap the sides for RIGHT)"
+            )))
+        }
+    };
+    let column_of = |e: &Expr, side: &LogicalPlan, rel: &RelationDef| -> Option<usize> {
+        let c = match e {
+            Expr::Column(c) => c,
+            Expr::Cast(cast) => match cast.expr.as_ref() {
+                Expr::Column(c) => c,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        side.schema().has_column(c).then(|| rel.columns.iter().position(|rc| rc.name == c.name)).flatten()
+    };
+    let mut by_key: Vec<Option<usize>> = vec![None; right.columns.len()];
+    for (a, b) in equi_pairs(j)? {
+        let pair = match (column_of(&a, &j.left, left), column_of(&b, &j.right, right)) {
+            (Some(l), Some(r)) => (l, r),
+            _ => match (column_of(&b, &j.left, left), column_of(&a, &j.right, right)) {
+                (Some(l), Some(r)) => (l, r),
+                _ => {
+                    return Err(EddyError::InvalidValue(format!(
+                        "a table–table join compares columns: {a} = {b} must name a column of {} and one of {}",
+                        left.name, right.name
+                    )))
+                }
+            },
+        };
+        if !right.columns[pair.1].key {
+            return Err(EddyError::InvalidValue(format!(
+                "a table–table join must use {}'s PRIMARY KEY: {} is not a key column",
+                right.name, right.columns[pair.1].name
+            )));
+        }
+        by_key[pair.1] = Some(pair.0);
+    }
+    let mut left_key_columns = Vec::new();
+    for (c, l) in right.columns.iter().zip(&by_key) {
+        match (c.key, l) {
+            (true, Some(l)) => left_key_columns.push(*l),
+            (true, None) => {
+                return Err(EddyError::InvalidValue(format!(
+                    "the join with table {} needs an equality on its PRIMARY KEY column {}",
+                    right.name, c.name
+                )))
+            }
+            _ => {}
+        }
+    }
+    let foreign = left_key_columns.iter().any(|&i| !left.columns[i].key);
+    let line =
+        format!("TableJoinOperator({kind:?}, {} key, state=RocksDB)", if foreign { "foreign" } else { "primary" });
+    Ok((TableJoinPlan { right: right.clone(), kind, left_key_columns }, line))
 }
 
 /// The equalities of a join's ON clause; anything else is refused.

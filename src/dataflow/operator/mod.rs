@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod filter_project;
 pub mod interval_join;
 pub mod join;
+pub mod table_join;
 pub mod upsert;
 pub mod window;
 
