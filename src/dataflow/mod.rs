@@ -298,6 +298,7 @@ impl Runtime {
         plan: ContinuousPlan,
         sink: Option<RelationDef>,
         late: Option<RelationDef>,
+        reproject: bool,
     ) -> Result<RunningQuery> {
         let cf = state_cf(id);
         self.store.ensure_cf(&cf)?;
@@ -367,6 +368,7 @@ impl Runtime {
             offsets,
             table_input,
             prefer_second: false,
+            reproject,
             ops,
             sink,
             late_sink,
@@ -383,6 +385,9 @@ impl Runtime {
             status: status.clone(),
             stop: stop.clone(),
         };
+        if std::mem::take(&mut task.reproject) {
+            task.reproject_groups()?;
+        }
         let thread = std::thread::Builder::new()
             .name(format!("query-{id}"))
             .spawn(move || {
@@ -522,6 +527,9 @@ struct QueryTask {
     /// (For a stream–stream join the second stream; the two are polled in turn.)
     table_input: Option<(Source, Vec<i64>)>,
     prefer_second: bool,
+    /// Recompute every group's output row before starting (the SELECT list changed); done
+    /// before the query's thread starts, so the DDL returns with the table already reshaped.
+    reproject: bool,
     ops: Operators,
     sink: Option<Sink>,
     late_sink: Option<Sink>,
@@ -583,6 +591,25 @@ impl QueryTask {
             }
         }
         Ok(())
+    }
+
+    /// Rewrites every stored group's output row under the current SELECT list and HAVING
+    /// (state only: the changelog gets the new rows as groups change).
+    fn reproject_groups(&mut self) -> Result<()> {
+        let Body::Aggregate(aggregate) = &mut self.ops.body else { return Ok(()) };
+        let entries = self.rt.store.scan_prefix(&self.cf, &[self.agg_prefix], usize::MAX)?;
+        let keys: Vec<Vec<u8>> =
+            entries.into_iter().map(|(k, _)| k[1..].to_vec()).filter(|k| k.first() != Some(&0xFF)).collect();
+        for chunk in keys.chunks(1024) {
+            let changes = {
+                let load = loader(&self.rt.store, &self.cf, &self.pending, self.agg_prefix);
+                aggregate.reproject(chunk, &load)?
+            };
+            for c in changes {
+                self.pending.insert(prefixed(self.agg_prefix, &c.state_key), c.state_value);
+            }
+        }
+        self.checkpoint()
     }
 
     /// The next chunk of input: a joined table's updates come before the stream's records;

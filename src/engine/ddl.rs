@@ -148,7 +148,7 @@ impl Engine {
 
     fn start_query(&self, id: &str, plan: crate::plan::ContinuousPlan, sink: Option<RelationDef>) -> Result<()> {
         let late = plan.late_data_to.as_ref().and_then(|n| self.catalog.relation(n));
-        let running = self.runtime.start_persistent(id, plan, sink, late)?;
+        let running = self.runtime.start_persistent(id, plan, sink, late, false)?;
         self.lock_queries().insert(id.to_string(), running);
         Ok(())
     }
@@ -382,6 +382,69 @@ impl Engine {
         if delete_topic {
             self.log.delete_topic(&rel.topic)?;
         }
+        Ok(Output::Command { tag })
+    }
+
+    /// `CREATE OR REPLACE ... AS SELECT`: the query changes in place when its state keeps
+    /// its shape (a new projected column, a changed filter over a stream, a changed HAVING);
+    /// it resumes from its offsets with its groups, under the same query id.
+    pub(super) async fn replace_query(
+        &self,
+        kind: RelationKind,
+        name: String,
+        props: BTreeMap<String, String>,
+        select: SelectStatement,
+        text: String,
+    ) -> Result<Output> {
+        let Some(mut rel) = self.catalog.relation(&name) else {
+            return self.create_as(kind, name, props, select, false, text).await;
+        };
+        let _ddl = self.ddl.lock().await;
+        let tag = format!("CREATE {}", kind.word());
+        let cannot = |why: String| EddyError::InvalidValue(format!("CREATE OR REPLACE {name}: {why}"));
+        if rel.kind != kind {
+            return Err(cannot(format!("{name} is a {}", rel.kind.word())));
+        }
+        let Some(old) = rel.written_by.as_ref().and_then(|q| self.catalog.query(q)) else {
+            return Err(cannot(format!(
+                "{name} is not written by a query (only CREATE ... AS SELECT results can be replaced)"
+            )));
+        };
+        let inputs = self.sources(&select)?;
+        let plan = plan_continuous(&select, &inputs).await?;
+        let old_plan = match crate::sql::parse(&old.sql)?.into_iter().next().map(|l| l.statement) {
+            Some(Statement::CreateAs { select, .. }) => plan_continuous(&select, &self.sources(&select)?).await?,
+            _ => return Err(cannot(format!("query {} has no SELECT to compare with", old.id))),
+        };
+        for ((part, was), (_, now)) in old_plan.state_shape.iter().zip(&plan.state_shape) {
+            if was != now {
+                return Err(cannot(format!(
+                    "the new query cannot reuse the state of {}: {part} changed (DROP {} and create it again)",
+                    old.id,
+                    kind.word()
+                )));
+            }
+        }
+        if old_plan.state_shape.len() != plan.state_shape.len() {
+            return Err(cannot(format!("the new query cannot reuse the state of {}", old.id)));
+        }
+        let keys = |cols: &[Column]| cols.iter().filter(|c| c.key).map(|c| (c.name.clone(), c.ty)).collect::<Vec<_>>();
+        if keys(&old_plan.output_columns) != keys(&plan.output_columns) {
+            return Err(cannot("its key columns changed (the topic's records are keyed by them)".into()));
+        }
+        if plan.emit_final && old_plan.output_columns != plan.output_columns {
+            return Err(cannot("an EMIT FINAL query's columns cannot change in place yet".into()));
+        }
+        if let Some(q) = self.lock_queries().remove(&old.id) {
+            q.stop();
+        }
+        let reproject = matches!(plan.shape, PlanShape::Aggregate(_)) && old_plan.output_columns != plan.output_columns;
+        rel.columns = plan.output_columns.clone();
+        let query = QueryDef { sql: text, ..old.clone() };
+        self.catalog.add(&rel, Some(&query))?;
+        let late = plan.late_data_to.as_ref().and_then(|n| self.catalog.relation(n));
+        let running = self.runtime.start_persistent(&old.id, plan, Some(rel), late, reproject)?;
+        self.lock_queries().insert(old.id.clone(), running);
         Ok(Output::Command { tag })
     }
 

@@ -119,7 +119,7 @@ impl Engine {
                 let late = plan.late_data_to.as_ref().and_then(|n| engine.catalog.relation(n));
                 (plan, sink, late)
             });
-            match plan.and_then(|(plan, sink, late)| engine.runtime.start_persistent(&q.id, plan, sink, late)) {
+            match plan.and_then(|(plan, sink, late)| engine.runtime.start_persistent(&q.id, plan, sink, late, false)) {
                 Ok(running) => {
                     engine.lock_queries().insert(q.id.clone(), running);
                 }
@@ -194,7 +194,11 @@ impl Engine {
             Statement::CreateSource { kind, name, columns, props, if_not_exists } => {
                 self.create_source(kind, name, columns, props, if_not_exists).await
             }
-            Statement::CreateAs { kind, name, props, select, if_not_exists, text } => {
+            Statement::CreateAs { kind, name, props, select, if_not_exists, or_replace: true, text } => {
+                let _ = if_not_exists;
+                self.replace_query(kind, name, props, select, text).await
+            }
+            Statement::CreateAs { kind, name, props, select, if_not_exists, text, .. } => {
                 self.create_as(kind, name, props, select, if_not_exists, text).await
             }
             Statement::Insert { target, columns, rows } => self.insert(&target, &columns, &rows).await,

@@ -157,6 +157,9 @@ pub struct ContinuousPlan {
     pub output_columns: Vec<Column>,
     /// The dataflow as EXPLAIN shows it.
     pub description: String,
+    /// What the query's state depends on, part by part (CREATE OR REPLACE keeps the state
+    /// only when these are equal).
+    pub state_shape: Vec<(&'static str, String)>,
 }
 
 /// ksqlDB's pseudo-columns of a stream record, appended to its columns in continuous queries.
@@ -213,6 +216,7 @@ pub fn upsert_plan(source: &RelationDef) -> ContinuousPlan {
         filter: None,
         shape: PlanShape::Upsert,
         output_columns: source.columns.clone(),
+        state_shape: Vec::new(),
         description: format!(
             "UpsertOperator(latest row per key)\n  Source(topic={}, partitions={})",
             source.topic, source.partitions
@@ -428,7 +432,37 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
     ));
     let description =
         lines.iter().enumerate().map(|(i, l)| format!("{}{}", "  ".repeat(i), l)).collect::<Vec<_>>().join("\n");
+    let mut state_shape: Vec<(&'static str, String)> = vec![
+        ("its inputs", relations.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")),
+        ("its join", lines.iter().filter(|l| l.contains("Join")).cloned().collect::<Vec<_>>().join(" ")),
+        ("its WINDOW", format!("{:?}", select.window)),
+        ("EMIT FINAL", select.emit_final.to_string()),
+    ];
+    if let Some(j) = &join {
+        state_shape.push(("its join keys", format!("{:?}", j.stream_keys)));
+    }
+    if let Some(j) = &interval {
+        state_shape.push(("its join keys", format!("{:?} {:?} {:?}", j.left_keys, j.right_keys, j.window)));
+    }
+    if let Some(j) = &table_join {
+        state_shape.push(("its join keys", format!("{:?}", j.left_key_columns)));
+    }
+    if let PlanShape::Aggregate(a) = &shape {
+        state_shape.push(("its GROUP BY", format!("{:?}", a.group)));
+        state_shape.push((
+            "its aggregates",
+            a.aggs.iter().map(|s| format!("{:?}({})", s.func, s.arg)).collect::<Vec<_>>().join(", "),
+        ));
+    }
+    if source.kind == RelationKind::Table {
+        // Retractions must undo exactly what was added: the filter is part of the state.
+        state_shape.push(("its WHERE over a table", format!("{filter:?}")));
+        if let PlanShape::Project { exprs } = &shape {
+            state_shape.push(("its SELECT list over a table", format!("{exprs:?}")));
+        }
+    }
     Ok(ContinuousPlan {
+        state_shape,
         source: source.clone(),
         input_schema,
         join,

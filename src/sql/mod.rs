@@ -67,6 +67,8 @@ pub enum Statement {
         props: BTreeMap<String, String>,
         select: SelectStatement,
         if_not_exists: bool,
+        /// `CREATE OR REPLACE`: change the running query, keeping its state.
+        or_replace: bool,
         /// The whole statement, stored in the catalog and shown by SHOW QUERIES.
         text: String,
     },
@@ -394,9 +396,10 @@ fn parse_set(t: &mut Tokens) -> Result<Statement, EddyError> {
 
 fn parse_create(t: &mut Tokens) -> Result<Statement, EddyError> {
     t.expect_word("CREATE")?;
-    if t.eat_word("OR") {
+    let or_replace = t.eat_word("OR") && {
         t.expect_word("REPLACE")?;
-    }
+        true
+    };
     t.eat_word("SOURCE");
     let kind = if t.eat_word("STREAM") {
         RelationKind::Stream
@@ -450,9 +453,24 @@ fn parse_create(t: &mut Tokens) -> Result<Statement, EddyError> {
         if !select.emit_changes && kind == RelationKind::Table {
             // ksqlDB requires EMIT CHANGES on persistent queries only in some versions; accept both.
         }
-        return Ok(Statement::CreateAs { kind, name, props, select, if_not_exists, text: t.text.to_string() });
+        return Ok(Statement::CreateAs {
+            kind,
+            name,
+            props,
+            select,
+            if_not_exists,
+            or_replace,
+            text: t.text.to_string(),
+        });
     }
     t.expect_end()?;
+    if or_replace {
+        return Err(EddyError::NotImplemented(format!(
+            "CREATE OR REPLACE {} over a topic (it applies to CREATE ... AS SELECT; DROP and re-create the {} instead)",
+            kind.word(),
+            kind.word().to_lowercase()
+        )));
+    }
     if columns.is_empty() {
         return Err(t.error(format!("CREATE {} needs a column list, e.g. (id STRING KEY, amount DOUBLE)", kind.word())));
     }

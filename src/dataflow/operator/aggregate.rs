@@ -172,6 +172,19 @@ impl AggregateOperator {
         })
     }
 
+    /// Recomputes the output rows (HAVING, SELECT list) of stored groups, after the query's
+    /// SELECT list changed (CREATE OR REPLACE).
+    pub fn reproject(&mut self, keys: &[Vec<u8>], load: StateLoader<'_>) -> Result<Vec<Change>> {
+        for (k, v) in keys.iter().zip(load(keys)?) {
+            let Some(bytes) = v else { continue };
+            let state: GroupState =
+                serde_json::from_slice(&bytes).map_err(|e| EddyError::Internal(format!("aggregate state: {e}")))?;
+            self.cache.insert(k.clone(), state);
+        }
+        let present: Vec<Vec<u8>> = keys.iter().filter(|k| self.cache.contains_key(*k)).cloned().collect();
+        self.emit(&present, 0)
+    }
+
     /// Folds a batch into session windows, row by row in batch order. Per group key the
     /// sessions are kept in an index (`session_index_key`); a row within `gap` of one or
     /// more sessions merges them (their rows are deleted, a merged row replaces them).
