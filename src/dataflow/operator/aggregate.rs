@@ -47,6 +47,9 @@ pub struct AggregateOperator {
     sessions: HashMap<Vec<u8>, Vec<(i64, i64)>>,
 }
 
+/// A session window: (start, end) event times, both inclusive.
+type Session = (i64, i64);
+
 /// Session windows: where the event time and the window bounds are.
 pub struct SessionParams {
     pub rowtime: usize,
@@ -236,7 +239,7 @@ impl AggregateOperator {
                 self.sessions.insert(index_key.clone(), list);
             }
             let list = self.sessions[&index_key].clone();
-            let (merging, keep): (Vec<(i64, i64)>, Vec<(i64, i64)>) = list
+            let (merging, keep): (Vec<Session>, Vec<Session>) = list
                 .into_iter()
                 .partition(|(s, e)| s.saturating_sub(session.gap_ms) <= ts && ts <= e.saturating_add(session.gap_ms));
             let start = merging.iter().map(|w| w.0).chain([ts]).min().expect("non-empty");
