@@ -39,7 +39,7 @@ use datafusion::physical_expr::expressions::Column as PhysColumn;
 use operator::aggregate::{AggregateOperator, SessionParams};
 use operator::filter_project::{FilterOperator, ProjectOperator};
 use operator::interval_join::{IntervalJoinOperator, Side, BUFFER_PREFIX};
-use operator::join::{JoinOperator, TableLookup};
+use operator::join::JoinOperator;
 use operator::table_join::{JoinState, Row, SignedRow, TableJoinOperator};
 use operator::upsert::UpsertOperator;
 use operator::window::WindowOperator;
@@ -128,7 +128,8 @@ enum Body {
 struct Operators {
     /// Null window-bound columns appended to each source batch (filled by `window`).
     pad_window: bool,
-    join: Option<JoinOperator>,
+    /// Stream–table lookups, in order (each adds one table's columns).
+    join: Vec<JoinOperator>,
     interval: Option<IntervalJoinOperator>,
     table_join: Option<TableJoinOperator>,
     /// The rows the filter and body see.
@@ -152,19 +153,23 @@ impl Operators {
     fn new(plan: ContinuousPlan) -> Operators {
         let output_schema = arrow_schema(&plan.output_columns);
         let filter = plan.filter.map(|predicate| FilterOperator { predicate });
-        let stream_offset = match &plan.join {
+        let stream_offset = match plan.join.first() {
             Some(j) if !j.stream_first => j.table.columns.len(),
             _ => 0,
         };
         let n_source = plan.source.columns.len();
         let has_pseudo = !crate::plan::pseudo_columns(&plan.source).is_empty();
-        let join = plan.join.map(|j| JoinOperator {
-            stream_keys: j.stream_keys,
-            table_columns: j.table.columns.clone(),
-            left_outer: j.left_outer,
-            stream_first: j.stream_first,
-            schema: plan.input_schema.clone(),
-        });
+        let join = plan
+            .join
+            .into_iter()
+            .map(|j| JoinOperator {
+                stream_keys: j.stream_keys,
+                table_columns: j.table.columns.clone(),
+                left_outer: j.left_outer,
+                stream_first: j.stream_first,
+                schema: j.schema,
+            })
+            .collect();
         let window = plan.window.as_ref().filter(|w| w.spec.kind != WindowKind::Session).map(|w| WindowOperator {
             spec: w.spec,
             rowtime: w.rowtime,
@@ -234,14 +239,33 @@ impl Operators {
         }
     }
 
-    /// Source batch → the plan's input rows: window-bound columns, then the join.
-    fn input(&self, batch: RecordBatch, lookup: TableLookup<'_>) -> Result<RecordBatch> {
-        let batch = if self.pad_window { pad_window_columns(batch)? } else { batch };
-        match &self.join {
-            Some(j) => j.process(&batch, lookup),
-            None => Ok(batch),
+    /// Source batch → the plan's input rows: window-bound columns, then the joins
+    /// (`lookup(i, keys)` reads the i-th joined table).
+    fn input(&self, batch: RecordBatch, lookup: &dyn Fn(usize, &[Vec<u8>]) -> LookupResult) -> Result<RecordBatch> {
+        let mut batch = if self.pad_window { pad_window_columns(batch)? } else { batch };
+        for (i, j) in self.join.iter().enumerate() {
+            batch = j.process(&batch, &|keys: &[Vec<u8>]| lookup(i, keys))?;
         }
+        Ok(batch)
     }
+}
+
+type LookupResult = Result<Vec<Option<Vec<Value>>>>;
+
+/// Where a joined table's copy lives: `k` + the table's place in the join + its key.
+fn join_row_key(table: usize, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 2);
+    k.push(JOIN_ROW_PREFIX);
+    k.push(table as u8);
+    k.extend_from_slice(key);
+    k
+}
+
+/// A joined input's next offset: `j` + its place among the inputs after the source + partition.
+fn join_offset_key(input: usize, partition: i32) -> Vec<u8> {
+    let mut k = vec![JOIN_OFFSET_PREFIX, input as u8];
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
 }
 
 /// Appends NULL `windowstart`, `windowend` columns (the window operator fills them in).
@@ -307,25 +331,26 @@ impl Runtime {
         for p in &source.partitions {
             offsets.push(stored_i64(&self.store, &cf, OFFSET_PREFIX, p.id)?.unwrap_or_else(|| p.log_start_offset()));
         }
-        let second_relation = plan
+        let second_relations: Vec<&RelationDef> = plan
             .join
-            .as_ref()
+            .iter()
             .map(|j| &j.table)
-            .or(plan.interval.as_ref().map(|i| &i.right))
-            .or(plan.table_join.as_ref().map(|t| &t.right));
-        let table_input = match second_relation {
-            Some(rel) => {
-                let table = Source::open(&self.log, rel)?;
-                let mut offsets = Vec::new();
-                for p in &table.partitions {
-                    offsets.push(
-                        stored_i64(&self.store, &cf, JOIN_OFFSET_PREFIX, p.id)?.unwrap_or_else(|| p.log_start_offset()),
-                    );
-                }
-                Some((table, offsets))
+            .chain(plan.interval.as_ref().map(|i| &i.right))
+            .chain(plan.table_join.as_ref().map(|t| &t.right))
+            .collect();
+        let mut table_input = Vec::new();
+        for (i, rel) in second_relations.iter().enumerate() {
+            let table = Source::open(&self.log, rel)?;
+            let mut offsets = Vec::new();
+            for p in &table.partitions {
+                let stored = match self.store.get(&cf, &join_offset_key(i, p.id))? {
+                    Some(b) if b.len() == 8 => Some(i64::from_be_bytes(b.try_into().expect("8 bytes"))),
+                    _ => None,
+                };
+                offsets.push(stored.unwrap_or_else(|| p.log_start_offset()));
             }
-            None => None,
-        };
+            table_input.push((table, offsets));
+        }
         let sink = sink.map(|rel| self.open_sink(&cf, rel, SINK_PREFIX)).transpose()?;
         let late_sink = late.map(|rel| self.open_sink(&cf, rel, LATE_SINK_PREFIX)).transpose()?;
         let stream_time_ms = match self.store.get(&cf, STREAM_TIME_KEY)? {
@@ -343,9 +368,9 @@ impl Runtime {
             }
         }
         let mut topics = vec![plan.source.topic.clone()];
-        topics.extend(second_relation.map(|r| r.topic.clone()));
+        topics.extend(second_relations.iter().map(|r| r.topic.clone()));
         let mut committed = offsets.clone();
-        if let Some((_, table_offsets)) = &table_input {
+        for (_, table_offsets) in &table_input {
             committed.extend(table_offsets);
         }
         let status = Arc::new(QueryStatus { committed: Mutex::new(committed), ..Default::default() });
@@ -422,12 +447,12 @@ impl Runtime {
             .iter()
             .map(|p| if earliest { p.log_start_offset() } else { p.high_watermark() })
             .collect();
-        let table_cf = match &plan.join {
-            Some(j) => Some(state_cf(j.table.materialized_by.as_deref().ok_or_else(|| {
+        let mut table_cfs = Vec::new();
+        for j in &plan.join {
+            table_cfs.push(state_cf(j.table.materialized_by.as_deref().ok_or_else(|| {
                 EddyError::InvalidValue(format!("table {} has no materialization to join with", j.table.name))
-            })?)),
-            None => None,
-        };
+            })?));
+        }
         let ops = Operators::new(plan);
         if ops.interval.is_some() {
             return Err(EddyError::NotImplemented(
@@ -443,7 +468,7 @@ impl Runtime {
         std::thread::Builder::new()
             .name("push-query".into())
             .spawn(move || {
-                let result = push_loop(&rt, source, offsets, ops, table_cf, &out);
+                let result = push_loop(&rt, source, offsets, ops, table_cfs, &out);
                 if let Err(e) = result {
                     let _ = out.blocking_send(Err(e));
                 }
@@ -476,16 +501,11 @@ fn push_loop(
     mut source: Source,
     mut offsets: Vec<i64>,
     ops: Operators,
-    table_cf: Option<String>,
+    table_cfs: Vec<String>,
     out: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
 ) -> Result<()> {
     let Body::Project(project) = &ops.body else { return Ok(()) };
-    let lookup = |keys: &[Vec<u8>]| -> Result<Vec<Option<Vec<Value>>>> {
-        match &table_cf {
-            Some(cf) => materialized_rows(&rt.store, cf, keys),
-            None => Ok(vec![None; keys.len()]),
-        }
-    };
+    let lookup = |i: usize, keys: &[Vec<u8>]| -> LookupResult { materialized_rows(&rt.store, &table_cfs[i], keys) };
     loop {
         if out.is_closed() {
             return Ok(());
@@ -525,7 +545,7 @@ struct QueryTask {
     /// A joined table's topic and next offsets: the query keeps its own copy of the table,
     /// so a replay after a crash joins against the same rows.
     /// (For a stream–stream join the second stream; the two are polled in turn.)
-    table_input: Option<(Source, Vec<i64>)>,
+    table_input: Vec<(Source, Vec<i64>)>,
     prefer_second: bool,
     /// Recompute every group's output row before starting (the SELECT list changed); done
     /// before the query's thread starts, so the DDL returns with the table already reshaped.
@@ -562,12 +582,12 @@ impl QueryTask {
         let mut last_checkpoint = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             let version = self.rt.log.notifier.version();
-            let (from_second, polled) = self.poll_next()?;
-            let polled_table = from_second && self.ops.join.is_some() && polled.is_some();
-            if polled_table {
-                for (key, row, _) in polled.expect("checked").upserts {
-                    let value = row.map(|r| serde_json::json!({ "r": r }).to_string().into_bytes());
-                    self.pending.insert(prefixed(JOIN_ROW_PREFIX, &memcomparable(&key)), value);
+            let (from_input, polled) = self.poll_next()?;
+            let from_second = from_input.is_some();
+            if let (Some(table), false, Some(decoded)) = (from_input, self.ops.join.is_empty(), &polled) {
+                for (key, row, _) in &decoded.upserts {
+                    let value = row.as_ref().map(|r| serde_json::json!({ "r": r }).to_string().into_bytes());
+                    self.pending.insert(join_row_key(table, &memcomparable(key)), value);
                 }
                 self.dirty = true;
                 continue;
@@ -612,15 +632,24 @@ impl QueryTask {
         self.checkpoint()
     }
 
-    /// The next chunk of input: a joined table's updates come before the stream's records;
-    /// two joined streams take turns. `true` when it came from the second input.
-    fn poll_next(&mut self) -> Result<(bool, Option<DecodedBatch>)> {
+    /// The next chunk of input, and which joined input it came from (`None`: the source).
+    /// Joined tables' updates come before the stream's records; two joined streams or
+    /// tables take turns.
+    fn poll_next(&mut self) -> Result<(Option<usize>, Option<DecodedBatch>)> {
         let max = self.rt.config.fetch_bytes_max;
         let plog = &self.rt.processing_log;
-        let Some((second, second_offsets)) = &mut self.table_input else {
-            return Ok((false, self.source.poll(&mut self.offsets, max, plog, &self.id)?));
+        if !self.ops.join.is_empty() {
+            for (i, (table, offsets)) in self.table_input.iter_mut().enumerate() {
+                if let Some(decoded) = table.poll(offsets, max, plog, &self.id)? {
+                    return Ok((Some(i), Some(decoded)));
+                }
+            }
+            return Ok((None, self.source.poll(&mut self.offsets, max, plog, &self.id)?));
+        }
+        let Some((second, second_offsets)) = self.table_input.first_mut() else {
+            return Ok((None, self.source.poll(&mut self.offsets, max, plog, &self.id)?));
         };
-        let second_first = self.ops.join.is_some() || self.prefer_second;
+        let second_first = self.prefer_second;
         self.prefer_second = !self.prefer_second;
         for take_second in [second_first, !second_first] {
             let polled = if take_second {
@@ -629,10 +658,10 @@ impl QueryTask {
                 self.source.poll(&mut self.offsets, max, plog, &self.id)?
             };
             if polled.is_some() {
-                return Ok((take_second, polled));
+                return Ok((take_second.then_some(0), polled));
             }
         }
-        Ok((false, None))
+        Ok((None, None))
     }
 
     fn process(&mut self, decoded: DecodedBatch, from_second: bool) -> Result<()> {
@@ -684,7 +713,7 @@ impl QueryTask {
         for (k, v) in step.writes {
             self.pending.insert(k, v);
         }
-        let topic = match (&self.table_input, side) {
+        let topic = match (self.table_input.first(), side) {
             (Some((second, _)), Side::Right) => second.relation.topic.clone(),
             _ => self.source.relation.topic.clone(),
         };
@@ -800,8 +829,8 @@ impl QueryTask {
         let store = &self.rt.store;
         let cf = &self.cf;
         let pending = &self.pending;
-        let table_lookup = |keys: &[Vec<u8>]| -> Result<Vec<Option<Vec<Value>>>> {
-            let full: Vec<Vec<u8>> = keys.iter().map(|k| prefixed(JOIN_ROW_PREFIX, k)).collect();
+        let table_lookup = |table: usize, keys: &[Vec<u8>]| -> LookupResult {
+            let full: Vec<Vec<u8>> = keys.iter().map(|k| join_row_key(table, k)).collect();
             let stored = store.multi_get(cf, &full)?;
             full.iter()
                 .zip(stored)
@@ -1052,9 +1081,9 @@ impl QueryTask {
         for (p, off) in self.source.partitions.iter().zip(&self.offsets) {
             cp.put(&self.rt.store, &partition_key(OFFSET_PREFIX, p.id), &off.to_be_bytes())?;
         }
-        if let Some((table, offsets)) = &self.table_input {
+        for (i, (table, offsets)) in self.table_input.iter().enumerate() {
             for (p, off) in table.partitions.iter().zip(offsets) {
-                cp.put(&self.rt.store, &partition_key(JOIN_OFFSET_PREFIX, p.id), &off.to_be_bytes())?;
+                cp.put(&self.rt.store, &join_offset_key(i, p.id), &off.to_be_bytes())?;
             }
         }
         if self.stream_time_ms != i64::MIN {
@@ -1068,7 +1097,7 @@ impl QueryTask {
             aggregate.clear_cache();
         }
         let mut committed = self.offsets.clone();
-        if let Some((_, offsets)) = &self.table_input {
+        for (_, offsets) in &self.table_input {
             committed.extend(offsets);
         }
         *self.status.committed.lock().unwrap_or_else(|p| p.into_inner()) = committed;
@@ -1121,10 +1150,10 @@ impl JoinState for StateView<'_> {
         Ok(())
     }
     fn right(&mut self, join_key: &[u8]) -> Result<Option<Row>> {
-        self.get_row(prefixed(JOIN_ROW_PREFIX, join_key))
+        self.get_row(join_row_key(0, join_key))
     }
     fn set_right(&mut self, join_key: &[u8], row: Option<&Row>) -> Result<()> {
-        self.put_row(prefixed(JOIN_ROW_PREFIX, join_key), row);
+        self.put_row(join_row_key(0, join_key), row);
         Ok(())
     }
     fn lefts_for(&mut self, join_key: &[u8]) -> Result<Vec<Vec<u8>>> {

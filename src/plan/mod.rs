@@ -94,6 +94,8 @@ pub struct JoinPlan {
     pub stream_keys: Vec<Arc<dyn PhysicalExpr>>,
     /// Whether the stream's columns come first in the joined rows (it was on the left).
     pub stream_first: bool,
+    /// The joined rows' schema at this step.
+    pub schema: SchemaRef,
 }
 
 /// A stream–stream join within a time window: both sides are buffered (in RocksDB) for as
@@ -142,7 +144,8 @@ pub struct ContinuousPlan {
     /// The rows the operators see: the source's columns and pseudo-columns (+ window bounds),
     /// then a joined table's columns.
     pub input_schema: SchemaRef,
-    pub join: Option<JoinPlan>,
+    /// Stream–table lookups, innermost first (a stream may be enriched by several tables).
+    pub join: Vec<JoinPlan>,
     /// A stream–stream join (the source is its left side).
     pub interval: Option<IntervalJoinPlan>,
     /// A table–table join (the source is its left side): a table of joined rows.
@@ -207,7 +210,7 @@ pub fn upsert_plan(source: &RelationDef) -> ContinuousPlan {
     ContinuousPlan {
         source: source.clone(),
         input_schema: arrow_schema(&source.columns),
-        join: None,
+        join: Vec::new(),
         interval: None,
         table_join: None,
         window: None,
@@ -235,7 +238,23 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
             (RelationKind::Stream, RelationKind::Stream) | (RelationKind::Table, RelationKind::Table) => (a, Some(b)),
         },
         [] => return Err(EddyError::InvalidValue("a continuous query needs FROM a stream or table".into())),
-        _ => return Err(EddyError::NotImplemented("joins of more than two inputs in a continuous query".into())),
+        many => {
+            // A stream enriched by several tables: a chain of lookups.
+            let streams: Vec<&RelationDef> = many.iter().filter(|r| r.kind == RelationKind::Stream).collect();
+            match streams.as_slice() {
+                [one] => (*one, None),
+                _ => {
+                    return Err(EddyError::NotImplemented(
+                        "joins of more than two inputs in a continuous query need one stream and the rest tables".into(),
+                    ))
+                }
+            }
+        }
+    };
+    let lookup_tables: Vec<&RelationDef> = if relations.len() > 2 {
+        relations.iter().filter(|r| r.kind == RelationKind::Table).collect()
+    } else {
+        Vec::new()
     };
     if select.window.is_some() && source.kind == RelationKind::Table {
         return Err(EddyError::InvalidValue(format!(
@@ -246,7 +265,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
     let ctx = session();
     let windowed = select.window.is_some();
     let mut columns_of = std::collections::HashMap::new();
-    for rel in std::iter::once(source).chain(table) {
+    for rel in relations {
         let cols = input_columns(rel, windowed && rel.name == source.name);
         columns_of.insert(rel.name.clone(), rel.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>());
         let schema = arrow_schema(&cols);
@@ -285,7 +304,12 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
     let mut interval = None;
     let mut table_join = None;
     let join = match (input_plan, table) {
-        (LogicalPlan::TableScan(_), None) => None,
+        (LogicalPlan::TableScan(_), None) => Vec::new(),
+        (LogicalPlan::Join(_), None) => {
+            let chain = lookup_chain(input_plan, source, &lookup_tables, &phys)?;
+            lines.extend(chain.iter().rev().map(|(_, l)| l.clone()));
+            chain.into_iter().map(|(p, _)| p).collect()
+        }
         (LogicalPlan::Join(j), Some(right)) if right.kind == RelationKind::Stream => {
             let within = select.within.ok_or_else(|| {
                 EddyError::InvalidValue(
@@ -299,18 +323,18 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
             let (plan, line) = interval_join_plan(j, source, right, within, &phys)?;
             lines.push(line);
             interval = Some(plan);
-            None
+            Vec::new()
         }
         (LogicalPlan::Join(j), Some(right)) if source.kind == RelationKind::Table => {
             let (plan, line) = table_join_plan(j, source, right)?;
             lines.push(line);
             table_join = Some(plan);
-            None
+            Vec::new()
         }
         (LogicalPlan::Join(j), Some(table)) => {
             let (plan, line) = join_plan(j, table, &phys)?;
             lines.push(line);
-            Some(plan)
+            vec![plan]
         }
         _ => return Err(unsupported(input_plan)),
     };
@@ -423,7 +447,8 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
     };
     dedupe_names(&mut output_columns);
     if let Some(f) = filter.as_ref() {
-        let at = lines.len() - usize::from(join.is_some());
+        let join_lines = join.len() + usize::from(interval.is_some()) + usize::from(table_join.is_some());
+        let at = lines.len() - join_lines;
         lines.insert(at, format!("FilterOperator({f})"));
     }
     lines.push(format!(
@@ -438,7 +463,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
         ("its WINDOW", format!("{:?}", select.window)),
         ("EMIT FINAL", select.emit_final.to_string()),
     ];
-    if let Some(j) = &join {
+    for j in &join {
         state_shape.push(("its join keys", format!("{:?}", j.stream_keys)));
     }
     if let Some(j) = &interval {
@@ -509,6 +534,33 @@ fn agg_spec(e: &Expr, input: &LogicalPlan, phys: &Phys<'_>) -> Result<AggSpec> {
         None => phys(&datafusion::prelude::lit(1i64), input)?,
     };
     Ok(AggSpec { func, arg })
+}
+
+/// Reads `s JOIN t1 ON ... JOIN t2 ON ...`: each join adds one table to the stream's rows.
+fn lookup_chain(
+    node: &LogicalPlan,
+    stream: &RelationDef,
+    tables: &[&RelationDef],
+    phys: &Phys<'_>,
+) -> Result<Vec<(JoinPlan, String)>> {
+    match skip_alias(node) {
+        LogicalPlan::TableScan(s) if s.table_name.table() == stream.name => Ok(Vec::new()),
+        LogicalPlan::Join(j) => {
+            let mut chain = lookup_chain(&j.left, stream, tables, phys)?;
+            let right = match skip_alias(&j.right) {
+                LogicalPlan::TableScan(s) => tables.iter().find(|t| t.name == s.table_name.table()),
+                _ => None,
+            };
+            let Some(table) = right else {
+                return Err(EddyError::NotImplemented(
+                    "in a join of several inputs, each JOIN adds a table to the stream (FROM stream JOIN t1 ON ... JOIN t2 ON ...)".into(),
+                ));
+            };
+            chain.push(join_plan(j, table, phys)?);
+            Ok(chain)
+        }
+        other => Err(unsupported(other)),
+    }
 }
 
 /// Reads `a [LEFT|FULL] JOIN b WITHIN ... ON a.x = b.y [AND ...]` between two streams.
@@ -679,10 +731,8 @@ fn join_plan(j: &Join, table: &RelationDef, phys: &Phys<'_>) -> Result<(JoinPlan
     };
     let stream_first = !side_is_table(&j.left);
     let (stream_side, table_side) = if stream_first { (&j.left, &j.right) } else { (&j.right, &j.left) };
-    for side in [stream_side, table_side] {
-        if !matches!(skip_alias(side), LogicalPlan::TableScan(_)) {
-            return Err(EddyError::NotImplemented("joins of more than two inputs in a continuous query".into()));
-        }
+    if !matches!(skip_alias(table_side), LogicalPlan::TableScan(_)) {
+        return Err(EddyError::NotImplemented(format!("a join whose {} side is not a table", table.name)));
     }
     let left_outer = match (j.join_type, stream_first) {
         (JoinType::Inner, _) => false,
@@ -744,7 +794,8 @@ fn join_plan(j: &Join, table: &RelationDef, phys: &Phys<'_>) -> Result<(JoinPlan
         if left_outer { "LEFT" } else { "INNER" },
         table.name
     );
-    Ok((JoinPlan { table: table.clone(), left_outer, stream_keys, stream_first }, line))
+    let schema = Arc::new(j.schema.as_arrow().clone());
+    Ok((JoinPlan { table: table.clone(), left_outer, stream_keys, stream_first, schema }, line))
 }
 
 fn skip_alias(plan: &LogicalPlan) -> &LogicalPlan {
