@@ -25,8 +25,10 @@
 //! FLUSH comes at random points, and now and then the server is killed (`kill -9`) and
 //! restarted between two INSERTs: none of that may change a result.
 //!
-//! Bugs this harness found in Eddy are listed in the `BUG_*` constants: their checks still run
-//! but are reported as SKIPPED on stderr instead of failing (and say so when they pass again).
+//! It found three bugs, now fixed and checked here like everything else: COALESCE failing in
+//! continuous queries, tables over topics not resuming after a restart, and late records
+//! logged twice after `kill -9`. A check may name a known bug (`Check::known_bug`): it still
+//! runs, is reported as SKIPPED instead of failing, and says so when it passes again.
 //!
 //! Each case starts a fresh server and draws its inputs and query shapes from its own seed.
 //! The seed is printed; rerun a failure with `EDDY_DIFF_SEED=<seed>` (case `i` uses seed + i,
@@ -526,18 +528,6 @@ fn random_window(rng: &mut SmallRng, hopping: bool) -> Window {
     }
 }
 
-/// Bugs in Eddy the corpus found. Their checks still run (see `Check::known_bug`).
-const BUG_COALESCE: &str = "COALESCE in a continuous query's expressions fails on every record with \
-    \"Internal error: coalesce should have been simplified to case\" (the record goes to the processing \
-    log and no output is written); pull queries and IFNULL work";
-
-const BUG_TABLE_RESUME: &str = "a table declared over a topic (CREATE TABLE t (id STRING PRIMARY KEY, ...)) \
-    is not materialized after a restart: its MAT_ query is stored as \"CREATE TABLE t (materialize)\", \
-    which fails to parse on resume (\"could not resume query: syntax error: expected a column type\"), so \
-    SELECT * FROM t keeps returning the rows it had before the restart";
-const BUG_LATE_REPLAY: &str = "after kill -9, the records a query replays from its last checkpoint are \
-    written to the processing log again, so late records are reported twice";
-
 /// A note that shows in a passing run too (libtest captures `eprintln!`, not direct writes).
 fn note(msg: &str) {
     use std::io::Write;
@@ -619,9 +609,8 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         });
     }
 
-    // Known bug (see BUG_COALESCE): the check runs in the first case only, since every input
-    // record of it goes to the processing log. It draws nothing from `rng`, so replaying a case
-    // alone sees the same inputs.
+    // COALESCE needs DataFusion's simplifier before it runs (a bug this harness found). It
+    // draws nothing from `rng`, so replaying a case alone sees the same inputs.
     if first_case {
         let select = "SELECT k, COALESCE(x, 0.5) AS cx, COALESCE(n, g, -1) AS cn FROM s".to_string();
         checks.push(Check {
@@ -630,7 +619,7 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
             tables: vec![s_table.clone()],
             oracle_sql: select,
             late: None,
-            known_bug: Some(BUG_COALESCE),
+            known_bug: None,
         });
     }
 
@@ -816,7 +805,6 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         batches.push(queues[i].pop().unwrap());
     }
     let half = batches.len() / 2;
-    let mut restarted = false;
     for (i, sql) in batches.iter().enumerate() {
         if i == half {
             for create in late_start.iter().filter_map(|c| c.create.as_ref()) {
@@ -830,7 +818,6 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         // Now and then a crash: queries resume from their last checkpoint, and the result
         // must be the same as without it.
         if rng.random_bool(0.03) {
-            restarted = true;
             db.script.push("-- kill -9 and restart the server".into());
             server.kill9();
             server = Server::start(tmp.path());
@@ -855,7 +842,7 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
             Ok(got) => diff(got, want),
             Err(e) => Err(e),
         };
-        let known_bug = c.known_bug.or((restarted && c.create.is_none()).then_some(BUG_TABLE_RESUME));
+        let known_bug = c.known_bug;
         match (result, known_bug) {
             (Ok(()), None) => {}
             (Err(e), None) => failures.push(format!(
@@ -879,9 +866,6 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
             let logged = pull(&db.client, &sql).await.map(|r| r.rows.first().and_then(|r| r[0].parse::<usize>().ok()));
             match logged {
                 Ok(Some(n)) if n == expected => {}
-                // After a crash, records replayed from the last checkpoint are logged again.
-                Ok(Some(n)) if restarted && n > expected => skipped
-                    .push((format!("{} late-record count ({n} logged, {expected} late)", c.name), BUG_LATE_REPLAY)),
                 Ok(n) => failures.push(format!("{}: late records: eddy logged {n:?}, oracle {expected}", c.name)),
                 Err(e) => failures.push(e),
             }

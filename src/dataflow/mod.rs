@@ -385,10 +385,14 @@ impl Runtime {
         if let Some(ij) = &mut ops.interval {
             ij.restore(self.store.scan_prefix(&cf, &[BUFFER_PREFIX], usize::MAX)?)?;
         }
+        // The query's processing-log entries are written with its checkpoints.
+        let mut rt = self.clone();
+        rt.processing_log = self.processing_log.buffered();
+        recover_processing_log(&rt, &cf)?;
         let mut task = QueryTask {
             id: id.to_string(),
             cf,
-            rt: self.clone(),
+            rt,
             source,
             offsets,
             table_input,
@@ -1059,8 +1063,18 @@ impl QueryTask {
     }
 
     /// Sink output, then one atomic state write, then publish (see the module comment).
+    /// Processing-log entries ride in the same write and are appended after it.
     fn checkpoint(&mut self) -> Result<()> {
         let mut cp = self.rt.store.checkpoint(&self.cf);
+        let plog_entries = self.rt.processing_log.take_buffered();
+        if !plog_entries.is_empty() {
+            cp.put(&self.rt.store, PLOG_FROM_KEY, &self.rt.processing_log.end_offset().to_be_bytes())?;
+            for (n, rec) in plog_entries.iter().enumerate() {
+                let mut key = PLOG_ENTRY_PREFIX.to_vec();
+                key.extend_from_slice(&(n as u32).to_be_bytes());
+                cp.put(&self.rt.store, &key, rec.value.as_deref().unwrap_or_default())?;
+            }
+        }
         for (sink, outputs, prefix) in [
             (&mut self.sink, &mut self.pending_outputs, SINK_PREFIX),
             (&mut self.late_sink, &mut self.pending_late, LATE_SINK_PREFIX),
@@ -1093,6 +1107,11 @@ impl QueryTask {
         for sink in [&self.sink, &self.late_sink].into_iter().flatten() {
             sink.publish();
         }
+        if !plog_entries.is_empty() {
+            let n = plog_entries.len();
+            self.rt.processing_log.append(plog_entries);
+            clear_plog_entries(&self.rt.store, &self.cf, n)?;
+        }
         if let Body::Aggregate(aggregate) = &mut self.ops.body {
             aggregate.clear_cache();
         }
@@ -1104,6 +1123,52 @@ impl QueryTask {
         self.dirty = false;
         Ok(())
     }
+}
+
+/// A checkpoint's processing-log entries, until they are appended: `P` + number.
+const PLOG_ENTRY_PREFIX: &[u8] = b"P";
+/// The processing log's end when those entries were committed.
+const PLOG_FROM_KEY: &[u8] = b"Q";
+
+fn clear_plog_entries(store: &StateStore, cf: &str, n: usize) -> Result<()> {
+    let mut cp = store.checkpoint(cf);
+    cp.delete(store, PLOG_FROM_KEY)?;
+    for i in 0..n {
+        let mut key = PLOG_ENTRY_PREFIX.to_vec();
+        key.extend_from_slice(&(i as u32).to_be_bytes());
+        cp.delete(store, &key)?;
+    }
+    store.commit(cp)
+}
+
+/// After a crash between a checkpoint and the append of its processing-log entries: append
+/// the ones the log does not hold yet (each entry has an id), so none is lost or doubled.
+fn recover_processing_log(rt: &Runtime, cf: &str) -> Result<()> {
+    let stored = rt.store.scan_prefix(cf, PLOG_ENTRY_PREFIX, usize::MAX)?;
+    if stored.is_empty() {
+        return Ok(());
+    }
+    let from = match rt.store.get(cf, PLOG_FROM_KEY)? {
+        Some(b) if b.len() == 8 => i64::from_be_bytes(b.try_into().expect("8 bytes")),
+        _ => 0,
+    };
+    let present = rt.processing_log.entry_ids_since(from);
+    let mut missing = Vec::new();
+    for (_, value) in &stored {
+        let id = serde_json::from_slice::<Value>(value).ok().and_then(|v| v.get("entry_id").cloned());
+        if !matches!(&id, Some(Value::String(id)) if present.contains(id)) {
+            let now = rt.log.clock.now_ms();
+            missing.push(crate::log::LogRecord {
+                offset: 0,
+                timestamp_ms: now,
+                key: None,
+                value: Some(value.clone()),
+                headers: Vec::new(),
+            });
+        }
+    }
+    rt.processing_log.append(missing);
+    clear_plog_entries(&rt.store, cf, stored.len())
 }
 
 /// Keeps only each key's last change, in the order of those last changes (a retraction

@@ -176,15 +176,33 @@ pub fn murmur2(data: &[u8]) -> u32 {
 pub const PROCESSING_LOG: &str = "eddy_processing_log";
 
 /// Where records that could not be processed are reported (a stream users can query).
+///
+/// A persistent query's entries are buffered and written with its checkpoint (see
+/// `QueryTask::checkpoint`), so a record replayed after a crash is not reported twice and a
+/// reported record is never lost; push queries and other callers write directly.
 #[derive(Clone)]
 pub struct ProcessingLog {
     pub log: Arc<Log>,
+    buffer: Option<Arc<std::sync::Mutex<Vec<LogRecord>>>>,
 }
 
+/// Tells apart the entries of one process (with the query id and a counter).
+static ENTRY_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl ProcessingLog {
+    pub fn direct(log: Arc<Log>) -> ProcessingLog {
+        ProcessingLog { log, buffer: None }
+    }
+
+    /// A processing log whose entries wait in memory until `take_buffered`.
+    pub fn buffered(&self) -> ProcessingLog {
+        ProcessingLog { log: self.log.clone(), buffer: Some(Arc::default()) }
+    }
+
     pub fn record(&self, query_id: &str, topic: &str, partition: i32, offset: i64, error: &str, record: Option<&[u8]>) {
         tracing::warn!(query = query_id, topic, partition, offset, "skipped a record: {error}");
         let now = self.log.clock.now_ms();
+        let n = ENTRY_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let value = serde_json::json!({
             "logged_at": now,
             "query_id": query_id,
@@ -193,6 +211,7 @@ impl ProcessingLog {
             "source_offset": offset,
             "error": error,
             "record": record.map(|r| String::from_utf8_lossy(&r[..r.len().min(4096)]).into_owned()),
+            "entry_id": format!("{query_id}/{}/{n}", std::process::id()),
         });
         let rec = LogRecord {
             offset: 0,
@@ -201,7 +220,61 @@ impl ProcessingLog {
             value: Some(value.to_string().into_bytes()),
             headers: Vec::new(),
         };
-        let mut bytes = encode_batch(&[rec]);
+        match &self.buffer {
+            Some(buffer) => buffer.lock().unwrap_or_else(|p| p.into_inner()).push(rec),
+            None => self.append(vec![rec]),
+        }
+    }
+
+    /// Entries buffered since the last call.
+    pub fn take_buffered(&self) -> Vec<LogRecord> {
+        match &self.buffer {
+            Some(buffer) => std::mem::take(&mut *buffer.lock().unwrap_or_else(|p| p.into_inner())),
+            None => Vec::new(),
+        }
+    }
+
+    /// The processing log's end offset now.
+    pub fn end_offset(&self) -> i64 {
+        self.log.topic(PROCESSING_LOG).and_then(|t| t.partitions.first().map(|p| p.log_end_offset())).unwrap_or(0)
+    }
+
+    /// Entry ids written at or after `offset`.
+    pub fn entry_ids_since(&self, offset: i64) -> std::collections::HashSet<String> {
+        let mut ids = std::collections::HashSet::new();
+        let Some(p) = self.log.topic(PROCESSING_LOG).and_then(|t| t.partitions.first().cloned()) else { return ids };
+        let mut next = offset.max(p.log_start_offset());
+        while next < p.log_end_offset() {
+            let Ok(read) = p.read(next, 1 << 20) else { break };
+            if read.bytes.is_empty() {
+                break;
+            }
+            let before = next;
+            let mut pos = 0;
+            while pos < read.bytes.len() {
+                let Ok(header) = crate::log::batch::LogBatchHeader::parse(&read.bytes[pos..]) else { break };
+                let end = (pos + header.total_bytes).min(read.bytes.len());
+                next = next.max(header.last_offset() + 1);
+                for r in crate::format::decode_batch(&read.bytes[pos..end]).unwrap_or_default() {
+                    let id = r.value.as_deref().and_then(|v| serde_json::from_slice::<Value>(v).ok());
+                    if let Some(Value::String(id)) = id.as_ref().and_then(|v| v.get("entry_id")) {
+                        ids.insert(id.clone());
+                    }
+                }
+                pos = end;
+            }
+            if next == before {
+                break;
+            }
+        }
+        ids
+    }
+
+    pub fn append(&self, records: Vec<LogRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        let mut bytes = encode_batch(&records);
         if let Err(e) = self.log.append(PROCESSING_LOG, 0, &mut bytes) {
             tracing::error!("could not write to the processing log: {e}");
         }

@@ -100,7 +100,7 @@ impl Engine {
         let runtime = Runtime {
             log: log.clone(),
             store: store.clone(),
-            processing_log: ProcessingLog { log: log.clone() },
+            processing_log: ProcessingLog::direct(log.clone()),
             config: RuntimeConfig { checkpoint_interval: config.checkpoint_interval, ..Default::default() },
         };
         let engine = Arc::new(Engine {
@@ -171,6 +171,10 @@ impl Engine {
     async fn replan(&self, q: &QueryDef) -> Result<(ContinuousPlan, Option<RelationDef>)> {
         let source = self.catalog.relation(&q.source).ok_or_else(|| EddyError::UndefinedRelation(q.source.clone()))?;
         let sink = q.sink.as_ref().and_then(|s| self.catalog.relation(s));
+        if source.materialized_by.as_deref() == Some(q.id.as_str()) && q.sink.is_none() {
+            // A table declared over a topic: its materializer has no SELECT to re-plan.
+            return Ok((upsert_plan(&source), None));
+        }
         let stmt = sql::parse(&q.sql)?.into_iter().next().map(|l| l.statement);
         match stmt {
             Some(Statement::CreateAs { select, .. }) => {

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::MemTable;
 use datafusion::common::TableReference;
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Expr, Join, JoinType, LogicalPlan, Operator};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -245,7 +247,8 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
                 [one] => (*one, None),
                 _ => {
                     return Err(EddyError::NotImplemented(
-                        "joins of more than two inputs in a continuous query need one stream and the rest tables".into(),
+                        "joins of more than two inputs in a continuous query need one stream and the rest tables"
+                            .into(),
                     ))
                 }
             }
@@ -274,8 +277,13 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
     let sql = crate::sql::expand_wildcards(&select.sql, &|name| columns_of.get(name).cloned())?;
     let plan = ctx.state().create_logical_plan(&sql).await?;
     let state = ctx.state();
+    // Expressions are coerced and simplified as DataFusion's optimizer would (some
+    // functions, like COALESCE, only run after simplification), then compiled once.
     let phys = |e: &Expr, input: &LogicalPlan| -> Result<Arc<dyn PhysicalExpr>> {
-        Ok(state.create_physical_expr(e.clone(), input.schema())?)
+        let simplifier = ExprSimplifier::new(SimplifyContext::builder().with_schema(input.schema().clone()).build());
+        let coerced = simplifier.coerce(e.clone(), input.schema()).unwrap_or_else(|_| e.clone());
+        let simplified = simplifier.simplify(coerced)?;
+        Ok(state.create_physical_expr(simplified, input.schema())?)
     };
 
     let LogicalPlan::Projection(top) = &plan else {
