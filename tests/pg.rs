@@ -271,3 +271,49 @@ async fn psycopg_cursor_stream_sees_rows_live() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Raw bytes of a value in the binary protocol, whatever its type.
+struct Raw(Vec<u8>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Raw {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw.to_vec()))
+    }
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_types_in_binary_results() {
+    use tokio_postgres::types::Type;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    query(
+        &c,
+        "CREATE STREAM things (id STRING KEY, d DATE, t TIME, n DECIMAL(6, 2), b BYTES, s STRUCT<x INT>) \
+         WITH (PARTITIONS=1)",
+    )
+    .await;
+    query(
+        &c,
+        "INSERT INTO things (id, d, t, n, b, s) VALUES ('a', '2000-01-03', '00:00:01.5', -12.5, 'AQI=', STRUCT(x := 7))",
+    )
+    .await;
+    // The extended protocol: tokio-postgres asks for binary results.
+    let rows = c.query("SELECT d, t, n, b, s FROM things", &[]).await.unwrap();
+    let types: Vec<Type> = rows[0].columns().iter().map(|c| c.type_().clone()).collect();
+    assert_eq!(types, vec![Type::DATE, Type::TIME, Type::NUMERIC, Type::BYTEA, Type::JSON]);
+    let raw = |i: usize| rows[0].get::<_, Raw>(i).0;
+    assert_eq!(raw(0), 2i32.to_be_bytes()); // days since 2000-01-01
+    assert_eq!(raw(1), 1_500_000i64.to_be_bytes()); // microseconds
+                                                    // numeric: 2 digits (12, 5000), weight 0, negative, scale 2.
+    let numeric: Vec<u8> = [2i16, 0, 0x4000, 2, 12, 5000].iter().flat_map(|w| w.to_be_bytes()).collect();
+    assert_eq!(raw(2), numeric);
+    assert_eq!(raw(3), vec![1, 2]);
+    assert_eq!(String::from_utf8(raw(4)).unwrap(), r#"{"x":7}"#);
+}

@@ -10,7 +10,7 @@ use std::sync::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EddyError, Result};
-use crate::format::{Column, KeyFormat};
+use crate::format::{Column, KeyFormat, ValueFormat};
 use crate::sql::RelationKind;
 use crate::state::{StateStore, CATALOG_CF};
 
@@ -22,6 +22,9 @@ pub struct RelationDef {
     pub topic: String,
     pub key_format: KeyFormat,
     pub value_format: String,
+    /// `VALUE_DELIMITER` of a DELIMITED value format (`,` when absent).
+    #[serde(default)]
+    pub value_delimiter: Option<char>,
     pub partitions: i32,
     /// Column whose value becomes the record timestamp (`TIMESTAMP='col'`).
     pub timestamp_column: Option<String>,
@@ -35,6 +38,15 @@ pub struct RelationDef {
 }
 
 impl RelationDef {
+    /// The value format records are written in (checked when the relation was created).
+    pub fn value_encoding(&self) -> ValueFormat {
+        match self.value_format.as_str() {
+            "DELIMITED" => ValueFormat::Delimited(self.value_delimiter.unwrap_or(',')),
+            "KAFKA" => ValueFormat::Kafka,
+            _ => ValueFormat::Json,
+        }
+    }
+
     /// A row's event time: its `TIMESTAMP` column (epoch ms, a TIMESTAMP, or a string in
     /// `TIMESTAMP_FORMAT`), otherwise the record's own timestamp.
     pub fn event_time_ms(&self, row: &[serde_json::Value], record_timestamp_ms: i64) -> Result<i64, String> {

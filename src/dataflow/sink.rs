@@ -56,10 +56,10 @@ impl Sink {
 
     pub fn encode_row(&self, row: &[Value], timestamp_ms: i64) -> OutRecord {
         let key = encode_key(&self.relation.columns, self.relation.key_format, row);
-        let value = encode_value(&self.relation.columns, row);
+        let value = encode_value(&self.relation.columns, self.relation.value_encoding(), row);
         OutRecord {
             partition: self.partition_for(key.as_deref()),
-            record: LogRecord { offset: 0, timestamp_ms, key, value: Some(value), headers: Vec::new() },
+            record: LogRecord { offset: 0, timestamp_ms, key, value, headers: Vec::new() },
         }
     }
 
@@ -70,7 +70,10 @@ impl Sink {
             None => None,
         }
         .or_else(|| self.key_from_values(&change.key_values));
-        let value = change.row.as_ref().map(|row| encode_value(&self.relation.columns, row));
+        let value = change
+            .row
+            .as_ref()
+            .and_then(|row| encode_value(&self.relation.columns, self.relation.value_encoding(), row));
         OutRecord {
             partition: self.partition_for(key.as_deref()),
             record: LogRecord { offset: 0, timestamp_ms: change.timestamp_ms, key, value, headers: Vec::new() },

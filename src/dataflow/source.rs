@@ -130,7 +130,13 @@ impl Source {
                     }
                     continue;
                 }
-                match decode_row(&rel.columns, rel.key_format, r.key.as_deref(), r.value.as_deref()) {
+                match decode_row(
+                    &rel.columns,
+                    rel.key_format,
+                    rel.value_encoding(),
+                    r.key.as_deref(),
+                    r.value.as_deref(),
+                ) {
                     Ok(mut row) => {
                         let event_time = match rel.event_time_ms(&row, r.timestamp_ms) {
                             Ok(t) => t,

@@ -11,7 +11,7 @@ use super::{Engine, Output};
 use crate::catalog::{QueryDef, RelationDef};
 use crate::dataflow::state_cf;
 use crate::error::{EddyError, Result};
-use crate::format::{Column, KeyFormat};
+use crate::format::{Column, KeyFormat, ValueFormat};
 use crate::log::TopicConfig;
 use crate::plan::{plan_continuous, upsert_plan, PlanShape};
 use crate::sql::{RelationKind, SelectStatement, Statement};
@@ -121,6 +121,18 @@ impl Engine {
         let id = format!("{prefix}_{}_{}", name.to_uppercase(), self.catalog.next_query_number()?);
         let mut props = props;
         props.entry("PARTITIONS".into()).or_insert_with(|| source.partitions.to_string());
+        // As in ksqlDB, the output is written in its source's value format unless WITH says.
+        if !props.contains_key("VALUE_FORMAT") && !props.contains_key("FORMAT") {
+            props.insert("VALUE_FORMAT".into(), source.value_format.clone());
+            if let Some(d) = source.value_delimiter.filter(|_| !props.contains_key("VALUE_DELIMITER")) {
+                let d = match d {
+                    '\t' => "TAB".to_string(),
+                    ' ' => "SPACE".to_string(),
+                    other => other.to_string(),
+                };
+                props.insert("VALUE_DELIMITER".into(), d);
+            }
+        }
         let mut rel = self.relation_from_props(kind, &name, plan.output_columns.clone(), &props, Some(&id))?;
         rel.materialized_by = (kind == RelationKind::Table).then(|| id.clone());
         self.ensure_topic(&mut rel, &props)?;
@@ -215,21 +227,24 @@ impl Engine {
                 "TIMESTAMP",
                 "TIMESTAMP_FORMAT",
                 "REPLICAS",
+                "VALUE_DELIMITER",
             ]
             .contains(&key.as_str())
             {
                 return Err(EddyError::InvalidValue(format!("unknown property {key} in WITH (...)")));
             }
         }
-        let value_format =
-            props.get("VALUE_FORMAT").or(props.get("FORMAT")).cloned().unwrap_or_else(|| "JSON".into()).to_uppercase();
-        if value_format != "JSON" {
-            return Err(EddyError::NotImplemented(format!("VALUE_FORMAT='{value_format}' (JSON only for now)")));
-        }
+        let value_format_name = props.get("VALUE_FORMAT").or(props.get("FORMAT")).map_or("JSON", String::as_str);
+        let value_encoding = ValueFormat::parse(value_format_name, props.get("VALUE_DELIMITER").map(String::as_str))
+            .map_err(EddyError::InvalidValue)?;
+        let value_delimiter = match value_encoding {
+            ValueFormat::Delimited(d) if d != ',' => Some(d),
+            ValueFormat::Delimited(_) | ValueFormat::Json | ValueFormat::Kafka => None,
+        };
         let n_keys = columns.iter().filter(|c| c.key).count();
         let key_format = match props.get("KEY_FORMAT") {
             Some(f) => KeyFormat::parse(f)
-                .ok_or_else(|| EddyError::NotImplemented(format!("KEY_FORMAT='{f}' (KAFKA or JSON)")))?,
+                .ok_or_else(|| EddyError::NotImplemented(format!("KEY_FORMAT='{f}' (KAFKA, JSON or DELIMITED)")))?,
             None if n_keys == 0 => KeyFormat::None,
             None if n_keys == 1 => KeyFormat::Kafka,
             None => KeyFormat::Json,
@@ -239,6 +254,7 @@ impl Engine {
                 "KEY_FORMAT='KAFKA' holds one key column; use KEY_FORMAT='JSON'".into(),
             ));
         }
+        key_format.check_columns(&columns).map_err(EddyError::InvalidValue)?;
         let partitions = match props.get("PARTITIONS") {
             Some(p) => p
                 .parse::<i32>()
@@ -278,13 +294,15 @@ impl Engine {
         if key_format == KeyFormat::None {
             columns.iter_mut().for_each(|c| c.key = false);
         }
+        value_encoding.check_columns(&columns).map_err(EddyError::InvalidValue)?;
         Ok(RelationDef {
             name: name.to_string(),
             kind,
             columns,
             topic: props.get("KAFKA_TOPIC").cloned().unwrap_or_else(|| name.to_string()),
             key_format,
-            value_format,
+            value_format: value_encoding.name().to_string(),
+            value_delimiter,
             partitions,
             timestamp_column,
             timestamp_format,

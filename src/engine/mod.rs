@@ -155,6 +155,7 @@ impl Engine {
                     topic: PROCESSING_LOG.into(),
                     key_format: KeyFormat::None,
                     value_format: "JSON".into(),
+                    value_delimiter: None,
                     partitions: 1,
                     timestamp_column: None,
                     timestamp_format: None,

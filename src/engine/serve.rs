@@ -12,7 +12,7 @@ use super::{Engine, Output, Session};
 use crate::catalog::RelationDef;
 use crate::dataflow::{row_key, sink::murmur2, state_cf};
 use crate::error::{EddyError, Result};
-use crate::format::{arrow_schema, check_cell, decode_row, encode_key, encode_value, rows_to_batch};
+use crate::format::{arrow_schema, check_cell, decode_row, encode_key, encode_value, rows_to_batch, SqlType};
 use crate::log::batch::{encode_batch, LogBatchHeader, LogRecord};
 use crate::plan::{plan_continuous, session, PlanShape};
 use crate::sql::{RelationKind, SelectStatement};
@@ -66,7 +66,7 @@ impl Engine {
                     continue;
                 }
                 let col = &rel.columns[i];
-                row[i] = check_cell(col, literal(e)?).map_err(EddyError::TypeMismatch)?;
+                row[i] = check_cell(col, typed_literal(&col.ty, e)?).map_err(EddyError::TypeMismatch)?;
             }
             if rel.kind == RelationKind::Table && rel.columns.iter().zip(&row).any(|(c, v)| c.key && v.is_null()) {
                 return Err(EddyError::InvalidValue(format!(
@@ -82,7 +82,7 @@ impl Engine {
                 Some(k) => (murmur2(k) & 0x7fff_ffff) as usize % by_partition.len(),
                 None => n % by_partition.len(),
             };
-            let value = Some(encode_value(&rel.columns, &row));
+            let value = encode_value(&rel.columns, rel.value_encoding(), &row);
             by_partition[partition].push(LogRecord { offset: 0, timestamp_ms, key, value, headers: Vec::new() });
         }
         let log = self.log.clone();
@@ -170,8 +170,13 @@ impl Engine {
                     pos += header.total_bytes;
                     offset = offset.max(header.last_offset() + 1);
                     for r in crate::format::decode_batch(batch).unwrap_or_default() {
-                        if let Ok(row) = decode_row(&rel.columns, rel.key_format, r.key.as_deref(), r.value.as_deref())
-                        {
+                        if let Ok(row) = decode_row(
+                            &rel.columns,
+                            rel.key_format,
+                            rel.value_encoding(),
+                            r.key.as_deref(),
+                            r.value.as_deref(),
+                        ) {
                             rows.push(row);
                         }
                     }
@@ -230,6 +235,91 @@ impl Engine {
             }
             _ => None,
         })
+    }
+}
+
+/// A literal in VALUES for a column of type `ty`: DECIMAL numbers keep their exact text;
+/// ARRAY takes `ARRAY[...]`, STRUCT takes `STRUCT(name := value, ...)`, MAP takes
+/// `MAP('key' := value, ...)`, and all three take JSON text (`'{"a": 1}'`).
+fn typed_literal(ty: &SqlType, e: &ast::Expr) -> Result<Value> {
+    let bad = |what: &str| EddyError::TypeMismatch(format!("{what} does not fit {}", ty.name()));
+    match (ty, e) {
+        (SqlType::Decimal { .. }, ast::Expr::Value(v)) => match &v.value {
+            ast::Value::Number(n, _) => Ok(Value::String(n.clone())),
+            _ => literal(e),
+        },
+        (SqlType::Decimal { .. }, ast::Expr::UnaryOp { op: ast::UnaryOperator::Minus, expr }) => {
+            match typed_literal(ty, expr)? {
+                Value::String(s) if !s.starts_with('-') => Ok(Value::String(format!("-{s}"))),
+                _ => Err(bad(&e.to_string())),
+            }
+        }
+        (SqlType::Array(item), ast::Expr::Array(a)) => {
+            a.elem.iter().map(|x| typed_literal(item, x)).collect::<Result<Vec<_>>>().map(Value::Array)
+        }
+        (SqlType::Struct(_) | SqlType::Map(_), ast::Expr::Struct { .. } | ast::Expr::Function(_)) => {
+            let (name, pairs) = named_pairs(e).ok_or_else(|| bad(&format!("{e} (write name := value)")))?;
+            let mut obj = serde_json::Map::new();
+            for (key, value) in pairs {
+                let key = match &key {
+                    ast::Expr::Identifier(i) => crate::sql::normalize_ident(i),
+                    other => match literal(other)? {
+                        Value::String(s) => s,
+                        v => v.to_string(),
+                    },
+                };
+                let field_ty = match ty {
+                    SqlType::Struct(fields) if name == "STRUCT" => fields
+                        .iter()
+                        .find(|f| f.name == key || f.name.eq_ignore_ascii_case(&key))
+                        .map(|f| &f.ty)
+                        .ok_or_else(|| bad(&format!("field {key}")))?,
+                    SqlType::Map(value_ty) if name == "MAP" => value_ty.as_ref(),
+                    _ => return Err(bad(&e.to_string())),
+                };
+                obj.insert(key, typed_literal(field_ty, value)?);
+            }
+            Ok(Value::Object(obj))
+        }
+        (SqlType::Array(_) | SqlType::Map(_) | SqlType::Struct(_), _) => match literal(e)? {
+            Value::String(s) => serde_json::from_str(&s).map_err(|_| bad(&format!("'{s}'"))),
+            other => Ok(other),
+        },
+        _ => literal(e),
+    }
+}
+
+/// The `name := value` pairs of a `STRUCT(...)` or `MAP(...)` literal, with its name.
+fn named_pairs(e: &ast::Expr) -> Option<(String, Vec<(ast::Expr, &ast::Expr)>)> {
+    fn pair(x: &ast::Expr) -> Option<(ast::Expr, &ast::Expr)> {
+        match x {
+            ast::Expr::BinaryOp { left, op: ast::BinaryOperator::Assignment, right } => Some((*left.clone(), right)),
+            _ => None,
+        }
+    }
+    match e {
+        ast::Expr::Struct { values, .. } => {
+            Some(("STRUCT".into(), values.iter().map(pair).collect::<Option<Vec<_>>>()?))
+        }
+        ast::Expr::Function(f) => {
+            let ast::FunctionArguments::List(list) = &f.args else { return None };
+            let pairs = list
+                .args
+                .iter()
+                .map(|arg| match arg {
+                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) => pair(x),
+                    ast::FunctionArg::ExprNamed { name, arg: ast::FunctionArgExpr::Expr(v), .. } => {
+                        Some((name.clone(), v))
+                    }
+                    ast::FunctionArg::Named { name, arg: ast::FunctionArgExpr::Expr(v), .. } => {
+                        Some((ast::Expr::Identifier(name.clone()), v))
+                    }
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some((f.name.to_string().to_ascii_uppercase(), pairs))
+        }
+        _ => None,
     }
 }
 

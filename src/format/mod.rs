@@ -1,79 +1,26 @@
-//! Record formats: Kafka record key/value bytes ⇄ Arrow columns.
+//! Record formats: Kafka record key/value bytes ⇄ rows of canonical cells ⇄ Arrow columns.
 //!
-//! Owns the declared column types (`SqlType`), the JSON value format, and the key formats
-//! (`KAFKA`: ksqlDB's primitive encodings; `JSON`). Called by the dataflow sources (decode),
-//! sinks and `INSERT` (encode). A record that does not match its schema is never a panic and
-//! never a silent null: decode returns a `BadRecord` for the processing log.
+//! Owns the columns and formats of a relation and the dispatch to each codec: value formats
+//! `JSON` (`json.rs`), `DELIMITED` (`delimited.rs`) and `KAFKA` (`kafka.rs`); key formats
+//! `KAFKA`, `JSON` and `DELIMITED`. Types and cells live in `types.rs`, Arrow conversion in
+//! `arrow.rs`. Called by the dataflow sources (decode), sinks and `INSERT` (encode). A record
+//! that does not match its schema is never a panic and never a silent null: decode returns a
+//! `BadRecord` for the processing log.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int32Array, Int32Builder, Int64Array,
-    Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray, TimestampMillisecondBuilder,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Column types a stream or table may declare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SqlType {
-    String,
-    Int,
-    BigInt,
-    Double,
-    Boolean,
-    Timestamp,
-}
+mod arrow;
+pub mod delimited;
+pub mod json;
+pub mod kafka;
+pub mod types;
 
-impl SqlType {
-    /// Parses a declared type name (ksqlDB and Postgres spellings).
-    pub fn parse(name: &str) -> Option<SqlType> {
-        Some(match name.to_ascii_uppercase().as_str() {
-            "STRING" | "VARCHAR" | "TEXT" | "CHARACTER VARYING" => SqlType::String,
-            "INT" | "INTEGER" | "INT4" => SqlType::Int,
-            "BIGINT" | "INT8" | "LONG" => SqlType::BigInt,
-            "DOUBLE" | "DOUBLE PRECISION" | "FLOAT" | "FLOAT8" | "REAL" => SqlType::Double,
-            "BOOLEAN" | "BOOL" => SqlType::Boolean,
-            "TIMESTAMP" => SqlType::Timestamp,
-            _ => return None,
-        })
-    }
-
-    pub fn from_arrow(dt: &DataType) -> Option<SqlType> {
-        Some(match dt {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => SqlType::String,
-            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => SqlType::Int,
-            DataType::Int64 | DataType::UInt32 | DataType::UInt64 => SqlType::BigInt,
-            DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _) => SqlType::Double,
-            DataType::Boolean => SqlType::Boolean,
-            DataType::Timestamp(_, _) => SqlType::Timestamp,
-            _ => return None,
-        })
-    }
-
-    pub fn arrow(self) -> DataType {
-        match self {
-            SqlType::String => DataType::Utf8,
-            SqlType::Int => DataType::Int32,
-            SqlType::BigInt => DataType::Int64,
-            SqlType::Double => DataType::Float64,
-            SqlType::Boolean => DataType::Boolean,
-            SqlType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, None),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SqlType::String => "STRING",
-            SqlType::Int => "INTEGER",
-            SqlType::BigInt => "BIGINT",
-            SqlType::Double => "DOUBLE",
-            SqlType::Boolean => "BOOLEAN",
-            SqlType::Timestamp => "TIMESTAMP",
-        }
-    }
-}
+pub use self::arrow::{cell_at, cells_to_array, rows_to_batch};
+pub use types::{SqlType, StructField};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Column {
@@ -90,6 +37,8 @@ pub enum KeyFormat {
     Json,
     /// No key columns.
     None,
+    /// The key columns as one comma-separated line.
+    Delimited,
 }
 
 impl KeyFormat {
@@ -98,7 +47,93 @@ impl KeyFormat {
             "KAFKA" => Some(KeyFormat::Kafka),
             "JSON" => Some(KeyFormat::Json),
             "NONE" => Some(KeyFormat::None),
+            "DELIMITED" => Some(KeyFormat::Delimited),
             _ => None,
+        }
+    }
+}
+
+/// How record values are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueFormat {
+    Json,
+    /// Fields in column order, separated by the delimiter.
+    Delimited(char),
+    /// Exactly one value column, as a Kafka primitive.
+    Kafka,
+}
+
+impl ValueFormat {
+    /// A format from its name and `VALUE_DELIMITER` (DELIMITED only).
+    pub fn parse(name: &str, delimiter: Option<&str>) -> Result<ValueFormat, String> {
+        let format = match name.to_ascii_uppercase().as_str() {
+            "JSON" => ValueFormat::Json,
+            "DELIMITED" => ValueFormat::Delimited(match delimiter {
+                Some(d) => delimited::parse_delimiter(d)?,
+                None => ',',
+            }),
+            "KAFKA" => ValueFormat::Kafka,
+            other => return Err(format!("VALUE_FORMAT='{other}' (supported: JSON, DELIMITED, KAFKA)")),
+        };
+        if delimiter.is_some() && !matches!(format, ValueFormat::Delimited(_)) {
+            return Err("VALUE_DELIMITER applies to VALUE_FORMAT='DELIMITED' only".into());
+        }
+        Ok(format)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueFormat::Json => "JSON",
+            ValueFormat::Delimited(_) => "DELIMITED",
+            ValueFormat::Kafka => "KAFKA",
+        }
+    }
+
+    /// Whether `columns` fit this format (checked when a stream or table is created).
+    pub fn check_columns(self, columns: &[Column]) -> Result<(), String> {
+        let values: Vec<&Column> = columns.iter().filter(|c| !c.key).collect();
+        match self {
+            ValueFormat::Json => Ok(()),
+            ValueFormat::Delimited(_) => match values.iter().find(|c| c.ty.is_nested()) {
+                Some(c) => Err(format!(
+                    "VALUE_FORMAT='DELIMITED' does not support type {} (column {}); use JSON",
+                    c.ty.name(),
+                    c.name
+                )),
+                None => Ok(()),
+            },
+            ValueFormat::Kafka => match values.as_slice() {
+                [c] if kafka::supports_value(&c.ty) => Ok(()),
+                [c] => Err(format!(
+                    "VALUE_FORMAT='KAFKA' does not support type {} (column {}): STRING, INT, BIGINT, DOUBLE or BYTES",
+                    c.ty.name(),
+                    c.name
+                )),
+                _ => Err(format!(
+                    "VALUE_FORMAT='KAFKA' holds exactly one value column, got {}; use JSON or DELIMITED",
+                    values.len()
+                )),
+            },
+        }
+    }
+}
+
+impl KeyFormat {
+    /// Whether the key columns fit this format.
+    pub fn check_columns(self, columns: &[Column]) -> Result<(), String> {
+        let bad = match self {
+            KeyFormat::Kafka => columns.iter().find(|c| c.key && !kafka::supports_key(&c.ty)),
+            KeyFormat::Delimited => columns.iter().find(|c| c.key && c.ty.is_nested()),
+            KeyFormat::Json | KeyFormat::None => None,
+        };
+        match bad {
+            Some(c) => Err(format!(
+                "KEY_FORMAT='{}' does not support type {} (key column {}); use KEY_FORMAT='JSON'",
+                format!("{self:?}").to_uppercase(),
+                c.ty.name(),
+                c.name
+            )),
+            None => Ok(()),
         }
     }
 }
@@ -116,30 +151,56 @@ pub struct BadRecord {
 /// A decoded cell, before it goes into an Arrow builder.
 type Cell = Value;
 
-/// Decodes one record's key and value into cells in column order.
+/// Decodes one record's key and value into canonical cells in column order.
 pub fn decode_row(
     columns: &[Column],
     key_format: KeyFormat,
+    value_format: ValueFormat,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
 ) -> Result<Vec<Cell>, BadRecord> {
     let bad = |error: String| BadRecord { error };
     let value = value.ok_or_else(|| bad("record has a null value".into()))?;
-    let parsed: Value = serde_json::from_slice(value).map_err(|e| bad(format!("value is not valid JSON: {e}")))?;
-    let Value::Object(obj) = parsed else {
-        return Err(bad("value is not a JSON object".into()));
-    };
-    let key_obj = decode_key(columns, key_format, key)?;
+    let values = decode_value(columns, value_format, value).map_err(bad)?;
+    let key_cells = decode_key(columns, key_format, key)?;
     let mut row = Vec::with_capacity(columns.len());
-    for c in columns {
-        let cell = if c.key { key_obj.iter().find(|(n, _)| n == &c.name).map(|(_, v)| v.clone()) } else { None };
+    for (c, v) in columns.iter().zip(values) {
+        let cell = if c.key { key_cells.iter().find(|(n, _)| n == &c.name).map(|(_, v)| v.clone()) } else { None };
         let cell = match cell {
-            Some(v) if !v.is_null() => v,
-            _ => lookup(&obj, &c.name).cloned().unwrap_or(Value::Null),
+            Some(k) if !k.is_null() => k,
+            _ => v,
         };
         row.push(check_cell(c, cell).map_err(bad)?);
     }
     Ok(row)
+}
+
+/// The value's cell for each column (NULL for key columns the format does not carry).
+fn decode_value(columns: &[Column], format: ValueFormat, value: &[u8]) -> Result<Vec<Cell>, String> {
+    match format {
+        ValueFormat::Json => json::decode_value(columns, value),
+        ValueFormat::Delimited(d) => {
+            let text = std::str::from_utf8(value).map_err(|_| "DELIMITED value is not UTF-8".to_string())?;
+            let fields = delimited::parse_line(text, d)?;
+            let n = columns.iter().filter(|c| !c.key).count();
+            if fields.len() != n {
+                return Err(format!("DELIMITED value has {} fields, expected {n}", fields.len()));
+            }
+            let mut fields = fields.into_iter();
+            Ok(columns
+                .iter()
+                .map(|c| if c.key { Value::Null } else { fields.next().flatten().map_or(Value::Null, Value::String) })
+                .collect())
+        }
+        ValueFormat::Kafka => {
+            let mut out = vec![Value::Null; columns.len()];
+            match columns.iter().position(|c| !c.key) {
+                Some(i) => out[i] = kafka::decode(&columns[i].ty, value)?,
+                None => return Err("VALUE_FORMAT='KAFKA' needs a value column".into()),
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// Decodes only the key columns (a tombstone has no value but still names its key).
@@ -158,21 +219,7 @@ pub fn decode_key(
         KeyFormat::None => Ok(Vec::new()),
         KeyFormat::Kafka => {
             let c = key_cols[0];
-            let v = match c.ty {
-                SqlType::String => {
-                    Value::String(String::from_utf8(key.to_vec()).map_err(|_| bad("key is not UTF-8".into()))?)
-                }
-                SqlType::Int => {
-                    Value::from(i32::from_be_bytes(key.try_into().map_err(|_| bad("INT key is not 4 bytes".into()))?))
-                }
-                SqlType::BigInt | SqlType::Timestamp => Value::from(i64::from_be_bytes(
-                    key.try_into().map_err(|_| bad("BIGINT key is not 8 bytes".into()))?,
-                )),
-                SqlType::Double => Value::from(f64::from_be_bytes(
-                    key.try_into().map_err(|_| bad("DOUBLE key is not 8 bytes".into()))?,
-                )),
-                SqlType::Boolean => Value::Bool(key.first().is_some_and(|b| *b != 0)),
-            };
+            let v = kafka::decode(&c.ty, key).map_err(|e| bad(format!("key: {e}")))?;
             Ok(vec![(c.name.clone(), v)])
         }
         KeyFormat::Json => {
@@ -180,174 +227,66 @@ pub fn decode_key(
             match v {
                 Value::Object(obj) => Ok(key_cols
                     .iter()
-                    .map(|c| (c.name.clone(), lookup(&obj, &c.name).cloned().unwrap_or(Value::Null)))
+                    .map(|c| (c.name.clone(), types::lookup(&obj, &c.name).cloned().unwrap_or(Value::Null)))
                     .collect()),
                 other if key_cols.len() == 1 => Ok(vec![(key_cols[0].name.clone(), other)]),
                 _ => Err(bad("JSON key for several key columns must be an object".into())),
             }
         }
+        KeyFormat::Delimited => {
+            let text = std::str::from_utf8(key).map_err(|_| bad("DELIMITED key is not UTF-8".into()))?;
+            let fields = delimited::parse_line(text, ',').map_err(|e| bad(format!("key: {e}")))?;
+            if fields.len() != key_cols.len() {
+                return Err(bad(format!("DELIMITED key has {} fields, expected {}", fields.len(), key_cols.len())));
+            }
+            key_cols
+                .iter()
+                .zip(fields)
+                .map(|(c, f)| Ok((c.name.clone(), check_cell(c, f.map_or(Value::Null, Value::String)).map_err(bad)?)))
+                .collect()
+        }
     }
 }
 
-fn lookup<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    obj.get(name).or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
-}
-
-/// Checks that a JSON value fits the column type; numbers may widen, nothing else converts.
+/// Checks that a value fits the column type and returns its canonical cell.
 pub fn check_cell(c: &Column, v: Value) -> Result<Value, String> {
-    let ok = match (&v, c.ty) {
-        (Value::Null, _) => true,
-        (Value::String(_), SqlType::String) => true,
-        (Value::Number(n), SqlType::Int) => n.as_i64().is_some_and(|i| i32::try_from(i).is_ok()),
-        (Value::Number(n), SqlType::BigInt | SqlType::Timestamp) => n.as_i64().is_some(),
-        (Value::Number(_), SqlType::Double) => true,
-        (Value::Bool(_), SqlType::Boolean) => true,
-        // Numbers and booleans read as strings keep their JSON text.
-        (Value::Number(_) | Value::Bool(_), SqlType::String) => {
-            return Ok(Value::String(v.to_string()));
-        }
-        // Like ksqlDB's JSON format, numbers and booleans sent as strings are read as such.
-        (Value::String(s), SqlType::Int | SqlType::BigInt | SqlType::Timestamp) => match s.trim().parse::<i64>() {
-            Ok(i) if c.ty != SqlType::Int || i32::try_from(i).is_ok() => return Ok(Value::from(i)),
-            _ => false,
-        },
-        (Value::String(s), SqlType::Double) => match s.trim().parse::<f64>() {
-            Ok(f) if f.is_finite() => return Ok(Value::from(f)),
-            _ => false,
-        },
-        (Value::String(s), SqlType::Boolean) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" => return Ok(Value::Bool(true)),
-            "false" => return Ok(Value::Bool(false)),
-            _ => false,
-        },
-        _ => false,
-    };
-    if ok {
-        Ok(v)
-    } else {
-        Err(format!("column {} expects {}, got {}", c.name, c.ty.name(), v))
-    }
-}
-
-/// Builds an Arrow batch from rows of checked cells.
-pub fn rows_to_batch(columns: &[Column], rows: &[Vec<Cell>]) -> Result<RecordBatch, String> {
-    let schema = arrow_schema(columns);
-    let arrays: Vec<ArrayRef> =
-        columns.iter().enumerate().map(|(i, c)| column_array(c.ty, rows.iter().map(|r| &r[i]))).collect();
-    RecordBatch::try_new(schema, arrays).map_err(|e| e.to_string())
-}
-
-fn column_array<'a>(ty: SqlType, cells: impl Iterator<Item = &'a Cell>) -> ArrayRef {
-    match ty {
-        SqlType::String => {
-            let mut b = StringBuilder::new();
-            cells.for_each(|v| match v {
-                Value::String(s) => b.append_value(s),
-                Value::Null => b.append_null(),
-                other => b.append_value(other.to_string()),
-            });
-            Arc::new(b.finish())
-        }
-        SqlType::Int => {
-            let mut b = Int32Builder::new();
-            cells.for_each(|v| b.append_option(v.as_i64().map(|i| i as i32)));
-            Arc::new(b.finish())
-        }
-        SqlType::BigInt => {
-            let mut b = Int64Builder::new();
-            cells.for_each(|v| b.append_option(v.as_i64()));
-            Arc::new(b.finish())
-        }
-        SqlType::Timestamp => {
-            let mut b = TimestampMillisecondBuilder::new();
-            cells.for_each(|v| b.append_option(v.as_i64()));
-            Arc::new(b.finish())
-        }
-        SqlType::Double => {
-            let mut b = Float64Builder::new();
-            cells.for_each(|v| b.append_option(v.as_f64()));
-            Arc::new(b.finish())
-        }
-        SqlType::Boolean => {
-            let mut b = BooleanBuilder::new();
-            cells.for_each(|v| b.append_option(v.as_bool()));
-            Arc::new(b.finish())
-        }
-    }
-}
-
-/// Builds an array of exactly `dt` from JSON cells (via the nearest SQL type, then a cast).
-pub fn cells_to_array(dt: &DataType, cells: &[Cell]) -> Result<ArrayRef, datafusion::arrow::error::ArrowError> {
-    let ty = SqlType::from_arrow(dt).unwrap_or(SqlType::String);
-    let array = column_array(ty, cells.iter());
-    if array.data_type() == dt {
-        Ok(array)
-    } else {
-        datafusion::arrow::compute::cast(&array, dt)
-    }
-}
-
-/// Reads one cell of an Arrow array back as JSON (for encoding output and state).
-pub fn cell_at(array: &dyn Array, row: usize) -> Value {
-    if array.is_null(row) {
-        return Value::Null;
-    }
-    let any = array.as_any();
-    if let Some(a) = any.downcast_ref::<StringArray>() {
-        return Value::String(a.value(row).to_string());
-    }
-    if let Some(a) = any.downcast_ref::<Int32Array>() {
-        return Value::from(a.value(row));
-    }
-    if let Some(a) = any.downcast_ref::<Int64Array>() {
-        return Value::from(a.value(row));
-    }
-    if let Some(a) = any.downcast_ref::<Float64Array>() {
-        return serde_json::Number::from_f64(a.value(row)).map(Value::Number).unwrap_or(Value::Null);
-    }
-    if let Some(a) = any.downcast_ref::<BooleanArray>() {
-        return Value::Bool(a.value(row));
-    }
-    if let Some(a) = any.downcast_ref::<TimestampMillisecondArray>() {
-        return Value::from(a.value(row));
-    }
-    // Other Arrow types (from expressions): cast to the declared type first.
-    match datafusion::arrow::compute::cast(&array.slice(row, 1), &DataType::Utf8) {
-        Ok(s) => cell_at(s.as_ref(), 0),
-        Err(_) => Value::Null,
+    match types::normalize(&c.ty, v.clone()) {
+        Ok(cell) => Ok(cell),
+        Err(types::Mismatch) => Err(format!("column {} expects {}, got {}", c.name, c.ty.name(), v)),
     }
 }
 
 /// Encodes the key columns of a row; `None` when the relation has no key.
 pub fn encode_key(columns: &[Column], key_format: KeyFormat, row: &[Cell]) -> Option<Vec<u8>> {
     let keys: Vec<(&Column, &Cell)> = columns.iter().zip(row).filter(|(c, _)| c.key).collect();
-    if keys.is_empty() || key_format == KeyFormat::None {
+    if keys.is_empty() {
         return None;
     }
     match key_format {
-        KeyFormat::Kafka if keys.len() == 1 => {
-            let (c, v) = keys[0];
-            match (c.ty, v) {
-                (_, Value::Null) => None,
-                (SqlType::String, Value::String(s)) => Some(s.as_bytes().to_vec()),
-                (SqlType::Int, v) => v.as_i64().map(|i| (i as i32).to_be_bytes().to_vec()),
-                (SqlType::BigInt | SqlType::Timestamp, v) => v.as_i64().map(|i| i.to_be_bytes().to_vec()),
-                (SqlType::Double, v) => v.as_f64().map(|f| f.to_be_bytes().to_vec()),
-                (_, v) => Some(v.to_string().into_bytes()),
-            }
-        }
-        _ => {
+        KeyFormat::None => None,
+        KeyFormat::Kafka if keys.len() == 1 => kafka::encode(&keys[0].0.ty, keys[0].1),
+        KeyFormat::Delimited => Some(delimited::write_line(keys.iter().map(|(_, v)| *v), ',').into_bytes()),
+        KeyFormat::Kafka | KeyFormat::Json => {
             let obj: Map<String, Value> = keys.iter().map(|(c, v)| (c.name.clone(), (*v).clone())).collect();
             Some(Value::Object(obj).to_string().into_bytes())
         }
     }
 }
 
-/// Encodes the value columns of a row as a JSON object (key columns live in the key).
-pub fn encode_value(columns: &[Column], row: &[Cell]) -> Vec<u8> {
-    let obj: Map<String, Value> =
-        columns.iter().zip(row).filter(|(c, _)| !c.key).map(|(c, v)| (c.name.clone(), v.clone())).collect();
-    Value::Object(obj).to_string().into_bytes()
+/// Encodes the value columns of a row (key columns live in the key); `None` is a null
+/// value (KAFKA format with a NULL cell).
+pub fn encode_value(columns: &[Column], format: ValueFormat, row: &[Cell]) -> Option<Vec<u8>> {
+    match format {
+        ValueFormat::Json => Some(json::encode_value(columns, row)),
+        ValueFormat::Delimited(d) => {
+            let cells = columns.iter().zip(row).filter(|(c, _)| !c.key).map(|(_, v)| v);
+            Some(delimited::write_line(cells, d).into_bytes())
+        }
+        ValueFormat::Kafka => {
+            let (c, v) = columns.iter().zip(row).find(|(c, _)| !c.key)?;
+            kafka::encode(&c.ty, v)
+        }
+    }
 }
 
 /// Order-preserving ("memcomparable") bytes for a list of values, so RocksDB keys sort
@@ -429,19 +368,127 @@ mod tests {
 
     #[test]
     fn decode_matches_fields_case_insensitively_and_rejects_bad_types() {
-        let row = decode_row(&cols(), KeyFormat::Kafka, Some(b"k1"), Some(br#"{"AMOUNT": 2, "qty": 3}"#)).unwrap();
+        let json = ValueFormat::Json;
+        let row =
+            decode_row(&cols(), KeyFormat::Kafka, json, Some(b"k1"), Some(br#"{"AMOUNT": 2, "qty": 3}"#)).unwrap();
         assert_eq!(row, vec![Value::from("k1"), Value::from(2), Value::from(3)]);
-        assert!(decode_row(&cols(), KeyFormat::Kafka, None, Some(br#"{"amount": "x"}"#)).is_err());
-        assert!(decode_row(&cols(), KeyFormat::Kafka, None, Some(b"not json")).is_err());
-        assert!(decode_row(&cols(), KeyFormat::Kafka, None, Some(br#"{"qty": 99999999999}"#)).is_err());
+        assert!(decode_row(&cols(), KeyFormat::Kafka, json, None, Some(br#"{"amount": "x"}"#)).is_err());
+        assert!(decode_row(&cols(), KeyFormat::Kafka, json, None, Some(b"not json")).is_err());
+        assert!(decode_row(&cols(), KeyFormat::Kafka, json, None, Some(br#"{"qty": 99999999999}"#)).is_err());
     }
 
     #[test]
     fn encode_then_decode_round_trips() {
         let row = vec![Value::from("a"), Value::from(1.5), Value::from(7)];
-        let k = encode_key(&cols(), KeyFormat::Kafka, &row);
-        let v = encode_value(&cols(), &row);
-        assert_eq!(decode_row(&cols(), KeyFormat::Kafka, k.as_deref(), Some(&v)).unwrap(), row);
+        for kf in [KeyFormat::Kafka, KeyFormat::Json, KeyFormat::Delimited] {
+            for vf in [ValueFormat::Json, ValueFormat::Delimited(','), ValueFormat::Delimited('|')] {
+                let k = encode_key(&cols(), kf, &row);
+                let v = encode_value(&cols(), vf, &row);
+                assert_eq!(decode_row(&cols(), kf, vf, k.as_deref(), v.as_deref()).unwrap(), row, "{kf:?} {vf:?}");
+            }
+        }
+    }
+
+    /// Every type Eddy declares, with a value and a NULL, through every format that holds it.
+    #[test]
+    fn every_type_round_trips_through_json_and_delimited() {
+        let primitive = [
+            (SqlType::String, Value::from("a,\"b\"")),
+            (SqlType::Int, Value::from(-3)),
+            (SqlType::BigInt, Value::from(1i64 << 40)),
+            (SqlType::Double, Value::from(0.25)),
+            (SqlType::Boolean, Value::from(true)),
+            (SqlType::Timestamp, Value::from(1_700_000_000_000i64)),
+            (SqlType::Date, Value::from(19_000)),
+            (SqlType::Time, Value::from(45_296_789)),
+            (SqlType::Decimal { precision: 10, scale: 3 }, Value::from("-1234.500")),
+            (SqlType::Bytes, Value::from("AP8=")),
+        ];
+        let nested = [
+            (SqlType::Array(Box::new(SqlType::Decimal { precision: 4, scale: 1 })), serde_json::json!(["1.5", null])),
+            (SqlType::Map(Box::new(SqlType::Date)), serde_json::json!({"k": 3})),
+            (
+                SqlType::Struct(vec![StructField { name: "a".into(), ty: SqlType::Bytes }]),
+                serde_json::json!({"a": "AQ=="}),
+            ),
+        ];
+        for (i, (ty, v)) in primitive.iter().chain(nested.iter()).enumerate() {
+            let cols = vec![
+                Column { name: "k".into(), ty: SqlType::Int, key: true },
+                Column { name: "v".into(), ty: ty.clone(), key: false },
+                Column { name: "w".into(), ty: ty.clone(), key: false },
+            ];
+            let row = vec![Value::from(1), v.clone(), Value::Null];
+            let mut formats = vec![ValueFormat::Json];
+            if i < primitive.len() {
+                formats.extend([ValueFormat::Delimited(','), ValueFormat::Delimited('\t')]);
+            }
+            for vf in formats {
+                assert!(vf.check_columns(&cols).is_ok());
+                let k = encode_key(&cols, KeyFormat::Kafka, &row);
+                let bytes = encode_value(&cols, vf, &row);
+                let back = decode_row(&cols, KeyFormat::Kafka, vf, k.as_deref(), bytes.as_deref());
+                assert_eq!(back.unwrap(), row, "{ty:?} in {vf:?}");
+                let batch = rows_to_batch(&cols, std::slice::from_ref(&row)).unwrap();
+                assert_eq!(cell_at(batch.column(1).as_ref(), 0), *v, "{ty:?} through Arrow");
+            }
+        }
+        let nested_cols = vec![Column { name: "s".into(), ty: nested[0].0.clone(), key: false }];
+        assert!(ValueFormat::Delimited(',').check_columns(&nested_cols).is_err());
+    }
+
+    #[test]
+    fn kafka_value_format_holds_one_primitive() {
+        let cols = vec![
+            Column { name: "id".into(), ty: SqlType::String, key: true },
+            Column { name: "n".into(), ty: SqlType::BigInt, key: false },
+        ];
+        let row = vec![Value::from("a"), Value::from(42)];
+        let v = encode_value(&cols, ValueFormat::Kafka, &row).unwrap();
+        assert_eq!(v, 42i64.to_be_bytes());
+        assert_eq!(decode_row(&cols, KeyFormat::Kafka, ValueFormat::Kafka, Some(b"a"), Some(&v)).unwrap(), row);
+        assert!(decode_row(&cols, KeyFormat::Kafka, ValueFormat::Kafka, None, Some(b"abc")).is_err());
+        assert!(ValueFormat::Kafka.check_columns(&cols).is_ok());
+        let two = [cols.clone(), vec![Column { name: "x".into(), ty: SqlType::Int, key: false }]].concat();
+        assert!(ValueFormat::Kafka.check_columns(&two).is_err());
+        let boolean = vec![Column { name: "b".into(), ty: SqlType::Boolean, key: false }];
+        assert!(ValueFormat::Kafka.check_columns(&boolean).is_err());
+        assert!(ValueFormat::parse("AVRO", None).is_err());
+        assert!(ValueFormat::parse("JSON", Some("|")).is_err());
+        assert_eq!(ValueFormat::parse("delimited", Some("SPACE")), Ok(ValueFormat::Delimited(' ')));
+    }
+
+    #[test]
+    fn malformed_records_never_panic() {
+        let cols = vec![
+            Column { name: "k".into(), ty: SqlType::String, key: true },
+            Column { name: "d".into(), ty: SqlType::Decimal { precision: 5, scale: 2 }, key: false },
+            Column { name: "t".into(), ty: SqlType::Time, key: false },
+            Column { name: "b".into(), ty: SqlType::Bytes, key: false },
+        ];
+        let json_cols = [cols.clone(), vec![Column { name: "a".into(), ty: nested_type(), key: false }]].concat();
+        let kafka_cols = vec![Column { name: "v".into(), ty: SqlType::Double, key: false }];
+        let alphabet: &[u8] = b"{}[]\",:1.-e\\ \nabAQ=|\xff\x00";
+        let mut seed = 11u64;
+        for n in 0..20_000 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let len = (seed >> 59) as usize;
+            let bytes: Vec<u8> = (0..len).map(|i| alphabet[((seed >> (i * 2)) as usize) % alphabet.len()]).collect();
+            let _ = decode_row(&json_cols, KeyFormat::Json, ValueFormat::Json, Some(&bytes), Some(&bytes));
+            let _ = decode_row(&cols, KeyFormat::Delimited, ValueFormat::Delimited(','), Some(&bytes), Some(&bytes));
+            let _ = decode_row(&kafka_cols, KeyFormat::Kafka, ValueFormat::Kafka, Some(&bytes), Some(&bytes));
+            if n % 100 == 0 {
+                assert!(decode_row(&cols, KeyFormat::Kafka, ValueFormat::Delimited(','), None, Some(b"1,2")).is_err());
+                assert!(decode_row(&cols, KeyFormat::Kafka, ValueFormat::Delimited(','), None, Some(b"x,,")).is_err());
+            }
+        }
+    }
+
+    fn nested_type() -> SqlType {
+        SqlType::Struct(vec![
+            StructField { name: "m".into(), ty: SqlType::Map(Box::new(SqlType::Array(Box::new(SqlType::Int)))) },
+            StructField { name: "d".into(), ty: SqlType::Date },
+        ])
     }
 
     #[test]

@@ -12,7 +12,8 @@ use bytes::Bytes;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Float64Type, Int32Type, Int64Type, Schema, TimeUnit, TimestampMillisecondType,
+    DataType, Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type, Schema, Time64MicrosecondType, TimeUnit,
+    TimestampMillisecondType,
 };
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
@@ -119,12 +120,26 @@ fn pg_type(dt: &DataType) -> (Type, DataType) {
             (Type::INT4, DataType::Int32)
         }
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => (Type::INT8, DataType::Int64),
-        DataType::Float16
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Decimal128(_, _)
-        | DataType::Decimal256(_, _) => (Type::FLOAT8, DataType::Float64),
+        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal256(_, _) => {
+            (Type::FLOAT8, DataType::Float64)
+        }
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s) if *s >= 0 => {
+            (Type::NUMERIC, DataType::Decimal128((*p).min(38), *s))
+        }
         DataType::Timestamp(_, _) => (Type::TIMESTAMP, DataType::Timestamp(TimeUnit::Millisecond, None)),
+        DataType::Date32 | DataType::Date64 => (Type::DATE, DataType::Date32),
+        DataType::Time32(_) | DataType::Time64(_) => (Type::TIME, DataType::Time64(TimeUnit::Microsecond)),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+            (Type::BYTEA, DataType::Binary)
+        }
+        // Nested values go out as JSON text (their cells, as the JSON format writes them).
+        DataType::Struct(_)
+        | DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::FixedSizeList(_, _)
+        | DataType::ListView(_)
+        | DataType::LargeListView(_)
+        | DataType::Map(_, _) => (Type::JSON, dt.clone()),
         _ => (Type::VARCHAR, DataType::Utf8),
     }
 }
@@ -174,12 +189,95 @@ fn encode_rows(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch, max_rows: usiz
                     let ts = chrono::DateTime::from_timestamp_millis(ms).map(|d| d.naive_utc());
                     encoder.encode_field(&valid.then_some(ts).flatten())?
                 }
+                DataType::Date32 => {
+                    let days = c.as_primitive::<Date32Type>().value(row);
+                    let date = chrono::NaiveDate::default().checked_add_signed(chrono::TimeDelta::days(days as i64));
+                    encoder.encode_field(&valid.then_some(date).flatten())?
+                }
+                DataType::Time64(_) => {
+                    let us = c.as_primitive::<Time64MicrosecondType>().value(row);
+                    let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(
+                        (us / 1_000_000) as u32,
+                        ((us % 1_000_000) * 1000) as u32,
+                    );
+                    match time.filter(|_| valid) {
+                        // Postgres's text: fractional seconds only when there are some.
+                        Some(t) if text_format(fields, i) => {
+                            let text = t.format("%H:%M:%S%.6f").to_string();
+                            let text = text.trim_end_matches('0').trim_end_matches('.').to_string();
+                            encoder.encode_field(&text)?
+                        }
+                        t => encoder.encode_field(&t)?,
+                    }
+                }
+                DataType::Decimal128(_, s) => {
+                    let v = c.as_primitive::<Decimal128Type>().value(row);
+                    if text_format(fields, i) {
+                        encoder.encode_field(&valid.then(|| crate::format::types::format_decimal(v, *s as u8)))?
+                    } else {
+                        // Postgres's binary numeric; raw bytes are written as they are.
+                        encoder.encode_field(&valid.then(|| numeric_binary(v, *s as u8)))?
+                    }
+                }
+                DataType::Binary => encoder.encode_field(&valid.then(|| c.as_binary::<i32>().value(row)))?,
+                DataType::Struct(_)
+                | DataType::List(_)
+                | DataType::LargeList(_)
+                | DataType::FixedSizeList(_, _)
+                | DataType::ListView(_)
+                | DataType::LargeListView(_)
+                | DataType::Map(_, _) => {
+                    encoder.encode_field(&valid.then(|| crate::format::cell_at(c.as_ref(), row).to_string()))?
+                }
                 _ => encoder.encode_field(&valid.then(|| c.as_string::<i32>().value(row).to_string()))?,
             }
         }
         rows.push(encoder.take_row());
     }
     Ok(rows)
+}
+
+/// A decimal in Postgres's binary `numeric` layout: digit count, weight, sign, display
+/// scale, then base-10000 digits.
+fn numeric_binary(unscaled: i128, scale: u8) -> Vec<u8> {
+    let abs = unscaled.unsigned_abs();
+    let pow = 10u128.pow(scale as u32);
+    let (int, frac) = (abs / pow, abs % pow);
+    let mut groups: Vec<i16> = Vec::new();
+    let mut x = int;
+    while x > 0 {
+        groups.push((x % 10_000) as i16);
+        x /= 10_000;
+    }
+    groups.reverse();
+    let mut weight = groups.len() as i16 - 1;
+    if scale > 0 {
+        let mut digits = format!("{frac:0>width$}", width = scale as usize);
+        while digits.len() % 4 != 0 {
+            digits.push('0');
+        }
+        groups.extend(
+            digits.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap_or("0").parse::<i16>().unwrap_or(0)),
+        );
+    }
+    while groups.first() == Some(&0) {
+        groups.remove(0);
+        weight -= 1;
+    }
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if groups.is_empty() {
+        weight = 0;
+    }
+    let sign: u16 = if unscaled < 0 { 0x4000 } else { 0 };
+    let mut out = Vec::with_capacity(8 + 2 * groups.len());
+    out.extend_from_slice(&(groups.len() as i16).to_be_bytes());
+    out.extend_from_slice(&weight.to_be_bytes());
+    out.extend_from_slice(&sign.to_be_bytes());
+    out.extend_from_slice(&(scale as u16).to_be_bytes());
+    groups.iter().for_each(|g| out.extend_from_slice(&g.to_be_bytes()));
+    out
 }
 
 fn text_format(fields: &[FieldInfo], i: usize) -> bool {
@@ -201,6 +299,10 @@ fn pg_float(v: f64) -> String {
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// COPY text format: tab-separated, `\N` for NULL, backslash escapes.
 fn copy_lines(batch: &RecordBatch, max_rows: usize) -> Vec<Bytes> {
     let n = batch.num_rows().min(max_rows);
@@ -213,6 +315,16 @@ fn copy_lines(batch: &RecordBatch, max_rows: usize) -> Vec<Bytes> {
                 std::sync::Arc::new(datafusion::arrow::array::StringArray::from_iter(f.iter().map(|v| v.map(pg_float))))
                     as datafusion::arrow::array::ArrayRef
             }),
+            DataType::Binary => Some(std::sync::Arc::new(datafusion::arrow::array::StringArray::from_iter(
+                c.as_binary::<i32>().iter().map(|v| v.map(|b| format!("\\x{}", hex(b)))),
+            )) as datafusion::arrow::array::ArrayRef),
+            DataType::Struct(_)
+            | DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(_, _)
+            | DataType::Map(_, _) => Some(std::sync::Arc::new(datafusion::arrow::array::StringArray::from_iter(
+                (0..c.len()).map(|r| c.is_valid(r).then(|| crate::format::cell_at(c.as_ref(), r).to_string())),
+            )) as datafusion::arrow::array::ArrayRef),
             _ => cast(c, &DataType::Utf8).ok(),
         })
         .collect();
@@ -624,5 +736,28 @@ impl PgServer {
         };
         let psql = is_psql(client);
         send_output(client, output, false, &portal.result_column_format, psql).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numeric_binary;
+
+    fn words(b: &[u8]) -> Vec<i16> {
+        b.chunks(2).map(|c| i16::from_be_bytes([c[0], c[1]])).collect()
+    }
+
+    #[test]
+    fn numeric_binary_matches_postgres() {
+        // 12.50: two digits (12, 5000), weight 0, positive, scale 2.
+        assert_eq!(words(&numeric_binary(1250, 2)), vec![2, 0, 0, 2, 12, 5000]);
+        // -0.0001: one digit (1) at weight -1, negative.
+        assert_eq!(words(&numeric_binary(-1, 4)), vec![1, -1, 0x4000, 4, 1]);
+        // 100000000: one digit (1) at weight 2.
+        assert_eq!(words(&numeric_binary(100_000_000, 0)), vec![1, 2, 0, 0, 1]);
+        // 0.00 has no digits.
+        assert_eq!(words(&numeric_binary(0, 2)), vec![0, 0, 0, 2]);
+        // 0.00001234 (scale 8): digits (0, 1234) → leading zero group dropped, weight -2.
+        assert_eq!(words(&numeric_binary(1234, 8)), vec![1, -2, 0, 8, 1234]);
     }
 }

@@ -181,7 +181,7 @@ pub fn pseudo_columns(rel: &RelationDef) -> Vec<Column> {
     if rel.kind == RelationKind::Table || names.iter().any(|(n, _)| rel.column(n).is_some()) {
         return Vec::new();
     }
-    names.iter().map(|(n, ty)| Column { name: n.to_string(), ty: *ty, key: false }).collect()
+    names.iter().map(|(n, ty)| Column { name: n.to_string(), ty: ty.clone(), key: false }).collect()
 }
 
 /// The columns a continuous query sees of a relation.

@@ -13,8 +13,9 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Word};
 
 use crate::error::EddyError;
-use crate::format::{Column, SqlType};
+use crate::format::{Column, SqlType, StructField};
 
+mod access;
 pub mod window;
 pub use window::{Emit, JoinWindow, WindowKind, WindowSpec};
 
@@ -288,6 +289,40 @@ impl<'a> Tokens<'a> {
         }
     }
 
+    /// `>` closing a type parameter list; `>>` closes two (`ARRAY<ARRAY<INT>>`).
+    fn eat_gt(&mut self) -> bool {
+        match self.peek() {
+            Some(Token::Gt) => {
+                self.pos += 1;
+                true
+            }
+            Some(Token::ShiftRight) => {
+                self.tokens[self.pos].token = Token::Gt;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn expect_gt(&mut self) -> Result<(), EddyError> {
+        if self.eat_gt() {
+            Ok(())
+        } else {
+            Err(self.error("syntax error: expected >"))
+        }
+    }
+
+    fn number(&mut self) -> Result<u64, EddyError> {
+        match self.peek() {
+            Some(Token::Number(n, _)) => {
+                let n = n.parse().map_err(|_| self.error(format!("expected a whole number, got {n}")))?;
+                self.pos += 1;
+                Ok(n)
+            }
+            _ => Err(self.error("syntax error: expected a number")),
+        }
+    }
+
     fn expect_end(&self) -> Result<(), EddyError> {
         if self.at_end() {
             Ok(())
@@ -479,7 +514,76 @@ fn parse_create(t: &mut Tokens) -> Result<Statement, EddyError> {
 
 fn parse_column(t: &mut Tokens, kind: RelationKind) -> Result<Column, EddyError> {
     let name = t.ident()?;
+    let ty = parse_type(t)?;
+    let mut key = false;
+    if t.eat_word("PRIMARY") {
+        t.expect_word("KEY")?;
+        key = true;
+    } else if t.eat_word("KEY") {
+        key = true;
+    }
+    if key && kind == RelationKind::Stream && t.text.to_uppercase().contains("PRIMARY KEY") {
+        return Err(t.error("streams have KEY columns, not PRIMARY KEY (tables have PRIMARY KEY)"));
+    }
+    Ok(Column { name, ty, key })
+}
+
+/// A column type: a name with optional parameters (`VARCHAR(10)`, `DECIMAL(10, 2)`), or a
+/// nested `ARRAY<T>`, `MAP<STRING, T>`, `STRUCT<name T, ...>`.
+fn parse_type(t: &mut Tokens) -> Result<SqlType, EddyError> {
     let mut type_name = t.ident().map_err(|_| t.error("syntax error: expected a column type"))?.to_uppercase();
+    match type_name.as_str() {
+        "ARRAY" => {
+            t.expect(&Token::Lt)?;
+            let item = parse_type(t)?;
+            t.expect_gt()?;
+            return Ok(SqlType::Array(Box::new(item)));
+        }
+        "MAP" => {
+            t.expect(&Token::Lt)?;
+            if parse_type(t)? != SqlType::String {
+                return Err(t.error("MAP keys are STRING: MAP<STRING, T>"));
+            }
+            t.expect(&Token::Comma)?;
+            let value = parse_type(t)?;
+            t.expect_gt()?;
+            return Ok(SqlType::Map(Box::new(value)));
+        }
+        "STRUCT" => {
+            t.expect(&Token::Lt)?;
+            let mut fields: Vec<StructField> = Vec::new();
+            if !t.eat_gt() {
+                loop {
+                    let name = t.ident()?;
+                    if fields.iter().any(|f| f.name == name) {
+                        return Err(t.error(format!("duplicate STRUCT field {name}")));
+                    }
+                    fields.push(StructField { name, ty: parse_type(t)? });
+                    if t.eat_gt() {
+                        break;
+                    }
+                    t.expect(&Token::Comma)?;
+                }
+            }
+            return Ok(SqlType::Struct(fields));
+        }
+        "DECIMAL" | "NUMERIC" => {
+            if !t.eat(&Token::LParen) {
+                return Err(t.error("DECIMAL needs a precision and scale, e.g. DECIMAL(10, 2)"));
+            }
+            let precision = t.number()?;
+            let scale = if t.eat(&Token::Comma) { t.number()? } else { 0 };
+            t.expect(&Token::RParen)?;
+            if !(1..=crate::format::types::MAX_DECIMAL_PRECISION as u64).contains(&precision) || scale > precision {
+                t.pos -= 1;
+                return Err(t.error(format!(
+                    "DECIMAL({precision}, {scale}): precision is 1 to 38 and scale at most the precision"
+                )));
+            }
+            return Ok(SqlType::Decimal { precision: precision as u8, scale: scale as u8 });
+        }
+        _ => {}
+    }
     // Two-word types and type parameters: DOUBLE PRECISION, CHARACTER VARYING(20), VARCHAR(10).
     if (type_name == "DOUBLE" && t.eat_word("PRECISION")) || (type_name == "CHARACTER" && t.eat_word("VARYING")) {
         type_name = if type_name == "DOUBLE" { "DOUBLE".into() } else { "VARCHAR".into() };
@@ -492,23 +596,12 @@ fn parse_column(t: &mut Tokens, kind: RelationKind) -> Result<Column, EddyError>
             t.pos += 1;
         }
     }
-    let ty = SqlType::parse(&type_name).ok_or_else(|| {
+    SqlType::parse(&type_name).ok_or_else(|| {
         t.pos -= 1;
         EddyError::NotImplemented(format!(
-            "column type {type_name} (supported: STRING/VARCHAR, INT, BIGINT, DOUBLE, BOOLEAN, TIMESTAMP)"
+            "column type {type_name} (supported: STRING/VARCHAR, INT, BIGINT, DOUBLE, BOOLEAN, TIMESTAMP, DATE, TIME, DECIMAL(p, s), BYTES, ARRAY<T>, MAP<STRING, T>, STRUCT<name T, ...>)"
         ))
-    })?;
-    let mut key = false;
-    if t.eat_word("PRIMARY") {
-        t.expect_word("KEY")?;
-        key = true;
-    } else if t.eat_word("KEY") {
-        key = true;
-    }
-    if key && kind == RelationKind::Stream && t.text.to_uppercase().contains("PRIMARY KEY") {
-        return Err(t.error("streams have KEY columns, not PRIMARY KEY (tables have PRIMARY KEY)"));
-    }
-    Ok(Column { name, ty, key })
+    })
 }
 
 fn parse_insert(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
@@ -571,10 +664,18 @@ pub fn parse_select(text: &str, offset_chars: usize) -> Result<SelectStatement, 
     let clauses = window::extract(text, offset_chars)?;
     let mut sql = clauses.text.clone();
     let emit_changes = clauses.emit != Emit::None;
+    let arrows = access::rewrite_arrows(&sql);
+    if let Some(rewritten) = &arrows {
+        sql = rewritten.clone();
+    }
     let mut query = match parse_sqlparser(&sql, offset_chars)? {
         ast::Statement::Query(q) => q,
         _ => return Err(EddyError::Syntax { message: "expected a SELECT".into(), position: Some(offset_chars + 1) }),
     };
+    if arrows.is_some() {
+        access::alias_field_access(&mut query);
+        sql = query.to_string();
+    }
     let mut limit = None;
     if emit_changes {
         if let Some(ast::LimitClause::LimitOffset { limit: Some(expr), offset: None, .. }) = &query.limit_clause {
@@ -759,6 +860,11 @@ fn collect_factor(f: &ast::TableFactor, out: &mut Vec<String>) {
         }
         _ => {}
     }
+}
+
+/// An identifier as Eddy names it: unquoted lower-cased, quoted as written.
+pub fn normalize_ident(i: &ast::Ident) -> String {
+    ident_name(i)
 }
 
 fn ident_name(i: &ast::Ident) -> String {

@@ -123,6 +123,17 @@ impl AggregateOperator {
             self.plan.group.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<_, _>>()?;
         let args: Vec<ArrayRef> =
             self.plan.aggs.iter().map(|a| a.arg.evaluate(batch)?.into_array(n)).collect::<Result<_, _>>()?;
+        // Accumulators are JSON numbers: DECIMAL arguments fold as DOUBLE (the output column
+        // is cast back to the aggregate's DECIMAL type).
+        let args: Vec<ArrayRef> = args
+            .into_iter()
+            .map(|a| match a.data_type() {
+                DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) => {
+                    cast(&a, &DataType::Float64)
+                }
+                _ => Ok(a),
+            })
+            .collect::<Result<_, _>>()?;
         let row_keys: Vec<(Vec<u8>, Vec<Value>)> = (0..n)
             .map(|row| {
                 let g: Vec<Value> = groups.iter().map(|a| cell_at(a.as_ref(), row)).collect();
