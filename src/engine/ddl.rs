@@ -446,7 +446,8 @@ impl Engine {
         if old_plan.state_shape.len() != plan.state_shape.len() {
             return Err(cannot(format!("the new query cannot reuse the state of {}", old.id)));
         }
-        let keys = |cols: &[Column]| cols.iter().filter(|c| c.key).map(|c| (c.name.clone(), c.ty)).collect::<Vec<_>>();
+        let keys =
+            |cols: &[Column]| cols.iter().filter(|c| c.key).map(|c| (c.name.clone(), c.ty.clone())).collect::<Vec<_>>();
         if keys(&old_plan.output_columns) != keys(&plan.output_columns) {
             return Err(cannot("its key columns changed (the topic's records are keyed by them)".into()));
         }
