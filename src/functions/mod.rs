@@ -13,11 +13,14 @@
 //! Time zones: 'UTC', 'Z', fixed offsets ('+02:00', '-0530', '+02') and IANA names (through
 //! arrow's `Tz`, which DataFusion builds with chrono-tz). Every function is null in, null out.
 
+pub mod aggregates;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use chrono::format::{Fixed, Item, Numeric, Pad, Parsed, StrftimeItems};
 use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
+
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Int32Array, Int64Array, Int64Builder, StringArray, StringBuilder,
@@ -559,6 +562,9 @@ pub fn register(ctx: &SessionContext) {
     ];
     for (udaf, alias) in aliased {
         ctx.register_udaf(udaf.as_ref().clone().with_aliases([alias]));
+    }
+    for udaf in aggregates::udafs() {
+        ctx.register_udaf(udaf);
     }
 }
 

@@ -31,6 +31,12 @@ pub enum AggFunc {
     Latest,
     /// EARLIEST_BY_OFFSET: the first non-null value.
     Earliest,
+    /// COLLECT_LIST: every non-null value, in processing order.
+    CollectList,
+    /// TOPK(col, k): the k largest values, largest first.
+    TopK(usize),
+    /// HISTOGRAM: each value's count.
+    Histogram,
     Sum,
     Avg,
     Min,
@@ -47,6 +53,8 @@ impl AggFunc {
             "max" => AggFunc::Max,
             "last_value" | "latest_by_offset" => AggFunc::Latest,
             "first_value" | "earliest_by_offset" => AggFunc::Earliest,
+            "array_agg" | "collect_list" => AggFunc::CollectList,
+            "histogram" => AggFunc::Histogram,
             _ => return None,
         })
     }
@@ -56,6 +64,9 @@ impl AggFunc {
             AggFunc::CountDistinct => "count",
             AggFunc::Latest => "latest_by_offset",
             AggFunc::Earliest => "earliest_by_offset",
+            AggFunc::CollectList => "collect_list",
+            AggFunc::TopK(_) => "topk",
+            AggFunc::Histogram => "histogram",
             AggFunc::Sum => "sum",
             AggFunc::Avg => "avg",
             AggFunc::Min => "min",
@@ -524,12 +535,21 @@ fn agg_spec(e: &Expr, input: &LogicalPlan, phys: &Phys<'_>) -> Result<AggSpec> {
     let name = af.func.name().to_lowercase();
     let func = match (name.as_str(), af.params.distinct) {
         ("count", true) => AggFunc::CountDistinct,
+        ("topk", false) => {
+            let k = match af.params.args.get(1) {
+                Some(Expr::Literal(v, _)) => v.to_string().parse::<usize>().ok(),
+                _ => None,
+            };
+            AggFunc::TopK(k.filter(|k| (1..=10_000).contains(k)).ok_or_else(|| {
+                EddyError::InvalidValue("TOPK(col, k) takes a whole number k from 1 to 10000".into())
+            })?)
+        }
         (_, true) => {
             return Err(EddyError::NotImplemented(format!("{e}: DISTINCT is supported in COUNT(DISTINCT ...) only")))
         }
         (n, false) => AggFunc::parse(n).ok_or_else(|| {
             EddyError::NotImplemented(format!(
-                "aggregate {} in a continuous query (supported: COUNT, COUNT(DISTINCT), SUM, AVG, MIN, MAX, LATEST_BY_OFFSET, EARLIEST_BY_OFFSET)",
+                "aggregate {} in a continuous query (supported: COUNT, COUNT(DISTINCT), SUM, AVG, MIN, MAX, LATEST_BY_OFFSET, EARLIEST_BY_OFFSET, COLLECT_LIST, TOPK, HISTOGRAM)",
                 af.func.name().to_uppercase()
             ))
         })?,

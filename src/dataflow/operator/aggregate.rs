@@ -397,6 +397,8 @@ fn initial(func: AggFunc, retractions: bool) -> Value {
         AggFunc::Sum | AggFunc::Avg => Value::Array(vec![Value::from(0), Value::from(0)]),
         AggFunc::CountDistinct => Value::Array(Vec::new()),
         AggFunc::Latest | AggFunc::Earliest => Value::Null,
+        AggFunc::CollectList | AggFunc::TopK(_) => Value::Array(Vec::new()),
+        AggFunc::Histogram => Value::Object(Default::default()),
         AggFunc::Min | AggFunc::Max if retractions => Value::Array(Vec::new()),
         AggFunc::Min | AggFunc::Max => Value::Null,
     }
@@ -429,6 +431,21 @@ fn fold(func: AggFunc, acc: &mut Value, v: Value, dt: &DataType, sign: i64, retr
         }
         AggFunc::CountDistinct => multiset_add(acc, v, sign),
         AggFunc::Latest => *acc = v,
+        AggFunc::CollectList => {
+            let Value::Array(items) = acc else { return };
+            if sign > 0 {
+                items.push(v);
+            } else if let Some(i) = items.iter().position(|x| *x == v) {
+                items.remove(i);
+            }
+        }
+        AggFunc::TopK(k) => {
+            multiset_add(acc, v, sign);
+            if !retractions {
+                trim_to_largest(acc, k);
+            }
+        }
+        AggFunc::Histogram => histogram_add(acc, &v, sign),
         AggFunc::Earliest => {
             if acc.is_null() {
                 *acc = v;
@@ -475,6 +492,22 @@ fn merge(func: AggFunc, acc: &mut Value, other: &Value) {
                 *acc = other.clone();
             }
         }
+        AggFunc::CollectList => {
+            if let (Value::Array(items), Value::Array(more)) = (&mut *acc, other) {
+                items.extend(more.iter().cloned());
+            }
+        }
+        AggFunc::TopK(k) => {
+            for e in other.as_array().into_iter().flatten() {
+                multiset_add(acc, e[0].clone(), e[1].as_i64().unwrap_or(1));
+            }
+            trim_to_largest(acc, k);
+        }
+        AggFunc::Histogram => {
+            for (key, n) in other.as_object().into_iter().flatten() {
+                histogram_add(acc, &Value::String(key.clone()), n.as_i64().unwrap_or(0));
+            }
+        }
         AggFunc::CountDistinct => {
             for e in other.as_array().into_iter().flatten() {
                 multiset_add(acc, e[0].clone(), e[1].as_i64().unwrap_or(1));
@@ -489,6 +522,38 @@ fn merge(func: AggFunc, acc: &mut Value, other: &Value) {
                 *acc = other.clone();
             }
         }
+    }
+}
+
+/// Keeps the k largest values of an ascending multiset (a stream's TOPK never retracts).
+fn trim_to_largest(acc: &mut Value, k: usize) {
+    let Value::Array(entries) = acc else { return };
+    let mut total: i64 = entries.iter().map(|e| e[1].as_i64().unwrap_or(0)).sum();
+    while total > k as i64 && !entries.is_empty() {
+        let n = entries[0][1].as_i64().unwrap_or(0);
+        let drop = n.min(total - k as i64);
+        if drop >= n {
+            entries.remove(0);
+        } else {
+            entries[0][1] = Value::from(n - drop);
+        }
+        total -= drop;
+    }
+}
+
+/// HISTOGRAM's counts: `{"value": count}`; a count at zero is removed.
+fn histogram_add(acc: &mut Value, v: &Value, sign: i64) {
+    let Value::Object(counts) = acc else { return };
+    let key = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let n = counts.get(&key).and_then(Value::as_i64).unwrap_or(0) + sign;
+    if n <= 0 {
+        counts.remove(&key);
+    } else {
+        counts.insert(key, Value::from(n));
+        counts.sort_keys();
     }
 }
 
@@ -533,7 +598,19 @@ fn finish(func: AggFunc, acc: &Value, retractions: bool) -> Value {
     match func {
         AggFunc::Count => acc.clone(),
         AggFunc::CountDistinct => Value::from(acc.as_array().map_or(0, |a| a.len())),
-        AggFunc::Latest | AggFunc::Earliest => acc.clone(),
+        AggFunc::Latest | AggFunc::Earliest | AggFunc::CollectList | AggFunc::Histogram => acc.clone(),
+        AggFunc::TopK(k) => {
+            // The multiset is ascending: the largest k, largest first.
+            let mut out = Vec::new();
+            for e in acc.as_array().into_iter().flatten().rev() {
+                for _ in 0..e[1].as_i64().unwrap_or(0) {
+                    if out.len() < k {
+                        out.push(e[0].clone());
+                    }
+                }
+            }
+            Value::Array(out)
+        }
         AggFunc::Sum | AggFunc::Avg => {
             let Value::Array(a) = acc else { return Value::Null };
             let count = a.get(1).and_then(Value::as_i64).unwrap_or(0);
