@@ -200,3 +200,42 @@ async fn idempotent_producer_state_survives_a_restart() {
     }
     drop(server);
 }
+
+/// ksqlDB's header columns: `HEADERS` (all of them) and `HEADER('key')` (one, BYTES), read
+/// from what a Kafka producer sent, in a continuous query and a bounded scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_columns_read_record_headers() {
+    use crate::common::query;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    query(
+        &c,
+        "CREATE STREAM traced (id STRING, hs ARRAY<STRUCT<key STRING, value BYTES>> HEADERS, trace BYTES HEADER('trace')) \
+         WITH (KAFKA_TOPIC='traced', PARTITIONS=1)",
+    )
+    .await;
+    query(&c, "CREATE STREAM trace_ids AS SELECT id, trace, hs[1]->key AS first_key FROM traced EMIT CHANGES").await;
+    let producer: FutureProducer = config(&server.kafka).create().unwrap();
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "trace", value: Some("t-1") })
+        .insert(Header { key: "origin", value: Some("web") });
+    producer
+        .send(FutureRecord::<(), _>::to("traced").payload(r#"{"id":"a"}"#).headers(headers), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer
+        .send(FutureRecord::<(), _>::to("traced").payload(r#"{"id":"b"}"#), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    query(&c, "FLUSH").await;
+    let rows = query(&c, "SELECT id, encode(trace, 'hex'), first_key FROM trace_ids ORDER BY id").await;
+    assert_eq!(
+        rows,
+        vec![vec![Some("a".into()), Some("742d31".into()), Some("trace".into())], vec![Some("b".into()), None, None],]
+    );
+    let rows = query(&c, "SELECT id, cardinality(hs) FROM traced ORDER BY id").await;
+    assert_eq!(rows, vec![vec![Some("a".into()), Some("2".into())], vec![Some("b".into()), Some("0".into())]]);
+}

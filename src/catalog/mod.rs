@@ -28,6 +28,9 @@ pub struct RelationDef {
     pub partitions: i32,
     /// Column whose value becomes the record timestamp (`TIMESTAMP='col'`).
     pub timestamp_column: Option<String>,
+    /// Columns filled from the record's headers: (column, `None` for all headers or the key).
+    #[serde(default)]
+    pub header_columns: Vec<(String, Option<String>)>,
     /// Java-style pattern for a STRING timestamp column (`TIMESTAMP_FORMAT='...'`).
     #[serde(default)]
     pub timestamp_format: Option<String>,
@@ -38,6 +41,25 @@ pub struct RelationDef {
 }
 
 impl RelationDef {
+    /// Fills the header columns of a decoded row from the record's headers (BYTES as
+    /// base64 text, the JSON form of BYTES).
+    pub fn fill_headers(&self, row: &mut [serde_json::Value], headers: &[(String, Option<Vec<u8>>)]) {
+        use base64::Engine as _;
+        let b64 = |v: &Option<Vec<u8>>| match v {
+            Some(b) => serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+            None => serde_json::Value::Null,
+        };
+        for (column, key) in &self.header_columns {
+            let Some(i) = self.columns.iter().position(|c| &c.name == column) else { continue };
+            row[i] = match key {
+                None => serde_json::Value::Array(
+                    headers.iter().map(|(k, v)| serde_json::json!({ "key": k, "value": b64(v) })).collect(),
+                ),
+                Some(key) => headers.iter().rev().find(|(k, _)| k == key).map(|(_, v)| b64(v)).unwrap_or_default(),
+            };
+        }
+    }
+
     /// The value format records are written in (checked when the relation was created).
     pub fn value_encoding(&self) -> ValueFormat {
         match self.value_format.as_str() {

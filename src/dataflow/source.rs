@@ -138,6 +138,7 @@ impl Source {
                     r.value.as_deref(),
                 ) {
                     Ok(mut row) => {
+                        rel.fill_headers(&mut row, &r.headers);
                         let event_time = match rel.event_time_ms(&row, r.timestamp_ms) {
                             Ok(t) => t,
                             Err(e) => {

@@ -22,6 +22,7 @@ impl Engine {
         kind: RelationKind,
         name: String,
         columns: Vec<Column>,
+        headers: Vec<crate::sql::HeaderColumn>,
         props: BTreeMap<String, String>,
         if_not_exists: bool,
     ) -> Result<Output> {
@@ -36,6 +37,7 @@ impl Engine {
         }
         validate_columns(kind, &columns)?;
         let mut rel = self.relation_from_props(kind, &name, columns, &props, None)?;
+        rel.header_columns = headers;
         self.ensure_topic(&mut rel, &props)?;
         let query = (kind == RelationKind::Table).then(|| {
             let id = format!("MAT_{}_{}", name.to_uppercase(), self.catalog.next_query_number().unwrap_or(0));
@@ -306,6 +308,7 @@ impl Engine {
             partitions,
             timestamp_column,
             timestamp_format,
+            header_columns: Vec::new(),
             written_by: written_by.map(str::to_string),
             materialized_by: None,
         })

@@ -159,6 +159,7 @@ impl Engine {
                     partitions: 1,
                     timestamp_column: None,
                     timestamp_format: None,
+                    header_columns: Vec::new(),
                     written_by: None,
                     materialized_by: None,
                 },
@@ -196,8 +197,8 @@ impl Engine {
 
     pub async fn execute(&self, session: &mut Session, located: Located) -> Result<Output> {
         match located.statement {
-            Statement::CreateSource { kind, name, columns, props, if_not_exists } => {
-                self.create_source(kind, name, columns, props, if_not_exists).await
+            Statement::CreateSource { kind, name, columns, headers, props, if_not_exists } => {
+                self.create_source(kind, name, columns, headers, props, if_not_exists).await
             }
             Statement::CreateAs { kind, name, props, select, if_not_exists, or_replace: true, text } => {
                 let _ = if_not_exists;

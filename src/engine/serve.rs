@@ -177,6 +177,8 @@ impl Engine {
                             r.key.as_deref(),
                             r.value.as_deref(),
                         ) {
+                            let mut row = row;
+                            rel.fill_headers(&mut row, &r.headers);
                             rows.push(row);
                         }
                     }

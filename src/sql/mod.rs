@@ -59,6 +59,8 @@ pub enum Statement {
         kind: RelationKind,
         name: String,
         columns: Vec<Column>,
+        /// Columns read from the record's headers.
+        headers: Vec<HeaderColumn>,
         props: BTreeMap<String, String>,
         if_not_exists: bool,
     },
@@ -450,9 +452,12 @@ fn parse_create(t: &mut Tokens) -> Result<Statement, EddyError> {
     };
     let name = t.ident()?;
     let mut columns = Vec::new();
+    let mut headers = Vec::new();
     if t.eat(&Token::LParen) {
         loop {
-            columns.push(parse_column(t, kind)?);
+            let (column, header) = parse_column(t, kind)?;
+            columns.push(column);
+            headers.extend(header);
             if t.eat(&Token::RParen) {
                 break;
             }
@@ -509,10 +514,14 @@ fn parse_create(t: &mut Tokens) -> Result<Statement, EddyError> {
     if columns.is_empty() {
         return Err(t.error(format!("CREATE {} needs a column list, e.g. (id STRING KEY, amount DOUBLE)", kind.word())));
     }
-    Ok(Statement::CreateSource { kind, name, columns, props, if_not_exists })
+    Ok(Statement::CreateSource { kind, name, columns, headers, props, if_not_exists })
 }
 
-fn parse_column(t: &mut Tokens, kind: RelationKind) -> Result<Column, EddyError> {
+/// A column filled from the Kafka record's headers: all of them (`HEADERS`, an
+/// `ARRAY<STRUCT<KEY STRING, VALUE BYTES>>`) or one (`HEADER('key')`, BYTES).
+pub type HeaderColumn = (String, Option<String>);
+
+fn parse_column(t: &mut Tokens, kind: RelationKind) -> Result<(Column, Option<HeaderColumn>), EddyError> {
     let name = t.ident()?;
     let ty = parse_type(t)?;
     let mut key = false;
@@ -525,7 +534,34 @@ fn parse_column(t: &mut Tokens, kind: RelationKind) -> Result<Column, EddyError>
     if key && kind == RelationKind::Stream && t.text.to_uppercase().contains("PRIMARY KEY") {
         return Err(t.error("streams have KEY columns, not PRIMARY KEY (tables have PRIMARY KEY)"));
     }
-    Ok(Column { name, ty, key })
+    let header = if t.eat_word("HEADERS") {
+        let expected = SqlType::Array(Box::new(SqlType::Struct(vec![
+            StructField { name: "key".into(), ty: SqlType::String },
+            StructField { name: "value".into(), ty: SqlType::Bytes },
+        ])));
+        if ty != expected {
+            return Err(t.error("a HEADERS column is ARRAY<STRUCT<key STRING, value BYTES>>"));
+        }
+        Some((name.clone(), None))
+    } else if t.eat_word("HEADER") {
+        t.expect(&Token::LParen)?;
+        let header_key = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
+            Some(Token::SingleQuotedString(k)) => k,
+            _ => return Err(t.error("syntax error: HEADER takes a quoted header key, e.g. HEADER('trace-id')")),
+        };
+        t.pos += 1;
+        t.expect(&Token::RParen)?;
+        if ty != SqlType::Bytes {
+            return Err(t.error("a HEADER('key') column is BYTES"));
+        }
+        Some((name.clone(), Some(header_key)))
+    } else {
+        None
+    };
+    if header.is_some() && key {
+        return Err(t.error("a header column cannot be a key column"));
+    }
+    Ok((Column { name, ty, key }, header))
 }
 
 /// A column type: a name with optional parameters (`VARCHAR(10)`, `DECIMAL(10, 2)`), or a
