@@ -26,6 +26,7 @@ pub mod catalog;
 pub mod dataflow;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod format;
 pub mod functions;
 pub mod kafka;

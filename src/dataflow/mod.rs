@@ -1086,6 +1086,7 @@ impl QueryTask {
                 }
             }
         }
+        crate::failpoint::hit("checkpoint:after_sink_append");
         for (k, v) in std::mem::take(&mut self.pending) {
             match v {
                 Some(v) => cp.put(&self.rt.store, &k, &v)?,
@@ -1104,9 +1105,11 @@ impl QueryTask {
             cp.put(&self.rt.store, STREAM_TIME_KEY, &self.stream_time_ms.to_be_bytes())?;
         }
         self.rt.store.commit(cp)?;
+        crate::failpoint::hit("checkpoint:after_commit");
         for sink in [&self.sink, &self.late_sink].into_iter().flatten() {
             sink.publish();
         }
+        crate::failpoint::hit("checkpoint:after_publish");
         if !plog_entries.is_empty() {
             let n = plog_entries.len();
             self.rt.processing_log.append(plog_entries);

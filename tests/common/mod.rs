@@ -26,6 +26,11 @@ impl Server {
 
     /// Starts with extra `eddy server` arguments.
     pub fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
+        Server::start_with_env(data_dir, port, extra, &[])
+    }
+
+    /// Starts with extra arguments and environment variables (e.g. `EDDY_FAILPOINTS`).
+    pub fn start_with_env(data_dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
             .args(["server", "--checkpoint-interval-ms", "50", "--pg-listen"])
             .arg(format!("127.0.0.1:{port}"))
@@ -34,6 +39,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .env("EDDY_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

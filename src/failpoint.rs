@@ -1,0 +1,35 @@
+//! Failure points for crash tests. `EDDY_FAILPOINTS=name=n[,name=n...]` makes the process
+//! abort — no cleanup, no flush, as `kill -9` would stop it — the n-th time it reaches the
+//! point `name`. Without the variable (always, outside crash tests) a point costs one
+//! check of an empty list.
+//!
+//! Points: `checkpoint:after_sink_append` (a query's output is in its sink topic but its
+//! state and offsets are not committed), `checkpoint:after_commit` (committed, output not yet
+//! published), `checkpoint:after_publish`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+static POINTS: OnceLock<Vec<(String, AtomicU64)>> = OnceLock::new();
+
+fn points() -> &'static [(String, AtomicU64)] {
+    POINTS.get_or_init(|| {
+        let spec = std::env::var("EDDY_FAILPOINTS").unwrap_or_default();
+        spec.split(',')
+            .filter_map(|p| {
+                let (name, n) = p.split_once('=')?;
+                Some((name.trim().to_string(), AtomicU64::new(n.trim().parse().ok()?)))
+            })
+            .collect()
+    })
+}
+
+/// Aborts the process if `name` is armed and this is its n-th hit.
+pub fn hit(name: &str) {
+    for (point, left) in points() {
+        if point == name && left.fetch_sub(1, Ordering::SeqCst) == 1 {
+            eprintln!("eddy: failure point {name} reached: aborting");
+            std::process::abort();
+        }
+    }
+}
