@@ -2,6 +2,7 @@
 //! `eddy` binary on loopback with its own data directory and talks to it with real clients.
 
 mod common;
+mod corruption;
 mod crash_points;
 mod differential;
 mod kafka;

@@ -27,6 +27,8 @@ pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
 pub const MEMBER_ID_REQUIRED: i16 = 79;
+/// The partition's log is damaged and offline.
+pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 
 pub fn code(e: &LogError) -> i16 {
@@ -39,5 +41,6 @@ pub fn code(e: &LogError) -> i16 {
         LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
         LogError::Unsupported(_) => INVALID_REQUEST,
         LogError::Io(_) => UNKNOWN_SERVER_ERROR,
+        LogError::Offline(_) => KAFKA_STORAGE_ERROR,
     }
 }

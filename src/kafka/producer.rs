@@ -50,6 +50,9 @@ impl ProducerStates {
         let mut max_id = stored;
         for topic in log.topics() {
             for p in &topic.partitions {
+                if p.offline_reason().is_some() {
+                    continue; // nobody can write there until it is repaired
+                }
                 for h in p.tail_headers(2).map_err(|e| std::io::Error::other(e.to_string()))? {
                     if h.producer_id < 0 {
                         continue;

@@ -38,6 +38,8 @@ pub enum LogError {
     Unsupported(String),
     #[error("log I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("partition offline, its log is damaged: {0}")]
+    Offline(String),
 }
 
 /// Wall-clock milliseconds, injectable for tests.

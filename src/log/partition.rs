@@ -32,6 +32,18 @@ pub struct ReadResult {
     pub log_start_offset: i64,
 }
 
+/// What recovery found in a segment.
+enum Recovered {
+    Clean,
+    /// A torn final write, cut off.
+    TornTail,
+    /// Damage that is not a torn tail, at a byte position; the file is untouched.
+    Corrupt {
+        position: u64,
+        reason: &'static str,
+    },
+}
+
 struct Segment {
     base_offset: i64,
     path: PathBuf,
@@ -77,10 +89,11 @@ impl Segment {
         })
     }
 
-    /// Opens a segment and scans every batch, truncating the file at the first torn or
-    /// corrupt batch (bad CRC, short read, or an offset out of sequence). Returns whether
-    /// it truncated anything.
-    fn recover(path: &Path, base_offset: i64, now_ms: i64) -> Result<(Segment, bool), LogError> {
+    /// Opens a segment and scans every batch. A damaged batch with nothing valid after it is
+    /// a torn tail (a crash mid-write): the file is cut there. Damage followed by valid data,
+    /// or any damage in a sealed segment (`last == false`), is corruption: the file is left
+    /// as it is and the caller takes the partition offline — never skipping data silently.
+    fn recover(path: &Path, base_offset: i64, now_ms: i64, last: bool) -> Result<(Segment, Recovered), LogError> {
         let file = OpenOptions::new().read(true).append(true).open(path)?;
         let len = file.metadata()?.len();
         let mut seg = Segment {
@@ -98,30 +111,64 @@ impl Segment {
         let mut position = 0u64;
         let mut header_buf = [0u8; HEADER_BYTES];
         let mut batch_buf = Vec::new();
+        let mut damage = None;
         while position < len {
             if len - position < HEADER_BYTES as u64 {
+                damage = Some("a partial batch header");
                 break;
             }
             if seg.file.read_exact_at(&mut header_buf, position).is_err() {
+                damage = Some("an unreadable batch header");
                 break;
             }
-            let Ok(header) = LogBatchHeader::parse(&header_buf) else { break };
-            if header.base_offset != seg.next_offset || position + header.total_bytes as u64 > len {
+            let Ok(header) = LogBatchHeader::parse(&header_buf) else {
+                damage = Some("an invalid batch header");
+                break;
+            };
+            if header.base_offset != seg.next_offset {
+                damage = Some("a batch out of offset order");
+                break;
+            }
+            if position + header.total_bytes as u64 > len {
+                damage = Some("a batch cut short");
                 break;
             }
             batch_buf.resize(header.total_bytes, 0);
             if seg.file.read_exact_at(&mut batch_buf, position).is_err() || batch::validate(&batch_buf).is_err() {
+                // Valid data after the bad batch means this is not a torn write.
+                let next = position + header.total_bytes as u64;
+                if next < len && seg.valid_batch_at(next, len) {
+                    return Ok((seg, Recovered::Corrupt { position, reason: "a bad CRC with valid batches after it" }));
+                }
+                damage = Some("a bad CRC");
                 break;
             }
             seg.note_batch(&header, position);
             position += header.total_bytes as u64;
         }
-        let truncated = position < len;
-        if truncated {
-            seg.file.set_len(position)?;
-            seg.file.sync_all()?;
+        match damage {
+            None => Ok((seg, Recovered::Clean)),
+            Some(reason) if !last => Ok((seg, Recovered::Corrupt { position, reason })),
+            Some(_) => {
+                seg.file.set_len(position)?;
+                seg.file.sync_all()?;
+                Ok((seg, Recovered::TornTail))
+            }
         }
-        Ok((seg, truncated))
+    }
+
+    /// Whether a whole, CRC-valid batch starts at `position`.
+    fn valid_batch_at(&self, position: u64, len: u64) -> bool {
+        let mut header_buf = [0u8; HEADER_BYTES];
+        if len - position < HEADER_BYTES as u64 || self.file.read_exact_at(&mut header_buf, position).is_err() {
+            return false;
+        }
+        let Ok(header) = LogBatchHeader::parse(&header_buf) else { return false };
+        if position + header.total_bytes as u64 > len {
+            return false;
+        }
+        let mut buf = vec![0u8; header.total_bytes];
+        self.file.read_exact_at(&mut buf, position).is_ok() && batch::validate(&buf).is_ok()
     }
 
     fn note_batch(&mut self, header: &LogBatchHeader, position: u64) {
@@ -191,9 +238,23 @@ pub struct Partition {
     /// topic is not fenced by a checkpoint).
     publish_limit: AtomicI64,
     notifier: Arc<Notifier>,
+    /// Why the partition is offline (its log is damaged): it is neither read nor written
+    /// nor changed until an operator repairs it.
+    offline: Option<String>,
 }
 
 impl Partition {
+    fn check_online(&self) -> Result<(), LogError> {
+        match &self.offline {
+            Some(reason) => Err(LogError::Offline(format!("{}-{}: {reason}", self.topic, self.id))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn offline_reason(&self) -> Option<&str> {
+        self.offline.as_deref()
+    }
+
     /// Opens (or creates) the partition directory, recovering its segments.
     pub(super) fn open(
         topic: &str,
@@ -215,23 +276,42 @@ impl Partition {
         }
         bases.sort_unstable();
         let mut segments: Vec<Segment> = Vec::new();
-        for base in bases {
+        let mut offline = None;
+        let n_segments = bases.len();
+        for (i, base) in bases.into_iter().enumerate() {
             let path = dir.join(Segment::file_name(base));
             let continues = segments.last().is_none_or(|s| s.next_offset == base);
             if !continues {
-                // A gap after a truncated segment: everything from here on is unreachable.
-                fs::remove_file(&path)?;
-                continue;
+                offline = Some(format!(
+                    "{}: starts at offset {base} but the segment before ends at {} (a segment is missing)",
+                    path.display(),
+                    segments.last().map_or(0, |s| s.next_offset)
+                ));
+                break;
             }
-            let (seg, truncated) = Segment::recover(&path, base, now_ms)?;
-            if seg.size_bytes == 0 && !segments.is_empty() {
+            let last = i + 1 == n_segments;
+            let (seg, recovered) = Segment::recover(&path, base, now_ms, last)?;
+            match recovered {
+                Recovered::Clean => {}
+                Recovered::TornTail => tracing::warn!(topic, partition = id, base, "cut a torn write off the log tail"),
+                Recovered::Corrupt { position, reason } => {
+                    offline = Some(format!("{}: {reason} at byte {position}", path.display()));
+                    segments.push(seg);
+                    break;
+                }
+            }
+            if seg.size_bytes == 0 && !segments.is_empty() && last {
                 fs::remove_file(&path)?;
                 continue;
             }
             segments.push(seg);
-            if truncated {
-                tracing::warn!(topic, partition = id, base, "truncated a torn or corrupt log tail");
-            }
+        }
+        if let Some(reason) = &offline {
+            tracing::error!(
+                topic,
+                partition = id,
+                "partition OFFLINE: the log is damaged ({reason}); nothing was cut or skipped — restore the file from a backup or move it away, then restart"
+            );
         }
         if segments.is_empty() {
             segments.push(Segment::create(&dir, 0, now_ms)?);
@@ -248,6 +328,7 @@ impl Partition {
             durable_end: AtomicI64::new(next),
             publish_limit: AtomicI64::new(i64::MAX),
             notifier,
+            offline,
         })
     }
 
@@ -258,6 +339,7 @@ impl Partition {
     /// Appends one batch: validates it, assigns offsets, writes it, and returns once it is
     /// durable (unless the topic trades durability for speed).
     pub fn append(&self, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.check_online()?;
         let mut header = batch::validate(bytes)?;
         if bytes.len() > self.config.max_message_bytes {
             return Err(LogError::MessageTooLarge { bytes: bytes.len(), max_bytes: self.config.max_message_bytes });
@@ -344,6 +426,7 @@ impl Partition {
     /// Whole batches starting with the one that holds `offset`, at most `max_bytes`
     /// (but always at least one batch), never past the high watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        self.check_online()?;
         let high_watermark = self.high_watermark();
         let inner = self.lock();
         let mut out = ReadResult { bytes: Vec::new(), high_watermark, log_start_offset: inner.log_start_offset };
@@ -384,6 +467,7 @@ impl Partition {
     /// The first offset whose batch has a timestamp at or after `timestamp_ms`
     /// (Kafka's ListOffsets by time); `None` when every record is older.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<i64>, LogError> {
+        self.check_online()?;
         let inner = self.lock();
         let high_watermark = self.high_watermark();
         for seg in &inner.segments {
@@ -420,6 +504,7 @@ impl Partition {
     /// mid-batch offset removes that whole batch). Used to drop a query's output that was
     /// written after its last checkpoint. Returns the new log end offset.
     pub fn truncate_to(&self, offset: i64) -> Result<i64, LogError> {
+        self.check_online()?;
         let mut inner = self.lock();
         let now_ms = inner.active().created_ms;
         while inner.segments.len() > 1 && inner.segments.last().is_some_and(|s| s.base_offset >= offset) {
@@ -438,7 +523,7 @@ impl Partition {
                 let base = seg.base_offset;
                 seg.file.set_len(position)?;
                 seg.file.sync_all()?;
-                let (recovered, _) = Segment::recover(&path, base, now_ms)?;
+                let (recovered, _) = Segment::recover(&path, base, now_ms, true)?;
                 *seg = recovered;
             }
             new_end = seg.next_offset;
@@ -454,6 +539,9 @@ impl Partition {
     /// Deletes sealed segments past the retention time or beyond the retention size.
     /// Returns how many segments it deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        if self.offline.is_some() {
+            return Ok(0);
+        }
         let mut inner = self.lock();
         let mut deleted = 0;
         loop {
@@ -477,6 +565,7 @@ impl Partition {
 
     /// Headers of every batch in the last `segments` segments (producer-state recovery).
     pub fn tail_headers(&self, segments: usize) -> Result<Vec<LogBatchHeader>, LogError> {
+        self.check_online()?;
         let inner = self.lock();
         let mut out = Vec::new();
         let mut buf = [0u8; HEADER_BYTES];
