@@ -1,6 +1,7 @@
 //! Eddy's integration tests: one binary, so linking happens once. Every test runs the real
 //! `eddy` binary on loopback with its own data directory and talks to it with real clients.
 
+mod chaos_ingest;
 mod common;
 mod corruption;
 mod crash_points;
