@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine lacks to build and test Eddy:
 # clang/libclang (RocksDB's bindgen), cmake, a C++ compiler, psql and kcat; with --test also
-# the Python clients the tests drive (psycopg, confluent-kafka, kafka-python).
+# the Python clients the tests drive (psycopg, confluent-kafka, kafka-python, SQLAlchemy with
+# psycopg2, pgcli).
 set -euo pipefail
 need=()
 command -v clang >/dev/null 2>&1 || need+=(clang)
@@ -19,9 +20,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-if [ "${1:-}" = "--test" ] && ! python3 -c "import psycopg, confluent_kafka, kafka" >/dev/null 2>&1; then
-  echo "setup: installing the Python clients the tests use (psycopg, confluent-kafka, kafka-python)"
-  pkgs=("psycopg[binary]==3.3.9" "confluent-kafka==2.16.1" "kafka-python==3.0.12")
+if [ "${1:-}" = "--test" ] && ! python3 -c "import psycopg, confluent_kafka, kafka, sqlalchemy, psycopg2, pgcli" >/dev/null 2>&1; then
+  echo "setup: installing the Python clients the tests use (psycopg, confluent-kafka, kafka-python, sqlalchemy, psycopg2, pgcli)"
+  pkgs=("psycopg[binary]==3.3.9" "confluent-kafka==2.16.1" "kafka-python==3.0.12" "SQLAlchemy==2.1.9" "psycopg2-binary==2.9.13" "pgcli==4.7.1")
   python3 -m pip install -q "${pkgs[@]}" || python3 -m pip install -q --break-system-packages "${pkgs[@]}"
 fi
 if ! command -v cargo >/dev/null 2>&1; then

@@ -9,6 +9,7 @@ mod differential;
 mod kafka;
 mod log_model;
 mod pg;
+mod pg_catalog;
 mod rdkafka_client;
 mod restart;
 mod slt;

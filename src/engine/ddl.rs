@@ -604,20 +604,9 @@ impl Engine {
                 ))
             }
             other => {
-                let value = match other {
-                    "server_version" => "15.0 (Eddy)",
-                    "server_encoding" | "client_encoding" => "UTF8",
-                    "transaction_isolation" | "default_transaction_isolation" => "read committed",
-                    "standard_conforming_strings" => "on",
-                    "datestyle" => "ISO, MDY",
-                    "timezone" => "UTC",
-                    "search_path" => "public",
-                    _ => {
-                        return Err(EddyError::InvalidValue(format!(
-                            "unrecognized configuration parameter \"{other}\""
-                        )))
-                    }
-                };
+                let value = super::pg_catalog::setting(other).ok_or_else(|| {
+                    EddyError::InvalidValue(format!("unrecognized configuration parameter \"{other}\""))
+                })?;
                 Ok(strings_output(&[other], vec![vec![value.to_string()]], "SHOW"))
             }
         }

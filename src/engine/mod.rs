@@ -3,6 +3,9 @@
 //! the results to the wire.
 
 mod ddl;
+pub mod pg_catalog;
+mod pg_functions;
+mod pg_views;
 mod serve;
 
 use std::collections::HashMap;

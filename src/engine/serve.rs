@@ -14,7 +14,7 @@ use crate::dataflow::{row_key, sink::murmur2, state_cf};
 use crate::error::{EddyError, Result};
 use crate::format::{arrow_schema, check_cell, decode_row, encode_key, encode_value, rows_to_batch, SqlType};
 use crate::log::batch::{encode_batch, LogBatchHeader, LogRecord};
-use crate::plan::{plan_continuous, session, PlanShape};
+use crate::plan::{plan_continuous, session_with, PlanShape};
 use crate::sql::{RelationKind, SelectStatement};
 use crate::state::ROW_PREFIX;
 
@@ -104,7 +104,7 @@ impl Engine {
     /// A DataFusion session with each referenced stream (bounded scan of what its topic
     /// holds now) and table (snapshot of its current rows) registered.
     pub(super) async fn pull_context(&self, select: &SelectStatement, load: bool) -> Result<SessionContext> {
-        let ctx = session();
+        let ctx = session_with(false);
         let mut budget = self.config.query_memory_bytes;
         let mut names = select.relations.clone();
         names.sort();
@@ -122,7 +122,23 @@ impl Engine {
             let batch = rows_to_batch(&rel.columns, &rows).map_err(EddyError::Internal)?;
             ctx.register_table(rel.name.as_str(), Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
         }
+        self.register_pg_catalog(&ctx)?;
         Ok(ctx)
+    }
+
+    /// `pg_catalog`, `information_schema` and Postgres's catalog functions, for clients that
+    /// introspect (psql, SQLAlchemy, Grafana, Metabase).
+    fn register_pg_catalog(&self, ctx: &SessionContext) -> Result<()> {
+        let state = ctx.state();
+        let mut functions: Vec<(String, &'static str)> = Vec::new();
+        functions.extend(state.scalar_functions().keys().map(|n| (n.clone(), "f")));
+        functions.extend(state.aggregate_functions().keys().map(|n| (n.clone(), "a")));
+        functions.extend(state.window_functions().keys().map(|n| (n.clone(), "w")));
+        functions.sort();
+        functions.dedup_by(|a, b| a.0 == b.0);
+        let snapshot = super::pg_catalog::register(ctx, &self.catalog.relations(), &functions)?;
+        super::pg_functions::register(ctx, snapshot);
+        Ok(())
     }
 
     fn table_rows(&self, rel: &RelationDef, budget: &mut usize) -> Result<Vec<Vec<Value>>> {

@@ -34,6 +34,7 @@ use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::DataRow;
 use pgwire::messages::extendedquery::Execute;
 use pgwire::messages::response::{EmptyQueryResponse, NoticeResponse};
+use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::engine::{Engine, Output, Session};
@@ -103,6 +104,13 @@ impl NoopStartupHandler for PgServer {
                 "3D000".into(),
                 format!("database \"{db}\" does not exist (Eddy's database is \"{DATABASE}\")"),
             ))));
+        }
+        // pgwire's default says "16.6-pgwire-..."; clients parse the version, so report the
+        // Postgres version whose catalog Eddy imitates (a later ParameterStatus replaces it).
+        for name in ["server_version", "search_path"] {
+            if let Some(value) = crate::engine::pg_catalog::setting(name) {
+                client.feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name.into(), value))).await?;
+            }
         }
         Ok(())
     }

@@ -211,7 +211,13 @@ pub fn input_columns(rel: &RelationDef, windowed: bool) -> Vec<Column> {
 /// machine is shared with the log and the runtime), Postgres-like identifiers.
 /// ksqlDB's function names (UCASE, TIMESTAMPTOSTRING...) are registered next to DataFusion's.
 pub fn session() -> SessionContext {
-    let mut config = SessionConfig::new().with_target_partitions(1).with_information_schema(true);
+    session_with(true)
+}
+
+/// [`session`], with or without DataFusion's own `information_schema` (pull queries replace
+/// it with Postgres's, see `engine::pg_catalog`).
+pub fn session_with(information_schema: bool) -> SessionContext {
+    let mut config = SessionConfig::new().with_target_partitions(1).with_information_schema(information_schema);
     config.options_mut().sql_parser.map_string_types_to_utf8view = false;
     let ctx = SessionContext::new_with_config(config);
     crate::functions::register(&ctx);

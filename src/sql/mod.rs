@@ -16,6 +16,7 @@ use crate::error::EddyError;
 use crate::format::{Column, SqlType, StructField};
 
 mod access;
+pub mod pg_rewrite;
 pub mod window;
 pub use window::{Emit, JoinWindow, WindowKind, WindowSpec};
 
@@ -354,6 +355,14 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
             t.pos += 1;
             let what = t.ident()?;
             let what = if what == "all" && t.eat_word("QUERIES") { "queries".to_string() } else { what };
+            // SHOW TRANSACTION ISOLATION LEVEL (pgJDBC, Metabase).
+            let what = if what == "transaction" && t.eat_word("ISOLATION") && t.eat_word("LEVEL") {
+                "transaction_isolation".to_string()
+            } else if what == "time" && t.eat_word("ZONE") {
+                "timezone".to_string()
+            } else {
+                what
+            };
             t.eat_word("EXTENDED");
             t.expect_end()?;
             Ok(Statement::Show { what })
@@ -409,6 +418,22 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
 
 fn parse_set(t: &mut Tokens) -> Result<Statement, EddyError> {
     t.pos += 1;
+    // SET SESSION CHARACTERISTICS AS TRANSACTION ... / SET TRANSACTION ... (JDBC, Metabase).
+    if t.peek_word(0).as_deref() == Some("TRANSACTION")
+        || (t.peek_word(0).as_deref() == Some("SESSION") && t.peek_word(1).as_deref() == Some("CHARACTERISTICS"))
+    {
+        return Ok(Statement::NoOp { tag: "SET".into() });
+    }
+    // SET TIME ZONE 'x' (pgcli).
+    if t.peek_word(0).as_deref() == Some("TIME") && t.peek_word(1).as_deref() == Some("ZONE") {
+        t.pos += 2;
+        let value = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
+            Some(Token::SingleQuotedString(s)) => s,
+            Some(Token::Word(w)) => w.value,
+            _ => return Err(t.error("syntax error: expected a time zone")),
+        };
+        return Ok(Statement::Set { name: "timezone".into(), value });
+    }
     t.eat_word("SESSION");
     t.eat_word("LOCAL");
     let name = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
@@ -710,6 +735,9 @@ pub fn parse_select(text: &str, offset_chars: usize) -> Result<SelectStatement, 
     };
     if arrows.is_some() {
         access::alias_field_access(&mut query);
+        sql = query.to_string();
+    }
+    if pg_rewrite::rewrite(&mut query) {
         sql = query.to_string();
     }
     let mut limit = None;
