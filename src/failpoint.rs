@@ -5,7 +5,8 @@
 //!
 //! Points: `checkpoint:after_sink_append` (a query's output is in its sink topic but its
 //! state and offsets are not committed), `checkpoint:after_commit` (committed, output not yet
-//! published), `checkpoint:after_publish`.
+//! published), `checkpoint:after_publish`; and `log:fsync`, where the n-th fsync of a log
+//! partition fails with an I/O error instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -22,6 +23,12 @@ fn points() -> &'static [(String, AtomicU64)] {
             })
             .collect()
     })
+}
+
+/// Whether an injected failure is due: true once, at the n-th hit of an armed `name`
+/// (for errors the caller must handle, like a failing fsync: `log:fsync`).
+pub fn should_fail(name: &str) -> bool {
+    points().iter().any(|(point, left)| point == name && left.fetch_sub(1, Ordering::SeqCst) == 1)
 }
 
 /// Aborts the process if `name` is armed and this is its n-th hit.

@@ -6,6 +6,7 @@ mod common;
 mod corruption;
 mod crash_points;
 mod differential;
+mod disk_full;
 mod kafka;
 mod log_model;
 mod pg;

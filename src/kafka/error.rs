@@ -40,7 +40,14 @@ pub fn code(e: &LogError) -> i16 {
         LogError::MessageTooLarge { .. } => MESSAGE_TOO_LARGE,
         LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
         LogError::Unsupported(_) => INVALID_REQUEST,
+        // A full disk is retriable: the write was not made, it may succeed later.
+        LogError::Io(e) if e.raw_os_error() == Some(libc_enospc()) => KAFKA_STORAGE_ERROR,
         LogError::Io(_) => UNKNOWN_SERVER_ERROR,
         LogError::Offline(_) => KAFKA_STORAGE_ERROR,
     }
+}
+
+/// ENOSPC on Linux.
+const fn libc_enospc() -> i32 {
+    28
 }

@@ -241,6 +241,8 @@ pub struct Partition {
     /// Why the partition is offline (its log is damaged): it is neither read nor written
     /// nor changed until an operator repairs it.
     offline: Option<String>,
+    /// Set when an fsync failed: writes stop, reads go on.
+    write_failure: Mutex<Option<String>>,
 }
 
 impl Partition {
@@ -329,6 +331,7 @@ impl Partition {
             publish_limit: AtomicI64::new(i64::MAX),
             notifier,
             offline,
+            write_failure: Mutex::new(None),
         })
     }
 
@@ -340,6 +343,9 @@ impl Partition {
     /// durable (unless the topic trades durability for speed).
     pub fn append(&self, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
         self.check_online()?;
+        if let Some(reason) = self.write_failure.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Err(LogError::Offline(format!("{}-{}: {reason}", self.topic, self.id)));
+        }
         let mut header = batch::validate(bytes)?;
         if bytes.len() > self.config.max_message_bytes {
             return Err(LogError::MessageTooLarge { bytes: bytes.len(), max_bytes: self.config.max_message_bytes });
@@ -372,7 +378,19 @@ impl Partition {
             let mut inner = self.lock();
             (inner.next_offset(), inner.active().file.clone())
         };
-        file.sync_data()?;
+        let synced_ok = if crate::failpoint::should_fail("log:fsync") {
+            Err(std::io::Error::other("injected fsync failure"))
+        } else {
+            file.sync_data()
+        };
+        if let Err(e) = synced_ok {
+            // After a failed fsync the kernel may have dropped the dirty pages and a retry
+            // would "succeed" without them (fsyncgate): stop writing instead.
+            let reason = format!("fsync failed ({e}); the partition takes no more writes until a restart");
+            tracing::error!(topic = %self.topic, partition = self.id, "{reason}");
+            *self.write_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+            return Err(LogError::Offline(format!("{}-{}: {reason}", self.topic, self.id)));
+        }
         *synced = target;
         self.durable_end.fetch_max(target, Ordering::SeqCst);
         Ok(())

@@ -21,6 +21,7 @@ pub fn sqlstate(e: &EddyError) -> &'static str {
         EddyError::Log(LogError::MessageTooLarge { .. }) => "54000",
         EddyError::Log(LogError::TopicExists(_)) => "42P07",
         EddyError::Log(LogError::UnknownTopic(_)) => "42P01",
+        EddyError::Log(LogError::Io(e)) if e.raw_os_error() == Some(28) => "53100",
         EddyError::Log(_) | EddyError::State(_) => "58030",
         EddyError::DataFusion(msg) => {
             if msg.contains("Cannot infer common argument type")

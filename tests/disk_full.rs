@@ -1,0 +1,130 @@
+//! Disk full and fsync errors. The server runs on a small tmpfs (mounted by the test; CI
+//! runs as root): once the disk fills, INSERT gets SQLSTATE 53100 and nothing is
+//! acknowledged that is not stored; reads go on; freeing space lets writes resume; a
+//! restart finds exactly the acknowledged records. An injected fsync failure stops that
+//! partition's writer (no retry that could hide lost pages) while reads and other
+//! partitions go on; a restart brings it back.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::{query, sqlstate, Server};
+
+/// A tmpfs mounted for the test, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "the disk-full test mounts a tmpfs and needs root (CI runs as root)");
+        Tmpfs(mnt)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn free_bytes(path: &Path) -> u64 {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: statvfs writes into the zeroed struct we pass.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut s), 0);
+        s.f_bavail as u64 * s.f_frsize as u64
+    }
+}
+
+async fn count(c: &tokio_postgres::Client, stream: &str) -> u64 {
+    query(c, &format!("SELECT COUNT(*) FROM {stream}")).await[0][0].as_deref().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Tmpfs::mount(tmp.path(), "96m");
+    let data = fs.0.join("data");
+    let mut server = Server::start(&data);
+    let c = server.client().await;
+    query(&c, "CREATE STREAM blobs (id BIGINT, body STRING) WITH (KAFKA_TOPIC='blobs', PARTITIONS=1)").await;
+    // Leave about 2 MiB free.
+    let filler = fs.0.join("filler");
+    let keep = 2 << 20;
+    let fill = free_bytes(&fs.0).saturating_sub(keep);
+    std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
+
+    let body = "x".repeat(100_000);
+    let mut acked = 0u64;
+    let mut refused = None;
+    for i in 0..200 {
+        match c.simple_query(&format!("INSERT INTO blobs (id, body) VALUES ({i}, '{body}')")).await {
+            Ok(_) => acked += 1,
+            Err(e) => {
+                refused = e.as_db_error().map(|d| (d.code().code().to_string(), d.message().to_string()));
+                break;
+            }
+        }
+    }
+    let (code, message) = refused.expect("the disk never filled");
+    assert_eq!(code, "53100", "{message}");
+    assert!(acked > 0);
+    // Reads go on while the disk is full.
+    assert_eq!(count(&c, "blobs").await, acked);
+    // Still full: still refused, still nothing half-written.
+    assert_eq!(sqlstate(&c, &format!("INSERT INTO blobs (id, body) VALUES (999, '{body}')")).await.0, "53100");
+
+    std::fs::remove_file(&filler).unwrap();
+    query(&c, "INSERT INTO blobs (id, body) VALUES (1000, 'after')").await;
+    assert_eq!(count(&c, "blobs").await, acked + 1);
+    assert!(server.terminate().success());
+    let server = Server::start(&data);
+    let c = server.client().await;
+    assert_eq!(count(&c, "blobs").await, acked + 1, "the restart found other records than were acknowledged");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_stops_the_writer_instead_of_retrying() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Server::start(tmp.path());
+    let c = setup.client().await;
+    query(&c, "CREATE STREAM a (id BIGINT) WITH (KAFKA_TOPIC='a', PARTITIONS=1)").await;
+    query(&c, "CREATE STREAM b (id BIGINT) WITH (KAFKA_TOPIC='b', PARTITIONS=1)").await;
+    drop(c);
+    drop(setup);
+    // The 4th fsync after start fails.
+    let server = Server::start_with_env(tmp.path(), 0, &[], &[("EDDY_FAILPOINTS", "log:fsync=4")]);
+    let c = server.client().await;
+    let mut acked = 0;
+    let mut failed_at = None;
+    for i in 0..10 {
+        match c.simple_query(&format!("INSERT INTO a (id) VALUES ({i})")).await {
+            Ok(_) => acked += 1,
+            Err(e) => {
+                failed_at = Some(e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default());
+                break;
+            }
+        }
+    }
+    let message = failed_at.expect("the injected fsync failure never came");
+    assert!(message.contains("fsync failed"), "{message}");
+    // The writer stays stopped: no retry can report success for pages the kernel dropped.
+    let again = c.simple_query("INSERT INTO a (id) VALUES (100)").await.unwrap_err();
+    assert!(again.as_db_error().unwrap().message().contains("takes no more writes"));
+    // Reads and other partitions go on.
+    assert_eq!(count(&c, "a").await, acked);
+    query(&c, "INSERT INTO b (id) VALUES (1)").await;
+    assert_eq!(count(&c, "b").await, 1);
+    drop(server);
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    query(&c, "INSERT INTO a (id) VALUES (200)").await;
+    assert!(count(&c, "a").await > acked, "writes did not resume after a restart");
+}
