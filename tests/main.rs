@@ -6,6 +6,7 @@ mod differential;
 mod kafka;
 mod log_model;
 mod pg;
+mod pgsecurity;
 mod rdkafka_client;
 mod restart;
 mod slt;
