@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine lacks to build and test Eddy:
 # clang/libclang (RocksDB's bindgen), cmake, a C++ compiler, psql and kcat; with --test also
-# the Python clients the tests drive (psycopg, confluent-kafka, kafka-python, SQLAlchemy with
-# psycopg2, pgcli).
+# the Python clients the tests drive (psycopg, psycopg2, asyncpg, confluent-kafka, kafka-python,
+# SQLAlchemy, pgcli); openssl makes the TLS test's certificate.
 set -euo pipefail
 need=()
 command -v clang >/dev/null 2>&1 || need+=(clang)
@@ -12,6 +12,7 @@ command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
@@ -20,9 +21,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-if [ "${1:-}" = "--test" ] && ! python3 -c "import psycopg, confluent_kafka, kafka, sqlalchemy, psycopg2, pgcli" >/dev/null 2>&1; then
-  echo "setup: installing the Python clients the tests use (psycopg, confluent-kafka, kafka-python, sqlalchemy, psycopg2, pgcli)"
-  pkgs=("psycopg[binary]==3.3.9" "confluent-kafka==2.16.1" "kafka-python==3.0.12" "SQLAlchemy==2.1.9" "psycopg2-binary==2.9.13" "pgcli==4.7.1")
+if [ "${1:-}" = "--test" ] && ! python3 -c "import psycopg, psycopg2, asyncpg, confluent_kafka, kafka, sqlalchemy, pgcli" >/dev/null 2>&1; then
+  echo "setup: installing the Python clients the tests use (psycopg, psycopg2, asyncpg, confluent-kafka, kafka-python, sqlalchemy, pgcli)"
+  pkgs=("psycopg[binary]==3.3.9" "psycopg2-binary==2.9.13" "asyncpg==0.32.0" "confluent-kafka==2.16.1" "kafka-python==3.0.12" "SQLAlchemy==2.1.9" "pgcli==4.7.1")
   python3 -m pip install -q "${pkgs[@]}" || python3 -m pip install -q --break-system-packages "${pkgs[@]}"
 fi
 if ! command -v cargo >/dev/null 2>&1; then

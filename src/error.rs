@@ -29,6 +29,14 @@ pub enum EddyError {
     LimitExceeded(String),
     #[error("canceling statement due to user request")]
     Canceled,
+    /// Not allowed for this user (42501).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A role that exists or does not, as Postgres words it (42710 / 42704).
+    #[error("{0}")]
+    DuplicateObject(String),
+    #[error("{0}")]
+    UndefinedObject(String),
     #[error("{0}")]
     Log(#[from] LogError),
     #[error("state store error: {0}")]

@@ -57,6 +57,26 @@ struct ServerArgs {
     /// PLAIN or SCRAM-SHA-256/512.
     #[arg(long, env = "EDDY_USERS_FILE")]
     users_file: Option<PathBuf>,
+    /// A file holding the bootstrap superuser `eddy`'s password (or set EDDY_PASSWORD).
+    /// With a password every Postgres and Kafka client must authenticate (SCRAM-SHA-256).
+    #[arg(long, env = "EDDY_PASSWORD_FILE")]
+    password_file: Option<PathBuf>,
+    /// PEM certificate (chain) for TLS on the Postgres endpoint (with --tls-key).
+    #[arg(long, env = "EDDY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "EDDY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Connection slots kept for superusers (Postgres's superuser_reserved_connections).
+    #[arg(long, env = "EDDY_SUPERUSER_RESERVED_CONNECTIONS", default_value_t = 3)]
+    superuser_reserved_connections: usize,
+    /// Most rows a pull query may return (0: no limit); more fail with SQLSTATE 54000.
+    #[arg(long, env = "EDDY_MAX_RESULT_ROWS", default_value_t = 1_000_000)]
+    max_result_rows: usize,
+    /// Default statement timeout of pull queries, in milliseconds (0: none); sessions change
+    /// it with SET statement_timeout.
+    #[arg(long, env = "EDDY_STATEMENT_TIMEOUT_MS", default_value_t = 0)]
+    statement_timeout_ms: u64,
     /// How often a busy continuous query checkpoints, in milliseconds.
     #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL_MS", default_value_t = 200)]
     checkpoint_interval_ms: u64,
@@ -70,6 +90,18 @@ fn main() -> anyhow_free::Result {
         .init();
     match cli.command {
         Command::Server(args) => {
+            let password = match (&args.password_file, std::env::var("EDDY_PASSWORD")) {
+                (Some(path), _) => {
+                    let text =
+                        std::fs::read_to_string(path).map_err(|e| format!("password file {}: {e}", path.display()))?;
+                    Some(text.trim_end_matches(['\n', '\r']).to_string())
+                }
+                (None, Ok(p)) if !p.is_empty() => Some(p),
+                _ => None,
+            };
+            if password.as_deref() == Some("") {
+                return Err("the password file is empty".into());
+            }
             let config = eddy::server::ServerConfig {
                 data_dir: args.data_dir,
                 pg_listen: args.pg_listen,
@@ -78,6 +110,12 @@ fn main() -> anyhow_free::Result {
                 max_connections: args.max_connections.max(1),
                 allow_trust_anywhere: args.allow_trust_anywhere,
                 users_file: args.users_file,
+                password,
+                tls: args.tls_cert.zip(args.tls_key),
+                superuser_reserved_connections: args.superuser_reserved_connections,
+                max_result_rows: args.max_result_rows,
+                statement_timeout: (args.statement_timeout_ms > 0)
+                    .then(|| Duration::from_millis(args.statement_timeout_ms)),
                 kafka: eddy::kafka::KafkaConfig {
                     auto_create_topics: args.auto_create_topics,
                     default_partitions: args.default_partitions.clamp(1, 10_000),

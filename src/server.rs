@@ -2,7 +2,7 @@
 //! One task per connection, capped by `max_connections`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{EddyError, Result};
-use crate::pgwire::{Handlers, PgServer, DATABASE};
+use crate::pgwire::{Handlers, PgOptions, PgServer, DATABASE};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -22,39 +22,90 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub allow_trust_anywhere: bool,
     pub kafka: crate::kafka::KafkaConfig,
-    /// `name:password` lines; when set, Kafka clients must authenticate (SASL).
+    /// `name:password` lines; when set, clients must authenticate (SASL, SCRAM).
     pub users_file: Option<PathBuf>,
+    /// The bootstrap superuser `eddy`'s password; when set, clients must authenticate.
+    pub password: Option<String>,
+    /// PEM certificate chain and private key: the Postgres endpoint offers TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Connection slots only superusers may take (Postgres's superuser_reserved_connections).
+    pub superuser_reserved_connections: usize,
     pub query_memory_bytes: usize,
+    /// Most rows a pull query may return (0: no limit).
+    pub max_result_rows: usize,
+    /// Default statement timeout for pull queries.
+    pub statement_timeout: Option<Duration>,
     pub checkpoint_interval: Duration,
+}
+
+/// A TLS acceptor from PEM files (rustls with ring, as pgwire uses it).
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<pgwire::tokio::TlsAcceptor> {
+    use pgwire::tokio::tokio_rustls::rustls;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: String| EddyError::InvalidValue(format!("TLS {what}: {e}"));
+    let cert_pem = std::fs::read(cert).map_err(|e| bad(&cert.display().to_string(), e.to_string()))?;
+    let key_pem = std::fs::read(key).map_err(|e| bad(&key.display().to_string(), e.to_string()))?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad("certificate", e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("certificate", format!("no certificate in {}", cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad("key", e.to_string()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("config", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("certificate and key", e.to_string()))?;
+    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Runs until `shutdown` resolves, then stops queries (state stays checkpointed).
 pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-    if !config.pg_listen.ip().is_loopback() && !config.allow_trust_anywhere {
-        // Trust authentication (any user, no password) is only safe on loopback.
+    // With a password (or a users file) every client authenticates; without, trust is
+    // allowed only on loopback.
+    let auth_required = config.password.is_some() || config.users_file.is_some();
+    if !config.pg_listen.ip().is_loopback() && !config.allow_trust_anywhere && !auth_required {
         return Err(EddyError::InvalidValue(format!(
-            "refusing to listen on {} without passwords: trust authentication is allowed only on loopback (SCRAM users arrive with the Postgres-compatibility issue #5); pass --allow-trust-anywhere only inside a container published on loopback",
+            "refusing to listen on {} without passwords: trust authentication is allowed only on loopback; set EDDY_PASSWORD (or --password-file) to require SCRAM passwords, or pass --allow-trust-anywhere only inside a container published on loopback",
             config.pg_listen
         )));
     }
-    let users = match &config.users_file {
-        Some(path) => Some(Arc::new(crate::auth::Users::load(path).map_err(EddyError::InvalidValue)?)),
-        None => None,
-    };
-    if !config.kafka_listen.ip().is_loopback() && !config.allow_trust_anywhere && users.is_none() {
+    if !config.kafka_listen.ip().is_loopback() && !config.allow_trust_anywhere && !auth_required {
         return Err(EddyError::InvalidValue(format!(
-            "refusing to serve Kafka on {} without authentication; pass --users-file to require SASL, or use a loopback address",
+            "refusing to serve Kafka on {} without authentication; set EDDY_PASSWORD or pass --users-file to require SASL, or use a loopback address",
             config.kafka_listen
         )));
     }
+    if config.superuser_reserved_connections >= config.max_connections {
+        return Err(EddyError::InvalidValue(format!(
+            "--superuser-reserved-connections ({}) must be less than --max-connections ({})",
+            config.superuser_reserved_connections, config.max_connections
+        )));
+    }
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
     let mut engine_config = EngineConfig::new(config.data_dir.clone());
     engine_config.query_memory_bytes = config.query_memory_bytes;
     engine_config.checkpoint_interval = config.checkpoint_interval;
+    engine_config.max_result_rows = config.max_result_rows;
+    engine_config.statement_timeout = config.statement_timeout;
     let engine = Engine::open(engine_config).await?;
+    if let Some(path) = &config.users_file {
+        engine.users.load_file(path).map_err(EddyError::InvalidValue)?;
+    }
+    if let Some(password) = &config.password {
+        engine.users.bootstrap(password);
+    }
     let listener = TcpListener::bind(config.pg_listen)
         .await
         .map_err(|e| EddyError::InvalidValue(format!("cannot listen on {}: {e}", config.pg_listen)))?;
     let addr = listener.local_addr().map_err(|e| EddyError::Internal(e.to_string()))?;
+    let users = auth_required.then(|| engine.users.clone());
     let (kafka_listener, broker) =
         crate::kafka::bind(engine.log.clone(), engine.store.clone(), config.kafka.clone(), config.kafka_listen, users)
             .await
@@ -63,6 +114,9 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
     let kafka_task = tokio::spawn(crate::kafka::serve(kafka_listener, broker));
     println!("Eddy is ready. Data in {}", config.data_dir.display());
     println!("  SQL:   psql -h {} -p {} -U eddy -d {DATABASE}", addr.ip(), addr.port());
+    if auth_required {
+        println!("  (passwords required: SCRAM-SHA-256{})", if tls.is_some() { "; TLS offered" } else { "" });
+    }
     println!("  Kafka: kcat -b {kafka_addr} -L");
     println!("  (HTTP on {} arrives with a later release)", config.http_listen);
 
@@ -80,8 +134,17 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
         })
     };
 
-    let server = PgServer::new(engine.clone());
-    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let server = PgServer::with_options(
+        engine.clone(),
+        PgOptions {
+            auth_required,
+            max_connections: config.max_connections,
+            superuser_reserved_connections: config.superuser_reserved_connections,
+        },
+    );
+    // Sessions are admitted (or refused with 53300) at start-up; this caps sockets still
+    // negotiating, so a flood cannot exhaust memory.
+    let permits = Arc::new(Semaphore::new(config.max_connections + 64));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -102,8 +165,9 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
                 };
                 let _ = socket.set_nodelay(true);
                 let handlers = Handlers(server.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                    if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
                     drop(permit);

@@ -11,6 +11,7 @@ mod kafka;
 mod log_model;
 mod pg;
 mod pg_catalog;
+mod pgsecurity;
 mod rdkafka_client;
 mod restart;
 mod slt;

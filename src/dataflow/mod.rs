@@ -10,6 +10,7 @@
 //! A crash before 2 leaves output past the recorded sink ends, which the restart truncates
 //! before anyone could read it; a crash after 2 loses nothing. Operators never see threads.
 
+pub mod changes;
 pub mod operator;
 pub mod sink;
 pub mod source;
@@ -468,17 +469,55 @@ impl Runtime {
                 "aggregations in push queries; create a table with CREATE TABLE ... AS SELECT and push-query it".into(),
             ));
         }
+        // Over a table, rows carry their change kind (`op`); the tracker starts from the
+        // table's current rows unless the query reads the whole changelog.
+        let changes = if source.relation.kind == RelationKind::Table {
+            let mut tracker = changes::ChangeTracker::new();
+            if !earliest {
+                self.seed_changes(&mut tracker, &source, &ops)?;
+            }
+            Some(tracker)
+        } else {
+            None
+        };
         let rt = self.clone();
         std::thread::Builder::new()
             .name("push-query".into())
             .spawn(move || {
-                let result = push_loop(&rt, source, offsets, ops, table_cfs, &out);
+                let result = push_loop(&rt, source, offsets, ops, table_cfs, changes, &out);
                 if let Err(e) = result {
                     let _ = out.blocking_send(Err(e));
                 }
             })
             .map_err(|e| EddyError::Internal(format!("spawn push query: {e}")))?;
         Ok(())
+    }
+}
+
+impl Runtime {
+    /// The table's materialized rows, as the operators' input rows, into `tracker`.
+    fn seed_changes(&self, tracker: &mut changes::ChangeTracker, source: &Source, ops: &Operators) -> Result<()> {
+        let rel = &source.relation;
+        let Some(q) = &rel.materialized_by else { return Ok(()) };
+        let key_indexes: Vec<usize> = rel.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
+        let mut rows = Vec::new();
+        let mut keys = Vec::new();
+        for (_, v) in self.store.scan_prefix(&state_cf(q), &[ROW_PREFIX], usize::MAX)? {
+            let Some(mut r) = stored_row(&v)? else { continue };
+            if r.len() != rel.columns.len() {
+                continue;
+            }
+            keys.push(key_indexes.iter().map(|&i| r[i].clone()).collect());
+            r.resize(source.columns.len(), Value::Null);
+            rows.push(r);
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch = crate::format::rows_to_batch(&source.columns, &rows).map_err(EddyError::Internal)?;
+        let no_lookup = |_: usize, _: &[Vec<u8>]| -> LookupResult { Ok(Vec::new()) };
+        let input = ops.input(batch, &no_lookup)?;
+        tracker.seed(&input, &keys, ops.filter.as_ref())
     }
 }
 
@@ -506,6 +545,7 @@ fn push_loop(
     mut offsets: Vec<i64>,
     ops: Operators,
     table_cfs: Vec<String>,
+    mut changes: Option<changes::ChangeTracker>,
     out: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
 ) -> Result<()> {
     let Body::Project(project) = &ops.body else { return Ok(()) };
@@ -521,6 +561,18 @@ fn push_loop(
                 rt.log.notifier.wait_past(version, Duration::from_millis(100));
             }
             Some(decoded) => {
+                if let Some(tracker) = changes.as_mut() {
+                    let input = decoded.batch.map(|b| ops.input(b, &lookup)).transpose()?;
+                    let Some((rows, kinds)) = tracker.apply(input.as_ref(), &decoded.upserts, ops.filter.as_ref())?
+                    else {
+                        continue;
+                    };
+                    let projected = changes::with_op(&project.process(&rows)?, &kinds)?;
+                    if out.blocking_send(Ok(projected)).is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 let Some(batch) = decoded.batch else { continue };
                 let batch = ops.input(batch, &lookup)?;
                 let batch = match &ops.filter {

@@ -36,6 +36,10 @@ pub struct EngineConfig {
     pub max_queries: usize,
     pub default_partitions: i32,
     pub checkpoint_interval: Duration,
+    /// Most rows a pull query may return (0: no limit).
+    pub max_result_rows: usize,
+    /// Pull queries running longer are cancelled (`SET statement_timeout` overrides it).
+    pub statement_timeout: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -46,6 +50,8 @@ impl EngineConfig {
             max_queries: 256,
             default_partitions: 1,
             checkpoint_interval: Duration::from_millis(200),
+            max_result_rows: 0,
+            statement_timeout: None,
         }
     }
 }
@@ -74,16 +80,46 @@ pub enum Output {
 #[derive(Debug, Default, Clone)]
 pub struct Session {
     pub settings: HashMap<String, String>,
+    /// Who is connected (the startup message's user, authenticated or trusted).
+    pub user: String,
 }
 
 impl Session {
+    pub fn for_user(user: &str) -> Session {
+        Session { settings: HashMap::new(), user: user.to_string() }
+    }
+
+    /// A duration setting in Postgres's units (`5s`, `500ms`, `1min`; a bare number is
+    /// milliseconds); `Some(None)` when set to 0 (off).
+    pub fn duration(&self, name: &str) -> Option<Option<Duration>> {
+        self.settings.get(name).map(|v| parse_duration(v))
+    }
+
     pub fn earliest(&self) -> bool {
         self.settings.get("auto.offset.reset").is_some_and(|v| v.eq_ignore_ascii_case("earliest"))
     }
 }
 
+/// `5s`, `500ms`, `1min`, `2h`, or milliseconds; 0 or unparsable: `None` (off).
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let ms = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" => n,
+        "s" | "sec" | "secs" | "second" | "seconds" => n * 1000.0,
+        "min" | "mins" | "minute" | "minutes" => n * 60_000.0,
+        "h" | "hour" | "hours" => n * 3_600_000.0,
+        _ => return None,
+    };
+    (ms > 0.0).then(|| Duration::from_micros((ms * 1000.0) as u64))
+}
+
 pub struct Engine {
     pub config: EngineConfig,
+    /// Users of both endpoints (Postgres and Kafka).
+    pub users: Arc<crate::auth::Users>,
     pub log: Arc<Log>,
     pub store: StateStore,
     pub catalog: Catalog,
@@ -100,6 +136,7 @@ impl Engine {
         let log = Arc::new(Log::open(&config.data_dir.join("log"), Arc::new(SystemClock))?);
         let store = StateStore::open(&config.data_dir.join("state"))?;
         let catalog = Catalog::open(store.clone())?;
+        let users = Arc::new(crate::auth::Users::open(store.clone()).map_err(EddyError::State)?);
         let runtime = Runtime {
             log: log.clone(),
             store: store.clone(),
@@ -108,6 +145,7 @@ impl Engine {
         };
         let engine = Arc::new(Engine {
             config,
+            users,
             log,
             store,
             catalog,
@@ -233,7 +271,48 @@ impl Engine {
                 session.settings.insert(name.to_lowercase(), value);
                 Ok(Output::Command { tag: "SET".into() })
             }
+            Statement::CreateUser { name, password, superuser } => {
+                self.require_superuser(session, "create roles")?;
+                self.users.create(&name, password.as_deref(), superuser).map_err(EddyError::DuplicateObject)?;
+                Ok(Output::Command { tag: "CREATE ROLE".into() })
+            }
+            Statement::AlterUser { name, password, superuser } => {
+                // Everyone may change their own password, as in Postgres.
+                if name != session.user || superuser.is_some() {
+                    self.require_superuser(session, "alter roles")?;
+                }
+                self.users.alter(&name, password.as_deref(), superuser).map_err(|e| {
+                    if e.contains("does not exist") {
+                        EddyError::UndefinedObject(e)
+                    } else {
+                        EddyError::InvalidValue(e)
+                    }
+                })?;
+                Ok(Output::Command { tag: "ALTER ROLE".into() })
+            }
+            Statement::DropUser { name, if_exists } => {
+                self.require_superuser(session, "drop roles")?;
+                self.users.drop_user(&name, if_exists).map_err(|e| {
+                    if e.contains("does not exist") {
+                        EddyError::UndefinedObject(e)
+                    } else {
+                        EddyError::InvalidValue(e)
+                    }
+                })?;
+                Ok(Output::Command { tag: "DROP ROLE".into() })
+            }
+            Statement::DeclareCursor { .. } | Statement::Fetch { .. } | Statement::CloseCursor { .. } => {
+                Err(EddyError::NotImplemented("cursors outside a Postgres connection".into()))
+            }
             Statement::NoOp { tag } => Ok(Output::Command { tag }),
+        }
+    }
+
+    fn require_superuser(&self, session: &Session, what: &str) -> Result<()> {
+        if self.users.is_superuser(&session.user) {
+            Ok(())
+        } else {
+            Err(EddyError::PermissionDenied(format!("permission denied to {what}: only superusers may")))
         }
     }
 

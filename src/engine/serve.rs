@@ -208,7 +208,21 @@ impl Engine {
         let ctx = self.pull_context(select, true).await?;
         let df = ctx.sql(&select.sql).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
+        let cap = self.config.max_result_rows;
+        let plan = cooperative(df.create_physical_plan().await?)?;
+        let mut stream = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())?;
+        let mut batches = Vec::new();
+        let mut rows = 0usize;
+        while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+            let batch = batch?;
+            rows += batch.num_rows();
+            if cap > 0 && rows > cap {
+                return Err(EddyError::LimitExceeded(format!(
+                    "the query returns more than {cap} rows (--max-result-rows); add a LIMIT, aggregate, or use a push query"
+                )));
+            }
+            batches.push(batch);
+        }
         Ok(Output::Rows { schema, batches, tag: "SELECT".into() })
     }
 
@@ -220,7 +234,7 @@ impl Engine {
                 "GROUP BY in a push query: create a table with CREATE TABLE ... AS SELECT ... GROUP BY, then push-query the table (issue #4)".into(),
             ));
         }
-        let schema = arrow_schema(&plan.output_columns);
+        let schema = push_schema(&plan);
         // A small queue: a slow client holds the query back instead of growing memory.
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         self.runtime.start_push(plan, session.earliest(), tx)?;
@@ -238,7 +252,7 @@ impl Engine {
         Ok(match stmt {
             Statement::Select(select) if select.emit_changes => {
                 let inputs = self.sources(select)?;
-                Some(arrow_schema(&plan_continuous(select, &inputs).await?.output_columns))
+                Some(push_schema(&plan_continuous(select, &inputs).await?))
             }
             Statement::Select(select) => {
                 let ctx = self.pull_context(select, false).await?;
@@ -254,6 +268,41 @@ impl Engine {
             _ => None,
         })
     }
+}
+
+/// Every operator's input passes through a `CooperativeExec`, which spends tokio's task
+/// budget per batch: a CPU-bound query (a large join) yields now and then, so the statement
+/// timeout and cancel requests (both drop the query's future) take effect.
+fn cooperative(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_plan::coop::CooperativeExec;
+    let is_coop = |p: &Arc<dyn datafusion::physical_plan::ExecutionPlan>| p.downcast_ref::<CooperativeExec>().is_some();
+    let plan = plan.transform_up(|p| {
+        if is_coop(&p) || p.children().is_empty() || p.children().iter().all(|c| is_coop(c)) {
+            return Ok(Transformed::no(p));
+        }
+        let children = p
+            .children()
+            .into_iter()
+            .map(|c| if is_coop(c) { c.clone() } else { Arc::new(CooperativeExec::new(c.clone())) as _ })
+            .collect();
+        Ok(Transformed::yes(datafusion::physical_plan::execution_plan::replace_children_if_necessary(p, children)?))
+    })?;
+    Ok(plan.data)
+}
+
+/// A push query's columns; over a table, a last `op` column says what changed.
+fn push_schema(plan: &crate::plan::ContinuousPlan) -> datafusion::arrow::datatypes::SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let schema = arrow_schema(&plan.output_columns);
+    if plan.source.kind != RelationKind::Table {
+        return schema;
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(crate::dataflow::changes::OP_COLUMN, DataType::Utf8, false));
+    Arc::new(Schema::new(fields))
 }
 
 /// A literal in VALUES for a column of type `ty`: DECIMAL numbers keep their exact text;

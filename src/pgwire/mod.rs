@@ -2,7 +2,9 @@
 //! with our own send loop (flushed per batch), COPY (...) TO STDOUT, and CancelRequest.
 //! Everything here is translation; statements run in `engine/`.
 
+mod cursor;
 pub mod error;
+mod startup;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -16,7 +18,6 @@ use datafusion::arrow::datatypes::{
     TimestampMillisecondType,
 };
 use futures::{Sink, SinkExt};
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -27,36 +28,61 @@ use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, PgWireConnectionState, PgWireServerHandlers,
-    Type, DEFAULT_NAME, METADATA_DATABASE,
+    Type, DEFAULT_NAME, METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::DataRow;
-use pgwire::messages::extendedquery::Execute;
+use pgwire::messages::extendedquery::{Execute, PortalSuspended};
 use pgwire::messages::response::{EmptyQueryResponse, NoticeResponse};
-use pgwire::messages::startup::ParameterStatus;
-use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::messages::PgWireBackendMessage;
 
-use crate::engine::{Engine, Output, Session};
+use crate::engine::{Engine, Output};
 use crate::error::EddyError;
 use crate::sql;
+use cursor::ConnSession;
 use error::to_pg;
+pub use startup::Admission;
 
 pub const DATABASE: &str = "eddy";
+
+/// How the endpoint admits connections.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Every connection must authenticate with SCRAM-SHA-256 (otherwise: trust).
+    pub auth_required: bool,
+    pub max_connections: usize,
+    /// Slots of `max_connections` only superusers may take.
+    pub superuser_reserved_connections: usize,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions { auth_required: false, max_connections: 256, superuser_reserved_connections: 3 }
+    }
+}
 
 /// One per server; pgwire asks it for the handlers of each connection.
 pub struct PgServer {
     engine: Arc<Engine>,
     manager: Arc<ConnectionManager>,
     parser: Arc<EddyQueryParser>,
+    options: PgOptions,
+    admission: Arc<Admission>,
 }
 
 impl PgServer {
     pub fn new(engine: Arc<Engine>) -> Arc<PgServer> {
+        PgServer::with_options(engine, PgOptions::default())
+    }
+
+    pub fn with_options(engine: Arc<Engine>, options: PgOptions) -> Arc<PgServer> {
         Arc::new(PgServer {
             engine: engine.clone(),
             manager: Arc::new(ConnectionManager::new()),
             parser: Arc::new(EddyQueryParser { engine }),
+            admission: Admission::new(options.max_connections, options.superuser_reserved_connections),
+            options,
         })
     }
 }
@@ -78,42 +104,11 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// The per-connection session, kept in pgwire's session extensions.
-struct ConnSession(tokio::sync::Mutex<Session>);
-
+/// The connection's session (made at start-up, in pgwire's session extensions).
 fn session_of<C: ClientInfo>(client: &C) -> Arc<ConnSession> {
-    client.session_extensions().get_or_insert_with(|| ConnSession(tokio::sync::Mutex::new(Session::default())))
-}
-
-#[async_trait]
-impl NoopStartupHandler for PgServer {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(self.manager.clone())
-    }
-
-    async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let db = client.metadata().get(METADATA_DATABASE).cloned().unwrap_or_default();
-        if !db.is_empty() && db != DATABASE {
-            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "FATAL".into(),
-                "3D000".into(),
-                format!("database \"{db}\" does not exist (Eddy's database is \"{DATABASE}\")"),
-            ))));
-        }
-        // pgwire's default says "16.6-pgwire-..."; clients parse the version, so report the
-        // Postgres version whose catalog Eddy imitates (a later ParameterStatus replaces it).
-        for name in ["server_version", "search_path"] {
-            if let Some(value) = crate::engine::pg_catalog::setting(name) {
-                client.feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name.into(), value))).await?;
-            }
-        }
-        Ok(())
-    }
+    client.session_extensions().get_or_insert_with(|| {
+        ConnSession::new(client.metadata().get(METADATA_USER).map(String::as_str).unwrap_or_default())
+    })
 }
 
 fn is_psql<C: ClientInfo>(client: &C) -> bool {
@@ -402,7 +397,7 @@ where
                     n += 1;
                 }
             }
-            let tag = if tag == "SELECT" { Tag::new("SELECT").with_rows(n) } else { Tag::new(&tag) };
+            let tag = if tag == "SELECT" || tag == "FETCH" { Tag::new(&tag).with_rows(n) } else { Tag::new(&tag) };
             client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
         }
         Output::Push { schema, limit, mut rx } => {
@@ -486,13 +481,19 @@ impl SimpleQueryHandler for PgServer {
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
+        // BEGIN / COMMIT alone: let pgwire report the transaction status (psycopg 3 closes
+        // its server cursors only inside a transaction).
+        if let [crate::sql::Located { statement: crate::sql::Statement::NoOp { tag }, .. }] = statements.as_slice() {
+            match tag.as_str() {
+                "BEGIN" => return Ok(vec![Response::TransactionStart(Tag::new("BEGIN"))]),
+                "COMMIT" | "ROLLBACK" => return Ok(vec![Response::TransactionEnd(Tag::new(tag))]),
+                _ => {}
+            }
+        }
         let session = session_of(client);
         let psql = is_psql(client);
         for stmt in statements {
-            let output = {
-                let mut s = session.0.lock().await;
-                self.engine.execute(&mut s, stmt).await.map_err(to_pg)?
-            };
+            let output = self.run(&session, stmt).await?;
             send_output(client, output, true, &Format::UnifiedText, psql).await?;
         }
         Ok(vec![])
@@ -515,7 +516,7 @@ pub struct EddyQueryParser {
 impl QueryParser for EddyQueryParser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    async fn parse_sql<C>(&self, client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
@@ -530,6 +531,14 @@ impl QueryParser for EddyQueryParser {
             }));
         }
         let schema = match located.into_iter().next() {
+            // FETCH returns its cursor's columns.
+            Some(crate::sql::Located {
+                statement: crate::sql::Statement::Fetch { name, discard: false, .. }, ..
+            }) => {
+                let conn = session_of(client);
+                let cursors = conn.cursors.lock().await;
+                cursors.get(&name).map(|c| c.schema())
+            }
             Some(l) => self.engine.result_schema(&l.statement).await.map_err(to_pg)?,
             None => None,
         };
@@ -654,7 +663,8 @@ impl ExtendedQueryHandler for PgServer {
             Some(handle) => Some(handle.start_query().await),
             None => None,
         };
-        let run = self.execute_portal(client, &portal);
+        let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
+        let run = self.execute_portal(client, &portal, max_rows);
         let result = match cancel {
             Some(cancel) => match futures::future::select(Box::pin(run), cancel).await {
                 futures::future::Either::Left((r, _)) => r,
@@ -710,12 +720,33 @@ impl ExtendedQueryHandler for PgServer {
 }
 
 impl PgServer {
-    async fn execute_portal<C>(&self, client: &mut C, portal: &Portal<Prepared>) -> PgWireResult<()>
+    /// Runs a bound portal. With a row limit (`max_rows`), a query's output is kept and sent
+    /// in parts, each but the last ending in PortalSuspended (JDBC's fetch size).
+    async fn execute_portal<C>(
+        &self,
+        client: &mut C,
+        portal: &Arc<Portal<Prepared>>,
+        max_rows: usize,
+    ) -> PgWireResult<()>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let session = session_of(client);
+        let identity = Arc::as_ptr(portal) as usize;
+        let fields = Arc::new(field_infos(&portal_schema(portal), &portal.result_column_format));
+        let resumed = {
+            let mut portals = session.portals.lock().await;
+            match portals.remove(&portal.name) {
+                Some((id, cursor)) if id == identity => Some(cursor),
+                _ => None,
+            }
+        };
+        if let Some(cursor) = resumed {
+            return self.send_part(client, &session, portal, identity, cursor, &fields, max_rows).await;
+        }
         let params = portal
             .parameters
             .iter()
@@ -737,14 +768,74 @@ impl PgServer {
             client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
             return Ok(());
         };
-        let session = session_of(client);
-        let output = {
-            let mut s = session.0.lock().await;
-            self.engine.execute(&mut s, stmt).await.map_err(to_pg)?
+        if let crate::sql::Statement::NoOp { tag } = &stmt.statement {
+            let status = client.transaction_status();
+            match tag.as_str() {
+                "BEGIN" => client.set_transaction_status(status.to_in_transaction_state()),
+                "COMMIT" | "ROLLBACK" => client.set_transaction_status(status.to_idle_state()),
+                _ => {}
+            }
+        }
+        let declared = match &stmt.statement {
+            crate::sql::Statement::DeclareCursor { name, .. } => Some(name.clone()),
+            _ => None,
         };
+        let output = self.run(&session, stmt).await?;
+        if let Some(name) = declared {
+            // A portal named after the cursor, for Describe (psycopg 3) and Execute (fetch all).
+            let schema = self.cursor_schema(&session, &name).await;
+            let prepared =
+                Prepared { sql: format!("FETCH ALL FROM \"{}\"", name.replace('"', "\"\"")), params: 0, schema };
+            let statement = Arc::new(StoredStatement::new(String::new(), prepared, Vec::new()));
+            client.portal_store().put_portal(Arc::new(Portal::new_cursor(name, statement)));
+        }
+        if max_rows > 0 && matches!(output, Output::Rows { .. } | Output::Push { .. }) {
+            let cursor = cursor::Cursor::new(output).map_err(to_pg)?;
+            return self.send_part(client, &session, portal, identity, cursor, &fields, max_rows).await;
+        }
         let psql = is_psql(client);
         send_output(client, output, false, &portal.result_column_format, psql).await
     }
+
+    /// Up to `max_rows` rows of a portal's output; keeps the rest for the next Execute.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_part<C>(
+        &self,
+        client: &mut C,
+        session: &ConnSession,
+        portal: &Portal<Prepared>,
+        identity: usize,
+        mut cursor: cursor::Cursor,
+        fields: &Arc<Vec<FieldInfo>>,
+        max_rows: usize,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let limit = if max_rows == 0 { usize::MAX } else { max_rows };
+        let batches = cursor.fetch(limit, None).await.map_err(to_pg)?;
+        let mut n = 0;
+        for b in &batches {
+            for row in encode_rows(fields, b, usize::MAX)? {
+                client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                n += 1;
+            }
+        }
+        if cursor.exhausted() {
+            client.feed(PgWireBackendMessage::CommandComplete(Tag::new("SELECT").with_rows(n).into())).await?;
+        } else {
+            client.feed(PgWireBackendMessage::PortalSuspended(PortalSuspended::new())).await?;
+            session.portals.lock().await.insert(portal.name.clone(), (identity, cursor));
+        }
+        Ok(())
+    }
+}
+
+/// The result columns a portal's statement was described with.
+fn portal_schema(portal: &Portal<Prepared>) -> Arc<Schema> {
+    portal.statement.statement.schema.clone().unwrap_or_else(|| Arc::new(Schema::empty()))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::error::EddyError;
 use crate::format::{Column, SqlType, StructField};
 
 mod access;
+mod admin;
 pub mod pg_rewrite;
 pub mod window;
 pub use window::{Emit, JoinWindow, WindowKind, WindowSpec};
@@ -103,6 +104,36 @@ pub enum Statement {
     Set {
         name: String,
         value: String,
+    },
+    /// `CREATE USER name WITH PASSWORD '...'` (also `CREATE ROLE`).
+    CreateUser {
+        name: String,
+        password: Option<String>,
+        superuser: bool,
+    },
+    AlterUser {
+        name: String,
+        password: Option<String>,
+        superuser: Option<bool>,
+    },
+    DropUser {
+        name: String,
+        if_exists: bool,
+    },
+    /// `DECLARE name CURSOR FOR query` (kept per connection by the Postgres endpoint).
+    DeclareCursor {
+        name: String,
+        query: SelectStatement,
+    },
+    /// `FETCH n FROM name` (`count` `None`: ALL); `MOVE` discards the rows.
+    Fetch {
+        name: String,
+        count: Option<usize>,
+        discard: bool,
+    },
+    /// `CLOSE name` (`None`: CLOSE ALL).
+    CloseCursor {
+        name: Option<String>,
     },
     /// Accepted for client compatibility and answered with this tag (BEGIN, COMMIT...).
     NoOp {
@@ -346,7 +377,15 @@ pub fn normalize(w: &Word) -> String {
 fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
     let mut t = Tokens::new(text, offset_chars)?;
     let first = t.peek_word(0).unwrap_or_default();
+    let second = t.peek_word(1).unwrap_or_default();
+    let user = matches!(second.as_str(), "USER" | "ROLE");
     match first.as_str() {
+        "CREATE" if user => admin::parse_create_user(&mut t),
+        "ALTER" if user => admin::parse_alter_user(&mut t),
+        "DROP" if user => admin::parse_drop_user(&mut t),
+        "DECLARE" => admin::parse_declare(&mut t),
+        "FETCH" | "MOVE" => admin::parse_fetch(&mut t),
+        "CLOSE" => admin::parse_close(&mut t),
         "CREATE" => parse_create(&mut t),
         "INSERT" => parse_insert(text, offset_chars),
         "SELECT" | "WITH" | "VALUES" => Ok(Statement::Select(parse_select(text, offset_chars)?)),
@@ -441,7 +480,10 @@ fn parse_set(t: &mut Tokens) -> Result<Statement, EddyError> {
             t.pos += 1;
             s.to_lowercase()
         }
-        _ => t.ident()?,
+        _ => {
+            let first = t.ident()?;
+            admin::dotted_name(t, first)?
+        }
     };
     if !t.eat(&Token::Eq) {
         t.expect_word("TO")?;

@@ -1,0 +1,201 @@
+//! Postgres statements that are not ksqlDB's: users (`CREATE USER`, `ALTER USER`,
+//! `DROP USER`, also spelled `ROLE`) and cursors (`DECLARE`, `FETCH`, `MOVE`, `CLOSE`).
+//! Users are kept by `auth.rs`; cursors by the Postgres endpoint (`pgwire/cursor.rs`).
+
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use super::{parse_select, SelectStatement, Statement, Tokens};
+use crate::error::EddyError;
+
+/// `CREATE USER name [WITH] [PASSWORD 'p' | SUPERUSER | NOSUPERUSER | LOGIN | ...]`.
+pub(super) fn parse_create_user(t: &mut Tokens) -> Result<Statement, EddyError> {
+    t.expect_word("CREATE")?;
+    if !t.eat_word("USER") {
+        t.expect_word("ROLE")?;
+    }
+    let name = t.ident()?;
+    let (password, superuser) = role_options(t)?;
+    Ok(Statement::CreateUser { name, password, superuser: superuser.unwrap_or(false) })
+}
+
+/// `ALTER USER name [WITH] PASSWORD 'p'` (and the other role options).
+pub(super) fn parse_alter_user(t: &mut Tokens) -> Result<Statement, EddyError> {
+    t.expect_word("ALTER")?;
+    if !t.eat_word("USER") {
+        t.expect_word("ROLE")?;
+    }
+    let name = t.ident()?;
+    let (password, superuser) = role_options(t)?;
+    Ok(Statement::AlterUser { name, password, superuser })
+}
+
+/// `DROP USER [IF EXISTS] name`.
+pub(super) fn parse_drop_user(t: &mut Tokens) -> Result<Statement, EddyError> {
+    t.expect_word("DROP")?;
+    if !t.eat_word("USER") {
+        t.expect_word("ROLE")?;
+    }
+    let if_exists = t.eat_word("IF") && {
+        t.expect_word("EXISTS")?;
+        true
+    };
+    let name = t.ident()?;
+    t.expect_end()?;
+    Ok(Statement::DropUser { name, if_exists })
+}
+
+fn role_options(t: &mut Tokens) -> Result<(Option<String>, Option<bool>), EddyError> {
+    t.eat_word("WITH");
+    let mut password = None;
+    let mut superuser = None;
+    while !t.at_end() {
+        if t.eat_word("PASSWORD") {
+            match t.peek().cloned() {
+                Some(Token::SingleQuotedString(s)) => {
+                    t.pos += 1;
+                    password = Some(s);
+                }
+                _ => return Err(t.error("syntax error: PASSWORD takes a quoted string")),
+            }
+        } else if t.eat_word("ENCRYPTED") {
+            continue;
+        } else if t.eat_word("SUPERUSER") {
+            superuser = Some(true);
+        } else if t.eat_word("NOSUPERUSER") {
+            superuser = Some(false);
+        } else if matches!(
+            t.peek_word(0).as_deref(),
+            Some(
+                "LOGIN"
+                    | "NOLOGIN"
+                    | "INHERIT"
+                    | "NOINHERIT"
+                    | "CREATEDB"
+                    | "NOCREATEDB"
+                    | "CREATEROLE"
+                    | "NOCREATEROLE"
+            )
+        ) {
+            t.pos += 1;
+        } else {
+            return Err(t.error("syntax error: expected PASSWORD, SUPERUSER, NOSUPERUSER or LOGIN"));
+        }
+    }
+    Ok((password, superuser))
+}
+
+/// `DECLARE name [BINARY] [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR
+/// [{WITH | WITHOUT} HOLD] FOR query`.
+pub(super) fn parse_declare(t: &mut Tokens) -> Result<Statement, EddyError> {
+    t.expect_word("DECLARE")?;
+    let name = t.ident()?;
+    loop {
+        if t.eat_word("BINARY") {
+            return Err(t.error("binary cursors are not supported"));
+        }
+        if !(t.eat_word("ASENSITIVE") || t.eat_word("INSENSITIVE") || t.eat_word("NO") || t.eat_word("SCROLL")) {
+            break;
+        }
+    }
+    t.expect_word("CURSOR")?;
+    if t.eat_word("WITH") || t.eat_word("WITHOUT") {
+        t.expect_word("HOLD")?;
+    }
+    t.expect_word("FOR")?;
+    let offset = t.rest_offset_chars();
+    let query: SelectStatement = parse_select(t.rest(), offset)?;
+    Ok(Statement::DeclareCursor { name, query })
+}
+
+/// `FETCH [NEXT | FORWARD [n | ALL] | n | ALL] [FROM | IN] name`; `MOVE` takes the same
+/// and discards the rows. `count` is `None` for ALL.
+pub(super) fn parse_fetch(t: &mut Tokens) -> Result<Statement, EddyError> {
+    let discard = t.eat_word("MOVE");
+    if !discard {
+        t.expect_word("FETCH")?;
+    }
+    let mut count = Some(1);
+    if t.eat_word("NEXT") {
+    } else if t.eat_word("ALL") {
+        count = None;
+    } else if t.eat_word("FORWARD") {
+        if t.eat_word("ALL") {
+            count = None;
+        } else if matches!(t.peek(), Some(Token::Number(..))) {
+            count = Some(t.number()? as usize);
+        }
+    } else if matches!(t.peek(), Some(Token::Number(..))) {
+        count = Some(t.number()? as usize);
+    } else if matches!(
+        t.peek_word(0).as_deref(),
+        Some("BACKWARD" | "PRIOR" | "FIRST" | "LAST" | "ABSOLUTE" | "RELATIVE")
+    ) {
+        return Err(EddyError::NotImplemented("cursors move forward only (FETCH [FORWARD] n)".into()));
+    }
+    let _ = t.eat_word("FROM") || t.eat_word("IN");
+    let name = t.ident()?;
+    t.expect_end()?;
+    Ok(Statement::Fetch { name, count, discard })
+}
+
+/// `CLOSE name | CLOSE ALL`.
+pub(super) fn parse_close(t: &mut Tokens) -> Result<Statement, EddyError> {
+    t.expect_word("CLOSE")?;
+    let name = if t.eat_word("ALL") { None } else { Some(t.ident()?) };
+    t.expect_end()?;
+    Ok(Statement::CloseCursor { name })
+}
+
+/// `SET` names may be qualified (`eddy.fetch_timeout`).
+pub(super) fn dotted_name(t: &mut Tokens, first: String) -> Result<String, EddyError> {
+    let mut name = first;
+    while t.eat(&Token::Period) {
+        name.push('.');
+        name.push_str(&t.ident()?);
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sql::{parse, Statement};
+
+    fn one(sql: &str) -> Statement {
+        parse(sql).unwrap().remove(0).statement
+    }
+
+    #[test]
+    fn users() {
+        assert!(matches!(
+            one("CREATE USER alice WITH PASSWORD 's3cret'"),
+            Statement::CreateUser { name, password: Some(p), superuser: false } if name == "alice" && p == "s3cret"
+        ));
+        assert!(matches!(
+            one("ALTER ROLE alice PASSWORD 'x' SUPERUSER"),
+            Statement::AlterUser { password: Some(_), superuser: Some(true), .. }
+        ));
+        assert!(matches!(one("DROP USER IF EXISTS alice"), Statement::DropUser { if_exists: true, .. }));
+    }
+
+    #[test]
+    fn cursors() {
+        // What psycopg2's named cursors send.
+        match one("DECLARE \"c1\" CURSOR WITHOUT HOLD FOR SELECT * FROM t EMIT CHANGES") {
+            Statement::DeclareCursor { name, query } => {
+                assert_eq!(name, "c1");
+                assert!(query.emit_changes);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(one("DECLARE c NO SCROLL CURSOR WITH HOLD FOR SELECT 1"), Statement::DeclareCursor { .. }));
+        assert!(matches!(one("FETCH FORWARD 5 FROM \"c1\""), Statement::Fetch { count: Some(5), discard: false, .. }));
+        assert!(matches!(one("FETCH 2 c"), Statement::Fetch { count: Some(2), .. }));
+        assert!(matches!(one("FETCH ALL IN c"), Statement::Fetch { count: None, .. }));
+        assert!(matches!(one("FETCH NEXT FROM c"), Statement::Fetch { count: Some(1), .. }));
+        assert!(matches!(one("MOVE 3 c"), Statement::Fetch { discard: true, .. }));
+        assert!(matches!(one("CLOSE ALL"), Statement::CloseCursor { name: None }));
+        assert!(
+            matches!(one("SET eddy.fetch_timeout = '1s'"), Statement::Set { name, .. } if name == "eddy.fetch_timeout")
+        );
+    }
+}
