@@ -317,3 +317,21 @@ async fn new_types_in_binary_results() {
     assert_eq!(raw(3), vec![1, 2]);
     assert_eq!(String::from_utf8(raw(4)).unwrap(), r#"{"x":7}"#);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_reads_every_type_in_text_and_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pg_types.py");
+    let port = server.port.to_string();
+    let out =
+        tokio::task::spawn_blocking(move || Command::new("python3").arg(script).arg(&port).output().expect("python3"))
+            .await
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "psycopg type test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -5,6 +5,7 @@
 mod cursor;
 pub mod error;
 mod startup;
+mod types;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -117,6 +118,9 @@ fn is_psql<C: ClientInfo>(client: &C) -> bool {
 
 /// Postgres type for an Arrow type, and the Arrow type to cast to before encoding.
 fn pg_type(dt: &DataType) -> (Type, DataType) {
+    if let Some(special) = types::special(dt) {
+        return special;
+    }
     match dt {
         DataType::Boolean => (Type::BOOL, DataType::Boolean),
         DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => {
@@ -177,6 +181,9 @@ fn encode_rows(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch, max_rows: usiz
     for row in 0..n {
         for (i, c) in columns.iter().enumerate() {
             let valid = c.is_valid(row);
+            if types::encode(&mut encoder, c, row)? {
+                continue;
+            }
             match c.data_type() {
                 DataType::Boolean => encoder.encode_field(&valid.then(|| c.as_boolean().value(row)))?,
                 DataType::Int32 => encoder.encode_field(&valid.then(|| c.as_primitive::<Int32Type>().value(row)))?,
