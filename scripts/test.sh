@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, the log model tests, the sqllogictest files against a real
-# server, psql/tokio-postgres integration tests, and the kill -9 restart test.
+# Runs every test: unit tests; the integration tests against the real server (sqllogictest
+# files, psql/psycopg/asyncpg/SQLAlchemy/pgcli, rdkafka/kcat/confluent-kafka/kafka-python,
+# the differential harness, crash, corruption, disk-full and chaos tests); then the slt files
+# again through the sqllogictest CLI's postgres-extended engine (prepared statements, binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/eddy-target}
 cargo test --lib --bins --tests -- --test-threads=2 "$@"
+scripts/slt-cli.sh postgres-extended "$CARGO_TARGET_DIR/debug/eddy"
