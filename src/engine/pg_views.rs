@@ -180,6 +180,8 @@ pub fn add_empty(add: &mut AddTable) -> Result<()> {
             ("collprovider", Text), ("collisdeterministic", Bool), ("collencoding", I32), ("collcollate", Text),
             ("collctype", Text)]),
         ("pg_enum", &[("oid", Oid), ("enumtypid", Oid), ("enumsortorder", F64), ("enumlabel", Text)]),
+        ("pg_range", &[("rngtypid", Oid), ("rngsubtype", Oid), ("rngmultitypid", Oid), ("rngcollation", Oid),
+            ("rngsubopc", Oid), ("rngcanonical", Oid), ("rngsubdiff", Oid)]),
         ("pg_inherits", &[("inhrelid", Oid), ("inhparent", Oid), ("inhseqno", I32), ("inhdetachpending", Bool)]),
         ("pg_trigger", &[("oid", Oid), ("tgrelid", Oid), ("tgparentid", Oid), ("tgname", Text), ("tgfoid", Oid),
             ("tgtype", I16), ("tgenabled", Text), ("tgisinternal", Bool), ("tgconstraint", Oid)]),

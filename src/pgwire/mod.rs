@@ -511,7 +511,8 @@ impl SimpleQueryHandler for PgServer {
 #[derive(Clone, Debug)]
 pub struct Prepared {
     sql: String,
-    params: usize,
+    /// As Describe reports them (see `types::param_types`).
+    param_types: Vec<Type>,
     schema: Option<Arc<Schema>>,
 }
 
@@ -523,7 +524,7 @@ pub struct EddyQueryParser {
 impl QueryParser for EddyQueryParser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
@@ -549,11 +550,12 @@ impl QueryParser for EddyQueryParser {
             Some(l) => self.engine.result_schema(&l.statement).await.map_err(to_pg)?,
             None => None,
         };
-        Ok(Some(Prepared { sql: sql.to_string(), params, schema }))
+        let param_types = types::param_types(sql, types, params);
+        Ok(Some(Prepared { sql: sql.to_string(), param_types, schema }))
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
-        Ok(vec![Type::TEXT; stmt.params])
+        Ok(stmt.param_types.clone())
     }
 
     fn get_result_schema(&self, stmt: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
@@ -705,7 +707,7 @@ impl ExtendedQueryHandler for PgServer {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let params = vec![Type::TEXT; target.statement.params];
+        let params = target.statement.param_types.clone();
         let fields = self.parser.get_result_schema(&target.statement, None)?;
         Ok(DescribeStatementResponse::new(params, fields))
     }
@@ -763,7 +765,14 @@ impl PgServer {
                 match portal.parameter_format.format_for(i) {
                     pgwire::api::results::FieldFormat::Text => Ok(Some(String::from_utf8_lossy(bytes).into_owned())),
                     pgwire::api::results::FieldFormat::Binary => {
-                        let ty = portal.statement.parameter_types.get(i).cloned().flatten();
+                        // The client's declared type, else the one Describe reported.
+                        let ty = portal
+                            .statement
+                            .parameter_types
+                            .get(i)
+                            .cloned()
+                            .flatten()
+                            .or_else(|| portal.statement.statement.param_types.get(i).cloned());
                         binary_param(bytes, ty.as_ref()).map(Some)
                     }
                 }
@@ -791,8 +800,11 @@ impl PgServer {
         if let Some(name) = declared {
             // A portal named after the cursor, for Describe (psycopg 3) and Execute (fetch all).
             let schema = self.cursor_schema(&session, &name).await;
-            let prepared =
-                Prepared { sql: format!("FETCH ALL FROM \"{}\"", name.replace('"', "\"\"")), params: 0, schema };
+            let prepared = Prepared {
+                sql: format!("FETCH ALL FROM \"{}\"", name.replace('"', "\"\"")),
+                param_types: Vec::new(),
+                schema,
+            };
             let statement = Arc::new(StoredStatement::new(String::new(), prepared, Vec::new()));
             client.portal_store().put_portal(Arc::new(Portal::new_cursor(name, statement)));
         }

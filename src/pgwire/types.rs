@@ -87,3 +87,66 @@ pub fn encode(encoder: &mut DataRowEncoder, c: &ArrayRef, row: usize) -> PgWireR
     }
     Ok(true)
 }
+
+/// Parameter types for Describe: what the client declared in Parse, else what a cast right
+/// at the placeholder says (`$1::bigint`, `CAST($1 AS int)`), else text. Drivers that encode
+/// by the described type (asyncpg) then send numbers as numbers. Only types whose binary
+/// form Eddy reads are inferred; the rest stay text.
+pub fn param_types(sql: &str, declared: &[Option<Type>], count: usize) -> Vec<Type> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let mut out: Vec<Type> = (0..count).map(|i| declared.get(i).cloned().flatten().unwrap_or(Type::UNKNOWN)).collect();
+    let tokens: Vec<Token> = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let type_of = |t: Option<&Token>| -> Option<Type> {
+        let Some(Token::Word(w)) = t else { return None };
+        Some(match w.value.to_ascii_lowercase().as_str() {
+            "int2" | "smallint" => Type::INT2,
+            "int" | "int4" | "integer" => Type::INT4,
+            "int8" | "bigint" => Type::INT8,
+            "float4" | "real" => Type::FLOAT4,
+            "float8" | "double" => Type::FLOAT8,
+            "bool" | "boolean" => Type::BOOL,
+            _ => return None,
+        })
+    };
+    for (i, t) in tokens.iter().enumerate() {
+        let Token::Placeholder(p) = t else { continue };
+        let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).filter(|n| (1..=count).contains(n))
+        else {
+            continue;
+        };
+        if out[n - 1] != Type::UNKNOWN {
+            continue;
+        }
+        let cast = match (tokens.get(i + 1), i.checked_sub(2).map(|j| (&tokens[j], &tokens[j + 1]))) {
+            (Some(Token::DoubleColon), _) => type_of(tokens.get(i + 2)),
+            (Some(Token::Word(w)), Some((Token::Word(c), Token::LParen)))
+                if w.value.eq_ignore_ascii_case("as") && c.value.eq_ignore_ascii_case("cast") =>
+            {
+                type_of(tokens.get(i + 2))
+            }
+            _ => None,
+        };
+        if let Some(ty) = cast {
+            out[n - 1] = ty;
+        }
+    }
+    out.into_iter().map(|t| if t == Type::UNKNOWN { Type::TEXT } else { t }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_types_come_from_casts_or_the_client() {
+        let sql = "SELECT $1::BIGINT + 1, CAST($2 AS int), $3, $4::bool";
+        assert_eq!(param_types(sql, &[], 4), vec![Type::INT8, Type::INT4, Type::TEXT, Type::BOOL]);
+        assert_eq!(param_types(sql, &[None, None, Some(Type::FLOAT8)], 4)[2], Type::FLOAT8);
+    }
+}

@@ -50,3 +50,23 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=eddy dbname=eddy", autoco
 if failures:
     print("\n".join(failures))
     sys.exit(1)
+
+# asyncpg encodes parameters by the type Describe reports and reads results in binary.
+import asyncio
+
+import asyncpg
+
+
+async def with_asyncpg():
+    conn = await asyncpg.connect(host="127.0.0.1", port=int(port), user="eddy", database="eddy")
+    try:
+        row = await conn.fetchrow(
+            "SELECT $1::BIGINT + 1 AS n, CAST($2 AS INT) * 2 AS m, $3 AS t, INTERVAL '1 day' AS i", 41, 4, "x"
+        )
+        assert (row["n"], row["m"], row["t"], row["i"]) == (42, 8, "x", datetime.timedelta(days=1)), row
+    finally:
+        await conn.close()
+
+
+asyncio.run(with_asyncpg())
+print("asyncpg: ok")
