@@ -720,6 +720,47 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         }
     }
 
+    // 4b. Session windows: a key's records closer than the gap form one session, whatever
+    // order they arrive in (the default 24 h grace: nothing here is late). The oracle sorts
+    // each key's times and cuts where two neighbours are more than the gap apart.
+    {
+        let gap = *pick(&mut rng, &[500i64, 1000, 3000]);
+        let mut by_key: std::collections::BTreeMap<String, Vec<(i64, V)>> = Default::default();
+        for (ts, row) in &events {
+            by_key.entry(format!("{:?}", row[0])).or_default().push((*ts, row[3].clone()));
+        }
+        let mut ss =
+            Table::new("ss", &[("k", Ty::Str), ("windowstart", Ty::BigInt), ("windowend", Ty::BigInt), ("n", Ty::Int)]);
+        for (ts, row) in &events {
+            let mut times: Vec<i64> = by_key[&format!("{:?}", row[0])].iter().map(|(t, _)| *t).collect();
+            times.sort_unstable();
+            // The run of times within `gap` of each other that holds `ts`.
+            let i = times.iter().position(|t| t == ts).expect("own time");
+            let mut start = i;
+            while start > 0 && times[start] - times[start - 1] <= gap {
+                start -= 1;
+            }
+            let mut end = i;
+            while end + 1 < times.len() && times[end + 1] - times[end] <= gap {
+                end += 1;
+            }
+            ss.rows.push(vec![row[0].clone(), V::Int(times[start]), V::Int(times[end]), row[3].clone()]);
+        }
+        checks.push(Check {
+            name: "sessions".into(),
+            create: Some(format!(
+                "CREATE TABLE sessions AS SELECT k, COUNT(*) AS c, SUM(n) AS sn, MAX(n) AS mx FROM s \
+                 WINDOW SESSION ({gap} MILLISECONDS) GROUP BY k EMIT CHANGES"
+            )),
+            tables: vec![ss],
+            oracle_sql: "SELECT k, windowstart, windowend, COUNT(*) AS c, SUM(n) AS sn, MAX(n) AS mx FROM ss \
+                         GROUP BY k, windowstart, windowend"
+                .into(),
+            late: None,
+            known_bug: None,
+        });
+    }
+
     // 5. Stream–table joins.
     {
         let left = "SELECT o.orderId, o.amount, u.name, u.region FROM orders o LEFT JOIN users u ON o.userId = u.id";
