@@ -17,6 +17,7 @@
 //!    `end + grace <=` the final stream time (a WHERE, when drawn, runs first: only the rows it
 //!    keeps move stream time). The processing log must hold one `late record` row per input
 //!    record whose every window was closed;
+//! 4b. session windows, 4c. a stream–stream join WITHIN a window;
 //! 5. stream–table LEFT and INNER joins (projections and an aggregate), the table written and
 //!    flushed before the stream, against a batch join with the latest table rows;
 //! 6. the input tables themselves (`SELECT * FROM accounts`): the latest row per key.
@@ -549,6 +550,7 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         "CREATE STREAM orders (orderId INT, userId STRING, amount DOUBLE) WITH (PARTITIONS={order_partitions})"
     ))
     .await;
+    db.exec("CREATE STREAM t2 (k STRING, m INT) WITH (PARTITIONS=1)").await;
 
     let events = gen_events(&mut rng);
     let mut s_cols: Vec<(&str, Ty)> = STREAM_COLS.to_vec();
@@ -558,6 +560,18 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         let mut r = row.clone();
         r.extend([V::Int(*ts), V::Int(offset as i64), V::Int(0)]);
         s_table.rows.push(r);
+    }
+
+    // A second stream for the stream–stream join: keys from `s`, times near its records.
+    let t2_rows: Vec<Vec<V>> = (0..rng.random_range(0..=25))
+        .map(|i| {
+            let (ts, row) = &events[rng.random_range(0..events.len())];
+            vec![V::Int((ts + 250 * rng.random_range(-8..=8)).max(0)), row[0].clone(), V::Int(i)]
+        })
+        .collect();
+    let mut t2 = Table::new("t2", &[("k", Ty::Str), ("m", Ty::Int), ("rowtime", Ty::BigInt)]);
+    for r in &t2_rows {
+        t2.rows.push(vec![r[1].clone(), r[2].clone(), r[0].clone()]);
     }
 
     // Table rows with updates: ids re-used from a small pool; the oracle keeps the last write.
@@ -761,6 +775,26 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         });
     }
 
+    // 4c. Stream–stream join WITHIN a window (the default 24 h grace: nothing is late, so the
+    // result does not depend on how the two streams interleave).
+    {
+        let w = *pick(&mut rng, &[250i64, 1000, 2000]);
+        checks.push(Check {
+            name: "ss_join".into(),
+            create: Some(format!(
+                "CREATE STREAM ss_join AS SELECT a.k, a.n, b.m FROM s a JOIN t2 b WITHIN {w} MILLISECONDS \
+                 ON a.k = b.k EMIT CHANGES"
+            )),
+            tables: vec![s_table.clone(), t2.clone()],
+            oracle_sql: format!(
+                "SELECT a.k, a.n, b.m FROM s a JOIN t2 b ON a.k = b.k \
+                 WHERE b.rowtime BETWEEN a.rowtime - {w} AND a.rowtime + {w}"
+            ),
+            late: None,
+            known_bug: None,
+        });
+    }
+
     // 5. Stream–table joins.
     {
         let left = "SELECT o.orderId, o.amount, u.name, u.region FROM orders o LEFT JOIN users u ON o.userId = u.id";
@@ -832,8 +866,11 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
     for chunk in chunks(&mut rng, &orders.rows) {
         tagged.push((2, insert("orders", &["orderId", "userId", "amount"], chunk)));
     }
-    // Interleave the three inputs randomly, keeping each one's own order.
-    let mut queues: Vec<Vec<String>> = vec![Vec::new(); 3];
+    for chunk in chunks(&mut rng, &t2_rows) {
+        tagged.push((3, insert("t2", &["ROWTIME", "k", "m"], chunk)));
+    }
+    // Interleave the four inputs randomly, keeping each one's own order.
+    let mut queues: Vec<Vec<String>> = vec![Vec::new(); 4];
     for (tag, sql) in tagged {
         queues[tag as usize].push(sql);
     }
@@ -841,7 +878,7 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         q.reverse();
     }
     while queues.iter().any(|q| !q.is_empty()) {
-        let nonempty: Vec<usize> = (0..3).filter(|&i| !queues[i].is_empty()).collect();
+        let nonempty: Vec<usize> = (0..4).filter(|&i| !queues[i].is_empty()).collect();
         let i = *pick(&mut rng, &nonempty);
         batches.push(queues[i].pop().unwrap());
     }
