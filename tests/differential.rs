@@ -17,6 +17,7 @@
 //!    `end + grace <=` the final stream time (a WHERE, when drawn, runs first: only the rows it
 //!    keeps move stream time). The processing log must hold one `late record` row per input
 //!    record whose every window was closed;
+//! 3b. table–table joins on a foreign key (a projection and an aggregate over the join);
 //! 4b. session windows, 4c. a stream–stream join WITHIN a window;
 //! 5. stream–table LEFT and INNER joins (projections and an aggregate), the table written and
 //!    flushed before the stream, against a batch join with the latest table rows;
@@ -551,6 +552,7 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
     ))
     .await;
     db.exec("CREATE STREAM t2 (k STRING, m INT) WITH (PARTITIONS=1)").await;
+    db.exec("CREATE TABLE regions (code STRING PRIMARY KEY, label STRING) WITH (PARTITIONS=1)").await;
 
     let events = gen_events(&mut rng);
     let mut s_cols: Vec<(&str, Ty)> = STREAM_COLS.to_vec();
@@ -561,6 +563,17 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         r.extend([V::Int(*ts), V::Int(offset as i64), V::Int(0)]);
         s_table.rows.push(r);
     }
+
+    // A table the accounts point into by a foreign key (accounts.region = regions.code),
+    // updated as it goes.
+    let regions_rows: Vec<Vec<V>> = (0..rng.random_range(1..=8))
+        .map(|_| {
+            vec![
+                V::Str(pick(&mut rng, &["eu", "us", "ap", "xx"]).to_string()),
+                maybe_null(&mut rng, 0.1, |r| V::Str(pick(r, &["Europe", "Americas", "Asia"]).to_string())),
+            ]
+        })
+        .collect();
 
     // A second stream for the stream–stream join: keys from `s`, times near its records.
     let t2_rows: Vec<Vec<V>> = (0..rng.random_range(0..=25))
@@ -587,6 +600,7 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         .collect();
     let accounts =
         latest(Table::new("accounts", &[("id", Ty::Str), ("region", Ty::Str), ("balance", Ty::Int)]), &accounts_rows);
+    let regions = latest(Table::new("regions", &[("code", Ty::Str), ("label", Ty::Str)]), &regions_rows);
 
     let user_pool = rng.random_range(1..=6);
     let users_rows: Vec<Vec<V>> = (0..rng.random_range(1..=15))
@@ -734,6 +748,23 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         }
     }
 
+    // 3b. Table–table joins on a foreign key: both sides change; the result follows.
+    {
+        let named = "SELECT a.id, a.balance, r.label FROM accounts a LEFT JOIN regions r ON a.region = r.code";
+        let by_label = "SELECT r.label, SUM(a.balance) AS total, COUNT(*) AS n FROM accounts a \
+                        JOIN regions r ON a.region = r.code GROUP BY r.label";
+        for (name, select) in [("tt_named", named), ("tt_by_label", by_label)] {
+            checks.push(Check {
+                name: name.into(),
+                create: Some(format!("CREATE TABLE {name} AS {select} EMIT CHANGES")),
+                tables: vec![accounts.clone(), regions.clone()],
+                oracle_sql: select.into(),
+                late: None,
+                known_bug: None,
+            });
+        }
+    }
+
     // 4b. Session windows: a key's records closer than the gap form one session, whatever
     // order they arrive in (the default 24 h grace: nothing here is late). The oracle sorts
     // each key's times and cuts where two neighbours are more than the gap apart.
@@ -869,8 +900,11 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
     for chunk in chunks(&mut rng, &t2_rows) {
         tagged.push((3, insert("t2", &["ROWTIME", "k", "m"], chunk)));
     }
-    // Interleave the four inputs randomly, keeping each one's own order.
-    let mut queues: Vec<Vec<String>> = vec![Vec::new(); 4];
+    for chunk in chunks(&mut rng, &regions_rows) {
+        tagged.push((4, insert("regions", &["code", "label"], chunk)));
+    }
+    // Interleave the five inputs randomly, keeping each one's own order.
+    let mut queues: Vec<Vec<String>> = vec![Vec::new(); 5];
     for (tag, sql) in tagged {
         queues[tag as usize].push(sql);
     }
@@ -878,7 +912,7 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         q.reverse();
     }
     while queues.iter().any(|q| !q.is_empty()) {
-        let nonempty: Vec<usize> = (0..4).filter(|&i| !queues[i].is_empty()).collect();
+        let nonempty: Vec<usize> = (0..5).filter(|&i| !queues[i].is_empty()).collect();
         let i = *pick(&mut rng, &nonempty);
         batches.push(queues[i].pop().unwrap());
     }
