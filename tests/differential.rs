@@ -17,11 +17,12 @@
 //!    `end + grace <=` the final stream time (a WHERE, when drawn, runs first: only the rows it
 //!    keeps move stream time). The processing log must hold one `late record` row per input
 //!    record whose every window was closed;
-//! 3b. table–table joins on a foreign key (a projection and an aggregate over the join);
-//! 4b. session windows, 4c. a stream–stream join WITHIN a window;
-//! 5. stream–table LEFT and INNER joins (projections and an aggregate), the table written and
+//! 5. session windows (the oracle cuts each key's sorted times at the gap), a stream–stream
+//!    join WITHIN a window (a batch interval join), and table–table joins on a foreign key
+//!    (a projection and an aggregate over the join);
+//! 6. stream–table LEFT and INNER joins (projections and an aggregate), the table written and
 //!    flushed before the stream, against a batch join with the latest table rows;
-//! 6. the input tables themselves (`SELECT * FROM accounts`): the latest row per key.
+//! 7. the input tables themselves (`SELECT * FROM accounts`): the latest row per key.
 //!
 //! Some queries start before any input and some halfway (they read from the earliest offset),
 //! FLUSH comes at random points, and now and then the server is killed (`kill -9`) and

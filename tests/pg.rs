@@ -258,18 +258,7 @@ async fn sigterm_shuts_down_cleanly_and_restarts_on_the_same_port() {
 async fn psycopg_cursor_stream_sees_rows_live() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/psycopg_stream.py");
-    let port = server.port.to_string();
-    let out =
-        tokio::task::spawn_blocking(move || Command::new("python3").arg(script).arg(&port).output().expect("python3"))
-            .await
-            .unwrap();
-    assert!(
-        out.status.success(),
-        "psycopg stream test failed (is psycopg installed? scripts/setup.sh installs it):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::python("psycopg_stream.py", &[server.port.to_string()]).await;
 }
 
 /// Raw bytes of a value in the binary protocol, whatever its type.
@@ -322,16 +311,5 @@ async fn new_types_in_binary_results() {
 async fn psycopg_reads_every_type_in_text_and_binary() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pg_types.py");
-    let port = server.port.to_string();
-    let out =
-        tokio::task::spawn_blocking(move || Command::new("python3").arg(script).arg(&port).output().expect("python3"))
-            .await
-            .unwrap();
-    assert!(
-        out.status.success(),
-        "psycopg type test failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::python("pg_types.py", &[server.port.to_string()]).await;
 }

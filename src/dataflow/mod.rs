@@ -179,15 +179,7 @@ impl Operators {
         });
         let interval = plan.interval.map(|i| {
             let widths = (input_columns(&plan.source, false).len(), input_columns(&i.right, false).len());
-            IntervalJoinOperator::new(
-                i.kind,
-                i.left_keys,
-                i.right_keys,
-                i.window,
-                (i.left_rowtime, i.right_rowtime),
-                widths,
-                plan.input_schema.clone(),
-            )
+            IntervalJoinOperator::new(i, widths, plan.input_schema.clone())
         });
         let table_join = plan.table_join.map(|t| TableJoinOperator {
             kind: t.kind,
@@ -763,8 +755,8 @@ impl QueryTask {
         let step = join.process(side, &batch, &mut self.stream_time_ms)?;
         let joined = join.to_batch(&step.rows)?;
         let rowtime = match side {
-            Side::Left => join.left_rowtime,
-            Side::Right => join.right_rowtime,
+            Side::Left => join.plan.left_rowtime,
+            Side::Right => join.plan.right_rowtime,
         };
         for (k, v) in step.writes {
             self.pending.insert(k, v);

@@ -116,6 +116,20 @@ fn is_psql<C: ClientInfo>(client: &C) -> bool {
     client.metadata().get("application_name").is_some_and(|a| a == "psql")
 }
 
+/// Structs, maps and lists (other than `types::special`'s arrays) go out as JSON text.
+fn is_nested(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Struct(_)
+            | DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(_, _)
+            | DataType::ListView(_)
+            | DataType::LargeListView(_)
+            | DataType::Map(_, _)
+    )
+}
+
 /// Postgres type for an Arrow type, and the Arrow type to cast to before encoding.
 fn pg_type(dt: &DataType) -> (Type, DataType) {
     if let Some(special) = types::special(dt) {
@@ -140,13 +154,7 @@ fn pg_type(dt: &DataType) -> (Type, DataType) {
             (Type::BYTEA, DataType::Binary)
         }
         // Nested values go out as JSON text (their cells, as the JSON format writes them).
-        DataType::Struct(_)
-        | DataType::List(_)
-        | DataType::LargeList(_)
-        | DataType::FixedSizeList(_, _)
-        | DataType::ListView(_)
-        | DataType::LargeListView(_)
-        | DataType::Map(_, _) => (Type::JSON, dt.clone()),
+        dt if is_nested(dt) => (Type::JSON, dt.clone()),
         _ => (Type::VARCHAR, DataType::Utf8),
     }
 }
@@ -230,13 +238,7 @@ fn encode_rows(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch, max_rows: usiz
                     }
                 }
                 DataType::Binary => encoder.encode_field(&valid.then(|| c.as_binary::<i32>().value(row)))?,
-                DataType::Struct(_)
-                | DataType::List(_)
-                | DataType::LargeList(_)
-                | DataType::FixedSizeList(_, _)
-                | DataType::ListView(_)
-                | DataType::LargeListView(_)
-                | DataType::Map(_, _) => {
+                dt if is_nested(dt) => {
                     encoder.encode_field(&valid.then(|| crate::format::cell_at(c.as_ref(), row).to_string()))?
                 }
                 _ => encoder.encode_field(&valid.then(|| c.as_string::<i32>().value(row).to_string()))?,
@@ -328,11 +330,7 @@ fn copy_lines(batch: &RecordBatch, max_rows: usize) -> Vec<Bytes> {
             DataType::Binary => Some(std::sync::Arc::new(datafusion::arrow::array::StringArray::from_iter(
                 c.as_binary::<i32>().iter().map(|v| v.map(|b| format!("\\x{}", hex(b)))),
             )) as datafusion::arrow::array::ArrayRef),
-            DataType::Struct(_)
-            | DataType::List(_)
-            | DataType::LargeList(_)
-            | DataType::FixedSizeList(_, _)
-            | DataType::Map(_, _) => Some(std::sync::Arc::new(datafusion::arrow::array::StringArray::from_iter(
+            dt if is_nested(dt) => Some(std::sync::Arc::new(datafusion::arrow::array::StringArray::from_iter(
                 (0..c.len()).map(|r| c.is_valid(r).then(|| crate::format::cell_at(c.as_ref(), r).to_string())),
             )) as datafusion::arrow::array::ArrayRef),
             _ => cast(c, &DataType::Utf8).ok(),

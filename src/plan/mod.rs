@@ -115,7 +115,7 @@ pub struct JoinPlan {
 /// long as a match may still come.
 pub struct IntervalJoinPlan {
     pub right: RelationDef,
-    pub kind: IntervalJoinKind,
+    pub kind: JoinKind,
     pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
     pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
     pub window: JoinWindow,
@@ -125,7 +125,7 @@ pub struct IntervalJoinPlan {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IntervalJoinKind {
+pub enum JoinKind {
     Inner,
     /// Unmatched left rows are emitted with NULLs once their window closes.
     Left,
@@ -137,7 +137,7 @@ pub enum IntervalJoinKind {
 /// or any of its columns (a foreign key).
 pub struct TableJoinPlan {
     pub right: RelationDef,
-    pub kind: IntervalJoinKind,
+    pub kind: JoinKind,
     /// Left columns whose values look up the right table, in its key columns' order.
     pub left_key_columns: Vec<usize>,
 }
@@ -597,6 +597,23 @@ fn lookup_chain(
     }
 }
 
+/// The kind of a join of two scans (of two streams or two tables).
+fn two_input_join_kind(j: &Join, what: &str) -> Result<JoinKind> {
+    for side in [&j.left, &j.right] {
+        if !matches!(skip_alias(side), LogicalPlan::TableScan(_)) {
+            return Err(EddyError::NotImplemented("joins of more than two inputs in a continuous query".into()));
+        }
+    }
+    match j.join_type {
+        JoinType::Inner => Ok(JoinKind::Inner),
+        JoinType::Left => Ok(JoinKind::Left),
+        JoinType::Full => Ok(JoinKind::Full),
+        t => Err(EddyError::NotImplemented(format!(
+            "{t} JOIN of two {what} (supported: INNER, LEFT, FULL OUTER; swap the sides for RIGHT)"
+        ))),
+    }
+}
+
 /// Reads `a [LEFT|FULL] JOIN b WITHIN ... ON a.x = b.y [AND ...]` between two streams.
 fn interval_join_plan(
     j: &Join,
@@ -605,21 +622,7 @@ fn interval_join_plan(
     window: JoinWindow,
     phys: &Phys<'_>,
 ) -> Result<(IntervalJoinPlan, String)> {
-    for side in [&j.left, &j.right] {
-        if !matches!(skip_alias(side), LogicalPlan::TableScan(_)) {
-            return Err(EddyError::NotImplemented("joins of more than two inputs in a continuous query".into()));
-        }
-    }
-    let kind = match j.join_type {
-        JoinType::Inner => IntervalJoinKind::Inner,
-        JoinType::Left => IntervalJoinKind::Left,
-        JoinType::Full => IntervalJoinKind::Full,
-        t => {
-            return Err(EddyError::NotImplemented(format!(
-                "{t} JOIN of two streams (supported: INNER, LEFT, FULL OUTER; swap the sides for RIGHT)"
-            )))
-        }
-    };
+    let kind = two_input_join_kind(j, "streams")?;
     let pairs = equi_pairs(j)?;
     let refers_to = |e: &Expr, side: &LogicalPlan| {
         let cols = e.column_refs();
@@ -671,21 +674,7 @@ fn interval_join_plan(
 
 /// Reads `a [LEFT|FULL] JOIN b ON a.col = b.pk` between two tables.
 fn table_join_plan(j: &Join, left: &RelationDef, right: &RelationDef) -> Result<(TableJoinPlan, String)> {
-    for side in [&j.left, &j.right] {
-        if !matches!(skip_alias(side), LogicalPlan::TableScan(_)) {
-            return Err(EddyError::NotImplemented("joins of more than two inputs in a continuous query".into()));
-        }
-    }
-    let kind = match j.join_type {
-        JoinType::Inner => IntervalJoinKind::Inner,
-        JoinType::Left => IntervalJoinKind::Left,
-        JoinType::Full => IntervalJoinKind::Full,
-        t => {
-            return Err(EddyError::NotImplemented(format!(
-                "{t} JOIN of two tables (supported: INNER, LEFT, FULL OUTER; swap the sides for RIGHT)"
-            )))
-        }
-    };
+    let kind = two_input_join_kind(j, "tables")?;
     let column_of = |e: &Expr, side: &LogicalPlan, rel: &RelationDef| -> Option<usize> {
         let c = match e {
             Expr::Column(c) => c,

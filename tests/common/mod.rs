@@ -123,3 +123,21 @@ pub async fn sqlstate(
         }
     }
 }
+
+/// Runs `tests/python/<script>` with arguments (off the async runtime) and fails the test,
+/// showing its output, if it fails.
+pub async fn python(script: &str, args: &[String]) {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let args = args.to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3").arg(&path).args(&args).output().expect("python3")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed (scripts/setup.sh --test installs the Python clients):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -8,18 +8,15 @@
 //! state (`writes`), so they are checkpointed with the source offsets and bounded by the window.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::physical_expr::PhysicalExpr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{EddyError, Result};
 use crate::format::{cell_at, cells_to_array, memcomparable};
-use crate::plan::IntervalJoinKind;
-use crate::sql::JoinWindow;
+use crate::plan::{IntervalJoinPlan, JoinKind};
 
 /// Key prefix of buffered records in the query's state.
 pub const BUFFER_PREFIX: u8 = b'B';
@@ -41,12 +38,8 @@ struct Buffered {
 type BufferKey = (Side, Vec<u8>, i64, u64);
 
 pub struct IntervalJoinOperator {
-    pub kind: IntervalJoinKind,
-    pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
-    pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
-    pub window: JoinWindow,
-    pub left_rowtime: usize,
-    pub right_rowtime: usize,
+    /// The join as planned: kind, keys per side, window, where ROWTIME is.
+    pub plan: IntervalJoinPlan,
     pub left_width: usize,
     pub right_width: usize,
     /// The joined rows' schema (left columns, then right columns).
@@ -70,23 +63,9 @@ pub struct JoinStep {
 }
 
 impl IntervalJoinOperator {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        kind: IntervalJoinKind,
-        left_keys: Vec<Arc<dyn PhysicalExpr>>,
-        right_keys: Vec<Arc<dyn PhysicalExpr>>,
-        window: JoinWindow,
-        (left_rowtime, right_rowtime): (usize, usize),
-        (left_width, right_width): (usize, usize),
-        schema: SchemaRef,
-    ) -> Self {
+    pub fn new(plan: IntervalJoinPlan, (left_width, right_width): (usize, usize), schema: SchemaRef) -> Self {
         IntervalJoinOperator {
-            kind,
-            left_keys,
-            right_keys,
-            window,
-            left_rowtime,
-            right_rowtime,
+            plan,
             left_width,
             right_width,
             schema,
@@ -112,18 +91,18 @@ impl IntervalJoinOperator {
     /// The stream time after which a record of `side` at `ts` can match nothing new.
     fn expires_at(&self, side: Side, ts: i64) -> i64 {
         let reach = match side {
-            Side::Left => self.window.after_ms,
-            Side::Right => self.window.before_ms,
+            Side::Left => self.plan.window.after_ms,
+            Side::Right => self.plan.window.before_ms,
         };
-        ts.saturating_add(reach).saturating_add(self.window.grace_ms)
+        ts.saturating_add(reach).saturating_add(self.plan.window.grace_ms)
     }
 
     /// Joins one batch of `side` against the other side's buffer, then buffers it.
     pub fn process(&mut self, side: Side, batch: &RecordBatch, stream_time_ms: &mut i64) -> Result<JoinStep> {
         let n = batch.num_rows();
         let (exprs, rowtime) = match side {
-            Side::Left => (&self.left_keys, self.left_rowtime),
-            Side::Right => (&self.right_keys, self.right_rowtime),
+            Side::Left => (&self.plan.left_keys, self.plan.left_rowtime),
+            Side::Right => (&self.plan.right_keys, self.plan.right_rowtime),
         };
         let keys: Vec<ArrayRef> = exprs.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<_, _>>()?;
         let times = batch.column(rowtime).clone();
@@ -145,8 +124,8 @@ impl IntervalJoinOperator {
                 let key = memcomparable(&key_values);
                 // The other side's records this one reaches.
                 let (other, lo, hi) = match side {
-                    Side::Left => (Side::Right, ts - self.window.before_ms, ts + self.window.after_ms),
-                    Side::Right => (Side::Left, ts - self.window.after_ms, ts + self.window.before_ms),
+                    Side::Left => (Side::Right, ts - self.plan.window.before_ms, ts + self.plan.window.after_ms),
+                    Side::Right => (Side::Left, ts - self.plan.window.after_ms, ts + self.plan.window.before_ms),
                 };
                 let range = (other, key.clone(), lo, 0)..=(other, key.clone(), hi, u64::MAX);
                 for (bk, rec) in self.buffer.range_mut(range) {
@@ -179,10 +158,10 @@ impl IntervalJoinOperator {
     }
 
     fn emits_unmatched(&self, side: Side) -> bool {
-        match self.kind {
-            IntervalJoinKind::Inner => false,
-            IntervalJoinKind::Left => side == Side::Left,
-            IntervalJoinKind::Full => true,
+        match self.plan.kind {
+            JoinKind::Inner => false,
+            JoinKind::Left => side == Side::Left,
+            JoinKind::Full => true,
         }
     }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::format::memcomparable;
-use crate::plan::IntervalJoinKind;
+use crate::plan::JoinKind;
 
 /// A row of one side.
 pub type Row = Vec<Value>;
@@ -36,7 +36,7 @@ pub struct SignedRow {
 }
 
 pub struct TableJoinOperator {
-    pub kind: IntervalJoinKind,
+    pub kind: JoinKind,
     pub left_key_columns: Vec<usize>,
     pub left_width: usize,
     pub right_width: usize,
@@ -53,9 +53,9 @@ impl TableJoinOperator {
     /// The joined row of `left` and `right` under this join's kind, if it has one.
     fn joined(&self, left: Option<&Row>, right: Option<&Row>) -> Option<Row> {
         let keep = match self.kind {
-            IntervalJoinKind::Inner => left.is_some() && right.is_some(),
-            IntervalJoinKind::Left => left.is_some(),
-            IntervalJoinKind::Full => left.is_some() || right.is_some(),
+            JoinKind::Inner => left.is_some() && right.is_some(),
+            JoinKind::Left => left.is_some(),
+            JoinKind::Full => left.is_some() || right.is_some(),
         };
         if !keep {
             return None;
@@ -74,7 +74,7 @@ impl TableJoinOperator {
     /// A left row changed (`new` is `None` for a delete).
     pub fn left_change(&self, state: &mut dyn JoinState, left_key: &[u8], new: Option<Row>) -> Result<Vec<SignedRow>> {
         let mut out = Vec::new();
-        let full = self.kind == IntervalJoinKind::Full;
+        let full = self.kind == JoinKind::Full;
         if let Some(old) = state.left(left_key)? {
             let jk = self.join_key(&old);
             let right = match &jk {
@@ -202,12 +202,7 @@ mod tests {
     fn foreign_key_full_join_follows_both_sides() {
         use serde_json::json;
         // orders(id, customer) FULL JOIN customers(id, name) ON orders.customer = customers.id
-        let op = TableJoinOperator {
-            kind: IntervalJoinKind::Full,
-            left_key_columns: vec![1],
-            left_width: 2,
-            right_width: 2,
-        };
+        let op = TableJoinOperator { kind: JoinKind::Full, left_key_columns: vec![1], left_width: 2, right_width: 2 };
         let key = |v: Value| memcomparable(&[v]);
         let mut st = Maps::default();
         let mut result = BTreeMap::new();
