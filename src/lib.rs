@@ -31,6 +31,7 @@ pub mod format;
 pub mod functions;
 pub mod kafka;
 pub mod log;
+pub mod net;
 pub mod pgwire;
 pub mod plan;
 pub mod server;

@@ -80,6 +80,13 @@ struct ServerArgs {
     /// How often a busy continuous query checkpoints, in milliseconds.
     #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL_MS", default_value_t = 200)]
     checkpoint_interval_ms: u64,
+    /// Close a Postgres or Kafka connection whose socket write has made no progress for this
+    /// many milliseconds (the client stopped reading; 0: never).
+    #[arg(long, env = "EDDY_CLIENT_WRITE_TIMEOUT_MS", default_value_t = 30_000)]
+    client_write_timeout_ms: u64,
+    /// Most Kafka-protocol connections open at once; more are closed on accept, with a log line.
+    #[arg(long, env = "EDDY_KAFKA_MAX_CONNECTIONS", default_value_t = 1024)]
+    kafka_max_connections: usize,
 }
 
 fn main() -> anyhow_free::Result {
@@ -119,10 +126,13 @@ fn main() -> anyhow_free::Result {
                 kafka: eddy::kafka::KafkaConfig {
                     auto_create_topics: args.auto_create_topics,
                     default_partitions: args.default_partitions.clamp(1, 10_000),
+                    max_connections: args.kafka_max_connections.max(1),
                     ..Default::default()
                 },
                 query_memory_bytes: args.query_memory_bytes,
                 checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.clamp(10, 60_000)),
+                client_write_timeout: (args.client_write_timeout_ms > 0)
+                    .then(|| Duration::from_millis(args.client_write_timeout_ms)),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             if let Err(e) = runtime.block_on(eddy::server::run(config, shutdown_signal())) {

@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// Default statement timeout for pull queries.
     pub statement_timeout: Option<Duration>,
     pub checkpoint_interval: Duration,
+    /// A connection (Postgres or Kafka) whose socket write has not progressed for this long
+    /// is closed: the client stopped reading. None: wait forever.
+    pub client_write_timeout: Option<Duration>,
 }
 
 /// A TLS acceptor from PEM files (rustls with ring, as pgwire uses it).
@@ -106,8 +109,10 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
         .map_err(|e| EddyError::InvalidValue(format!("cannot listen on {}: {e}", config.pg_listen)))?;
     let addr = listener.local_addr().map_err(|e| EddyError::Internal(e.to_string()))?;
     let users = auth_required.then(|| engine.users.clone());
+    let mut kafka_config = config.kafka.clone();
+    kafka_config.write_timeout = config.client_write_timeout;
     let (kafka_listener, broker) =
-        crate::kafka::bind(engine.log.clone(), engine.store.clone(), config.kafka.clone(), config.kafka_listen, users)
+        crate::kafka::bind(engine.log.clone(), engine.store.clone(), kafka_config, config.kafka_listen, users)
             .await
             .map_err(|e| EddyError::InvalidValue(format!("cannot listen on {} for Kafka: {e}", config.kafka_listen)))?;
     let kafka_addr = broker.advertised;
@@ -166,8 +171,9 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
                 let _ = socket.set_nodelay(true);
                 let handlers = Handlers(server.clone());
                 let tls = tls.clone();
+                let write_timeout = config.client_write_timeout;
                 tokio::spawn(async move {
-                    if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                    if let Err(e) = crate::pgwire::process_socket(socket, tls, handlers, write_timeout).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
                     drop(permit);

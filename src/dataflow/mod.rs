@@ -1343,6 +1343,19 @@ pub fn caught_up(log: &Log, q: &RunningQuery) -> bool {
     ends.iter().zip(committed.iter().chain(std::iter::repeat(&0))).all(|(end, c)| c >= end)
 }
 
+/// Records the query is behind its inputs' readable ends (source, then a joined table's),
+/// as of its last checkpoint: what `SHOW QUERIES` reports as `lag`.
+pub fn lag(log: &Log, q: &RunningQuery) -> i64 {
+    let committed = q.status.committed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut ends = Vec::new();
+    for name in std::iter::once(&q.source_topic).chain(&q.other_topics) {
+        if let Some(t) = log.topic(name) {
+            ends.extend(t.partitions.iter().map(|p| p.high_watermark()));
+        }
+    }
+    ends.iter().zip(committed.iter().chain(std::iter::repeat(&0))).map(|(end, c)| (end - c).max(0)).sum()
+}
+
 /// Progress snapshot used by FLUSH to detect a fixed point.
 pub fn progress(log: &Log, queries: &HashMap<String, RunningQuery>) -> Vec<i64> {
     let mut out = Vec::new();

@@ -586,6 +586,7 @@ impl Engine {
                             ),
                             None => "NOT RUNNING".to_string(),
                         };
+                        let lag = running.get(&q.id).map(|r| crate::dataflow::lag(&self.log, r).to_string());
                         let sink_topic =
                             q.sink.as_ref().and_then(|s| self.catalog.relation(s)).map(|r| r.topic).unwrap_or_default();
                         vec![
@@ -594,11 +595,12 @@ impl Engine {
                             q.sink.clone().unwrap_or_else(|| q.source.clone()),
                             sink_topic,
                             q.sql.clone(),
+                            lag.unwrap_or_default(),
                         ]
                     })
                     .collect();
                 Ok(strings_output(
-                    &["query_id", "status", "sink_name", "sink_kafka_topic", "query_string"],
+                    &["query_id", "status", "sink_name", "sink_kafka_topic", "query_string", "lag"],
                     rows,
                     "SHOW",
                 ))

@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::log::{Log, TopicConfig};
+use crate::net::WriteTimeout;
 use crate::state::StateStore;
 
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ pub struct KafkaConfig {
     /// `socket.request.max.bytes`.
     pub max_request_bytes: usize,
     pub max_connections: usize,
+    /// Close a connection whose response write has not progressed for this long.
+    pub write_timeout: Option<Duration>,
 }
 
 impl Default for KafkaConfig {
@@ -46,6 +49,7 @@ impl Default for KafkaConfig {
             default_partitions: 1,
             max_request_bytes: 100 << 20,
             max_connections: 1024,
+            write_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -125,7 +129,12 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "refusing Kafka connection: too many open");
+            tracing::warn!(
+                %peer,
+                "refusing Kafka connection: {} connections open (--kafka-max-connections)",
+                broker.config.max_connections
+            );
+            drop(socket);
             continue;
         };
         let _ = socket.set_nodelay(true);
@@ -148,7 +157,10 @@ pub enum ConnError {
 }
 
 /// One client connection: read a frame, answer it, repeat.
-async fn connection(mut socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>) -> Result<(), ConnError> {
+async fn connection(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>) -> Result<(), ConnError> {
+    // At most one response is buffered per connection (written before the next request is
+    // read); a client that stops reading is closed after the write timeout.
+    let mut socket = WriteTimeout::new(socket, broker.config.write_timeout, peer, "Kafka");
     let mut len_buf = [0u8; 4];
     let mut session = sasl::Session::new(broker.users.is_none());
     loop {

@@ -4,6 +4,7 @@
 
 mod cursor;
 pub mod error;
+mod socket;
 mod startup;
 mod types;
 
@@ -43,6 +44,7 @@ use crate::error::EddyError;
 use crate::sql;
 use cursor::ConnSession;
 use error::to_pg;
+pub use socket::process_socket;
 pub use startup::Admission;
 
 pub const DATABASE: &str = "eddy";

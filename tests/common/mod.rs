@@ -31,6 +31,19 @@ impl Server {
 
     /// Starts with extra arguments and environment variables (e.g. `EDDY_FAILPOINTS`).
     pub fn start_with_env(data_dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_full(data_dir, port, extra, env, None)
+    }
+
+    /// Starts with extra arguments, the server's log (stderr) written to `log`.
+    pub fn start_logging(data_dir: &Path, extra: &[&str], log: &Path) -> Server {
+        Server::start_full(data_dir, 0, extra, &[], Some(log))
+    }
+
+    fn start_full(data_dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Server {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create server log")),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
             .args(["server", "--checkpoint-interval-ms", "50", "--pg-listen"])
             .arg(format!("127.0.0.1:{port}"))
@@ -41,7 +54,7 @@ impl Server {
             .env("EDDY_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start eddy");
         let stdout = child.stdout.take().expect("stdout");
@@ -59,6 +72,11 @@ impl Server {
         });
         let (port, kafka) = rx.recv_timeout(Duration::from_secs(120)).expect("eddy did not print its banner in time");
         Server { child: Some(child), port, kafka }
+    }
+
+    /// The server process's id (for /proc/PID/status and /proc/PID/fd).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn conn_string(&self) -> String {
