@@ -298,12 +298,26 @@ fn parse_time_key(key: &[u8]) -> Option<(i64, Vec<u8>)> {
 }
 
 impl Runtime {
+    /// Opens a query's output at its committed ends. A new query records the topic's ends
+    /// before it writes anything: a crash before its first checkpoint must find where its
+    /// uncommitted output starts (a regression the differential harness found).
     fn open_sink(&self, cf: &str, rel: RelationDef, prefix: u8) -> Result<Sink> {
         let topic =
             self.log.topic(&rel.topic).ok_or_else(|| EddyError::UndefinedRelation(format!("topic {}", rel.topic)))?;
         let mut ends = Vec::new();
+        let mut first_start = self.store.checkpoint(cf);
         for p in &topic.partitions {
-            ends.push(stored_i64(&self.store, cf, prefix, p.id)?.unwrap_or_else(|| p.log_end_offset()));
+            match stored_i64(&self.store, cf, prefix, p.id)? {
+                Some(end) => ends.push(end),
+                None => {
+                    let end = p.log_end_offset();
+                    first_start.put(&self.store, &partition_key(prefix, p.id), &end.to_be_bytes())?;
+                    ends.push(end);
+                }
+            }
+        }
+        if !first_start.is_empty() {
+            self.store.commit(first_start)?;
         }
         Sink::open(topic, rel, ends)
     }
