@@ -1,0 +1,884 @@
+//! The persistent-query task: one thread per query that polls its inputs, runs the
+//! operators, and checkpoints exactly-once (see the module comment in `dataflow/mod.rs`).
+//! Also what a restart needs: sinks reopened at their committed ends, processing-log
+//! entries re-appended if a crash came between a checkpoint and their append.
+
+use super::*;
+impl Runtime {
+    /// Opens a query's output at its committed ends. A new query records the topic's ends
+    /// before it writes anything: a crash before its first checkpoint must find where its
+    /// uncommitted output starts (a regression the differential harness found).
+    fn open_sink(&self, cf: &str, rel: RelationDef, prefix: u8) -> Result<Sink> {
+        let topic =
+            self.log.topic(&rel.topic).ok_or_else(|| EddyError::UndefinedRelation(format!("topic {}", rel.topic)))?;
+        let mut ends = Vec::new();
+        let mut first_start = self.store.checkpoint(cf);
+        for p in &topic.partitions {
+            match stored_i64(&self.store, cf, prefix, p.id)? {
+                Some(end) => ends.push(end),
+                None => {
+                    let end = p.log_end_offset();
+                    first_start.put(&self.store, &partition_key(prefix, p.id), &end.to_be_bytes())?;
+                    ends.push(end);
+                }
+            }
+        }
+        if !first_start.is_empty() {
+            self.store.commit(first_start)?;
+        }
+        Sink::open(topic, rel, ends)
+    }
+
+    /// Starts a persistent query: resumes from its checkpoint, or from the earliest offset.
+    pub fn start_persistent(
+        &self,
+        id: &str,
+        plan: ContinuousPlan,
+        sink: Option<RelationDef>,
+        late: Option<RelationDef>,
+        reproject: bool,
+    ) -> Result<RunningQuery> {
+        let cf = state_cf(id);
+        self.store.ensure_cf(&cf)?;
+        let source = Source::open(&self.log, &plan.source)?;
+        let mut offsets = Vec::with_capacity(source.partitions.len());
+        for p in &source.partitions {
+            offsets.push(stored_i64(&self.store, &cf, OFFSET_PREFIX, p.id)?.unwrap_or_else(|| p.log_start_offset()));
+        }
+        let second_relations: Vec<&RelationDef> = plan
+            .join
+            .iter()
+            .map(|j| &j.table)
+            .chain(plan.interval.as_ref().map(|i| &i.right))
+            .chain(plan.table_join.as_ref().map(|t| &t.right))
+            .collect();
+        let mut table_input = Vec::new();
+        for (i, rel) in second_relations.iter().enumerate() {
+            let table = Source::open(&self.log, rel)?;
+            let mut offsets = Vec::new();
+            for p in &table.partitions {
+                let stored = match self.store.get(&cf, &join_offset_key(i, p.id))? {
+                    Some(b) if b.len() == 8 => Some(i64::from_be_bytes(b.try_into().expect("8 bytes"))),
+                    _ => None,
+                };
+                offsets.push(stored.unwrap_or_else(|| p.log_start_offset()));
+            }
+            table_input.push((table, offsets));
+        }
+        let sink = sink.map(|rel| self.open_sink(&cf, rel, SINK_PREFIX)).transpose()?;
+        let late_sink = late.map(|rel| self.open_sink(&cf, rel, LATE_SINK_PREFIX)).transpose()?;
+        let stream_time_ms = match self.store.get(&cf, STREAM_TIME_KEY)? {
+            Some(b) if b.len() == 8 => i64::from_be_bytes(b.try_into().expect("8 bytes")),
+            _ => i64::MIN,
+        };
+        let mut open_windows = BTreeSet::new();
+        let mut expiring_windows = BTreeSet::new();
+        if plan.window.is_some() {
+            for (k, _) in self.store.scan_prefix(&cf, &[WINDOW_OPEN_PREFIX], usize::MAX)? {
+                open_windows.extend(parse_time_key(&k));
+            }
+            for (k, _) in self.store.scan_prefix(&cf, &[WINDOW_EXPIRY_PREFIX], usize::MAX)? {
+                expiring_windows.extend(parse_time_key(&k));
+            }
+        }
+        let mut topics = vec![plan.source.topic.clone()];
+        topics.extend(second_relations.iter().map(|r| r.topic.clone()));
+        let mut committed = offsets.clone();
+        for (_, table_offsets) in &table_input {
+            committed.extend(table_offsets);
+        }
+        let status = Arc::new(QueryStatus { committed: Mutex::new(committed), ..Default::default() });
+        let stop = Arc::new(AtomicBool::new(false));
+        let retention_ms = plan.window.as_ref().and_then(|w| w.spec.retention_ms);
+        let close_after_end_ms = plan.window.as_ref().map_or(0, |w| match w.spec.kind {
+            WindowKind::Session => w.spec.grace_ms.saturating_add(w.spec.size_ms),
+            _ => w.spec.grace_ms,
+        });
+        let emit_final = plan.emit_final;
+        let mut ops = Operators::new(plan);
+        if let Some(ij) = &mut ops.interval {
+            ij.restore(self.store.scan_prefix(&cf, &[BUFFER_PREFIX], usize::MAX)?)?;
+        }
+        // The query's processing-log entries are written with its checkpoints.
+        let mut rt = self.clone();
+        rt.processing_log = self.processing_log.buffered();
+        recover_processing_log(&rt, &cf)?;
+        let mut task = QueryTask {
+            id: id.to_string(),
+            cf,
+            rt,
+            source,
+            offsets,
+            table_input,
+            prefer_second: false,
+            reproject,
+            ops,
+            sink,
+            late_sink,
+            pending: BTreeMap::new(),
+            pending_outputs: Vec::new(),
+            pending_late: Vec::new(),
+            stream_time_ms,
+            close_after_end_ms,
+            retention_ms,
+            open_windows,
+            expiring_windows,
+            agg_prefix: if emit_final { WORKING_PREFIX } else { ROW_PREFIX },
+            dirty: true,
+            status: status.clone(),
+            stop: stop.clone(),
+        };
+        if std::mem::take(&mut task.reproject) {
+            task.reproject_groups()?;
+        }
+        let thread = std::thread::Builder::new()
+            .name(format!("query-{id}"))
+            .spawn(move || {
+                if let Err(e) = task.run() {
+                    tracing::error!(query = %task.id, "query failed: {e}");
+                    *task.status.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                }
+            })
+            .map_err(|e| EddyError::Internal(format!("spawn query thread: {e}")))?;
+        Ok(RunningQuery {
+            id: id.to_string(),
+            source_topic: topics.remove(0),
+            other_topics: topics,
+            status,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+struct QueryTask {
+    id: String,
+    cf: String,
+    rt: Runtime,
+    source: Source,
+    /// Next offset to read, per source partition.
+    offsets: Vec<i64>,
+    /// A joined table's topic and next offsets: the query keeps its own copy of the table,
+    /// so a replay after a crash joins against the same rows.
+    /// (For a stream–stream join the second stream; the two are polled in turn.)
+    table_input: Vec<(Source, Vec<i64>)>,
+    prefer_second: bool,
+    /// Recompute every group's output row before starting (the SELECT list changed); done
+    /// before the query's thread starts, so the DDL returns with the table already reshaped.
+    reproject: bool,
+    ops: Operators,
+    sink: Option<Sink>,
+    late_sink: Option<Sink>,
+    /// State writes since the last checkpoint, by full key (last write wins; `None` deletes).
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pending_outputs: Vec<OutRecord>,
+    pending_late: Vec<OutRecord>,
+    /// The largest event time seen (windows close against it); `i64::MIN` before any.
+    stream_time_ms: i64,
+    /// A window closes this long after its end: the grace period (plus the gap for sessions).
+    close_after_end_ms: i64,
+    retention_ms: Option<i64>,
+    /// Windows not yet closed, by close time (end + grace), for EMIT FINAL and RETENTION.
+    open_windows: BTreeSet<(i64, Vec<u8>)>,
+    /// Closed windows by the time RETENTION deletes them.
+    expiring_windows: BTreeSet<(i64, Vec<u8>)>,
+    /// Where the aggregation keeps its groups: the result rows (`r`), or with EMIT FINAL a
+    /// working area (`a`) while `r` holds only closed windows, which pull queries read.
+    agg_prefix: u8,
+    /// Offsets moved since the last checkpoint.
+    dirty: bool,
+    status: Arc<QueryStatus>,
+    stop: Arc<AtomicBool>,
+}
+
+impl QueryTask {
+    /// The continuous-query data path: poll → decode → operators → buffer → checkpoint.
+    /// A joined table's updates are applied before the stream's records that follow them.
+    fn run(&mut self) -> Result<()> {
+        let mut last_checkpoint = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            let version = self.rt.log.notifier.version();
+            let (from_input, polled) = self.poll_next()?;
+            let from_second = from_input.is_some();
+            if let (Some(table), false, Some(decoded)) = (from_input, self.ops.join.is_empty(), &polled) {
+                for (key, row, _) in &decoded.upserts {
+                    let value = row.as_ref().map(|r| serde_json::json!({ "r": r }).to_string().into_bytes());
+                    self.pending.insert(join_row_key(table, &memcomparable(key)), value);
+                }
+                self.dirty = true;
+                continue;
+            }
+            match polled {
+                Some(decoded) => {
+                    self.dirty = true;
+                    self.process(decoded, from_second)?;
+                    if last_checkpoint.elapsed() >= self.rt.config.checkpoint_interval {
+                        self.checkpoint()?;
+                        last_checkpoint = Instant::now();
+                    }
+                }
+                None if self.dirty => {
+                    self.checkpoint()?;
+                    last_checkpoint = Instant::now();
+                }
+                None => {
+                    self.rt.log.notifier.wait_past(version, Duration::from_millis(100));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites every stored group's output row under the current SELECT list and HAVING
+    /// (state only: the changelog gets the new rows as groups change).
+    fn reproject_groups(&mut self) -> Result<()> {
+        let Body::Aggregate(aggregate) = &mut self.ops.body else { return Ok(()) };
+        let entries = self.rt.store.scan_prefix(&self.cf, &[self.agg_prefix], usize::MAX)?;
+        let keys: Vec<Vec<u8>> =
+            entries.into_iter().map(|(k, _)| k[1..].to_vec()).filter(|k| k.first() != Some(&0xFF)).collect();
+        for chunk in keys.chunks(1024) {
+            let changes = {
+                let load = loader(&self.rt.store, &self.cf, &self.pending, self.agg_prefix);
+                aggregate.reproject(chunk, &load)?
+            };
+            for c in changes {
+                self.pending.insert(prefixed(self.agg_prefix, &c.state_key), c.state_value);
+            }
+        }
+        self.checkpoint()
+    }
+
+    /// The next chunk of input, and which joined input it came from (`None`: the source).
+    /// Joined tables' updates come before the stream's records; two joined streams or
+    /// tables take turns.
+    fn poll_next(&mut self) -> Result<(Option<usize>, Option<DecodedBatch>)> {
+        let max = self.rt.config.fetch_bytes_max;
+        let plog = &self.rt.processing_log;
+        if !self.ops.join.is_empty() {
+            for (i, (table, offsets)) in self.table_input.iter_mut().enumerate() {
+                if let Some(decoded) = table.poll(offsets, max, plog, &self.id)? {
+                    return Ok((Some(i), Some(decoded)));
+                }
+            }
+            return Ok((None, self.source.poll(&mut self.offsets, max, plog, &self.id)?));
+        }
+        let Some((second, second_offsets)) = self.table_input.first_mut() else {
+            return Ok((None, self.source.poll(&mut self.offsets, max, plog, &self.id)?));
+        };
+        let second_first = self.prefer_second;
+        self.prefer_second = !self.prefer_second;
+        for take_second in [second_first, !second_first] {
+            let polled = if take_second {
+                second.poll(second_offsets, max, plog, &self.id)?
+            } else {
+                self.source.poll(&mut self.offsets, max, plog, &self.id)?
+            };
+            if polled.is_some() {
+                return Ok((take_second.then_some(0), polled));
+            }
+        }
+        Ok((None, None))
+    }
+
+    fn process(&mut self, decoded: DecodedBatch, from_second: bool) -> Result<()> {
+        self.status.processed_records.fetch_add(decoded.records as u64, Ordering::Relaxed);
+        if self.ops.interval.is_some() {
+            return self.process_interval_join(decoded, from_second);
+        }
+        if self.ops.table_join.is_some() {
+            return self.process_table_join(decoded, from_second);
+        }
+        if let Body::Upsert(op) = &self.ops.body {
+            let changes = op.process(decoded.upserts);
+            self.apply(changes)?;
+            return Ok(());
+        }
+        if self.source.relation.kind == RelationKind::Table {
+            return self.process_table_changes(decoded);
+        }
+        let Some(batch) = decoded.batch else { return Ok(()) };
+        match self.process_batch(&batch, None, decoded.max_timestamp_ms) {
+            Ok(()) => Ok(()),
+            Err(e) if !matches!(e, EddyError::State(_) | EddyError::Log(_) | EddyError::Internal(_)) => {
+                // An expression failed on some row (say a division by zero): find the rows
+                // that fail, report them, and keep going with the rest.
+                for (row, (partition, offset)) in decoded.origins.iter().enumerate().take(batch.num_rows()) {
+                    if let Err(e) = self.process_batch(&batch.slice(row, 1), None, decoded.max_timestamp_ms) {
+                        let topic = &self.source.relation.topic;
+                        self.rt.processing_log.record(&self.id, topic, *partition, *offset, &e.to_string(), None);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One side of a stream–stream join: match against the other side's buffer, then run
+    /// the joined rows through the rest of the plan.
+    fn process_interval_join(&mut self, decoded: DecodedBatch, from_second: bool) -> Result<()> {
+        let Some(batch) = decoded.batch else { return Ok(()) };
+        let side = if from_second { Side::Right } else { Side::Left };
+        let join = self.ops.interval.as_mut().expect("checked by the caller");
+        let step = join.process(side, &batch, &mut self.stream_time_ms)?;
+        let joined = join.to_batch(&step.rows)?;
+        let rowtime = match side {
+            Side::Left => join.plan.left_rowtime,
+            Side::Right => join.plan.right_rowtime,
+        };
+        for (k, v) in step.writes {
+            self.pending.insert(k, v);
+        }
+        let topic = match (self.table_input.first(), side) {
+            (Some((second, _)), Side::Right) => second.relation.topic.clone(),
+            _ => self.source.relation.topic.clone(),
+        };
+        for &row in &step.late {
+            let (partition, offset) = (decoded.origins[row].0, decoded.origins[row].1);
+            let message = format!(
+                "late record: event time {} is past the join window's grace period (stream time {})",
+                cell_at(batch.column(rowtime).as_ref(), row),
+                self.stream_time_ms
+            );
+            self.status.late_records.fetch_add(1, Ordering::Relaxed);
+            self.rt.processing_log.record(&self.id, &topic, partition, offset, &message, None);
+        }
+        if joined.num_rows() == 0 {
+            return Ok(());
+        }
+        let ts = step.timestamps.iter().copied().max().unwrap_or(decoded.max_timestamp_ms);
+        if let Err(e) = self.process_batch(&joined, None, ts) {
+            if matches!(e, EddyError::State(_) | EddyError::Log(_) | EddyError::Internal(_)) {
+                return Err(e);
+            }
+            for row in 0..joined.num_rows() {
+                if let Err(e) = self.process_batch(&joined.slice(row, 1), None, step.timestamps[row]) {
+                    self.rt.processing_log.record(&self.id, &topic, -1, -1, &e.to_string(), None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An aggregation over a table: each change retracts the key's previous row and adds
+    /// its new one.
+    fn process_table_changes(&mut self, decoded: DecodedBatch) -> Result<()> {
+        let keys: Vec<Vec<u8>> =
+            decoded.upserts.iter().map(|(k, _, _)| prefixed(PREVIOUS_ROW_PREFIX, &memcomparable(k))).collect();
+        let mut previous: HashMap<Vec<u8>, Option<Vec<Value>>> = HashMap::new();
+        let stored = self.rt.store.multi_get(&self.cf, &keys)?;
+        for (k, v) in keys.iter().zip(stored) {
+            let v = match self.pending.get(k) {
+                Some(p) => p.clone(),
+                None => v,
+            };
+            let row = v.map(|b| stored_row(&b)).transpose()?.flatten();
+            previous.insert(k.clone(), row);
+        }
+        let mut signed = Vec::new();
+        for (k, (_, row, _)) in keys.iter().zip(decoded.upserts) {
+            if let Some(old) = previous.get(k).cloned().flatten() {
+                signed.push(SignedRow { key: k[1..].to_vec(), sign: -1, row: old });
+            }
+            if let Some(new) = &row {
+                signed.push(SignedRow { key: k[1..].to_vec(), sign: 1, row: new.clone() });
+            }
+            self.pending
+                .insert(k.clone(), row.as_ref().map(|r| serde_json::json!({ "r": r }).to_string().into_bytes()));
+            previous.insert(k.clone(), row);
+        }
+        self.process_signed(signed, decoded.max_timestamp_ms)
+    }
+
+    /// One side of a table–table join changed: the joined rows it ends and starts.
+    fn process_table_join(&mut self, decoded: DecodedBatch, from_second: bool) -> Result<()> {
+        let join = self.ops.table_join.as_ref().expect("checked by the caller");
+        let mut view = StateView { store: &self.rt.store, cf: &self.cf, pending: &mut self.pending };
+        let mut signed = Vec::new();
+        for (key, row, _) in decoded.upserts {
+            let key = memcomparable(&key);
+            signed.extend(if from_second {
+                join.right_change(&mut view, &key, row)?
+            } else {
+                join.left_change(&mut view, &key, row)?
+            });
+        }
+        self.process_signed(signed, decoded.max_timestamp_ms)
+    }
+
+    /// Table-shaped input (signed rows under their keys) through the filter and the body.
+    fn process_signed(&mut self, signed: Vec<SignedRow>, timestamp_ms: i64) -> Result<()> {
+        if signed.is_empty() {
+            return Ok(());
+        }
+        let mut columns = Vec::with_capacity(self.ops.input_schema.fields().len());
+        for (i, f) in self.ops.input_schema.fields().iter().enumerate() {
+            let cells: Vec<Value> = signed.iter().map(|r| r.row.get(i).cloned().unwrap_or(Value::Null)).collect();
+            columns.push(crate::format::cells_to_array(f.data_type(), &cells)?);
+        }
+        let batch = RecordBatch::try_new(self.ops.input_schema.clone(), columns)?;
+        let signs: Vec<i64> = signed.iter().map(|r| r.sign).collect();
+        let keys: Vec<Vec<u8>> = signed.into_iter().map(|r| r.key).collect();
+        if let Err(e) = self.process_batch(&batch, Some((&signs, &keys)), timestamp_ms) {
+            if matches!(e, EddyError::State(_) | EddyError::Log(_) | EddyError::Internal(_)) {
+                return Err(e);
+            }
+            for row in 0..batch.num_rows() {
+                let one = (&signs[row..=row], &keys[row..=row]);
+                if let Err(e) = self.process_batch(&batch.slice(row, 1), Some(one), timestamp_ms) {
+                    let topic = &self.source.relation.topic;
+                    self.rt.processing_log.record(&self.id, topic, -1, -1, &e.to_string(), None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one batch through the operators, buffering output and state changes.
+    /// `signed`: for table-shaped input, each row's sign (+1 add, -1 retract) and result key.
+    fn process_batch(
+        &mut self,
+        batch: &RecordBatch,
+        signed: Option<(&[i64], &[Vec<u8>])>,
+        timestamp_ms: i64,
+    ) -> Result<()> {
+        let store = &self.rt.store;
+        let cf = &self.cf;
+        let pending = &self.pending;
+        let table_lookup = |table: usize, keys: &[Vec<u8>]| -> LookupResult {
+            let full: Vec<Vec<u8>> = keys.iter().map(|k| join_row_key(table, k)).collect();
+            let stored = store.multi_get(cf, &full)?;
+            full.iter()
+                .zip(stored)
+                .map(|(k, v)| {
+                    let v = match pending.get(k) {
+                        Some(p) => p.clone(),
+                        None => v,
+                    };
+                    Ok(v.map(|b| stored_row(&b)).transpose()?.flatten())
+                })
+                .collect()
+        };
+        let input = self.ops.input(batch.clone(), &table_lookup)?;
+        // Signs and keys follow their rows through the filter.
+        let (input, signs, keys) = match &self.ops.filter {
+            Some(f) => {
+                let mask = f.mask(&input)?;
+                let kept: Vec<usize> = (0..mask.len()).filter(|&i| mask.is_valid(i) && mask.value(i)).collect();
+                let signs = signed.map(|(s, _)| kept.iter().map(|&i| s[i]).collect::<Vec<_>>());
+                let keys = signed.map(|(_, k)| kept.iter().map(|&i| k[i].clone()).collect::<Vec<_>>());
+                (datafusion::arrow::compute::filter_record_batch(&input, &mask)?, signs, keys)
+            }
+            None => (input, signed.map(|(s, _)| s.to_vec()), signed.map(|(_, k)| k.to_vec())),
+        };
+        let changes: Vec<Change> = match &mut self.ops.body {
+            Body::Upsert(_) => return Ok(()),
+            Body::Project(project) if keys.is_some() => {
+                let projected = project.process(&input)?;
+                let (signs, keys) = (signs.expect("with keys"), keys.expect("checked"));
+                let key_columns: Vec<usize> = self.ops.output_key_columns.clone();
+                let mut changes = Vec::with_capacity(keys.len());
+                for (row, (key, sign)) in keys.into_iter().zip(signs).enumerate() {
+                    let cells: Vec<Value> = projected.columns().iter().map(|c| cell_at(c.as_ref(), row)).collect();
+                    let key_values: Vec<Value> = key_columns.iter().map(|&i| cells[i].clone()).collect();
+                    let (row, state_value) = if sign > 0 {
+                        let stored = serde_json::json!({ "r": cells }).to_string().into_bytes();
+                        (Some(cells), Some(stored))
+                    } else {
+                        (None, None)
+                    };
+                    changes.push(Change { state_key: key, key_values, row, state_value, timestamp_ms });
+                }
+                last_change_per_key(changes)
+            }
+            Body::Project(project) => {
+                let projected = project.process(&input)?;
+                if let Some(sink) = &self.sink {
+                    for row in 0..projected.num_rows() {
+                        let cells: Vec<_> = projected.columns().iter().map(|c| cell_at(c.as_ref(), row)).collect();
+                        self.pending_outputs.push(sink.encode_row(&cells, timestamp_ms));
+                    }
+                }
+                return Ok(());
+            }
+            Body::Aggregate(aggregate) if self.ops.session.is_some() => {
+                let params = self.ops.session.as_ref().expect("checked");
+                let stream_time_before = self.stream_time_ms;
+                let result = {
+                    let load = loader(store, cf, pending, self.agg_prefix);
+                    aggregate.process_sessions(&input, params, &mut self.stream_time_ms, timestamp_ms, &load)
+                };
+                let out = match result {
+                    Ok(out) => out,
+                    Err(e) => {
+                        self.stream_time_ms = stream_time_before;
+                        return Err(e);
+                    }
+                };
+                self.report_late(&input, &out.late, 0);
+                for (end, key) in out.closed {
+                    let close = end.saturating_add(self.close_after_end_ms);
+                    if self.open_windows.remove(&(close, key.clone())) {
+                        self.pending.insert(time_key(WINDOW_OPEN_PREFIX, close, &key), None);
+                    }
+                }
+                for (k, v) in out.index_writes {
+                    self.pending.insert(prefixed(self.agg_prefix, &k), v);
+                }
+                out.changes
+            }
+            Body::Aggregate(aggregate) => {
+                let stream_time_before = self.stream_time_ms;
+                let (input, late) = match &self.ops.window {
+                    Some(w) => {
+                        let windowed = w.process(&input, &mut self.stream_time_ms)?;
+                        (windowed.batch, Some((windowed.late, windowed.partly_late, input)))
+                    }
+                    None => (input, None),
+                };
+                let result = {
+                    let load = loader(store, cf, pending, self.agg_prefix);
+                    aggregate.process(&input, signs.as_deref(), timestamp_ms, &load)
+                };
+                match result {
+                    Ok(changes) => {
+                        if let Some((late, partly_late, before)) = late {
+                            self.report_late(&before, &late, partly_late);
+                        }
+                        changes
+                    }
+                    Err(e) => {
+                        self.stream_time_ms = stream_time_before;
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        self.apply(changes)?;
+        if self.ops.window.is_some() {
+            self.close_windows()?;
+        }
+        Ok(())
+    }
+
+    /// Late records go to the processing log (and the `LATE DATA TO` stream); never lost silently.
+    fn report_late(&mut self, batch: &RecordBatch, late: &[usize], partly_late: usize) {
+        if late.is_empty() && partly_late == 0 {
+            return;
+        }
+        self.status.late_records.fetch_add(late.len() as u64, Ordering::Relaxed);
+        let topic = self.source.relation.topic.clone();
+        for &row in late {
+            let (partition, offset) = match self.ops.origin_columns {
+                Some((p, o)) => (
+                    cell_at(batch.column(p).as_ref(), row).as_i64().unwrap_or(-1) as i32,
+                    cell_at(batch.column(o).as_ref(), row).as_i64().unwrap_or(-1),
+                ),
+                None => (-1, -1),
+            };
+            let cells: Vec<Value> =
+                self.ops.source_row.clone().map(|c| cell_at(batch.column(c).as_ref(), row)).collect();
+            let rowtime = self.ops.window.as_ref().map(|w| cell_at(batch.column(w.rowtime).as_ref(), row));
+            let message = format!(
+                "late record: event time {} is past its window's grace period (stream time {})",
+                rowtime.unwrap_or(Value::Null),
+                self.stream_time_ms
+            );
+            let record = Value::Array(cells.clone()).to_string();
+            self.rt.processing_log.record(&self.id, &topic, partition, offset, &message, Some(record.as_bytes()));
+            if let Some(late_sink) = &self.late_sink {
+                let ts = self.ops.window.as_ref().and_then(|w| cell_at(batch.column(w.rowtime).as_ref(), row).as_i64());
+                self.pending_late.push(late_sink.encode_row(&cells, ts.unwrap_or(0)));
+            }
+        }
+    }
+
+    fn apply(&mut self, changes: Vec<Change>) -> Result<()> {
+        for change in changes {
+            if let Some((end_pos, start_pos)) = self.ops.window_group {
+                if let (Some(end), Some(start)) = (
+                    change.key_values.get(end_pos).and_then(Value::as_i64),
+                    change.key_values.get(start_pos).and_then(Value::as_i64),
+                ) {
+                    if (self.ops.emit_final || self.retention_ms.is_some()) && change.state_value.is_some() {
+                        let close = end.saturating_add(self.close_after_end_ms);
+                        let entry = (close, change.state_key.clone());
+                        if !self.open_windows.contains(&entry) {
+                            self.pending.insert(
+                                time_key(WINDOW_OPEN_PREFIX, close, &change.state_key),
+                                Some(start.to_be_bytes().to_vec()),
+                            );
+                            self.open_windows.insert(entry);
+                        }
+                    }
+                }
+            }
+            if let (Some(sink), false) = (&self.sink, self.ops.emit_final) {
+                self.pending_outputs.push(sink.encode_change(&change));
+            }
+            self.pending.insert(prefixed(self.agg_prefix, &change.state_key), change.state_value);
+        }
+        Ok(())
+    }
+
+    /// Closes the windows stream time has passed: EMIT FINAL writes their rows now; with
+    /// RETENTION they are deleted once it expires.
+    fn close_windows(&mut self) -> Result<()> {
+        while let Some((close, key)) = self.open_windows.first().cloned() {
+            if close > self.stream_time_ms {
+                break;
+            }
+            self.open_windows.pop_first();
+            self.pending.insert(time_key(WINDOW_OPEN_PREFIX, close, &key), None);
+            let Body::Aggregate(aggregate) = &mut self.ops.body else { break };
+            let group = {
+                let load = loader(&self.rt.store, &self.cf, &self.pending, self.agg_prefix);
+                aggregate.group(&key, &load)?
+            };
+            let Some(group) = group else { continue };
+            if self.ops.emit_final {
+                if let Some(row) = &group.r {
+                    let change = Change {
+                        state_key: key.clone(),
+                        key_values: group.g.clone(),
+                        row: Some(row.clone()),
+                        state_value: None,
+                        timestamp_ms: close - self.close_after_end_ms,
+                    };
+                    if let Some(sink) = &self.sink {
+                        self.pending_outputs.push(sink.encode_change(&change));
+                    }
+                    let final_row = serde_json::json!({ "r": row }).to_string().into_bytes();
+                    self.pending.insert(row_key(&key), Some(final_row));
+                }
+            }
+            if let (Some(retention), Some((_, start_pos))) = (self.retention_ms, self.ops.window_group) {
+                let start = group.g.get(start_pos).and_then(Value::as_i64).unwrap_or(close);
+                let expire = start.saturating_add(retention);
+                self.pending.insert(time_key(WINDOW_EXPIRY_PREFIX, expire, &key), Some(Vec::new()));
+                self.expiring_windows.insert((expire, key));
+            }
+        }
+        while let Some((expire, key)) = self.expiring_windows.first().cloned() {
+            if expire > self.stream_time_ms {
+                break;
+            }
+            self.expiring_windows.pop_first();
+            self.pending.insert(time_key(WINDOW_EXPIRY_PREFIX, expire, &key), None);
+            self.pending.insert(row_key(&key), None);
+            self.pending.insert(prefixed(self.agg_prefix, &key), None);
+            if let Body::Aggregate(aggregate) = &mut self.ops.body {
+                aggregate.forget(&key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sink output, then one atomic state write, then publish (see the module comment).
+    /// Processing-log entries ride in the same write and are appended after it.
+    fn checkpoint(&mut self) -> Result<()> {
+        let mut cp = self.rt.store.checkpoint(&self.cf);
+        let plog_entries = self.rt.processing_log.take_buffered();
+        if !plog_entries.is_empty() {
+            cp.put(&self.rt.store, PLOG_FROM_KEY, &self.rt.processing_log.end_offset().to_be_bytes())?;
+            for (n, rec) in plog_entries.iter().enumerate() {
+                let mut key = PLOG_ENTRY_PREFIX.to_vec();
+                key.extend_from_slice(&(n as u32).to_be_bytes());
+                cp.put(&self.rt.store, &key, rec.value.as_deref().unwrap_or_default())?;
+            }
+        }
+        for (sink, outputs, prefix) in [
+            (&mut self.sink, &mut self.pending_outputs, SINK_PREFIX),
+            (&mut self.late_sink, &mut self.pending_late, LATE_SINK_PREFIX),
+        ] {
+            if let Some(sink) = sink {
+                sink.append(std::mem::take(outputs))?;
+                for (p, end) in sink.ends.iter().enumerate() {
+                    cp.put(&self.rt.store, &partition_key(prefix, p as i32), &end.to_be_bytes())?;
+                }
+            }
+        }
+        crate::failpoint::hit("checkpoint:after_sink_append");
+        for (k, v) in std::mem::take(&mut self.pending) {
+            match v {
+                Some(v) => cp.put(&self.rt.store, &k, &v)?,
+                None => cp.delete(&self.rt.store, &k)?,
+            }
+        }
+        for (p, off) in self.source.partitions.iter().zip(&self.offsets) {
+            cp.put(&self.rt.store, &partition_key(OFFSET_PREFIX, p.id), &off.to_be_bytes())?;
+        }
+        for (i, (table, offsets)) in self.table_input.iter().enumerate() {
+            for (p, off) in table.partitions.iter().zip(offsets) {
+                cp.put(&self.rt.store, &join_offset_key(i, p.id), &off.to_be_bytes())?;
+            }
+        }
+        if self.stream_time_ms != i64::MIN {
+            cp.put(&self.rt.store, STREAM_TIME_KEY, &self.stream_time_ms.to_be_bytes())?;
+        }
+        self.rt.store.commit(cp)?;
+        crate::failpoint::hit("checkpoint:after_commit");
+        for sink in [&self.sink, &self.late_sink].into_iter().flatten() {
+            sink.publish();
+        }
+        crate::failpoint::hit("checkpoint:after_publish");
+        if !plog_entries.is_empty() {
+            let n = plog_entries.len();
+            self.rt.processing_log.append(plog_entries);
+            clear_plog_entries(&self.rt.store, &self.cf, n)?;
+        }
+        if let Body::Aggregate(aggregate) = &mut self.ops.body {
+            aggregate.clear_cache();
+        }
+        let mut committed = self.offsets.clone();
+        for (_, offsets) in &self.table_input {
+            committed.extend(offsets);
+        }
+        *self.status.committed.lock().unwrap_or_else(|p| p.into_inner()) = committed;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+/// A checkpoint's processing-log entries, until they are appended: `P` + number.
+const PLOG_ENTRY_PREFIX: &[u8] = b"P";
+/// The processing log's end when those entries were committed.
+const PLOG_FROM_KEY: &[u8] = b"Q";
+
+fn clear_plog_entries(store: &StateStore, cf: &str, n: usize) -> Result<()> {
+    let mut cp = store.checkpoint(cf);
+    cp.delete(store, PLOG_FROM_KEY)?;
+    for i in 0..n {
+        let mut key = PLOG_ENTRY_PREFIX.to_vec();
+        key.extend_from_slice(&(i as u32).to_be_bytes());
+        cp.delete(store, &key)?;
+    }
+    store.commit(cp)
+}
+
+/// After a crash between a checkpoint and the append of its processing-log entries: append
+/// the ones the log does not hold yet (each entry has an id), so none is lost or doubled.
+fn recover_processing_log(rt: &Runtime, cf: &str) -> Result<()> {
+    let stored = rt.store.scan_prefix(cf, PLOG_ENTRY_PREFIX, usize::MAX)?;
+    if stored.is_empty() {
+        return Ok(());
+    }
+    let from = match rt.store.get(cf, PLOG_FROM_KEY)? {
+        Some(b) if b.len() == 8 => i64::from_be_bytes(b.try_into().expect("8 bytes")),
+        _ => 0,
+    };
+    let present = rt.processing_log.entry_ids_since(from);
+    let mut missing = Vec::new();
+    for (_, value) in &stored {
+        let id = serde_json::from_slice::<Value>(value).ok().and_then(|v| v.get("entry_id").cloned());
+        if !matches!(&id, Some(Value::String(id)) if present.contains(id)) {
+            let now = rt.log.clock.now_ms();
+            missing.push(crate::log::LogRecord {
+                offset: 0,
+                timestamp_ms: now,
+                key: None,
+                value: Some(value.clone()),
+                headers: Vec::new(),
+            });
+        }
+    }
+    rt.processing_log.append(missing);
+    clear_plog_entries(&rt.store, cf, stored.len())
+}
+
+/// Keeps only each key's last change, in the order of those last changes (a retraction
+/// followed by the key's new row becomes just the new row).
+fn last_change_per_key(changes: Vec<Change>) -> Vec<Change> {
+    let mut last: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (i, c) in changes.iter().enumerate() {
+        last.insert(c.state_key.clone(), i);
+    }
+    changes.into_iter().enumerate().filter(|(i, c)| last[&c.state_key] == *i).map(|(_, c)| c).collect()
+}
+
+/// The join state of a table–table join: RocksDB as of the last checkpoint, overlaid with
+/// this checkpoint's pending writes.
+struct StateView<'a> {
+    store: &'a StateStore,
+    cf: &'a str,
+    pending: &'a mut Pending,
+}
+
+/// Index from a join key to the left rows holding it: `F` + join key + left key.
+const JOIN_INDEX_PREFIX: u8 = b'F';
+
+impl StateView<'_> {
+    fn get_row(&self, key: Vec<u8>) -> Result<Option<Row>> {
+        let bytes = match self.pending.get(&key) {
+            Some(p) => p.clone(),
+            None => self.store.get(self.cf, &key)?,
+        };
+        Ok(bytes.map(|b| stored_row(&b)).transpose()?.flatten())
+    }
+
+    fn put_row(&mut self, key: Vec<u8>, row: Option<&Row>) {
+        self.pending.insert(key, row.map(|r| serde_json::json!({ "r": r }).to_string().into_bytes()));
+    }
+}
+
+impl JoinState for StateView<'_> {
+    fn left(&mut self, left_key: &[u8]) -> Result<Option<Row>> {
+        self.get_row(prefixed(PREVIOUS_ROW_PREFIX, left_key))
+    }
+    fn set_left(&mut self, left_key: &[u8], row: Option<&Row>) -> Result<()> {
+        self.put_row(prefixed(PREVIOUS_ROW_PREFIX, left_key), row);
+        Ok(())
+    }
+    fn right(&mut self, join_key: &[u8]) -> Result<Option<Row>> {
+        self.get_row(join_row_key(0, join_key))
+    }
+    fn set_right(&mut self, join_key: &[u8], row: Option<&Row>) -> Result<()> {
+        self.put_row(join_row_key(0, join_key), row);
+        Ok(())
+    }
+    fn lefts_for(&mut self, join_key: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let prefix = prefixed(JOIN_INDEX_PREFIX, join_key);
+        let mut keys: BTreeSet<Vec<u8>> =
+            self.store.scan_prefix(self.cf, &prefix, usize::MAX)?.into_iter().map(|(k, _)| k).collect();
+        for (k, v) in self.pending.range(prefix.clone()..) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if v.is_some() {
+                keys.insert(k.clone());
+            } else {
+                keys.remove(k);
+            }
+        }
+        Ok(keys.into_iter().map(|k| k[prefix.len()..].to_vec()).collect())
+    }
+    fn index(&mut self, join_key: &[u8], left_key: &[u8], present: bool) -> Result<()> {
+        let mut k = prefixed(JOIN_INDEX_PREFIX, join_key);
+        k.extend_from_slice(left_key);
+        self.pending.insert(k, present.then(Vec::new));
+        Ok(())
+    }
+}
+
+/// State writes not yet checkpointed, by full key (`None` deletes).
+type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+type StoredValues = Vec<Option<Vec<u8>>>;
+
+/// Reads groups by key: this checkpoint's pending writes first, then RocksDB (one multi-get).
+fn loader<'a>(
+    store: &'a StateStore,
+    cf: &'a str,
+    pending: &'a Pending,
+    prefix: u8,
+) -> impl Fn(&[Vec<u8>]) -> Result<StoredValues> + 'a {
+    move |keys: &[Vec<u8>]| {
+        let full: Vec<Vec<u8>> = keys.iter().map(|k| prefixed(prefix, k)).collect();
+        let mut out = store.multi_get(cf, &full)?;
+        for (i, k) in full.iter().enumerate() {
+            if let Some(p) = pending.get(k) {
+                out[i] = p.clone();
+            }
+        }
+        Ok(out)
+    }
+}
