@@ -1,0 +1,211 @@
+//! SELECT: ksqlDB's clauses taken off (`window.rs`), the LIMIT of push queries, the GROUP BY
+//! a WINDOW implies, `*` expanded to declared columns, and the relations named in FROM.
+
+use super::*;
+/// Parses a SELECT, taking off ksqlDB's clauses (`WINDOW`, `EMIT`, `LATE DATA TO`) and, for
+/// push queries, the `LIMIT`. A windowed aggregation groups by its window as well:
+/// `WINDOWSTART` and `WINDOWEND` join the GROUP BY and, as in ksqlDB, the result's columns.
+pub fn parse_select(text: &str, offset_chars: usize) -> Result<SelectStatement, EddyError> {
+    let clauses = window::extract(text, offset_chars)?;
+    let mut sql = clauses.text.clone();
+    let emit_changes = clauses.emit != Emit::None;
+    let arrows = access::rewrite_arrows(&sql);
+    if let Some(rewritten) = &arrows {
+        sql = rewritten.clone();
+    }
+    let mut query = match parse_sqlparser(&sql, offset_chars)? {
+        ast::Statement::Query(q) => q,
+        _ => return Err(EddyError::Syntax { message: "expected a SELECT".into(), position: Some(offset_chars + 1) }),
+    };
+    if arrows.is_some() {
+        access::alias_field_access(&mut query);
+        sql = query.to_string();
+    }
+    if pg_rewrite::rewrite(&mut query) {
+        sql = query.to_string();
+    }
+    let mut limit = None;
+    if emit_changes {
+        if let Some(ast::LimitClause::LimitOffset { limit: Some(expr), offset: None, .. }) = &query.limit_clause {
+            limit = Some(literal_usize(expr)?);
+            query.limit_clause = None;
+        }
+        sql = query.to_string();
+    } else if let Some(ast::LimitClause::LimitOffset { limit: Some(expr), .. }) = &query.limit_clause {
+        limit = literal_usize(expr).ok();
+    }
+    if clauses.window.is_some() {
+        group_by_window(&mut query)?;
+        sql = query.to_string();
+    }
+    if clauses.emit == Emit::Final && clauses.window.is_none() {
+        return Err(EddyError::InvalidValue(
+            "EMIT FINAL needs a WINDOW clause (a window's final result is known when it closes)".into(),
+        ));
+    }
+    let mut relations = Vec::new();
+    collect_relations(&query, &mut relations);
+    Ok(SelectStatement {
+        sql,
+        emit_changes,
+        emit_final: clauses.emit == Emit::Final,
+        window: clauses.window,
+        late_data_to: clauses.late_data_to,
+        within: clauses.within,
+        limit,
+        relations,
+    })
+}
+
+/// Adds `windowstart, windowend` to a windowed query's GROUP BY, and to its SELECT list
+/// right after the leading group columns unless the query names them already.
+fn group_by_window(query: &mut ast::Query) -> Result<(), EddyError> {
+    let ast::SetExpr::Select(select) = query.body.as_mut() else {
+        return Err(EddyError::NotImplemented("WINDOW on a set operation".into()));
+    };
+    let ast::GroupByExpr::Expressions(group, _) = &mut select.group_by else {
+        return Err(EddyError::NotImplemented("WINDOW with GROUP BY ALL".into()));
+    };
+    if group.is_empty() {
+        return Err(EddyError::InvalidValue("a WINDOW clause needs GROUP BY (windows group an aggregation)".into()));
+    }
+    let is_named = |e: &ast::Expr, name: &str| matches!(e, ast::Expr::Identifier(i) if ident_name(i) == name);
+    let leading = select
+        .projection
+        .iter()
+        .take_while(|item| match item {
+            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => group.contains(e),
+            _ => false,
+        })
+        .count();
+    let mut insert_at = leading;
+    for name in ["windowstart", "windowend"] {
+        let ident = ast::Expr::Identifier(ast::Ident::new(name));
+        if !group.iter().any(|e| is_named(e, name)) {
+            group.push(ident.clone());
+        }
+        let projected = select.projection.iter().any(|item| match item {
+            ast::SelectItem::UnnamedExpr(e) => is_named(e, name),
+            ast::SelectItem::ExprWithAlias { expr, .. } => is_named(expr, name),
+            _ => false,
+        });
+        if !projected {
+            select.projection.insert(insert_at, ast::SelectItem::UnnamedExpr(ident));
+            insert_at += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `*` and `name.*` in the outer SELECT list by the relations' declared columns,
+/// so pseudo-columns (ROWTIME...) and window bounds appear only when named, as in ksqlDB.
+pub fn expand_wildcards(sql: &str, columns_of: &dyn Fn(&str) -> Option<Vec<String>>) -> Result<String, EddyError> {
+    let ast::Statement::Query(mut query) = parse_sqlparser(sql, 0)? else { return Ok(sql.to_string()) };
+    let ast::SetExpr::Select(select) = query.body.as_mut() else { return Ok(sql.to_string()) };
+    if !select
+        .projection
+        .iter()
+        .any(|i| matches!(i, ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..)))
+    {
+        return Ok(sql.to_string());
+    }
+    // (qualifier as written, relation name) for each FROM item.
+    let mut from: Vec<(String, String)> = Vec::new();
+    for twj in &select.from {
+        for factor in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+            if let ast::TableFactor::Table { name, alias, .. } = factor {
+                let rel = object_name(name);
+                let qualifier = alias.as_ref().map(|a| ident_name(&a.name)).unwrap_or_else(|| rel.clone());
+                from.push((qualifier, rel));
+            }
+        }
+    }
+    let qualified = from.len() > 1;
+    let columns = |qualifier: &str, rel: &str| -> Vec<ast::SelectItem> {
+        columns_of(rel)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| {
+                let col = ast::Ident::with_quote('"', c);
+                let expr = if qualified {
+                    ast::Expr::CompoundIdentifier(vec![ast::Ident::with_quote('"', qualifier), col])
+                } else {
+                    ast::Expr::Identifier(col)
+                };
+                ast::SelectItem::UnnamedExpr(expr)
+            })
+            .collect()
+    };
+    let mut projection = Vec::new();
+    for item in std::mem::take(&mut select.projection) {
+        match item {
+            ast::SelectItem::Wildcard(_) => {
+                for (q, rel) in &from {
+                    projection.extend(columns(q, rel));
+                }
+            }
+            ast::SelectItem::QualifiedWildcard(ast::SelectItemQualifiedWildcardKind::ObjectName(name), _) => {
+                let q = object_name(&name);
+                match from.iter().find(|(fq, _)| *fq == q) {
+                    Some((fq, rel)) => projection.extend(columns(fq, rel)),
+                    None => return Err(EddyError::UndefinedRelation(format!("{q} in {q}.*"))),
+                }
+            }
+            other => projection.push(other),
+        }
+    }
+    select.projection = projection;
+    Ok(query.to_string())
+}
+
+fn literal_usize(expr: &ast::Expr) -> Result<usize, EddyError> {
+    match expr {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse().map_err(|_| EddyError::InvalidValue(format!("LIMIT {n}"))),
+            _ => Err(EddyError::InvalidValue("LIMIT takes a number".into())),
+        },
+        _ => Err(EddyError::InvalidValue("LIMIT takes a number".into())),
+    }
+}
+
+fn collect_relations(query: &ast::Query, out: &mut Vec<String>) {
+    if let Some(with) = &query.with {
+        for cte in &with.cte_tables {
+            collect_relations(&cte.query, out);
+        }
+    }
+    collect_set_expr(&query.body, out);
+}
+
+fn collect_set_expr(body: &ast::SetExpr, out: &mut Vec<String>) {
+    match body {
+        ast::SetExpr::Select(select) => {
+            for twj in &select.from {
+                collect_factor(&twj.relation, out);
+                for j in &twj.joins {
+                    collect_factor(&j.relation, out);
+                }
+            }
+        }
+        ast::SetExpr::Query(q) => collect_relations(q, out),
+        ast::SetExpr::SetOperation { left, right, .. } => {
+            collect_set_expr(left, out);
+            collect_set_expr(right, out);
+        }
+        _ => {}
+    }
+}
+
+fn collect_factor(f: &ast::TableFactor, out: &mut Vec<String>) {
+    match f {
+        ast::TableFactor::Table { name, .. } => out.push(object_name(name)),
+        ast::TableFactor::Derived { subquery, .. } => collect_relations(subquery, out),
+        ast::TableFactor::NestedJoin { table_with_joins, .. } => {
+            collect_factor(&table_with_joins.relation, out);
+            for j in &table_with_joins.joins {
+                collect_factor(&j.relation, out);
+            }
+        }
+        _ => {}
+    }
+}
