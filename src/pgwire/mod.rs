@@ -577,6 +577,9 @@ fn binary_param(bytes: &[u8], ty: Option<&Type>) -> PgWireResult<String> {
         Some(t) if *t == Type::FLOAT4 => f32::from_be_bytes(bytes.try_into().map_err(|_| bad())?).to_string(),
         Some(t) if *t == Type::FLOAT8 => f64::from_be_bytes(bytes.try_into().map_err(|_| bad())?).to_string(),
         Some(t) if *t == Type::BOOL => (bytes.first() == Some(&1)).to_string(),
+        Some(t) if [Type::OID_ARRAY, Type::INT4_ARRAY, Type::INT8_ARRAY, Type::TEXT_ARRAY].contains(t) => {
+            types::binary_array_param(bytes).map_err(|e| to_pg(EddyError::InvalidValue(e)))?
+        }
         Some(t) if *t == Type::TEXT || *t == Type::VARCHAR || *t == Type::UNKNOWN => {
             String::from_utf8_lossy(bytes).into_owned()
         }

@@ -123,7 +123,20 @@ pub fn param_types(sql: &str, declared: &[Option<Type>], count: usize) -> Vec<Ty
         if out[n - 1] != Type::UNKNOWN {
             continue;
         }
+        // `$n::oid[]`: drivers send arrays of oids (asyncpg's type introspection).
+        let is_array = matches!((tokens.get(i + 3), tokens.get(i + 4)), (Some(Token::LBracket), Some(Token::RBracket)));
+        let array_of = |t: Option<&Token>| -> Option<Type> {
+            let Some(Token::Word(w)) = t else { return None };
+            Some(match w.value.to_ascii_lowercase().as_str() {
+                "oid" => Type::OID_ARRAY,
+                "int4" | "int" | "integer" => Type::INT4_ARRAY,
+                "int8" | "bigint" => Type::INT8_ARRAY,
+                "text" => Type::TEXT_ARRAY,
+                _ => return None,
+            })
+        };
         let cast = match (tokens.get(i + 1), i.checked_sub(2).map(|j| (&tokens[j], &tokens[j + 1]))) {
+            (Some(Token::DoubleColon), _) if is_array => array_of(tokens.get(i + 2)),
             (Some(Token::DoubleColon), _) => type_of(tokens.get(i + 2)),
             (Some(Token::Word(w)), Some((Token::Word(c), Token::LParen)))
                 if w.value.eq_ignore_ascii_case("as") && c.value.eq_ignore_ascii_case("cast") =>
@@ -139,14 +152,72 @@ pub fn param_types(sql: &str, declared: &[Option<Type>], count: usize) -> Vec<Ty
     out.into_iter().map(|t| if t == Type::UNKNOWN { Type::TEXT } else { t }).collect()
 }
 
+/// A one-dimensional array parameter in Postgres's binary layout, as array text `{a,b}`
+/// (elements of oid, int4, int8 or text; NULL elements are refused).
+pub fn binary_array_param(bytes: &[u8]) -> Result<String, String> {
+    let int = |at: usize, n: usize| -> Result<i64, String> {
+        let b = bytes.get(at..at + n).ok_or("array parameter cut short")?;
+        Ok(match n {
+            4 => i32::from_be_bytes(b.try_into().expect("4 bytes")) as i64,
+            _ => i64::from_be_bytes(b.try_into().expect("8 bytes")),
+        })
+    };
+    let ndim = int(0, 4)?;
+    let elem = int(8, 4)? as u32;
+    if ndim == 0 {
+        return Ok("{}".into());
+    }
+    if ndim != 1 {
+        return Err(format!("array parameters of {ndim} dimensions"));
+    }
+    let count = int(12, 4)?;
+    let mut at = 20;
+    let mut out = Vec::new();
+    for _ in 0..count.max(0) {
+        let len = int(at, 4)?;
+        at += 4;
+        if len < 0 {
+            return Err("NULL in an array parameter".into());
+        }
+        let len = len as usize;
+        let value = match elem {
+            26 => (int(at, 4)? as u32).to_string(),
+            23 => int(at, 4)?.to_string(),
+            20 => int(at, 8)?.to_string(),
+            _ => {
+                let text = String::from_utf8_lossy(bytes.get(at..at + len).ok_or("array parameter cut short")?);
+                format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+            }
+        };
+        out.push(value);
+        at += len;
+    }
+    Ok(format!("{{{}}}", out.join(",")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parameter_types_come_from_casts_or_the_client() {
-        let sql = "SELECT $1::BIGINT + 1, CAST($2 AS int), $3, $4::bool";
-        assert_eq!(param_types(sql, &[], 4), vec![Type::INT8, Type::INT4, Type::TEXT, Type::BOOL]);
-        assert_eq!(param_types(sql, &[None, None, Some(Type::FLOAT8)], 4)[2], Type::FLOAT8);
+        let sql = "SELECT $1::BIGINT + 1, CAST($2 AS int), $3, $4::bool, $5::oid[]";
+        assert_eq!(param_types(sql, &[], 5), vec![Type::INT8, Type::INT4, Type::TEXT, Type::BOOL, Type::OID_ARRAY]);
+        assert_eq!(param_types(sql, &[None, None, Some(Type::FLOAT8)], 5)[2], Type::FLOAT8);
+    }
+
+    #[test]
+    fn binary_array_parameters_become_array_text() {
+        // ndim 1, no nulls, element oid 26 (oid), 2 elements from 1; then (len, value) pairs.
+        let mut b = Vec::new();
+        for v in [1i32, 0, 26, 2, 1] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        for oid in [1016u32, 20] {
+            b.extend_from_slice(&4i32.to_be_bytes());
+            b.extend_from_slice(&oid.to_be_bytes());
+        }
+        assert_eq!(binary_array_param(&b).unwrap(), "{1016,20}");
+        assert!(binary_array_param(&b[..10]).is_err());
     }
 }

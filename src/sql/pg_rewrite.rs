@@ -339,9 +339,59 @@ fn is_trivially_empty(body: &SetExpr) -> bool {
         && matches!(&s.selection, Some(Expr::Value(v)) if v.value == ast::Value::Boolean(false)))
 }
 
+/// The elements of a one-dimensional Postgres array text `{a,b,"c d"}` (no NULLs).
+fn array_elements(text: &str) -> Option<Vec<String>> {
+    let body = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    if body.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' if quoted => cur.extend(chars.next()),
+            ',' if !quoted => out.push(std::mem::take(&mut cur).trim().to_string()),
+            '{' | '}' if !quoted => return None,
+            c => cur.push(c),
+        }
+    }
+    out.push(cur.trim().to_string());
+    Some(out)
+}
+
+/// `CASE WHEN t.typtype = 'd' | 'c' THEN (subquery) ELSE NULL END` is NULL: Eddy's pg_type
+/// has no domains and no composite types, so the subquery (a correlated one DataFusion cannot
+/// run, as asyncpg's type introspection sends) is never reached.
+fn is_unreachable_type_branch(conditions: &[ast::CaseWhen], else_result: Option<&Expr>) -> bool {
+    let [when] = conditions else { return false };
+    let names_typtype = |e: &Expr| match e {
+        Expr::Identifier(i) => i.value.eq_ignore_ascii_case("typtype"),
+        Expr::CompoundIdentifier(parts) => parts.last().is_some_and(|i| i.value.eq_ignore_ascii_case("typtype")),
+        _ => false,
+    };
+    let no_such_kind = |e: &Expr| matches!(e, Expr::Value(v) if matches!(&v.value, ast::Value::SingleQuotedString(k) if k == "d" || k == "c"));
+    let is_subquery = |e: &Expr| match e {
+        Expr::Subquery(_) => true,
+        Expr::Nested(inner) => matches!(inner.as_ref(), Expr::Subquery(_)),
+        _ => false,
+    };
+    matches!(&when.condition, Expr::BinaryOp { left, op: BinaryOperator::Eq, right }
+        if names_typtype(left) && no_such_kind(right))
+        && is_subquery(&when.result)
+        && else_result.is_none_or(|e| matches!(e, Expr::Value(v) if v.value == ast::Value::Null))
+}
+
 impl Rewriter {
     fn rewrite_expr(&mut self, expr: &mut Expr) -> Option<Expr> {
         match expr {
+            Expr::Case { operand: None, conditions, else_result, .. }
+                if is_unreachable_type_branch(conditions, else_result.as_deref()) =>
+            {
+                Some(Expr::Value(ast::Value::Null.into()))
+            }
             Expr::BinaryOp { left, op: BinaryOperator::PGCustomBinaryOperator(parts), right } => {
                 let op = match parts.last().map(String::as_str) {
                     Some("~") => BinaryOperator::PGRegexMatch,
@@ -461,10 +511,31 @@ impl Rewriter {
                         }
                     }
                 }
-                let mapped = map_type(data_type)?;
+                // `'{1,2}'::oid[]`, Postgres's array text (how drivers send array parameters):
+                // an ARRAY of the elements, cast element by element.
+                let array_text = match (&*data_type, inner.as_ref()) {
+                    (DataType::Array(_), Expr::Value(v)) => match &v.value {
+                        ast::Value::SingleQuotedString(t) => array_elements(t),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let had_text = array_text.is_some();
+                let inner: Box<Expr> = match array_text {
+                    Some(elems) => Box::new(Expr::Array(ast::Array {
+                        elem: elems.into_iter().map(|e| Expr::value(ast::Value::SingleQuotedString(e))).collect(),
+                        named: true,
+                    })),
+                    None => inner.clone(),
+                };
+                let mapped = match map_type(data_type) {
+                    Some(m) => m,
+                    None if had_text => data_type.clone(),
+                    None => return None,
+                };
                 Some(Expr::Cast {
                     kind: if *kind == CastKind::DoubleColon { CastKind::Cast } else { kind.clone() },
-                    expr: inner.clone(),
+                    expr: inner,
                     data_type: mapped,
                     array: false,
                     format: None,
@@ -596,6 +667,21 @@ mod tests {
         };
         rewrite(&mut q);
         q.to_string()
+    }
+
+    #[test]
+    fn asyncpg_type_introspection_shapes() {
+        // No domains or composite types in Eddy's pg_type: those branches are NULL.
+        let got = rw(
+            "SELECT (CASE WHEN t.typtype = 'd' THEN (SELECT x FROM y WHERE y.a = t.oid) ELSE NULL END) FROM pg_type t",
+        );
+        assert_eq!(got, "SELECT (NULL) FROM pg_type t");
+        // Array text, as drivers send array parameters, becomes an ARRAY.
+        let got = rw("SELECT 1 FROM pg_type WHERE oid = any('{1016,20}'::oid[])");
+        assert!(got.contains("ARRAY['1016', '20']"), "{got}");
+        assert_eq!(array_elements(r#"{a,"b c",d}"#), Some(vec!["a".into(), "b c".into(), "d".into()]));
+        assert_eq!(array_elements("{}"), Some(vec![]));
+        assert_eq!(array_elements("{{1},{2}}"), None);
     }
 
     #[test]

@@ -64,6 +64,10 @@ async def with_asyncpg():
             "SELECT $1::BIGINT + 1 AS n, CAST($2 AS INT) * 2 AS m, $3 AS t, INTERVAL '1 day' AS i", 41, 4, "x"
         )
         assert (row["n"], row["m"], row["t"], row["i"]) == (42, 8, "x", datetime.timedelta(days=1)), row
+        # Array columns make asyncpg introspect their types (a recursive catalog query with
+        # an oid[] parameter).
+        row = await conn.fetchrow("SELECT make_array(1, 2, 3) AS a, make_array('x', 'y') AS t")
+        assert (row["a"], row["t"]) == ([1, 2, 3], ["x", "y"]), row
     finally:
         await conn.close()
 
