@@ -54,6 +54,9 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     let mut server = Server::start(&data);
     let c = server.client().await;
     query(&c, "CREATE STREAM blobs (id BIGINT, body STRING) WITH (KAFKA_TOPIC='blobs', PARTITIONS=1)").await;
+    // Room kept aside to create a query once the disk is full.
+    let reserve = fs.0.join("reserve");
+    std::fs::write(&reserve, vec![0u8; 512 << 10]).unwrap();
     // Leave about 2 MiB free.
     let filler = fs.0.join("filler");
     let keep = 2 << 20;
@@ -80,13 +83,33 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     // Still full: still refused, still nothing half-written.
     assert_eq!(sqlstate(&c, &format!("INSERT INTO blobs (id, body) VALUES (999, '{body}')")).await.0, "53100");
 
+    // A query that copies the records needs more room than there is: its checkpoint must
+    // wait and retry (visible in SHOW QUERIES), not stop or write anything half.
+    std::fs::remove_file(&reserve).unwrap();
+    query(&c, "CREATE STREAM ids AS SELECT id, body FROM blobs EMIT CHANGES").await;
+    let mut retrying = false;
+    for _ in 0..100 {
+        let shown = query(&c, "SHOW QUERIES").await;
+        if shown.iter().any(|r| r.iter().flatten().any(|v| v.contains("checkpoint failed, retrying"))) {
+            retrying = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(retrying, "the query's checkpoint never met the full disk");
     std::fs::remove_file(&filler).unwrap();
     query(&c, "INSERT INTO blobs (id, body) VALUES (1000, 'after')").await;
     assert_eq!(count(&c, "blobs").await, acked + 1);
+    query(&c, "FLUSH").await;
+    let ids = query(&c, "SELECT COUNT(*), COUNT(DISTINCT id) FROM ids").await;
+    assert_eq!(ids[0][0].as_deref(), Some((acked + 1).to_string().as_str()), "the query lost output to the full disk");
+    assert_eq!(ids[0][0], ids[0][1], "the query doubled output after the full disk");
     assert!(server.terminate().success());
     let server = Server::start(&data);
     let c = server.client().await;
     assert_eq!(count(&c, "blobs").await, acked + 1, "the restart found other records than were acknowledged");
+    query(&c, "FLUSH").await;
+    assert_eq!(count(&c, "ids").await, acked + 1);
     drop(server);
 }
 

@@ -21,8 +21,11 @@ pub struct OutRecord {
 pub struct Sink {
     topic: Arc<Topic>,
     relation: RelationDef,
-    /// Per partition: the offset after this query's last committed output.
+    /// Per partition: the offset after this query's output appended so far (committed or
+    /// not yet).
     pub ends: Vec<i64>,
+    /// Per partition: the offset after this query's last committed output.
+    committed: Vec<i64>,
     round_robin: std::cell::Cell<usize>,
 }
 
@@ -39,7 +42,7 @@ impl Sink {
             p.truncate_to(*end)?;
             p.fence_at(*end);
         }
-        Ok(Sink { topic, relation, ends, round_robin: std::cell::Cell::new(0) })
+        Ok(Sink { topic, relation, committed: ends.clone(), ends, round_robin: std::cell::Cell::new(0) })
     }
 
     fn partition_for(&self, key: Option<&[u8]>) -> i32 {
@@ -96,11 +99,12 @@ impl Sink {
         Some(Value::Array(values.to_vec()).to_string().into_bytes())
     }
 
-    /// Appends output (durably, still fenced) and advances `ends`.
-    pub fn append(&mut self, records: Vec<OutRecord>) -> Result<()> {
+    /// Appends output (durably, still fenced) and advances `ends`. The records stay with the
+    /// caller until the checkpoint commits, so a failed append can be retried.
+    pub fn append(&mut self, records: &[OutRecord]) -> Result<()> {
         let mut by_partition: Vec<Vec<LogRecord>> = vec![Vec::new(); self.topic.partitions.len()];
         for r in records {
-            by_partition[r.partition as usize].push(r.record);
+            by_partition[r.partition as usize].push(r.record.clone());
         }
         for (p, recs) in by_partition.into_iter().enumerate() {
             let mut chunk: Vec<LogRecord> = Vec::new();
@@ -125,6 +129,20 @@ impl Sink {
         let now = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
         let info = self.topic.partitions[p].append(&mut bytes, now.max(0))?;
         self.ends[p] = info.last_offset + 1;
+        Ok(())
+    }
+
+    /// The checkpoint holding `ends` committed.
+    pub fn mark_committed(&mut self) {
+        self.committed = self.ends.clone();
+    }
+
+    /// A checkpoint failed: cut what it appended (never visible: fenced) back off.
+    pub fn roll_back(&mut self) -> Result<()> {
+        for (p, end) in self.topic.partitions.iter().zip(&self.committed) {
+            p.truncate_to(*end)?;
+        }
+        self.ends = self.committed.clone();
         Ok(())
     }
 
@@ -226,6 +244,15 @@ impl ProcessingLog {
         match &self.buffer {
             Some(buffer) => buffer.lock().unwrap_or_else(|p| p.into_inner()).push(rec),
             None => self.append(vec![rec]),
+        }
+    }
+
+    /// Puts entries back in front of the buffer (their checkpoint failed).
+    pub fn put_back(&self, mut records: Vec<LogRecord>) {
+        if let Some(buffer) = &self.buffer {
+            let mut buffer = buffer.lock().unwrap_or_else(|p| p.into_inner());
+            records.append(&mut buffer);
+            *buffer = records;
         }
     }
 

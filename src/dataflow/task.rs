@@ -112,6 +112,7 @@ impl Runtime {
             table_input,
             prefer_second: false,
             reproject,
+            checkpoint_failing: false,
             ops,
             sink,
             late_sink,
@@ -163,6 +164,8 @@ struct QueryTask {
     /// (For a stream–stream join the second stream; the two are polled in turn.)
     table_input: Vec<(Source, Vec<i64>)>,
     prefer_second: bool,
+    /// The last checkpoint failed on I/O and is being retried.
+    checkpoint_failing: bool,
     /// Recompute every group's output row before starting (the SELECT list changed); done
     /// before the query's thread starts, so the DDL returns with the table already reshaped.
     reproject: bool,
@@ -197,6 +200,10 @@ impl QueryTask {
     fn run(&mut self) -> Result<()> {
         let mut last_checkpoint = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
+            // A checkpoint that failed (a full disk) is retried before reading more input.
+            if self.checkpoint_failing && !self.checkpoint_or_wait()? {
+                continue;
+            }
             let version = self.rt.log.notifier.version();
             let (from_input, polled) = self.poll_next()?;
             let from_second = from_input.is_some();
@@ -213,12 +220,12 @@ impl QueryTask {
                     self.dirty = true;
                     self.process(decoded, from_second)?;
                     if last_checkpoint.elapsed() >= self.rt.config.checkpoint_interval {
-                        self.checkpoint()?;
+                        self.checkpoint_or_wait()?;
                         last_checkpoint = Instant::now();
                     }
                 }
                 None if self.dirty => {
-                    self.checkpoint()?;
+                    self.checkpoint_or_wait()?;
                     last_checkpoint = Instant::now();
                 }
                 None => {
@@ -227,6 +234,32 @@ impl QueryTask {
             }
         }
         Ok(())
+    }
+
+    /// A checkpoint; when the disk refuses it (full, or an I/O error), the query waits and
+    /// retries instead of stopping: nothing was committed, everything stays buffered. The
+    /// error shows in SHOW QUERIES meanwhile. Returns whether the checkpoint was made.
+    fn checkpoint_or_wait(&mut self) -> Result<bool> {
+        match self.checkpoint() {
+            Ok(()) => {
+                if std::mem::take(&mut self.checkpoint_failing) {
+                    tracing::info!(query = %self.id, "checkpoints work again");
+                    *self.status.error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                Ok(true)
+            }
+            Err(e @ (EddyError::Log(_) | EddyError::State(_))) => {
+                if !self.checkpoint_failing {
+                    tracing::warn!(query = %self.id, "checkpoint failed, retrying: {e}");
+                }
+                *self.status.error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("checkpoint failed, retrying: {e}"));
+                self.checkpoint_failing = true;
+                std::thread::sleep(Duration::from_millis(500));
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Rewrites every stored group's output row under the current SELECT list and HAVING
@@ -677,46 +710,25 @@ impl QueryTask {
     /// Sink output, then one atomic state write, then publish (see the module comment).
     /// Processing-log entries ride in the same write and are appended after it.
     fn checkpoint(&mut self) -> Result<()> {
-        let mut cp = self.rt.store.checkpoint(&self.cf);
         let plog_entries = self.rt.processing_log.take_buffered();
-        if !plog_entries.is_empty() {
-            cp.put(&self.rt.store, PLOG_FROM_KEY, &self.rt.processing_log.end_offset().to_be_bytes())?;
-            for (n, rec) in plog_entries.iter().enumerate() {
-                let mut key = PLOG_ENTRY_PREFIX.to_vec();
-                key.extend_from_slice(&(n as u32).to_be_bytes());
-                cp.put(&self.rt.store, &key, rec.value.as_deref().unwrap_or_default())?;
-            }
-        }
-        for (sink, outputs, prefix) in [
-            (&mut self.sink, &mut self.pending_outputs, SINK_PREFIX),
-            (&mut self.late_sink, &mut self.pending_late, LATE_SINK_PREFIX),
-        ] {
-            if let Some(sink) = sink {
-                sink.append(std::mem::take(outputs))?;
-                for (p, end) in sink.ends.iter().enumerate() {
-                    cp.put(&self.rt.store, &partition_key(prefix, p as i32), &end.to_be_bytes())?;
+        match self.write_checkpoint(&plog_entries) {
+            Ok(()) => {}
+            Err(e) => {
+                // Nothing was committed: the fenced output goes, everything else stays
+                // buffered for the next attempt.
+                for sink in [&mut self.sink, &mut self.late_sink].into_iter().flatten() {
+                    sink.roll_back()?;
                 }
+                self.rt.processing_log.put_back(plog_entries);
+                return Err(e);
             }
         }
-        crate::failpoint::hit("checkpoint:after_sink_append");
-        for (k, v) in std::mem::take(&mut self.pending) {
-            match v {
-                Some(v) => cp.put(&self.rt.store, &k, &v)?,
-                None => cp.delete(&self.rt.store, &k)?,
-            }
+        self.pending.clear();
+        self.pending_outputs.clear();
+        self.pending_late.clear();
+        for sink in [&mut self.sink, &mut self.late_sink].into_iter().flatten() {
+            sink.mark_committed();
         }
-        for (p, off) in self.source.partitions.iter().zip(&self.offsets) {
-            cp.put(&self.rt.store, &partition_key(OFFSET_PREFIX, p.id), &off.to_be_bytes())?;
-        }
-        for (i, (table, offsets)) in self.table_input.iter().enumerate() {
-            for (p, off) in table.partitions.iter().zip(offsets) {
-                cp.put(&self.rt.store, &join_offset_key(i, p.id), &off.to_be_bytes())?;
-            }
-        }
-        if self.stream_time_ms != i64::MIN {
-            cp.put(&self.rt.store, STREAM_TIME_KEY, &self.stream_time_ms.to_be_bytes())?;
-        }
-        self.rt.store.commit(cp)?;
         crate::failpoint::hit("checkpoint:after_commit");
         for sink in [&self.sink, &self.late_sink].into_iter().flatten() {
             sink.publish();
@@ -737,6 +749,49 @@ impl QueryTask {
         *self.status.committed.lock().unwrap_or_else(|p| p.into_inner()) = committed;
         self.dirty = false;
         Ok(())
+    }
+
+    /// Steps 1 and 2 of a checkpoint: the sinks' appends, then the one synced state write.
+    fn write_checkpoint(&mut self, plog_entries: &[crate::log::LogRecord]) -> Result<()> {
+        let mut cp = self.rt.store.checkpoint(&self.cf);
+        if !plog_entries.is_empty() {
+            cp.put(&self.rt.store, PLOG_FROM_KEY, &self.rt.processing_log.end_offset().to_be_bytes())?;
+            for (n, rec) in plog_entries.iter().enumerate() {
+                let mut key = PLOG_ENTRY_PREFIX.to_vec();
+                key.extend_from_slice(&(n as u32).to_be_bytes());
+                cp.put(&self.rt.store, &key, rec.value.as_deref().unwrap_or_default())?;
+            }
+        }
+        for (sink, outputs, prefix) in [
+            (&mut self.sink, &self.pending_outputs, SINK_PREFIX),
+            (&mut self.late_sink, &self.pending_late, LATE_SINK_PREFIX),
+        ] {
+            if let Some(sink) = sink {
+                sink.append(outputs)?;
+                for (p, end) in sink.ends.iter().enumerate() {
+                    cp.put(&self.rt.store, &partition_key(prefix, p as i32), &end.to_be_bytes())?;
+                }
+            }
+        }
+        crate::failpoint::hit("checkpoint:after_sink_append");
+        for (k, v) in &self.pending {
+            match v {
+                Some(v) => cp.put(&self.rt.store, k, v)?,
+                None => cp.delete(&self.rt.store, k)?,
+            }
+        }
+        for (p, off) in self.source.partitions.iter().zip(&self.offsets) {
+            cp.put(&self.rt.store, &partition_key(OFFSET_PREFIX, p.id), &off.to_be_bytes())?;
+        }
+        for (i, (table, offsets)) in self.table_input.iter().enumerate() {
+            for (p, off) in table.partitions.iter().zip(offsets) {
+                cp.put(&self.rt.store, &join_offset_key(i, p.id), &off.to_be_bytes())?;
+            }
+        }
+        if self.stream_time_ms != i64::MIN {
+            cp.put(&self.rt.store, STREAM_TIME_KEY, &self.stream_time_ms.to_be_bytes())?;
+        }
+        self.rt.store.commit(cp)
     }
 }
 

@@ -579,7 +579,12 @@ impl Engine {
                     .into_iter()
                     .map(|q| {
                         let status = match running.get(&q.id) {
-                            Some(r) if r.is_running() => "RUNNING".to_string(),
+                            Some(r) if r.is_running() => {
+                                match r.status.error.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                                    Some(e) => format!("RUNNING ({e})"),
+                                    None => "RUNNING".to_string(),
+                                }
+                            }
                             Some(r) => format!(
                                 "ERROR: {}",
                                 r.status.error.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
