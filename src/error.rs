@@ -41,6 +41,9 @@ pub enum EddyError {
     Log(#[from] LogError),
     #[error("state store error: {0}")]
     State(String),
+    /// The server started on a full disk and holds its state read-only.
+    #[error("Eddy is read-only: {0}")]
+    ReadOnly(String),
     /// An error DataFusion found while planning or running a query (message as it gave it).
     #[error("{0}")]
     DataFusion(String),

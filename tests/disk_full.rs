@@ -151,3 +151,33 @@ async fn a_failed_fsync_stops_the_writer_instead_of_retrying() {
     query(&c, "INSERT INTO a (id) VALUES (200)").await;
     assert!(count(&c, "a").await > acked, "writes did not resume after a restart");
 }
+
+/// Starting on a full disk: the server comes up read-only with a clear error for writes
+/// (25006) and DDL, reads and pull queries work; a restart with free space writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_on_a_full_disk_comes_up_read_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Tmpfs::mount(tmp.path(), "64m");
+    let data = fs.0.join("data");
+    let mut server = Server::start(&data);
+    let c = server.client().await;
+    query(&c, "CREATE STREAM notes (id BIGINT, body STRING) WITH (KAFKA_TOPIC='notes', PARTITIONS=1)").await;
+    query(&c, "INSERT INTO notes (id, body) VALUES (1, 'kept'), (2, 'kept too')").await;
+    assert!(server.terminate().success());
+
+    let filler = fs.0.join("filler");
+    std::fs::write(&filler, vec![0u8; free_bytes(&fs.0) as usize]).unwrap();
+    let server = Server::start(&data);
+    let c = server.client().await;
+    assert_eq!(count(&c, "notes").await, 2, "reads must work on a full disk");
+    // DDL needs the disk (a topic directory, a catalog write): disk full or read-only.
+    let (code, _) = sqlstate(&c, "CREATE STREAM more (id BIGINT) WITH (PARTITIONS=1)").await;
+    assert!(code == "53100" || code == "25006", "DDL on a read-only start: {code}");
+    drop(server);
+
+    std::fs::remove_file(&filler).unwrap();
+    let server = Server::start(&data);
+    let c = server.client().await;
+    query(&c, "INSERT INTO notes (id, body) VALUES (3, 'room again')").await;
+    assert_eq!(count(&c, "notes").await, 3);
+}

@@ -153,6 +153,10 @@ impl Engine {
             queries: Mutex::new(HashMap::new()),
             ddl: tokio::sync::Mutex::new(()),
         });
+        if engine.store.read_only {
+            tracing::error!("read-only start: continuous queries do not run until a restart with free disk space");
+            return Ok(engine);
+        }
         engine.ensure_processing_log()?;
         for q in engine.catalog.queries() {
             let plan = engine.replan(&q).await;

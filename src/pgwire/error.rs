@@ -16,6 +16,7 @@ pub fn sqlstate(e: &EddyError) -> &'static str {
         EddyError::ObjectInUse(_) => "55006",
         EddyError::NotImplemented(_) => "0A000",
         EddyError::LimitExceeded(_) => "54000",
+        EddyError::ReadOnly(_) => "25006",
         EddyError::Canceled => "57014",
         EddyError::PermissionDenied(_) => "42501",
         EddyError::DuplicateObject(_) => "42710",

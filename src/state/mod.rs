@@ -42,6 +42,8 @@ pub const STREAM_TIME_KEY: &[u8] = b"t";
 #[derive(Clone)]
 pub struct StateStore {
     db: Arc<Db>,
+    /// Opened read-only because the disk was full at start: writes are refused.
+    pub read_only: bool,
 }
 
 /// One atomic set of writes to one query's column family.
@@ -78,16 +80,38 @@ impl StateStore {
         if !names.iter().any(|n| n == CATALOG_CF) {
             names.push(CATALOG_CF.to_string());
         }
-        let cfs = names.into_iter().map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = Db::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(StateStore { db: Arc::new(db) })
+        let cfs = || names.iter().map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        match Db::open_cf_descriptors(&opts, path, cfs()) {
+            Ok(db) => Ok(StateStore { db: Arc::new(db), read_only: false }),
+            // Opening writes (a new manifest, a flushed WAL): on a full disk, come up
+            // read-only so reads and pull queries still work.
+            Err(e) if e.to_string().contains("No space left on device") => {
+                tracing::error!(
+                    "the disk is full: starting READ-ONLY (reads and pull queries work; writes, DDL and \
+                     continuous queries wait for a restart with free space): {e}"
+                );
+                let db = Db::open_cf_descriptors_read_only(&opts, path, cfs(), false)?;
+                Ok(StateStore { db: Arc::new(db), read_only: true })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn cf(&self, name: &str) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
         self.db.cf_handle(name).ok_or_else(|| EddyError::Internal(format!("column family {name} missing")))
     }
 
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(EddyError::ReadOnly(
+                "the disk was full when the server started; free space and restart it to write".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn ensure_cf(&self, name: &str) -> Result<()> {
+        self.writable()?;
         if self.db.cf_handle(name).is_none() {
             self.db.create_cf(name, &Options::default())?;
         }
@@ -95,6 +119,7 @@ impl StateStore {
     }
 
     pub fn drop_cf(&self, name: &str) -> Result<()> {
+        self.writable()?;
         if self.db.cf_handle(name).is_some() {
             self.db.drop_cf(name)?;
         }
@@ -107,6 +132,7 @@ impl StateStore {
 
     /// Writes a checkpoint durably (fsync'd WAL) and atomically.
     pub fn commit(&self, checkpoint: Checkpoint) -> Result<()> {
+        self.writable()?;
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(checkpoint.batch, &wo)?;
