@@ -102,30 +102,30 @@ impl Sink {
     /// Appends output (durably, still fenced) and advances `ends`. The records stay with the
     /// caller until the checkpoint commits, so a failed append can be retried.
     pub fn append(&mut self, records: &[OutRecord]) -> Result<()> {
-        let mut by_partition: Vec<Vec<LogRecord>> = vec![Vec::new(); self.topic.partitions.len()];
+        let mut by_partition: Vec<Vec<&LogRecord>> = vec![Vec::new(); self.topic.partitions.len()];
         for r in records {
-            by_partition[r.partition as usize].push(r.record.clone());
+            by_partition[r.partition as usize].push(&r.record);
         }
         for (p, recs) in by_partition.into_iter().enumerate() {
-            let mut chunk: Vec<LogRecord> = Vec::new();
+            let mut chunk: Vec<&LogRecord> = Vec::new();
             let mut bytes = 0;
             for r in recs {
                 bytes += r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len()) + 32;
                 chunk.push(r);
                 if bytes >= SINK_BATCH_BYTES {
-                    self.append_chunk(p, std::mem::take(&mut chunk))?;
+                    self.append_chunk(p, &std::mem::take(&mut chunk))?;
                     bytes = 0;
                 }
             }
             if !chunk.is_empty() {
-                self.append_chunk(p, chunk)?;
+                self.append_chunk(p, &chunk)?;
             }
         }
         Ok(())
     }
 
-    fn append_chunk(&mut self, p: usize, records: Vec<LogRecord>) -> Result<()> {
-        let mut bytes = encode_batch(&records);
+    fn append_chunk(&mut self, p: usize, records: &[&LogRecord]) -> Result<()> {
+        let mut bytes = encode_batch(records);
         let now = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
         let info = self.topic.partitions[p].append(&mut bytes, now.max(0))?;
         self.ends[p] = info.last_offset + 1;

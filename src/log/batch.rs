@@ -114,13 +114,15 @@ pub struct LogRecord {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
-/// Builds an uncompressed v2 batch from records; offsets are relative (the log assigns them).
-pub fn encode_batch(records: &[LogRecord]) -> Vec<u8> {
+/// Builds an uncompressed v2 batch from records (owned or borrowed: a query's sink encodes
+/// the output it keeps for a retry without copying it); offsets are relative (the log
+/// assigns them).
+pub fn encode_batch<R: std::borrow::Borrow<LogRecord>>(records: &[R]) -> Vec<u8> {
     assert!(!records.is_empty(), "a batch holds at least one record");
-    let base_ts = records.iter().map(|r| r.timestamp_ms).min().unwrap_or(0);
-    let max_ts = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
+    let base_ts = records.iter().map(|r| r.borrow().timestamp_ms).min().unwrap_or(0);
+    let max_ts = records.iter().map(|r| r.borrow().timestamp_ms).max().unwrap_or(0);
     let mut body = Vec::with_capacity(records.len() * 64);
-    for (i, r) in records.iter().enumerate() {
+    for (i, r) in records.iter().map(|r| r.borrow()).enumerate() {
         let mut rec = Vec::with_capacity(64);
         rec.push(0u8); // record attributes
         put_varlong(&mut rec, r.timestamp_ms - base_ts);
