@@ -241,6 +241,21 @@ async fn slow_readers_and_a_flood() {
     // The stalled push-query client: its query streams every flooded row.
     let mut push = stalled_push_client(server.port, "SELECT k, v, pad FROM flood EMIT CHANGES");
 
+    // The aggregation's lag, sampled as often as SHOW QUERIES answers, from before the flood
+    // until it has caught up (the probe loop below samples too, but only between probes).
+    let sampler_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let client = server.client().await;
+        let stop = sampler_stop.clone();
+        tokio::spawn(async move {
+            let mut peak = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(show_lag(&query(&client, "SHOW QUERIES").await, "CTAS_PER_K").unwrap_or(0));
+            }
+            peak
+        })
+    };
+
     // The flood, from a librdkafka producer on its own thread.
     let bootstrap = server.kafka.clone();
     let flood_started = Instant::now();
@@ -324,6 +339,8 @@ async fn slow_readers_and_a_flood() {
             .unwrap();
     assert!(push_eof && fetch_eof, "sockets still open: push {push_eof}, fetch {fetch_eof}");
 
+    sampler_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    lag_peak = lag_peak.max(sampler.await.unwrap());
     // Every record counted once the query catches up; lag back to 0.
     query(&c, "FLUSH").await;
     let total = query(&c, "SELECT SUM(n) FROM per_k").await;
