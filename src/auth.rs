@@ -270,7 +270,9 @@ impl Users {
             }
             None => cp.delete(store, &user_key(name)),
         };
-        result.and_then(|_| store.commit(cp)).map_err(|e| e.to_string())
+        result.and_then(|_| store.commit(cp)).map_err(|e| e.to_string())?;
+        store.request_backup();
+        Ok(())
     }
 
     /// CREATE USER: fails if the name is taken.

@@ -87,6 +87,13 @@ struct ServerArgs {
     /// Most Kafka-protocol connections open at once; more are closed on accept, with a log line.
     #[arg(long, env = "EDDY_KAFKA_MAX_CONNECTIONS", default_value_t = 1024)]
     kafka_max_connections: usize,
+    /// Take a backup of the state store this often while it changes, in seconds (0: only at
+    /// start and after DDL). A damaged store is replaced by the newest good backup at start.
+    #[arg(long, env = "EDDY_STATE_BACKUP_INTERVAL_SECS", default_value_t = 300)]
+    state_backup_interval_secs: u64,
+    /// State store backups kept in <data-dir>/state-backups (0: none, and no fall-back).
+    #[arg(long, env = "EDDY_STATE_BACKUPS", default_value_t = 3)]
+    state_backups: usize,
 }
 
 fn main() -> anyhow_free::Result {
@@ -131,6 +138,12 @@ fn main() -> anyhow_free::Result {
                 },
                 query_memory_bytes: args.query_memory_bytes,
                 checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.clamp(10, 60_000)),
+                backups: eddy::state::backup::BackupConfig {
+                    interval: (args.state_backup_interval_secs > 0)
+                        .then(|| Duration::from_secs(args.state_backup_interval_secs)),
+                    keep: args.state_backups,
+                    ..Default::default()
+                },
                 client_write_timeout: (args.client_write_timeout_ms > 0)
                     .then(|| Duration::from_millis(args.client_write_timeout_ms)),
             };

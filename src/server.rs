@@ -36,6 +36,8 @@ pub struct ServerConfig {
     /// Default statement timeout for pull queries.
     pub statement_timeout: Option<Duration>,
     pub checkpoint_interval: Duration,
+    /// Backups of the state store.
+    pub backups: crate::state::backup::BackupConfig,
     /// A connection (Postgres or Kafka) whose socket write has not progressed for this long
     /// is closed: the client stopped reading. None: wait forever.
     pub client_write_timeout: Option<Duration>,
@@ -97,6 +99,7 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
     engine_config.checkpoint_interval = config.checkpoint_interval;
     engine_config.max_result_rows = config.max_result_rows;
     engine_config.statement_timeout = config.statement_timeout;
+    engine_config.backups = config.backups.clone();
     let engine = Engine::open(engine_config).await?;
     if let Some(path) = &config.users_file {
         engine.users.load_file(path).map_err(EddyError::InvalidValue)?;

@@ -16,3 +16,4 @@ mod pgsecurity;
 mod rdkafka_client;
 mod restart;
 mod slt;
+mod state_backup;

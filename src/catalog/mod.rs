@@ -157,6 +157,7 @@ impl Catalog {
             cp.put(&self.store, &query_key(&q.id), &to_json(q)?)?;
         }
         self.store.commit(cp)?;
+        self.store.request_backup();
         self.relations.write().unwrap_or_else(|p| p.into_inner()).insert(relation.name.clone(), relation.clone());
         if let Some(q) = query {
             self.queries.write().unwrap_or_else(|p| p.into_inner()).insert(q.id.clone(), q.clone());
@@ -172,6 +173,7 @@ impl Catalog {
         let mut cp = self.store.checkpoint(CATALOG_CF);
         cp.delete(&self.store, &rel_key(name))?;
         self.store.commit(cp)?;
+        self.store.request_backup();
         self.relations.write().unwrap_or_else(|p| p.into_inner()).remove(name);
         Ok(())
     }
@@ -180,6 +182,7 @@ impl Catalog {
         let mut cp = self.store.checkpoint(CATALOG_CF);
         cp.delete(&self.store, &query_key(id))?;
         self.store.commit(cp)?;
+        self.store.request_backup();
         self.queries.write().unwrap_or_else(|p| p.into_inner()).remove(id);
         Ok(())
     }

@@ -40,6 +40,8 @@ pub struct EngineConfig {
     pub max_result_rows: usize,
     /// Pull queries running longer are cancelled (`SET statement_timeout` overrides it).
     pub statement_timeout: Option<Duration>,
+    /// Backups of the state store, the fall-back when it is damaged.
+    pub backups: crate::state::backup::BackupConfig,
 }
 
 impl EngineConfig {
@@ -52,6 +54,7 @@ impl EngineConfig {
             checkpoint_interval: Duration::from_millis(200),
             max_result_rows: 0,
             statement_timeout: None,
+            backups: Default::default(),
         }
     }
 }
@@ -134,7 +137,7 @@ impl Engine {
     pub async fn open(config: EngineConfig) -> Result<Arc<Engine>> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| EddyError::Log(e.into()))?;
         let log = Arc::new(Log::open(&config.data_dir.join("log"), Arc::new(SystemClock))?);
-        let store = StateStore::open(&config.data_dir.join("state"))?;
+        let store = StateStore::open(&config.data_dir.join("state"), &config.backups)?;
         let catalog = Catalog::open(store.clone())?;
         let users = Arc::new(crate::auth::Users::open(store.clone()).map_err(EddyError::State)?);
         let runtime = Runtime {
@@ -347,6 +350,10 @@ impl Engine {
         let queries: Vec<RunningQuery> = self.lock_queries().drain().map(|(_, q)| q).collect();
         for q in queries {
             q.stop();
+        }
+        // The next start then replays no WAL.
+        if let Err(e) = self.store.close() {
+            tracing::warn!("flushing the state store at shutdown: {e}");
         }
     }
 }

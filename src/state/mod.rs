@@ -5,11 +5,14 @@
 //! has consumed (prefix `o`) and its sink's output positions (prefix `s`). A checkpoint writes
 //! all three in one `WriteBatch` with `sync`, so after any crash they agree.
 
+pub mod backup;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, MultiThreaded, Options, WriteBatch, WriteOptions, DB};
 
+use self::backup::{BackupConfig, BackupRequests, DAMAGED};
 use crate::error::{EddyError, Result};
 
 pub type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
@@ -44,6 +47,8 @@ pub struct StateStore {
     db: Arc<Db>,
     /// Opened read-only because the disk was full at start: writes are refused.
     pub read_only: bool,
+    /// The thread taking backups (none when read-only or backups are off).
+    backups: Option<BackupRequests>,
 }
 
 /// One atomic set of writes to one query's column family.
@@ -69,10 +74,62 @@ impl Checkpoint {
 }
 
 impl StateStore {
-    pub fn open(path: &Path) -> Result<StateStore> {
+    /// Opens the store at `path` and checks every block's checksum. A damaged store is
+    /// replaced by its newest good backup (see `backup`); backups then run as `backups` says.
+    pub fn open(path: &Path, backups: &BackupConfig) -> Result<StateStore> {
+        let mut store = if backups.keep > 0 && !path.exists() && backup::any(path) {
+            let missing = EddyError::State(format!("{DAMAGED}the directory is missing"));
+            backup::fall_back(path, &missing, Self::open_verified)?
+        } else {
+            match Self::open_verified(path) {
+                Ok(store) => store,
+                Err(e) if backups.keep > 0 && backup::is_damage(&e) => {
+                    backup::fall_back(path, &e, Self::open_verified)?
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if backups.keep > 0 && !store.read_only {
+            store.backups = Some(backup::start(store.db.clone(), path, backups)?);
+        }
+        Ok(store)
+    }
+
+    fn open_verified(path: &Path) -> Result<StateStore> {
+        if backup::lost_current(path) {
+            return Err(EddyError::State(format!("{DAMAGED}{} has table files but no CURRENT file", path.display())));
+        }
+        let store = Self::open_db(path)?;
+        let started = std::time::Instant::now();
+        store.verify()?;
+        tracing::info!("state store verified in {:?}", started.elapsed());
+        Ok(store)
+    }
+
+    /// Reads every key of every column family with checksums on: damage in a table file
+    /// shows up now, at start, rather than in the middle of a query.
+    fn verify(&self) -> Result<()> {
+        let path = self.db.path().to_path_buf();
+        let names = <DB>::list_cf(&Options::default(), &path).unwrap_or_default();
+        for name in names {
+            let Some(handle) = self.db.cf_handle(&name) else { continue };
+            let mut opts = rocksdb::ReadOptions::default();
+            opts.set_verify_checksums(true);
+            opts.fill_cache(false);
+            for item in self.db.iterator_cf_opt(&handle, opts, IteratorMode::Start) {
+                if let Err(e) = item {
+                    return Err(EddyError::State(format!("{DAMAGED}column family {name}: {e}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open_db(path: &Path) -> Result<StateStore> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        opts.set_paranoid_checks(true);
         // Bound what RocksDB may keep open and buffer (limits on everything).
         opts.set_max_open_files(512);
         opts.set_write_buffer_size(16 << 20);
@@ -82,7 +139,7 @@ impl StateStore {
         }
         let cfs = || names.iter().map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         match Db::open_cf_descriptors(&opts, path, cfs()) {
-            Ok(db) => Ok(StateStore { db: Arc::new(db), read_only: false }),
+            Ok(db) => Ok(StateStore { db: Arc::new(db), read_only: false, backups: None }),
             // Opening writes (a new manifest, a flushed WAL): on a full disk, come up
             // read-only so reads and pull queries still work.
             Err(e) if e.to_string().contains("No space left on device") => {
@@ -91,10 +148,35 @@ impl StateStore {
                      continuous queries wait for a restart with free space): {e}"
                 );
                 let db = Db::open_cf_descriptors_read_only(&opts, path, cfs(), false)?;
-                Ok(StateStore { db: Arc::new(db), read_only: true })
+                Ok(StateStore { db: Arc::new(db), read_only: true, backups: None })
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Asks for a backup soon: the catalog changed (DDL, users).
+    pub fn request_backup(&self) {
+        if let Some(b) = &self.backups {
+            b.request();
+        }
+    }
+
+    /// At a clean shutdown: stops the backup thread and writes every memtable to table files
+    /// (the next start replays no WAL).
+    pub fn close(&self) -> Result<()> {
+        if let Some(b) = &self.backups {
+            b.stop();
+        }
+        if self.read_only {
+            return Ok(());
+        }
+        let names = <DB>::list_cf(&Options::default(), self.db.path()).unwrap_or_default();
+        for name in names {
+            if let Some(handle) = self.db.cf_handle(&name) {
+                self.db.flush_cf(&handle)?;
+            }
+        }
+        Ok(())
     }
 
     fn cf(&self, name: &str) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
