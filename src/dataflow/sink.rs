@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
 use serde_json::Value;
 
 use super::operator::Change;
 use crate::catalog::RelationDef;
 use crate::error::Result;
-use crate::format::{encode_key, encode_value};
+use crate::format::cell_at;
+use crate::format::{encode_key, encode_value, ValueFormat};
 use crate::log::batch::{encode_batch, LogRecord};
 use crate::log::{Log, Topic};
 
@@ -64,6 +66,38 @@ impl Sink {
             partition: self.partition_for(key.as_deref()),
             record: LogRecord { offset: 0, timestamp_ms, key, value, headers: Vec::new() },
         }
+    }
+
+    /// Every row of a projected batch (columns in the relation's order), encoded straight from
+    /// Arrow when the format and types allow (`None`: use `encode_row` per row).
+    pub fn encode_batch(&self, batch: &RecordBatch, timestamp_ms: i64) -> Option<Vec<OutRecord>> {
+        if self.relation.value_encoding() != ValueFormat::Json {
+            return None;
+        }
+        let values = crate::format::json_batch::encode_batch_values(&self.relation.columns, batch)?;
+        let key_columns: Vec<usize> =
+            self.relation.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
+        let mut row = vec![Value::Null; self.relation.columns.len()];
+        Some(
+            values
+                .into_iter()
+                .enumerate()
+                .map(|(i, value)| {
+                    let key = if key_columns.is_empty() {
+                        None
+                    } else {
+                        for &k in &key_columns {
+                            row[k] = cell_at(batch.column(k).as_ref(), i);
+                        }
+                        encode_key(&self.relation.columns, self.relation.key_format, &row)
+                    };
+                    OutRecord {
+                        partition: self.partition_for(key.as_deref()),
+                        record: LogRecord { offset: 0, timestamp_ms, key, value: Some(value), headers: Vec::new() },
+                    }
+                })
+                .collect(),
+        )
     }
 
     /// A table change: the new row, or a tombstone for its key.

@@ -527,9 +527,15 @@ impl QueryTask {
             Body::Project(project) => {
                 let projected = project.process(&input)?;
                 if let Some(sink) = &self.sink {
-                    for row in 0..projected.num_rows() {
-                        let cells: Vec<_> = projected.columns().iter().map(|c| cell_at(c.as_ref(), row)).collect();
-                        self.pending_outputs.push(sink.encode_row(&cells, timestamp_ms));
+                    match sink.encode_batch(&projected, timestamp_ms) {
+                        Some(records) => self.pending_outputs.extend(records),
+                        None => {
+                            for row in 0..projected.num_rows() {
+                                let cells: Vec<_> =
+                                    projected.columns().iter().map(|c| cell_at(c.as_ref(), row)).collect();
+                                self.pending_outputs.push(sink.encode_row(&cells, timestamp_ms));
+                            }
+                        }
                     }
                 }
                 return Ok(());

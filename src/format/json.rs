@@ -8,8 +8,89 @@ use serde_json::Value;
 use super::types::{lookup, SqlType};
 use super::Column;
 
-/// The value object's field for each column (NULL where absent), not yet checked.
+/// The value object's field for each column (NULL where absent), not yet checked. Reads the
+/// object in one pass, keeping only the fields that match a column (no map is built); the
+/// matching is `types::lookup`'s: the exact name, else the first field, in the object's
+/// order, equal to it ignoring case; a repeated field's last value wins.
 pub fn decode_value(columns: &[Column], value: &[u8]) -> Result<Vec<Value>, String> {
+    let invalid = |e: serde_json::Error| format!("value is not valid JSON: {e}");
+    if value.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) != Some(&b'{') {
+        return decode_value_through_map(columns, value);
+    }
+    let mut de = serde_json::Deserializer::from_slice(value);
+    let cells = serde::Deserializer::deserialize_map(&mut de, Fields { columns }).map_err(invalid)?;
+    de.end().map_err(invalid)?;
+    Ok(cells)
+}
+
+/// Visits a JSON object, keeping the fields that match `columns`.
+struct Fields<'c> {
+    columns: &'c [Column],
+}
+
+impl<'de> serde::de::Visitor<'de> for Fields<'_> {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<Value>, A::Error> {
+        let n = self.columns.len();
+        let mut exact: Vec<Option<Value>> = vec![None; n];
+        // Per column, the first field equal to its name ignoring case, and that field's value.
+        let mut folded: Vec<Option<(String, Value)>> = vec![None; n];
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let exact_at = self.columns.iter().position(|c| c.name == *key);
+            let folds = |j: usize| {
+                Some(j) != exact_at
+                    && self.columns[j].name.eq_ignore_ascii_case(&key)
+                    && folded[j].as_ref().is_none_or(|(k, _)| *k == *key)
+            };
+            let folded_into: Vec<usize> = (0..n).filter(|&j| folds(j)).collect();
+            if exact_at.is_none() && folded_into.is_empty() {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            let v: Value = map.next_value()?;
+            for j in folded_into {
+                folded[j] = Some((key.to_string(), v.clone()));
+            }
+            if let Some(i) = exact_at {
+                exact[i] = Some(v);
+            }
+        }
+        Ok(exact.into_iter().zip(folded).map(|(e, f)| e.or(f.map(|(_, v)| v)).unwrap_or(Value::Null)).collect())
+    }
+}
+
+/// A field name, borrowed from the input when it has no escapes.
+struct KeySeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(KeySeed)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeySeed {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(v.to_string()))
+    }
+}
+
+/// `decode_value` for input that does not start as an object: parsed whole, for the error.
+fn decode_value_through_map(columns: &[Column], value: &[u8]) -> Result<Vec<Value>, String> {
     let parsed: Value = serde_json::from_slice(value).map_err(|e| format!("value is not valid JSON: {e}"))?;
     let Value::Object(obj) = parsed else {
         return Err("value is not a JSON object".into());
@@ -88,6 +169,34 @@ fn is_number_text(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::format::types::{normalize, StructField};
+
+    /// The one-pass decoder agrees with parsing the object and looking each column up.
+    #[test]
+    fn one_pass_decoding_matches_lookup() {
+        let col = |name: &str| Column { name: name.into(), ty: SqlType::String, key: false };
+        let cols = vec![col("id"), col("Name"), col("name"), col("CITY"), col("missing")];
+        for text in [
+            r#"{"id": 1, "name": "a", "NAME": "b", "city": "x", "City": "y", "other": [1, {"id": 2}]}"#,
+            r#"{"ID": 1, "Id": 2, "ID": 3, "nAmE": {"k": null}, "city": "c\u00e9", "ci\u0074y": "escaped"}"#,
+            r#" { "id" : "dup", "id": "last" } "#,
+            r#"{}"#,
+        ] {
+            let parsed: Value = serde_json::from_str(text).unwrap();
+            let Value::Object(obj) = parsed else { unreachable!() };
+            let expected: Vec<Value> =
+                cols.iter().map(|c| lookup(&obj, &c.name).cloned().unwrap_or(Value::Null)).collect();
+            assert_eq!(decode_value(&cols, text.as_bytes()).unwrap(), expected, "{text}");
+        }
+        for bad in [&b"{"[..], b"{\"id\": 1,}", b"{\"id\": 1} x", b"[1]", b"1", b"", b"\x0c{}"] {
+            let fast = decode_value(&cols, bad).unwrap_err();
+            let parsed = serde_json::from_slice::<Value>(bad);
+            let expected = match parsed {
+                Err(e) => format!("value is not valid JSON: {e}"),
+                Ok(_) => "value is not a JSON object".to_string(),
+            };
+            assert_eq!(fast, expected, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn typed_encoding_round_trips_decimals_exactly() {

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 mod arrow;
 pub mod delimited;
 pub mod json;
+pub mod json_batch;
 pub mod kafka;
 pub mod types;
 
