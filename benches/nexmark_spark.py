@@ -453,10 +453,14 @@ def result_record(query: NexmarkQuery, events: Optional[int], run: Optional[Quer
 
 def make_spark_session(shuffle_partitions: int, driver_memory: str):
     from pyspark.sql import SparkSession
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # loopback only, and no warning
     spark = (SparkSession.builder.master("local[2]").appName("eddy-nexmark")
              .config("spark.driver.memory", driver_memory)
              .config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false")  # no progress bars on stderr
              .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+             # Streaming turns adaptive execution off anyway, with a warning per query.
+             .config("spark.sql.adaptive.enabled", "false")
              .config("spark.sql.session.timeZone", "UTC")  # hour() as Eddy computes it
              .config("spark.sql.streaming.numRecentProgressUpdates", "100000")
              .getOrCreate())
@@ -532,6 +536,7 @@ def parse_args():
 
 
 def main() -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # our lines in order with the JVM's
     args = parse_args()
     work_dir = tempfile.mkdtemp(prefix="eddy-nexmark-spark-")
     try:
