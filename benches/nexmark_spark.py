@@ -22,6 +22,9 @@ peak), and the state Spark reports (`memoryUsedBytes` summed over its stateful o
 Latency is not measured (null): Spark's micro-batch loop has no per-event latency to compare
 with Eddy's end-to-end probe.
 
+Each event type's file(s) must be in event time order, as the Nexmark generator writes them:
+the warm-up sample and `--micro-batch-seconds` cut them by `date_time`.
+
 Output: one line per query on stdout and a JSON array (`--out`, default
 `target/nexmark/spark.json`) of objects with the keys the report reads (`RESULT_KEYS`).
 """
