@@ -66,7 +66,10 @@ class Results:
     """All records, found by (query, mode)."""
 
     def __init__(self, records: list):
-        self.by_key = {(record["query"], record["mode"]): record for record in records}
+        # Latency runs (mode "latency") are kept apart: one per offered rate.
+        self.latency = [record for record in records if record["mode"] == "latency"]
+        self.by_key = {(record["query"], record["mode"]): record for record in records
+                       if record["mode"] != "latency"}
         self.queries = sorted({record["query"] for record in records}, key=query_order)
 
     def get(self, query: str, mode: str, key: str):
@@ -194,14 +197,31 @@ def resources_table(results: Results) -> list:
             mebibytes(results.get(query, "spark", "peak_rss_bytes")),
             state_size(results.get(query, "engine", "state_bytes")),
             state_size(results.get(query, "spark", "state_bytes")),
-            milliseconds(results.get(query, "end-to-end", "p50_latency_ms")),
-            milliseconds(results.get(query, "end-to-end", "p99_latency_ms")),
-            milliseconds(results.get(query, "engine", "p50_latency_ms")),
-            milliseconds(results.get(query, "engine", "p99_latency_ms")),
         ])
     return table(["query", "Eddy engine peak RSS", "Eddy end-to-end peak RSS",
-                  "Spark peak RSS", "Eddy state", "Spark state", "end-to-end p50 ms",
-                  "end-to-end p99 ms", "engine p50 ms", "engine p99 ms"], rows)
+                  "Spark peak RSS", "Eddy state", "Spark state"], rows)
+
+
+def latency_table(results: Results) -> list:
+    rows = []
+    for record in results.latency:
+        number = lambda key: record.get(key) if isinstance(record.get(key), (int, float)) else None
+        rows.append([
+            record["query"], rate(number("rate")), rate(number("events")),
+            milliseconds(number("p50_latency_ms")), milliseconds(number("p99_latency_ms")),
+            rate(number("events_per_sec_per_core")), mebibytes(number("peak_rss_bytes")),
+        ])
+    return table(["query", "offered bids/s", "records", "p50 ms", "p99 ms",
+                  "records per server CPU second", "peak RSS"], rows)
+
+
+def p99_at(results: Results, query: str, offered: float) -> Optional[float]:
+    """The p99 of `query`'s latency run at the offered rate `offered`."""
+    for record in results.latency:
+        if record["query"] == query and record.get("rate") == offered:
+            value = record.get("p99_latency_ms")
+            return value if isinstance(value, (int, float)) else None
+    return None
 
 
 def verdict(value: Optional[float], target: float, higher_is_better: bool = True) -> str:
@@ -217,7 +237,7 @@ def targets_table(results: Results) -> list:
         engine_core = results.get(query, "engine", "events_per_sec_per_core")
         target = PER_CORE_TARGETS.get(query)
         spark_ratio = ratio(engine_core, results.get(query, "spark", "events_per_sec_per_core"))
-        p99 = results.get(query, "end-to-end", "p99_latency_ms")
+        p99 = p99_at(results, query, 10_000)
         rows.append([
             query,
             rate(target) if target else MISSING, rate(engine_core),
@@ -226,7 +246,7 @@ def targets_table(results: Results) -> list:
             milliseconds(p99), verdict(p99, END_TO_END_P99_TARGET_MS, higher_is_better=False),
         ])
     return table(["query", "target ev/s per core", "Eddy engine per core", "throughput",
-                  "Eddy/Spark per core", "≥ 10× Spark", "end-to-end p99 ms", "p99 ≤ 10 ms"],
+                  "Eddy/Spark per core", "≥ 10× Spark", "p99 ms at 10,000/s", "p99 ≤ 10 ms"],
                  rows)
 
 
@@ -266,6 +286,13 @@ def section(results: Results, events_env: str, queries_env: str) -> str:
         "### Memory, state and latency",
         "",
         *resources_table(results),
+        "",
+        "Latency (Eddy, mode `latency`): q0 with a push query open "
+        "(`COPY (SELECT extra FROM nx_q0 EMIT CHANGES) TO STDOUT`), bids produced with "
+        "librdkafka (acks=all, linger 5 ms) at a fixed rate, each tagged; latency is from the "
+        "record's produce acknowledgement to its row arriving on the push query.",
+        "",
+        *latency_table(results),
         "",
         "Spark's peak RSS is the JVM's VmHWM during the query, reset after a full GC before "
         "each query; its heap only grows, so later queries carry what earlier ones left. "

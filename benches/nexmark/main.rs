@@ -16,8 +16,10 @@
 //! Knobs: `EDDY_NEXMARK_EVENTS` (default 1,000,000), `EDDY_NEXMARK_QUERIES` (e.g. `q0,q3`;
 //! default all), `EDDY_NEXMARK_MODES` (default all four), `EDDY_NEXMARK_LATENCY_SECS` (10),
 //! `EDDY_NEXMARK_DIR` (work and event files, default `target/nexmark`), `EDDY_NEXMARK_OUT`
-//! (the JSON results, default `target/nexmark/results.json`). Per core means events divided
-//! by the CPU seconds the server process used (for DataFusion: this process).
+//! (the JSON results, default `target/nexmark/results.json`), `EDDY_NEXMARK_PROFILE=1` (engine
+//! mode: `perf record` on the server while each query runs; the top of `perf report` goes to
+//! `<dir>/profile-<query>.txt`). Per core means events divided by the CPU seconds the server
+//! process used (for DataFusion: this process).
 
 mod events;
 mod queries;
@@ -96,6 +98,7 @@ struct Settings {
     queries: Vec<&'static Query>,
     modes: Vec<String>,
     latency_secs: u64,
+    profile: bool,
     dir: PathBuf,
     out: PathBuf,
 }
@@ -127,6 +130,7 @@ impl Settings {
                 .collect(),
             latency_secs: env("EDDY_NEXMARK_LATENCY_SECS")
                 .map_or(10, |v| v.parse().expect("EDDY_NEXMARK_LATENCY_SECS")),
+            profile: env("EDDY_NEXMARK_PROFILE").is_some_and(|v| v != "0"),
             out: env("EDDY_NEXMARK_OUT").map(PathBuf::from).unwrap_or_else(|| dir.join("results.json")),
             dir,
         }
@@ -171,7 +175,7 @@ fn main() {
         let loaded = settings.dir.join("loaded");
         runtime.block_on(load(&loaded, &events));
         for q in &settings.queries {
-            let m = runtime.block_on(engine(&settings.dir, &loaded, q, &events));
+            let m = runtime.block_on(engine(&settings, &loaded, q, &events));
             record(m, &mut results);
         }
         let _ = std::fs::remove_dir_all(&loaded);
@@ -241,19 +245,24 @@ async fn count_rows(c: &tokio_postgres::Client, relation: &str) -> Option<u64> {
 }
 
 /// Engine mode: the events are already in the log.
-async fn engine(work: &Path, loaded: &Path, q: &Query, events: &[EventRecord]) -> Measurement {
-    let dir = work.join("run");
+async fn engine(settings: &Settings, loaded: &Path, q: &Query, events: &[EventRecord]) -> Measurement {
+    let dir = settings.dir.join("run");
     copy_dir(loaded, &dir);
     let server = Server::start(&dir);
     let c = server.client().await;
     server::wait_caught_up(&c, Duration::from_secs(600)).await;
     let state_before = server.state_bytes();
     let cpu_before = server.cpu_seconds();
+    let perf_data = settings.dir.join(format!("perf-{}.data", q.name));
+    let perf = settings.profile.then(|| server::perf_record(&perf_data));
     let started = Instant::now();
     server::run_sql(&c, q.statements).await;
     let done = server::wait_caught_up(&c, Duration::from_secs(3600)).await;
     let seconds = (done - started).as_secs_f64();
     let cpu = server.cpu_seconds() - cpu_before;
+    if let Some(perf) = perf {
+        server::perf_report(perf, server.pid(), &perf_data, &settings.dir.join(format!("profile-{}.txt", q.name)));
+    }
     let mut m = Measurement::new(q, "engine", events_read(q, events), seconds, cpu);
     m.peak_rss_bytes = Some(server.peak_rss_bytes());
     m.state_bytes = Some(server.state_bytes().saturating_sub(state_before));
@@ -352,7 +361,8 @@ async fn latency(work: &Path, q: &Query, events: &[EventRecord], rate: f64, secs
     let bootstrap = server.kafka.clone();
     let acks = tokio::task::spawn_blocking(move || {
         use rdkafka::producer::Producer;
-        let producer = server::producer(&bootstrap, "0");
+        // librdkafka's default linger (5 ms): the latency counts from the ack, after it.
+        let producer = server::producer(&bootstrap, "5");
         *producer.context().times.lock().unwrap() = vec![None; n];
         let begin = Instant::now();
         for (seq, e) in bids.iter().enumerate() {

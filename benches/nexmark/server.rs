@@ -59,6 +59,10 @@ impl Server {
         client
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// CPU seconds (user + system) the server process has used so far.
     pub fn cpu_seconds(&self) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
@@ -229,4 +233,53 @@ pub fn produce_all(producer: &BaseProducer<Acks>, events: &[EventRecord]) {
     let acks = producer.context();
     assert_eq!(acks.failed.load(Ordering::Relaxed), 0, "records were refused");
     assert_eq!(acks.acked.load(Ordering::Relaxed), events.len() as u64, "records were not acknowledged");
+}
+
+/// Starts `perf record` on every CPU (sampling, no call graphs: the release build has no
+/// frame pointers); the report keeps the server's samples. (Attaching with `-p` misses the
+/// query's thread, started after it.)
+pub fn perf_record(data: &Path) -> Child {
+    let child = Command::new("perf")
+        .args(["record", "-a", "-F", "1999", "-o"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("perf (apt-get install linux-perf)");
+    std::thread::sleep(Duration::from_millis(700));
+    child
+}
+
+/// Stops `perf record` and writes the top of its report (by symbol) to `out`.
+pub fn perf_report(mut perf: Child, pid: u32, data: &Path, out: &Path) {
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(perf.id() as i32, libc::SIGINT);
+    }
+    let _ = perf.wait();
+    let report = Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "dso,symbol",
+            "--percent-limit",
+            "0.7",
+            "--percentage",
+            "relative",
+            "--pid",
+        ])
+        .arg(pid.to_string())
+        .arg("-i")
+        .arg(data)
+        .output()
+        .expect("perf report");
+    let text: String = String::from_utf8_lossy(&report.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty() && (!l.starts_with('#') || l.starts_with("# Samples")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(out, text).expect("profile file");
+    let _ = std::fs::remove_file(data);
 }

@@ -144,8 +144,9 @@ impl AggregateOperator {
         // Load the groups this batch touches that are not cached, with one multi-get.
         let mut touched: Vec<Vec<u8>> = Vec::new();
         let mut missing: Vec<Vec<u8>> = Vec::new();
+        let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::with_capacity(n);
         for (k, _) in &row_keys {
-            if !touched.contains(k) {
+            if seen.insert(k.as_slice()) {
                 touched.push(k.clone());
                 if !self.cache.contains_key(k) {
                     missing.push(k.clone());
@@ -224,6 +225,7 @@ impl AggregateOperator {
         let before_cache = self.cache.clone();
         let before_sessions = self.sessions.clone();
         let mut touched: Vec<Vec<u8>> = Vec::new();
+        let mut touched_set: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
         let mut deleted: Vec<Change> = Vec::new();
         for row in 0..n {
             let Some(ts) = cell_at(times.as_ref(), row).as_i64() else {
@@ -284,7 +286,9 @@ impl AggregateOperator {
                         merge(spec.func, &mut merged.a[i], &old.a[i]);
                     }
                 }
-                touched.retain(|k| k != &old_key);
+                if touched_set.remove(&old_key) {
+                    touched.retain(|k| k != &old_key);
+                }
                 out.closed.push((*e, old_key.clone()));
                 deleted.push(Change {
                     state_key: old_key,
@@ -301,7 +305,7 @@ impl AggregateOperator {
             let key = memcomparable(&g);
             deleted.retain(|c| c.state_key != key);
             self.cache.insert(key.clone(), merged);
-            if !touched.contains(&key) {
+            if touched_set.insert(key.clone()) {
                 touched.push(key);
             }
             let mut list = keep;
