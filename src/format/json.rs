@@ -14,7 +14,7 @@ use super::Column;
 /// order, equal to it ignoring case; a repeated field's last value wins.
 pub fn decode_value(columns: &[Column], value: &[u8]) -> Result<Vec<Value>, String> {
     let invalid = |e: serde_json::Error| format!("value is not valid JSON: {e}");
-    if value.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) != Some(&b'{') {
+    if columns.len() > 64 || value.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) != Some(&b'{') {
         return decode_value_through_map(columns, value);
     }
     let mut de = serde_json::Deserializer::from_slice(value);
@@ -37,30 +37,35 @@ impl<'de> serde::de::Visitor<'de> for Fields<'_> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<Value>, A::Error> {
         let n = self.columns.len();
-        let mut exact: Vec<Option<Value>> = vec![None; n];
-        // Per column, the first field equal to its name ignoring case, and that field's value.
-        let mut folded: Vec<Option<(String, Value)>> = vec![None; n];
+        let mut cells = vec![Value::Null; n];
+        // Bit j: column j has a field of exactly its name (`decode_value` ensures n <= 64).
+        let mut exact: u64 = 0;
+        // Per column, the first field equal to its name ignoring case (made when one appears).
+        let mut folded: Option<Vec<Option<String>>> = None;
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let exact_at = self.columns.iter().position(|c| c.name == *key);
-            let folds = |j: usize| {
+            let folds = |j: usize, folded: &Option<Vec<Option<String>>>| {
                 Some(j) != exact_at
+                    && exact & (1 << j) == 0
                     && self.columns[j].name.eq_ignore_ascii_case(&key)
-                    && folded[j].as_ref().is_none_or(|(k, _)| *k == *key)
+                    && folded.as_ref().and_then(|f| f[j].as_ref()).is_none_or(|k| *k == *key)
             };
-            let folded_into: Vec<usize> = (0..n).filter(|&j| folds(j)).collect();
+            let folded_into: Vec<usize> = (0..n).filter(|&j| folds(j, &folded)).collect();
             if exact_at.is_none() && folded_into.is_empty() {
                 map.next_value::<serde::de::IgnoredAny>()?;
                 continue;
             }
             let v: Value = map.next_value()?;
             for j in folded_into {
-                folded[j] = Some((key.to_string(), v.clone()));
+                folded.get_or_insert_with(|| vec![None; n])[j] = Some(key.to_string());
+                cells[j] = v.clone();
             }
             if let Some(i) = exact_at {
-                exact[i] = Some(v);
+                exact |= 1 << i;
+                cells[i] = v;
             }
         }
-        Ok(exact.into_iter().zip(folded).map(|(e, f)| e.or(f.map(|(_, v)| v)).unwrap_or(Value::Null)).collect())
+        Ok(cells)
     }
 }
 

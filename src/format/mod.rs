@@ -164,7 +164,8 @@ pub fn decode_row(
     let value = value.ok_or_else(|| bad("record has a null value".into()))?;
     let values = decode_value(columns, value_format, value).map_err(bad)?;
     let key_cells = decode_key(columns, key_format, key)?;
-    let mut row = Vec::with_capacity(columns.len());
+    // Room for the pseudo-columns a source appends (ROWTIME, ROWPARTITION, ROWOFFSET).
+    let mut row = Vec::with_capacity(columns.len() + 3);
     for (c, v) in columns.iter().zip(values) {
         let cell = if c.key { key_cells.iter().find(|(n, _)| n == &c.name).map(|(_, v)| v.clone()) } else { None };
         let cell = match cell {
@@ -251,6 +252,16 @@ pub fn decode_key(
 
 /// Checks that a value fits the column type and returns its canonical cell.
 pub fn check_cell(c: &Column, v: Value) -> Result<Value, String> {
+    // Most cells are already in their canonical form: no copy, no conversion.
+    let canonical = match (&c.ty, &v) {
+        (_, Value::Null) | (SqlType::String, Value::String(_)) | (SqlType::Boolean, Value::Bool(_)) => true,
+        (SqlType::BigInt | SqlType::Timestamp, Value::Number(n)) => n.is_i64(),
+        (SqlType::Double, Value::Number(_)) => true,
+        _ => false,
+    };
+    if canonical {
+        return Ok(v);
+    }
     match types::normalize(&c.ty, v.clone()) {
         Ok(cell) => Ok(cell),
         Err(types::Mismatch) => Err(format!("column {} expects {}, got {}", c.name, c.ty.name(), v)),
