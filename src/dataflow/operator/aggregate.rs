@@ -13,7 +13,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::Change;
 use crate::error::{EddyError, Result};
@@ -144,7 +144,7 @@ impl AggregateOperator {
         // Load the groups this batch touches that are not cached, with one multi-get.
         let mut touched: Vec<Vec<u8>> = Vec::new();
         let mut missing: Vec<Vec<u8>> = Vec::new();
-        let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::with_capacity(n);
+        let mut seen: HashSet<&[u8]> = HashSet::with_capacity(n);
         for (k, _) in &row_keys {
             if seen.insert(k.as_slice()) {
                 touched.push(k.clone());
@@ -222,11 +222,18 @@ impl AggregateOperator {
             self.plan.aggs.iter().map(|a| a.arg.evaluate(batch)?.into_array(n)).collect::<Result<_, _>>()?;
         let times = batch.column(session.rowtime);
         let (start_pos, end_pos) = (session.start_pos, session.end_pos);
-        let before_cache = self.cache.clone();
-        let before_sessions = self.sessions.clone();
+        // What this batch changed, to undo it if the batch fails (not a copy of the caches).
+        let mut undo_cache: HashMap<Vec<u8>, Option<GroupState>> = HashMap::new();
+        let mut undo_sessions: HashMap<Vec<u8>, Option<Vec<Session>>> = HashMap::new();
+        // Groups in the order they were last touched; a key may repeat, `touched_set` says
+        // which are still live.
         let mut touched: Vec<Vec<u8>> = Vec::new();
-        let mut touched_set: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-        let mut deleted: Vec<Change> = Vec::new();
+        let mut touched_set: HashSet<Vec<u8>> = HashSet::new();
+        // Deletions with their step, and the last step that (re)created each key: a deletion
+        // stands unless its key was created again after it.
+        let mut deleted: Vec<(usize, Change)> = Vec::new();
+        let mut created_at: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut index_at: HashMap<Vec<u8>, usize> = HashMap::new();
         for row in 0..n {
             let Some(ts) = cell_at(times.as_ref(), row).as_i64() else {
                 out.late.push(row);
@@ -249,6 +256,7 @@ impl AggregateOperator {
                     }
                     None => Vec::new(),
                 };
+                undo_sessions.entry(index_key.clone()).or_insert(None);
                 self.sessions.insert(index_key.clone(), list);
             }
             let list = self.sessions[&index_key].clone();
@@ -271,6 +279,9 @@ impl AggregateOperator {
                 old_g[start_pos] = Value::from(*s);
                 old_g[end_pos] = Value::from(*e);
                 let old_key = memcomparable(&old_g);
+                if !undo_cache.contains_key(&old_key) {
+                    undo_cache.insert(old_key.clone(), self.cache.get(&old_key).cloned());
+                }
                 let old = match self.cache.remove(&old_key) {
                     Some(st) => Some(st),
                     None => load(std::slice::from_ref(&old_key))?
@@ -286,45 +297,69 @@ impl AggregateOperator {
                         merge(spec.func, &mut merged.a[i], &old.a[i]);
                     }
                 }
-                if touched_set.remove(&old_key) {
-                    touched.retain(|k| k != &old_key);
-                }
+                touched_set.remove(&old_key);
                 out.closed.push((*e, old_key.clone()));
-                deleted.push(Change {
-                    state_key: old_key,
-                    key_values: old_g,
-                    row: None,
-                    state_value: None,
-                    timestamp_ms,
-                });
+                deleted.push((
+                    row,
+                    Change { state_key: old_key, key_values: old_g, row: None, state_value: None, timestamp_ms },
+                ));
             }
             merged.n += 1;
             for (i, spec) in self.plan.aggs.iter().enumerate() {
                 fold(spec.func, &mut merged.a[i], cell_at(args[i].as_ref(), row), args[i].data_type(), 1, false);
             }
             let key = memcomparable(&g);
-            deleted.retain(|c| c.state_key != key);
-            self.cache.insert(key.clone(), merged);
-            if touched_set.insert(key.clone()) {
-                touched.push(key);
+            created_at.insert(key.clone(), row);
+            if !undo_cache.contains_key(&key) {
+                undo_cache.insert(key.clone(), self.cache.get(&key).cloned());
             }
+            self.cache.insert(key.clone(), merged);
+            touched_set.insert(key.clone());
+            touched.push(key);
             let mut list = keep;
             list.push((start, end));
             list.sort_unstable();
             let bytes = serde_json::to_vec(&list).map_err(|e| EddyError::Internal(e.to_string()))?;
+            if !undo_sessions.contains_key(&index_key) {
+                undo_sessions.insert(index_key.clone(), self.sessions.get(&index_key).cloned());
+            }
             self.sessions.insert(index_key.clone(), list);
-            out.index_writes.retain(|(k, _)| k != &index_key);
-            out.index_writes.push((index_key, Some(bytes)));
+            match index_at.get(&index_key) {
+                Some(&at) => out.index_writes[at].1 = Some(bytes),
+                None => {
+                    index_at.insert(index_key.clone(), out.index_writes.len());
+                    out.index_writes.push((index_key, Some(bytes)));
+                }
+            }
         }
-        match self.emit(&touched, timestamp_ms) {
+        // Each live group once, where it was last touched.
+        let mut emitted: HashSet<Vec<u8>> = HashSet::new();
+        let mut order: Vec<Vec<u8>> =
+            touched.into_iter().rev().filter(|k| touched_set.contains(k) && emitted.insert(k.clone())).collect();
+        order.reverse();
+        match self.emit(&order, timestamp_ms) {
             Ok(changes) => {
-                out.changes = deleted;
+                out.changes = deleted
+                    .into_iter()
+                    .filter(|(at, c)| created_at.get(&c.state_key).is_none_or(|created| created < at))
+                    .map(|(_, c)| c)
+                    .collect();
                 out.changes.extend(changes);
                 Ok(out)
             }
             Err(e) => {
-                self.cache = before_cache;
-                self.sessions = before_sessions;
+                for (k, v) in undo_cache {
+                    match v {
+                        Some(state) => self.cache.insert(k, state),
+                        None => self.cache.remove(&k),
+                    };
+                }
+                for (k, v) in undo_sessions {
+                    match v {
+                        Some(list) => self.sessions.insert(k, list),
+                        None => self.sessions.remove(&k),
+                    };
+                }
                 Err(e)
             }
         }
