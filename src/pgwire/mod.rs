@@ -529,7 +529,7 @@ impl QueryParser for EddyQueryParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let params = params::count_params(sql);
+        let params = params::count_params(sql).map_err(to_pg)?;
         // Describe needs the result columns: plan the statement now (with NULL parameters).
         let substituted = params::substitute(sql, &vec![None; params]);
         let located = sql::parse(&substituted).map_err(to_pg)?;
