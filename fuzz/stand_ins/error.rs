@@ -1,7 +1,7 @@
-//! `crate::error` as the SQL dialect layer sees it: Eddy's `EddyError` with the variants
-//! the included modules use. The real one (`src/error.rs`) also converts DataFusion, Arrow,
-//! RocksDB and log errors, which the fuzz build does not compile.
-//! A module that starts using another variant fails to build here: add it.
+//! `crate::error` as the SQL dialect layer and the parameter handling see it: Eddy's
+//! `EddyError` with the variants the included modules use. The real one (`src/error.rs`)
+//! also converts DataFusion, Arrow, RocksDB and log errors, which the fuzz build does not
+//! compile. A module that starts using another variant fails to build here: add it.
 
 // The fields are read through `Debug` only (in the targets' assertion messages).
 #[allow(dead_code)]
@@ -15,4 +15,5 @@ pub enum EddyError {
     UndefinedRelation(String),
     InvalidValue(String),
     NotImplemented(String),
+    LimitExceeded(String),
 }
