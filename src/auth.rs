@@ -415,9 +415,11 @@ impl ScramServer {
         ScramServer { hash, user: Some(user.to_string()), state: ScramState::Start }
     }
 
+    /// The server's answer to the client's next message. Any error ends the exchange.
     pub fn step(&mut self, users: &Users, message: &[u8]) -> Result<ScramStep, String> {
+        let state = std::mem::replace(&mut self.state, ScramState::Done);
         let text = std::str::from_utf8(message).map_err(|_| "SCRAM message is not UTF-8".to_string())?;
-        match std::mem::replace(&mut self.state, ScramState::Done) {
+        match state {
             ScramState::Start => {
                 // client-first: gs2-header ("n,," or "y,,": no channel binding) then "n=user,r=nonce"
                 let (gs2_header, bare) = match (text.strip_prefix("n,,"), text.strip_prefix("y,,")) {
@@ -574,6 +576,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Found by the fuzz target `pg_messages`: a message that was not UTF-8 failed without
+    /// ending the exchange, so the client could go on where it stood.
+    #[test]
+    fn every_failed_step_ends_the_exchange() {
+        let users = Users::parse("alice:s3cret").unwrap();
+        let mut server = ScramServer::for_user(ScramHash::Sha256, "alice");
+        assert!(server.step(&users, b"n,,n=,r=\xff").is_err());
+        assert_eq!(server.step(&users, b"n,,n=,r=abc").err().as_deref(), Some("SCRAM exchange already finished"));
     }
 
     #[test]

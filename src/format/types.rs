@@ -46,6 +46,11 @@ pub struct StructField {
 /// The largest DECIMAL precision (Arrow's Decimal128).
 pub const MAX_DECIMAL_PRECISION: u8 = 38;
 
+/// How deep a declared ARRAY, MAP or STRUCT type may nest. The catalog keeps types as JSON,
+/// which serde_json reads back at most 128 levels deep (a STRUCT level takes three), so a
+/// deeper type would make the catalog unreadable at the next start.
+pub const MAX_TYPE_NESTING: usize = 32;
+
 const MS_PER_DAY: i64 = 86_400_000;
 
 impl SqlType {

@@ -193,13 +193,12 @@ pub fn decode_records(bytes: &[u8]) -> Result<Vec<LogRecord>, LogError> {
         if cur.pos - start != len as usize {
             return Err(LogError::CorruptBatch("record length does not match its contents".into()));
         }
-        out.push(LogRecord {
-            offset: header.base_offset + offset_delta as i64,
-            timestamp_ms: header.base_timestamp_ms + ts_delta,
-            key,
-            value,
-            headers,
-        });
+        let (Some(offset), Some(timestamp_ms)) =
+            (header.base_offset.checked_add(offset_delta as i64), header.base_timestamp_ms.checked_add(ts_delta))
+        else {
+            return Err(LogError::CorruptBatch("record offset or timestamp out of range".into()));
+        };
+        out.push(LogRecord { offset, timestamp_ms, key, value, headers });
     }
     Ok(out)
 }
@@ -307,6 +306,21 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         assert!(matches!(validate(&bytes), Err(LogError::CorruptBatch(_))));
+    }
+
+    /// Found by the fuzz target `record_batch`: base + delta overflowed (a panic where
+    /// overflow is checked, a wrapped offset or timestamp elsewhere).
+    #[test]
+    fn deltas_past_the_end_of_i64_are_corrupt() {
+        let records: Vec<_> = (0..2).map(rec).collect();
+        let mut bytes = encode_batch(&records);
+        set_base_offset(&mut bytes, i64::MAX);
+        assert!(matches!(decode_records(&bytes), Err(LogError::CorruptBatch(_))));
+        set_base_offset(&mut bytes, 0);
+        // The base timestamp (after base offset, length, epoch, magic, CRC, attributes and
+        // last offset delta); the second record's timestamp delta is 1.
+        bytes[27..35].copy_from_slice(&i64::MAX.to_be_bytes());
+        assert!(matches!(decode_records(&bytes), Err(LogError::CorruptBatch(_))));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod cursor;
 pub mod error;
+mod params;
 mod socket;
 mod startup;
 mod types;
@@ -511,7 +512,7 @@ impl SimpleQueryHandler for PgServer {
 #[derive(Clone, Debug)]
 pub struct Prepared {
     sql: String,
-    /// As Describe reports them (see `types::param_types`).
+    /// As Describe reports them (see `params::param_types`).
     param_types: Vec<Type>,
     schema: Option<Arc<Schema>>,
 }
@@ -528,9 +529,9 @@ impl QueryParser for EddyQueryParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let params = count_params(sql);
+        let params = params::count_params(sql).map_err(to_pg)?;
         // Describe needs the result columns: plan the statement now (with NULL parameters).
-        let substituted = substitute(sql, &vec![None; params]);
+        let substituted = params::substitute(sql, &vec![None; params]);
         let located = sql::parse(&substituted).map_err(to_pg)?;
         if located.len() > 1 {
             return Err(to_pg(EddyError::Syntax {
@@ -550,7 +551,7 @@ impl QueryParser for EddyQueryParser {
             Some(l) => self.engine.result_schema(&l.statement).await.map_err(to_pg)?,
             None => None,
         };
-        let param_types = types::param_types(sql, types, params);
+        let param_types = params::param_types(sql, types, params);
         Ok(Some(Prepared { sql: sql.to_string(), param_types, schema }))
     }
 
@@ -564,79 +565,6 @@ impl QueryParser for EddyQueryParser {
             None => Vec::new(),
         })
     }
-}
-
-/// A parameter sent in binary, as the text of a literal (only the common scalar types).
-fn binary_param(bytes: &[u8], ty: Option<&Type>) -> PgWireResult<String> {
-    let bad =
-        || to_pg(EddyError::InvalidValue(format!("binary parameter of {} bytes does not fit {ty:?}", bytes.len())));
-    let text = match ty {
-        Some(t) if *t == Type::INT2 => i16::from_be_bytes(bytes.try_into().map_err(|_| bad())?).to_string(),
-        Some(t) if *t == Type::INT4 => i32::from_be_bytes(bytes.try_into().map_err(|_| bad())?).to_string(),
-        Some(t) if *t == Type::INT8 => i64::from_be_bytes(bytes.try_into().map_err(|_| bad())?).to_string(),
-        Some(t) if *t == Type::FLOAT4 => f32::from_be_bytes(bytes.try_into().map_err(|_| bad())?).to_string(),
-        Some(t) if *t == Type::FLOAT8 => f64::from_be_bytes(bytes.try_into().map_err(|_| bad())?).to_string(),
-        Some(t) if *t == Type::BOOL => (bytes.first() == Some(&1)).to_string(),
-        Some(t) if [Type::OID_ARRAY, Type::INT4_ARRAY, Type::INT8_ARRAY, Type::TEXT_ARRAY].contains(t) => {
-            types::binary_array_param(bytes).map_err(|e| to_pg(EddyError::InvalidValue(e)))?
-        }
-        Some(t) if *t == Type::TEXT || *t == Type::VARCHAR || *t == Type::UNKNOWN => {
-            String::from_utf8_lossy(bytes).into_owned()
-        }
-        None => String::from_utf8_lossy(bytes).into_owned(),
-        Some(other) => {
-            return Err(to_pg(EddyError::NotImplemented(format!(
-                "binary parameters of type {other} (send it as text)"
-            ))));
-        }
-    };
-    Ok(text)
-}
-
-fn count_params(sql: &str) -> usize {
-    let mut max = 0;
-    let mut chars = sql.chars().peekable();
-    let mut in_quote = false;
-    while let Some(c) = chars.next() {
-        if c == '\'' {
-            in_quote = !in_quote;
-        } else if c == '$' && !in_quote {
-            let mut n = String::new();
-            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-                n.push(*d);
-                chars.next();
-            }
-            max = max.max(n.parse().unwrap_or(0));
-        }
-    }
-    max
-}
-
-/// Replaces `$n` with the parameter as a quoted literal (parameters are TEXT).
-fn substitute(sql: &str, params: &[Option<String>]) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    let mut in_quote = false;
-    while let Some(c) = chars.next() {
-        if c == '\'' {
-            in_quote = !in_quote;
-        }
-        if c == '$' && !in_quote && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
-            let mut n = String::new();
-            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-                n.push(*d);
-                chars.next();
-            }
-            let idx = n.parse::<usize>().unwrap_or(0);
-            match params.get(idx.wrapping_sub(1)) {
-                Some(Some(v)) => out.push_str(&format!("'{}'", v.replace('\'', "''"))),
-                _ => out.push_str("NULL"),
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[async_trait]
@@ -776,12 +704,12 @@ impl PgServer {
                             .cloned()
                             .flatten()
                             .or_else(|| portal.statement.statement.param_types.get(i).cloned());
-                        binary_param(bytes, ty.as_ref()).map(Some)
+                        params::binary_param(bytes, ty.as_ref()).map(Some).map_err(to_pg)
                     }
                 }
             })
             .collect::<PgWireResult<Vec<_>>>()?;
-        let sql_text = substitute(&portal.statement.statement.sql, &params);
+        let sql_text = params::substitute(&portal.statement.statement.sql, &params);
         let mut statements = sql::parse(&sql_text).map_err(to_pg)?;
         let Some(stmt) = statements.pop() else {
             client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;

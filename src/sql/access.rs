@@ -9,38 +9,91 @@ use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
-use super::normalize;
+use super::{normalize, LineIndex};
 
-/// Rewrites every `-> name` into `['name']`; `None` when the text has no `->`.
-pub fn rewrite_arrows(sql: &str) -> Option<String> {
-    let tokens = Tokenizer::new(&GenericDialect {}, sql).tokenize().ok()?;
-    if !tokens.contains(&Token::Arrow) {
+/// A statement's text with every `-> name` written `['name']`.
+pub struct Arrows {
+    pub sql: String,
+    /// Each rewritten `-> name`: where its `['name']` starts and ends in `sql` and where the
+    /// `->` started in the user's text (characters), to map error positions back.
+    edits: Vec<Edit>,
+}
+
+struct Edit {
+    start_chars: usize,
+    end_chars: usize,
+    original_start_chars: usize,
+    original_end_chars: usize,
+}
+
+impl Arrows {
+    /// The 1-based character of the user's text at `position` (1-based) of the rewritten
+    /// one: after an edit it moves by what the edits added; inside one it is the `->`.
+    pub fn original_position(&self, position: usize) -> usize {
+        let at = position.saturating_sub(1);
+        let mut shifted = at;
+        for e in &self.edits {
+            if at >= e.end_chars {
+                shifted = at - e.end_chars + e.original_end_chars;
+            } else if at >= e.start_chars {
+                shifted = e.original_start_chars;
+            }
+        }
+        shifted + 1
+    }
+}
+
+/// Rewrites every `-> name` into `['name']`; `None` when the text has no `->`. The rest of
+/// the text is copied as written.
+pub fn rewrite_arrows(sql: &str) -> Option<Arrows> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location().ok()?;
+    if !tokens.iter().any(|t| t.token == Token::Arrow) {
         return None;
     }
+    let index = LineIndex::new(sql);
     let mut out = String::with_capacity(sql.len() + 8);
+    let mut out_chars = 0;
+    let mut edits = Vec::new();
+    // The user's text is copied up to `copied` (a byte), which is `copied_chars` characters.
+    let (mut copied, mut copied_chars) = (0, 0);
     let mut i = 0;
     while i < tokens.len() {
-        if tokens[i] == Token::Arrow {
+        if tokens[i].token == Token::Arrow {
             let mut j = i + 1;
-            while matches!(tokens.get(j), Some(Token::Whitespace(_))) {
+            while matches!(tokens.get(j).map(|t| &t.token), Some(Token::Whitespace(_))) {
                 j += 1;
             }
-            let field = match tokens.get(j) {
+            let field = match tokens.get(j).map(|t| &t.token) {
                 Some(Token::Word(w)) => Some(normalize(w)),
                 Some(Token::SingleQuotedString(s)) => Some(s.clone()),
                 _ => None,
             };
             if let Some(field) = field {
-                out.truncate(out.trim_end().len());
-                out.push_str(&format!("['{}']", field.replace('\'', "''")));
+                let before = sql[copied..index.byte(tokens[i].span.start)].trim_end();
+                out.push_str(before);
+                out_chars += before.chars().count();
+                let original_start_chars = copied_chars + before.chars().count();
+                let subscript = format!("['{}']", field.replace('\'', "''"));
+                out.push_str(&subscript);
+                let start_chars = out_chars;
+                out_chars += subscript.chars().count();
+                let end = index.byte(tokens[j].span.end);
+                copied_chars += sql[copied..end].chars().count();
+                copied = end;
+                edits.push(Edit {
+                    start_chars,
+                    end_chars: out_chars,
+                    original_start_chars,
+                    original_end_chars: copied_chars,
+                });
                 i = j + 1;
                 continue;
             }
         }
-        out.push_str(&tokens[i].to_string());
         i += 1;
     }
-    Some(out)
+    out.push_str(&sql[copied..]);
+    Some(Arrows { sql: out, edits })
 }
 
 /// Names an unaliased `x->field` in the SELECT list after its field, as ksqlDB does
@@ -88,10 +141,23 @@ mod tests {
 
     #[test]
     fn arrows_become_subscripts_outside_strings() {
-        assert_eq!(rewrite_arrows("SELECT 1"), None);
+        assert!(rewrite_arrows("SELECT 1").is_none());
         assert_eq!(
-            rewrite_arrows("SELECT a->B, a -> \"C\"->d FROM s WHERE a->x = '->y'").unwrap(),
+            rewrite_arrows("SELECT a->B, a -> \"C\"->d FROM s WHERE a->x = '->y'").unwrap().sql,
             "SELECT a['b'], a['C']['d'] FROM s WHERE a['x'] = '->y'"
         );
+    }
+
+    /// Found by the fuzz target `sql_dialect`: the error pointed 2 characters past the end,
+    /// at the rewritten text (`a->b` is `a['b']`).
+    #[test]
+    fn syntax_errors_after_arrows_point_at_the_users_text() {
+        let sql = "SELECT s->city, t -> 'x' FROM users ORDER BY i )";
+        let Err(crate::error::EddyError::Syntax { position, .. }) = crate::sql::parse(sql) else { panic!() };
+        assert_eq!(position, Some(sql.chars().count()));
+        let arrows = rewrite_arrows("a->b c").unwrap();
+        assert_eq!(arrows.sql, "a['b'] c");
+        // a, inside ['b'] (the ->), then c.
+        assert_eq!([1, 2, 4, 8].map(|p| arrows.original_position(p)), [1, 2, 2, 6]);
     }
 }

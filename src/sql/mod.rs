@@ -440,6 +440,10 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
         }
         "EXPLAIN" => {
             t.pos += 1;
+            // As in Postgres; each level would parse the rest again (and recurse).
+            if t.peek_word(0).as_deref() == Some("EXPLAIN") {
+                return Err(t.error("syntax error: EXPLAIN of an EXPLAIN"));
+            }
             let offset = t.rest_offset_chars();
             Ok(Statement::Explain(Box::new(parse_one(t.rest(), offset)?)))
         }
@@ -592,7 +596,7 @@ pub type HeaderColumn = (String, Option<String>);
 
 fn parse_column(t: &mut Tokens, kind: RelationKind) -> Result<(Column, Option<HeaderColumn>), EddyError> {
     let name = t.ident()?;
-    let ty = parse_type(t)?;
+    let ty = parse_type(t, 0)?;
     let mut key = false;
     if t.eat_word("PRIMARY") {
         t.expect_word("KEY")?;
@@ -634,23 +638,30 @@ fn parse_column(t: &mut Tokens, kind: RelationKind) -> Result<(Column, Option<He
 }
 
 /// A column type: a name with optional parameters (`VARCHAR(10)`, `DECIMAL(10, 2)`), or a
-/// nested `ARRAY<T>`, `MAP<STRING, T>`, `STRUCT<name T, ...>`.
-fn parse_type(t: &mut Tokens) -> Result<SqlType, EddyError> {
+/// nested `ARRAY<T>`, `MAP<STRING, T>`, `STRUCT<name T, ...>` (inside `depth` others).
+fn parse_type(t: &mut Tokens, depth: usize) -> Result<SqlType, EddyError> {
     let mut type_name = t.ident().map_err(|_| t.error("syntax error: expected a column type"))?.to_uppercase();
+    if matches!(type_name.as_str(), "ARRAY" | "MAP" | "STRUCT") && depth >= crate::format::types::MAX_TYPE_NESTING {
+        t.pos -= 1;
+        return Err(t.error(format!(
+            "ARRAY, MAP and STRUCT types nest at most {} deep",
+            crate::format::types::MAX_TYPE_NESTING
+        )));
+    }
     match type_name.as_str() {
         "ARRAY" => {
             t.expect(&Token::Lt)?;
-            let item = parse_type(t)?;
+            let item = parse_type(t, depth + 1)?;
             t.expect_gt()?;
             return Ok(SqlType::Array(Box::new(item)));
         }
         "MAP" => {
             t.expect(&Token::Lt)?;
-            if parse_type(t)? != SqlType::String {
+            if parse_type(t, depth + 1)? != SqlType::String {
                 return Err(t.error("MAP keys are STRING: MAP<STRING, T>"));
             }
             t.expect(&Token::Comma)?;
-            let value = parse_type(t)?;
+            let value = parse_type(t, depth + 1)?;
             t.expect_gt()?;
             return Ok(SqlType::Map(Box::new(value)));
         }
@@ -663,7 +674,7 @@ fn parse_type(t: &mut Tokens) -> Result<SqlType, EddyError> {
                     if fields.iter().any(|f| f.name == name) {
                         return Err(t.error(format!("duplicate STRUCT field {name}")));
                     }
-                    fields.push(StructField { name, ty: parse_type(t)? });
+                    fields.push(StructField { name, ty: parse_type(t, depth + 1)? });
                     if t.eat_gt() {
                         break;
                     }
@@ -848,6 +859,29 @@ mod tests {
         assert_eq!(s.len(), 2);
         let Statement::CopyOut(sel) = &s[1].statement else { panic!() };
         assert_eq!(sel.limit, Some(2));
+    }
+
+    /// Caught by the fuzz target `sql_dialect`'s catalog check (on a crafted input): a STRUCT
+    /// 45 deep was accepted, and the catalog could not read its JSON back at the next start.
+    #[test]
+    fn nested_types_stop_where_the_catalog_can_read_them() {
+        let nested =
+            |n: usize| format!("CREATE STREAM s (a {}INT{})", "STRUCT<a ARRAY<MAP<STRING, ".repeat(n), ">>>".repeat(n));
+        let Statement::CreateSource { columns, .. } = &parse(&nested(10)).unwrap()[0].statement else { panic!() };
+        let json = serde_json::to_vec(columns).unwrap();
+        assert_eq!(&serde_json::from_slice::<Vec<Column>>(&json).unwrap(), columns);
+        let err = parse(&nested(11)).unwrap_err();
+        assert!(matches!(&err, EddyError::Syntax { message, .. } if message.contains("at most 32 deep")), "{err:?}");
+        // Deeper than any stack: an error, not a stack overflow.
+        assert!(parse(&nested(100_000)).is_err());
+    }
+
+    #[test]
+    fn explain_of_explain_is_an_error_at_once() {
+        assert!(matches!(parse("EXPLAIN FLUSH").unwrap()[0].statement, Statement::Explain(_)));
+        let deep = format!("{}SELECT 1", "EXPLAIN ".repeat(100_000));
+        let Err(EddyError::Syntax { position, .. }) = parse(&deep) else { panic!() };
+        assert_eq!(position, Some(9));
     }
 
     #[test]

@@ -11,9 +11,17 @@ pub fn parse_select(text: &str, offset_chars: usize) -> Result<SelectStatement, 
     let emit_changes = clauses.emit != Emit::None;
     let arrows = access::rewrite_arrows(&sql);
     if let Some(rewritten) = &arrows {
-        sql = rewritten.clone();
+        sql = rewritten.sql.clone();
     }
-    let mut query = match parse_sqlparser(&sql, offset_chars)? {
+    let parsed = parse_sqlparser(&sql, offset_chars).map_err(|e| match (e, &arrows) {
+        // The position is in the rewritten text: point at the user's.
+        (EddyError::Syntax { message, position: Some(p) }, Some(a)) => EddyError::Syntax {
+            message,
+            position: Some(offset_chars + a.original_position(p.saturating_sub(offset_chars))),
+        },
+        (e, _) => e,
+    })?;
+    let mut query = match parsed {
         ast::Statement::Query(q) => q,
         _ => return Err(EddyError::Syntax { message: "expected a SELECT".into(), position: Some(offset_chars + 1) }),
     };
