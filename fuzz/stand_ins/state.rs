@@ -23,6 +23,10 @@ impl StateStore {
     pub fn commit(&self, _checkpoint: Checkpoint) -> Result<(), String> {
         unreachable!("{NEVER}")
     }
+
+    pub fn request_backup(&self) {
+        unreachable!("{NEVER}")
+    }
 }
 
 impl Checkpoint {
