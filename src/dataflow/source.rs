@@ -11,7 +11,8 @@ use super::sink::ProcessingLog;
 use crate::catalog::RelationDef;
 use crate::error::{EddyError, Result};
 use crate::format::decode_batch;
-use crate::format::{decode_key, decode_row, rows_to_batch};
+use crate::format::json_columns::ColumnarDecoder;
+use crate::format::{decode_key, decode_row, rows_to_batch, ValueFormat};
 use crate::log::batch::LogBatchHeader;
 use crate::log::{Log, LogError, Partition};
 use crate::sql::RelationKind;
@@ -21,6 +22,8 @@ pub struct Source {
     /// The decoded rows' columns: the relation's, then its pseudo-columns (ROWTIME...).
     pub columns: Vec<crate::format::Column>,
     with_pseudo_columns: bool,
+    /// Straight-to-Arrow decoding, for JSON streams of simple types.
+    columnar: Option<ColumnarDecoder>,
     pub partitions: Vec<Arc<Partition>>,
     next_partition: usize,
 }
@@ -45,10 +48,23 @@ impl Source {
         let pseudo = crate::plan::pseudo_columns(relation);
         let mut columns = relation.columns.clone();
         columns.extend(pseudo.iter().cloned());
+        let columnar = (relation.kind == RelationKind::Stream
+            && relation.value_encoding() == ValueFormat::Json
+            && relation.header_columns.is_empty()
+            && relation.timestamp_format.is_none())
+        .then(|| {
+            let time_column = match &relation.timestamp_column {
+                Some(name) => Some(relation.columns.iter().position(|c| &c.name == name)?),
+                None => None,
+            };
+            ColumnarDecoder::new(&relation.columns, &pseudo, time_column)
+        })
+        .flatten();
         Ok(Source {
             relation: relation.clone(),
             columns,
             with_pseudo_columns: !pseudo.is_empty(),
+            columnar,
             partitions: topic.partitions.clone(),
             next_partition: 0,
         })
@@ -65,7 +81,7 @@ impl Source {
         let n = self.partitions.len();
         for i in 0..n {
             let idx = (self.next_partition + i) % n;
-            let p = &self.partitions[idx];
+            let p = self.partitions[idx].clone();
             let read = match p.read(offsets[idx], max_bytes) {
                 Ok(r) => r,
                 Err(LogError::OffsetOutOfRange { start, end, .. }) => {
@@ -80,13 +96,13 @@ impl Source {
                 continue;
             }
             self.next_partition = (idx + 1) % n;
-            return Ok(Some(self.decode(p, &read.bytes, &mut offsets[idx], plog, query_id)));
+            return Ok(Some(self.decode(&p, &read.bytes, &mut offsets[idx], plog, query_id)));
         }
         Ok(None)
     }
 
     fn decode(
-        &self,
+        &mut self,
         p: &Partition,
         bytes: &[u8],
         offset: &mut i64,
@@ -118,6 +134,13 @@ impl Source {
             };
             for r in decoded.into_iter().filter(|r| r.offset >= start) {
                 records += 1;
+                if let (Some(columnar), Some(value)) = (self.columnar.as_mut(), r.value.as_deref()) {
+                    if let Some(event_time) = columnar.push(value, r.timestamp_ms, p.id, r.offset) {
+                        max_ts = max_ts.max(event_time);
+                        origins.push((p.id, r.offset));
+                        continue;
+                    }
+                }
                 if is_table && r.value.is_none() {
                     match decode_key(&rel.columns, rel.key_format, r.key.as_deref()) {
                         Ok(k) if !k.is_empty() => {
@@ -165,14 +188,21 @@ impl Source {
                         if self.with_pseudo_columns {
                             row.extend([Value::from(event_time), Value::from(p.id), Value::from(r.offset)]);
                         }
-                        rows.push(row);
+                        match self.columnar.as_mut() {
+                            Some(columnar) => columnar.push_cells(&row),
+                            None => rows.push(row),
+                        }
                         origins.push((p.id, r.offset));
                     }
                     Err(bad) => plog.record(query_id, &p.topic, p.id, r.offset, &bad.error, r.value.as_deref()),
                 }
             }
         }
-        let batch = if rows.is_empty() { None } else { rows_to_batch(&self.columns, &rows).ok() };
+        let batch = match self.columnar.as_mut() {
+            Some(columnar) => columnar.finish(),
+            None if rows.is_empty() => None,
+            None => rows_to_batch(&self.columns, &rows).ok(),
+        };
         DecodedBatch { batch, upserts, records, max_timestamp_ms: max_ts, origins }
     }
 }

@@ -70,7 +70,7 @@ impl<'de> serde::de::Visitor<'de> for Fields<'_> {
 }
 
 /// A field name, borrowed from the input when it has no escapes.
-struct KeySeed;
+pub(super) struct KeySeed;
 
 impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
     type Value = std::borrow::Cow<'de, str>;

@@ -17,6 +17,7 @@ mod arrow;
 pub mod delimited;
 pub mod json;
 pub mod json_batch;
+pub mod json_columns;
 pub mod kafka;
 pub mod types;
 
