@@ -24,6 +24,8 @@ pub struct Source {
     with_pseudo_columns: bool,
     /// Straight-to-Arrow decoding, for JSON streams of simple types.
     columnar: Option<ColumnarDecoder>,
+    /// The read buffer, kept from poll to poll.
+    buffer: Vec<u8>,
     pub partitions: Vec<Arc<Partition>>,
     next_partition: usize,
 }
@@ -65,6 +67,7 @@ impl Source {
             columns,
             with_pseudo_columns: !pseudo.is_empty(),
             columnar,
+            buffer: Vec::new(),
             partitions: topic.partitions.clone(),
             next_partition: 0,
         })
@@ -82,21 +85,26 @@ impl Source {
         for i in 0..n {
             let idx = (self.next_partition + i) % n;
             let p = self.partitions[idx].clone();
-            let read = match p.read(offsets[idx], max_bytes) {
-                Ok(r) => r,
+            let mut buffer = std::mem::take(&mut self.buffer);
+            match p.read_into(offsets[idx], max_bytes, &mut buffer) {
+                Ok(_) => {}
                 Err(LogError::OffsetOutOfRange { start, end, .. }) => {
                     // Retention deleted what we had not read, or a fenced tail was cut.
                     tracing::warn!(query = query_id, topic = %p.topic, partition = p.id, "offset {} out of range, resetting", offsets[idx]);
                     offsets[idx] = if offsets[idx] < start { start } else { end };
+                    self.buffer = buffer;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
-            if read.bytes.is_empty() {
+            if buffer.is_empty() {
+                self.buffer = buffer;
                 continue;
             }
             self.next_partition = (idx + 1) % n;
-            return Ok(Some(self.decode(&p, &read.bytes, &mut offsets[idx], plog, query_id)));
+            let decoded = self.decode(&p, &buffer, &mut offsets[idx], plog, query_id);
+            self.buffer = buffer;
+            return Ok(Some(decoded));
         }
         Ok(None)
     }

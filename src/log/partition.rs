@@ -32,6 +32,19 @@ pub struct ReadResult {
     pub log_start_offset: i64,
 }
 
+/// `read_into`'s output while it reads.
+struct ReadInto<'a> {
+    bytes: &'a mut Vec<u8>,
+    high_watermark: i64,
+    log_start_offset: i64,
+}
+
+impl ReadInto<'_> {
+    fn ends(&self) -> (i64, i64) {
+        (self.high_watermark, self.log_start_offset)
+    }
+}
+
 /// What recovery found in a segment.
 enum Recovered {
     Clean,
@@ -444,15 +457,24 @@ impl Partition {
     /// Whole batches starting with the one that holds `offset`, at most `max_bytes`
     /// (but always at least one batch), never past the high watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        let mut out = ReadResult { bytes: Vec::new(), high_watermark: 0, log_start_offset: 0 };
+        (out.high_watermark, out.log_start_offset) = self.read_into(offset, max_bytes, &mut out.bytes)?;
+        Ok(out)
+    }
+
+    /// `read` into a buffer the caller keeps (a query's source reuses one: no fresh pages
+    /// per poll). Returns the high watermark and the log start offset.
+    pub fn read_into(&self, offset: i64, max_bytes: usize, bytes: &mut Vec<u8>) -> Result<(i64, i64), LogError> {
         self.check_online()?;
         let high_watermark = self.high_watermark();
         let inner = self.lock();
-        let mut out = ReadResult { bytes: Vec::new(), high_watermark, log_start_offset: inner.log_start_offset };
+        bytes.clear();
+        let out = ReadInto { bytes, high_watermark, log_start_offset: inner.log_start_offset };
         if offset < inner.log_start_offset || offset > high_watermark {
             return Err(LogError::OffsetOutOfRange { offset, start: inner.log_start_offset, end: high_watermark });
         }
         if offset == high_watermark {
-            return Ok(out);
+            return Ok(out.ends());
         }
         let mut seg_idx = inner.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
         let mut next = offset;
@@ -469,7 +491,7 @@ impl Partition {
                 if header.last_offset() >= high_watermark
                     || (!out.bytes.is_empty() && out.bytes.len() + header.total_bytes > max_bytes)
                 {
-                    return Ok(out);
+                    return Ok(out.ends());
                 }
                 let at = out.bytes.len();
                 out.bytes.resize(at + header.total_bytes, 0);
@@ -479,7 +501,7 @@ impl Partition {
             }
             seg_idx += 1;
         }
-        Ok(out)
+        Ok(out.ends())
     }
 
     /// The first offset whose batch has a timestamp at or after `timestamp_ms`
