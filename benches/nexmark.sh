@@ -11,6 +11,8 @@
 #   EDDY_NEXMARK_QUERIES      comma-separated queries, e.g. q0,q5,q8 (default all)
 #   EDDY_NEXMARK_DIR          where events and results go (default <repo>/target/nexmark)
 #   EDDY_NEXMARK_SPARK_ARGS   extra nexmark_spark.py flags, e.g. "--micro-batch-seconds 10"
+#   EDDY_NEXMARK_PROFILE=1    a perf profile of each query in engine mode (installs linux-perf
+#                             with apt-get when missing), summarized in the report
 #
 # Needs Java 17 for Spark (installed with apt-get when missing and we are root) and installs
 # the pinned pyspark when it is missing.
@@ -58,6 +60,15 @@ ensure_spark_dependencies() {
 
 if wants eddy; then
     echo "== Eddy engine, end-to-end and DataFusion batch (cargo bench --bench nexmark)"
+    if [ "${EDDY_NEXMARK_PROFILE:-0}" != 0 ] && ! command -v perf >/dev/null; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf
+        else
+            echo "nexmark.sh: EDDY_NEXMARK_PROFILE needs perf (apt-get install linux-perf)" >&2
+            exit 1
+        fi
+    fi
     (cd "$repo_root" && cargo bench --bench nexmark)
 fi
 

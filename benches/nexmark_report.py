@@ -250,7 +250,35 @@ def targets_table(results: Results) -> list:
                  rows)
 
 
-def section(results: Results, events_env: str, queries_env: str) -> str:
+def profiles(directory: str, queries: list, top: int = 8) -> list:
+    """The top of each query's `perf` profile (`profile-<query>.txt`, written by the harness
+    with EDDY_NEXMARK_PROFILE=1), as a list of lines; [] when there are none."""
+    lines = []
+    for query in queries:
+        path = os.path.join(directory, f"profile-{query}.txt")
+        try:
+            with open(path) as file:
+                text = file.read().splitlines()
+        except OSError:
+            continue
+        samples = next((l.strip("# ").strip() for l in text if l.startswith("# Samples")), "")
+        entries = []
+        for line in (l for l in text if not l.startswith("#")):
+            parts = line.split()
+            if len(parts) < 4 or not parts[0].endswith("%"):
+                continue
+            symbol = " ".join(parts[3:]).rstrip(" -")
+            if len(symbol) > 90:
+                symbol = symbol[:87] + "..."
+            entries.append(f"{parts[0]} {symbol} ({parts[1]})")
+            if len(entries) == top:
+                break
+        if entries:
+            lines.append(f"- **{query}** ({samples}): " + "; ".join(f"`{e}`" for e in entries))
+    return lines
+
+
+def section(results: Results, events_env: str, queries_env: str, profile_lines: list) -> str:
     lines = [
         BEGIN_MARKER,
         "## Nexmark (issue #7), side by side with Spark Structured Streaming and DataFusion",
@@ -308,6 +336,16 @@ def section(results: Results, events_env: str, queries_env: str) -> str:
         "",
         *targets_table(results),
         "",
+        "### Where the time goes (engine mode)",
+        "",
+        "`perf record -a -F 1999` while each query runs (`EDDY_NEXMARK_PROFILE=1`), samples of "
+        "the server process only, top symbols by share (no call graphs: the release build has "
+        "no frame pointers). `[k]` entries are the kernel: writing the output topic "
+        "(`copy_folio_from_iter_atomic`), reading the input (`_copy_to_iter`), fresh pages "
+        "(`clear_page_erms`).",
+        "",
+        *(profile_lines or ["- No profiles: run the harness with `EDDY_NEXMARK_PROFILE=1`."]),
+        "",
         "### Notes",
         "",
         "- With its default flags Spark reads all the events of a query in one micro-batch "
@@ -356,7 +394,8 @@ def main() -> int:
     except FileNotFoundError:
         document = ""
     with open(args.results_md, "w") as file:
-        file.write(replace_section(document, section(results, events_env, queries_env)))
+        profile_lines = profiles(os.path.dirname(os.path.abspath(args.results)), results.queries)
+        file.write(replace_section(document, section(results, events_env, queries_env, profile_lines)))
     print(f"wrote the Nexmark section of {args.results_md}: {len(results.queries)} queries, "
           f"{len(results.by_key)} results")
     return 0

@@ -13,7 +13,7 @@ use crate::error::{EddyError, Result};
 use crate::format::decode_batch;
 use crate::format::json_columns::ColumnarDecoder;
 use crate::format::{decode_key, decode_row, rows_to_batch, ValueFormat};
-use crate::log::batch::LogBatchHeader;
+use crate::log::batch::{decode_record_refs, LogBatchHeader, LogRecord, RecordRef};
 use crate::log::{Log, LogError, Partition};
 use crate::sql::RelationKind;
 
@@ -133,16 +133,28 @@ impl Source {
             pos = end;
             let start = *offset;
             *offset = (*offset).max(header.last_offset() + 1);
-            let decoded = match decode_batch(batch_bytes) {
+            // Uncompressed batches are read in place; compressed ones are decoded first.
+            let owned;
+            let decoded: Vec<RecordRef<'_>> = match decode_record_refs(batch_bytes) {
                 Ok(r) => r,
+                Err(LogError::Unsupported(_)) => match decode_batch(batch_bytes) {
+                    Ok(records) => {
+                        owned = records;
+                        owned.iter().map(LogRecord::as_ref).collect()
+                    }
+                    Err(e) => {
+                        plog.record(query_id, &p.topic, p.id, header.base_offset, &e, None);
+                        continue;
+                    }
+                },
                 Err(e) => {
-                    plog.record(query_id, &p.topic, p.id, header.base_offset, &e, None);
+                    plog.record(query_id, &p.topic, p.id, header.base_offset, &e.to_string(), None);
                     continue;
                 }
             };
             for r in decoded.into_iter().filter(|r| r.offset >= start) {
                 records += 1;
-                if let (Some(columnar), Some(value)) = (self.columnar.as_mut(), r.value.as_deref()) {
+                if let (Some(columnar), Some(value)) = (self.columnar.as_mut(), r.value) {
                     if let Some(event_time) = columnar.push(value, r.timestamp_ms, p.id, r.offset) {
                         max_ts = max_ts.max(event_time);
                         origins.push((p.id, r.offset));
@@ -150,30 +162,22 @@ impl Source {
                     }
                 }
                 if is_table && r.value.is_none() {
-                    match decode_key(&rel.columns, rel.key_format, r.key.as_deref()) {
+                    match decode_key(&rel.columns, rel.key_format, r.key) {
                         Ok(k) if !k.is_empty() => {
                             upserts.push((k.into_iter().map(|(_, v)| v).collect(), None, r.timestamp_ms));
                             max_ts = max_ts.max(r.timestamp_ms);
                         }
-                        _ => {
-                            plog.record(query_id, &p.topic, p.id, r.offset, "tombstone without a key", r.key.as_deref())
-                        }
+                        _ => plog.record(query_id, &p.topic, p.id, r.offset, "tombstone without a key", r.key),
                     }
                     continue;
                 }
-                match decode_row(
-                    &rel.columns,
-                    rel.key_format,
-                    rel.value_encoding(),
-                    r.key.as_deref(),
-                    r.value.as_deref(),
-                ) {
+                match decode_row(&rel.columns, rel.key_format, rel.value_encoding(), r.key, r.value) {
                     Ok(mut row) => {
                         rel.fill_headers(&mut row, &r.headers);
                         let event_time = match rel.event_time_ms(&row, r.timestamp_ms) {
                             Ok(t) => t,
                             Err(e) => {
-                                plog.record(query_id, &p.topic, p.id, r.offset, &e, r.value.as_deref());
+                                plog.record(query_id, &p.topic, p.id, r.offset, &e, r.value);
                                 continue;
                             }
                         };
@@ -181,14 +185,7 @@ impl Source {
                         if is_table {
                             let key: Vec<Value> = key_indexes.iter().map(|&i| row[i].clone()).collect();
                             if key.iter().any(Value::is_null) {
-                                plog.record(
-                                    query_id,
-                                    &p.topic,
-                                    p.id,
-                                    r.offset,
-                                    "table record has no key",
-                                    r.value.as_deref(),
-                                );
+                                plog.record(query_id, &p.topic, p.id, r.offset, "table record has no key", r.value);
                                 continue;
                             }
                             upserts.push((key, Some(row.clone()), r.timestamp_ms));
@@ -202,7 +199,7 @@ impl Source {
                         }
                         origins.push((p.id, r.offset));
                     }
-                    Err(bad) => plog.record(query_id, &p.topic, p.id, r.offset, &bad.error, r.value.as_deref()),
+                    Err(bad) => plog.record(query_id, &p.topic, p.id, r.offset, &bad.error, r.value),
                 }
             }
         }

@@ -159,6 +159,41 @@ pub fn encode_batch<R: std::borrow::Borrow<LogRecord>>(records: &[R]) -> Vec<u8>
 
 /// Decodes the records of one whole, validated batch.
 pub fn decode_records(bytes: &[u8]) -> Result<Vec<LogRecord>, LogError> {
+    Ok(decode_record_refs(bytes)?
+        .into_iter()
+        .map(|r| LogRecord {
+            offset: r.offset,
+            timestamp_ms: r.timestamp_ms,
+            key: r.key.map(<[u8]>::to_vec),
+            value: r.value.map(<[u8]>::to_vec),
+            headers: r.headers,
+        })
+        .collect())
+}
+
+/// One record of an uncompressed batch, its key and value borrowed from the batch.
+pub struct RecordRef<'a> {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl LogRecord {
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            offset: self.offset,
+            timestamp_ms: self.timestamp_ms,
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+            headers: self.headers.clone(),
+        }
+    }
+}
+
+/// `decode_records` without copying keys and values (a query's source reads them in place).
+pub fn decode_record_refs(bytes: &[u8]) -> Result<Vec<RecordRef<'_>>, LogError> {
     let header = LogBatchHeader::parse(bytes)?;
     if header.compression() != 0 {
         return Err(LogError::Unsupported(format!(
@@ -181,8 +216,8 @@ pub fn decode_records(bytes: &[u8]) -> Result<Vec<LogRecord>, LogError> {
         cur.take(1)?; // attributes
         let ts_delta = cur.varlong()?;
         let offset_delta = cur.varint()?;
-        let key = cur.nullable_bytes()?;
-        let value = cur.nullable_bytes()?;
+        let key = cur.nullable_slice()?;
+        let value = cur.nullable_slice()?;
         let header_count = cur.varint()?;
         let mut headers = Vec::new();
         for _ in 0..header_count.max(0) {
@@ -198,7 +233,7 @@ pub fn decode_records(bytes: &[u8]) -> Result<Vec<LogRecord>, LogError> {
         else {
             return Err(LogError::CorruptBatch("record offset or timestamp out of range".into()));
         };
-        out.push(LogRecord { offset, timestamp_ms, key, value, headers });
+        out.push(RecordRef { offset, timestamp_ms, key, value, headers });
     }
     Ok(out)
 }
@@ -233,6 +268,14 @@ impl<'a> Cursor<'a> {
     fn varint(&mut self) -> Result<i32, LogError> {
         let v = self.varlong()?;
         i32::try_from(v).map_err(|_| LogError::CorruptBatch("varint out of range".into()))
+    }
+
+    fn nullable_slice(&mut self) -> Result<Option<&'a [u8]>, LogError> {
+        let len = self.varint()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.take(len as usize)?))
     }
 
     fn nullable_bytes(&mut self) -> Result<Option<Vec<u8>>, LogError> {
