@@ -13,12 +13,11 @@ use serde_json::json;
 const BASE_TIME_MS: u64 = 1_767_225_600_000;
 
 /// One event as a Kafka record: its topic, key (the id of a person or auction, KAFKA BIGINT)
-/// and JSON value.
+/// and JSON value (whose `date_time` is the event time).
 pub struct EventRecord {
     pub topic: &'static str,
     pub key: Option<[u8; 8]>,
     pub value: Vec<u8>,
-    pub timestamp_ms: i64,
 }
 
 /// The first `n` events of the standard generator (default config: 1 person : 3 auctions :
@@ -31,7 +30,6 @@ pub fn generate(n: usize) -> Vec<EventRecord> {
             Event::Person(p) => EventRecord {
                 topic: "person",
                 key: Some((p.id as i64).to_be_bytes()),
-                timestamp_ms: p.date_time as i64,
                 value: json!({
                     "id": p.id, "name": p.name, "email_address": p.email_address,
                     "credit_card": p.credit_card, "city": p.city, "state": p.state,
@@ -43,7 +41,6 @@ pub fn generate(n: usize) -> Vec<EventRecord> {
             Event::Auction(a) => EventRecord {
                 topic: "auction",
                 key: Some((a.id as i64).to_be_bytes()),
-                timestamp_ms: a.date_time as i64,
                 value: json!({
                     "id": a.id, "item_name": a.item_name, "description": a.description,
                     "initial_bid": a.initial_bid, "reserve": a.reserve, "date_time": a.date_time,
@@ -55,7 +52,6 @@ pub fn generate(n: usize) -> Vec<EventRecord> {
             Event::Bid(b) => EventRecord {
                 topic: "bid",
                 key: None,
-                timestamp_ms: b.date_time as i64,
                 value: json!({
                     "auction": b.auction, "bidder": b.bidder, "price": b.price, "channel": b.channel,
                     "url": b.url, "date_time": b.date_time, "extra": b.extra,

@@ -326,7 +326,7 @@ async fn latency(work: &Path, q: &Query, events: &[EventRecord], rate: f64, secs
         .map(|(seq, e)| {
             let mut value: serde_json::Value = serde_json::from_slice(&e.value).unwrap();
             value["extra"] = serde_json::Value::String(format!("seq-{seq}"));
-            EventRecord { topic: "bid", key: None, value: value.to_string().into_bytes(), timestamp_ms: e.timestamp_ms }
+            EventRecord { topic: "bid", key: None, value: value.to_string().into_bytes() }
         })
         .collect();
     // The push query, reading rows as they come.

@@ -205,9 +205,12 @@ pub fn producer(bootstrap: &str, linger_ms: &str) -> BaseProducer<Acks> {
 }
 
 /// Sends one record (numbered `seq` for its ack time), waiting while librdkafka's queue is full.
+///
+/// The record's timestamp is the produce time (librdkafka's default); the event time is the
+/// `date_time` field. (Nexmark's 2026-01-01 event times as record times would fall to the
+/// topics' 7-day retention as soon as a segment rolls.)
 pub fn send(producer: &BaseProducer<Acks>, e: &EventRecord, seq: usize) {
-    let mut record =
-        BaseRecord::<[u8; 8], Vec<u8>, usize>::with_opaque_to(e.topic, seq).payload(&e.value).timestamp(e.timestamp_ms);
+    let mut record = BaseRecord::<[u8; 8], Vec<u8>, usize>::with_opaque_to(e.topic, seq).payload(&e.value);
     if let Some(key) = &e.key {
         record = record.key(key);
     }
