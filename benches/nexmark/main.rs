@@ -239,9 +239,20 @@ fn copy_dir(from: &Path, to: &Path) {
     assert!(status.success(), "cp -a {} {}", from.display(), to.display());
 }
 
+/// The result's row count (a sanity check); `None`, with a line saying why, if it fails.
 async fn count_rows(c: &tokio_postgres::Client, relation: &str) -> Option<u64> {
-    let rows = server::rows(c, &format!("SELECT COUNT(*) FROM {relation}")).await;
-    rows.first().and_then(|r| r.first()).and_then(|v| v.parse().ok())
+    let sql = format!("SELECT COUNT(*) FROM {relation}");
+    match c.simple_query(&sql).await {
+        Ok(messages) => messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        }),
+        Err(e) => {
+            let why = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string());
+            println!("nexmark: {sql}: {why}");
+            None
+        }
+    }
 }
 
 /// Engine mode: the events are already in the log.

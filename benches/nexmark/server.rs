@@ -26,7 +26,9 @@ impl Server {
     /// Starts `eddy server` on free loopback ports and waits for its banner.
     pub fn start(data_dir: &Path) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["server", "--pg-listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0", "--data-dir"])
+            // Room for the row-count checks, which scan whole output streams.
+            .args(["server", "--pg-listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0"])
+            .args(["--query-memory-bytes", "8589934592", "--data-dir"])
             .arg(data_dir)
             .env("EDDY_LOG", "warn")
             .stdout(Stdio::piped())
