@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use events::EventRecord;
-use queries::{Query, NOT_RUN, QUERIES, SOURCES};
+use queries::{Query, EVENT_FIELDS, NOT_RUN, QUERIES};
 use server::Server;
 
 /// One measurement: a line on stdout and an object in the JSON results.
@@ -222,7 +222,7 @@ async fn load(dir: &Path, events: &[EventRecord]) {
     fresh_dir(dir);
     let server = Server::start(dir);
     let c = server.client().await;
-    server::run_sql(&c, SOURCES).await;
+    server::run_sql(&c, &queries::sources()).await;
     let started = Instant::now();
     // Producing blocks this worker; the runtime's other worker keeps the connection going.
     tokio::task::block_in_place(|| server::produce_all(&server::producer(&server.kafka, "5"), events));
@@ -289,7 +289,7 @@ async fn end_to_end(work: &Path, q: &Query, events: &[EventRecord]) -> Measureme
     fresh_dir(&dir);
     let server = Server::start(&dir);
     let c = server.client().await;
-    server::run_sql(&c, SOURCES).await;
+    server::run_sql(&c, &queries::sources()).await;
     server::run_sql(&c, q.statements).await;
     // Only the events this query reads are produced.
     let mine: Vec<&EventRecord> = events.iter().filter(|e| q.reads.contains(&e.topic)).collect();
@@ -325,7 +325,7 @@ async fn latency(work: &Path, q: &Query, events: &[EventRecord], rate: f64, secs
     fresh_dir(&dir);
     let server = Server::start(&dir);
     let c = server.client().await;
-    server::run_sql(&c, SOURCES).await;
+    server::run_sql(&c, &queries::sources()).await;
     server::run_sql(&c, q.statements).await;
     let n = ((rate * secs as f64) as usize).max(1);
     let bids: Vec<EventRecord> = events
@@ -422,51 +422,15 @@ async fn datafusion_batch(dir: &Path, q: &Query, events: &[EventRecord]) -> Meas
     use datafusion::prelude::{JsonReadOptions, SessionConfig, SessionContext};
     use futures::StreamExt;
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
-    let col = |name: &str, ty: DataType| Field::new(name, ty, true);
-    let s = DataType::Utf8;
-    let i = DataType::Int64;
-    let schemas = [
-        (
-            "person",
-            Schema::new(vec![
-                col("id", i.clone()),
-                col("name", s.clone()),
-                col("email_address", s.clone()),
-                col("credit_card", s.clone()),
-                col("city", s.clone()),
-                col("state", s.clone()),
-                col("date_time", i.clone()),
-                col("extra", s.clone()),
-            ]),
-        ),
-        (
-            "auction",
-            Schema::new(vec![
-                col("id", i.clone()),
-                col("item_name", s.clone()),
-                col("description", s.clone()),
-                col("initial_bid", i.clone()),
-                col("reserve", i.clone()),
-                col("date_time", i.clone()),
-                col("expires", i.clone()),
-                col("seller", i.clone()),
-                col("category", i.clone()),
-                col("extra", s.clone()),
-            ]),
-        ),
-        (
-            "bid",
-            Schema::new(vec![
-                col("auction", i.clone()),
-                col("bidder", i.clone()),
-                col("price", i.clone()),
-                col("channel", s.clone()),
-                col("url", s.clone()),
-                col("date_time", i.clone()),
-                col("extra", s.clone()),
-            ]),
-        ),
-    ];
+    let schemas: Vec<(&str, Schema)> = EVENT_FIELDS
+        .iter()
+        .map(|(name, fields)| {
+            let fields = fields
+                .iter()
+                .map(|(f, bigint)| Field::new(*f, if *bigint { DataType::Int64 } else { DataType::Utf8 }, true));
+            (*name, Schema::new(fields.collect::<Vec<_>>()))
+        })
+        .collect();
     for (name, schema) in &schemas {
         let path = dir.join(name).join("part-00000.json");
         let options = JsonReadOptions { schema: Some(schema), file_extension: ".json", ..Default::default() };

@@ -1,23 +1,75 @@
 //! The Nexmark sources and queries in Eddy's SQL, and which could not be written.
 
-/// The source relations over the three event topics. The tables share the topics with the
-/// streams: person and auction records are keyed by their id (KAFKA BIGINT key).
-pub const SOURCES: &[&str] = &[
-    "CREATE STREAM person (id BIGINT, name STRING, email_address STRING, credit_card STRING, city STRING, \
-     state STRING, date_time BIGINT, extra STRING) \
-     WITH (KAFKA_TOPIC='person', PARTITIONS=1, VALUE_FORMAT='JSON', TIMESTAMP='date_time')",
-    "CREATE TABLE person_t (id BIGINT PRIMARY KEY, name STRING, email_address STRING, credit_card STRING, \
-     city STRING, state STRING, date_time BIGINT, extra STRING) \
-     WITH (KAFKA_TOPIC='person', VALUE_FORMAT='JSON', TIMESTAMP='date_time')",
-    "CREATE STREAM auction (id BIGINT, item_name STRING, description STRING, initial_bid BIGINT, reserve BIGINT, \
-     date_time BIGINT, expires BIGINT, seller BIGINT, category BIGINT, extra STRING) \
-     WITH (KAFKA_TOPIC='auction', PARTITIONS=1, VALUE_FORMAT='JSON', TIMESTAMP='date_time')",
-    "CREATE TABLE auction_t (id BIGINT PRIMARY KEY, item_name STRING, description STRING, initial_bid BIGINT, \
-     reserve BIGINT, date_time BIGINT, expires BIGINT, seller BIGINT, category BIGINT, extra STRING) \
-     WITH (KAFKA_TOPIC='auction', VALUE_FORMAT='JSON', TIMESTAMP='date_time')",
-    "CREATE STREAM bid (auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, date_time BIGINT, \
-     extra STRING) WITH (KAFKA_TOPIC='bid', PARTITIONS=1, VALUE_FORMAT='JSON', TIMESTAMP='date_time')",
+/// The fields of each event type, as the event files and topics hold them: name, and whether
+/// it is a BIGINT (else STRING). `date_time` is the event time, in epoch milliseconds.
+pub const EVENT_FIELDS: &[(&str, &[(&str, bool)])] = &[
+    (
+        "person",
+        &[
+            ("id", true),
+            ("name", false),
+            ("email_address", false),
+            ("credit_card", false),
+            ("city", false),
+            ("state", false),
+            ("date_time", true),
+            ("extra", false),
+        ],
+    ),
+    (
+        "auction",
+        &[
+            ("id", true),
+            ("item_name", false),
+            ("description", false),
+            ("initial_bid", true),
+            ("reserve", true),
+            ("date_time", true),
+            ("expires", true),
+            ("seller", true),
+            ("category", true),
+            ("extra", false),
+        ],
+    ),
+    (
+        "bid",
+        &[
+            ("auction", true),
+            ("bidder", true),
+            ("price", true),
+            ("channel", false),
+            ("url", false),
+            ("date_time", true),
+            ("extra", false),
+        ],
+    ),
 ];
+
+/// The source relations over the three event topics: a stream per event type, and tables
+/// `person_t` and `auction_t` sharing the person and auction topics, whose records are keyed
+/// by their id (KAFKA BIGINT key).
+pub fn sources() -> Vec<String> {
+    let mut out = Vec::new();
+    for (topic, fields) in EVENT_FIELDS {
+        let columns = |key: Option<&str>| {
+            fields
+                .iter()
+                .map(|(name, bigint)| {
+                    let ty = if *bigint { "BIGINT" } else { "STRING" };
+                    let primary = if key == Some(*name) { " PRIMARY KEY" } else { "" };
+                    format!("{name} {ty}{primary}")
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let with = format!("KAFKA_TOPIC='{topic}', VALUE_FORMAT='JSON', TIMESTAMP='date_time'");
+        out.push(format!("CREATE STREAM {topic} ({}) WITH ({with}, PARTITIONS=1)", columns(None)));
+        if *topic != "bid" {
+            out.push(format!("CREATE TABLE {topic}_t ({}) WITH ({with})", columns(Some("id"))));
+        }
+    }
+    out
+}
 
 /// One Nexmark query: the statements that start it (a chain when it has two stages), the
 /// topics it reads, and its one-pass batch form for DataFusion when it has one.

@@ -128,8 +128,9 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// Runs statements one after another (simple protocol), failing loudly.
-pub async fn run_sql(client: &tokio_postgres::Client, statements: &[&str]) {
+pub async fn run_sql(client: &tokio_postgres::Client, statements: &[impl AsRef<str>]) {
     for sql in statements {
+        let sql = sql.as_ref();
         if let Err(e) = client.simple_query(sql).await {
             let message = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string());
             panic!("{sql}: {message}");
