@@ -90,6 +90,33 @@ unsafe impl GlobalAlloc for EddyAllocator {
     }
 }
 
+/// Hands the memory this thread's allocator holds but no longer uses back to the system, at
+/// most once a second per thread. The runtime's threads call it as they go idle, so memory
+/// a burst of connections took returns once the burst is over (mimalloc otherwise keeps a
+/// thread's freed pages until that thread allocates again).
+pub fn release_when_idle() {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+    thread_local! {
+        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    let due = LAST.with(|last| match last.get() {
+        Some(t) if now.duration_since(t) < Duration::from_secs(1) => false,
+        _ => {
+            last.set(Some(now));
+            true
+        }
+    });
+    if due {
+        #[cfg(not(fuzzing))]
+        // SAFETY: mi_collect only walks this thread's own heap and the allocator's shared lists.
+        unsafe {
+            libmimalloc_sys::mi_collect(true)
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -80,6 +80,11 @@ struct ServerArgs {
     /// How often a busy continuous query checkpoints, in milliseconds.
     #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL_MS", default_value_t = 200)]
     checkpoint_interval_ms: u64,
+    /// CPU priority (nice value, 0–19) of continuous and push query threads. Above 0, client
+    /// sessions and produce requests come first when the cores are busy, and a query that
+    /// falls behind shows its lag in SHOW QUERIES; with idle cores it changes nothing.
+    #[arg(long, env = "EDDY_QUERY_NICE", default_value_t = 19, value_parser = clap::value_parser!(i32).range(0..=19))]
+    query_nice: i32,
     /// Close a Postgres or Kafka connection whose socket write has made no progress for this
     /// many milliseconds (the client stopped reading; 0: never).
     #[arg(long, env = "EDDY_CLIENT_WRITE_TIMEOUT_MS", default_value_t = 30_000)]
@@ -138,6 +143,7 @@ fn main() -> anyhow_free::Result {
                 },
                 query_memory_bytes: args.query_memory_bytes,
                 checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.clamp(10, 60_000)),
+                query_nice: args.query_nice,
                 backups: eddy::state::backup::BackupConfig {
                     interval: (args.state_backup_interval_secs > 0)
                         .then(|| Duration::from_secs(args.state_backup_interval_secs)),
@@ -147,7 +153,14 @@ fn main() -> anyhow_free::Result {
                 client_write_timeout: (args.client_write_timeout_ms > 0)
                     .then(|| Duration::from_millis(args.client_write_timeout_ms)),
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            // Blocking threads run log appends and fsyncs: a bounded pool, whose idle threads (and
+            // the memory their allocator heaps hold) go after a few seconds.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .max_blocking_threads(64)
+                .thread_keep_alive(Duration::from_secs(3))
+                .on_thread_park(eddy::alloc::release_when_idle)
+                .build()?;
             if let Err(e) = runtime.block_on(eddy::server::run(config, shutdown_signal())) {
                 eprintln!("eddy: {e}");
                 std::process::exit(1);

@@ -36,6 +36,8 @@ pub struct ServerConfig {
     /// Default statement timeout for pull queries.
     pub statement_timeout: Option<Duration>,
     pub checkpoint_interval: Duration,
+    /// Nice value of query threads (0: the server's own priority).
+    pub query_nice: i32,
     /// Backups of the state store.
     pub backups: crate::state::backup::BackupConfig,
     /// A connection (Postgres or Kafka) whose socket write has not progressed for this long
@@ -97,6 +99,7 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
     let mut engine_config = EngineConfig::new(config.data_dir.clone());
     engine_config.query_memory_bytes = config.query_memory_bytes;
     engine_config.checkpoint_interval = config.checkpoint_interval;
+    engine_config.query_nice = config.query_nice;
     engine_config.max_result_rows = config.max_result_rows;
     engine_config.statement_timeout = config.statement_timeout;
     engine_config.backups = config.backups.clone();

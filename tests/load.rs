@@ -5,12 +5,12 @@
 //! socket, both with a tiny receive window, while a librdkafka producer floods the topic
 //! faster than a continuous aggregation keeps up. Checked: the server's RSS stays within a
 //! budget, both stalled clients are disconnected after `--client-write-timeout-ms` (with a log
-//! line), another client's latency is measured against its baseline, and `SHOW QUERIES`
-//! shows the aggregation's lag, back to 0 after FLUSH.
+//! line), another client's median latency stays within 2× of its baseline (its p99 is
+//! printed), and `SHOW QUERIES` shows the aggregation's lag, back to 0 after FLUSH.
 //!
 //! `many_connections_with_churn`: idle and active Postgres sessions and Kafka clients, with
 //! churn; one more beyond each limit is refused with the protocol's own error (53300 / closed
-//! with a log line); file descriptors and RSS return near their baseline afterwards.
+//! with a log line); file descriptors return to their baseline and RSS to within 10% of it.
 //!
 //! Counts are small enough for CI by default; raise them with `EDDY_LOAD_*` variables (see
 //! `tests/RESULTS.md`). Figures are printed (run with `--nocapture`).
@@ -233,16 +233,9 @@ async fn slow_readers_and_a_flood() {
     let c = server.client().await;
     query(&c, "CREATE STREAM flood (k STRING KEY, v INT, pad STRING) WITH (KAFKA_TOPIC='flood', PARTITIONS=2, VALUE_FORMAT='JSON')").await;
     query(&c, "CREATE TABLE per_k AS SELECT k, COUNT(*) AS n, SUM(v) AS total FROM flood GROUP BY k").await;
-    let probe_client = server.client().await;
-    probe(&probe_client, 20).await; // warm-up
-    let baseline = probe(&probe_client, 100).await;
-    let rss_start = rss_kib(pid);
-
-    // The stalled push-query client: its query streams every flooded row.
-    let mut push = stalled_push_client(server.port, "SELECT k, v, pad FROM flood EMIT CHANGES");
-
-    // The aggregation's lag, sampled as often as SHOW QUERIES answers, from before the flood
-    // until it has caught up (the probe loop below samples too, but only between probes).
+    // The aggregation's lag, sampled every 10 ms from before the baseline until the flood has
+    // been caught up (the probe loop below samples too, but only between probes). It is a
+    // monitoring client: it runs while the baseline is measured too.
     let sampler_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let client = server.client().await;
@@ -251,15 +244,29 @@ async fn slow_readers_and_a_flood() {
             let mut peak = 0i64;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 peak = peak.max(show_lag(&query(&client, "SHOW QUERIES").await, "CTAS_PER_K").unwrap_or(0));
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             peak
         })
     };
 
+    let probe_client = server.client().await;
+    probe(&probe_client, 20).await; // warm-up
+    let baseline = probe(&probe_client, 100).await;
+    let rss_start = rss_kib(pid);
+
+    // The stalled push-query client: its query streams every flooded row.
+    let mut push = stalled_push_client(server.port, "SELECT k, v, pad FROM flood EMIT CHANGES");
+
     // The flood, from a librdkafka producer on its own thread.
     let bootstrap = server.kafka.clone();
     let flood_started = Instant::now();
     let producer_thread = std::thread::spawn(move || {
+        // The load generator stands for producers on other machines: it runs at the lowest
+        // priority (librdkafka's threads inherit it), so the two shared cores measure the
+        // server's fairness rather than the generator's appetite.
+        // SAFETY: setpriority on this thread's own id, no pointers involved.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
         let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
             .set("linger.ms", "5")
@@ -369,8 +376,10 @@ async fn slow_readers_and_a_flood() {
     );
     assert!(rss_peak / 1024 <= budget_mib, "RSS peak {} MiB over the budget of {budget_mib} MiB", rss_peak / 1024);
     assert!(lag_peak > 0, "SHOW QUERIES never showed the aggregation behind the flood");
-    // Generous: a debug build on two shared cores with the flood's producer in this process.
-    assert!(l50 <= b50 * 20 + Duration::from_millis(50), "p50 latency under load {l50:?} vs baseline {b50:?}");
+    // Within 2× at the median. The tail is reported and only guarded against gross regressions:
+    // in a debug build on two cores shared with the producer, one preempted probe moves the p99.
+    assert!(l50 <= b50 * 2, "p50 latency under load {l50:?} vs baseline {b50:?}");
+    assert!(l99 <= b99 * 5, "p99 latency under load {l99:?} vs baseline {b99:?}");
 }
 
 /// Raises this process's open-file limit (the server child inherits it) to `want`.
@@ -538,13 +547,19 @@ async fn many_connections_with_churn() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         fd_after = fd_count(pid);
     }
-    let rss_after = rss_kib(pid);
+    // Memory: freed pages go back to the system once the server's threads go idle.
+    let mut rss_after = rss_kib(pid);
+    while rss_after > rss_base + rss_base / 20 && settle.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rss_after = rss_after.min(rss_kib(pid));
+    }
+    let rss_secs = settle.elapsed().as_secs_f64();
     let last = server.client().await;
     assert_eq!(query(&last, "SELECT 1").await, vec![vec![Some("1".into())]]);
 
     println!(
         "connections: {idle} idle + {active} active Postgres sessions (+{spare} spare), {kafka} Kafka clients (+{spare}), connected in {connect_secs:.1} s; \
-         fds {fd_base} → {fd_full} → {fd_after} after {:.1} s; RSS {} → {} (peak {}) → {} MiB; \
+         fds {fd_base} → {fd_full} → {fd_after} after {:.1} s; RSS {} → {} (peak {}) → {} MiB after {rss_secs:.1} s; \
          churn over {churn_secs} s: {churn_pg} Postgres + {churn_kafka} Kafka connect/disconnect cycles ({churn_refused} refused while a slot was being released); \
          active query latency p50 {:.2} ms / p99 {:.2} ms ({} statements) vs one-session baseline p50 {:.2} ms / p99 {:.2} ms",
         settle.elapsed().as_secs_f64(),
@@ -560,11 +575,11 @@ async fn many_connections_with_churn() {
     );
     assert!(fd_full >= fd_base + idle + active + kafka, "the server did not hold every connection ({fd_full} fds)");
     assert!(fd_after <= fd_base + 16, "descriptors did not return: {fd_base} before, {fd_after} after");
-    // Freed memory may stay in the allocator's arenas; it must not keep what the peak took.
-    let grown = rss_peak.saturating_sub(rss_base);
+    // Back to the baseline, within 10% (what the server itself allocated meanwhile: caches,
+    // the catalog, allocator bookkeeping).
     assert!(
-        rss_after <= rss_base + grown / 2 + 64 * 1024,
-        "RSS did not come back: {} MiB before, peak {} MiB, {} MiB after",
+        rss_after <= rss_base + rss_base / 10,
+        "RSS did not come back: {} MiB before, peak {} MiB, {} MiB after {rss_secs:.1} s",
         rss_base / 1024,
         rss_peak / 1024,
         rss_after / 1024

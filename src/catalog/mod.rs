@@ -5,6 +5,7 @@
 //! queries. In-memory maps mirror what is on disk; disk is written first.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
@@ -106,6 +107,8 @@ pub struct Catalog {
     store: StateStore,
     relations: RwLock<BTreeMap<String, RelationDef>>,
     queries: RwLock<BTreeMap<String, QueryDef>>,
+    /// Bumped after every change to the relations, for caches built from them.
+    version: AtomicU64,
 }
 
 fn rel_key(name: &str) -> Vec<u8> {
@@ -129,12 +132,23 @@ impl Catalog {
                 serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("catalog entry: {e}")))?;
             queries.insert(q.id.clone(), q);
         }
-        Ok(Catalog { store, relations: RwLock::new(relations), queries: RwLock::new(queries) })
+        Ok(Catalog {
+            store,
+            relations: RwLock::new(relations),
+            queries: RwLock::new(queries),
+            version: AtomicU64::new(0),
+        })
     }
 
     pub fn relation(&self, name: &str) -> Option<RelationDef> {
         let rels = self.relations.read().unwrap_or_else(|p| p.into_inner());
         rels.get(name).cloned().or_else(|| rels.values().find(|r| r.name.eq_ignore_ascii_case(name)).cloned())
+    }
+
+    /// Changes whenever a relation is added, changed or removed. Read it before
+    /// [`Catalog::relations`], so a cache built from both is never newer than its label.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     pub fn relations(&self) -> Vec<RelationDef> {
@@ -162,6 +176,7 @@ impl Catalog {
         if let Some(q) = query {
             self.queries.write().unwrap_or_else(|p| p.into_inner()).insert(q.id.clone(), q.clone());
         }
+        self.version.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -175,6 +190,7 @@ impl Catalog {
         self.store.commit(cp)?;
         self.store.request_backup();
         self.relations.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.version.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 

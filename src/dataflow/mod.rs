@@ -62,11 +62,27 @@ pub struct RuntimeConfig {
     pub checkpoint_interval: Duration,
     /// Largest read from one partition per poll.
     pub fetch_bytes_max: usize,
+    /// Nice value of query threads (persistent and push queries), so that sessions and
+    /// produce requests come first when the cores are busy (0: same priority).
+    pub nice: i32,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { checkpoint_interval: Duration::from_millis(200), fetch_bytes_max: 1 << 20 }
+        RuntimeConfig { checkpoint_interval: Duration::from_millis(200), fetch_bytes_max: 1 << 20, nice: 0 }
+    }
+}
+
+/// Lowers the calling thread's CPU priority to `nice` (Linux nice values are per thread;
+/// threads it starts inherit it). Best effort: a failure is logged and ignored.
+pub fn lower_thread_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: plain syscalls on this thread's own id; no memory is shared with the kernel.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice.min(19)) };
+    if rc != 0 {
+        tracing::warn!("could not lower a query thread's priority: {}", std::io::Error::last_os_error());
     }
 }
 

@@ -52,6 +52,7 @@ impl Runtime {
         std::thread::Builder::new()
             .name("push-query".into())
             .spawn(move || {
+                super::lower_thread_priority(rt.config.nice);
                 let result = push_loop(&rt, source, offsets, ops, table_cfs, changes, &out);
                 if let Err(e) = result {
                     let _ = out.blocking_send(Err(e));

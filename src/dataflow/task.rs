@@ -135,6 +135,7 @@ impl Runtime {
         let thread = std::thread::Builder::new()
             .name(format!("query-{id}"))
             .spawn(move || {
+                lower_thread_priority(task.rt.config.nice);
                 if let Err(e) = task.run() {
                     tracing::error!(query = %task.id, "query failed: {e}");
                     *task.status.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());

@@ -36,6 +36,8 @@ pub struct EngineConfig {
     pub max_queries: usize,
     pub default_partitions: i32,
     pub checkpoint_interval: Duration,
+    /// Nice value of query threads (see `RuntimeConfig::nice`).
+    pub query_nice: i32,
     /// Most rows a pull query may return (0: no limit).
     pub max_result_rows: usize,
     /// Pull queries running longer are cancelled (`SET statement_timeout` overrides it).
@@ -52,6 +54,7 @@ impl EngineConfig {
             max_queries: 256,
             default_partitions: 1,
             checkpoint_interval: Duration::from_millis(200),
+            query_nice: 0,
             max_result_rows: 0,
             statement_timeout: None,
             backups: Default::default(),
@@ -130,6 +133,8 @@ pub struct Engine {
     queries: Mutex<HashMap<String, RunningQuery>>,
     /// DDL runs one statement at a time so names and query ids never race.
     ddl: tokio::sync::Mutex<()>,
+    /// `pg_catalog` as of a catalog version, shared by pull queries until the next DDL.
+    pg_catalog: Mutex<Option<(u64, Arc<pg_catalog::PgCatalog>)>>,
 }
 
 impl Engine {
@@ -144,7 +149,11 @@ impl Engine {
             log: log.clone(),
             store: store.clone(),
             processing_log: ProcessingLog::direct(log.clone()),
-            config: RuntimeConfig { checkpoint_interval: config.checkpoint_interval, ..Default::default() },
+            config: RuntimeConfig {
+                checkpoint_interval: config.checkpoint_interval,
+                nice: config.query_nice,
+                ..Default::default()
+            },
         };
         let engine = Arc::new(Engine {
             config,
@@ -155,6 +164,7 @@ impl Engine {
             runtime,
             queries: Mutex::new(HashMap::new()),
             ddl: tokio::sync::Mutex::new(()),
+            pg_catalog: Mutex::new(None),
         });
         if engine.store.read_only {
             tracing::error!("read-only start: continuous queries do not run until a restart with free disk space");

@@ -1,7 +1,8 @@
 //! `pg_catalog` and `information_schema` for Postgres clients (psql's `\d`, SQLAlchemy
 //! reflection, Grafana's pickers, Metabase's sync, pgJDBC's type lookups).
 //!
-//! Built per query from Eddy's catalog as small in-memory tables: tables are relations of
+//! Built from Eddy's catalog as small in-memory tables, once per catalog version and shared
+//! by every query until the next DDL ([`PgCatalog`]): tables are relations of
 //! kind `'r'` (with a primary key constraint and its unique index), streams are views
 //! (`'v'`, an append-only view of their topic). Columns carry Postgres types
 //! ([`pg_type_of`]). Catalogs Eddy never fills (rules, triggers, policies, publications...)
@@ -405,12 +406,35 @@ fn system_relation(name: &str, namespace: i64, kind: &'static str, schema: &Sche
     Rel { oid: relation_oid(&format!("{namespace}.{name}")), name: name.into(), namespace, kind, columns, key: vec![] }
 }
 
-/// Registers `pg_catalog` and `information_schema` (and the pg_* names unqualified) on `ctx`.
-pub fn register(
-    ctx: &SessionContext,
-    rels: &[RelationDef],
-    functions: &[(String, &'static str)],
-) -> Result<Arc<Snapshot>> {
+/// `pg_catalog` and `information_schema` built for one version of Eddy's catalog.
+pub struct PgCatalog {
+    pg_catalog: Arc<MemorySchemaProvider>,
+    information_schema: Arc<MemorySchemaProvider>,
+    /// The pg_* tables, also reachable unqualified from `public`.
+    unqualified: Vec<(String, Arc<dyn TableProvider>)>,
+    pub snapshot: Arc<Snapshot>,
+}
+
+impl PgCatalog {
+    /// Registers both schemas (and the pg_* names unqualified, where `public` has no relation of
+    /// that name) on `ctx`.
+    pub fn register(&self, ctx: &SessionContext) -> Result<()> {
+        let catalog = ctx.catalog("datafusion").ok_or_else(|| EddyError::Internal("no catalog".into()))?;
+        let public = catalog.schema("public").ok_or_else(|| EddyError::Internal("no public schema".into()))?;
+        for (name, table) in &self.unqualified {
+            if !public.table_exist(name) {
+                public.register_table(name.clone(), table.clone())?;
+            }
+        }
+        catalog.register_schema("pg_catalog", self.pg_catalog.clone())?;
+        catalog.register_schema("information_schema", self.information_schema.clone())?;
+        Ok(())
+    }
+}
+
+/// Builds `pg_catalog` and `information_schema` from Eddy's relations and the functions a
+/// session knows.
+pub fn build_catalog(rels: &[RelationDef], functions: &[(String, &'static str)]) -> Result<PgCatalog> {
     let mut snapshot = Snapshot::default();
     let mut relations = user_relations(rels);
     for r in &relations {
@@ -465,26 +489,18 @@ pub fn register(
     }
 
     let pg_catalog = Arc::new(MemorySchemaProvider::new());
-    let info = Arc::new(MemorySchemaProvider::new());
-    let public = ctx
-        .catalog("datafusion")
-        .and_then(|c| c.schema("public"))
-        .ok_or_else(|| EddyError::Internal("no public schema".into()))?;
+    let information_schema = Arc::new(MemorySchemaProvider::new());
+    let mut unqualified = Vec::new();
     for (schema_name, name, schema, batch) in all {
         let table: Arc<dyn TableProvider> = Arc::new(MemTable::try_new(schema, vec![vec![batch]])?);
         if schema_name == "pg_catalog" {
             pg_catalog.register_table(name.clone(), table.clone())?;
-            if !public.table_exist(&name) {
-                public.register_table(name, table)?;
-            }
+            unqualified.push((name, table));
         } else {
-            info.register_table(name, table)?;
+            information_schema.register_table(name, table)?;
         }
     }
-    let catalog = ctx.catalog("datafusion").ok_or_else(|| EddyError::Internal("no catalog".into()))?;
-    catalog.register_schema("pg_catalog", pg_catalog)?;
-    catalog.register_schema("information_schema", info)?;
-    Ok(Arc::new(snapshot))
+    Ok(PgCatalog { pg_catalog, information_schema, unqualified, snapshot: Arc::new(snapshot) })
 }
 
 type Table = (&'static str, String, Arc<Schema>, RecordBatch);

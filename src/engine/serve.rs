@@ -129,15 +129,25 @@ impl Engine {
     /// `pg_catalog`, `information_schema` and Postgres's catalog functions, for clients that
     /// introspect (psql, SQLAlchemy, Grafana, Metabase).
     fn register_pg_catalog(&self, ctx: &SessionContext) -> Result<()> {
-        let state = ctx.state();
-        let mut functions: Vec<(String, &'static str)> = Vec::new();
-        functions.extend(state.scalar_functions().keys().map(|n| (n.clone(), "f")));
-        functions.extend(state.aggregate_functions().keys().map(|n| (n.clone(), "a")));
-        functions.extend(state.window_functions().keys().map(|n| (n.clone(), "w")));
-        functions.sort();
-        functions.dedup_by(|a, b| a.0 == b.0);
-        let snapshot = super::pg_catalog::register(ctx, &self.catalog.relations(), &functions)?;
-        super::pg_functions::register(ctx, snapshot);
+        let version = self.catalog.version();
+        let cached = self.pg_catalog.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let pg = match cached {
+            Some((v, pg)) if v == version => pg,
+            _ => {
+                let state = ctx.state();
+                let mut functions: Vec<(String, &'static str)> = Vec::new();
+                functions.extend(state.scalar_functions().keys().map(|n| (n.clone(), "f")));
+                functions.extend(state.aggregate_functions().keys().map(|n| (n.clone(), "a")));
+                functions.extend(state.window_functions().keys().map(|n| (n.clone(), "w")));
+                functions.sort();
+                functions.dedup_by(|a, b| a.0 == b.0);
+                let pg = Arc::new(super::pg_catalog::build_catalog(&self.catalog.relations(), &functions)?);
+                *self.pg_catalog.lock().unwrap_or_else(|p| p.into_inner()) = Some((version, pg.clone()));
+                pg
+            }
+        };
+        pg.register(ctx)?;
+        super::pg_functions::register(ctx, pg.snapshot.clone());
         Ok(())
     }
 

@@ -45,6 +45,40 @@ impl ReadInto<'_> {
     }
 }
 
+/// Appends exactly `len` bytes of `file` at `position` to `buf`, without zeroing them first.
+fn pread_append(file: &File, buf: &mut Vec<u8>, len: usize, position: u64) -> Result<(), LogError> {
+    use std::os::fd::AsRawFd;
+    buf.reserve(len);
+    let mut done = 0;
+    while done < len {
+        let spare = &mut buf.spare_capacity_mut()[..len - done];
+        // SAFETY: `pread` writes at most `spare.len()` bytes into memory the Vec owns and has
+        // reserved; only the bytes it reports written become part of the Vec below.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                (position + done as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        // SAFETY: the kernel initialized these `n` bytes, right after the Vec's current end.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+        done += n as usize;
+    }
+    Ok(())
+}
+
 /// What recovery found in a segment.
 enum Recovered {
     Clean,
@@ -484,20 +518,39 @@ impl Partition {
                 seg_idx += 1;
                 continue;
             };
-            let mut buf = [0u8; HEADER_BYTES];
+            // One read per stretch of the segment: as much as the budget allows, then cut back
+            // to whole batches below the high watermark.
             while position < seg.size_bytes {
-                seg.file.read_exact_at(&mut buf, position)?;
-                let header = LogBatchHeader::parse(&buf)?;
-                if header.last_offset() >= high_watermark
-                    || (!out.bytes.is_empty() && out.bytes.len() + header.total_bytes > max_bytes)
-                {
+                let start = out.bytes.len();
+                let room = max_bytes.saturating_sub(start).max(HEADER_BYTES);
+                let len = (room as u64).min(seg.size_bytes - position) as usize;
+                pread_append(&seg.file, out.bytes, len, position)?;
+                let mut at = start;
+                while at + HEADER_BYTES <= out.bytes.len() {
+                    let header = LogBatchHeader::parse(&out.bytes[at..at + HEADER_BYTES])?;
+                    if header.last_offset() >= high_watermark {
+                        out.bytes.truncate(at);
+                        return Ok(out.ends());
+                    }
+                    let end = at + header.total_bytes;
+                    if end > out.bytes.len() {
+                        if at == 0 {
+                            // The first batch is always returned whole, whatever the budget.
+                            let missing = end - out.bytes.len();
+                            pread_append(&seg.file, out.bytes, missing, position + (out.bytes.len() - start) as u64)?;
+                        } else {
+                            out.bytes.truncate(at);
+                            return Ok(out.ends());
+                        }
+                    }
+                    next = header.last_offset() + 1;
+                    at = end;
+                }
+                out.bytes.truncate(at);
+                position += (at - start) as u64;
+                if at == start || out.bytes.len() >= max_bytes {
                     return Ok(out.ends());
                 }
-                let at = out.bytes.len();
-                out.bytes.resize(at + header.total_bytes, 0);
-                seg.file.read_exact_at(&mut out.bytes[at..], position)?;
-                position += header.total_bytes as u64;
-                next = header.last_offset() + 1;
             }
             seg_idx += 1;
         }

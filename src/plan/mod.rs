@@ -6,11 +6,15 @@
 //! (stream–stream joins, ORDER BY) are refused with a clear "not supported yet" rather
 //! than run wrongly.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
-use datafusion::catalog::MemTable;
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemTable, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider,
+};
 use datafusion::common::TableReference;
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Expr, Join, JoinType, LogicalPlan, Operator};
@@ -216,11 +220,24 @@ pub fn session() -> SessionContext {
 
 /// [`session`], with or without DataFusion's own `information_schema` (pull queries replace
 /// it with Postgres's, see `engine::pg_catalog`).
+///
+/// The configured state (hundreds of functions) is built once per flavour; each session
+/// starts from a copy of it with an empty catalog of its own.
 pub fn session_with(information_schema: bool) -> SessionContext {
-    let mut config = SessionConfig::new().with_target_partitions(1).with_information_schema(information_schema);
-    config.options_mut().sql_parser.map_string_types_to_utf8view = false;
-    let ctx = SessionContext::new_with_config(config);
-    crate::functions::register(&ctx);
+    static BASE: [OnceLock<SessionState>; 2] = [OnceLock::new(), OnceLock::new()];
+    let base = BASE[usize::from(information_schema)].get_or_init(|| {
+        let mut config = SessionConfig::new().with_target_partitions(1).with_information_schema(information_schema);
+        config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        let ctx = SessionContext::new_with_config(config);
+        crate::functions::register(&ctx);
+        ctx.state()
+    });
+    let ctx = SessionContext::new_with_state(base.clone());
+    let public = MemoryCatalogProvider::new();
+    public.register_schema("public", Arc::new(MemorySchemaProvider::new())).expect("a new catalog takes a schema");
+    let catalogs = MemoryCatalogProviderList::new();
+    catalogs.register_catalog("datafusion".into(), Arc::new(public));
+    ctx.register_catalog_list(Arc::new(catalogs));
     ctx
 }
 

@@ -91,7 +91,11 @@ pub fn start(db: Arc<Db>, path: &Path, config: &BackupConfig) -> Result<BackupRe
     let shared = thread.clone();
     let handle = std::thread::Builder::new()
         .name("state-backup".into())
-        .spawn(move || run(&db, &mut engine, &dir, &config, &rx, &shared.stop))
+        .spawn(move || {
+            // Backups are background work: sessions and queries come first.
+            crate::dataflow::lower_thread_priority(19);
+            run(&db, &mut engine, &dir, &config, &rx, &shared.stop)
+        })
         .map_err(|e| EddyError::Internal(format!("backup thread: {e}")))?;
     *thread.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
     let requests = BackupRequests(thread);
