@@ -80,9 +80,11 @@ struct ServerArgs {
     /// How often a busy continuous query checkpoints, in milliseconds.
     #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL_MS", default_value_t = 200)]
     checkpoint_interval_ms: u64,
-    /// CPU priority (nice value, 0–19) of continuous and push query threads. Above 0, client
-    /// sessions and produce requests come first when the cores are busy, and a query that
-    /// falls behind shows its lag in SHOW QUERIES; with idle cores it changes nothing.
+    /// CPU priority (nice value, 0–19) of continuous and push query threads (state backups
+    /// always run at 19). Above 0, client sessions and Kafka requests come first when the cores are
+    /// busy, and a query that falls behind shows its lag in SHOW QUERIES; with idle cores it
+    /// changes nothing. On a machine shared with other busy programs, 0 keeps queries level
+    /// with them.
     #[arg(long, env = "EDDY_QUERY_NICE", default_value_t = 19, value_parser = clap::value_parser!(i32).range(0..=19))]
     query_nice: i32,
     /// Close a Postgres or Kafka connection whose socket write has made no progress for this

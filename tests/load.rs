@@ -5,8 +5,7 @@
 //! socket, both with a tiny receive window, while a librdkafka producer floods the topic
 //! faster than a continuous aggregation keeps up. Checked: the server's RSS stays within a
 //! budget, both stalled clients are disconnected after `--client-write-timeout-ms` (with a log
-//! line), another client's median latency stays within 2× of its baseline (its p99 is
-//! printed), and `SHOW QUERIES` shows the aggregation's lag, back to 0 after FLUSH.
+//! line), another client's latency stays within 2× of its baseline (p50 and p99), and `SHOW QUERIES` shows the aggregation's lag, back to 0 after FLUSH.
 //!
 //! `many_connections_with_churn`: idle and active Postgres sessions and Kafka clients, with
 //! churn; one more beyond each limit is refused with the protocol's own error (53300 / closed
@@ -252,7 +251,15 @@ async fn slow_readers_and_a_flood() {
 
     let probe_client = server.client().await;
     probe(&probe_client, 20).await; // warm-up
-    let baseline = probe(&probe_client, 100).await;
+                                    // The baseline is taken the way the load is sampled below: 5 probes, SHOW QUERIES, 50 ms
+                                    // of rest (a first probe after a rest costs more than one right after another).
+    let mut baseline = Vec::new();
+    for _ in 0..30 {
+        baseline.extend(probe(&probe_client, 5).await);
+        show_lag(&query(&c, "SHOW QUERIES").await, "CTAS_PER_K");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    baseline.sort();
     let rss_start = rss_kib(pid);
 
     // The stalled push-query client: its query streams every flooded row.
@@ -263,8 +270,8 @@ async fn slow_readers_and_a_flood() {
     let flood_started = Instant::now();
     let producer_thread = std::thread::spawn(move || {
         // The load generator stands for producers on other machines: it runs at the lowest
-        // priority (librdkafka's threads inherit it), so the two shared cores measure the
-        // server's fairness rather than the generator's appetite.
+        // priority (librdkafka's threads inherit it), so the two shared cores measure how the
+        // server shares its time rather than how much the generator takes.
         // SAFETY: setpriority on this thread's own id, no pointers involved.
         unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
         let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
@@ -376,10 +383,9 @@ async fn slow_readers_and_a_flood() {
     );
     assert!(rss_peak / 1024 <= budget_mib, "RSS peak {} MiB over the budget of {budget_mib} MiB", rss_peak / 1024);
     assert!(lag_peak > 0, "SHOW QUERIES never showed the aggregation behind the flood");
-    // Within 2× at the median. The tail is reported and only guarded against gross regressions:
-    // in a debug build on two cores shared with the producer, one preempted probe moves the p99.
+    // Within 2× of the baseline, at the median and at p99.
     assert!(l50 <= b50 * 2, "p50 latency under load {l50:?} vs baseline {b50:?}");
-    assert!(l99 <= b99 * 5, "p99 latency under load {l99:?} vs baseline {b99:?}");
+    assert!(l99 <= b99 * 2, "p99 latency under load {l99:?} vs baseline {b99:?}");
 }
 
 /// Raises this process's open-file limit (the server child inherits it) to `want`.
