@@ -1,11 +1,17 @@
 //! Disk full and fsync errors. The server runs on a small tmpfs (mounted by the test; CI
-//! runs as root): once the disk fills, INSERT gets SQLSTATE 53100 and nothing is
-//! acknowledged that is not stored; reads go on; freeing space lets writes resume; a
+//! runs as root): once the disk fills, INSERT gets SQLSTATE 53100 and a librdkafka producer
+//! gets KAFKA_STORAGE_ERROR (retried until its timeout), and nothing is acknowledged that is
+//! not stored; reads go on; freeing space lets writes resume; a
 //! restart finds exactly the acknowledged records. An injected fsync failure stops that
 //! partition's writer (no retry that could hide lost pages) while reads and other
 //! partitions go on; a restart brings it back.
 
 use std::path::{Path, PathBuf};
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::common::{query, sqlstate, Server};
 
@@ -82,6 +88,19 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     assert_eq!(count(&c, "blobs").await, acked);
     // Still full: still refused, still nothing half-written.
     assert_eq!(sqlstate(&c, &format!("INSERT INTO blobs (id, body) VALUES (999, '{body}')")).await.0, "53100");
+    // A Kafka producer meets the full disk too: KAFKA_STORAGE_ERROR, which librdkafka retries
+    // until its message timeout; nothing is acknowledged.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &server.kafka)
+        .set("acks", "all")
+        .set("message.timeout.ms", "3000")
+        .create()
+        .unwrap();
+    let big = format!("{{\"id\": 1001, \"body\": \"{body}\"}}");
+    let sent = producer.send(FutureRecord::<(), _>::to("blobs").payload(&big), Duration::from_secs(10)).await;
+    let (error, _) = sent.expect_err("a produce was acknowledged on a full disk");
+    eprintln!("disk_full: produce on the full disk failed with: {error}");
+    assert_eq!(count(&c, "blobs").await, acked);
 
     // A query that copies the records needs more room than there is: its checkpoint must
     // wait and retry (visible in SHOW QUERIES), not stop or write anything half.
@@ -100,6 +119,16 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     std::fs::remove_file(&filler).unwrap();
     query(&c, "INSERT INTO blobs (id, body) VALUES (1000, 'after')").await;
     assert_eq!(count(&c, "blobs").await, acked + 1);
+    // With room again, the same producer's next record is stored and acknowledged.
+    let delivered = producer
+        .send(
+            FutureRecord::<(), _>::to("blobs").payload("{\"id\": 1001, \"body\": \"kafka\"}"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("a produce after space was freed");
+    assert_eq!(delivered.offset as u64, acked + 1, "the Kafka record's offset");
+    let acked = acked + 1;
     query(&c, "FLUSH").await;
     let ids = query(&c, "SELECT COUNT(*), COUNT(DISTINCT id) FROM ids").await;
     assert_eq!(ids[0][0].as_deref(), Some((acked + 1).to_string().as_str()), "the query lost output to the full disk");
