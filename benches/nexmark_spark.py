@@ -148,7 +148,9 @@ NEXMARK_QUERIES = [
                  "SELECT p.id, p.name, a.reserve FROM person p JOIN auction a "
                  "ON p.id = a.seller "
                  "AND a.ts BETWEEN p.ts - INTERVAL 10 SECONDS AND p.ts + INTERVAL 10 SECONDS",
-                 "append", watermark_delay=EDDY_DEFAULT_GRACE),
+                 "append", watermark_delay="4 seconds",
+                 note="watermark delay 4 s, as Eddy's GRACE PERIOD 4 SECONDS (the standard "
+                 "Nexmark watermark)"),
     NexmarkQuery("q11", ("bid",),
                  "SELECT session_window.start AS session_start, bidder, COUNT(*) AS bid_count "
                  "FROM bid GROUP BY session_window(ts, '10 seconds'), bidder",

@@ -43,6 +43,7 @@ use crate::state::{
     SINK_PREFIX, STREAM_TIME_KEY, WINDOW_EXPIRY_PREFIX, WINDOW_OPEN_PREFIX, WORKING_PREFIX,
 };
 use datafusion::physical_expr::expressions::Column as PhysColumn;
+use datafusion::physical_expr::utils::collect_columns;
 use operator::aggregate::{AggregateOperator, SessionParams};
 use operator::filter_project::{FilterOperator, ProjectOperator};
 use operator::interval_join::{IntervalJoinOperator, Side, BUFFER_PREFIX};
@@ -153,6 +154,9 @@ struct Operators {
     pad_window: bool,
     /// Stream–table lookups, in order (each adds one table's columns).
     join: Vec<JoinOperator>,
+    /// With one joined table: per table column, whether anything after the join reads it
+    /// (the query's copy of the table keeps the others as NULL). Empty: all are read.
+    join_read: Vec<bool>,
     interval: Option<IntervalJoinOperator>,
     table_join: Option<TableJoinOperator>,
     /// The rows the filter and body see.
@@ -182,7 +186,7 @@ impl Operators {
         };
         let n_source = plan.source.columns.len();
         let has_pseudo = !crate::plan::pseudo_columns(&plan.source).is_empty();
-        let join = plan
+        let join: Vec<JoinOperator> = plan
             .join
             .into_iter()
             .map(|j| JoinOperator {
@@ -198,10 +202,6 @@ impl Operators {
             rowtime: w.rowtime,
             window_start: w.window_start,
             window_end: w.window_end,
-        });
-        let interval = plan.interval.map(|i| {
-            let widths = (input_columns(&plan.source, false).len(), input_columns(&i.right, false).len());
-            IntervalJoinOperator::new(i, widths, plan.input_schema.clone())
         });
         let table_join = plan.table_join.map(|t| TableJoinOperator {
             kind: t.kind,
@@ -226,6 +226,31 @@ impl Operators {
             }
             PlanShape::Upsert => Body::Upsert(UpsertOperator),
         };
+        // The columns a projection after a join reads (indices in the joined rows).
+        let read_after_join: Option<BTreeSet<usize>> = match (&body, plan.window.is_some()) {
+            (Body::Project(p), false) => {
+                let used = p.exprs.iter().chain(filter.as_ref().map(|f| &f.predicate));
+                Some(used.flat_map(|e| collect_columns(e)).map(|c| c.index()).collect())
+            }
+            _ => None,
+        };
+        let join_read = match (join.as_slice(), &read_after_join) {
+            ([j], Some(used)) => {
+                let first = if j.stream_first { plan.input_schema.fields().len() - j.table_columns.len() } else { 0 };
+                (0..j.table_columns.len()).map(|i| used.contains(&(first + i))).collect()
+            }
+            _ => Vec::new(),
+        };
+        let interval = plan.interval.map(|i| {
+            let widths = (input_columns(&plan.source, false).len(), input_columns(&i.right, false).len());
+            let mut op = IntervalJoinOperator::new(i, widths, plan.input_schema.clone());
+            // A projection after the join needs only the columns its expressions name: the
+            // others are buffered as NULL (Nexmark's auctions carry 500-byte descriptions).
+            if let Some(used) = &read_after_join {
+                op.keep_only(used);
+            }
+            op
+        });
         let session = match (&plan.window, window_group) {
             (Some(w), Some((end_pos, start_pos))) if w.spec.kind == WindowKind::Session => Some(SessionParams {
                 rowtime: w.rowtime,
@@ -239,6 +264,7 @@ impl Operators {
         Operators {
             pad_window: plan.window.is_some(),
             join,
+            join_read,
             interval,
             table_join,
             input_schema: plan.input_schema.clone(),

@@ -209,8 +209,15 @@ impl QueryTask {
             let (from_input, polled) = self.poll_next()?;
             let from_second = from_input.is_some();
             if let (Some(table), false, Some(decoded)) = (from_input, self.ops.join.is_empty(), &polled) {
+                let read = &self.ops.join_read;
                 for (key, row, _) in &decoded.upserts {
-                    let value = row.as_ref().map(|r| serde_json::json!({ "r": r }).to_string().into_bytes());
+                    let value = row.as_ref().map(|r| {
+                        let kept = r.iter().enumerate().map(|(i, v)| match read.get(i) {
+                            Some(false) => &Value::Null,
+                            _ => v,
+                        });
+                        serde_json::json!({ "r": kept.collect::<Vec<_>>() }).to_string().into_bytes()
+                    });
                     self.pending.insert(join_row_key(table, &memcomparable(key)), value);
                 }
                 self.dirty = true;

@@ -48,6 +48,9 @@ pub struct IntervalJoinOperator {
     /// When each buffered record stops being matchable, for expiry.
     expiry: BTreeSet<(i64, BufferKey)>,
     next_seq: u64,
+    /// Per joined column: whether anything after the join reads it (unread ones are
+    /// buffered as NULL). Empty: all are read.
+    read: Vec<bool>,
 }
 
 /// What one step produced.
@@ -72,7 +75,22 @@ impl IntervalJoinOperator {
             buffer: BTreeMap::new(),
             expiry: BTreeSet::new(),
             next_seq: 0,
+            read: Vec::new(),
         }
+    }
+
+    /// Only the joined columns in `used` are read after the join; the rest need not be kept.
+    pub fn keep_only(&mut self, used: &BTreeSet<usize>) {
+        self.read = (0..self.left_width + self.right_width).map(|i| used.contains(&i)).collect();
+    }
+
+    /// Whether column `i` of `side`'s rows is read after the join.
+    fn is_read(&self, side: Side, i: usize) -> bool {
+        let joined = match side {
+            Side::Left => i,
+            Side::Right => self.left_width + i,
+        };
+        self.read.get(joined).copied().unwrap_or(true)
     }
 
     /// Rebuilds the buffers from the state a checkpoint stored.
@@ -117,7 +135,12 @@ impl IntervalJoinOperator {
                 step.late.push(row);
                 continue;
             }
-            let cells: Vec<Value> = batch.columns().iter().map(|c| cell_at(c.as_ref(), row)).collect();
+            let cells: Vec<Value> = batch
+                .columns()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| if self.is_read(side, i) { cell_at(c.as_ref(), row) } else { Value::Null })
+                .collect();
             let key_values: Vec<Value> = keys.iter().map(|k| cell_at(k.as_ref(), row)).collect();
             let mut matched = false;
             if !key_values.iter().any(Value::is_null) {
