@@ -230,7 +230,7 @@ impl Operators {
         let read_after_join: Option<BTreeSet<usize>> = match (&body, plan.window.is_some()) {
             (Body::Project(p), false) => {
                 let used = p.exprs.iter().chain(filter.as_ref().map(|f| &f.predicate));
-                Some(used.flat_map(|e| collect_columns(e)).map(|c| c.index()).collect())
+                Some(used.flat_map(collect_columns).map(|c| c.index()).collect())
             }
             _ => None,
         };
