@@ -121,25 +121,27 @@ pub fn encode_batch<R: std::borrow::Borrow<LogRecord>>(records: &[R]) -> Vec<u8>
     assert!(!records.is_empty(), "a batch holds at least one record");
     let base_ts = records.iter().map(|r| r.borrow().timestamp_ms).min().unwrap_or(0);
     let max_ts = records.iter().map(|r| r.borrow().timestamp_ms).max().unwrap_or(0);
-    let mut body = Vec::with_capacity(records.len() * 64);
-    for (i, r) in records.iter().map(|r| r.borrow()).enumerate() {
-        let mut rec = Vec::with_capacity(64);
-        rec.push(0u8); // record attributes
-        put_varlong(&mut rec, r.timestamp_ms - base_ts);
-        put_varint(&mut rec, i as i32);
-        put_bytes(&mut rec, r.key.as_deref());
-        put_bytes(&mut rec, r.value.as_deref());
-        put_varint(&mut rec, r.headers.len() as i32);
-        for (k, v) in &r.headers {
-            put_bytes(&mut rec, Some(k.as_bytes()));
-            put_bytes(&mut rec, v.as_deref());
-        }
-        put_varint(&mut body, rec.len() as i32);
-        body.extend_from_slice(&rec);
-    }
-    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    // Each record's length is known before it is written, so records go straight into the
+    // batch: one allocation, one copy of each key and value.
+    let record_len = |i: usize, r: &LogRecord| -> usize {
+        1 + varlong_len(r.timestamp_ms - base_ts)
+            + varlong_len(i as i64)
+            + bytes_len(r.key.as_deref())
+            + bytes_len(r.value.as_deref())
+            + varlong_len(r.headers.len() as i64)
+            + r.headers.iter().map(|(k, v)| bytes_len(Some(k.as_bytes())) + bytes_len(v.as_deref())).sum::<usize>()
+    };
+    let body_len: usize = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let n = record_len(i, r.borrow());
+            varlong_len(n as i64) + n
+        })
+        .sum();
+    let mut out = Vec::with_capacity(HEADER_BYTES + body_len);
     out.extend_from_slice(&0i64.to_be_bytes());
-    out.extend_from_slice(&((HEADER_BYTES - LENGTH_PREFIX_BYTES + body.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&((HEADER_BYTES - LENGTH_PREFIX_BYTES + body_len) as i32).to_be_bytes());
     out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
     out.push(MAGIC_V2 as u8);
     out.extend_from_slice(&[0, 0, 0, 0]); // crc, filled below
@@ -151,10 +153,37 @@ pub fn encode_batch<R: std::borrow::Borrow<LogRecord>>(records: &[R]) -> Vec<u8>
     out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
     out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
     out.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    out.extend_from_slice(&body);
+    for (i, r) in records.iter().map(|r| r.borrow()).enumerate() {
+        put_varint(&mut out, record_len(i, r) as i32);
+        out.push(0u8); // record attributes
+        put_varlong(&mut out, r.timestamp_ms - base_ts);
+        put_varint(&mut out, i as i32);
+        put_bytes(&mut out, r.key.as_deref());
+        put_bytes(&mut out, r.value.as_deref());
+        put_varint(&mut out, r.headers.len() as i32);
+        for (k, v) in &r.headers {
+            put_bytes(&mut out, Some(k.as_bytes()));
+            put_bytes(&mut out, v.as_deref());
+        }
+    }
+    debug_assert_eq!(out.len(), HEADER_BYTES + body_len);
     let crc = crc32c::crc32c(&out[CRC_START..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     out
+}
+
+/// Bytes of a zigzag varint (varlong) for `v`.
+fn varlong_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - z.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Bytes of a length-prefixed byte string (`-1` for NULL).
+fn bytes_len(b: Option<&[u8]>) -> usize {
+    match b {
+        None => varlong_len(-1),
+        Some(b) => varlong_len(b.len() as i64) + b.len(),
+    }
 }
 
 /// Decodes the records of one whole, validated batch.
@@ -335,11 +364,30 @@ mod tests {
     }
 
     #[test]
+    fn varint_lengths_match_what_is_written() {
+        for v in
+            [0i64, 1, -1, 63, 64, -64, -65, 127, 128, 8191, 8192, i32::MAX as i64, i32::MIN as i64, i64::MAX, i64::MIN]
+        {
+            let mut out = Vec::new();
+            put_varlong(&mut out, v);
+            assert_eq!(varlong_len(v), out.len(), "{v}");
+        }
+    }
+
+    #[test]
     fn round_trip_and_crc() {
-        let records: Vec<_> = (0..5).map(rec).collect();
+        let mut records: Vec<_> = (0..5).map(rec).collect();
+        // Lengths that take several varint bytes, a NULL key, headers with a NULL value.
+        records.push(LogRecord {
+            offset: 5,
+            timestamp_ms: 900,
+            key: None,
+            value: Some(vec![7; 20_000]),
+            headers: vec![("x".repeat(200), None), ("y".into(), Some(vec![1; 130]))],
+        });
         let mut bytes = encode_batch(&records);
         let h = validate(&bytes).unwrap();
-        assert_eq!(h.record_count, 5);
+        assert_eq!(h.record_count, 6);
         assert_eq!(h.max_timestamp_ms, 1_004);
         set_base_offset(&mut bytes, 0);
         assert_eq!(decode_records(&bytes).unwrap(), records);
