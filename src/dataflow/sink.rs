@@ -338,9 +338,19 @@ impl ProcessingLog {
         if records.is_empty() {
             return;
         }
-        let mut bytes = encode_batch(&records);
-        if let Err(e) = self.log.append(PROCESSING_LOG, 0, &mut bytes) {
-            tracing::error!("could not write to the processing log: {e}");
+        // Batches well under max.message.bytes: a burst of bad or late records may be large.
+        let mut start = 0;
+        let mut size = 0;
+        for (i, r) in records.iter().enumerate() {
+            size += r.value.as_ref().map_or(0, Vec::len) + r.key.as_ref().map_or(0, Vec::len) + 32;
+            if size >= SINK_BATCH_BYTES || i + 1 == records.len() {
+                let mut bytes = encode_batch(&records[start..=i]);
+                if let Err(e) = self.log.append(PROCESSING_LOG, 0, &mut bytes) {
+                    tracing::error!("could not write to the processing log: {e}");
+                }
+                start = i + 1;
+                size = 0;
+            }
         }
     }
 }

@@ -111,6 +111,7 @@ impl Runtime {
             offsets,
             table_input,
             prefer_second: false,
+            input_time: [i64::MIN; 2],
             reproject,
             checkpoint_failing: false,
             ops,
@@ -165,6 +166,8 @@ struct QueryTask {
     /// (For a stream–stream join the second stream; the two are polled in turn.)
     table_input: Vec<(Source, Vec<i64>)>,
     prefer_second: bool,
+    /// The latest event time read from the source and from the second input.
+    input_time: [i64; 2],
     /// The last checkpoint failed on I/O and is being retried.
     checkpoint_failing: bool,
     /// Recompute every group's output row before starting (the SELECT list changed); done
@@ -194,6 +197,9 @@ struct QueryTask {
     status: Arc<QueryStatus>,
     stop: Arc<AtomicBool>,
 }
+
+/// Largest chunk a stream–stream join reads from one input at a time (see `poll_next`).
+const JOIN_CHUNK_BYTES: usize = 64 << 10;
 
 impl QueryTask {
     /// The continuous-query data path: poll → decode → operators → buffer → checkpoint.
@@ -290,8 +296,11 @@ impl QueryTask {
     }
 
     /// The next chunk of input, and which joined input it came from (`None`: the source).
-    /// Joined tables' updates come before the stream's records; two joined streams or
-    /// tables take turns.
+    /// Joined tables' updates come before the stream's records. Of two joined streams or
+    /// tables, the one whose event time is behind goes first (taking turns on a tie), as Kafka
+    /// Streams picks the input with the lowest timestamp: a replay then meets both sides in
+    /// time order and stream time never runs ahead of the slower side by more than a chunk.
+    /// A stream–stream join reads smaller chunks, so that lead stays well inside a grace period.
     fn poll_next(&mut self) -> Result<(Option<usize>, Option<DecodedBatch>)> {
         let max = self.rt.config.fetch_bytes_max;
         let plog = &self.rt.processing_log;
@@ -306,7 +315,13 @@ impl QueryTask {
         let Some((second, second_offsets)) = self.table_input.first_mut() else {
             return Ok((None, self.source.poll(&mut self.offsets, max, plog, &self.id)?));
         };
-        let second_first = self.prefer_second;
+        let max = if self.ops.interval.is_some() { max.min(JOIN_CHUNK_BYTES) } else { max };
+        let [source_time, second_time] = self.input_time;
+        let second_first = match source_time.cmp(&second_time) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal => self.prefer_second,
+        };
         self.prefer_second = !self.prefer_second;
         for take_second in [second_first, !second_first] {
             let polled = if take_second {
@@ -314,7 +329,9 @@ impl QueryTask {
             } else {
                 self.source.poll(&mut self.offsets, max, plog, &self.id)?
             };
-            if polled.is_some() {
+            if let Some(decoded) = &polled {
+                let time = &mut self.input_time[usize::from(take_second)];
+                *time = (*time).max(decoded.max_timestamp_ms);
                 return Ok((take_second.then_some(0), polled));
             }
         }
