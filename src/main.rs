@@ -160,6 +160,9 @@ fn main() -> anyhow_free::Result {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .max_blocking_threads(64)
+                // Planning and evaluating an expression recurses once per operator (see
+                // sql::MAX_OPERATORS); the pages are only touched when used.
+                .thread_stack_size(eddy::sql::THREAD_STACK_BYTES)
                 .thread_keep_alive(Duration::from_secs(3))
                 .on_thread_park(eddy::alloc::release_when_idle)
                 .build()?;

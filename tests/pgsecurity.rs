@@ -364,3 +364,32 @@ async fn cursors_from_psycopg2_psycopg3_and_asyncpg() {
         assert!(out.contains(part), "{out}");
     }
 }
+
+/// Deep expressions: a chain of operators as long as the limit plans and runs (in the debug
+/// build, 256 terms overflowed a 2 MiB thread stack and killed the server); a longer one is
+/// refused with 54000, and the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_expressions_are_planned_or_refused_never_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    let terms = |n: usize| vec!["1"; n].join("+");
+    let limit = eddy::sql::MAX_OPERATORS;
+    assert_eq!(query(&c, &format!("SELECT {}", terms(limit + 1))).await, vec![vec![Some((limit + 1).to_string())]]);
+    for n in [limit + 2, 100_000] {
+        let e = c.simple_query(&format!("SELECT {}", terms(n))).await.unwrap_err();
+        let (code, message) = db_code(&e);
+        assert_eq!(code, "54000", "{message}");
+        assert!(message.contains("statement too complex"), "{message}");
+    }
+    // A continuous query evaluates a long chain on its own thread.
+    query(&c, "CREATE STREAM s (a INT) WITH (KAFKA_TOPIC='s', PARTITIONS=1)").await;
+    let sum = vec!["a"; limit / 2].join(" + ");
+    let any = vec!["a = 1"; limit / 4].join(" OR ");
+    query(&c, &format!("CREATE STREAM t AS SELECT {sum} AS big FROM s WHERE {any} EMIT CHANGES")).await;
+    query(&c, "INSERT INTO s (a) VALUES (1), (2), (1)").await;
+    query(&c, "FLUSH").await;
+    let expected = (limit / 2).to_string();
+    assert_eq!(query(&c, "SELECT COUNT(*), MAX(big) FROM t").await, vec![vec![Some("2".into()), Some(expected)]]);
+    assert_eq!(query(&c, "SELECT 1").await, vec![vec![Some("1".into())]]);
+}

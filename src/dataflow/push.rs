@@ -51,6 +51,7 @@ impl Runtime {
         let rt = self.clone();
         std::thread::Builder::new()
             .name("push-query".into())
+            .stack_size(crate::sql::THREAD_STACK_BYTES)
             .spawn(move || {
                 super::lower_thread_priority(rt.config.nice);
                 let result = push_loop(&rt, source, offsets, ops, table_cfs, changes, &out);

@@ -135,6 +135,7 @@ impl Runtime {
         }
         let thread = std::thread::Builder::new()
             .name(format!("query-{id}"))
+            .stack_size(crate::sql::THREAD_STACK_BYTES)
             .spawn(move || {
                 lower_thread_priority(task.rt.config.nice);
                 if let Err(e) = task.run() {

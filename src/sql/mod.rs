@@ -162,6 +162,7 @@ pub fn parse(sql: &str) -> Result<Vec<Located>, EddyError> {
         let significant: Vec<&TokenWithSpan> =
             tokens[from..to_exclusive].iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).collect();
         let (Some(first), Some(last)) = (significant.first(), significant.last()) else { return Ok(()) };
+        check_operator_count(&significant)?;
         let begin = index.byte(first.span.start);
         let end = index.byte(last.span.end);
         let text = &sql[begin..end];
@@ -191,6 +192,58 @@ pub fn parse(sql: &str) -> Result<Vec<Located>, EddyError> {
         flush(s, tokens.len(), &mut out)?;
     }
     Ok(out)
+}
+
+/// Most binary operators one statement may hold. Parsed expressions are trees as deep as
+/// their operator chains, and parsing, planning, evaluating and freeing them recurse once
+/// per level: `1+1+…` with 100,000 terms overflowed the stack (found by the `sql_dialect`
+/// fuzz target), and in a debug build 256 terms did on a 2 MiB thread stack. Postgres
+/// answers such input with 54001 "stack depth limit exceeded"; this refuses it up front,
+/// with room to spare on threads of [`THREAD_STACK_BYTES`] (a debug build plans about
+/// 2,000 levels there, a release build many more).
+pub const MAX_OPERATORS: usize = 1024;
+
+/// Stack of the threads that plan and run queries (the server's runtime, query threads).
+pub const THREAD_STACK_BYTES: usize = 16 << 20;
+
+fn check_operator_count(tokens: &[&TokenWithSpan]) -> Result<(), EddyError> {
+    let operators = tokens
+        .iter()
+        .filter(|t| match &t.token {
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::Caret
+            | Token::Arrow
+            | Token::LongArrow
+            | Token::DoubleColon => true,
+            Token::Word(w) => {
+                w.quote_style.is_none()
+                    && (w.value.eq_ignore_ascii_case("AND")
+                        || w.value.eq_ignore_ascii_case("OR")
+                        || w.value.eq_ignore_ascii_case("NOT"))
+            }
+            _ => false,
+        })
+        .count();
+    if operators > MAX_OPERATORS {
+        return Err(EddyError::LimitExceeded(format!(
+            "statement too complex: {operators} operators, at most {MAX_OPERATORS}"
+        )));
+    }
+    Ok(())
 }
 
 fn tokenize(sql: &str, offset_chars: usize) -> Result<Vec<TokenWithSpan>, EddyError> {
@@ -824,6 +877,19 @@ pub fn syntax_from_parser(message: &str, text: &str, offset_chars: usize) -> Edd
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `sql_dialect` fuzz target: 100,000 terms overflowed the stack.
+    #[test]
+    fn a_statement_with_too_many_operators_is_refused() {
+        let terms = |n: usize| format!("SELECT {}", vec!["1"; n].join("+"));
+        assert!(parse(&terms(MAX_OPERATORS + 1)).is_ok());
+        let Err(EddyError::LimitExceeded(message)) = parse(&terms(100_000)) else { panic!("not refused") };
+        assert!(message.contains("too complex"), "{message}");
+        let Err(EddyError::LimitExceeded(_)) = parse(&format!("SELECT 1 WHERE {}", vec!["a = 1"; 5000].join(" OR ")))
+        else {
+            panic!("not refused")
+        };
+    }
 
     #[test]
     fn create_stream_with_key_and_props() {
