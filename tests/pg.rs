@@ -315,9 +315,10 @@ async fn psycopg_reads_every_type_in_text_and_binary() {
 }
 
 /// A stream–stream join created over two streams already full of records (a replay): both
-/// sides are read in event-time order, so with a GRACE PERIOD shorter than the streams'
-/// span no record is late. (Read side by side in large chunks, one side's stream time ran
-/// past the other's records, and nearly all of them were dropped as late.)
+/// sides are read in event-time order, record by record even inside one large batch, so with
+/// a GRACE PERIOD far shorter than a batch's span no record is late. (Read side by side in
+/// large chunks, one side's stream time ran past the other's records, and nearly all of them
+/// were dropped as late.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_replays_both_streams_in_time_order() {
     let tmp = tempfile::tempdir().unwrap();
@@ -333,19 +334,16 @@ async fn a_join_replays_both_streams_in_time_order() {
         )
         .await;
     }
-    // 1,000 records a side, 100 ms apart (100 s of event time), about 1 KiB each; all of
-    // the left side is written before any of the right.
-    let pad = "p".repeat(900);
+    // 1,000 records a side, 100 ms apart (100 s of event time), about 500 bytes each, each
+    // side in one batch (one INSERT), all of the left side before any of the right.
+    let pad = "p".repeat(500);
     for side in ["l", "r"] {
-        for chunk in 0..10 {
-            let rows: Vec<String> =
-                (chunk * 100..(chunk + 1) * 100).map(|i| format!("({i}, '{pad}', {})", i * 100)).collect();
-            query(&c, &format!("INSERT INTO {side} (k, pad, ts) VALUES {}", rows.join(", "))).await;
-        }
+        let rows: Vec<String> = (0..1000).map(|i| format!("({i}, '{pad}', {})", i * 100)).collect();
+        query(&c, &format!("INSERT INTO {side} (k, pad, ts) VALUES {}", rows.join(", "))).await;
     }
     query(
         &c,
-        "CREATE STREAM j AS SELECT l.k AS k, r.ts AS rts FROM l JOIN r WITHIN 1 SECONDS GRACE PERIOD 10 SECONDS \
+        "CREATE STREAM j AS SELECT l.k AS k, r.ts AS rts FROM l JOIN r WITHIN 1 SECONDS GRACE PERIOD 2 SECONDS \
          ON l.k = r.k EMIT CHANGES",
     )
     .await;

@@ -74,6 +74,11 @@ impl Source {
     }
 
     /// Reads and decodes the next chunk from the first partition (round robin) that has data.
+    /// Whether any partition holds records past `offsets` (its reading position).
+    pub fn has_more(&self, offsets: &[i64]) -> bool {
+        self.partitions.iter().zip(offsets).any(|(p, &o)| o < p.high_watermark())
+    }
+
     pub fn poll(
         &mut self,
         offsets: &mut [i64],

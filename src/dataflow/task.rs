@@ -199,6 +199,23 @@ struct QueryTask {
     stop: Arc<AtomicBool>,
 }
 
+/// Keeps the rows of `decoded` (one partition's, in offset order) up to event time `limit`, or
+/// up to its first row's time if that is later (so a chunk always moves on). Returns where
+/// the dropped rows start (partition, offset), to be read again; `None` when all are kept.
+fn cut_after(decoded: &mut DecodedBatch, rowtime: usize, limit: i64) -> Option<(i32, i64)> {
+    let batch = decoded.batch.clone()?;
+    let times = batch.column(rowtime).clone();
+    let time = |row: usize| cell_at(times.as_ref(), row).as_i64();
+    let limit = limit.max(time(0).unwrap_or(i64::MIN));
+    let keep = (0..batch.num_rows()).find(|&row| time(row).is_some_and(|t| t > limit))?;
+    let resume = *decoded.origins.get(keep)?;
+    decoded.batch = Some(batch.slice(0, keep));
+    decoded.origins.truncate(keep);
+    decoded.records = keep;
+    decoded.max_timestamp_ms = (0..keep).filter_map(time).max().unwrap_or(decoded.max_timestamp_ms);
+    Some(resume)
+}
+
 /// Largest chunk a stream–stream join reads from one input at a time (see `poll_next`).
 const JOIN_CHUNK_BYTES: usize = 64 << 10;
 
@@ -330,10 +347,34 @@ impl QueryTask {
             } else {
                 self.source.poll(&mut self.offsets, max, plog, &self.id)?
             };
-            if let Some(decoded) = &polled {
+            if let Some(mut decoded) = polled {
+                // A stream–stream join takes a chunk only up to the other side's event time
+                // (plus the lead that cannot make the other side's next records late: the
+                // window's reach and the grace period) while the other side has more to read.
+                // The rest is read again later: a producer's batch can span many seconds.
+                if let Some(join) = &self.ops.interval {
+                    let w = &join.plan.window;
+                    let slack = w.before_ms.min(w.after_ms).saturating_add(w.grace_ms);
+                    let other_time = self.input_time[usize::from(!take_second)].saturating_add(slack);
+                    let other_has_more =
+                        if take_second { self.source.has_more(&self.offsets) } else { second.has_more(second_offsets) };
+                    let rowtime = if take_second { join.plan.right_rowtime } else { join.plan.left_rowtime };
+                    if other_has_more {
+                        if let Some((partition, offset)) = cut_after(&mut decoded, rowtime, other_time) {
+                            let (source, offsets) = if take_second {
+                                (&*second, &mut *second_offsets)
+                            } else {
+                                (&self.source, &mut self.offsets)
+                            };
+                            if let Some(idx) = source.partitions.iter().position(|p| p.id == partition) {
+                                offsets[idx] = offset;
+                            }
+                        }
+                    }
+                }
                 let time = &mut self.input_time[usize::from(take_second)];
                 *time = (*time).max(decoded.max_timestamp_ms);
-                return Ok((take_second.then_some(0), polled));
+                return Ok((take_second.then_some(0), Some(decoded)));
             }
         }
         Ok((None, None))
