@@ -349,12 +349,11 @@ impl QueryTask {
             };
             if let Some(mut decoded) = polled {
                 // A stream–stream join takes a chunk only up to the other side's event time
-                // (plus the lead that cannot make the other side's next records late: the
-                // window's reach and the grace period) while the other side has more to read.
+                // (plus the grace period: a lead that expires no buffered record before the
+                // other side's matches for it are read) while the other side has more to read.
                 // The rest is read again later: a producer's batch can span many seconds.
                 if let Some(join) = &self.ops.interval {
-                    let w = &join.plan.window;
-                    let slack = w.before_ms.min(w.after_ms).saturating_add(w.grace_ms);
+                    let slack = join.plan.window.grace_ms;
                     let other_time = self.input_time[usize::from(!take_second)].saturating_add(slack);
                     let other_has_more =
                         if take_second { self.source.has_more(&self.offsets) } else { second.has_more(second_offsets) };
