@@ -46,7 +46,7 @@ use datafusion::physical_expr::expressions::Column as PhysColumn;
 use datafusion::physical_expr::utils::collect_columns;
 use operator::aggregate::{AggregateOperator, SessionParams};
 use operator::filter_project::{FilterOperator, ProjectOperator};
-use operator::interval_join::{IntervalJoinOperator, Side, BUFFER_PREFIX};
+use operator::interval_join::{cut_after, IntervalJoinOperator, Side, BUFFER_PREFIX, JOIN_CHUNK_BYTES};
 use operator::join::JoinOperator;
 use operator::table_join::{JoinState, Row, SignedRow, TableJoinOperator};
 use operator::upsert::UpsertOperator;

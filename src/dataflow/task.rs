@@ -199,26 +199,6 @@ struct QueryTask {
     stop: Arc<AtomicBool>,
 }
 
-/// Keeps the rows of `decoded` (one partition's, in offset order) up to event time `limit`, or
-/// up to its first row's time if that is later (so a chunk always moves on). Returns where
-/// the dropped rows start (partition, offset), to be read again; `None` when all are kept.
-fn cut_after(decoded: &mut DecodedBatch, rowtime: usize, limit: i64) -> Option<(i32, i64)> {
-    let batch = decoded.batch.clone()?;
-    let times = batch.column(rowtime).clone();
-    let time = |row: usize| cell_at(times.as_ref(), row).as_i64();
-    let limit = limit.max(time(0).unwrap_or(i64::MIN));
-    let keep = (0..batch.num_rows()).find(|&row| time(row).is_some_and(|t| t > limit))?;
-    let resume = *decoded.origins.get(keep)?;
-    decoded.batch = Some(batch.slice(0, keep));
-    decoded.origins.truncate(keep);
-    decoded.records = keep;
-    decoded.max_timestamp_ms = (0..keep).filter_map(time).max().unwrap_or(decoded.max_timestamp_ms);
-    Some(resume)
-}
-
-/// Largest chunk a stream–stream join reads from one input at a time (see `poll_next`).
-const JOIN_CHUNK_BYTES: usize = 64 << 10;
-
 impl QueryTask {
     /// The continuous-query data path: poll → decode → operators → buffer → checkpoint.
     /// A joined table's updates are applied before the stream's records that follow them.
