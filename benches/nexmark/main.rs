@@ -217,6 +217,17 @@ fn fresh_dir(path: &Path) {
     std::fs::create_dir_all(path).expect("data directory");
 }
 
+/// A server on an empty data directory (`<work>/run`) with the sources and `q` created.
+async fn start_with_query(work: &Path, q: &Query) -> (PathBuf, Server, tokio_postgres::Client) {
+    let dir = work.join("run");
+    fresh_dir(&dir);
+    let server = Server::start(&dir);
+    let c = server.client().await;
+    server::run_sql(&c, &queries::sources()).await;
+    server::run_sql(&c, q.statements).await;
+    (dir, server, c)
+}
+
 /// A data directory with the sources defined and every event in the log.
 async fn load(dir: &Path, events: &[EventRecord]) {
     fresh_dir(dir);
@@ -285,12 +296,7 @@ async fn engine(settings: &Settings, loaded: &Path, q: &Query, events: &[EventRe
 
 /// End-to-end mode: the query runs while the events are produced through Kafka.
 async fn end_to_end(work: &Path, q: &Query, events: &[EventRecord]) -> Measurement {
-    let dir = work.join("run");
-    fresh_dir(&dir);
-    let server = Server::start(&dir);
-    let c = server.client().await;
-    server::run_sql(&c, &queries::sources()).await;
-    server::run_sql(&c, q.statements).await;
+    let (dir, server, c) = start_with_query(work, q).await;
     // Only the events this query reads are produced.
     let mine: Vec<&EventRecord> = events.iter().filter(|e| q.reads.contains(&e.topic)).collect();
     let cpu_before = server.cpu_seconds();
@@ -321,12 +327,7 @@ async fn end_to_end(work: &Path, q: &Query, events: &[EventRecord]) -> Measureme
 /// tagged in `extra` with its number; latency from its ack to its row on the push query.
 async fn latency(work: &Path, q: &Query, events: &[EventRecord], rate: f64, secs: u64) -> Measurement {
     use futures::StreamExt;
-    let dir = work.join("run");
-    fresh_dir(&dir);
-    let server = Server::start(&dir);
-    let c = server.client().await;
-    server::run_sql(&c, &queries::sources()).await;
-    server::run_sql(&c, q.statements).await;
+    let (dir, server, _c) = start_with_query(work, q).await;
     let n = ((rate * secs as f64) as usize).max(1);
     let bids: Vec<EventRecord> = events
         .iter()
