@@ -18,7 +18,8 @@
 //! `EDDY_NEXMARK_DIR` (work and event files, default `target/nexmark`), `EDDY_NEXMARK_OUT`
 //! (the JSON results, default `target/nexmark/results.json`), `EDDY_NEXMARK_PROFILE=1` (engine
 //! mode: `perf record` on the server while each query runs; the top of `perf report` goes to
-//! `<dir>/profile-<query>.txt`). Per core means events divided by the CPU seconds the server
+//! `<dir>/profile-<query>.txt`; `=graph` records call graphs and keeps `<dir>/perf-<query>.data`
+//! for `perf report -i`). Per core means events divided by the CPU seconds the server
 //! process used (for DataFusion: this process).
 
 mod events;
@@ -273,6 +274,7 @@ async fn engine(settings: &Settings, loaded: &Path, q: &Query, events: &[EventRe
     let server = Server::start(&dir);
     let c = server.client().await;
     server::wait_caught_up(&c, Duration::from_secs(600)).await;
+    server.wait_quiet(Duration::from_secs(120)).await;
     let state_before = server.state_bytes();
     let cpu_before = server.cpu_seconds();
     let perf_data = settings.dir.join(format!("perf-{}.data", q.name));

@@ -71,6 +71,21 @@ impl Server {
         cpu_from_stat(&stat)
     }
 
+    /// Waits (up to `limit`) until the server has been idle for half a second: at most one clock tick (10 ms) in
+    /// each quarter second. A restarted server backs up its state store first (the table files its last
+    /// run flushed at shutdown); engine mode times the query, not that.
+    pub async fn wait_quiet(&self, limit: Duration) {
+        let started = std::time::Instant::now();
+        let mut last = self.cpu_seconds();
+        let mut quiet_polls = 0;
+        while quiet_polls < 2 && started.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = self.cpu_seconds();
+            quiet_polls = if now - last < 0.015 { quiet_polls + 1 } else { 0 };
+            last = now;
+        }
+    }
+
     /// The server's peak resident memory (VmHWM), in bytes.
     pub fn peak_rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
@@ -245,8 +260,13 @@ pub fn produce_all(producer: &BaseProducer<Acks>, events: &[EventRecord]) {
 /// frame pointers); the report keeps the server's samples. (Attaching with `-p` misses the
 /// query's thread, started after it.)
 pub fn perf_record(data: &Path) -> Child {
+    // EDDY_NEXMARK_PROFILE=graph: call graphs (DWARF unwinding, fewer samples), and the data
+    // file is kept for `perf report -i`.
+    let sampling: &[&str] = if call_graphs() { &["-F", "499", "--call-graph", "dwarf,32768"] } else { &["-F", "1999"] };
     let child = Command::new("perf")
-        .args(["record", "-a", "-F", "1999", "-o"])
+        .args(["record", "-a"])
+        .args(sampling)
+        .arg("-o")
         .arg(data)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -287,5 +307,11 @@ pub fn perf_report(mut perf: Child, pid: u32, data: &Path, out: &Path) {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(out, text).expect("profile file");
-    let _ = std::fs::remove_file(data);
+    if !call_graphs() {
+        let _ = std::fs::remove_file(data);
+    }
+}
+
+fn call_graphs() -> bool {
+    std::env::var("EDDY_NEXMARK_PROFILE").is_ok_and(|v| v == "graph")
 }

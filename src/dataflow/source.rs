@@ -28,6 +28,8 @@ pub struct Source {
     buffer: Vec<u8>,
     pub partitions: Vec<Arc<Partition>>,
     next_partition: usize,
+    /// Records the last poll decoded: room to reserve for the next one.
+    records_hint: usize,
 }
 
 /// What one poll decoded.
@@ -70,6 +72,7 @@ impl Source {
             buffer: Vec::new(),
             partitions: topic.partitions.clone(),
             next_partition: 0,
+            records_hint: 0,
         })
     }
 
@@ -126,7 +129,7 @@ impl Source {
         let is_table = rel.kind == RelationKind::Table;
         let key_indexes: Vec<usize> = rel.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
         let mut rows = Vec::new();
-        let mut origins = Vec::new();
+        let mut origins = Vec::with_capacity(self.records_hint);
         let mut upserts = Vec::new();
         let mut records = 0;
         let mut max_ts = 0i64;
@@ -213,6 +216,7 @@ impl Source {
             None if rows.is_empty() => None,
             None => rows_to_batch(&self.columns, &rows).ok(),
         };
+        self.records_hint = records;
         DecodedBatch { batch, upserts, records, max_timestamp_ms: max_ts, origins }
     }
 }

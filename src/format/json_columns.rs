@@ -64,14 +64,23 @@ enum Builder {
 }
 
 impl Builder {
-    fn new(kind: Kind) -> Builder {
+    /// A builder with room for `rows` values (and `text_bytes` of string data).
+    fn with_capacity(kind: Kind, rows: usize, text_bytes: usize) -> Builder {
         match kind {
-            Kind::Text => Builder::Text(StringBuilder::new()),
-            Kind::Int32 => Builder::Int32(Int32Builder::new()),
-            Kind::Int64 => Builder::Int64(Int64Builder::new()),
-            Kind::TimestampMs => Builder::TimestampMs(TimestampMillisecondBuilder::new()),
-            Kind::Float64 => Builder::Float64(Float64Builder::new()),
-            Kind::Boolean => Builder::Boolean(BooleanBuilder::new()),
+            Kind::Text => Builder::Text(StringBuilder::with_capacity(rows, text_bytes)),
+            Kind::Int32 => Builder::Int32(Int32Builder::with_capacity(rows)),
+            Kind::Int64 => Builder::Int64(Int64Builder::with_capacity(rows)),
+            Kind::TimestampMs => Builder::TimestampMs(TimestampMillisecondBuilder::with_capacity(rows)),
+            Kind::Float64 => Builder::Float64(Float64Builder::with_capacity(rows)),
+            Kind::Boolean => Builder::Boolean(BooleanBuilder::with_capacity(rows)),
+        }
+    }
+
+    /// Bytes of string data so far (0 for other kinds).
+    fn text_bytes(&self) -> usize {
+        match self {
+            Builder::Text(b) => b.values_slice().len(),
+            _ => 0,
         }
     }
 
@@ -138,7 +147,12 @@ pub struct ColumnarDecoder {
     kinds: Vec<Kind>,
     /// All columns of the batch: the relation's, then the pseudo-columns.
     all: Vec<Column>,
+    /// The kind of each column of `all`.
+    all_kinds: Vec<Kind>,
     builders: Vec<Builder>,
+    /// No two column names are equal ignoring case: a field that names a column exactly
+    /// cannot also name another one by case.
+    case_distinct: bool,
     /// The event-time column, when it is one of the value's.
     time_column: Option<usize>,
     pseudo: bool,
@@ -161,12 +175,19 @@ impl ColumnarDecoder {
         }
         let mut all = columns.to_vec();
         all.extend(pseudo.iter().cloned());
-        let builders = all.iter().map(|c| Kind::of(&c.ty).map(Builder::new)).collect::<Option<_>>()?;
+        let all_kinds: Vec<Kind> = all.iter().map(|c| Kind::of(&c.ty)).collect::<Option<_>>()?;
+        let builders = all_kinds.iter().map(|&k| Builder::with_capacity(k, 0, 0)).collect();
+        let case_distinct = columns
+            .iter()
+            .enumerate()
+            .all(|(i, a)| columns[i + 1..].iter().all(|b| !a.name.eq_ignore_ascii_case(&b.name)));
         Some(ColumnarDecoder {
             columns: columns.to_vec(),
             kinds,
             all,
+            all_kinds,
             builders,
+            case_distinct,
             time_column,
             pseudo: !pseudo.is_empty(),
             rows: 0,
@@ -180,9 +201,11 @@ impl ColumnarDecoder {
             return None;
         }
         let mut de = serde_json::Deserializer::from_slice(value);
-        let cells =
-            serde::Deserializer::deserialize_map(&mut de, Fields { columns: &self.columns, kinds: &self.kinds })
-                .ok()?;
+        let cells = serde::Deserializer::deserialize_map(
+            &mut de,
+            Fields { columns: &self.columns, kinds: &self.kinds, case_distinct: self.case_distinct },
+        )
+        .ok()?;
         de.end().ok()?;
         let event_ms = match self.time_column {
             Some(t) => match &cells[t] {
@@ -212,13 +235,23 @@ impl ColumnarDecoder {
         self.rows += 1;
     }
 
-    /// The rows so far as a batch (`None` when there are none); the decoder starts over.
+    /// The rows so far as a batch (`None` when there are none); the decoder starts over,
+    /// with room for a batch like this one (builders that grow as they go copy and fault in
+    /// their memory once per doubling).
     pub fn finish(&mut self) -> Option<RecordBatch> {
         if self.rows == 0 {
             return None;
         }
-        self.rows = 0;
-        let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
+        let rows = std::mem::take(&mut self.rows);
+        let arrays: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .zip(&self.all_kinds)
+            .map(|(b, &kind)| {
+                let text_bytes = b.text_bytes();
+                std::mem::replace(b, Builder::with_capacity(kind, rows, text_bytes)).finish()
+            })
+            .collect();
         RecordBatch::try_new(arrow_schema(&self.all), arrays).ok()
     }
 }
@@ -227,6 +260,7 @@ impl ColumnarDecoder {
 struct Fields<'c> {
     columns: &'c [Column],
     kinds: &'c [Kind],
+    case_distinct: bool,
 }
 
 impl<'de> Visitor<'de> for Fields<'_> {
@@ -240,14 +274,25 @@ impl<'de> Visitor<'de> for Fields<'_> {
         let n = self.columns.len();
         let mut cells: Vec<Typed<'de>> = vec![Typed::Null; n];
         let mut exact: u64 = 0;
+        // Producers mostly write the fields in column order: look there first.
+        let mut next = 0;
         while let Some(key) = map.next_key_seed(super::json::KeySeed)? {
-            let exact_at = self.columns.iter().position(|c| c.name == *key);
+            let exact_at = if self.columns.get(next).is_some_and(|c| c.name == *key) {
+                Some(next)
+            } else {
+                self.columns.iter().position(|c| c.name == *key)
+            };
+            next = exact_at.map_or(next, |i| i + 1);
             // Columns this field would feed by a case-insensitive match (none has an exact one yet).
-            let folded_into: Vec<usize> = (0..n)
-                .filter(|&j| {
-                    Some(j) != exact_at && exact & (1 << j) == 0 && self.columns[j].name.eq_ignore_ascii_case(&key)
-                })
-                .collect();
+            let folded_into: Vec<usize> = if exact_at.is_some() && self.case_distinct {
+                Vec::new()
+            } else {
+                (0..n)
+                    .filter(|&j| {
+                        Some(j) != exact_at && exact & (1 << j) == 0 && self.columns[j].name.eq_ignore_ascii_case(&key)
+                    })
+                    .collect()
+            };
             match (exact_at, folded_into.as_slice()) {
                 (None, []) => {
                     map.next_value::<IgnoredAny>()?;

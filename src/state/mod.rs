@@ -10,7 +10,10 @@ pub mod backup;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, MultiThreaded, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, MultiThreaded,
+    Options, WriteBatch, WriteOptions, DB,
+};
 
 use self::backup::{BackupConfig, BackupRequests, DAMAGED};
 use crate::error::{EddyError, Result};
@@ -42,9 +45,33 @@ pub const WINDOW_EXPIRY_PREFIX: u8 = b'x';
 /// The query's stream time (largest event time seen).
 pub const STREAM_TIME_KEY: &[u8] = b"t";
 
+/// Table blocks RocksDB keeps decoded in memory, shared by every column family.
+const BLOCK_CACHE_BYTES: usize = 128 << 20;
+/// Memtables of all column families together (each flushes at 64 MiB on its own).
+const MEMTABLE_BYTES: usize = 256 << 20;
+
+/// The options of every column family. State is mostly short-lived (window groups, join
+/// buffers, offsets), so flushes write table files uncompressed and only the bottom level,
+/// where data that lasts ends up, is compressed; point reads (`multi_get` per batch) skip
+/// files through bloom filters, and index and filter blocks live in the bounded cache.
+fn column_family_options(cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    let mut opts = Options::default();
+    opts.set_block_based_table_factory(&table);
+    opts.set_compression_type(DBCompressionType::None);
+    opts.set_bottommost_compression_type(DBCompressionType::Lz4);
+    opts
+}
+
 #[derive(Clone)]
 pub struct StateStore {
     db: Arc<Db>,
+    /// The block cache every column family shares.
+    cache: Cache,
     /// Opened read-only because the disk was full at start: writes are refused.
     pub read_only: bool,
     /// The thread taking backups (none when read-only or backups are off).
@@ -133,13 +160,15 @@ impl StateStore {
         // Bound what RocksDB may keep open and buffer (limits on everything).
         opts.set_max_open_files(512);
         opts.set_write_buffer_size(16 << 20);
+        opts.set_db_write_buffer_size(MEMTABLE_BYTES);
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let mut names = <DB>::list_cf(&opts, path).unwrap_or_default();
         if !names.iter().any(|n| n == CATALOG_CF) {
             names.push(CATALOG_CF.to_string());
         }
-        let cfs = || names.iter().map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let cfs = || names.iter().map(|n| ColumnFamilyDescriptor::new(n, column_family_options(&cache)));
         match Db::open_cf_descriptors(&opts, path, cfs()) {
-            Ok(db) => Ok(StateStore { db: Arc::new(db), read_only: false, backups: None }),
+            Ok(db) => Ok(StateStore { db: Arc::new(db), cache, read_only: false, backups: None }),
             // Opening writes (a new manifest, a flushed WAL): on a full disk, come up
             // read-only so reads and pull queries still work.
             Err(e) if e.to_string().contains("No space left on device") => {
@@ -148,7 +177,7 @@ impl StateStore {
                      continuous queries wait for a restart with free space): {e}"
                 );
                 let db = Db::open_cf_descriptors_read_only(&opts, path, cfs(), false)?;
-                Ok(StateStore { db: Arc::new(db), read_only: true, backups: None })
+                Ok(StateStore { db: Arc::new(db), cache, read_only: true, backups: None })
             }
             Err(e) => Err(e.into()),
         }
@@ -195,7 +224,7 @@ impl StateStore {
     pub fn ensure_cf(&self, name: &str) -> Result<()> {
         self.writable()?;
         if self.db.cf_handle(name).is_none() {
-            self.db.create_cf(name, &Options::default())?;
+            self.db.create_cf(name, &column_family_options(&self.cache))?;
         }
         Ok(())
     }
