@@ -53,7 +53,7 @@ use operator::upsert::UpsertOperator;
 use operator::window::WindowOperator;
 use operator::Change;
 use serde_json::Value;
-use sink::{OutRecord, ProcessingLog, Sink};
+use sink::{PendingOutput, ProcessingLog, Sink};
 use source::{DecodedBatch, Source};
 
 /// Settings shared by every query.

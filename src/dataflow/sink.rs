@@ -11,13 +11,81 @@ use super::operator::Change;
 use crate::catalog::RelationDef;
 use crate::error::Result;
 use crate::format::cell_at;
+use crate::format::json_batch::JsonRowEncoder;
 use crate::format::{encode_key, encode_value, ValueFormat};
-use crate::log::batch::{encode_batch, LogRecord};
+use crate::log::batch::{encode_batch, BatchBuilder, LogRecord};
 use crate::log::{Log, Topic};
 
 pub struct OutRecord {
     pub partition: i32,
     pub record: LogRecord,
+}
+
+/// Output waiting for the next checkpoint, already encoded: per partition, record batches of
+/// up to `SINK_BATCH_BYTES`, written as rows come. The batches' memory is kept from one
+/// checkpoint to the next (up to `RETAINED_BYTES`), so steady output allocates nothing.
+#[derive(Default)]
+pub struct PendingOutput {
+    /// Per partition: batches, the full ones then the open one; `used` of them hold records.
+    partitions: Vec<PartitionOutput>,
+    /// One row's value while it is encoded.
+    scratch: Vec<u8>,
+}
+
+#[derive(Default)]
+struct PartitionOutput {
+    batches: Vec<BatchBuilder>,
+    used: usize,
+}
+
+/// Batch memory a query's pending output keeps between checkpoints.
+const RETAINED_BYTES: usize = 32 << 20;
+
+impl PendingOutput {
+    pub fn push(&mut self, record: &OutRecord) {
+        let r = &record.record;
+        self.push_raw(record.partition, r.timestamp_ms, r.key.as_deref(), r.value.as_deref(), &r.headers);
+    }
+
+    fn push_raw(
+        &mut self,
+        partition: i32,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(String, Option<Vec<u8>>)],
+    ) {
+        let p = partition as usize;
+        if self.partitions.len() <= p {
+            self.partitions.resize_with(p + 1, PartitionOutput::default);
+        }
+        let out = &mut self.partitions[p];
+        let open_is_full = out.used > 0 && out.batches[out.used - 1].len_bytes() >= SINK_BATCH_BYTES;
+        if out.used == 0 || open_is_full {
+            if out.batches.len() == out.used {
+                out.batches.push(BatchBuilder::default());
+            }
+            out.batches[out.used].clear();
+            out.used += 1;
+        }
+        out.batches[out.used - 1].push(timestamp_ms, key, value, headers);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.partitions.iter().all(|p| p.used == 0)
+    }
+
+    /// Empty again (the checkpoint committed), keeping batch memory up to `RETAINED_BYTES`.
+    pub fn clear(&mut self) {
+        let mut kept = 0;
+        for p in &mut self.partitions {
+            p.used = 0;
+            p.batches.retain(|b| {
+                kept += b.capacity();
+                kept <= RETAINED_BYTES
+            });
+        }
+    }
 }
 
 pub struct Sink {
@@ -69,35 +137,32 @@ impl Sink {
     }
 
     /// Every row of a projected batch (columns in the relation's order), encoded straight from
-    /// Arrow when the format and types allow (`None`: use `encode_row` per row).
-    pub fn encode_batch(&self, batch: &RecordBatch, timestamp_ms: i64) -> Option<Vec<OutRecord>> {
+    /// Arrow into `out` when the format and types allow (`false`: nothing written, use
+    /// `encode_row` per row).
+    pub fn encode_batch(&self, batch: &RecordBatch, timestamp_ms: i64, out: &mut PendingOutput) -> bool {
         if self.relation.value_encoding() != ValueFormat::Json {
-            return None;
+            return false;
         }
-        let values = crate::format::json_batch::encode_batch_values(&self.relation.columns, batch)?;
+        let Some(encoder) = JsonRowEncoder::new(&self.relation.columns, batch) else { return false };
         let key_columns: Vec<usize> =
             self.relation.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
         let mut row = vec![Value::Null; self.relation.columns.len()];
-        Some(
-            values
-                .into_iter()
-                .enumerate()
-                .map(|(i, value)| {
-                    let key = if key_columns.is_empty() {
-                        None
-                    } else {
-                        for &k in &key_columns {
-                            row[k] = cell_at(batch.column(k).as_ref(), i);
-                        }
-                        encode_key(&self.relation.columns, self.relation.key_format, &row)
-                    };
-                    OutRecord {
-                        partition: self.partition_for(key.as_deref()),
-                        record: LogRecord { offset: 0, timestamp_ms, key, value: Some(value), headers: Vec::new() },
-                    }
-                })
-                .collect(),
-        )
+        let mut value = std::mem::take(&mut out.scratch);
+        for i in 0..batch.num_rows() {
+            value.clear();
+            encoder.write_row(i, &mut value);
+            let key = if key_columns.is_empty() {
+                None
+            } else {
+                for &k in &key_columns {
+                    row[k] = cell_at(batch.column(k).as_ref(), i);
+                }
+                encode_key(&self.relation.columns, self.relation.key_format, &row)
+            };
+            out.push_raw(self.partition_for(key.as_deref()), timestamp_ms, key.as_deref(), Some(&value), &[]);
+        }
+        out.scratch = value;
+        true
     }
 
     /// A table change: the new row, or a tombstone for its key.
@@ -133,36 +198,17 @@ impl Sink {
         Some(Value::Array(values.to_vec()).to_string().into_bytes())
     }
 
-    /// Appends output (durably, still fenced) and advances `ends`. The records stay with the
+    /// Appends output (durably, still fenced) and advances `ends`. The output stays with the
     /// caller until the checkpoint commits, so a failed append can be retried.
-    pub fn append(&mut self, records: &[OutRecord]) -> Result<()> {
-        let mut by_partition: Vec<Vec<&LogRecord>> = vec![Vec::new(); self.topic.partitions.len()];
-        for r in records {
-            by_partition[r.partition as usize].push(&r.record);
-        }
-        for (p, recs) in by_partition.into_iter().enumerate() {
-            let mut chunk: Vec<&LogRecord> = Vec::new();
-            let mut bytes = 0;
-            for r in recs {
-                bytes += r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len()) + 32;
-                chunk.push(r);
-                if bytes >= SINK_BATCH_BYTES {
-                    self.append_chunk(p, &std::mem::take(&mut chunk))?;
-                    bytes = 0;
-                }
-            }
-            if !chunk.is_empty() {
-                self.append_chunk(p, &chunk)?;
+    pub fn append(&mut self, output: &mut PendingOutput) -> Result<()> {
+        for (p, out) in output.partitions.iter_mut().enumerate() {
+            for batch in &mut out.batches[..out.used] {
+                batch.finish();
+                let now = batch.max_timestamp_ms().max(0);
+                let info = self.topic.partitions[p].append(batch.bytes(), now)?;
+                self.ends[p] = info.last_offset + 1;
             }
         }
-        Ok(())
-    }
-
-    fn append_chunk(&mut self, p: usize, records: &[&LogRecord]) -> Result<()> {
-        let mut bytes = encode_batch(records);
-        let now = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
-        let info = self.topic.partitions[p].append(&mut bytes, now.max(0))?;
-        self.ends[p] = info.last_offset + 1;
         Ok(())
     }
 

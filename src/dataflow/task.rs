@@ -118,8 +118,8 @@ impl Runtime {
             sink,
             late_sink,
             pending: BTreeMap::new(),
-            pending_outputs: Vec::new(),
-            pending_late: Vec::new(),
+            pending_outputs: PendingOutput::default(),
+            pending_late: PendingOutput::default(),
             stream_time_ms,
             close_after_end_ms,
             retention_ms,
@@ -179,8 +179,8 @@ struct QueryTask {
     late_sink: Option<Sink>,
     /// State writes since the last checkpoint, by full key (last write wins; `None` deletes).
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    pending_outputs: Vec<OutRecord>,
-    pending_late: Vec<OutRecord>,
+    pending_outputs: PendingOutput,
+    pending_late: PendingOutput,
     /// The largest event time seen (windows close against it); `i64::MIN` before any.
     stream_time_ms: i64,
     /// A window closes this long after its end: the grace period (plus the gap for sessions).
@@ -573,14 +573,10 @@ impl QueryTask {
             Body::Project(project) => {
                 let projected = project.process(&input)?;
                 if let Some(sink) = &self.sink {
-                    match sink.encode_batch(&projected, timestamp_ms) {
-                        Some(records) => self.pending_outputs.extend(records),
-                        None => {
-                            for row in 0..projected.num_rows() {
-                                let cells: Vec<_> =
-                                    projected.columns().iter().map(|c| cell_at(c.as_ref(), row)).collect();
-                                self.pending_outputs.push(sink.encode_row(&cells, timestamp_ms));
-                            }
+                    if !sink.encode_batch(&projected, timestamp_ms, &mut self.pending_outputs) {
+                        for row in 0..projected.num_rows() {
+                            let cells: Vec<_> = projected.columns().iter().map(|c| cell_at(c.as_ref(), row)).collect();
+                            self.pending_outputs.push(&sink.encode_row(&cells, timestamp_ms));
                         }
                     }
                 }
@@ -673,7 +669,7 @@ impl QueryTask {
             self.rt.processing_log.record(&self.id, &topic, partition, offset, &message, Some(record.as_bytes()));
             if let Some(late_sink) = &self.late_sink {
                 let ts = self.ops.window.as_ref().and_then(|w| cell_at(batch.column(w.rowtime).as_ref(), row).as_i64());
-                self.pending_late.push(late_sink.encode_row(&cells, ts.unwrap_or(0)));
+                self.pending_late.push(&late_sink.encode_row(&cells, ts.unwrap_or(0)));
             }
         }
     }
@@ -699,7 +695,7 @@ impl QueryTask {
                 }
             }
             if let (Some(sink), false) = (&self.sink, self.ops.emit_final) {
-                self.pending_outputs.push(sink.encode_change(&change));
+                self.pending_outputs.push(&sink.encode_change(&change));
             }
             self.pending.insert(prefixed(self.agg_prefix, &change.state_key), change.state_value);
         }
@@ -731,7 +727,7 @@ impl QueryTask {
                         timestamp_ms: close - self.close_after_end_ms,
                     };
                     if let Some(sink) = &self.sink {
-                        self.pending_outputs.push(sink.encode_change(&change));
+                        self.pending_outputs.push(&sink.encode_change(&change));
                     }
                     let final_row = serde_json::json!({ "r": row }).to_string().into_bytes();
                     self.pending.insert(row_key(&key), Some(final_row));
@@ -815,8 +811,8 @@ impl QueryTask {
             }
         }
         for (sink, outputs, prefix) in [
-            (&mut self.sink, &self.pending_outputs, SINK_PREFIX),
-            (&mut self.late_sink, &self.pending_late, LATE_SINK_PREFIX),
+            (&mut self.sink, &mut self.pending_outputs, SINK_PREFIX),
+            (&mut self.late_sink, &mut self.pending_late, LATE_SINK_PREFIX),
         ] {
             if let Some(sink) = sink {
                 sink.append(outputs)?;

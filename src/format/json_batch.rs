@@ -14,40 +14,46 @@ use serde_json::Value;
 use super::types::SqlType;
 use super::Column;
 
-/// Writes the value columns of every row of `batch` (columns in `columns` order) as JSON
+/// Writes the value columns of the rows of a batch (columns in `columns` order) as JSON
 /// objects straight from the Arrow arrays, exactly as `encode_value` writes the same cells:
-/// the stateless output path, with no per-cell `Value`. `None` when a column's type needs
-/// the cell path (decimals, bytes, nested types).
-pub fn encode_batch_values(columns: &[Column], batch: &RecordBatch) -> Option<Vec<Vec<u8>>> {
-    if batch.num_columns() != columns.len() {
-        return None;
-    }
-    let mut readers = Vec::new();
-    for (c, array) in columns.iter().zip(batch.columns()) {
-        if c.key {
-            continue;
-        }
-        if matches!(c.ty, SqlType::Decimal { .. } | SqlType::Array(_) | SqlType::Map(_) | SqlType::Struct(_)) {
+/// the stateless output path, with no per-cell `Value`.
+pub struct JsonRowEncoder<'a> {
+    /// Each value column's `"name":` and its array.
+    readers: Vec<(String, ColumnReader<'a>)>,
+}
+
+impl<'a> JsonRowEncoder<'a> {
+    /// `None` when a column's type needs the cell path (decimals, bytes, nested types).
+    pub fn new(columns: &[Column], batch: &'a RecordBatch) -> Option<JsonRowEncoder<'a>> {
+        if batch.num_columns() != columns.len() {
             return None;
         }
-        let name = format!("{}:", Value::String(c.name.clone()));
-        readers.push((name, ColumnReader::of(array.as_ref())?));
+        let mut readers = Vec::new();
+        for (c, array) in columns.iter().zip(batch.columns()) {
+            if c.key {
+                continue;
+            }
+            if matches!(c.ty, SqlType::Decimal { .. } | SqlType::Array(_) | SqlType::Map(_) | SqlType::Struct(_)) {
+                return None;
+            }
+            let name = format!("{}:", Value::String(c.name.clone()));
+            readers.push((name, ColumnReader::of(array.as_ref())?));
+        }
+        Some(JsonRowEncoder { readers })
     }
-    let mut out = Vec::with_capacity(batch.num_rows());
-    for row in 0..batch.num_rows() {
-        let mut buf = Vec::with_capacity(64 * readers.len());
+
+    /// Appends row `row` to `buf`.
+    pub fn write_row(&self, row: usize, buf: &mut Vec<u8>) {
         buf.push(b'{');
-        for (i, (name, reader)) in readers.iter().enumerate() {
+        for (i, (name, reader)) in self.readers.iter().enumerate() {
             if i > 0 {
                 buf.push(b',');
             }
             buf.extend_from_slice(name.as_bytes());
-            reader.write(row, &mut buf).ok()?;
+            reader.write(row, buf);
         }
         buf.push(b'}');
-        out.push(buf);
     }
-    Some(out)
 }
 
 /// One column of a batch, typed for the encoder.
@@ -87,7 +93,12 @@ impl<'a> ColumnReader<'a> {
 
     /// Writes row `i` as JSON. serde_json writes strings and floats exactly as `Value`'s
     /// Display does (non-finite floats as null).
-    fn write(&self, i: usize, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+    fn write(&self, i: usize, buf: &mut Vec<u8>) {
+        // Serializing strings and numbers into a Vec cannot fail.
+        let _infallible = self.try_write(i, buf);
+    }
+
+    fn try_write(&self, i: usize, buf: &mut Vec<u8>) -> serde_json::Result<()> {
         let null = match self {
             ColumnReader::Utf8(a) => a.is_null(i),
             ColumnReader::LargeUtf8(a) => a.is_null(i),
@@ -167,13 +178,16 @@ mod tests {
             ],
         ];
         let batch = rows_to_batch(&cols, &rows).unwrap();
-        let fast = encode_batch_values(&cols, &batch).expect("simple types take the batch path");
-        for (row, bytes) in fast.iter().enumerate() {
+        let fast = JsonRowEncoder::new(&cols, &batch).expect("simple types take the batch path");
+        let mut bytes = Vec::new();
+        for row in 0..batch.num_rows() {
+            bytes.clear();
+            fast.write_row(row, &mut bytes);
             let cells: Vec<Value> = batch.columns().iter().map(|c| cell_at(c.as_ref(), row)).collect();
-            assert_eq!(String::from_utf8_lossy(bytes), String::from_utf8_lossy(&encode_value(&cols, &cells)));
+            assert_eq!(String::from_utf8_lossy(&bytes), String::from_utf8_lossy(&encode_value(&cols, &cells)));
         }
         let with_decimal = vec![col("d", SqlType::Decimal { precision: 10, scale: 2 })];
         let batch = rows_to_batch(&with_decimal, &[vec![Value::from("1.50")]]).unwrap();
-        assert!(encode_batch_values(&with_decimal, &batch).is_none(), "decimals take the cell path");
+        assert!(JsonRowEncoder::new(&with_decimal, &batch).is_none(), "decimals take the cell path");
     }
 }

@@ -114,62 +114,123 @@ pub struct LogRecord {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
-/// Builds an uncompressed v2 batch from records (owned or borrowed: a query's sink encodes
-/// the output it keeps for a retry without copying it); offsets are relative (the log
-/// assigns them).
+/// Encodes records as one uncompressed v2 batch (base offset 0; the log assigns the real
+/// one at append).
 pub fn encode_batch<R: std::borrow::Borrow<LogRecord>>(records: &[R]) -> Vec<u8> {
     assert!(!records.is_empty(), "a batch holds at least one record");
-    let base_ts = records.iter().map(|r| r.borrow().timestamp_ms).min().unwrap_or(0);
-    let max_ts = records.iter().map(|r| r.borrow().timestamp_ms).max().unwrap_or(0);
-    // Each record's length is known before it is written, so records go straight into the
-    // batch: one allocation, one copy of each key and value.
-    let record_len = |i: usize, r: &LogRecord| -> usize {
-        1 + varlong_len(r.timestamp_ms - base_ts)
-            + varlong_len(i as i64)
-            + bytes_len(r.key.as_deref())
-            + bytes_len(r.value.as_deref())
-            + varlong_len(r.headers.len() as i64)
-            + r.headers.iter().map(|(k, v)| bytes_len(Some(k.as_bytes())) + bytes_len(v.as_deref())).sum::<usize>()
-    };
-    let body_len: usize = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let n = record_len(i, r.borrow());
-            varlong_len(n as i64) + n
-        })
-        .sum();
-    let mut out = Vec::with_capacity(HEADER_BYTES + body_len);
-    out.extend_from_slice(&0i64.to_be_bytes());
-    out.extend_from_slice(&((HEADER_BYTES - LENGTH_PREFIX_BYTES + body_len) as i32).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-    out.push(MAGIC_V2 as u8);
-    out.extend_from_slice(&[0, 0, 0, 0]); // crc, filled below
-    out.extend_from_slice(&0i16.to_be_bytes()); // attributes: no compression, CreateTime
-    out.extend_from_slice(&((records.len() - 1) as i32).to_be_bytes());
-    out.extend_from_slice(&base_ts.to_be_bytes());
-    out.extend_from_slice(&max_ts.to_be_bytes());
-    out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    for (i, r) in records.iter().map(|r| r.borrow()).enumerate() {
-        put_varint(&mut out, record_len(i, r) as i32);
-        out.push(0u8); // record attributes
-        put_varlong(&mut out, r.timestamp_ms - base_ts);
-        put_varint(&mut out, i as i32);
-        put_bytes(&mut out, r.key.as_deref());
-        put_bytes(&mut out, r.value.as_deref());
-        put_varint(&mut out, r.headers.len() as i32);
-        for (k, v) in &r.headers {
-            put_bytes(&mut out, Some(k.as_bytes()));
-            put_bytes(&mut out, v.as_deref());
-        }
+    let mut builder = BatchBuilder::default();
+    for r in records {
+        let r = r.borrow();
+        builder.push(r.timestamp_ms, r.key.as_deref(), r.value.as_deref(), &r.headers);
     }
-    debug_assert_eq!(out.len(), HEADER_BYTES + body_len);
-    let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    out
+    builder.finish();
+    builder.buf
+}
+
+/// A batch written one record at a time into a buffer that outlives the batch: a sink
+/// encodes its output straight into these, and after the append `clear` keeps the memory for
+/// the next batch. The base timestamp is the first record's, as Kafka's producers write it
+/// (a later record's delta may be negative).
+#[derive(Debug, Default)]
+pub struct BatchBuilder {
+    buf: Vec<u8>,
+    records: usize,
+    base_ts: i64,
+    max_ts: i64,
+}
+
+impl BatchBuilder {
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Bytes of the batch so far.
+    pub fn len_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The largest record timestamp.
+    pub fn max_timestamp_ms(&self) -> i64 {
+        self.max_ts
+    }
+
+    pub fn push(
+        &mut self,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(String, Option<Vec<u8>>)],
+    ) {
+        if self.records == 0 {
+            self.buf.clear();
+            self.buf.resize(HEADER_BYTES, 0);
+            self.base_ts = timestamp_ms;
+            self.max_ts = timestamp_ms;
+        }
+        self.max_ts = self.max_ts.max(timestamp_ms);
+        let delta = timestamp_ms - self.base_ts;
+        let i = self.records as i64;
+        let len = 1
+            + varlong_len(delta)
+            + varlong_len(i)
+            + bytes_len(key)
+            + bytes_len(value)
+            + varlong_len(headers.len() as i64)
+            + headers.iter().map(|(k, v)| bytes_len(Some(k.as_bytes())) + bytes_len(v.as_deref())).sum::<usize>();
+        let out = &mut self.buf;
+        out.reserve(varlong_len(len as i64) + len);
+        put_varint(out, len as i32);
+        out.push(0u8); // record attributes
+        put_varlong(out, delta);
+        put_varint(out, i as i32);
+        put_bytes(out, key);
+        put_bytes(out, value);
+        put_varint(out, headers.len() as i32);
+        for (k, v) in headers {
+            put_bytes(out, Some(k.as_bytes()));
+            put_bytes(out, v.as_deref());
+        }
+        self.records += 1;
+    }
+
+    /// Writes the header and CRC; the batch is then `bytes()`. Records may still be pushed
+    /// after (finish again).
+    pub fn finish(&mut self) {
+        assert!(self.records > 0, "a batch holds at least one record");
+        let n = self.records;
+        let body_len = self.buf.len() - HEADER_BYTES;
+        let mut h = [0u8; HEADER_BYTES];
+        h[8..12].copy_from_slice(&((HEADER_BYTES - LENGTH_PREFIX_BYTES + body_len) as i32).to_be_bytes());
+        h[12..16].copy_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+        h[16] = MAGIC_V2 as u8;
+        // 17..21: crc, below; 21..23: attributes 0 (no compression, CreateTime)
+        h[23..27].copy_from_slice(&((n - 1) as i32).to_be_bytes());
+        h[27..35].copy_from_slice(&self.base_ts.to_be_bytes());
+        h[35..43].copy_from_slice(&self.max_ts.to_be_bytes());
+        h[43..51].copy_from_slice(&(-1i64).to_be_bytes()); // producer id
+        h[51..53].copy_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+        h[53..57].copy_from_slice(&(-1i32).to_be_bytes()); // base sequence
+        h[57..61].copy_from_slice(&(n as i32).to_be_bytes());
+        self.buf[..HEADER_BYTES].copy_from_slice(&h);
+        let crc = crc32c::crc32c(&self.buf[CRC_START..]);
+        self.buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    /// The finished batch.
+    pub fn bytes(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    /// Empty again, keeping the buffer.
+    pub fn clear(&mut self) {
+        self.records = 0;
+        self.buf.clear();
+    }
+
+    /// Bytes the buffer holds on to.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
 }
 
 /// Bytes of a zigzag varint (varlong) for `v`.
@@ -397,6 +458,23 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         assert!(matches!(validate(&bytes), Err(LogError::CorruptBatch(_))));
+    }
+
+    #[test]
+    fn a_reused_builder_writes_what_a_fresh_one_writes() {
+        let mut builder = BatchBuilder::default();
+        for n in [7, 2, 40] {
+            let records: Vec<_> = (0..n).map(rec).collect();
+            builder.clear();
+            for r in &records {
+                builder.push(r.timestamp_ms, r.key.as_deref(), r.value.as_deref(), &r.headers);
+            }
+            builder.finish();
+            assert_eq!(builder.bytes().to_vec(), encode_batch(&records), "{n} records");
+            set_base_offset(builder.bytes(), 10);
+            validate(builder.bytes()).unwrap();
+            assert_eq!(decode_records(builder.bytes()).unwrap().len(), n as usize);
+        }
     }
 
     /// Found by the fuzz target `record_batch`: base + delta overflowed (a panic where
