@@ -405,9 +405,6 @@ impl QueryTask {
             Side::Left => join.plan.left_rowtime,
             Side::Right => join.plan.right_rowtime,
         };
-        for (k, v) in step.writes {
-            self.pending.insert(k, v);
-        }
         let topic = match (self.table_input.first(), side) {
             (Some((second, _)), Side::Right) => second.relation.topic.clone(),
             _ => self.source.relation.topic.clone(),
@@ -758,6 +755,9 @@ impl QueryTask {
     /// Sink output, then one atomic state write, then publish (see the module comment).
     /// Processing-log entries ride in the same write and are appended after it.
     fn checkpoint(&mut self) -> Result<()> {
+        if let Some(join) = self.ops.interval.as_mut() {
+            self.pending.extend(join.drain_writes()?);
+        }
         let plog_entries = self.rt.processing_log.take_buffered();
         match self.write_checkpoint(&plog_entries) {
             Ok(()) => {}

@@ -4,8 +4,11 @@
 //! `t + window + grace`); then, for LEFT and FULL joins, a record that never matched is
 //! emitted with NULLs. Records arriving after that point are late and reported.
 //!
-//! The buffers are mirrored in memory and written to RocksDB through the caller's pending
-//! state (`writes`), so they are checkpointed with the source offsets and bounded by the window.
+//! The buffers live in memory and are written to RocksDB at each checkpoint (`drain_writes`,
+//! into the caller's pending state), so they are checkpointed with the source offsets and
+//! bounded by the window. Only what changed since the last checkpoint is written, and a
+//! record that came and expired in between is never written at all: replaying from the
+//! checkpoint's offsets brings it back.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,6 +36,9 @@ struct Buffered {
     r: Vec<Value>,
     /// Matched at least once (outer joins emit unmatched records with NULLs).
     m: bool,
+    /// Written to the state store by a checkpoint (its expiry must delete it there).
+    #[serde(skip)]
+    stored: bool,
 }
 
 /// (side, join key, event time, sequence): a buffered record's identity, in key-then-time order.
@@ -49,6 +55,10 @@ pub struct IntervalJoinOperator {
     /// When each buffered record stops being matchable, for expiry.
     expiry: BTreeSet<(i64, BufferKey)>,
     next_seq: u64,
+    /// Buffered records added or changed since the last checkpoint.
+    dirty: BTreeSet<BufferKey>,
+    /// Keys of stored records that expired since the last checkpoint.
+    gone: Vec<Vec<u8>>,
     /// Per joined column: whether anything after the join reads it (unread ones are
     /// buffered as NULL). Empty: all are read.
     read: Vec<bool>,
@@ -62,8 +72,6 @@ pub struct JoinStep {
     pub timestamps: Vec<i64>,
     /// Input rows that arrived after their join window closed.
     pub late: Vec<usize>,
-    /// State writes: buffered records added, updated or expired.
-    pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl IntervalJoinOperator {
@@ -76,6 +84,8 @@ impl IntervalJoinOperator {
             buffer: BTreeMap::new(),
             expiry: BTreeSet::new(),
             next_seq: 0,
+            dirty: BTreeSet::new(),
+            gone: Vec::new(),
             read: Vec::new(),
         }
     }
@@ -98,8 +108,9 @@ impl IntervalJoinOperator {
     pub fn restore(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
         for (k, v) in entries {
             let key = parse_key(&k).ok_or_else(|| EddyError::Internal("bad join buffer key".into()))?;
-            let rec: Buffered =
+            let mut rec: Buffered =
                 serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("join buffer: {e}")))?;
+            rec.stored = true;
             self.next_seq = self.next_seq.max(key.3 + 1);
             self.expiry.insert((self.expires_at(key.0, key.2), key.clone()));
             self.buffer.insert(key, rec);
@@ -162,13 +173,13 @@ impl IntervalJoinOperator {
                     step.timestamps.push(ts.max(bk.2));
                     if !rec.m {
                         rec.m = true;
-                        step.writes.push((buffer_key(bk), Some(encode(rec)?)));
+                        self.dirty.insert(bk.clone());
                     }
                 }
                 let bk = (side, key, ts, self.next_seq);
                 self.next_seq += 1;
-                let rec = Buffered { r: cells, m: matched };
-                step.writes.push((buffer_key(&bk), Some(encode(&rec)?)));
+                let rec = Buffered { r: cells, m: matched, stored: false };
+                self.dirty.insert(bk.clone());
                 self.expiry.insert((self.expires_at(side, ts), bk.clone()));
                 self.buffer.insert(bk, rec);
             } else if self.emits_unmatched(side) {
@@ -177,8 +188,22 @@ impl IntervalJoinOperator {
                 step.timestamps.push(ts);
             }
         }
-        self.expire(*stream_time_ms, &mut step)?;
+        self.expire(*stream_time_ms, &mut step);
         Ok(step)
+    }
+
+    /// The state writes since the last call (a checkpoint): changed records, and deletes of
+    /// stored ones that expired.
+    pub fn drain_writes(&mut self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+        let mut writes = Vec::with_capacity(self.dirty.len() + self.gone.len());
+        for bk in std::mem::take(&mut self.dirty) {
+            if let Some(rec) = self.buffer.get_mut(&bk) {
+                writes.push((buffer_key(&bk), Some(encode(rec)?)));
+                rec.stored = true;
+            }
+        }
+        writes.extend(self.gone.drain(..).map(|k| (k, None)));
+        Ok(writes)
     }
 
     fn emits_unmatched(&self, side: Side) -> bool {
@@ -197,7 +222,7 @@ impl IntervalJoinOperator {
     }
 
     /// Drops records that can match nothing more; outer joins emit the unmatched ones.
-    fn expire(&mut self, stream_time_ms: i64, step: &mut JoinStep) -> Result<()> {
+    fn expire(&mut self, stream_time_ms: i64, step: &mut JoinStep) {
         while let Some((at, bk)) = self.expiry.first().cloned() {
             if at >= stream_time_ms {
                 break;
@@ -208,10 +233,12 @@ impl IntervalJoinOperator {
                     step.rows.push(self.with_nulls(bk.0, rec.r));
                     step.timestamps.push(bk.2);
                 }
-                step.writes.push((buffer_key(&bk), None));
+                if rec.stored {
+                    self.gone.push(buffer_key(&bk));
+                }
+                self.dirty.remove(&bk);
             }
         }
-        Ok(())
     }
 
     /// Joined rows as a batch in the joined schema.
