@@ -41,6 +41,9 @@ struct Buffered {
     stored: bool,
 }
 
+/// A state write: the key, and the value or `None` to delete it.
+pub type StateWrite = (Vec<u8>, Option<Vec<u8>>);
+
 /// (side, join key, event time, sequence): a buffered record's identity, in key-then-time order.
 type BufferKey = (Side, Vec<u8>, i64, u64);
 
@@ -194,7 +197,7 @@ impl IntervalJoinOperator {
 
     /// The state writes since the last call (a checkpoint): changed records, and deletes of
     /// stored ones that expired.
-    pub fn drain_writes(&mut self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+    pub fn drain_writes(&mut self) -> Result<Vec<StateWrite>> {
         let mut writes = Vec::with_capacity(self.dirty.len() + self.gone.len());
         for bk in std::mem::take(&mut self.dirty) {
             if let Some(rec) = self.buffer.get_mut(&bk) {
