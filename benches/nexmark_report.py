@@ -339,8 +339,9 @@ def section(results: Results, events_env: str, queries_env: str, profile_lines: 
         "### Where the time goes (engine mode)",
         "",
         "`perf record -a -F 1999` while each query runs (`EDDY_NEXMARK_PROFILE=1`), samples of "
-        "the server process only, top symbols by share (no call graphs: the release build has "
-        "no frame pointers). `[k]` entries are the kernel: writing the output topic "
+        "the server process only, top symbols by share (call graphs, by DWARF unwinding: "
+        "`EDDY_NEXMARK_PROFILE=graph`, then `perf report -i target/nexmark/perf-<query>.data`). "
+        "`[k]` entries are the kernel: writing the output topic "
         "(`copy_folio_from_iter_atomic`), reading the input (`_copy_to_iter`), fresh pages "
         "(`clear_page_erms`).",
         "",
