@@ -360,6 +360,7 @@ impl QueryTask {
     }
 
     fn process(&mut self, decoded: DecodedBatch, from_second: bool) -> Result<()> {
+        crate::alloc::note_queries_busy();
         self.status.processed_records.fetch_add(decoded.records as u64, Ordering::Relaxed);
         if self.ops.interval.is_some() {
             return self.process_interval_join(decoded, from_second);
