@@ -403,6 +403,53 @@ impl ProcessingLog {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::log::batch::{decode_records, set_base_offset, validate};
+
+    /// The records of each partition's batches, in order, after `finish` (as `Sink::append`
+    /// writes them).
+    fn written(out: &mut PendingOutput) -> Vec<Vec<Vec<u8>>> {
+        out.partitions
+            .iter_mut()
+            .map(|p| {
+                let mut values = Vec::new();
+                for b in &mut p.batches[..p.used] {
+                    b.finish();
+                    set_base_offset(b.bytes(), 0);
+                    validate(b.bytes()).unwrap();
+                    values.extend(decode_records(b.bytes()).unwrap().into_iter().map(|r| r.value.unwrap()));
+                }
+                values
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pending_output_splits_batches_keeps_order_and_is_reused() {
+        let mut out = PendingOutput::default();
+        assert!(out.is_empty());
+        let value = |i: usize| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(1000)).into_bytes();
+        // About 1.2 MiB into partition 1, a little into partition 0.
+        for i in 0..1200 {
+            out.push_raw(1, i as i64, None, Some(&value(i)), &[]);
+        }
+        out.push_raw(0, 5, Some(b"k"), Some(b"v"), &[]);
+        assert!(out.partitions[1].used >= 5, "batches are cut at SINK_BATCH_BYTES");
+        assert!(out.partitions[1].batches[..out.partitions[1].used]
+            .iter()
+            .all(|b| b.len_bytes() < 2 * SINK_BATCH_BYTES));
+        let got = written(&mut out);
+        assert_eq!(got[0], vec![b"v".to_vec()]);
+        assert_eq!(got[1], (0..1200).map(value).collect::<Vec<_>>(), "every record once, in order");
+
+        // After a checkpoint the memory stays, and the next output starts from empty batches.
+        out.clear();
+        assert!(out.is_empty());
+        assert!(out.partitions[1].batches.len() >= 5, "batch memory is kept");
+        out.push_raw(1, 7, None, Some(b"next"), &[]);
+        assert_eq!(written(&mut out)[1], vec![b"next".to_vec()]);
+    }
+
     #[test]
     fn murmur2_matches_kafka() {
         // Values from Kafka's UtilsTest.testMurmur2.

@@ -140,10 +140,6 @@ pub struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    pub fn is_empty(&self) -> bool {
-        self.records == 0
-    }
-
     /// Bytes of the batch so far.
     pub fn len_bytes(&self) -> usize {
         self.buf.len()
