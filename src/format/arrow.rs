@@ -41,6 +41,11 @@ pub fn cells_to_array(dt: &DataType, cells: &[Cell]) -> Result<ArrayRef, ArrowEr
     build(dt, &cells.iter().collect::<Vec<_>>())
 }
 
+/// `cells_to_array` over borrowed cells (say one column of rows), without copying them.
+pub fn cell_refs_to_array(dt: &DataType, cells: &[&Cell]) -> Result<ArrayRef, ArrowError> {
+    build(dt, cells)
+}
+
 /// Builds the types Eddy declares directly; any other type through its nearest declared
 /// type (or text) and a cast.
 fn build(dt: &DataType, cells: &[&Cell]) -> Result<ArrayRef, ArrowError> {

@@ -200,7 +200,9 @@ impl ColumnarDecoder {
         if value.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) != Some(&b'{') {
             return None;
         }
-        let mut de = serde_json::Deserializer::from_slice(value);
+        // One SIMD validation of the whole value, rather than serde_json checking each string.
+        let text = simdutf8::basic::from_utf8(value).ok()?;
+        let mut de = serde_json::Deserializer::from_str(text);
         let cells = serde::Deserializer::deserialize_map(
             &mut de,
             Fields { columns: &self.columns, kinds: &self.kinds, case_distinct: self.case_distinct },

@@ -21,7 +21,7 @@ pub mod json_columns;
 pub mod kafka;
 pub mod types;
 
-pub use self::arrow::{cell_at, cells_to_array, rows_to_batch};
+pub use self::arrow::{cell_at, cell_refs_to_array, cells_to_array, rows_to_batch};
 pub use types::{SqlType, StructField};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,9 +11,9 @@
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
 
 use super::Change;
 use crate::error::{EddyError, Result};
@@ -164,8 +164,11 @@ impl AggregateOperator {
         }
 
         // If HAVING or the SELECT list fails on this batch, the groups go back to how they
-        // were, so the caller can retry row by row without counting anything twice.
-        let before: Vec<(Vec<u8>, GroupState)> = touched.iter().map(|k| (k.clone(), self.cache[k].clone())).collect();
+        // were, so the caller can retry row by row without counting anything twice. The fold
+        // changes only the accumulators and the count (and the group values of a new group);
+        // the output row is rewritten only once the batch has succeeded.
+        let before: Vec<(Vec<Value>, i64)> =
+            touched.iter().map(|k| (self.cache[k].a.clone(), self.cache[k].n)).collect();
         let retractions = self.retractions;
         for (row, (k, g)) in row_keys.iter().enumerate() {
             let sign = signs.map_or(1, |s| s[row]);
@@ -181,8 +184,14 @@ impl AggregateOperator {
             }
         }
         self.emit(&touched, timestamp_ms).inspect_err(|_| {
-            for (k, state) in before {
-                self.cache.insert(k, state);
+            for (k, (a, n)) in touched.iter().zip(before) {
+                if let Some(state) = self.cache.get_mut(k) {
+                    if a.is_empty() {
+                        state.g.clear();
+                    }
+                    state.a = a;
+                    state.n = n;
+                }
             }
         })
     }
@@ -367,15 +376,10 @@ impl AggregateOperator {
 
     /// Recomputes HAVING and the SELECT list for the touched groups.
     fn emit(&mut self, touched: &[Vec<u8>], timestamp_ms: i64) -> Result<Vec<Change>> {
-        // Groups whose every row was retracted are deleted.
-        let mut changes = Vec::with_capacity(touched.len());
+        // Groups whose every row was retracted are deleted (once the rest has succeeded: a
+        // failure leaves the cache for the caller to roll back).
         let (gone, touched): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
             touched.iter().cloned().partition(|k| self.cache[k].n <= 0 && self.retractions);
-        for key in gone {
-            let state = self.cache.remove(&key).expect("touched groups are cached");
-            self.cache.insert(key.clone(), GroupState::default());
-            changes.push(Change { state_key: key, key_values: state.g, row: None, state_value: None, timestamp_ms });
-        }
         let touched = &touched[..];
         let schema = &self.plan.agg_schema;
         let n_group = self.plan.group.len();
@@ -415,6 +419,12 @@ impl AggregateOperator {
                 }
             })
             .collect::<Result<_>>()?;
+        let mut changes = Vec::with_capacity(gone.len() + touched.len());
+        for key in gone {
+            let state = self.cache.remove(&key).expect("touched groups are cached");
+            self.cache.insert(key.clone(), GroupState::default());
+            changes.push(Change { state_key: key, key_values: state.g, row: None, state_value: None, timestamp_ms });
+        }
         for (i, key) in touched.iter().enumerate() {
             let state = self.cache.get_mut(key).expect("touched groups are cached");
             state.r = visible[i].then(|| projected.iter().map(|a| cell_at(a.as_ref(), i)).collect());

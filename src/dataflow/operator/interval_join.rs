@@ -9,8 +9,15 @@
 //! bounded by the window. Only what changed since the last checkpoint is written, and a
 //! record that came and expired in between is never written at all: replaying from the
 //! checkpoint's offsets brings it back.
+//!
+//! In memory, each side's records are grouped by join key (a hash map), and each key's
+//! records are kept in event-time order: a lookup is one hash probe and a binary search, and
+//! since a record's expiry is its time plus a constant of its side, the next record of a key
+//! to expire is always the first one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -19,7 +26,7 @@ use serde_json::Value;
 
 use crate::dataflow::source::DecodedBatch;
 use crate::error::{EddyError, Result};
-use crate::format::{cell_at, cells_to_array, memcomparable};
+use crate::format::{cell_at, cell_refs_to_array, memcomparable};
 use crate::plan::{IntervalJoinPlan, JoinKind};
 
 /// Key prefix of buffered records in the query's state.
@@ -31,21 +38,64 @@ pub enum Side {
     Right = 1,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Buffered {
-    r: Vec<Value>,
+/// A buffered record as the state store keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored<R> {
+    r: R,
     /// Matched at least once (outer joins emit unmatched records with NULLs).
     m: bool,
-    /// Written to the state store by a checkpoint (its expiry must delete it there).
-    #[serde(skip)]
-    stored: bool,
 }
+
+/// A buffered record.
+#[derive(Debug)]
+struct Buffered {
+    ts: i64,
+    seq: u64,
+    /// The record's cells (shared with the joined rows it is part of).
+    r: Row,
+    matched: bool,
+    /// Written to the state store by a checkpoint (its expiry must delete it there).
+    stored: bool,
+    /// Added or changed since the last checkpoint (and listed in `dirty`).
+    dirty: bool,
+}
+
+/// One side's cells of a record.
+pub type Row = Arc<[Value]>;
 
 /// A state write: the key, and the value or `None` to delete it.
 pub type StateWrite = (Vec<u8>, Option<Vec<u8>>);
 
+/// A join key's encoding (memcomparable), shared by the buffer and the queues that name it.
+type JoinKey = Arc<[u8]>;
+
 /// (side, join key, event time, sequence): a buffered record's identity, in key-then-time order.
-type BufferKey = (Side, Vec<u8>, i64, u64);
+type BufferKey = (Side, JoinKey, i64, u64);
+
+/// One side's records with one join key, in (event time, sequence) order.
+struct KeyRecords {
+    key: JoinKey,
+    records: VecDeque<Buffered>,
+}
+
+impl KeyRecords {
+    /// Inserts in (time, sequence) order: at the back unless the record is out of order.
+    fn insert(&mut self, rec: Buffered) {
+        if self.records.back().is_none_or(|b| (b.ts, b.seq) <= (rec.ts, rec.seq)) {
+            self.records.push_back(rec);
+        } else {
+            let at = self.records.partition_point(|b| (b.ts, b.seq) <= (rec.ts, rec.seq));
+            self.records.insert(at, rec);
+        }
+    }
+
+    fn position(&self, ts: i64, seq: u64) -> Option<usize> {
+        let at = self.records.partition_point(|b| (b.ts, b.seq) < (ts, seq));
+        self.records.get(at).is_some_and(|b| b.seq == seq).then_some(at)
+    }
+}
+
+type SideBuffer = foldhash::HashMap<JoinKey, KeyRecords>;
 
 pub struct IntervalJoinOperator {
     /// The join as planned: kind, keys per side, window, where ROWTIME is.
@@ -54,24 +104,29 @@ pub struct IntervalJoinOperator {
     pub right_width: usize,
     /// The joined rows' schema (left columns, then right columns).
     pub schema: SchemaRef,
-    buffer: BTreeMap<BufferKey, Buffered>,
-    /// When each buffered record stops being matchable, for expiry.
-    expiry: BTreeSet<(i64, BufferKey)>,
+    /// Each side's buffered records, by join key.
+    buffers: [SideBuffer; 2],
+    /// When each buffered record stops being matchable, earliest first, for expiry.
+    expiry: BinaryHeap<Reverse<(i64, BufferKey)>>,
     next_seq: u64,
-    /// Buffered records added or changed since the last checkpoint.
-    dirty: BTreeSet<BufferKey>,
+    /// Buffered records added or changed since the last checkpoint (each once; some may
+    /// have expired since).
+    dirty: Vec<BufferKey>,
     /// Keys of stored records that expired since the last checkpoint.
     gone: Vec<Vec<u8>>,
     /// Per joined column: whether anything after the join reads it (unread ones are
     /// buffered as NULL). Empty: all are read.
     read: Vec<bool>,
+    /// A row of NULLs for each side (outer joins' unmatched records).
+    nulls: [Row; 2],
 }
 
 /// What one step produced.
 #[derive(Default)]
 pub struct JoinStep {
-    /// Joined rows (and each one's timestamp: the later of the two records).
-    pub rows: Vec<Vec<Value>>,
+    /// Joined rows, as (left cells, right cells), and each one's timestamp: the later of
+    /// the two records.
+    pub rows: Vec<(Row, Row)>,
     pub timestamps: Vec<i64>,
     /// Input rows that arrived after their join window closed.
     pub late: Vec<usize>,
@@ -84,12 +139,13 @@ impl IntervalJoinOperator {
             left_width,
             right_width,
             schema,
-            buffer: BTreeMap::new(),
-            expiry: BTreeSet::new(),
+            buffers: [SideBuffer::default(), SideBuffer::default()],
+            expiry: BinaryHeap::new(),
             next_seq: 0,
-            dirty: BTreeSet::new(),
+            dirty: Vec::new(),
             gone: Vec::new(),
             read: Vec::new(),
+            nulls: [nulls(left_width), nulls(right_width)],
         }
     }
 
@@ -110,15 +166,28 @@ impl IntervalJoinOperator {
     /// Rebuilds the buffers from the state a checkpoint stored.
     pub fn restore(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
         for (k, v) in entries {
-            let key = parse_key(&k).ok_or_else(|| EddyError::Internal("bad join buffer key".into()))?;
-            let mut rec: Buffered =
+            let (side, key, ts, seq) =
+                parse_key(&k).ok_or_else(|| EddyError::Internal("bad join buffer key".into()))?;
+            let stored: Stored<Vec<Value>> =
                 serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("join buffer: {e}")))?;
-            rec.stored = true;
-            self.next_seq = self.next_seq.max(key.3 + 1);
-            self.expiry.insert((self.expires_at(key.0, key.2), key.clone()));
-            self.buffer.insert(key, rec);
+            self.next_seq = self.next_seq.max(seq + 1);
+            let rec = Buffered { ts, seq, r: stored.r.into(), matched: stored.m, stored: true, dirty: false };
+            let key = self.buffer(side, &key, rec);
+            self.expiry.push(Reverse((self.expires_at(side, ts), (side, key, ts, seq))));
         }
         Ok(())
+    }
+
+    /// Buffers `rec` under `key`; returns the key as the buffer shares it.
+    fn buffer(&mut self, side: Side, key: &[u8], rec: Buffered) -> JoinKey {
+        let map = &mut self.buffers[side as usize];
+        if let Some(list) = map.get_mut(key) {
+            list.insert(rec);
+            return list.key.clone();
+        }
+        let shared: JoinKey = Arc::from(key);
+        map.insert(shared.clone(), KeyRecords { key: shared.clone(), records: VecDeque::from([rec]) });
+        shared
     }
 
     /// The stream time after which a record of `side` at `ts` can match nothing new.
@@ -150,7 +219,7 @@ impl IntervalJoinOperator {
                 step.late.push(row);
                 continue;
             }
-            let cells: Vec<Value> = batch
+            let cells: Row = batch
                 .columns()
                 .iter()
                 .enumerate()
@@ -165,26 +234,33 @@ impl IntervalJoinOperator {
                     Side::Left => (Side::Right, ts - self.plan.window.before_ms, ts + self.plan.window.after_ms),
                     Side::Right => (Side::Left, ts - self.plan.window.after_ms, ts + self.plan.window.before_ms),
                 };
-                let range = (other, key.clone(), lo, 0)..=(other, key.clone(), hi, u64::MAX);
-                for (bk, rec) in self.buffer.range_mut(range) {
-                    matched = true;
-                    let (l, r) = match side {
-                        Side::Left => (&cells, &rec.r),
-                        Side::Right => (&rec.r, &cells),
-                    };
-                    step.rows.push(l.iter().chain(r.iter()).cloned().collect());
-                    step.timestamps.push(ts.max(bk.2));
-                    if !rec.m {
-                        rec.m = true;
-                        self.dirty.insert(bk.clone());
+                if let Some(list) = self.buffers[other as usize].get_mut(key.as_slice()) {
+                    let first = list.records.partition_point(|b| b.ts < lo);
+                    for rec in list.records.range_mut(first..) {
+                        if rec.ts > hi {
+                            break;
+                        }
+                        matched = true;
+                        step.rows.push(match side {
+                            Side::Left => (cells.clone(), rec.r.clone()),
+                            Side::Right => (rec.r.clone(), cells.clone()),
+                        });
+                        step.timestamps.push(ts.max(rec.ts));
+                        if !rec.matched {
+                            rec.matched = true;
+                            if !rec.dirty {
+                                rec.dirty = true;
+                                self.dirty.push((other, list.key.clone(), rec.ts, rec.seq));
+                            }
+                        }
                     }
                 }
-                let bk = (side, key, ts, self.next_seq);
+                let seq = self.next_seq;
                 self.next_seq += 1;
-                let rec = Buffered { r: cells, m: matched, stored: false };
-                self.dirty.insert(bk.clone());
-                self.expiry.insert((self.expires_at(side, ts), bk.clone()));
-                self.buffer.insert(bk, rec);
+                let rec = Buffered { ts, seq, r: cells, matched, stored: false, dirty: true };
+                let key = self.buffer(side, &key, rec);
+                self.dirty.push((side, key.clone(), ts, seq));
+                self.expiry.push(Reverse((self.expires_at(side, ts), (side, key, ts, seq))));
             } else if self.emits_unmatched(side) {
                 // A NULL key matches nothing: an outer join emits it at once.
                 step.rows.push(self.with_nulls(side, cells));
@@ -200,10 +276,14 @@ impl IntervalJoinOperator {
     pub fn drain_writes(&mut self) -> Result<Vec<StateWrite>> {
         let mut writes = Vec::with_capacity(self.dirty.len() + self.gone.len());
         for bk in std::mem::take(&mut self.dirty) {
-            if let Some(rec) = self.buffer.get_mut(&bk) {
-                writes.push((buffer_key(&bk), Some(encode(rec)?)));
-                rec.stored = true;
-            }
+            let (side, key, ts, seq) = &bk;
+            let Some(list) = self.buffers[*side as usize].get_mut(&key[..]) else { continue };
+            // Not there: it expired after it changed.
+            let Some(at) = list.position(*ts, *seq) else { continue };
+            let rec = &mut list.records[at];
+            writes.push((buffer_key(&bk), Some(encode(rec)?)));
+            rec.stored = true;
+            rec.dirty = false;
         }
         writes.extend(self.gone.drain(..).map(|k| (k, None)));
         Ok(writes)
@@ -217,39 +297,48 @@ impl IntervalJoinOperator {
         }
     }
 
-    fn with_nulls(&self, side: Side, cells: Vec<Value>) -> Vec<Value> {
+    fn with_nulls(&self, side: Side, cells: Row) -> (Row, Row) {
         match side {
-            Side::Left => cells.into_iter().chain(std::iter::repeat_n(Value::Null, self.right_width)).collect(),
-            Side::Right => std::iter::repeat_n(Value::Null, self.left_width).chain(cells).collect(),
+            Side::Left => (cells, self.nulls[Side::Right as usize].clone()),
+            Side::Right => (self.nulls[Side::Left as usize].clone(), cells),
         }
     }
 
     /// Drops records that can match nothing more; outer joins emit the unmatched ones.
     fn expire(&mut self, stream_time_ms: i64, step: &mut JoinStep) {
-        while let Some((at, bk)) = self.expiry.first().cloned() {
-            if at >= stream_time_ms {
-                break;
+        while self.expiry.peek().is_some_and(|Reverse((at, _))| *at < stream_time_ms) {
+            let Some(Reverse((_, bk))) = self.expiry.pop() else { break };
+            let (side, key, ts, seq) = &bk;
+            let map = &mut self.buffers[*side as usize];
+            let Some(list) = map.get_mut(&key[..]) else { continue };
+            // Expiry follows time order within a key: this is nearly always the first.
+            let at =
+                if list.records.front().is_some_and(|r| r.seq == *seq) { Some(0) } else { list.position(*ts, *seq) };
+            let Some(rec) = at.and_then(|at| list.records.remove(at)) else { continue };
+            if list.records.is_empty() {
+                map.remove(&key[..]);
             }
-            self.expiry.pop_first();
-            if let Some(rec) = self.buffer.remove(&bk) {
-                if !rec.m && self.emits_unmatched(bk.0) {
-                    step.rows.push(self.with_nulls(bk.0, rec.r));
-                    step.timestamps.push(bk.2);
-                }
-                if rec.stored {
-                    self.gone.push(buffer_key(&bk));
-                }
-                self.dirty.remove(&bk);
+            if !rec.matched && self.emits_unmatched(*side) {
+                step.rows.push(self.with_nulls(*side, rec.r));
+                step.timestamps.push(*ts);
+            }
+            if rec.stored {
+                self.gone.push(buffer_key(&bk));
             }
         }
     }
 
     /// Joined rows as a batch in the joined schema.
-    pub fn to_batch(&self, rows: &[Vec<Value>]) -> Result<RecordBatch> {
+    pub fn to_batch(&self, rows: &[(Row, Row)]) -> Result<RecordBatch> {
         let mut columns = Vec::with_capacity(self.schema.fields().len());
+        const NULL: &Value = &Value::Null;
         for (i, f) in self.schema.fields().iter().enumerate() {
-            let cells: Vec<Value> = rows.iter().map(|r| r.get(i).cloned().unwrap_or(Value::Null)).collect();
-            columns.push(cells_to_array(f.data_type(), &cells)?);
+            let cells: Vec<&Value> = if i < self.left_width {
+                rows.iter().map(|(l, _)| l.get(i).unwrap_or(NULL)).collect()
+            } else {
+                rows.iter().map(|(_, r)| r.get(i - self.left_width).unwrap_or(NULL)).collect()
+            };
+            columns.push(cell_refs_to_array(f.data_type(), &cells)?);
         }
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
@@ -275,8 +364,13 @@ pub fn cut_after(decoded: &mut DecodedBatch, rowtime: usize, limit: i64) -> Opti
 /// Largest chunk a stream–stream join reads from one input at a time (see `QueryTask::poll_next`).
 pub const JOIN_CHUNK_BYTES: usize = 64 << 10;
 
+fn nulls(width: usize) -> Row {
+    std::iter::repeat_n(Value::Null, width).collect()
+}
+
 fn encode(rec: &Buffered) -> Result<Vec<u8>> {
-    serde_json::to_vec(rec).map_err(|e| EddyError::Internal(format!("join buffer: {e}")))
+    serde_json::to_vec(&Stored { r: &rec.r[..], m: rec.matched })
+        .map_err(|e| EddyError::Internal(format!("join buffer: {e}")))
 }
 
 /// `B` + side + key length + key + event time (sign-flipped) + sequence.
@@ -291,7 +385,7 @@ fn buffer_key((side, key, ts, seq): &BufferKey) -> Vec<u8> {
     k
 }
 
-fn parse_key(k: &[u8]) -> Option<BufferKey> {
+fn parse_key(k: &[u8]) -> Option<(Side, Vec<u8>, i64, u64)> {
     let side = match *k.get(1)? {
         0 => Side::Left,
         1 => Side::Right,
@@ -309,9 +403,29 @@ fn parse_key(k: &[u8]) -> Option<BufferKey> {
 mod tests {
     use super::*;
 
+    fn rec(ts: i64, seq: u64) -> Buffered {
+        Buffered { ts, seq, r: nulls(1), matched: false, stored: false, dirty: false }
+    }
+
+    #[test]
+    fn a_keys_records_stay_in_time_order_and_are_found_by_time_and_sequence() {
+        let key: JoinKey = Arc::from(&b"k"[..]);
+        let mut list = KeyRecords { key, records: VecDeque::new() };
+        for (ts, seq) in [(10, 0), (30, 1), (20, 2), (30, 3), (5, 4), (20, 5)] {
+            list.insert(rec(ts, seq));
+        }
+        let order: Vec<(i64, u64)> = list.records.iter().map(|r| (r.ts, r.seq)).collect();
+        assert_eq!(order, [(5, 4), (10, 0), (20, 2), (20, 5), (30, 1), (30, 3)]);
+        assert_eq!(list.position(20, 5), Some(3));
+        assert_eq!(list.position(30, 1), Some(4));
+        // The same time with another sequence, or a time not there: not found.
+        assert_eq!(list.position(20, 7), None);
+        assert_eq!(list.position(25, 2), None);
+    }
+
     #[test]
     fn buffer_keys_round_trip() {
-        let bk = (Side::Right, b"k1".to_vec(), -5, 7);
-        assert_eq!(parse_key(&buffer_key(&bk)), Some(bk));
+        let bk: BufferKey = (Side::Right, Arc::from(&b"k1"[..]), -5, 7);
+        assert_eq!(parse_key(&buffer_key(&bk)), Some((Side::Right, b"k1".to_vec(), -5, 7)));
     }
 }
