@@ -23,11 +23,14 @@ pub struct OutRecord {
 
 /// Output waiting for the next checkpoint, already encoded: per partition, record batches of
 /// up to `SINK_BATCH_BYTES`, written as rows come. The batches' memory is kept from one
-/// checkpoint to the next (up to `RETAINED_BYTES`), so steady output allocates nothing.
+/// checkpoint to the next (up to `RETAINED_BYTES`; a query checkpoints early when its output
+/// reaches `CHECKPOINT_BYTES`), so steady output allocates nothing.
 #[derive(Default)]
 pub struct PendingOutput {
     /// Per partition: batches, the full ones then the open one; `used` of them hold records.
     partitions: Vec<PartitionOutput>,
+    /// Bytes in the full batches (the open ones' are not counted).
+    full_bytes: usize,
     /// One row's value while it is encoded.
     scratch: Vec<u8>,
 }
@@ -40,6 +43,10 @@ struct PartitionOutput {
 
 /// Batch memory a query's pending output keeps between checkpoints.
 const RETAINED_BYTES: usize = 32 << 20;
+
+/// Pending output at which a query checkpoints without waiting for the interval: the batches
+/// it filled (each with a quarter of room to spare) are then all kept for the next ones.
+pub const CHECKPOINT_BYTES: usize = RETAINED_BYTES / 4 * 3;
 
 impl PendingOutput {
     pub fn push(&mut self, record: &OutRecord) {
@@ -62,8 +69,12 @@ impl PendingOutput {
         let out = &mut self.partitions[p];
         let open_is_full = out.used > 0 && out.batches[out.used - 1].len_bytes() >= SINK_BATCH_BYTES;
         if out.used == 0 || open_is_full {
+            if open_is_full {
+                self.full_bytes += out.batches[out.used - 1].len_bytes();
+            }
             if out.batches.len() == out.used {
-                out.batches.push(BatchBuilder::default());
+                // Room for a full batch and the record that ends it.
+                out.batches.push(BatchBuilder::with_capacity(SINK_BATCH_BYTES + SINK_BATCH_BYTES / 4));
             }
             out.batches[out.used].clear();
             out.used += 1;
@@ -75,8 +86,14 @@ impl PendingOutput {
         self.partitions.iter().all(|p| p.used == 0)
     }
 
+    /// Whether the pending output has reached `CHECKPOINT_BYTES` (counting full batches).
+    pub fn wants_checkpoint(&self) -> bool {
+        self.full_bytes >= CHECKPOINT_BYTES
+    }
+
     /// Empty again (the checkpoint committed), keeping batch memory up to `RETAINED_BYTES`.
     pub fn clear(&mut self) {
+        self.full_bytes = 0;
         let mut kept = 0;
         for p in &mut self.partitions {
             p.used = 0;
@@ -448,6 +465,24 @@ mod tests {
         assert!(out.partitions[1].batches.len() >= 5, "batch memory is kept");
         out.push_raw(1, 7, None, Some(b"next"), &[]);
         assert_eq!(written(&mut out)[1], vec![b"next".to_vec()]);
+    }
+
+    #[test]
+    fn pending_output_asks_for_a_checkpoint_before_it_outgrows_the_memory_it_keeps() {
+        let mut out = PendingOutput::default();
+        let value = vec![b'x'; 1000];
+        let mut n = 0;
+        while !out.wants_checkpoint() {
+            out.push_raw(0, n, None, Some(&value), &[]);
+            n += 1;
+            assert!(n < 1_000_000, "never asked for a checkpoint");
+        }
+        // Each record takes its value and a few bytes of framing.
+        assert!(n as usize * (value.len() + 16) >= CHECKPOINT_BYTES);
+        let used = out.partitions[0].used;
+        out.clear();
+        assert!(!out.wants_checkpoint());
+        assert_eq!(out.partitions[0].batches.len(), used, "every batch it filled is kept for the next ones");
     }
 
     #[test]

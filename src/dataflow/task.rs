@@ -231,7 +231,9 @@ impl QueryTask {
                 Some(decoded) => {
                     self.dirty = true;
                     self.process(decoded, from_second)?;
-                    if last_checkpoint.elapsed() >= self.rt.config.checkpoint_interval {
+                    if last_checkpoint.elapsed() >= self.rt.config.checkpoint_interval
+                        || self.pending_outputs.wants_checkpoint()
+                    {
                         self.checkpoint_or_wait()?;
                         last_checkpoint = Instant::now();
                     }

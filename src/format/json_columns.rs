@@ -157,6 +157,8 @@ pub struct ColumnarDecoder {
     time_column: Option<usize>,
     pseudo: bool,
     rows: usize,
+    /// The cells' vector, kept empty between records so each record does not allocate one.
+    scratch: Vec<Typed<'static>>,
 }
 
 impl ColumnarDecoder {
@@ -191,6 +193,7 @@ impl ColumnarDecoder {
             time_column,
             pseudo: !pseudo.is_empty(),
             rows: 0,
+            scratch: Vec::new(),
         })
     }
 
@@ -205,7 +208,12 @@ impl ColumnarDecoder {
         let mut de = serde_json::Deserializer::from_str(text);
         let cells = serde::Deserializer::deserialize_map(
             &mut de,
-            Fields { columns: &self.columns, kinds: &self.kinds, case_distinct: self.case_distinct },
+            Fields {
+                columns: &self.columns,
+                kinds: &self.kinds,
+                case_distinct: self.case_distinct,
+                cells: recycle(std::mem::take(&mut self.scratch)),
+            },
         )
         .ok()?;
         de.end().ok()?;
@@ -219,6 +227,7 @@ impl ColumnarDecoder {
         for (b, v) in self.builders.iter_mut().zip(&cells) {
             b.append(v);
         }
+        self.scratch = recycle(cells);
         if self.pseudo {
             let n = self.columns.len();
             for (b, v) in self.builders[n..].iter_mut().zip([event_ms, partition as i64, offset]) {
@@ -258,14 +267,23 @@ impl ColumnarDecoder {
     }
 }
 
+/// An empty vector with `cells`' allocation, for values of another lifetime (the standard
+/// library collects a mapped `IntoIter` in place when the element layouts match).
+fn recycle<'a, 'b>(mut cells: Vec<Typed<'a>>) -> Vec<Typed<'b>> {
+    cells.clear();
+    cells.into_iter().map(|_| Typed::Null).collect()
+}
+
 /// Visits one JSON object: each column's field, by `json::decode_value`'s matching.
-struct Fields<'c> {
+struct Fields<'c, 'de> {
     columns: &'c [Column],
     kinds: &'c [Kind],
     case_distinct: bool,
+    /// An empty vector to fill (its allocation reused).
+    cells: Vec<Typed<'de>>,
 }
 
-impl<'de> Visitor<'de> for Fields<'_> {
+impl<'de> Visitor<'de> for Fields<'_, 'de> {
     type Value = Vec<Typed<'de>>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -274,7 +292,8 @@ impl<'de> Visitor<'de> for Fields<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let n = self.columns.len();
-        let mut cells: Vec<Typed<'de>> = vec![Typed::Null; n];
+        let mut cells = self.cells;
+        cells.resize(n, Typed::Null);
         let mut exact: u64 = 0;
         // Producers mostly write the fields in column order: look there first.
         let mut next = 0;
@@ -426,6 +445,17 @@ mod tests {
     /// Every value either takes the columnar path with exactly the batch the general path
     /// builds, or is handed back; what the general path accepts and the columnar one hands
     /// back still ends in the same batch through `push_cells`.
+    #[test]
+    fn recycling_the_cells_keeps_their_allocation() {
+        let text = String::from("borrowed");
+        let mut cells: Vec<Typed<'_>> = Vec::with_capacity(12);
+        cells.push(Typed::Text(Cow::Borrowed(&text)));
+        let ptr = cells.as_ptr() as usize;
+        let again: Vec<Typed<'static>> = recycle(cells);
+        assert!(again.is_empty());
+        assert_eq!((again.as_ptr() as usize, again.capacity()), (ptr, 12));
+    }
+
     #[test]
     fn columnar_decoding_matches_the_general_path() {
         let col = |name: &str, ty: SqlType| Column { name: name.into(), ty, key: false };

@@ -140,6 +140,11 @@ pub struct BatchBuilder {
 }
 
 impl BatchBuilder {
+    /// An empty batch with room for `bytes` (so filling it does not copy it as it grows).
+    pub fn with_capacity(bytes: usize) -> BatchBuilder {
+        BatchBuilder { buf: Vec::with_capacity(bytes), ..BatchBuilder::default() }
+    }
+
     /// Bytes of the batch so far.
     pub fn len_bytes(&self) -> usize {
         self.buf.len()
