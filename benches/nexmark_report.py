@@ -296,7 +296,9 @@ def section(results: Results, events_env: str, queries_env: str, profile_lines: 
         "python3 benches/nexmark_report.py       # this section",
         "```",
         "",
-        "Modes: **engine** is Eddy's dataflow alone over events already in its log; "
+        "Modes: **engine** is Eddy's dataflow alone over events already in its log, a fresh "
+        "server per run, the median of `EDDY_NEXMARK_RUNS` runs (default 3; the notes give the "
+        "range); "
         "**end-to-end** adds the Kafka produce and the sink, with latency from produce to "
         "result; **DataFusion batch** runs the same query once over all events as a batch "
         "(the limit of a one-pass engine); **Spark** is Structured Streaming 4 in local mode "

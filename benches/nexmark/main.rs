@@ -19,8 +19,10 @@
 //! (the JSON results, default `target/nexmark/results.json`), `EDDY_NEXMARK_PROFILE=1` (engine
 //! mode: `perf record` on the server while each query runs; the top of `perf report` goes to
 //! `<dir>/profile-<query>.txt`; `=graph` records call graphs and keeps `<dir>/perf-<query>.data`
-//! for `perf report -i`). Per core means events divided by the CPU seconds the server
-//! process used (for DataFusion: this process).
+//! for `perf report -i`), `EDDY_NEXMARK_RUNS` (engine mode: runs of each query, default 3; the
+//! median by per-core throughput is reported, with the range in its note; only the first run
+//! is profiled). Per core means events divided by the CPU seconds the server process used (for
+//! DataFusion: this process).
 
 mod events;
 mod queries;
@@ -100,6 +102,8 @@ struct Settings {
     modes: Vec<String>,
     latency_secs: u64,
     profile: bool,
+    /// Engine-mode runs of each query (the median is reported).
+    runs: usize,
     dir: PathBuf,
     out: PathBuf,
 }
@@ -132,6 +136,7 @@ impl Settings {
             latency_secs: env("EDDY_NEXMARK_LATENCY_SECS")
                 .map_or(10, |v| v.parse().expect("EDDY_NEXMARK_LATENCY_SECS")),
             profile: env("EDDY_NEXMARK_PROFILE").is_some_and(|v| v != "0"),
+            runs: env("EDDY_NEXMARK_RUNS").map_or(3, |v| v.parse::<usize>().expect("EDDY_NEXMARK_RUNS").max(1)),
             out: env("EDDY_NEXMARK_OUT").map(PathBuf::from).unwrap_or_else(|| dir.join("results.json")),
             dir,
         }
@@ -176,8 +181,20 @@ fn main() {
         let loaded = settings.dir.join("loaded");
         runtime.block_on(load(&loaded, &events));
         for q in &settings.queries {
-            let m = runtime.block_on(engine(&settings, &loaded, q, &events));
-            record(m, &mut results);
+            let runs: Vec<Measurement> = (0..settings.runs)
+                .map(|run| {
+                    let m = runtime.block_on(engine(&settings, &loaded, q, &events, settings.profile && run == 0));
+                    println!(
+                        "nexmark {} engine run {}/{}: {:.0} ev/s/core",
+                        q.name,
+                        run + 1,
+                        settings.runs,
+                        m.events_per_sec_per_core
+                    );
+                    m
+                })
+                .collect();
+            record(median(runs), &mut results);
         }
         let _ = std::fs::remove_dir_all(&loaded);
     }
@@ -206,6 +223,18 @@ fn main() {
         }
     }
     println!("nexmark: results in {}", settings.out.display());
+}
+
+/// The run with the median per-core throughput; its note gives the range over all runs.
+fn median(mut runs: Vec<Measurement>) -> Measurement {
+    runs.sort_by(|a, b| a.events_per_sec_per_core.total_cmp(&b.events_per_sec_per_core));
+    let n = runs.len();
+    let (low, high) = (runs[0].events_per_sec_per_core, runs[n - 1].events_per_sec_per_core);
+    let mut m = runs.swap_remove(n / 2);
+    if n > 1 {
+        m.note = format!("{}; median of {n} runs, per core {low:.0}–{high:.0}", m.note);
+    }
+    m
 }
 
 /// Events a query reads: those of its source topics.
@@ -268,7 +297,7 @@ async fn count_rows(c: &tokio_postgres::Client, relation: &str) -> Option<u64> {
 }
 
 /// Engine mode: the events are already in the log.
-async fn engine(settings: &Settings, loaded: &Path, q: &Query, events: &[EventRecord]) -> Measurement {
+async fn engine(settings: &Settings, loaded: &Path, q: &Query, events: &[EventRecord], profile: bool) -> Measurement {
     let dir = settings.dir.join("run");
     copy_dir(loaded, &dir);
     let server = Server::start(&dir);
@@ -278,7 +307,7 @@ async fn engine(settings: &Settings, loaded: &Path, q: &Query, events: &[EventRe
     let state_before = server.state_bytes();
     let cpu_before = server.cpu_seconds();
     let perf_data = settings.dir.join(format!("perf-{}.data", q.name));
-    let perf = settings.profile.then(|| server::perf_record(&perf_data));
+    let perf = profile.then(|| server::perf_record(&perf_data));
     let started = Instant::now();
     server::run_sql(&c, q.statements).await;
     let done = server::wait_caught_up(&c, Duration::from_secs(3600)).await;
