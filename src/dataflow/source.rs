@@ -30,6 +30,9 @@ pub struct Source {
     next_partition: usize,
     /// Records the last poll decoded: room to reserve for the next one.
     records_hint: usize,
+    /// A table read only for its updates (the table side of a stream–table join): polls
+    /// return `upserts` and no batch.
+    pub upserts_only: bool,
 }
 
 /// What one poll decoded.
@@ -73,6 +76,7 @@ impl Source {
             partitions: topic.partitions.clone(),
             next_partition: 0,
             records_hint: 0,
+            upserts_only: false,
         })
     }
 
@@ -194,6 +198,10 @@ impl Source {
                             let key: Vec<Value> = key_indexes.iter().map(|&i| row[i].clone()).collect();
                             if key.iter().any(Value::is_null) {
                                 plog.record(query_id, &p.topic, p.id, r.offset, "table record has no key", r.value);
+                                continue;
+                            }
+                            if self.upserts_only {
+                                upserts.push((key, Some(row), r.timestamp_ms));
                                 continue;
                             }
                             upserts.push((key, Some(row.clone()), r.timestamp_ms));

@@ -65,6 +65,12 @@ impl Runtime {
             }
             table_input.push((table, offsets));
         }
+        if !plan.join.is_empty() {
+            // Stream–table joins take only the tables' updates (see `run`).
+            for (table, _) in &mut table_input {
+                table.upserts_only = true;
+            }
+        }
         let sink = sink.map(|rel| self.open_sink(&cf, rel, SINK_PREFIX)).transpose()?;
         let late_sink = late.map(|rel| self.open_sink(&cf, rel, LATE_SINK_PREFIX)).transpose()?;
         let stream_time_ms = match self.store.get(&cf, STREAM_TIME_KEY)? {
@@ -220,7 +226,7 @@ impl QueryTask {
                             Some(false) => &Value::Null,
                             _ => v,
                         });
-                        serde_json::json!({ "r": kept.collect::<Vec<_>>() }).to_string().into_bytes()
+                        serde_json::to_vec(&JoinTableRow { r: kept.collect() }).expect("JSON values serialize")
                     });
                     self.pending.insert(join_row_key(table, &memcomparable(key)), value);
                 }
@@ -987,4 +993,10 @@ fn loader<'a>(
         }
         Ok(out)
     }
+}
+
+/// A joined table's row as the join keeps it in state: `{"r": [cells]}`.
+#[derive(serde::Serialize)]
+struct JoinTableRow<'a> {
+    r: Vec<&'a Value>,
 }
