@@ -47,7 +47,7 @@ use datafusion::physical_expr::utils::collect_columns;
 use operator::aggregate::{AggregateOperator, SessionParams};
 use operator::filter_project::{FilterOperator, ProjectOperator};
 use operator::interval_join::{cut_after, IntervalJoinOperator, Side, BUFFER_PREFIX, JOIN_CHUNK_BYTES};
-use operator::join::JoinOperator;
+use operator::join::{JoinOperator, StoredTableRow};
 use operator::table_join::{JoinState, Row, SignedRow, TableJoinOperator};
 use operator::upsert::UpsertOperator;
 use operator::window::WindowOperator;

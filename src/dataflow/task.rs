@@ -226,7 +226,7 @@ impl QueryTask {
                             Some(false) => &Value::Null,
                             _ => v,
                         });
-                        serde_json::to_vec(&JoinTableRow { r: kept.collect() }).expect("JSON values serialize")
+                        serde_json::to_vec(&StoredTableRow { r: kept.collect() }).expect("JSON values serialize")
                     });
                     self.pending.insert(join_row_key(table, &memcomparable(key)), value);
                 }
@@ -993,10 +993,4 @@ fn loader<'a>(
         }
         Ok(out)
     }
-}
-
-/// A joined table's row as the join keeps it in state: `{"r": [cells]}`.
-#[derive(serde::Serialize)]
-struct JoinTableRow<'a> {
-    r: Vec<&'a Value>,
 }

@@ -13,7 +13,13 @@ use datafusion::physical_expr::PhysicalExpr;
 use serde_json::Value;
 
 use crate::error::Result;
-use crate::format::{cell_at, cells_to_array, memcomparable, Column};
+use crate::format::{cell_at, cell_refs_to_array, memcomparable, Column};
+
+/// A joined table's row as a persistent query keeps it in its state: `{"r": [cells]}`.
+#[derive(serde::Serialize)]
+pub struct StoredTableRow<'a> {
+    pub r: Vec<&'a Value>,
+}
 
 /// Reads the current rows of a batch of table keys (memcomparable), `None` when absent.
 pub type TableLookup<'a> = &'a dyn Fn(&[Vec<u8>]) -> Result<Vec<Option<Vec<Value>>>>;
@@ -45,9 +51,9 @@ impl JoinOperator {
             found.iter().zip(&has_key).map(|(row, ok)| if *ok { row.as_ref() } else { None }).collect();
         let mut table_arrays = Vec::with_capacity(self.table_columns.len());
         for (i, c) in self.table_columns.iter().enumerate() {
-            let cells: Vec<Value> =
-                matched.iter().map(|m| m.and_then(|r| r.get(i)).cloned().unwrap_or(Value::Null)).collect();
-            table_arrays.push(cells_to_array(&c.ty.arrow(), &cells)?);
+            const NULL: &Value = &Value::Null;
+            let cells: Vec<&Value> = matched.iter().map(|m| m.and_then(|r| r.get(i)).unwrap_or(NULL)).collect();
+            table_arrays.push(cell_refs_to_array(&c.ty.arrow(), &cells)?);
         }
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         if self.stream_first {
