@@ -176,11 +176,28 @@ impl User {
     }
 }
 
+/// What a Kafka client asks to do with a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicAccess {
+    /// Fetch (and ListOffsets, OffsetCommit of a group reading it).
+    Read,
+    /// Produce.
+    Write,
+    /// DeleteTopics.
+    Delete,
+}
+
+/// Decides whether a (non-superuser) user may access a topic; set by the engine, which knows
+/// which streams and tables use the topic and who was granted what on them.
+pub type TopicPolicy = Box<dyn Fn(&str, &str, TopicAccess) -> bool + Send + Sync>;
+
 /// The user store (see the module comment).
 #[derive(Default)]
 pub struct Users {
     users: RwLock<HashMap<String, User>>,
     store: Option<StateStore>,
+    /// Privileges on topics for Kafka clients (none set: every user may do everything).
+    topic_policy: RwLock<Option<TopicPolicy>>,
 }
 
 impl std::fmt::Debug for Users {
@@ -202,7 +219,7 @@ impl Users {
             let verifiers = r.verifiers.iter().filter_map(|v| Verifier::parse(v)).collect();
             users.insert(r.name, User { superuser: r.superuser, durable: true, verifiers });
         }
-        Ok(Users { users: RwLock::new(users), store: Some(store) })
+        Ok(Users { users: RwLock::new(users), store: Some(store), topic_policy: RwLock::new(None) })
     }
 
     /// Adds the users of a users file (kept in memory; the file stays their source).
@@ -241,6 +258,21 @@ impl Users {
 
     pub fn exists(&self, user: &str) -> bool {
         self.read().contains_key(user)
+    }
+
+    pub fn set_topic_policy(&self, policy: TopicPolicy) {
+        *self.topic_policy.write().unwrap_or_else(|p| p.into_inner()) = Some(policy);
+    }
+
+    /// Whether `user` (authenticated) may `access` `topic`: superusers always may.
+    pub fn may_access_topic(&self, user: &str, topic: &str, access: TopicAccess) -> bool {
+        if self.is_superuser(user) {
+            return true;
+        }
+        match self.topic_policy.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(policy) => policy(user, topic, access),
+            None => true,
+        }
     }
 
     /// The bootstrap user is always a superuser (also under trust authentication).

@@ -23,6 +23,9 @@ pub enum EddyError {
     TypeMismatch(String),
     #[error("{0}")]
     ObjectInUse(String),
+    /// A write to a relation that only its query writes (Postgres: "cannot insert into view").
+    #[error("{0}")]
+    WrongObjectType(String),
     #[error("not supported yet: {0}")]
     NotImplemented(String),
     #[error("limit exceeded: {0}")]

@@ -5,8 +5,9 @@
 //!
 //! Points: `checkpoint:after_sink_append` (a query's output is in its sink topic but its
 //! state and offsets are not committed), `checkpoint:after_commit` (committed, output not yet
-//! published), `checkpoint:after_publish`; and `log:fsync`, where the n-th fsync of a log
-//! partition fails with an I/O error instead.
+//! published), `checkpoint:after_publish`; `ddl:after_catalog` (a DROP or TERMINATE is
+//! committed to the catalog, its topics, fences and state not yet changed); and `log:fsync`,
+//! where the n-th fsync of a log partition fails with an I/O error instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

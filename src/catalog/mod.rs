@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EddyError, Result};
 use crate::format::{Column, KeyFormat, ValueFormat};
-use crate::sql::RelationKind;
+use crate::sql::{Privilege, RelationKind};
 use crate::state::{StateStore, CATALOG_CF};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +39,13 @@ pub struct RelationDef {
     pub written_by: Option<String>,
     /// The query whose state holds this table's current rows (tables only).
     pub materialized_by: Option<String>,
+    /// The user who created it (`None`: made by Eddy itself, or before owners were kept;
+    /// then only superusers may drop or change it).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// What other users may do with it (`GRANT`), by user.
+    #[serde(default)]
+    pub grants: BTreeMap<String, Vec<Privilege>>,
 }
 
 impl RelationDef {
@@ -117,6 +124,20 @@ fn rel_key(name: &str) -> Vec<u8> {
 fn query_key(id: &str) -> Vec<u8> {
     format!("query/{id}").into_bytes()
 }
+fn pending_delete_key(topic: &str) -> Vec<u8> {
+    format!("delete-topic/{topic}").into_bytes()
+}
+
+/// Everything one DDL statement changes in the catalog, written at once (`Catalog::apply`).
+#[derive(Debug, Default)]
+pub struct CatalogChange {
+    pub put_relations: Vec<RelationDef>,
+    pub remove_relations: Vec<String>,
+    pub put_queries: Vec<QueryDef>,
+    pub remove_queries: Vec<String>,
+    /// Topics to delete once the change is committed (`DROP ... DELETE TOPIC`).
+    pub delete_topics: Vec<String>,
+}
 
 impl Catalog {
     pub fn open(store: StateStore) -> Result<Catalog> {
@@ -165,19 +186,10 @@ impl Catalog {
 
     /// Adds a relation, and the query that feeds it, in one durable write.
     pub fn add(&self, relation: &RelationDef, query: Option<&QueryDef>) -> Result<()> {
-        let mut cp = self.store.checkpoint(CATALOG_CF);
-        cp.put(&self.store, &rel_key(&relation.name), &to_json(relation)?)?;
-        if let Some(q) = query {
-            cp.put(&self.store, &query_key(&q.id), &to_json(q)?)?;
-        }
-        self.store.commit(cp)?;
-        self.store.request_backup();
-        self.relations.write().unwrap_or_else(|p| p.into_inner()).insert(relation.name.clone(), relation.clone());
-        if let Some(q) = query {
-            self.queries.write().unwrap_or_else(|p| p.into_inner()).insert(q.id.clone(), q.clone());
-        }
-        self.version.fetch_add(1, Ordering::AcqRel);
-        Ok(())
+        let mut change = CatalogChange::default();
+        change.put_relations.push(relation.clone());
+        change.put_queries.extend(query.cloned());
+        self.apply(change)
     }
 
     pub fn update_relation(&self, relation: &RelationDef) -> Result<()> {
@@ -185,22 +197,73 @@ impl Catalog {
     }
 
     pub fn remove_relation(&self, name: &str) -> Result<()> {
+        self.apply(CatalogChange { remove_relations: vec![name.to_string()], ..Default::default() })
+    }
+
+    pub fn remove_query(&self, id: &str) -> Result<()> {
+        self.apply(CatalogChange { remove_queries: vec![id.to_string()], ..Default::default() })
+    }
+
+    /// Applies every part of one DDL statement in one synced write: after a crash the
+    /// catalog holds all of it or none of it.
+    pub fn apply(&self, change: CatalogChange) -> Result<()> {
         let mut cp = self.store.checkpoint(CATALOG_CF);
-        cp.delete(&self.store, &rel_key(name))?;
+        for r in &change.put_relations {
+            cp.put(&self.store, &rel_key(&r.name), &to_json(r)?)?;
+        }
+        for name in &change.remove_relations {
+            cp.delete(&self.store, &rel_key(name))?;
+        }
+        for q in &change.put_queries {
+            cp.put(&self.store, &query_key(&q.id), &to_json(q)?)?;
+        }
+        for id in &change.remove_queries {
+            cp.delete(&self.store, &query_key(id))?;
+        }
+        for topic in &change.delete_topics {
+            cp.put(&self.store, &pending_delete_key(topic), b"")?;
+        }
         self.store.commit(cp)?;
         self.store.request_backup();
-        self.relations.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        {
+            let mut rels = self.relations.write().unwrap_or_else(|p| p.into_inner());
+            for name in &change.remove_relations {
+                rels.remove(name);
+            }
+            for r in change.put_relations {
+                rels.insert(r.name.clone(), r);
+            }
+        }
+        {
+            let mut queries = self.queries.write().unwrap_or_else(|p| p.into_inner());
+            for id in &change.remove_queries {
+                queries.remove(id);
+            }
+            for q in change.put_queries {
+                queries.insert(q.id.clone(), q);
+            }
+        }
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
-    pub fn remove_query(&self, id: &str) -> Result<()> {
+    /// Topics a committed `DROP ... DELETE TOPIC` still has to delete (a crash came between
+    /// the catalog write and the deletion).
+    pub fn pending_topic_deletes(&self) -> Result<Vec<String>> {
+        let prefix = pending_delete_key("");
+        Ok(self
+            .store
+            .scan_prefix(CATALOG_CF, &prefix, usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            .collect())
+    }
+
+    /// The topic is deleted: forget that it was to be.
+    pub fn topic_deleted(&self, topic: &str) -> Result<()> {
         let mut cp = self.store.checkpoint(CATALOG_CF);
-        cp.delete(&self.store, &query_key(id))?;
-        self.store.commit(cp)?;
-        self.store.request_backup();
-        self.queries.write().unwrap_or_else(|p| p.into_inner()).remove(id);
-        Ok(())
+        cp.delete(&self.store, &pending_delete_key(topic))?;
+        self.store.commit(cp)
     }
 
     /// Next free number for a query id, counting those ever used for that prefix.

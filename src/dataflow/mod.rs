@@ -96,6 +96,8 @@ pub struct QueryStatus {
     pub processed_records: std::sync::atomic::AtomicU64,
     /// Records that arrived after their window's grace period.
     pub late_records: std::sync::atomic::AtomicU64,
+    /// Records of its inputs that retention deleted before the query read them.
+    pub lost_records: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub struct RunningQuery {

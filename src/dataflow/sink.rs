@@ -107,6 +107,8 @@ impl PendingOutput {
 
 pub struct Sink {
     topic: Arc<Topic>,
+    /// The query that owns the topic's partitions while it runs (the only writer).
+    owner: String,
     relation: RelationDef,
     /// Per partition: the offset after this query's output appended so far (committed or
     /// not yet).
@@ -120,16 +122,18 @@ pub struct Sink {
 const SINK_BATCH_BYTES: usize = 256 * 1024;
 
 impl Sink {
-    /// Drops output written after the last checkpoint and fences the topic at `ends`.
-    pub fn open(topic: Arc<Topic>, relation: RelationDef, ends: Vec<i64>) -> Result<Sink> {
-        for (p, end) in topic.partitions.iter().zip(&ends) {
-            if p.log_end_offset() > *end {
-                tracing::info!(topic = %topic.name, partition = p.id, "dropping output past the last checkpoint at offset {end}");
-            }
-            p.truncate_to(*end)?;
-            p.fence_at(*end);
-        }
-        Ok(Sink { topic, relation, committed: ends.clone(), ends, round_robin: std::cell::Cell::new(0) })
+    /// Drops output written after the last checkpoint and claims the topic for query `owner`
+    /// from `ends` on: only it writes, readers see what its checkpoints publish.
+    pub fn open(owner: &str, topic: Arc<Topic>, relation: RelationDef, ends: Vec<i64>) -> Result<Sink> {
+        claim_output(owner, &topic, &ends)?;
+        Ok(Sink {
+            topic,
+            owner: owner.to_string(),
+            relation,
+            committed: ends.clone(),
+            ends,
+            round_robin: std::cell::Cell::new(0),
+        })
     }
 
     fn partition_for(&self, key: Option<&[u8]>) -> i32 {
@@ -218,11 +222,19 @@ impl Sink {
     /// Appends output (durably, still fenced) and advances `ends`. The output stays with the
     /// caller until the checkpoint commits, so a failed append can be retried.
     pub fn append(&mut self, output: &mut PendingOutput) -> Result<()> {
+        // Start from the committed ends: if an earlier roll-back could not cut its output
+        // off, it is cut now or this checkpoint fails again, never appending twice.
+        for (p, end) in self.topic.partitions.iter().zip(&self.committed) {
+            if p.log_end_offset() != *end {
+                p.truncate_to(*end)?;
+            }
+        }
+        self.ends.clone_from(&self.committed);
         for (p, out) in output.partitions.iter_mut().enumerate() {
             for batch in &mut out.batches[..out.used] {
                 batch.finish();
                 let now = batch.max_timestamp_ms().max(0);
-                let info = self.topic.partitions[p].append(batch.bytes(), now)?;
+                let info = self.topic.partitions[p].append_as(Some(&self.owner), batch.bytes(), now)?;
                 self.ends[p] = info.last_offset + 1;
             }
         }
@@ -249,6 +261,20 @@ impl Sink {
             p.publish(*end);
         }
     }
+}
+
+/// Query `owner` takes `topic`: output past its last checkpoint (`ends`) is cut off, and
+/// from then on only the query writes and readers see only what its checkpoints publish.
+/// Also used for a query that cannot resume: its output stays fenced and cut, never exposed.
+pub fn claim_output(owner: &str, topic: &Topic, ends: &[i64]) -> Result<()> {
+    for (p, end) in topic.partitions.iter().zip(ends) {
+        if p.log_end_offset() > *end {
+            tracing::info!(topic = %topic.name, partition = p.id, "dropping output past the last checkpoint at offset {end}");
+        }
+        p.truncate_to(*end)?;
+        p.claim(owner, *end);
+    }
+    Ok(())
 }
 
 /// Kafka's default partitioner hash (murmur2), so keys land where Kafka clients put them.

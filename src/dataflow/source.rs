@@ -33,6 +33,9 @@ pub struct Source {
     /// A table read only for its updates (the table side of a stream–table join): polls
     /// return `upserts` and no batch.
     pub upserts_only: bool,
+    /// Records that retention deleted before they were read (shared with the query's
+    /// status, so `SHOW QUERIES` tells of them).
+    pub lost_records: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What one poll decoded.
@@ -77,6 +80,7 @@ impl Source {
             next_partition: 0,
             records_hint: 0,
             upserts_only: false,
+            lost_records: Arc::default(),
         })
     }
 
@@ -100,10 +104,25 @@ impl Source {
             let mut buffer = std::mem::take(&mut self.buffer);
             match p.read_into(offsets[idx], max_bytes, &mut buffer) {
                 Ok(_) => {}
-                Err(LogError::OffsetOutOfRange { start, end, .. }) => {
-                    // Retention deleted what we had not read, or a fenced tail was cut.
-                    tracing::warn!(query = query_id, topic = %p.topic, partition = p.id, "offset {} out of range, resetting", offsets[idx]);
-                    offsets[idx] = if offsets[idx] < start { start } else { end };
+                Err(LogError::OffsetOutOfRange { start, .. }) if offsets[idx] < start => {
+                    // Retention deleted what the query had not read yet: never a silent skip.
+                    let lost = format!(
+                        "records lost: retention deleted offsets {} to {} of {}-{} before this query read them",
+                        offsets[idx],
+                        start - 1,
+                        p.topic,
+                        p.id
+                    );
+                    plog.record(query_id, &p.topic, p.id, offsets[idx], &lost, None);
+                    self.lost_records.fetch_add((start - offsets[idx]) as u64, std::sync::atomic::Ordering::Relaxed);
+                    offsets[idx] = start;
+                    self.buffer = buffer;
+                    continue;
+                }
+                Err(LogError::OffsetOutOfRange { end, .. }) => {
+                    // A fenced tail was cut back to its checkpoint: nothing there was published.
+                    tracing::warn!(query = query_id, topic = %p.topic, partition = p.id, "offset {} past the end {end}, resetting", offsets[idx]);
+                    offsets[idx] = end;
                     self.buffer = buffer;
                     continue;
                 }

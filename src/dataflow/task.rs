@@ -8,7 +8,8 @@ impl Runtime {
     /// Opens a query's output at its committed ends. A new query records the topic's ends
     /// before it writes anything: a crash before its first checkpoint must find where its
     /// uncommitted output starts (a regression the differential harness found).
-    fn open_sink(&self, cf: &str, rel: RelationDef, prefix: u8) -> Result<Sink> {
+    fn open_sink(&self, id: &str, rel: RelationDef, prefix: u8) -> Result<Sink> {
+        let cf = &state_cf(id);
         let topic =
             self.log.topic(&rel.topic).ok_or_else(|| EddyError::UndefinedRelation(format!("topic {}", rel.topic)))?;
         let mut ends = Vec::new();
@@ -26,7 +27,20 @@ impl Runtime {
         if !first_start.is_empty() {
             self.store.commit(first_start)?;
         }
-        Sink::open(topic, rel, ends)
+        Sink::open(id, topic, rel, ends)
+    }
+
+    /// A query that cannot run keeps its outputs as a running one would: output past its
+    /// last checkpoint cut off and its topics fenced, so nothing uncommitted becomes visible
+    /// and no other writer slips in while it waits for a fix (or a TERMINATE).
+    pub fn fence_outputs(&self, id: &str, sink: Option<RelationDef>, late: Option<RelationDef>) -> Result<()> {
+        self.store.ensure_cf(&state_cf(id))?;
+        for (rel, prefix) in [(sink, SINK_PREFIX), (late, LATE_SINK_PREFIX)] {
+            if let Some(rel) = rel.filter(|r| self.log.topic(&r.topic).is_some()) {
+                self.open_sink(id, rel, prefix)?;
+            }
+        }
+        Ok(())
     }
 
     /// Starts a persistent query: resumes from its checkpoint, or from the earliest offset.
@@ -40,7 +54,9 @@ impl Runtime {
     ) -> Result<RunningQuery> {
         let cf = state_cf(id);
         self.store.ensure_cf(&cf)?;
-        let source = Source::open(&self.log, &plan.source)?;
+        let lost_records = Arc::<std::sync::atomic::AtomicU64>::default();
+        let mut source = Source::open(&self.log, &plan.source)?;
+        source.lost_records = lost_records.clone();
         let mut offsets = Vec::with_capacity(source.partitions.len());
         for p in &source.partitions {
             offsets.push(stored_i64(&self.store, &cf, OFFSET_PREFIX, p.id)?.unwrap_or_else(|| p.log_start_offset()));
@@ -54,7 +70,8 @@ impl Runtime {
             .collect();
         let mut table_input = Vec::new();
         for (i, rel) in second_relations.iter().enumerate() {
-            let table = Source::open(&self.log, rel)?;
+            let mut table = Source::open(&self.log, rel)?;
+            table.lost_records = lost_records.clone();
             let mut offsets = Vec::new();
             for p in &table.partitions {
                 let stored = match self.store.get(&cf, &join_offset_key(i, p.id))? {
@@ -71,8 +88,8 @@ impl Runtime {
                 table.upserts_only = true;
             }
         }
-        let sink = sink.map(|rel| self.open_sink(&cf, rel, SINK_PREFIX)).transpose()?;
-        let late_sink = late.map(|rel| self.open_sink(&cf, rel, LATE_SINK_PREFIX)).transpose()?;
+        let sink = sink.map(|rel| self.open_sink(id, rel, SINK_PREFIX)).transpose()?;
+        let late_sink = late.map(|rel| self.open_sink(id, rel, LATE_SINK_PREFIX)).transpose()?;
         let stream_time_ms = match self.store.get(&cf, STREAM_TIME_KEY)? {
             Some(b) if b.len() == 8 => i64::from_be_bytes(b.try_into().expect("8 bytes")),
             _ => i64::MIN,
@@ -93,7 +110,7 @@ impl Runtime {
         for (_, table_offsets) in &table_input {
             committed.extend(table_offsets);
         }
-        let status = Arc::new(QueryStatus { committed: Mutex::new(committed), ..Default::default() });
+        let status = Arc::new(QueryStatus { committed: Mutex::new(committed), lost_records, ..Default::default() });
         let stop = Arc::new(AtomicBool::new(false));
         let retention_ms = plan.window.as_ref().and_then(|w| w.spec.retention_ms);
         let close_after_end_ms = plan.window.as_ref().map_or(0, |w| match w.spec.kind {

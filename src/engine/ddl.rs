@@ -8,17 +8,19 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use super::{Engine, Output};
-use crate::catalog::{QueryDef, RelationDef};
+use crate::catalog::{CatalogChange, QueryDef, RelationDef};
 use crate::dataflow::state_cf;
 use crate::error::{EddyError, Result};
 use crate::format::{Column, KeyFormat, ValueFormat};
 use crate::log::TopicConfig;
 use crate::plan::{plan_continuous, upsert_plan, PlanShape};
-use crate::sql::{RelationKind, SelectStatement, Statement};
+use crate::sql::{Privilege, RelationKind, SelectStatement, Statement};
 
 impl Engine {
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn create_source(
         &self,
+        owner: &str,
         kind: RelationKind,
         name: String,
         columns: Vec<Column>,
@@ -38,6 +40,7 @@ impl Engine {
         validate_columns(kind, &columns)?;
         let mut rel = self.relation_from_props(kind, &name, columns, &props, None)?;
         rel.header_columns = headers;
+        rel.owner = Some(owner.to_string());
         self.ensure_topic(&mut rel, &props)?;
         let query = (kind == RelationKind::Table).then(|| {
             let id = format!("MAT_{}_{}", name.to_uppercase(), self.catalog.next_query_number().unwrap_or(0));
@@ -57,8 +60,10 @@ impl Engine {
         Ok(Output::Command { tag })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn create_as(
         &self,
+        owner: &str,
         kind: RelationKind,
         name: String,
         props: BTreeMap<String, String>,
@@ -76,6 +81,9 @@ impl Engine {
             };
         }
         let inputs = self.sources(&select)?;
+        for input in &inputs {
+            self.require_privilege(owner, input, Privilege::Select)?;
+        }
         if self.lock_queries().len() >= self.config.max_queries {
             return Err(EddyError::LimitExceeded(format!(
                 "at most {} persistent queries run at once",
@@ -137,9 +145,10 @@ impl Engine {
         }
         let mut rel = self.relation_from_props(kind, &name, plan.output_columns.clone(), &props, Some(&id))?;
         rel.materialized_by = (kind == RelationKind::Table).then(|| id.clone());
+        rel.owner = Some(owner.to_string());
         self.ensure_topic(&mut rel, &props)?;
         let late = match &plan.late_data_to {
-            Some(late) => Some(self.late_data_stream(late, &source)?),
+            Some(late) => Some(self.late_data_stream(owner, late, &name, &inputs, &source)?),
             None => None,
         };
         let query = QueryDef {
@@ -149,13 +158,15 @@ impl Engine {
             sink: Some(name.clone()),
             inputs: inputs.iter().map(|r| r.name.clone()).collect(),
         };
+        let mut change =
+            CatalogChange { put_relations: vec![rel.clone()], put_queries: vec![query], ..Default::default() };
         if let Some(mut late) = late {
-            if self.catalog.relation(&late.name).is_none() {
-                late.written_by = Some(id.clone());
-                self.catalog.add(&late, None)?;
-            }
+            // The query owns its late-data stream from now on, new or existing: INSERT and
+            // Kafka producers are refused there until it is terminated.
+            late.written_by = Some(id.clone());
+            change.put_relations.push(late);
         }
-        self.catalog.add(&rel, Some(&query))?;
+        self.catalog.apply(change)?;
         self.start_query(&id, plan, Some(rel))?;
         Ok(Output::Command { tag })
     }
@@ -186,10 +197,31 @@ impl Engine {
             .collect()
     }
 
-    /// The stream `LATE DATA TO name` writes: an existing stream with the source's columns,
-    /// or a new one over its own topic.
-    fn late_data_stream(&self, name: &str, source: &RelationDef) -> Result<RelationDef> {
+    /// The stream `LATE DATA TO name` writes: a new one over its own topic, or an existing
+    /// stream with the source's columns that no query writes and that the query (`sink`,
+    /// reading `inputs`) does not read: a query never feeds its own input.
+    fn late_data_stream(
+        &self,
+        owner: &str,
+        name: &str,
+        sink: &str,
+        inputs: &[RelationDef],
+        source: &RelationDef,
+    ) -> Result<RelationDef> {
+        if name == sink
+            || inputs.iter().any(|r| r.name == name || self.catalog.relation(name).is_some_and(|l| l.topic == r.topic))
+        {
+            return Err(EddyError::InvalidValue(format!(
+                "LATE DATA TO {name}: the query reads {name} (or its topic); late records go to a stream it does not read"
+            )));
+        }
         if let Some(rel) = self.catalog.relation(name) {
+            if let Some(writer) = &rel.written_by {
+                return Err(EddyError::ObjectInUse(format!(
+                    "LATE DATA TO {name}: query {writer} writes {name}; a stream has one writing query"
+                )));
+            }
+            self.require_privilege(owner, &rel, Privilege::Insert)?;
             let same = rel.kind == RelationKind::Stream
                 && rel.columns.len() == source.columns.len()
                 && rel.columns.iter().zip(&source.columns).all(|(a, b)| a.name == b.name && a.ty == b.ty);
@@ -206,6 +238,8 @@ impl Engine {
         rel.topic = name.to_string();
         rel.written_by = None;
         rel.materialized_by = None;
+        rel.owner = Some(owner.to_string());
+        rel.grants.clear();
         rel.kind = RelationKind::Stream;
         self.ensure_topic(&mut rel, &BTreeMap::new())?;
         Ok(rel)
@@ -311,6 +345,8 @@ impl Engine {
             header_columns: Vec::new(),
             written_by: written_by.map(str::to_string),
             materialized_by: None,
+            owner: None,
+            grants: BTreeMap::new(),
         })
     }
 
@@ -391,19 +427,54 @@ impl Engine {
                 reader.sink.unwrap_or_default()
             )));
         }
+        // One catalog write for the whole DROP; then what follows from it (fences lifted,
+        // state and topic removed), which a restart finishes if a crash comes in between.
+        let mut change = CatalogChange { remove_relations: vec![rel.name.clone()], ..Default::default() };
+        let mut released = Vec::new();
         for id in own.iter().copied() {
             if let Some(q) = self.lock_queries().remove(id.as_str()) {
                 q.stop();
             }
-            self.catalog.remove_query(id)?;
-            self.store.drop_cf(&state_cf(id))?;
-            self.release_outputs(id, Some(&rel.name))?;
+            change.remove_queries.push(id.clone());
+            released.extend(self.release_outputs(id, Some(&rel.name), &mut change));
         }
-        self.catalog.remove_relation(&rel.name)?;
+        if rel.written_by.is_some() {
+            // Its query is stopped: the topic outlives it (unless DELETE TOPIC) as anyone's.
+            released.push(rel.topic.clone());
+        }
         if delete_topic {
-            self.log.delete_topic(&rel.topic)?;
+            change.delete_topics.push(rel.topic.clone());
+        }
+        self.catalog.apply(change)?;
+        crate::failpoint::hit("ddl:after_catalog");
+        self.finish_stopped(own.iter().map(|id| id.as_str()), &released)?;
+        if delete_topic {
+            self.delete_dropped_topic(&rel.topic)?;
         }
         Ok(Output::Command { tag })
+    }
+
+    /// What follows a committed DROP or TERMINATE: the stopped queries' state and their
+    /// status go, and the topics they wrote take every writer again.
+    fn finish_stopped<'a>(&self, ids: impl Iterator<Item = &'a str>, released: &[String]) -> Result<()> {
+        for id in ids {
+            self.store.drop_cf(&state_cf(id))?;
+            self.failed_queries().remove(id);
+        }
+        for topic in released {
+            self.release_topic(topic)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a topic a committed `DROP ... DELETE TOPIC` named (also at start-up, when a
+    /// crash came first).
+    pub(super) fn delete_dropped_topic(&self, topic: &str) -> Result<()> {
+        match self.log.delete_topic(topic) {
+            Ok(()) | Err(crate::log::LogError::UnknownTopic(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.catalog.topic_deleted(topic)
     }
 
     /// `CREATE OR REPLACE ... AS SELECT`: the query changes in place when its state keeps
@@ -411,16 +482,19 @@ impl Engine {
     /// it resumes from its offsets with its groups, under the same query id.
     pub(super) async fn replace_query(
         &self,
+        owner: &str,
         kind: RelationKind,
         name: String,
         props: BTreeMap<String, String>,
         select: SelectStatement,
         text: String,
     ) -> Result<Output> {
+        let ddl = self.ddl.lock().await;
         let Some(mut rel) = self.catalog.relation(&name) else {
-            return self.create_as(kind, name, props, select, false, text).await;
+            drop(ddl);
+            return self.create_as(owner, kind, name, props, select, false, text).await;
         };
-        let _ddl = self.ddl.lock().await;
+        self.require_owner(owner, &rel)?;
         let tag = format!("CREATE {}", kind.word());
         let cannot = |why: String| EddyError::InvalidValue(format!("CREATE OR REPLACE {name}: {why}"));
         if rel.kind != kind {
@@ -432,6 +506,9 @@ impl Engine {
             )));
         };
         let inputs = self.sources(&select)?;
+        for input in &inputs {
+            self.require_privilege(owner, input, Privilege::Select)?;
+        }
         let plan = plan_continuous(&select, &inputs).await?;
         let old_plan = match crate::sql::parse(&old.sql)?.into_iter().next().map(|l| l.statement) {
             Some(Statement::CreateAs { select, .. }) => plan_continuous(&select, &self.sources(&select)?).await?,
@@ -471,21 +548,31 @@ impl Engine {
     }
 
     /// A stopped query's outputs (its sink, its late-data stream) no longer belong to it:
-    /// everything it wrote is committed, so other writers may come in.
-    fn release_outputs(&self, id: &str, except: Option<&str>) -> Result<()> {
+    /// everything it wrote is committed, so other writers may come in. Adds the relations'
+    /// change to `change`; returns their topics, to release once it is committed.
+    fn release_outputs(&self, id: &str, except: Option<&str>, change: &mut CatalogChange) -> Vec<String> {
+        let mut topics = Vec::new();
         for mut rel in self.catalog.relations() {
             if rel.written_by.as_deref() == Some(id) && except != Some(rel.name.as_str()) {
                 rel.written_by = None;
-                self.catalog.update_relation(&rel)?;
-                if let Some(t) = self.log.topic(&rel.topic) {
-                    t.partitions.iter().for_each(|p| p.publish(i64::MAX));
-                }
+                topics.push(rel.topic.clone());
+                change.put_relations.push(rel);
+            }
+        }
+        topics
+    }
+
+    /// Every partition of `topic` is written by anyone again (its query stopped).
+    fn release_topic(&self, topic: &str) -> Result<()> {
+        if let Some(t) = self.log.topic(topic) {
+            for p in &t.partitions {
+                p.release()?;
             }
         }
         Ok(())
     }
 
-    pub(super) async fn terminate(&self, query_id: Option<String>) -> Result<Output> {
+    pub(super) async fn terminate(&self, user: &str, query_id: Option<String>) -> Result<Output> {
         let _ddl = self.ddl.lock().await;
         let ids: Vec<String> = match query_id {
             Some(id) => {
@@ -505,13 +592,22 @@ impl Engine {
             }
             None => self.catalog.queries().into_iter().filter(|q| !q.id.starts_with("MAT_")).map(|q| q.id).collect(),
         };
+        // All or nothing: TERMINATE ALL by a user who does not own every query stops none.
+        for id in &ids {
+            self.require_query_owner(user, id)?;
+        }
+        let mut change = CatalogChange::default();
+        let mut released = Vec::new();
         for id in &ids {
             if let Some(q) = self.lock_queries().remove(id) {
                 q.stop();
             }
-            self.release_outputs(id, None)?;
-            self.catalog.remove_query(id)?;
+            released.extend(self.release_outputs(id, None, &mut change));
+            change.remove_queries.push(id.clone());
         }
+        self.catalog.apply(change)?;
+        crate::failpoint::hit("ddl:after_catalog");
+        self.finish_stopped(ids.iter().map(String::as_str), &released)?;
         Ok(Output::Command { tag: "TERMINATE".into() })
     }
 
@@ -580,8 +676,12 @@ impl Engine {
                     .map(|q| {
                         let status = match running.get(&q.id) {
                             Some(r) if r.is_running() => {
+                                let lost = r.status.lost_records.load(std::sync::atomic::Ordering::Relaxed);
                                 match r.status.error.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                                     Some(e) => format!("RUNNING ({e})"),
+                                    None if lost > 0 => format!(
+                                        "RUNNING ({lost} input records deleted by retention before they were read; see eddy_processing_log)"
+                                    ),
                                     None => "RUNNING".to_string(),
                                 }
                             }
@@ -589,7 +689,10 @@ impl Engine {
                                 "ERROR: {}",
                                 r.status.error.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
                             ),
-                            None => "NOT RUNNING".to_string(),
+                            None => match self.failed_queries().get(&q.id) {
+                                Some(reason) => format!("ERROR: {reason}"),
+                                None => "NOT RUNNING".to_string(),
+                            },
                         };
                         let lag = running.get(&q.id).map(|r| crate::dataflow::lag(&self.log, r).to_string());
                         let sink_topic =

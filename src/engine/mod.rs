@@ -6,6 +6,7 @@ mod ddl;
 pub mod pg_catalog;
 mod pg_functions;
 mod pg_views;
+mod privileges;
 mod serve;
 
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use crate::error::{EddyError, Result};
 use crate::format::{Column, KeyFormat, SqlType};
 use crate::log::{Log, SystemClock, TopicConfig};
 use crate::plan::{plan_continuous, upsert_plan, ContinuousPlan};
-use crate::sql::{self, Located, RelationKind, Statement};
+use crate::sql::{self, Located, Privilege, RelationKind, Statement};
 use crate::state::StateStore;
 
 /// Limits and defaults the server runs with.
@@ -131,6 +132,9 @@ pub struct Engine {
     pub catalog: Catalog,
     pub runtime: Runtime,
     queries: Mutex<HashMap<String, RunningQuery>>,
+    /// Queries in the catalog that could not be resumed at start, with the reason
+    /// (`SHOW QUERIES` says `ERROR`); their outputs stay fenced and cut.
+    failed: Mutex<HashMap<String, String>>,
     /// DDL runs one statement at a time so names and query ids never race.
     ddl: tokio::sync::Mutex<()>,
     /// `pg_catalog` as of a catalog version, shared by pull queries until the next DDL.
@@ -163,14 +167,29 @@ impl Engine {
             catalog,
             runtime,
             queries: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
             ddl: tokio::sync::Mutex::new(()),
             pg_catalog: Mutex::new(None),
         });
+        let weak = Arc::downgrade(&engine);
+        engine.log.set_delete_guard(Box::new(move |topic| weak.upgrade()?.topic_user(topic)));
+        let weak = Arc::downgrade(&engine);
+        engine.users.set_topic_policy(Box::new(move |user, topic, access| {
+            let Some(engine) = weak.upgrade() else { return false };
+            match access {
+                crate::auth::TopicAccess::Read => engine.may_use_topic(user, topic, Privilege::Select),
+                crate::auth::TopicAccess::Write => engine.may_use_topic(user, topic, Privilege::Insert),
+                crate::auth::TopicAccess::Delete => engine.may_delete_topic(user, topic),
+            }
+        }));
         if engine.store.read_only {
             tracing::error!("read-only start: continuous queries do not run until a restart with free disk space");
             return Ok(engine);
         }
         engine.ensure_processing_log()?;
+        for topic in engine.catalog.pending_topic_deletes()? {
+            engine.delete_dropped_topic(&topic)?;
+        }
         for q in engine.catalog.queries() {
             let plan = engine.replan(&q).await;
             let plan = plan.map(|(plan, sink)| {
@@ -181,10 +200,42 @@ impl Engine {
                 Ok(running) => {
                     engine.lock_queries().insert(q.id.clone(), running);
                 }
-                Err(e) => tracing::error!(query = %q.id, "could not resume query: {e}"),
+                Err(e) => engine.hold_failed_query(&q, e),
             }
         }
         Ok(engine)
+    }
+
+    /// A query that cannot resume is never silently gone: its outputs stay fenced with their
+    /// uncommitted tail cut, and `SHOW QUERIES` shows it as `ERROR` with the reason.
+    fn hold_failed_query(&self, q: &QueryDef, e: EddyError) {
+        tracing::error!(query = %q.id, "could not resume query: {e}");
+        let outputs = |late: bool| {
+            self.catalog
+                .relations()
+                .into_iter()
+                .find(|r| r.written_by.as_deref() == Some(q.id.as_str()) && (q.sink.as_ref() != Some(&r.name)) == late)
+        };
+        if let Err(fence) = self.runtime.fence_outputs(&q.id, outputs(false), outputs(true)) {
+            tracing::error!(query = %q.id, "could not fence the outputs of a query that failed to resume: {fence}");
+        }
+        self.failed_queries().insert(q.id.clone(), format!("could not resume: {e}"));
+    }
+
+    /// The stream or table that reads or writes `topic`, if any (such a topic is not
+    /// deleted by Kafka's DeleteTopics: `DROP ... DELETE TOPIC` removes both).
+    fn topic_user(&self, topic: &str) -> Option<String> {
+        let rel = self.catalog.relations().into_iter().find(|r| r.topic == topic)?;
+        let mut user = format!("{} {} uses it", rel.kind.word().to_lowercase(), rel.name);
+        if let Some(q) = rel.written_by.as_ref().or(rel.materialized_by.as_ref()) {
+            user.push_str(&format!(" (query {q})"));
+        }
+        user.push_str(&format!("; DROP {} {} DELETE TOPIC removes both", rel.kind.word(), rel.name));
+        Some(user)
+    }
+
+    fn failed_queries(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_queries(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningQuery>> {
@@ -220,6 +271,8 @@ impl Engine {
                     header_columns: Vec::new(),
                     written_by: None,
                     materialized_by: None,
+                    owner: None,
+                    grants: Default::default(),
                 },
                 None,
             )?;
@@ -254,21 +307,34 @@ impl Engine {
     }
 
     pub async fn execute(&self, session: &mut Session, located: Located) -> Result<Output> {
+        let user = session.user.clone();
         match located.statement {
             Statement::CreateSource { kind, name, columns, headers, props, if_not_exists } => {
-                self.create_source(kind, name, columns, headers, props, if_not_exists).await
+                self.create_source(&user, kind, name, columns, headers, props, if_not_exists).await
             }
             Statement::CreateAs { kind, name, props, select, if_not_exists, or_replace: true, text } => {
                 let _ = if_not_exists;
-                self.replace_query(kind, name, props, select, text).await
+                self.replace_query(&user, kind, name, props, select, text).await
             }
             Statement::CreateAs { kind, name, props, select, if_not_exists, text, .. } => {
-                self.create_as(kind, name, props, select, if_not_exists, text).await
+                self.create_as(&user, kind, name, props, select, if_not_exists, text).await
             }
-            Statement::Insert { target, columns, rows } => self.insert(&target, &columns, &rows).await,
-            Statement::Select(select) if select.emit_changes => self.push_query(session, &select).await,
-            Statement::Select(select) => self.pull_query(&select).await,
+            Statement::Insert { target, columns, rows } => {
+                if let Some(rel) = self.catalog.relation(&target) {
+                    self.require_privilege(&user, &rel, Privilege::Insert)?;
+                }
+                self.insert(&target, &columns, &rows).await
+            }
+            Statement::Select(select) if select.emit_changes => {
+                self.require_select(&user, &select.relations)?;
+                self.push_query(session, &select).await
+            }
+            Statement::Select(select) => {
+                self.require_select(&user, &select.relations)?;
+                self.pull_query(&select).await
+            }
             Statement::CopyOut(select) => {
+                self.require_select(&user, &select.relations)?;
                 let inner = if select.emit_changes {
                     self.push_query(session, &select).await?
                 } else {
@@ -279,9 +345,15 @@ impl Engine {
             Statement::Show { what } => self.show(&what),
             Statement::Describe { name } => self.describe(&name),
             Statement::Drop { kind, name, if_exists, delete_topic } => {
+                if let Some(rel) = self.catalog.relation(&name) {
+                    self.require_owner(&user, &rel)?;
+                }
                 self.drop_relation(kind, &name, if_exists, delete_topic).await
             }
-            Statement::Terminate { query_id } => self.terminate(query_id).await,
+            Statement::Terminate { query_id } => self.terminate(&user, query_id).await,
+            Statement::Grant { privileges, relations, users, revoke } => {
+                self.grant(session, privileges, relations, users, revoke).await
+            }
             Statement::Explain(inner) => self.explain(*inner).await,
             Statement::Flush => self.flush().await,
             Statement::Set { name, value } => {

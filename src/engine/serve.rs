@@ -26,7 +26,9 @@ impl Engine {
             .relation(target)
             .ok_or_else(|| EddyError::UndefinedRelation(format!("stream or table {target}")))?;
         if let Some(q) = &rel.written_by {
-            return Err(EddyError::InvalidValue(format!("cannot INSERT INTO {target}: query {q} writes it")));
+            return Err(EddyError::WrongObjectType(format!(
+                "cannot INSERT INTO {target}: query {q} writes it (TERMINATE {q} first)"
+            )));
         }
         // ksqlDB lets INSERT set ROWTIME, the record's timestamp; it is not a column.
         const ROWTIME_TARGET: usize = usize::MAX;

@@ -10,6 +10,8 @@ pub const MESSAGE_TOO_LARGE: i16 = 10;
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
 pub const INVALID_REQUIRED_ACKS: i16 = 21;
+/// A SASL user without the privilege (SELECT, INSERT, ownership) on a relation over the topic.
+pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 pub const ILLEGAL_GENERATION: i16 = 22;
 pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
 pub const INVALID_GROUP_ID: i16 = 24;
@@ -22,6 +24,9 @@ pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
 pub const TOPIC_ALREADY_EXISTS: i16 = 36;
 pub const INVALID_PARTITIONS: i16 = 37;
 pub const INVALID_REQUEST: i16 = 42;
+/// A request that breaks a rule of the server (Kafka's CreateTopicPolicy and the like):
+/// writing a query's output, deleting a topic a stream or table uses.
+pub const POLICY_VIOLATION: i16 = 44;
 pub const INVALID_CONFIG: i16 = 40;
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 pub const INVALID_PRODUCER_EPOCH: i16 = 47;
@@ -44,6 +49,7 @@ pub fn code(e: &LogError) -> i16 {
         LogError::Io(e) if e.raw_os_error() == Some(libc_enospc()) => KAFKA_STORAGE_ERROR,
         LogError::Io(_) => UNKNOWN_SERVER_ERROR,
         LogError::Offline(_) => KAFKA_STORAGE_ERROR,
+        LogError::Fenced { .. } | LogError::InUse { .. } => POLICY_VIOLATION,
     }
 }
 

@@ -26,6 +26,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use super::error::*;
 use super::producer::Check;
 use super::{encode_response, Broker, ConnError};
+use crate::auth::TopicAccess;
 use crate::log::{batch, LogBatchHeader, LogError, TopicConfig};
 use crate::state::CATALOG_CF;
 
@@ -34,6 +35,19 @@ pub struct Ctx {
     pub version: i16,
     pub header: RequestHeader,
     pub peer: SocketAddr,
+    /// The SASL user of the connection (`None` without SASL: every topic is open).
+    pub principal: Option<String>,
+}
+
+impl Ctx {
+    /// Whether the connection's user may `access` `topic` (grants on the streams and tables
+    /// over it; see `engine/privileges.rs`).
+    fn may(&self, topic: &str, access: crate::auth::TopicAccess) -> bool {
+        match (&self.principal, &self.broker.users) {
+            (Some(user), Some(users)) => users.may_access_topic(user, topic, access),
+            _ => true,
+        }
+    }
 }
 
 pub use super::decode::supported;
@@ -200,6 +214,7 @@ async fn produce(ctx: &Ctx, req: ProduceRequest) -> ProduceResponse {
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let resolved = ensure_topic(ctx, &name, true);
+        let allowed = ctx.may(&name, TopicAccess::Write);
         let mut partitions = Vec::new();
         for pd in topic.partition_data {
             let outcome = if refuse {
@@ -210,9 +225,10 @@ async fn produce(ctx: &Ctx, req: ProduceRequest) -> ProduceResponse {
                 match resolved.as_ref().map(|t| t.partitions.get(pd.index as usize).cloned()) {
                     Err(code) => Err(*code),
                     Ok(None) => Err(UNKNOWN_TOPIC_OR_PARTITION),
-                    // A query's output topic takes writes from its query only: its tail is
-                    // truncated back to the last checkpoint after a crash.
-                    Ok(Some(p)) if p.is_fenced() => Err(INVALID_REQUEST),
+                    Ok(Some(_)) if !allowed => Err(TOPIC_AUTHORIZATION_FAILED),
+                    // A query's output topic takes writes from its query only (the log
+                    // refuses them too; this answers without a trip to the blocking pool).
+                    Ok(Some(p)) if p.owner().is_some() => Err(POLICY_VIOLATION),
                     Ok(Some(p)) => {
                         let broker = ctx.broker.clone();
                         let records = pd.records.clone().unwrap_or_default();
@@ -319,6 +335,7 @@ fn fetch_once(ctx: &Ctx, req: &FetchRequest, max_bytes: usize) -> (FetchResponse
         let mut tr = FetchableTopicResponse::default();
         tr.topic = ft.topic.clone();
         let topic = ctx.broker.log.topic(&name);
+        let allowed = ctx.may(&name, TopicAccess::Read);
         for fp in &ft.partitions {
             let mut pd = PartitionData::default();
             pd.partition_index = fp.partition;
@@ -328,6 +345,7 @@ fn fetch_once(ctx: &Ctx, req: &FetchRequest, max_bytes: usize) -> (FetchResponse
             pd.preferred_read_replica = BrokerId(-1);
             match topic.as_ref().and_then(|t| t.partitions.get(fp.partition as usize)) {
                 None => pd.error_code = UNKNOWN_TOPIC_OR_PARTITION,
+                Some(_) if !allowed => pd.error_code = TOPIC_AUTHORIZATION_FAILED,
                 Some(p) => {
                     let budget = (fp.partition_max_bytes.max(1) as usize).min(max_bytes.saturating_sub(total).max(1));
                     let hw = p.high_watermark();
@@ -594,7 +612,9 @@ fn delete_topics(ctx: &Ctx, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     for name in req.topic_names {
         let mut res = DeletableTopicResult::default();
         res.name = Some(name.clone());
-        if let Err(e) = ctx.broker.log.delete_topic(name.0.as_str()) {
+        if !ctx.may(name.0.as_str(), TopicAccess::Delete) {
+            res.error_code = TOPIC_AUTHORIZATION_FAILED;
+        } else if let Err(e) = ctx.broker.log.delete_topic(name.0.as_str()) {
             res.error_code = code(&e);
         }
         r.responses.push(res);

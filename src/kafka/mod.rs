@@ -219,7 +219,8 @@ async fn handle_frame(
     if matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
         return session.handle(broker, key, api_version, start.correlation_id, frame).map(Some);
     }
-    let ctx = handlers::Ctx { broker: broker.clone(), version: api_version, header, peer };
+    let principal = session.user().map(str::to_string);
+    let ctx = handlers::Ctx { broker: broker.clone(), version: api_version, header, peer, principal };
     handlers::dispatch(key, ctx, frame).await
 }
 

@@ -20,6 +20,8 @@ enum Mechanism {
 
 pub struct Session {
     authenticated: bool,
+    /// Who authenticated (`None` without SASL: then no privileges are checked).
+    user: Option<String>,
     mechanism: Option<Mechanism>,
     raw_tokens: bool,
     failed: bool,
@@ -27,7 +29,10 @@ pub struct Session {
 
 impl Session {
     pub fn new(authenticated: bool) -> Session {
-        Session { authenticated, mechanism: None, raw_tokens: false, failed: false }
+        Session { authenticated, user: None, mechanism: None, raw_tokens: false, failed: false }
+    }
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
     pub fn authenticated(&self) -> bool {
         self.authenticated
@@ -97,13 +102,14 @@ impl Session {
         match self.mechanism.as_mut() {
             None => Err("SaslAuthenticate before SaslHandshake".into()),
             Some(Mechanism::Plain) => {
-                plain(users, token)?;
+                self.user = Some(plain(users, token)?);
                 self.authenticated = true;
                 Ok(Vec::new())
             }
             Some(Mechanism::Scram(server)) => {
                 let step = server.step(users, token)?;
-                if step.authenticated.is_some() {
+                if let Some(user) = step.authenticated {
+                    self.user = Some(user);
                     self.authenticated = true;
                 }
                 Ok(step.reply)

@@ -40,6 +40,12 @@ pub enum LogError {
     Io(#[from] std::io::Error),
     #[error("partition offline, its log is damaged: {0}")]
     Offline(String),
+    /// A write to a partition that a query's sink owns (only that query writes its output).
+    /// Deleting a topic that a stream, table or query uses (the message names it).
+    #[error("topic '{topic}' is in use: {user}")]
+    InUse { topic: String, user: String },
+    #[error("topic {topic} partition {partition}: {reason}")]
+    Fenced { topic: String, partition: i32, reason: String },
 }
 
 /// Wall-clock milliseconds, injectable for tests.
@@ -132,6 +138,9 @@ impl TopicConfig {
     }
 }
 
+/// Says who uses a topic (`Some("stream orders")`), so that it is not deleted under them.
+pub type TopicGuard = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// A callback run on every append or publish (how async servers learn of new data
 /// without this library depending on their runtime).
 pub type Subscriber = Box<dyn Fn() + Send + Sync>;
@@ -186,6 +195,8 @@ pub struct Log {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     pub notifier: Arc<Notifier>,
     pub clock: Arc<dyn Clock>,
+    /// Asked before a topic is deleted (by Kafka DeleteTopics or anyone else).
+    delete_guard: RwLock<Option<TopicGuard>>,
 }
 
 /// Kafka's rule: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -206,6 +217,7 @@ impl Log {
             topics: RwLock::new(BTreeMap::new()),
             notifier: Arc::new(Notifier::default()),
             clock,
+            delete_guard: RwLock::new(None),
         };
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
@@ -254,7 +266,16 @@ impl Log {
         Ok(topic)
     }
 
+    /// From now on `delete_topic` refuses topics that `guard` says are in use.
+    pub fn set_delete_guard(&self, guard: TopicGuard) {
+        *self.delete_guard.write().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+    }
+
+    /// Deletes a topic and its data, unless the delete guard says it is in use.
     pub fn delete_topic(&self, name: &str) -> Result<(), LogError> {
+        if let Some(user) = self.delete_guard.read().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|g| g(name)) {
+            return Err(LogError::InUse { topic: name.to_string(), user });
+        }
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         if topics.remove(name).is_none() {
             return Err(LogError::UnknownTopic(name.to_string()));

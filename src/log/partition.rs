@@ -284,6 +284,9 @@ pub struct Partition {
     /// Upper bound set by a query's sink on what readers may see (`i64::MAX` when the
     /// topic is not fenced by a checkpoint).
     publish_limit: AtomicI64,
+    /// The query whose sink owns this partition: only it appends (`append_as`); every other
+    /// writer (Kafka Produce, INSERT, anything later) is refused here, at the one gate.
+    owner: Mutex<Option<Arc<str>>>,
     notifier: Arc<Notifier>,
     /// Why the partition is offline (its log is damaged): it is neither read nor written
     /// nor changed until an operator repairs it.
@@ -376,6 +379,7 @@ impl Partition {
             synced: Mutex::new(next),
             durable_end: AtomicI64::new(next),
             publish_limit: AtomicI64::new(i64::MAX),
+            owner: Mutex::new(None),
             notifier,
             offline,
             write_failure: Mutex::new(None),
@@ -387,8 +391,25 @@ impl Partition {
     }
 
     /// Appends one batch: validates it, assigns offsets, writes it, and returns once it is
-    /// durable (unless the topic trades durability for speed).
+    /// durable (unless the topic trades durability for speed). Refused while a query owns
+    /// the partition (its output is written by that query only).
     pub fn append(&self, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.append_as(None, bytes, now_ms)
+    }
+
+    /// `append` by `writer`: `Some(query)` for a query's sink, `None` for everyone else.
+    /// The write goes through only when `writer` is the partition's owner (or both are none).
+    pub fn append_as(&self, writer: Option<&str>, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        {
+            let owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
+            if owner.as_deref() != writer {
+                let reason = match owner.as_deref() {
+                    Some(q) => format!("query {q} writes this topic (its output); no other writer may"),
+                    None => "no longer owned by this query (it was terminated)".to_string(),
+                };
+                return Err(LogError::Fenced { topic: self.topic.clone(), partition: self.id, reason });
+            }
+        }
         self.check_online()?;
         if let Some(reason) = self.write_failure.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             return Err(LogError::Offline(format!("{}-{}: {reason}", self.topic, self.id)));
@@ -472,14 +493,34 @@ impl Partition {
         self.lock().log_start_offset
     }
 
-    /// From now on readers see only what `publish` allows (a query's sink owns this topic).
-    pub fn fence_at(&self, offset: i64) {
+    /// Query `owner` takes the partition: from now on only it appends, and readers see only
+    /// what `publish` allows (from `offset`, its last committed output).
+    pub fn claim(&self, owner: &str, offset: i64) {
+        *self.owner.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(owner));
         self.publish_limit.store(offset, Ordering::SeqCst);
+    }
+
+    /// The owning query stopped: whatever it appended past its last published checkpoint
+    /// is cut off (never exposed), then every writer may come in again and readers see the
+    /// whole log.
+    pub fn release(&self) -> Result<(), LogError> {
+        let published = self.publish_limit.load(Ordering::SeqCst);
+        if published != i64::MAX && self.offline.is_none() && self.log_end_offset() > published {
+            self.truncate_to(published)?;
+        }
+        *self.owner.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.publish(i64::MAX);
+        Ok(())
     }
 
     /// Whether a query's sink owns this partition (its output is published by checkpoints).
     pub fn is_fenced(&self) -> bool {
         self.publish_limit.load(Ordering::SeqCst) != i64::MAX
+    }
+
+    /// The query that owns this partition, if any.
+    pub fn owner(&self) -> Option<String> {
+        self.owner.lock().unwrap_or_else(|p| p.into_inner()).as_deref().map(str::to_string)
     }
 
     /// Makes everything below `offset` visible to readers (a checkpoint committed).

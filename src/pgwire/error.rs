@@ -14,6 +14,7 @@ pub fn sqlstate(e: &EddyError) -> &'static str {
         EddyError::InvalidValue(_) => "22023",
         EddyError::TypeMismatch(_) => "42804",
         EddyError::ObjectInUse(_) => "55006",
+        EddyError::WrongObjectType(_) => "42809",
         EddyError::NotImplemented(_) => "0A000",
         EddyError::LimitExceeded(_) => "54000",
         EddyError::ReadOnly(_) => "25006",
@@ -25,6 +26,9 @@ pub fn sqlstate(e: &EddyError) -> &'static str {
         EddyError::Log(LogError::MessageTooLarge { .. }) => "54000",
         EddyError::Log(LogError::TopicExists(_)) => "42P07",
         EddyError::Log(LogError::UnknownTopic(_)) => "42P01",
+        // Postgres's "cannot insert into view ...": the relation is not one a client writes.
+        EddyError::Log(LogError::Fenced { .. }) => "42809",
+        EddyError::Log(LogError::InUse { .. }) => "55006",
         EddyError::Log(LogError::Io(e)) if e.raw_os_error() == Some(28) => "53100",
         EddyError::Log(_) | EddyError::State(_) => "58030",
         EddyError::DataFusion(msg) => {

@@ -1,10 +1,11 @@
 //! Postgres statements that are not ksqlDB's: users (`CREATE USER`, `ALTER USER`,
-//! `DROP USER`, also spelled `ROLE`) and cursors (`DECLARE`, `FETCH`, `MOVE`, `CLOSE`).
-//! Users are kept by `auth.rs`; cursors by the Postgres endpoint (`pgwire/cursor.rs`).
+//! `DROP USER`, also spelled `ROLE`), privileges (`GRANT`, `REVOKE`) and cursors (`DECLARE`,
+//! `FETCH`, `MOVE`, `CLOSE`). Users are kept by `auth.rs`, grants by the catalog, cursors by
+//! the Postgres endpoint (`pgwire/cursor.rs`).
 
 use datafusion::sql::sqlparser::tokenizer::Token;
 
-use super::{parse_select, SelectStatement, Statement, Tokens};
+use super::{parse_select, Privilege, SelectStatement, Statement, Tokens};
 use crate::error::EddyError;
 
 /// `CREATE USER name [WITH] [PASSWORD 'p' | SUPERUSER | NOSUPERUSER | LOGIN | ...]`.
@@ -42,6 +43,51 @@ pub(super) fn parse_drop_user(t: &mut Tokens) -> Result<Statement, EddyError> {
     let name = t.ident()?;
     t.expect_end()?;
     Ok(Statement::DropUser { name, if_exists })
+}
+
+/// `GRANT {SELECT | INSERT}[, ...] | ALL [PRIVILEGES] ON [STREAM | TABLE] name[, ...] TO user[, ...]`,
+/// and `REVOKE ... FROM user[, ...]`.
+pub(super) fn parse_grant(t: &mut Tokens) -> Result<Statement, EddyError> {
+    let revoke = t.eat_word("REVOKE");
+    if !revoke {
+        t.expect_word("GRANT")?;
+    }
+    let mut privileges = Vec::new();
+    if t.eat_word("ALL") {
+        t.eat_word("PRIVILEGES");
+        privileges = vec![Privilege::Select, Privilege::Insert];
+    } else {
+        loop {
+            if t.eat_word("SELECT") {
+                privileges.push(Privilege::Select);
+            } else if t.eat_word("INSERT") {
+                privileges.push(Privilege::Insert);
+            } else {
+                return Err(t.error("syntax error: expected SELECT, INSERT or ALL (the privileges Eddy has)"));
+            }
+            if !t.eat(&Token::Comma) {
+                break;
+            }
+        }
+    }
+    t.expect_word("ON")?;
+    if !t.eat_word("STREAM") {
+        t.eat_word("TABLE");
+    }
+    let relations = names(t)?;
+    t.expect_word(if revoke { "FROM" } else { "TO" })?;
+    let users = names(t)?;
+    t.expect_end()?;
+    Ok(Statement::Grant { privileges, relations, users, revoke })
+}
+
+/// `a, b, c`: one or more names.
+fn names(t: &mut Tokens) -> Result<Vec<String>, EddyError> {
+    let mut out = vec![t.ident()?];
+    while t.eat(&Token::Comma) {
+        out.push(t.ident()?);
+    }
+    Ok(out)
 }
 
 fn role_options(t: &mut Tokens) -> Result<(Option<String>, Option<bool>), EddyError> {
@@ -175,6 +221,25 @@ mod tests {
             Statement::AlterUser { password: Some(_), superuser: Some(true), .. }
         ));
         assert!(matches!(one("DROP USER IF EXISTS alice"), Statement::DropUser { if_exists: true, .. }));
+    }
+
+    #[test]
+    fn grants() {
+        use crate::sql::Privilege::{Insert, Select};
+        match one("GRANT SELECT, INSERT ON STREAM orders TO alice, bob") {
+            Statement::Grant { privileges, relations, users, revoke: false } => {
+                assert_eq!(privileges, vec![Select, Insert]);
+                assert_eq!(relations, vec!["orders"]);
+                assert_eq!(users, vec!["alice", "bob"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            one("REVOKE ALL PRIVILEGES ON totals FROM alice"),
+            Statement::Grant { revoke: true, ref privileges, .. } if privileges.len() == 2
+        ));
+        assert!(parse("GRANT DELETE ON t TO alice").is_err());
+        assert!(parse("REVOKE SELECT ON t TO alice").is_err());
     }
 
     #[test]

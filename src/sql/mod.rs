@@ -57,6 +57,24 @@ pub struct SelectStatement {
     pub relations: Vec<String>,
 }
 
+/// What a user may do with a stream or table they do not own (Postgres's privileges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum Privilege {
+    /// Read it: pull, push and continuous queries, Kafka Fetch of its topic.
+    Select,
+    /// Write it: INSERT, Kafka Produce to its topic.
+    Insert,
+}
+
+impl Privilege {
+    pub fn word(self) -> &'static str {
+        match self {
+            Privilege::Select => "SELECT",
+            Privilege::Insert => "INSERT",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Statement {
     CreateSource {
@@ -121,6 +139,13 @@ pub enum Statement {
     DropUser {
         name: String,
         if_exists: bool,
+    },
+    /// `GRANT SELECT, INSERT ON [STREAM|TABLE] name TO user` (`revoke`: `REVOKE ... FROM`).
+    Grant {
+        privileges: Vec<Privilege>,
+        relations: Vec<String>,
+        users: Vec<String>,
+        revoke: bool,
     },
     /// `DECLARE name CURSOR FOR query` (kept per connection by the Postgres endpoint).
     DeclareCursor {
@@ -438,6 +463,7 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
         "CREATE" if user => admin::parse_create_user(&mut t),
         "ALTER" if user => admin::parse_alter_user(&mut t),
         "DROP" if user => admin::parse_drop_user(&mut t),
+        "GRANT" | "REVOKE" => admin::parse_grant(&mut t),
         "DECLARE" => admin::parse_declare(&mut t),
         "FETCH" | "MOVE" => admin::parse_fetch(&mut t),
         "CLOSE" => admin::parse_close(&mut t),
