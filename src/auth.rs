@@ -187,9 +187,14 @@ pub enum TopicAccess {
     Delete,
 }
 
-/// Decides whether a (non-superuser) user may access a topic; set by the engine, which knows
-/// which streams and tables use the topic and who was granted what on them.
-pub type TopicPolicy = Box<dyn Fn(&str, &str, TopicAccess) -> bool + Send + Sync>;
+/// Who may do what with topics, for Kafka clients; set by the engine, which knows which
+/// streams and tables use a topic and who was granted what on them.
+pub trait TopicPolicy: Send + Sync {
+    /// Whether (non-superuser) `user` may `access` `topic`.
+    fn may(&self, user: &str, topic: &str, access: TopicAccess) -> bool;
+    /// Every grant, as Kafka ACLs: (topic, user, what the user may do), for DescribeAcls.
+    fn grants(&self) -> Vec<(String, String, TopicAccess)>;
+}
 
 /// The user store (see the module comment).
 #[derive(Default)]
@@ -197,7 +202,7 @@ pub struct Users {
     users: RwLock<HashMap<String, User>>,
     store: Option<StateStore>,
     /// Privileges on topics for Kafka clients (none set: every user may do everything).
-    topic_policy: RwLock<Option<TopicPolicy>>,
+    topic_policy: RwLock<Option<Box<dyn TopicPolicy>>>,
 }
 
 impl std::fmt::Debug for Users {
@@ -260,7 +265,7 @@ impl Users {
         self.read().contains_key(user)
     }
 
-    pub fn set_topic_policy(&self, policy: TopicPolicy) {
+    pub fn set_topic_policy(&self, policy: Box<dyn TopicPolicy>) {
         *self.topic_policy.write().unwrap_or_else(|p| p.into_inner()) = Some(policy);
     }
 
@@ -270,9 +275,14 @@ impl Users {
             return true;
         }
         match self.topic_policy.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            Some(policy) => policy(user, topic, access),
+            Some(policy) => policy.may(user, topic, access),
             None => true,
         }
+    }
+
+    /// What the grants say, as Kafka ACLs (topic, user, access).
+    pub fn topic_grants(&self) -> Vec<(String, String, TopicAccess)> {
+        self.topic_policy.read().unwrap_or_else(|p| p.into_inner()).as_ref().map(|p| p.grants()).unwrap_or_default()
     }
 
     /// The bootstrap user is always a superuser (also under trust authentication).

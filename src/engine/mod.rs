@@ -173,15 +173,7 @@ impl Engine {
         });
         let weak = Arc::downgrade(&engine);
         engine.log.set_delete_guard(Box::new(move |topic| weak.upgrade()?.topic_user(topic)));
-        let weak = Arc::downgrade(&engine);
-        engine.users.set_topic_policy(Box::new(move |user, topic, access| {
-            let Some(engine) = weak.upgrade() else { return false };
-            match access {
-                crate::auth::TopicAccess::Read => engine.may_use_topic(user, topic, Privilege::Select),
-                crate::auth::TopicAccess::Write => engine.may_use_topic(user, topic, Privilege::Insert),
-                crate::auth::TopicAccess::Delete => engine.may_delete_topic(user, topic),
-            }
-        }));
+        engine.users.set_topic_policy(Box::new(privileges::Grants(Arc::downgrade(&engine))));
         if engine.store.read_only {
             tracing::error!("read-only start: continuous queries do not run until a restart with free disk space");
             return Ok(engine);

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use super::{Engine, Output, Session};
+use crate::auth::{TopicAccess, TopicPolicy};
 use crate::catalog::RelationDef;
 use crate::error::{EddyError, Result};
 use crate::sql::Privilege;
@@ -113,6 +114,44 @@ impl Engine {
     /// every relation over it; relations keep their topics anyway, see `topic_user`).
     pub fn may_delete_topic(&self, user: &str, topic: &str) -> bool {
         self.catalog.relations().iter().filter(|r| r.topic == topic).all(|r| self.owns(user, r))
+    }
+}
+
+/// The grants as the Kafka server sees them (`auth::TopicPolicy`).
+pub(super) struct Grants(pub(super) std::sync::Weak<Engine>);
+
+impl TopicPolicy for Grants {
+    fn may(&self, user: &str, topic: &str, access: TopicAccess) -> bool {
+        let Some(engine) = self.0.upgrade() else { return false };
+        match access {
+            TopicAccess::Read => engine.may_use_topic(user, topic, Privilege::Select),
+            TopicAccess::Write => engine.may_use_topic(user, topic, Privilege::Insert),
+            TopicAccess::Delete => engine.may_delete_topic(user, topic),
+        }
+    }
+
+    fn grants(&self) -> Vec<(String, String, TopicAccess)> {
+        let Some(engine) = self.0.upgrade() else { return Vec::new() };
+        let mut out = Vec::new();
+        for rel in engine.catalog.relations() {
+            if let Some(owner) = &rel.owner {
+                for access in [TopicAccess::Read, TopicAccess::Write, TopicAccess::Delete] {
+                    out.push((rel.topic.clone(), owner.clone(), access));
+                }
+            }
+            for (user, privileges) in &rel.grants {
+                for p in privileges {
+                    let access = match p {
+                        Privilege::Select => TopicAccess::Read,
+                        Privilege::Insert => TopicAccess::Write,
+                    };
+                    out.push((rel.topic.clone(), user.clone(), access));
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.0, &a.1, a.2 as u8).cmp(&(&b.0, &b.1, b.2 as u8)));
+        out.dedup();
+        out
     }
 }
 

@@ -27,6 +27,7 @@ pub const VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 0, 1),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 0, 1),
+    (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 1),
 ];

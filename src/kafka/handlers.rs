@@ -9,6 +9,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::*;
 use kafka_protocol::messages::create_topics_response::*;
 use kafka_protocol::messages::delete_topics_response::*;
+use kafka_protocol::messages::describe_acls_response::*;
 use kafka_protocol::messages::describe_configs_response::*;
 use kafka_protocol::messages::describe_groups_response::*;
 use kafka_protocol::messages::fetch_response::*;
@@ -131,6 +132,7 @@ pub async fn dispatch(key: ApiKey, ctx: Ctx, mut body: Bytes) -> Result<Option<B
         ApiKey::DeleteTopics => reply!(delete_topics(&ctx, decode(&mut body, v)?)),
         ApiKey::InitProducerId => reply!(init_producer_id(&ctx, decode(&mut body, v)?)),
         ApiKey::DescribeConfigs => reply!(describe_configs(&ctx, decode(&mut body, v)?)),
+        ApiKey::DescribeAcls => reply!(describe_acls(&ctx, decode(&mut body, v)?)),
         ApiKey::ListGroups => reply!(list_groups(&ctx).await),
         ApiKey::DescribeGroups => reply!(describe_groups(&ctx, decode(&mut body, v)?).await),
         other => Err(ConnError::Frame(format!("{other:?} is not served"))),
@@ -681,6 +683,66 @@ fn describe_configs(ctx: &Ctx, req: DescribeConfigsRequest) -> DescribeConfigsRe
             .collect();
         r.results.push(out);
     }
+    r
+}
+
+/// Kafka's ACL codes (`AclOperation`, `AclPermissionType`, `ResourceType`, `PatternType`).
+mod acl {
+    pub const ANY: i8 = 1;
+    pub const ALL: i8 = 2;
+    pub const READ: i8 = 3;
+    pub const WRITE: i8 = 4;
+    pub const DELETE: i8 = 6;
+    pub const ALLOW: i8 = 3;
+    pub const TOPIC: i8 = 2;
+    pub const LITERAL: i8 = 3;
+    pub const MATCH: i8 = 4;
+}
+
+/// The grants on streams and tables, as ACLs on their topics: what `kafka-acls --list` shows.
+/// Without passwords nothing is checked, and there are no ACLs to list.
+fn describe_acls(ctx: &Ctx, req: DescribeAclsRequest) -> DescribeAclsResponse {
+    use crate::auth::TopicAccess;
+    let mut r = DescribeAclsResponse::default();
+    let Some(users) = &ctx.broker.users else { return r };
+    let type_ok = matches!(req.resource_type_filter, acl::ANY | acl::TOPIC);
+    let pattern_ok = matches!(req.pattern_type_filter, acl::ANY | acl::LITERAL | acl::MATCH);
+    let permission_ok = matches!(req.permission_type, acl::ANY | acl::ALLOW);
+    if !(type_ok && pattern_ok && permission_ok) {
+        return r;
+    }
+    let mut by_topic: std::collections::BTreeMap<String, Vec<AclDescription>> = Default::default();
+    for (topic, user, access) in users.topic_grants() {
+        let operation = match access {
+            TopicAccess::Read => acl::READ,
+            TopicAccess::Write => acl::WRITE,
+            TopicAccess::Delete => acl::DELETE,
+        };
+        let principal = format!("User:{user}");
+        let name_ok = req.resource_name_filter.as_ref().is_none_or(|n| n.as_str() == topic);
+        let principal_ok = req.principal_filter.as_ref().is_none_or(|p| p.as_str() == principal);
+        let operation_ok = matches!(req.operation, acl::ANY | acl::ALL) || req.operation == operation;
+        if !(name_ok && principal_ok && operation_ok) {
+            continue;
+        }
+        let mut a = AclDescription::default();
+        a.principal = s(&principal);
+        a.host = s("*");
+        a.operation = operation;
+        a.permission_type = acl::ALLOW;
+        by_topic.entry(topic).or_default().push(a);
+    }
+    r.resources = by_topic
+        .into_iter()
+        .map(|(topic, acls)| {
+            let mut res = DescribeAclsResource::default();
+            res.resource_type = acl::TOPIC;
+            res.resource_name = s(&topic);
+            res.pattern_type = acl::LITERAL;
+            res.acls = acls;
+            res
+        })
+        .collect();
     r
 }
 
