@@ -9,6 +9,7 @@ mod differential;
 mod disk_full;
 mod kafka;
 mod load;
+mod log_compaction;
 mod log_model;
 mod pg;
 mod pg_catalog;
