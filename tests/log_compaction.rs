@@ -126,7 +126,9 @@ fn compaction_matches_the_oracle() {
                         model.publish();
                     }
                 }
-                60..=69 => clock.0.fetch_add(rng.random_range(0..3_000), Ordering::SeqCst),
+                60..=69 => {
+                    clock.0.fetch_add(rng.random_range(0..3_000), Ordering::SeqCst);
+                }
                 70..=84 => {
                     log.compact_all();
                 }
