@@ -138,7 +138,12 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
             loop {
                 tick.tick().await;
                 let log = log.clone();
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || log.enforce_retention()).await {
+                let cleaned = move || {
+                    let deleted = log.enforce_retention();
+                    log.compact_all();
+                    deleted
+                };
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(cleaned).await {
                     tracing::warn!("retention: {e}");
                 }
             }

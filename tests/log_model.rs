@@ -154,3 +154,65 @@ fn segments_roll_and_retention_deletes_old_ones() {
     // Time index: the first record with timestamp >= 35 is offset 35.
     assert_eq!(p.offset_for_timestamp(35).unwrap(), Some(35));
 }
+
+fn one_record(i: u8) -> Vec<u8> {
+    encode_batch(&[LogRecord { offset: 0, timestamp_ms: 1, key: None, value: Some(vec![i; 10]), headers: Vec::new() }])
+}
+
+/// Regression: `Log::open` deleted every directory named `*.creating` or `*.deleted-*`, and
+/// `create_topic` built topic `x` in `x.creating` — but those are valid topic names, so a
+/// user's topic `y.creating` was acknowledged and then gone after a restart.
+#[test]
+fn topics_named_like_temporary_directories_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), Arc::new(SystemClock)).unwrap();
+    let names = ["y.creating", "z.creating", "a.deleted-1", "x.creating"];
+    for (i, name) in names.iter().enumerate() {
+        log.create_topic(name, TopicConfig::default()).unwrap();
+        log.append(name, 0, &mut one_record(i as u8)).unwrap();
+    }
+    // Creating `x` while `x.creating` exists, and deleting `a` next to `a.deleted-1`.
+    log.create_topic("x", TopicConfig::default()).unwrap();
+    log.append("x", 0, &mut one_record(9)).unwrap();
+    log.create_topic("a", TopicConfig::default()).unwrap();
+    log.delete_topic("a").unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), Arc::new(SystemClock)).unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let got = read_all(&log, name, 0, 0);
+        assert_eq!(got.len(), 1, "topic {name} after a restart");
+        assert_eq!(got[0].value, Some(vec![i as u8; 10]), "topic {name} after a restart");
+    }
+    assert_eq!(read_all(&log, "x", 0, 0)[0].value, Some(vec![9; 10]));
+    assert!(log.topic("a").is_none());
+    let mut topics: Vec<String> = log.topics().iter().map(|t| t.name.clone()).collect();
+    topics.sort();
+    assert_eq!(topics, ["a.deleted-1", "x", "x.creating", "y.creating", "z.creating"]);
+}
+
+/// A `topic.properties` written before compaction existed still opens, with Kafka's defaults.
+#[test]
+fn old_topic_properties_still_open() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("old")).unwrap();
+    std::fs::write(
+        dir.path().join("old/topic.properties"),
+        "partitions=2\nsegment.bytes=1024\nsegment.ms=604800000\nretention.ms=-1\nretention.bytes=-1\nmax.message.bytes=1048576\neddy.flush.each.append=true\n",
+    )
+    .unwrap();
+    let log = Log::open(dir.path(), Arc::new(SystemClock)).unwrap();
+    let config = &log.topic("old").unwrap().config;
+    assert_eq!(config.partitions, 2);
+    assert_eq!(config.retention_ms, None);
+    assert_eq!(config.cleanup_policy, eddy::log::CleanupPolicy::Delete);
+    assert_eq!(config.delete_retention_ms, 86_400_000);
+    // And a compacted topic's settings round-trip through the file.
+    let compacted = TopicConfig { min_cleanable_dirty_ratio: 0.25, ..TopicConfig::compacted(3) };
+    log.create_topic("c", compacted.clone()).unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), Arc::new(SystemClock)).unwrap();
+    assert_eq!(log.topic("c").unwrap().config, compacted);
+    let entries = compacted.entries();
+    assert!(entries.contains(&("cleanup.policy", "compact".to_string())));
+    assert!(entries.contains(&("retention.ms", "-1".to_string())));
+}

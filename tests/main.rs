@@ -10,6 +10,7 @@ mod disk_full;
 mod fences;
 mod kafka;
 mod load;
+mod log_compaction;
 mod log_model;
 mod pg;
 mod pg_catalog;

@@ -32,6 +32,8 @@ pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
 pub const MEMBER_ID_REQUIRED: i16 = 79;
+/// A record the topic refuses (a record without a key in a compacted topic).
+pub const INVALID_RECORD: i16 = 87;
 /// The partition's log is damaged and offline.
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
@@ -50,6 +52,7 @@ pub fn code(e: &LogError) -> i16 {
         LogError::Io(_) => UNKNOWN_SERVER_ERROR,
         LogError::Offline(_) => KAFKA_STORAGE_ERROR,
         LogError::Fenced { .. } | LogError::InUse { .. } => POLICY_VIOLATION,
+        LogError::InvalidRecord(_) => INVALID_RECORD,
     }
 }
 

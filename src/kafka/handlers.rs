@@ -747,15 +747,7 @@ fn describe_acls(ctx: &Ctx, req: DescribeAclsRequest) -> DescribeAclsResponse {
 }
 
 fn topic_configs(c: &TopicConfig) -> Vec<(String, String)> {
-    vec![
-        ("retention.ms".into(), c.retention_ms.unwrap_or(-1).to_string()),
-        ("retention.bytes".into(), c.retention_bytes.map(|b| b as i64).unwrap_or(-1).to_string()),
-        ("segment.bytes".into(), c.segment_bytes.to_string()),
-        ("segment.ms".into(), c.segment_ms.to_string()),
-        ("max.message.bytes".into(), c.max_message_bytes.to_string()),
-        ("cleanup.policy".into(), "delete".into()),
-        ("eddy.flush.each.append".into(), c.flush_each_append.to_string()),
-    ]
+    c.entries().into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 async fn list_groups(ctx: &Ctx) -> ListGroupsResponse {

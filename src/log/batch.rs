@@ -234,6 +234,47 @@ impl BatchBuilder {
     }
 }
 
+/// A batch that lost records to compaction: the same header (base offset, last offset delta,
+/// timestamps, producer fields, transactional bit, leader epoch) over the surviving records,
+/// uncompressed, each with its original offset and timestamp. `records` may be empty (Kafka
+/// keeps such empty batches to hold an offset range or a producer's last sequence).
+pub fn encode_retained(original: &[u8], header: &LogBatchHeader, records: &[LogRecord]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(original.len().min(header.total_bytes));
+    out.extend_from_slice(&original[..HEADER_BYTES]);
+    for r in records {
+        let ts_delta = r.timestamp_ms.wrapping_sub(header.base_timestamp_ms);
+        let offset_delta = (r.offset - header.base_offset) as i32;
+        let key = r.key.as_deref();
+        let value = r.value.as_deref();
+        let len = 1
+            + varlong_len(ts_delta)
+            + varlong_len(offset_delta as i64)
+            + bytes_len(key)
+            + bytes_len(value)
+            + varlong_len(r.headers.len() as i64)
+            + r.headers.iter().map(|(k, v)| bytes_len(Some(k.as_bytes())) + bytes_len(v.as_deref())).sum::<usize>();
+        put_varint(&mut out, len as i32);
+        out.push(0u8); // record attributes
+        put_varlong(&mut out, ts_delta);
+        put_varint(&mut out, offset_delta);
+        put_bytes(&mut out, key);
+        put_bytes(&mut out, value);
+        put_varint(&mut out, r.headers.len() as i32);
+        for (k, v) in &r.headers {
+            put_bytes(&mut out, Some(k.as_bytes()));
+            put_bytes(&mut out, v.as_deref());
+        }
+    }
+    let batch_length = (out.len() - LENGTH_PREFIX_BYTES) as i32;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = header.attributes & !0x7; // written uncompressed
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    out[57..61].copy_from_slice(&(records.len() as i32).to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
 /// Bytes of a zigzag varint (varlong) for `v`.
 fn varlong_len(v: i64) -> usize {
     let z = ((v << 1) ^ (v >> 63)) as u64;

@@ -7,8 +7,11 @@
 //! testable without sleeping.
 //!
 //! On disk: `DIR/<topic>/topic.properties` and `DIR/<topic>/<partition>/<base offset>.log`.
+//! Temporary directories of topic creation and deletion live under `DIR/~tmp/`: `~` is not a
+//! topic-name character, so no topic can be mistaken for one (or clobbered by one).
 
 pub mod batch;
+pub mod compaction;
 pub mod partition;
 
 use std::collections::BTreeMap;
@@ -18,7 +21,11 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 pub use batch::{LogBatchHeader, LogRecord};
+pub use compaction::CompactionStats;
 pub use partition::{AppendInfo, Partition, ReadResult};
+
+/// Where create and delete keep their temporary directories (not a valid topic name).
+const TMP_DIR: &str = "~tmp";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -40,12 +47,16 @@ pub enum LogError {
     Io(#[from] std::io::Error),
     #[error("partition offline, its log is damaged: {0}")]
     Offline(String),
-    /// A write to a partition that a query's sink owns (only that query writes its output).
     /// Deleting a topic that a stream, table or query uses (the message names it).
     #[error("topic '{topic}' is in use: {user}")]
     InUse { topic: String, user: String },
+    /// A write to a partition that a query's sink owns (only that query writes its output).
     #[error("topic {topic} partition {partition}: {reason}")]
     Fenced { topic: String, partition: i32, reason: String },
+    /// A record the topic refuses, e.g. one without a key in a compacted topic (Kafka's
+    /// `InvalidRecordException`).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
 }
 
 /// Wall-clock milliseconds, injectable for tests.
@@ -61,20 +72,78 @@ impl Clock for SystemClock {
     }
 }
 
+/// Kafka's `cleanup.policy`: what happens to old records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    /// Whole segments are deleted past `retention.ms` / `retention.bytes`.
+    Delete,
+    /// Only the latest record of each key is kept (a table's changelog).
+    Compact,
+    /// Both: compacted, and segments past retention are deleted.
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+
+    /// Kafka's spelling, as `topic.properties` and DescribeConfigs show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+    }
+
+    /// Kafka's list syntax: `delete`, `compact`, `compact,delete` (either order, spaces allowed).
+    pub fn parse(value: &str) -> Option<CleanupPolicy> {
+        let (mut compact, mut delete) = (false, false);
+        for part in value.split(',').map(str::trim) {
+            match part {
+                "compact" => compact = true,
+                "delete" => delete = true,
+                _ => return None,
+            }
+        }
+        match (compact, delete) {
+            (true, true) => Some(CleanupPolicy::CompactDelete),
+            (true, false) => Some(CleanupPolicy::Compact),
+            (false, true) => Some(CleanupPolicy::Delete),
+            (false, false) => None,
+        }
+    }
+}
+
 /// Per-topic settings, Kafka's names in `topic.properties`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicConfig {
     pub partitions: i32,
+    /// `cleanup.policy` (Kafka: `delete`).
+    pub cleanup_policy: CleanupPolicy,
     /// `segment.bytes`: roll the active segment past this size (Kafka: 1 GiB).
     pub segment_bytes: u64,
     /// `segment.ms`: roll the active segment after this age (Kafka: 7 days).
     pub segment_ms: i64,
-    /// `retention.ms` (Kafka: 7 days; `None` keeps forever).
+    /// `retention.ms` (Kafka: 7 days; `None` keeps forever). Only with `delete` in the policy.
     pub retention_ms: Option<i64>,
-    /// `retention.bytes` per partition (`None`: no size limit, Kafka's -1).
+    /// `retention.bytes` per partition (`None`: no size limit, Kafka's -1). Only with `delete`.
     pub retention_bytes: Option<u64>,
     /// `max.message.bytes`: largest batch accepted (Kafka: 1 MiB).
     pub max_message_bytes: usize,
+    /// `min.cleanable.dirty.ratio`: compact once this share of the cleanable log was written
+    /// since the last compaction (Kafka: 0.5).
+    pub min_cleanable_dirty_ratio: f64,
+    /// `delete.retention.ms`: how long a tombstone (a key with a null value) is kept, so a
+    /// reader that is behind still sees the delete (Kafka: 1 day).
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: records younger than this are never compacted (Kafka: 0).
+    pub min_compaction_lag_ms: i64,
     /// `eddy.flush.each.append`: acknowledge only after fdatasync (on by default; turning it
     /// off trades durability of the last moments for speed).
     pub flush_each_append: bool,
@@ -84,28 +153,50 @@ impl Default for TopicConfig {
     fn default() -> Self {
         TopicConfig {
             partitions: 1,
+            cleanup_policy: CleanupPolicy::Delete,
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
             max_message_bytes: 1 << 20,
+            min_cleanable_dirty_ratio: 0.5,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_compaction_lag_ms: 0,
             flush_each_append: true,
         }
     }
 }
 
 impl TopicConfig {
+    /// A table's topic: compacted (the latest row of every key is kept forever), no time
+    /// retention.
+    pub fn compacted(partitions: i32) -> TopicConfig {
+        TopicConfig { partitions, cleanup_policy: CleanupPolicy::Compact, retention_ms: None, ..TopicConfig::default() }
+    }
+
+    /// Every setting under its Kafka name with its value, as DescribeConfigs reports them
+    /// (the partition count is not a topic config in Kafka, so it is not listed).
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("cleanup.policy", self.cleanup_policy.as_str().to_string()),
+            ("segment.bytes", self.segment_bytes.to_string()),
+            ("segment.ms", self.segment_ms.to_string()),
+            ("retention.ms", self.retention_ms.unwrap_or(-1).to_string()),
+            ("retention.bytes", self.retention_bytes.map(|b| b as i64).unwrap_or(-1).to_string()),
+            ("max.message.bytes", self.max_message_bytes.to_string()),
+            ("min.cleanable.dirty.ratio", self.min_cleanable_dirty_ratio.to_string()),
+            ("delete.retention.ms", self.delete_retention_ms.to_string()),
+            ("min.compaction.lag.ms", self.min_compaction_lag_ms.to_string()),
+            ("eddy.flush.each.append", self.flush_each_append.to_string()),
+        ]
+    }
+
     fn to_properties(&self) -> String {
-        format!(
-            "partitions={}\nsegment.bytes={}\nsegment.ms={}\nretention.ms={}\nretention.bytes={}\nmax.message.bytes={}\neddy.flush.each.append={}\n",
-            self.partitions,
-            self.segment_bytes,
-            self.segment_ms,
-            self.retention_ms.unwrap_or(-1),
-            self.retention_bytes.map(|b| b as i64).unwrap_or(-1),
-            self.max_message_bytes,
-            self.flush_each_append
-        )
+        let mut out = format!("partitions={}\n", self.partitions);
+        for (key, value) in self.entries() {
+            out.push_str(&format!("{key}={value}\n"));
+        }
+        out
     }
 
     /// Applies one Kafka-style setting, e.g. `retention.ms=1000`.
@@ -114,11 +205,21 @@ impl TopicConfig {
         let int = |v: &str| v.trim().parse::<i64>().map_err(|_| bad());
         match key {
             "partitions" => self.partitions = int(value)? as i32,
+            "cleanup.policy" => self.cleanup_policy = CleanupPolicy::parse(value).ok_or_else(bad)?,
             "segment.bytes" => self.segment_bytes = int(value)?.max(1) as u64,
             "segment.ms" => self.segment_ms = int(value)?.max(1),
             "retention.ms" => self.retention_ms = Some(int(value)?).filter(|v| *v >= 0),
             "retention.bytes" => self.retention_bytes = Some(int(value)?).filter(|v| *v >= 0).map(|v| v as u64),
             "max.message.bytes" => self.max_message_bytes = int(value)?.max(1) as usize,
+            "min.cleanable.dirty.ratio" => {
+                let ratio = value.trim().parse::<f64>().map_err(|_| bad())?;
+                if !(0.0..=1.0).contains(&ratio) {
+                    return Err(bad());
+                }
+                self.min_cleanable_dirty_ratio = ratio;
+            }
+            "delete.retention.ms" => self.delete_retention_ms = int(value)?.max(0),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = int(value)?.max(0),
             "eddy.flush.each.append" => self.flush_each_append = value.trim().parse().map_err(|_| bad())?,
             other => return Err(LogError::InvalidTopic(format!("unknown topic setting '{other}'"))),
         }
@@ -128,6 +229,8 @@ impl TopicConfig {
         Ok(())
     }
 
+    /// Reads `topic.properties`; settings it does not mention (a file written before they
+    /// existed) keep Kafka's defaults.
     fn parse(text: &str) -> Result<TopicConfig, LogError> {
         let mut config = TopicConfig::default();
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
@@ -219,13 +322,15 @@ impl Log {
             clock,
             delete_guard: RwLock::new(None),
         };
+        // What a crash left of a create or delete; nothing else is ever removed here (any
+        // other name may be a user's topic, e.g. `x.creating`).
+        match fs::remove_dir_all(dir.join(TMP_DIR)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.contains(".deleted-") || name.ends_with(".creating") {
-                fs::remove_dir_all(entry.path())?;
-                continue;
-            }
             if validate_topic_name(&name).is_err() || !entry.path().join("topic.properties").exists() {
                 continue;
             }
@@ -254,7 +359,7 @@ impl Log {
         if topics.contains_key(name) {
             return Err(LogError::TopicExists(name.to_string()));
         }
-        let tmp = self.dir.join(format!("{name}.creating"));
+        let tmp = self.dir.join(TMP_DIR).join(format!("create-{name}"));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp)?;
         fs::write(tmp.join("topic.properties"), config.to_properties())?;
@@ -280,7 +385,8 @@ impl Log {
         if topics.remove(name).is_none() {
             return Err(LogError::UnknownTopic(name.to_string()));
         }
-        let gone = self.dir.join(format!("{name}.deleted-{}", self.clock.now_ms()));
+        fs::create_dir_all(self.dir.join(TMP_DIR))?;
+        let gone = self.dir.join(TMP_DIR).join(format!("delete-{name}-{}", self.clock.now_ms()));
         fs::rename(self.dir.join(name), &gone)?;
         partition::sync_dir(&self.dir)?;
         fs::remove_dir_all(gone)?;
@@ -306,7 +412,8 @@ impl Log {
         self.partition(topic, partition)?.append(bytes, self.clock.now_ms())
     }
 
-    /// Applies retention to every partition; returns the number of segments deleted.
+    /// Applies retention to every partition whose topic's policy deletes; returns the number
+    /// of segments deleted.
     pub fn enforce_retention(&self) -> Result<usize, LogError> {
         let now = self.clock.now_ms();
         let mut deleted = 0;
@@ -316,5 +423,21 @@ impl Log {
             }
         }
         Ok(deleted)
+    }
+
+    /// Compacts every partition of every compacted topic that is dirty enough. A partition
+    /// that fails is reported and skipped (its log is untouched), the others go on.
+    pub fn compact_all(&self) -> CompactionStats {
+        let now = self.clock.now_ms();
+        let mut total = CompactionStats::default();
+        for topic in self.topics().iter().filter(|t| t.config.cleanup_policy.compacts()) {
+            for p in &topic.partitions {
+                match p.compact(now) {
+                    Ok(stats) => total.add(&stats),
+                    Err(e) => tracing::warn!(topic = %topic.name, partition = p.id, "compaction failed: {e}"),
+                }
+            }
+        }
+        total
     }
 }

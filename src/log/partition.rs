@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::batch::{self, LogBatchHeader, HEADER_BYTES};
+use super::compaction::{self, Cleaner};
 use super::{LogError, Notifier, TopicConfig};
 
 /// Where one appended batch landed.
@@ -172,7 +173,8 @@ impl Segment {
                 damage = Some("an invalid batch header");
                 break;
             };
-            if header.base_offset != seg.next_offset {
+            // Compaction leaves gaps where it removed whole batches; offsets never go back.
+            if header.base_offset < seg.next_offset {
                 damage = Some("a batch out of offset order");
                 break;
             }
@@ -258,6 +260,18 @@ impl Segment {
     }
 }
 
+/// A segment as compaction sees it, taken under the lock and used without it; the open file
+/// is its identity (retention, truncation and compaction replace or drop it).
+pub(super) struct SegmentView {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub size_bytes: u64,
+    pub max_timestamp_ms: i64,
+    pub created_ms: i64,
+    pub path: PathBuf,
+    pub file: Arc<File>,
+}
+
 struct Inner {
     segments: Vec<Segment>,
     log_start_offset: i64,
@@ -293,6 +307,8 @@ pub struct Partition {
     offline: Option<String>,
     /// Set when an fsync failed: writes stop, reads go on.
     write_failure: Mutex<Option<String>>,
+    /// Compaction's state (compacted topics only).
+    cleaner: Cleaner,
 }
 
 impl Partition {
@@ -370,6 +386,7 @@ impl Partition {
         }
         let log_start_offset = segments[0].base_offset;
         let next = segments.last().map(|s| s.next_offset).unwrap_or(0);
+        let cleaner = Cleaner::open(&dir, log_start_offset)?;
         Ok(Partition {
             topic: topic.to_string(),
             id,
@@ -383,6 +400,7 @@ impl Partition {
             notifier,
             offline,
             write_failure: Mutex::new(None),
+            cleaner,
         })
     }
 
@@ -417,6 +435,9 @@ impl Partition {
         let mut header = batch::validate(bytes)?;
         if bytes.len() > self.config.max_message_bytes {
             return Err(LogError::MessageTooLarge { bytes: bytes.len(), max_bytes: self.config.max_message_bytes });
+        }
+        if self.config.cleanup_policy.compacts() {
+            compaction::require_keys(bytes, &header)?;
         }
         let info = {
             let mut inner = self.lock();
@@ -618,7 +639,8 @@ impl Partition {
                 if header.base_offset >= high_watermark {
                     return Ok(None);
                 }
-                if header.max_timestamp_ms >= timestamp_ms {
+                // An empty batch (compaction emptied it) holds no record to point at.
+                if header.max_timestamp_ms >= timestamp_ms && header.record_count > 0 {
                     buf.resize(header.total_bytes, 0);
                     seg.file.read_exact_at(&mut buf, position)?;
                     let found = batch::decode_records(&buf)
@@ -665,6 +687,7 @@ impl Partition {
         if inner.segments.len() == 1 && inner.segments[0].size_bytes == 0 {
             inner.log_start_offset = inner.segments[0].base_offset;
         }
+        self.cleaner.truncated(new_end);
         *self.synced.lock().unwrap_or_else(|p| p.into_inner()) = new_end;
         self.durable_end.store(new_end, Ordering::SeqCst);
         Ok(new_end)
@@ -673,7 +696,7 @@ impl Partition {
     /// Deletes sealed segments past the retention time or beyond the retention size.
     /// Returns how many segments it deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
-        if self.offline.is_some() {
+        if self.offline.is_some() || !self.config.cleanup_policy.deletes() {
             return Ok(0);
         }
         let mut inner = self.lock();
@@ -723,6 +746,81 @@ impl Partition {
     /// Bytes of log held by this partition.
     pub fn size_bytes(&self) -> u64 {
         self.lock().segments.iter().map(|s| s.size_bytes).sum()
+    }
+
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    pub(super) fn cleaner(&self) -> &Cleaner {
+        &self.cleaner
+    }
+
+    /// Every segment, the active one last.
+    pub(super) fn segment_views(&self) -> Vec<SegmentView> {
+        self.lock()
+            .segments
+            .iter()
+            .map(|s| SegmentView {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                size_bytes: s.size_bytes,
+                max_timestamp_ms: s.max_timestamp_ms,
+                created_ms: s.created_ms,
+                path: s.path.clone(),
+                file: s.file.clone(),
+            })
+            .collect()
+    }
+
+    /// Compaction's swap: the fsynced `cleaned` file replaces the sealed segment `old`, by an
+    /// atomic rename, unless the segment changed since `old` was taken (then `false`, nothing
+    /// done). The new file is scanned before the lock is taken; the lock covers only the
+    /// identity check, the rename and the swap of the open file.
+    pub(super) fn replace_segment(
+        &self,
+        old: &SegmentView,
+        cleaned: &Path,
+        crash_at: &dyn Fn(&str) -> bool,
+    ) -> Result<bool, LogError> {
+        let (mut segment, recovered) = Segment::recover(cleaned, old.base_offset, old.created_ms, false)?;
+        // The copy must read back whole and still end where the next segment begins (its
+        // last batch is always kept).
+        if !matches!(recovered, Recovered::Clean) || segment.next_offset != old.next_offset {
+            return Err(LogError::CorruptBatch(format!(
+                "bug: the compacted copy of {} does not read back whole",
+                old.path.display()
+            )));
+        }
+        segment.path = old.path.clone();
+        {
+            let mut inner = self.lock();
+            let sealed = inner.segments.len() - 1;
+            let Some(at) = inner.segments[..sealed]
+                .iter()
+                .position(|s| Arc::ptr_eq(&s.file, &old.file) && s.size_bytes == old.size_bytes)
+            else {
+                return Ok(false);
+            };
+            if crash_at("log:compact:before-rename") {
+                return Err(LogError::Io(std::io::Error::other("crash injected at log:compact:before-rename")));
+            }
+            fs::rename(cleaned, &old.path)?;
+            if crash_at("log:compact:after-rename") {
+                return Err(LogError::Io(std::io::Error::other("crash injected at log:compact:after-rename")));
+            }
+            inner.segments[at] = segment;
+        }
+        // Made durable before the next segment's rename: older records of a key must be gone
+        // for good before a later tombstone of it can be removed.
+        sync_dir(&self.dir)?;
+        Ok(true)
+    }
+
+    /// Compaction reached `offset`: below it the log holds one record per key.
+    pub(super) fn mark_cleaned(&self, offset: i64) {
+        let inner = self.lock();
+        self.cleaner.mark(offset, inner.next_offset());
     }
 }
 
