@@ -34,7 +34,9 @@ fn read_all(log: &Log) -> Vec<LogRecord> {
         let mut pos = 0;
         while pos < r.bytes.len() {
             let h = LogBatchHeader::parse(&r.bytes[pos..]).unwrap();
-            out.extend(decode_records(&r.bytes[pos..pos + h.total_bytes]).unwrap().into_iter().filter(|r| r.offset >= offset));
+            out.extend(
+                decode_records(&r.bytes[pos..pos + h.total_bytes]).unwrap().into_iter().filter(|r| r.offset >= offset),
+            );
             offset = offset.max(h.last_offset() + 1);
             pos += h.total_bytes;
         }
@@ -98,7 +100,8 @@ fn compaction_matches_the_oracle() {
         };
         let mut log = Log::open(dir.path(), clock.clone()).unwrap();
         log.create_topic("t", config).unwrap();
-        let mut model = Model { history: BTreeMap::new(), latest: BTreeMap::new(), pending: Vec::new(), fenced_at: None };
+        let mut model =
+            Model { history: BTreeMap::new(), latest: BTreeMap::new(), pending: Vec::new(), fenced_at: None };
         let mut appended_bytes = 0u64;
         for step in 0..400 {
             let now = clock.now_ms();
@@ -116,7 +119,9 @@ fn compaction_matches_the_oracle() {
                         .collect();
                     let mut bytes = encode_batch(&recs);
                     appended_bytes += bytes.len() as u64;
-                    let info = log.append("t", 0, &mut bytes).unwrap();
+                    // While a query's sink owns the partition, only it appends.
+                    let writer = model.fenced_at.map(|_| "q");
+                    let info = log.partition("t", 0).unwrap().append_as(writer, &mut bytes, clock.now_ms()).unwrap();
                     for (i, r) in recs.iter_mut().enumerate() {
                         r.offset = info.base_offset + i as i64;
                         model.history.insert(r.offset, r.clone());
@@ -137,7 +142,7 @@ fn compaction_matches_the_oracle() {
                     let p = log.partition("t", 0).unwrap();
                     if model.fenced_at.is_none() {
                         model.fenced_at = Some(p.log_end_offset());
-                        p.fence_at(p.log_end_offset());
+                        p.claim("q", p.log_end_offset());
                     } else if rng.random_bool(0.5) {
                         let end = p.log_end_offset();
                         p.publish(end);
@@ -157,8 +162,8 @@ fn compaction_matches_the_oracle() {
                     if let Some(at) = model.fenced_at.take() {
                         // As a sink does when its query resumes, before anything else runs.
                         let p = log.partition("t", 0).unwrap();
+                        p.claim("q", at);
                         p.truncate_to(at).unwrap();
-                        p.fence_at(at);
                         model.fenced_at = Some(at);
                         model.history.retain(|&o, _| o < at);
                         model.pending.clear();
@@ -184,7 +189,7 @@ fn compaction_matches_the_oracle() {
                 value: Some(vec![0; 50]),
                 headers: Vec::new(),
             }]);
-            let info = log.append("t", 0, &mut bytes).unwrap();
+            let info = p.append_as(model.fenced_at.map(|_| "q"), &mut bytes, clock.now_ms()).unwrap();
             let mut r = decode_records(&bytes).unwrap().remove(0);
             r.offset = info.base_offset;
             model.history.insert(r.offset, r);
@@ -199,7 +204,11 @@ fn compaction_matches_the_oracle() {
         log.compact_all();
         model.check(&log, clock.now_ms(), &format!("seed {seed}, final"));
         let got = read_all(&log);
-        let live = model.latest.values().filter(|&&o| model.history[&o].value.is_some() && model.history[&o].key != Some(b"filler".to_vec())).count();
+        let live = model
+            .latest
+            .values()
+            .filter(|&&o| model.history[&o].value.is_some() && model.history[&o].key != Some(b"filler".to_vec()))
+            .count();
         let kept = got.iter().filter(|r| r.key != Some(b"filler".to_vec())).count();
         assert_eq!(kept, live, "seed {seed}: one record per live key after a full pass");
         let p = log.partition("t", 0).unwrap();

@@ -201,7 +201,7 @@ fn old_topic_properties_still_open() {
     )
     .unwrap();
     let log = Log::open(dir.path(), Arc::new(SystemClock)).unwrap();
-    let config = &log.topic("old").unwrap().config;
+    let config = &log.topic("old").unwrap().config();
     assert_eq!(config.partitions, 2);
     assert_eq!(config.retention_ms, None);
     assert_eq!(config.cleanup_policy, eddy::log::CleanupPolicy::Delete);
@@ -211,7 +211,7 @@ fn old_topic_properties_still_open() {
     log.create_topic("c", compacted.clone()).unwrap();
     drop(log);
     let log = Log::open(dir.path(), Arc::new(SystemClock)).unwrap();
-    assert_eq!(log.topic("c").unwrap().config, compacted);
+    assert_eq!(log.topic("c").unwrap().config(), compacted);
     let entries = compacted.entries();
     assert!(entries.contains(&("cleanup.policy", "compact".to_string())));
     assert!(entries.contains(&("retention.ms", "-1".to_string())));

@@ -3,6 +3,7 @@
 
 mod chaos_ingest;
 mod common;
+mod compacted_tables;
 mod corruption;
 mod crash_points;
 mod differential;

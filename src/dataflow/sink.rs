@@ -271,8 +271,9 @@ pub fn claim_output(owner: &str, topic: &Topic, ends: &[i64]) -> Result<()> {
         if p.log_end_offset() > *end {
             tracing::info!(topic = %topic.name, partition = p.id, "dropping output past the last checkpoint at offset {end}");
         }
-        p.truncate_to(*end)?;
+        // Claimed first: from here nothing past `end` is visible (nor compacted) until cut.
         p.claim(owner, *end);
+        p.truncate_to(*end)?;
     }
     Ok(())
 }

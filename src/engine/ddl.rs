@@ -131,6 +131,12 @@ impl Engine {
         let id = format!("{prefix}_{}_{}", name.to_uppercase(), self.catalog.next_query_number()?);
         let mut props = props;
         props.entry("PARTITIONS".into()).or_insert_with(|| source.partitions.to_string());
+        if plan.window.is_some() && kind == RelationKind::Table {
+            // Every window is a key of its own: compacted, and windows older than the
+            // retention go (ksqlDB's windowed changelogs are `compact,delete` too).
+            props.entry("CLEANUP_POLICY".into()).or_insert_with(|| "compact,delete".into());
+            props.entry("RETENTION_MS".into()).or_insert_with(|| (7 * 24 * 3600 * 1000i64).to_string());
+        }
         // As in ksqlDB, the output is written in its source's value format unless WITH says.
         if !props.contains_key("VALUE_FORMAT") && !props.contains_key("FORMAT") {
             props.insert("VALUE_FORMAT".into(), source.value_format.clone());
@@ -264,6 +270,8 @@ impl Engine {
                 "TIMESTAMP_FORMAT",
                 "REPLICAS",
                 "VALUE_DELIMITER",
+                "CLEANUP_POLICY",
+                "RETENTION_MS",
             ]
             .contains(&key.as_str())
             {
@@ -371,8 +379,7 @@ impl Engine {
                 rel.partitions = existing;
             }
             None => {
-                let config = TopicConfig { partitions: rel.partitions, ..TopicConfig::default() };
-                self.log.create_topic(&rel.topic, config)?;
+                self.log.create_topic(&rel.topic, topic_config(rel, props)?)?;
             }
         }
         Ok(())
@@ -737,6 +744,22 @@ impl Engine {
             .collect();
         Ok(strings_output(&["field", "type", "key"], rows, "DESCRIBE"))
     }
+}
+
+/// The settings of a new relation's topic: a table's is compacted with no time retention
+/// (the latest row of every key is kept as long as the table exists, as ksqlDB does), a
+/// stream's keeps Kafka's 7 days; `WITH (CLEANUP_POLICY='...', RETENTION_MS=...)` says otherwise.
+fn topic_config(rel: &RelationDef, props: &BTreeMap<String, String>) -> Result<TopicConfig> {
+    let mut config = match rel.kind {
+        RelationKind::Table => TopicConfig::compacted(rel.partitions),
+        RelationKind::Stream => TopicConfig { partitions: rel.partitions, ..TopicConfig::default() },
+    };
+    for (prop, key) in [("CLEANUP_POLICY", "cleanup.policy"), ("RETENTION_MS", "retention.ms")] {
+        if let Some(value) = props.get(prop) {
+            config.set(key, &value.to_lowercase()).map_err(|e| EddyError::InvalidValue(format!("{prop}: {e}")))?;
+        }
+    }
+    Ok(config)
 }
 
 fn validate_columns(kind: RelationKind, columns: &[Column]) -> Result<()> {

@@ -22,7 +22,7 @@ use crate::dataflow::sink::{ProcessingLog, PROCESSING_LOG};
 use crate::dataflow::{RunningQuery, Runtime, RuntimeConfig};
 use crate::error::{EddyError, Result};
 use crate::format::{Column, KeyFormat, SqlType};
-use crate::log::{Log, SystemClock, TopicConfig};
+use crate::log::{Clock, Log, SystemClock, TopicConfig};
 use crate::plan::{plan_continuous, upsert_plan, ContinuousPlan};
 use crate::sql::{self, Located, Privilege, RelationKind, Statement};
 use crate::state::StateStore;
@@ -123,6 +123,27 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
     (ms > 0.0).then(|| Duration::from_micros((ms * 1000.0) as u64))
 }
 
+/// The log's clock: the system's, moved by `EDDY_CLOCK_OFFSET_MS` when set (a test hook:
+/// retention and compaction after "30 days" without waiting for them).
+fn clock() -> Arc<dyn Clock> {
+    match std::env::var("EDDY_CLOCK_OFFSET_MS").ok().and_then(|v| v.parse::<i64>().ok()) {
+        Some(offset_ms) => {
+            tracing::warn!("the log's clock runs {offset_ms} ms off the system's (EDDY_CLOCK_OFFSET_MS)");
+            Arc::new(OffsetClock(offset_ms))
+        }
+        None => Arc::new(SystemClock),
+    }
+}
+
+/// The system clock plus a fixed offset.
+struct OffsetClock(i64);
+
+impl Clock for OffsetClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms().saturating_add(self.0)
+    }
+}
+
 pub struct Engine {
     pub config: EngineConfig,
     /// Users of both endpoints (Postgres and Kafka).
@@ -145,7 +166,7 @@ impl Engine {
     /// Opens the data directory: recovers the log, the catalog, and resumes every query.
     pub async fn open(config: EngineConfig) -> Result<Arc<Engine>> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| EddyError::Log(e.into()))?;
-        let log = Arc::new(Log::open(&config.data_dir.join("log"), Arc::new(SystemClock))?);
+        let log = Arc::new(Log::open(&config.data_dir.join("log"), clock())?);
         let store = StateStore::open(&config.data_dir.join("state"), &config.backups)?;
         let catalog = Catalog::open(store.clone())?;
         let users = Arc::new(crate::auth::Users::open(store.clone()).map_err(EddyError::State)?);

@@ -133,6 +133,8 @@ pub async fn dispatch(key: ApiKey, ctx: Ctx, mut body: Bytes) -> Result<Option<B
         ApiKey::InitProducerId => reply!(init_producer_id(&ctx, decode(&mut body, v)?)),
         ApiKey::DescribeConfigs => reply!(describe_configs(&ctx, decode(&mut body, v)?)),
         ApiKey::DescribeAcls => reply!(describe_acls(&ctx, decode(&mut body, v)?)),
+        ApiKey::AlterConfigs => reply!(alter_configs(&ctx, decode(&mut body, v)?)),
+        ApiKey::IncrementalAlterConfigs => reply!(incremental_alter_configs(&ctx, decode(&mut body, v)?)),
         ApiKey::ListGroups => reply!(list_groups(&ctx).await),
         ApiKey::DescribeGroups => reply!(describe_groups(&ctx, decode(&mut body, v)?).await),
         other => Err(ConnError::Frame(format!("{other:?} is not served"))),
@@ -584,7 +586,7 @@ fn create_topics(ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsResponse {
             let key = c.name.as_str();
             let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
             // Settings Kafka has and a single node has nothing to do with are accepted.
-            if matches!(key, "cleanup.policy" | "min.insync.replicas" | "compression.type" | "message.timestamp.type") {
+            if matches!(key, "min.insync.replicas" | "compression.type" | "message.timestamp.type") {
                 continue;
             }
             if let Err(e) = config.set(key, &value) {
@@ -650,7 +652,7 @@ fn describe_configs(ctx: &Ctx, req: DescribeConfigsRequest) -> DescribeConfigsRe
         out.resource_name = res.resource_name.clone();
         let entries: Vec<(String, String)> = match res.resource_type {
             2 => match ctx.broker.log.topic(res.resource_name.as_str()) {
-                Some(t) => topic_configs(&t.config),
+                Some(t) => topic_configs(&t.config()),
                 None => {
                     out.error_code = UNKNOWN_TOPIC_OR_PARTITION;
                     Vec::new()
@@ -668,20 +670,106 @@ fn describe_configs(ctx: &Ctx, req: DescribeConfigsRequest) -> DescribeConfigsRe
             }
         };
         let wanted = res.configuration_keys.as_ref();
+        let defaults = topic_configs(&TopicConfig::default());
         out.configs = entries
             .into_iter()
             .filter(|(k, _)| wanted.is_none_or(|w| w.iter().any(|x| x.as_str() == k)))
             .map(|(k, v)| {
                 let mut c = DescribeConfigsResourceResult::default();
+                let default = res.resource_type != 2 || defaults.iter().any(|(dk, dv)| *dk == k && *dv == v);
                 c.name = s(&k);
                 c.value = Some(s(&v));
                 if ctx.version >= 1 {
-                    c.config_source = 5; // DEFAULT_CONFIG
+                    // DYNAMIC_TOPIC_CONFIG for a topic's own setting, else DEFAULT_CONFIG.
+                    c.config_source = if default { 5 } else { 1 };
                 }
                 c
             })
             .collect();
         r.results.push(out);
+    }
+    r
+}
+
+/// Changes one resource's settings for AlterConfigs and IncrementalAlterConfigs: only topics
+/// have settings to change, and only their owner (or a superuser) changes them.
+fn alter_resource(
+    ctx: &Ctx,
+    resource_type: i8,
+    name: &str,
+    validate_only: bool,
+    change: impl FnOnce(&mut TopicConfig) -> Result<(), crate::log::LogError>,
+) -> (i16, Option<String>) {
+    const TOPIC: i8 = 2;
+    if resource_type != TOPIC {
+        return (INVALID_REQUEST, Some("only topic settings can be changed".into()));
+    }
+    if !ctx.may(name, TopicAccess::Delete) {
+        return (TOPIC_AUTHORIZATION_FAILED, Some(format!("not the owner of the relations over topic {name}")));
+    }
+    match ctx.broker.log.alter_topic_config(name, validate_only, change) {
+        Ok(_) => (NONE, None),
+        Err(e @ crate::log::LogError::InvalidTopic(_)) => (INVALID_CONFIG, Some(e.to_string())),
+        Err(e) => (code(&e), Some(e.to_string())),
+    }
+}
+
+/// The legacy AlterConfigs: the settings given replace the topic's, every other one goes back
+/// to its default (Kafka's semantics; a table's topic must then still say `compact`).
+fn alter_configs(ctx: &Ctx, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+    let mut r = AlterConfigsResponse::default();
+    for res in req.resources {
+        let name = res.resource_name.to_string();
+        let (error_code, message) = alter_resource(ctx, res.resource_type, &name, req.validate_only, |c| {
+            *c = TopicConfig { partitions: c.partitions, ..TopicConfig::default() };
+            for setting in &res.configs {
+                c.set(setting.name.as_str(), setting.value.as_ref().map_or("", |v| v.as_str()))?;
+            }
+            Ok(())
+        });
+        let mut out = AlterConfigsResourceResponse::default();
+        out.error_code = error_code;
+        out.error_message = message.map(|m| s(&m));
+        out.resource_type = res.resource_type;
+        out.resource_name = res.resource_name;
+        r.responses.push(out);
+    }
+    r
+}
+
+/// IncrementalAlterConfigs (what `kafka-configs --alter` sends): SET a setting, or DELETE it
+/// back to its default; APPEND and SUBTRACT (for list settings) are refused.
+fn incremental_alter_configs(ctx: &Ctx, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+    const SET: i8 = 0;
+    const DELETE: i8 = 1;
+    let mut r = IncrementalAlterConfigsResponse::default();
+    for res in req.resources {
+        let name = res.resource_name.to_string();
+        let (error_code, message) = alter_resource(ctx, res.resource_type, &name, req.validate_only, |c| {
+            let defaults = TopicConfig::default().entries();
+            for setting in &res.configs {
+                let key = setting.name.as_str();
+                let value = match setting.config_operation {
+                    SET => setting.value.as_ref().map_or(String::new(), |v| v.to_string()),
+                    DELETE => defaults.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()).unwrap_or_default(),
+                    other => {
+                        return Err(crate::log::LogError::InvalidTopic(format!(
+                            "config operation {other} (APPEND/SUBTRACT) is not supported for {key}"
+                        )))
+                    }
+                };
+                c.set(key, &value)?;
+            }
+            Ok(())
+        });
+        let mut out = AlterConfigsResourceResponse::default();
+        out.error_code = error_code;
+        out.error_message = message.map(|m| s(&m));
+        out.resource_type = res.resource_type;
+        out.resource_name = res.resource_name;
+        r.responses.push(out);
     }
     r
 }

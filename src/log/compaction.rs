@@ -417,9 +417,13 @@ impl Partition {
                     && (config.min_compaction_lag_ms == 0 || s.max_timestamp_ms <= lag_horizon_ms)
             })
             .count();
-        let (clean, dirty) = sealed[..cleanable]
-            .iter()
-            .fold((0u64, 0u64), |(c, d), s| if s.next_offset <= from { (c + s.size_bytes, d) } else { (c, d + s.size_bytes) });
+        let (clean, dirty) = sealed[..cleanable].iter().fold((0u64, 0u64), |(c, d), s| {
+            if s.next_offset <= from {
+                (c + s.size_bytes, d)
+            } else {
+                (c, d + s.size_bytes)
+            }
+        });
         if dirty == 0 || (dirty as f64) < config.min_cleanable_dirty_ratio * (clean + dirty) as f64 {
             return Ok(stats);
         }
@@ -432,7 +436,7 @@ impl Partition {
             )));
         }
         for seg in &sealed[..to_clean] {
-            let Some(cleaned) = clean_segment(seg, &map, config, now_ms, &mut stats)? else { continue };
+            let Some(cleaned) = clean_segment(seg, &map, &config, now_ms, &mut stats)? else { continue };
             let size_bytes = fs::metadata(&cleaned)?.len();
             if !self.replace_segment(seg, &cleaned, crash_at)? {
                 // Retention or a truncation changed the log meanwhile: the next pass starts over.
@@ -509,8 +513,7 @@ mod tests {
         }
         log.append("t", 0, &mut encode_batch(&[rec("b", None, 200)])).unwrap();
         for i in 0..8 {
-            log.append("t", 0, &mut encode_batch(&[rec("d", Some(&format!("d{i}{}", "y".repeat(40))), 300)]))
-                .unwrap();
+            log.append("t", 0, &mut encode_batch(&[rec("d", Some(&format!("d{i}{}", "y".repeat(40))), 300)])).unwrap();
         }
     }
 

@@ -288,8 +288,15 @@ impl Notifier {
 
 pub struct Topic {
     pub name: String,
-    pub config: TopicConfig,
+    /// Never empty (a topic has at least one partition).
     pub partitions: Vec<Arc<Partition>>,
+}
+
+impl Topic {
+    /// The topic's settings now (every partition holds the same).
+    pub fn config(&self) -> TopicConfig {
+        self.partitions[0].config()
+    }
 }
 
 /// All topics under one directory.
@@ -349,7 +356,7 @@ impl Log {
                 Partition::open(name, p, dir, config.clone(), self.notifier.clone(), now).map(Arc::new)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Topic { name: name.to_string(), config, partitions })
+        Ok(Topic { name: name.to_string(), partitions })
     }
 
     /// Creates a topic atomically: built under a temporary name, then renamed.
@@ -374,6 +381,49 @@ impl Log {
     /// From now on `delete_topic` refuses topics that `guard` says are in use.
     pub fn set_delete_guard(&self, guard: TopicGuard) {
         *self.delete_guard.write().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+    }
+
+    /// Changes a topic's settings (Kafka's AlterConfigs): `change` edits a copy, which is
+    /// written to `topic.properties` (atomically) and then takes effect in every partition.
+    /// The partition count does not change here, and a topic in use (a table's) stays
+    /// compacted: turning compaction off would expire its old keys.
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        validate_only: bool,
+        change: impl FnOnce(&mut TopicConfig) -> Result<(), LogError>,
+    ) -> Result<TopicConfig, LogError> {
+        let topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let topic = topics.get(name).ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
+        let old = topic.config();
+        let mut new = old.clone();
+        change(&mut new)?;
+        if new.partitions != old.partitions {
+            return Err(LogError::InvalidTopic(format!("{name}: the partition count is not a setting to alter")));
+        }
+        if old.cleanup_policy.compacts() && !new.cleanup_policy.compacts() {
+            if let Some(user) =
+                self.delete_guard.read().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|g| g(name))
+            {
+                return Err(LogError::InUse {
+                    topic: name.to_string(),
+                    user: format!("{user}; its topic stays compacted"),
+                });
+            }
+        }
+        if validate_only {
+            return Ok(new);
+        }
+        let dir = self.dir.join(name);
+        let tmp = dir.join("topic.properties.new");
+        fs::write(&tmp, new.to_properties())?;
+        fs::File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, dir.join("topic.properties"))?;
+        partition::sync_dir(&dir)?;
+        for p in &topic.partitions {
+            p.set_config(new.clone());
+        }
+        Ok(new)
     }
 
     /// Deletes a topic and its data, unless the delete guard says it is in use.
@@ -430,7 +480,7 @@ impl Log {
     pub fn compact_all(&self) -> CompactionStats {
         let now = self.clock.now_ms();
         let mut total = CompactionStats::default();
-        for topic in self.topics().iter().filter(|t| t.config.cleanup_policy.compacts()) {
+        for topic in self.topics().iter().filter(|t| t.config().cleanup_policy.compacts()) {
             for p in &topic.partitions {
                 match p.compact(now) {
                     Ok(stats) => total.add(&stats),

@@ -290,7 +290,8 @@ pub struct Partition {
     pub topic: String,
     pub id: i32,
     dir: PathBuf,
-    config: TopicConfig,
+    /// The topic's settings (changed in place by `Log::alter_topic_config`).
+    config: std::sync::RwLock<TopicConfig>,
     inner: Mutex<Inner>,
     /// Offset up to which the data is known to be on disk; the group-commit lock.
     synced: Mutex<i64>,
@@ -391,7 +392,7 @@ impl Partition {
             topic: topic.to_string(),
             id,
             dir,
-            config,
+            config: std::sync::RwLock::new(config),
             inner: Mutex::new(Inner { segments, log_start_offset }),
             synced: Mutex::new(next),
             durable_end: AtomicI64::new(next),
@@ -433,10 +434,11 @@ impl Partition {
             return Err(LogError::Offline(format!("{}-{}: {reason}", self.topic, self.id)));
         }
         let mut header = batch::validate(bytes)?;
-        if bytes.len() > self.config.max_message_bytes {
-            return Err(LogError::MessageTooLarge { bytes: bytes.len(), max_bytes: self.config.max_message_bytes });
+        let config = self.config();
+        if bytes.len() > config.max_message_bytes {
+            return Err(LogError::MessageTooLarge { bytes: bytes.len(), max_bytes: config.max_message_bytes });
         }
-        if self.config.cleanup_policy.compacts() {
+        if config.cleanup_policy.compacts() {
             compaction::require_keys(bytes, &header)?;
         }
         let info = {
@@ -448,7 +450,7 @@ impl Partition {
             inner.active().append(bytes, &header)?;
             AppendInfo { base_offset, last_offset: base_offset + header.last_offset_delta as i64 }
         };
-        if self.config.flush_each_append {
+        if config.flush_each_append {
             self.sync_to(info.last_offset + 1)?;
         } else {
             self.durable_end.fetch_max(info.last_offset + 1, Ordering::SeqCst);
@@ -487,8 +489,9 @@ impl Partition {
 
     fn maybe_roll(&self, inner: &mut Inner, incoming_bytes: u64, now_ms: i64) -> Result<(), LogError> {
         let active = inner.active();
-        let full = active.size_bytes + incoming_bytes > self.config.segment_bytes;
-        let old = now_ms - active.created_ms >= self.config.segment_ms;
+        let config = self.config();
+        let full = active.size_bytes + incoming_bytes > config.segment_bytes;
+        let old = now_ms - active.created_ms >= config.segment_ms;
         if active.size_bytes == 0 || !(full || old) {
             return Ok(());
         }
@@ -696,7 +699,8 @@ impl Partition {
     /// Deletes sealed segments past the retention time or beyond the retention size.
     /// Returns how many segments it deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
-        if self.offline.is_some() || !self.config.cleanup_policy.deletes() {
+        let config = self.config();
+        if self.offline.is_some() || !config.cleanup_policy.deletes() {
             return Ok(0);
         }
         let mut inner = self.lock();
@@ -707,8 +711,8 @@ impl Partition {
             }
             let total: u64 = inner.segments.iter().map(|s| s.size_bytes).sum();
             let first = &inner.segments[0];
-            let too_old = self.config.retention_ms.is_some_and(|r| first.max_timestamp_ms < now_ms - r);
-            let too_big = self.config.retention_bytes.is_some_and(|r| total - first.size_bytes >= r);
+            let too_old = config.retention_ms.is_some_and(|r| first.max_timestamp_ms < now_ms - r);
+            let too_big = config.retention_bytes.is_some_and(|r| total - first.size_bytes >= r);
             if !(too_old || too_big) || first.next_offset > self.high_watermark() {
                 break;
             }
@@ -748,8 +752,13 @@ impl Partition {
         self.lock().segments.iter().map(|s| s.size_bytes).sum()
     }
 
-    pub fn config(&self) -> &TopicConfig {
-        &self.config
+    /// The topic's settings now.
+    pub fn config(&self) -> TopicConfig {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(super) fn set_config(&self, config: TopicConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
     pub(super) fn cleaner(&self) -> &Cleaner {

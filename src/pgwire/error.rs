@@ -29,6 +29,8 @@ pub fn sqlstate(e: &EddyError) -> &'static str {
         // Postgres's "cannot insert into view ...": the relation is not one a client writes.
         EddyError::Log(LogError::Fenced { .. }) => "42809",
         EddyError::Log(LogError::InUse { .. }) => "55006",
+        // A compacted topic takes only records with a key.
+        EddyError::Log(LogError::InvalidRecord(_)) => "23502",
         EddyError::Log(LogError::Io(e)) if e.raw_os_error() == Some(28) => "53100",
         EddyError::Log(_) | EddyError::State(_) => "58030",
         EddyError::DataFusion(msg) => {
