@@ -8,6 +8,7 @@ mod crash_points;
 mod differential;
 mod disk_full;
 mod kafka;
+mod limits;
 mod load;
 mod log_model;
 mod pg;
