@@ -197,8 +197,10 @@ impl Engine {
                     offset = offset.max(header.last_offset() + 1);
                     let records = crate::format::decode_batch(batch).unwrap_or_default();
                     // A compressed batch holds more than it takes on disk: charge the rest.
-                    let inflated: usize =
-                        records.iter().map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len)).sum();
+                    let inflated: usize = records
+                        .iter()
+                        .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
+                        .sum();
                     let extra = inflated.saturating_sub(batch.len());
                     if extra > *budget {
                         return Err(EddyError::LimitExceeded(format!(

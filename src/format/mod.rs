@@ -360,8 +360,9 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<crate::log::LogRecord>, String> 
                 };
                 Ok(bytes::Bytes::from(inflated))
             };
-            let set = kafka_protocol::records::RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(inflate))
-                .map_err(|e| e.to_string())?;
+            let set =
+                kafka_protocol::records::RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(inflate))
+                    .map_err(|e| e.to_string())?;
             Ok(set
                 .records
                 .into_iter()
