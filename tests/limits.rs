@@ -139,8 +139,11 @@ async fn kafka_frames_before_sasl_authentication_are_capped() {
 /// The bytes of one Postgres backend message of type `tag`, if `bytes` starts with it.
 fn backend_message(bytes: &[u8], tag: u8) -> Option<&[u8]> {
     let (&first, rest) = bytes.split_first()?;
+    if first != tag {
+        return None;
+    }
     let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    (first == tag).then(|| rest.get(4..len)).flatten()
+    rest.get(4..len)
 }
 
 /// An ErrorResponse's SQLSTATE and message.
