@@ -70,6 +70,10 @@ struct ServerArgs {
     /// Connection slots kept for superusers (Postgres's superuser_reserved_connections).
     #[arg(long, env = "EDDY_SUPERUSER_RESERVED_CONNECTIONS", default_value_t = 3)]
     superuser_reserved_connections: usize,
+    /// Most cursors (DECLARE CURSOR, push or pull) and partly fetched portals one Postgres
+    /// connection may hold open; more fail with SQLSTATE 53400.
+    #[arg(long, env = "EDDY_MAX_CURSORS_PER_CONNECTION", default_value_t = eddy::pgwire::DEFAULT_MAX_CURSORS_PER_CONNECTION)]
+    max_cursors_per_connection: usize,
     /// Most rows a pull query may return (0: no limit); more fail with SQLSTATE 54000.
     #[arg(long, env = "EDDY_MAX_RESULT_ROWS", default_value_t = 1_000_000)]
     max_result_rows: usize,
@@ -134,6 +138,7 @@ fn main() -> anyhow_free::Result {
                 password,
                 tls: args.tls_cert.zip(args.tls_key),
                 superuser_reserved_connections: args.superuser_reserved_connections,
+                max_cursors_per_connection: args.max_cursors_per_connection.max(1),
                 max_result_rows: args.max_result_rows,
                 statement_timeout: (args.statement_timeout_ms > 0)
                     .then(|| Duration::from_millis(args.statement_timeout_ms)),

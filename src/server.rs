@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Connection slots only superusers may take (Postgres's superuser_reserved_connections).
     pub superuser_reserved_connections: usize,
+    /// Most cursors and partly fetched portals one Postgres connection may hold.
+    pub max_cursors_per_connection: usize,
     pub query_memory_bytes: usize,
     /// Most rows a pull query may return (0: no limit).
     pub max_result_rows: usize,
@@ -156,6 +158,7 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
             auth_required,
             max_connections: config.max_connections,
             superuser_reserved_connections: config.superuser_reserved_connections,
+            max_cursors_per_connection: config.max_cursors_per_connection,
         },
     );
     // Sessions are admitted (or refused with 53300) at start-up; this caps sockets still

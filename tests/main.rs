@@ -10,6 +10,7 @@ mod differential;
 mod disk_full;
 mod fences;
 mod kafka;
+mod limits;
 mod load;
 mod log_compaction;
 mod log_model;

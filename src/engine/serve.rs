@@ -197,7 +197,21 @@ impl Engine {
                     let batch = &read.bytes[pos..pos + header.total_bytes];
                     pos += header.total_bytes;
                     offset = offset.max(header.last_offset() + 1);
-                    for r in crate::format::decode_batch(batch).unwrap_or_default() {
+                    let records = crate::format::decode_batch(batch).unwrap_or_default();
+                    // A compressed batch holds more than it takes on disk: charge the rest.
+                    let inflated: usize = records
+                        .iter()
+                        .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
+                        .sum();
+                    let extra = inflated.saturating_sub(batch.len());
+                    if extra > *budget {
+                        return Err(EddyError::LimitExceeded(format!(
+                            "scanning {} needs more than the {} bytes a query may use (--query-memory-bytes)",
+                            rel.name, self.config.query_memory_bytes
+                        )));
+                    }
+                    *budget -= extra;
+                    for r in records {
                         if let Ok(row) = decode_row(
                             &rel.columns,
                             rel.key_format,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 mod arrow;
+pub mod decompress;
 pub mod delimited;
 pub mod json;
 pub mod json_batch;
@@ -343,13 +344,25 @@ pub fn memcomparable(values: &[Value]) -> Vec<u8> {
 }
 
 /// Decodes every record of one log batch, whatever its compression codec (gzip, snappy,
-/// lz4, zstd come through `kafka-protocol`; uncompressed batches through `log::batch`).
+/// lz4, zstd are inflated by `decompress`, bounded, and parsed by `kafka-protocol`;
+/// uncompressed batches through `log::batch`). A batch that would inflate past
+/// [`decompress::MAX_DECOMPRESSED_BATCH_BYTES`] is an error, as a corrupt one is.
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<crate::log::LogRecord>, String> {
     match crate::log::batch::decode_records(bytes) {
         Ok(records) => Ok(records),
         Err(crate::log::LogError::Unsupported(_)) => {
             let mut buf = bytes::Bytes::copy_from_slice(bytes);
-            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
+            let inflate = |records: &mut bytes::Bytes, codec: kafka_protocol::records::Compression| {
+                let max = decompress::MAX_DECOMPRESSED_BATCH_BYTES;
+                let inflated = match codec {
+                    kafka_protocol::records::Compression::None => records.to_vec(),
+                    codec => decompress::decompress(codec as u8, records, max)?,
+                };
+                Ok(bytes::Bytes::from(inflated))
+            };
+            let set =
+                kafka_protocol::records::RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(inflate))
+                    .map_err(|e| e.to_string())?;
             Ok(set
                 .records
                 .into_iter()

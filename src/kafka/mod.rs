@@ -5,7 +5,10 @@
 //!
 //! One task per connection (capped), requests answered in order. A frame whose length is
 //! negative or over `max_request_bytes` closes the connection before anything is allocated;
-//! so does a request that does not decode. The server never panics on client input.
+//! so does a request that does not decode. Until a connection has authenticated (when SASL
+//! is on), frames are capped at [`SASL_MAX_RECEIVE_BYTES`]; and a frame's buffer grows with
+//! the bytes that arrive, never to its declared length up front. The server never panics on
+//! client input.
 
 pub mod decode;
 pub mod error;
@@ -28,6 +31,13 @@ use tokio::sync::{Notify, Semaphore};
 use crate::log::{Log, TopicConfig};
 use crate::net::WriteTimeout;
 use crate::state::StateStore;
+
+/// Kafka's `sasl.server.max.receive.size`: the largest frame a connection may send before it
+/// has authenticated, so a stranger cannot make the server hold `max_request_bytes`.
+pub const SASL_MAX_RECEIVE_BYTES: usize = 512 << 10;
+
+/// A frame's buffer starts at most this big and doubles as bytes arrive.
+const FRAME_CHUNK_BYTES: usize = 64 << 10;
 
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -170,14 +180,24 @@ async fn connection(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>) ->
             Err(e) => return Err(e.into()),
         }
         let len = i32::from_be_bytes(len_buf);
-        if len < 8 || len as usize > broker.config.max_request_bytes {
-            return Err(ConnError::Frame(format!(
-                "request length {len} outside 8..={}",
-                broker.config.max_request_bytes
-            )));
+        let max = if session.authenticated() {
+            broker.config.max_request_bytes
+        } else {
+            broker.config.max_request_bytes.min(SASL_MAX_RECEIVE_BYTES)
+        };
+        // A bare SASL token (after SaslHandshake v0) has no request header; a PLAIN one
+        // can be a few bytes.
+        let min = if session.raw_tokens() { 1 } else { 8 };
+        if len < min || len as usize > max {
+            if !session.authenticated() && len as usize > max {
+                tracing::warn!(
+                    %peer,
+                    "closing Kafka connection: a {len}-byte request before SASL authentication (at most {max}, sasl.server.max.receive.size)"
+                );
+            }
+            return Err(ConnError::Frame(format!("request length {len} outside {min}..={max}")));
         }
-        let mut frame = BytesMut::zeroed(len as usize);
-        socket.read_exact(&mut frame).await?;
+        let frame = read_frame(&mut socket, len as usize).await?;
         if session.raw_tokens() {
             // After SaslHandshake v0, SASL tokens come as bare length-prefixed frames.
             let reply = session.raw_step(&broker, &frame).map_err(ConnError::Frame)?;
@@ -185,7 +205,7 @@ async fn connection(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>) ->
             socket.write_all(&reply).await?;
             continue;
         }
-        let response = handle_frame(frame.freeze(), peer, &broker, &mut session).await?;
+        let response = handle_frame(frame, peer, &broker, &mut session).await?;
         if let Some(bytes) = response {
             socket.write_all(&bytes).await?;
         }
@@ -193,6 +213,23 @@ async fn connection(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>) ->
             return Err(ConnError::Frame("SASL authentication failed".into()));
         }
     }
+}
+
+/// Reads a frame of `len` bytes. Its buffer doubles as the bytes arrive (exactly, never past
+/// `len`), so a length prefix alone reserves nothing: memory follows what the client sent.
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(socket: &mut R, len: usize) -> std::io::Result<Bytes> {
+    let mut frame = Vec::new();
+    while frame.len() < len {
+        if frame.len() == frame.capacity() {
+            let grow = frame.capacity().max(FRAME_CHUNK_BYTES).min(len - frame.len());
+            frame.reserve_exact(grow);
+        }
+        let room = (frame.capacity() - frame.len()).min(len - frame.len());
+        if (&mut *socket).take(room as u64).read_buf(&mut frame).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(Bytes::from(frame))
 }
 
 async fn handle_frame(

@@ -6,13 +6,18 @@
 //! none, when it expires); `CLOSE c` ends it (a push query's subscription with it).
 //! Extended-protocol portals fetched in parts (Execute with a row limit, as JDBC's fetch size
 //! does) are kept the same way, without the timeout. `statement_timeout` (57014) bounds
-//! pull queries.
+//! pull queries. A connection holds at most `--max-cursors-per-connection` cursors and kept
+//! portals together (53400 beyond); a kept portal the client closed, or that a Sync ended,
+//! no longer counts.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::ClientPortalStore;
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 
 use super::error::to_pg;
@@ -132,6 +137,7 @@ impl PgServer {
                 if conn.cursors.lock().await.contains_key(&name) {
                     return Err(to_pg_code("42P03", format!("cursor \"{name}\" already exists")));
                 }
+                self.check_cursor_room(conn).await?;
                 let inner = Located { statement: Statement::Select(query), ..located };
                 let cursor = Cursor::new(self.run_in_engine(conn, inner).await?).map_err(to_pg)?;
                 conn.cursors.lock().await.insert(name, cursor);
@@ -183,10 +189,39 @@ impl PgServer {
         }
     }
 
+    /// Room for one more cursor or kept portal on this connection, or 53400.
+    pub(super) async fn check_cursor_room(&self, conn: &ConnSession) -> PgWireResult<()> {
+        let max = self.options.max_cursors_per_connection;
+        let open = conn.cursors.lock().await.len() + conn.portals.lock().await.len();
+        if open >= max {
+            return Err(to_pg_code(
+                "53400",
+                format!(
+                    "too many open cursors on this connection: at most {max} cursors and partly fetched portals (CLOSE one, or raise --max-cursors-per-connection)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The schema of an open cursor (Describe of `FETCH`, or of the cursor's portal).
     pub(super) async fn cursor_schema(&self, conn: &ConnSession, name: &str) -> Option<SchemaRef> {
         conn.cursors.lock().await.get(name).map(Cursor::schema)
     }
+}
+
+/// Forgets kept portals that pgwire no longer has under their name (closed, replaced by a new
+/// Bind, or ended by Sync): their output can never be fetched again.
+pub(super) async fn prune_portals<C>(client: &C, conn: &ConnSession)
+where
+    C: ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    let store = client.portal_store();
+    conn.portals.lock().await.retain(|name, (identity, _)| match store.get_portal(name) {
+        Some(Entry::Value(p)) => Arc::as_ptr(&p) as usize == *identity,
+        _ => false,
+    });
 }
 
 fn to_pg_code(code: &str, message: String) -> PgWireError {

@@ -58,11 +58,22 @@ pub struct PgOptions {
     pub max_connections: usize,
     /// Slots of `max_connections` only superusers may take.
     pub superuser_reserved_connections: usize,
+    /// Most cursors (DECLARE CURSOR) and partly fetched portals one connection may hold;
+    /// each holds a query's rows or a push query's subscription. More fail with 53400.
+    pub max_cursors_per_connection: usize,
 }
+
+/// `--max-cursors-per-connection`'s default.
+pub const DEFAULT_MAX_CURSORS_PER_CONNECTION: usize = 16;
 
 impl Default for PgOptions {
     fn default() -> Self {
-        PgOptions { auth_required: false, max_connections: 256, superuser_reserved_connections: 3 }
+        PgOptions {
+            auth_required: false,
+            max_connections: 256,
+            superuser_reserved_connections: 3,
+            max_cursors_per_connection: DEFAULT_MAX_CURSORS_PER_CONNECTION,
+        }
     }
 }
 
@@ -499,6 +510,7 @@ impl SimpleQueryHandler for PgServer {
             }
         }
         let session = session_of(client);
+        cursor::prune_portals(client, &session).await;
         let psql = is_psql(client);
         for stmt in statements {
             let output = self.run(&session, stmt).await?;
@@ -675,6 +687,7 @@ impl PgServer {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = session_of(client);
+        cursor::prune_portals(client, &session).await;
         let identity = Arc::as_ptr(portal) as usize;
         let fields = Arc::new(field_infos(&portal_schema(portal), &portal.result_column_format));
         let resumed = {
@@ -722,6 +735,10 @@ impl PgServer {
                 "COMMIT" | "ROLLBACK" => client.set_transaction_status(status.to_idle_state()),
                 _ => {}
             }
+        }
+        if max_rows > 0 && matches!(stmt.statement, crate::sql::Statement::Select(_)) {
+            // Its output may be kept for the next Execute.
+            self.check_cursor_room(&session).await?;
         }
         let declared = match &stmt.statement {
             crate::sql::Statement::DeclareCursor { name, .. } => Some(name.clone()),
