@@ -1,4 +1,4 @@
-//! Fuzzes bounded decompression of compressed record batches (`src/format/decompress.rs`):
+//! Fuzzes bounded decompression of compressed record batches (`src/log/decompress.rs`):
 //! the first byte picks the codec (gzip, snappy, lz4, zstd, or an unknown one), the rest is
 //! the compressed records. Any bytes give records no longer than the cap, or an error; never
 //! a panic, and never more memory than the cap (libFuzzer's malloc limit catches a bomb
@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../src/format/decompress.rs"]
+#[path = "../../src/log/decompress.rs"]
 #[allow(dead_code)]
 mod decompress;
 

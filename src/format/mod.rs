@@ -7,6 +7,7 @@
 //! that does not match its schema is never a panic and never a silent null: decode returns a
 //! `BadRecord` for the processing log.
 
+use crate::log::decompress;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 mod arrow;
-pub mod decompress;
+
 pub mod delimited;
 pub mod json;
 pub mod json_batch;

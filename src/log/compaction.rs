@@ -139,16 +139,10 @@ fn decode_any(bytes: &[u8], header: &LogBatchHeader) -> Result<Vec<LogRecord>, L
 
 /// The same batch with its records section decompressed (CRC not recomputed: only decoded).
 fn decompressed(bytes: &[u8], header: &LogBatchHeader) -> Result<Vec<u8>, LogError> {
-    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
-    let mut body = bytes::Bytes::copy_from_slice(&bytes[HEADER_BYTES..header.total_bytes.min(bytes.len())]);
-    let records = match header.compression() {
-        1 => Gzip::decompress(&mut body, |b| Ok(b.to_vec())),
-        2 => Snappy::decompress(&mut body, |b| Ok(b.to_vec())),
-        3 => Lz4::decompress(&mut body, |b| Ok(b.to_vec())),
-        4 => Zstd::decompress(&mut body, |b| Ok(b.to_vec())),
-        codec => return Err(LogError::CorruptBatch(format!("unknown compression codec {codec}"))),
-    }
-    .map_err(|e| LogError::CorruptBatch(format!("cannot decompress a batch: {e}")))?;
+    // Bounded: a few kilobytes of zstd may inflate to gigabytes (see `decompress`).
+    let body = &bytes[HEADER_BYTES..header.total_bytes.min(bytes.len())];
+    let records = super::decompress::decompress(header.compression() as u8, body, super::decompress::MAX_DECOMPRESSED_BATCH_BYTES)
+        .map_err(|e| LogError::CorruptBatch(format!("cannot decompress a batch: {e}")))?;
     let mut out = Vec::with_capacity(HEADER_BYTES + records.len());
     out.extend_from_slice(&bytes[..HEADER_BYTES]);
     out.extend_from_slice(&records);

@@ -11,6 +11,7 @@
 //! topic-name character, so no topic can be mistaken for one (or clobbered by one).
 
 pub mod batch;
+pub mod decompress;
 pub mod compaction;
 pub mod partition;
 
