@@ -7,6 +7,7 @@ mod corruption;
 mod crash_points;
 mod differential;
 mod disk_full;
+mod exact;
 mod kafka;
 mod load;
 mod log_model;
