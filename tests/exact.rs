@@ -98,11 +98,8 @@ async fn decimal_sums_stay_exact_when_sessions_merge() {
          GROUP BY userId EMIT CHANGES",
     )
     .await;
-    query(
-        &c,
-        "INSERT INTO taps (ROWTIME, userId, amount) VALUES (0, 'a', 123456789012345.67), (50000, 'a', 0.01)",
-    )
-    .await;
+    query(&c, "INSERT INTO taps (ROWTIME, userId, amount) VALUES (0, 'a', 123456789012345.67), (50000, 'a', 0.01)")
+        .await;
     query(&c, "FLUSH").await;
     // 25000 bridges the two sessions: they merge into one.
     query(&c, "INSERT INTO taps (ROWTIME, userId, amount) VALUES (25000, 'a', 100000000000000.03)").await;
@@ -117,11 +114,7 @@ async fn bigint_sum_past_2_63_rejects_the_row_into_the_processing_log() {
     let server = Server::start(tmp.path());
     let c = server.client().await;
     query(&c, "CREATE STREAM ticks (id STRING KEY, g STRING, v BIGINT) WITH (PARTITIONS=1)").await;
-    query(
-        &c,
-        "CREATE TABLE sums AS SELECT g, SUM(v) AS total, COUNT(*) AS n FROM ticks GROUP BY g EMIT CHANGES",
-    )
-    .await;
+    query(&c, "CREATE TABLE sums AS SELECT g, SUM(v) AS total, COUNT(*) AS n FROM ticks GROUP BY g EMIT CHANGES").await;
     query(&c, "INSERT INTO ticks (id, g, v) VALUES ('t1', 'g', 9223372036854775000)").await;
     query(&c, "FLUSH").await;
     // t2 would take the sum past 2^63 - 1; t3, in the same batch, is fine.

@@ -292,7 +292,8 @@ mod tests {
 
     #[test]
     fn decimal_fields_keep_the_numbers_text() {
-        let dec = |name: &str| Column { name: name.into(), ty: SqlType::Decimal { precision: 20, scale: 2 }, key: false };
+        let dec =
+            |name: &str| Column { name: name.into(), ty: SqlType::Decimal { precision: 20, scale: 2 }, key: false };
         let cols = vec![dec("a"), dec("B"), dec("c"), Column { name: "x".into(), ty: SqlType::Double, key: false }];
         let text = r#"{"s": "}\"", "n": {"a": [1, "]"]}, "a": 1.5, "a": 123456789012345.67, "b": -99999999999999999.99,
             "B2": 1, "c": null, "x": 0.1}"#;
