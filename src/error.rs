@@ -21,6 +21,9 @@ pub enum EddyError {
     InvalidValue(String),
     #[error("{0}")]
     TypeMismatch(String),
+    /// A value past its type's range, say a BIGINT sum past 2^63 (22003, as Postgres).
+    #[error("{0}")]
+    OutOfRange(String),
     #[error("{0}")]
     ObjectInUse(String),
     /// A write to a relation that only its query writes (Postgres: "cannot insert into view").

@@ -8,6 +8,7 @@ mod corruption;
 mod crash_points;
 mod differential;
 mod disk_full;
+mod exact;
 mod fences;
 mod kafka;
 mod limits;

@@ -14,13 +14,128 @@ use super::Column;
 /// order, equal to it ignoring case; a repeated field's last value wins.
 pub fn decode_value(columns: &[Column], value: &[u8]) -> Result<Vec<Value>, String> {
     let invalid = |e: serde_json::Error| format!("value is not valid JSON: {e}");
-    if columns.len() > 64 || value.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) != Some(&b'{') {
-        return decode_value_through_map(columns, value);
+    let mut cells =
+        if columns.len() > 64 || value.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) != Some(&b'{') {
+            decode_value_through_map(columns, value)?
+        } else {
+            let mut de = serde_json::Deserializer::from_slice(value);
+            let cells = serde::Deserializer::deserialize_map(&mut de, Fields { columns }).map_err(invalid)?;
+            de.end().map_err(invalid)?;
+            cells
+        };
+    if columns.iter().any(|c| matches!(c.ty, SqlType::Decimal { .. })) {
+        exact_decimals(columns, value, &mut cells);
     }
-    let mut de = serde_json::Deserializer::from_slice(value);
-    let cells = serde::Deserializer::deserialize_map(&mut de, Fields { columns }).map_err(invalid)?;
-    de.end().map_err(invalid)?;
     Ok(cells)
+}
+
+/// DECIMAL cells take the number's text as written: serde_json reads a number as f64, which
+/// keeps about 16 significant digits (and without `float_roundtrip` may miss by one unit in
+/// the last place), so `123456789012345.67` could come back as `...345.69`. Top-level fields
+/// only, picked by `types::lookup`'s rules; nested DECIMALs still go through f64.
+fn exact_decimals(columns: &[Column], value: &[u8], cells: &mut [Value]) {
+    let fields = top_level_numbers(value);
+    for (c, cell) in columns.iter().zip(cells.iter_mut()) {
+        if !matches!(c.ty, SqlType::Decimal { .. }) || !cell.is_number() {
+            continue;
+        }
+        let name = match fields.iter().find(|(k, _)| *k == c.name) {
+            Some(_) => c.name.as_str(),
+            None => match fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(&c.name)) {
+                Some((k, _)) => k,
+                None => continue,
+            },
+        };
+        // A repeated field's last value wins, as in the decoder.
+        if let Some((_, text)) = fields.iter().rev().find(|(k, _)| *k == name) {
+            *cell = Value::String((*text).to_string());
+        }
+    }
+}
+
+/// `(key, number text)` of each top-level field of a JSON object whose value is a number, in
+/// order. The input has already parsed as JSON; keys with escapes are left out.
+fn top_level_numbers(value: &[u8]) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let skip_ws = |mut i: usize| {
+        while value.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        i
+    };
+    // The index just past the string starting at `i` (a quote), and whether it has escapes.
+    let skip_string = |mut i: usize| {
+        let mut escaped = false;
+        i += 1;
+        while let Some(&b) = value.get(i) {
+            match b {
+                b'\\' => {
+                    escaped = true;
+                    i += 2;
+                }
+                b'"' => return (i + 1, escaped),
+                _ => i += 1,
+            }
+        }
+        (i, escaped)
+    };
+    let mut i = skip_ws(0);
+    if value.get(i) != Some(&b'{') {
+        return out;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(i);
+        if value.get(i) != Some(&b'"') {
+            return out;
+        }
+        let (end, escaped) = skip_string(i);
+        let key = std::str::from_utf8(&value[i + 1..end.saturating_sub(1).max(i + 1)]).ok();
+        i = skip_ws(end);
+        if value.get(i) != Some(&b':') {
+            return out;
+        }
+        i = skip_ws(i + 1);
+        let start = i;
+        match value.get(i) {
+            Some(b'"') => i = skip_string(i).0,
+            Some(b'{' | b'[') => {
+                let mut depth = 0usize;
+                while let Some(&b) = value.get(i) {
+                    match b {
+                        b'"' => {
+                            i = skip_string(i).0;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => depth -= 1,
+                        _ => {}
+                    }
+                    i += 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+            }
+            Some(_) => {
+                while value.get(i).is_some_and(|b| !matches!(b, b',' | b'}') && !b.is_ascii_whitespace()) {
+                    i += 1;
+                }
+                let text = std::str::from_utf8(&value[start..i]).ok();
+                if let (Some(key), Some(text), false) = (key, text, escaped) {
+                    if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+                        out.push((key, text));
+                    }
+                }
+            }
+            None => return out,
+        }
+        i = skip_ws(i);
+        match value.get(i) {
+            Some(b',') => i += 1,
+            _ => return out,
+        }
+    }
 }
 
 /// Visits a JSON object, keeping the fields that match `columns`.
@@ -174,6 +289,23 @@ fn is_number_text(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::format::types::{normalize, StructField};
+
+    #[test]
+    fn decimal_fields_keep_the_numbers_text() {
+        let dec =
+            |name: &str| Column { name: name.into(), ty: SqlType::Decimal { precision: 20, scale: 2 }, key: false };
+        let cols = vec![dec("a"), dec("B"), dec("c"), Column { name: "x".into(), ty: SqlType::Double, key: false }];
+        let text = r#"{"s": "}\"", "n": {"a": [1, "]"]}, "a": 1.5, "a": 123456789012345.67, "b": -99999999999999999.99,
+            "B2": 1, "c": null, "x": 0.1}"#;
+        let cells = decode_value(&cols, text.as_bytes()).unwrap();
+        assert_eq!(cells[0], Value::from("123456789012345.67"));
+        assert_eq!(cells[1], Value::from("-99999999999999999.99"));
+        assert_eq!(cells[2], Value::Null);
+        assert_eq!(cells[3], serde_json::json!(0.1));
+        for (c, v) in cols[..2].iter().zip(&cells) {
+            assert_eq!(normalize(&c.ty, v.clone()).unwrap(), *v);
+        }
+    }
 
     /// The one-pass decoder agrees with parsing the object and looking each column up.
     #[test]

@@ -314,7 +314,8 @@ pub fn memcomparable(values: &[Value]) -> Vec<u8> {
             Value::Bool(b) => out.extend_from_slice(&[1, *b as u8]),
             Value::Number(n) => {
                 out.push(2);
-                let f = n.as_f64().unwrap_or(0.0);
+                // -0.0 = 0.0 in SQL, so they are one key (one group, one join match).
+                let f = n.as_f64().unwrap_or(0.0) + 0.0;
                 let bits = f.to_bits();
                 let ordered = if f.is_sign_negative() { !bits } else { bits ^ (1 << 63) };
                 out.extend_from_slice(&ordered.to_be_bytes());

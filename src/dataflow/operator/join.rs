@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch};
-use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::compute::kernels::cmp::eq;
+use datafusion::arrow::compute::{can_cast_types, cast, filter_record_batch, not, nullif};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use serde_json::Value;
@@ -38,6 +39,7 @@ impl JoinOperator {
         let n = stream.num_rows();
         let keys: Vec<ArrayRef> =
             self.stream_keys.iter().map(|e| e.evaluate(stream)?.into_array(n)).collect::<Result<_, _>>()?;
+        let keys = self.in_key_types(keys)?;
         let mut lookup_keys = Vec::with_capacity(n);
         let mut has_key = Vec::with_capacity(n);
         for row in 0..n {
@@ -69,5 +71,23 @@ impl JoinOperator {
         }
         let keep = BooleanArray::from(matched.iter().map(|m| m.is_some()).collect::<Vec<_>>());
         Ok(filter_record_batch(&joined, &keep)?)
+    }
+
+    /// The stream's keys in the types of the table's key columns, so that equal values are
+    /// equal keys: a DOUBLE 3.0 finds the INT key 3. A value the key type cannot hold as it
+    /// is (3.5, truncated to 3 by a cast) becomes NULL and matches nothing.
+    fn in_key_types(&self, keys: Vec<ArrayRef>) -> Result<Vec<ArrayRef>> {
+        let key_types = self.table_columns.iter().filter(|c| c.key).map(|c| c.ty.arrow());
+        keys.into_iter()
+            .zip(key_types)
+            .map(|(k, ty)| {
+                if k.data_type() == &ty || !can_cast_types(k.data_type(), &ty) {
+                    return Ok(k);
+                }
+                let cast_k = cast(&k, &ty)?;
+                let unchanged = eq(&cast(&cast_k, k.data_type())?, &k)?;
+                Ok(nullif(&cast_k, &not(&unchanged)?)?)
+            })
+            .collect()
     }
 }
