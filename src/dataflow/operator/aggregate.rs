@@ -307,106 +307,106 @@ impl AggregateOperator {
         let mut created_at: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut index_at: HashMap<Vec<u8>, usize> = HashMap::new();
         // Any failure (a sum out of range, a state read) undoes the whole batch below.
-        let folded = (|| -> Result<()> {
-            for row in 0..n {
-                let Some(ts) = cell_at(times.as_ref(), row).as_i64() else {
-                    out.late.push(row);
-                    continue;
+        let mut fold_row = |row: usize| -> Result<()> {
+            let Some(ts) = cell_at(times.as_ref(), row).as_i64() else {
+                out.late.push(row);
+                return Ok(());
+            };
+            *stream_time_ms = (*stream_time_ms).max(ts);
+            let mut g: Vec<Value> = groups.iter().map(|a| cell_at(a.as_ref(), row)).collect();
+            let base: Vec<Value> = g
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != start_pos && *i != end_pos)
+                .map(|(_, v)| v.clone())
+                .collect();
+            let index_key = session_index_key(&base);
+            if !self.sessions.contains_key(&index_key) {
+                let stored = load(std::slice::from_ref(&index_key))?.pop().flatten();
+                let list: Vec<(i64, i64)> = match stored {
+                    Some(b) => {
+                        serde_json::from_slice(&b).map_err(|e| EddyError::Internal(format!("session index: {e}")))?
+                    }
+                    None => Vec::new(),
                 };
-                *stream_time_ms = (*stream_time_ms).max(ts);
-                let mut g: Vec<Value> = groups.iter().map(|a| cell_at(a.as_ref(), row)).collect();
-                let base: Vec<Value> = g
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| *i != start_pos && *i != end_pos)
-                    .map(|(_, v)| v.clone())
-                    .collect();
-                let index_key = session_index_key(&base);
-                if !self.sessions.contains_key(&index_key) {
-                    let stored = load(std::slice::from_ref(&index_key))?.pop().flatten();
-                    let list: Vec<(i64, i64)> = match stored {
-                        Some(b) => serde_json::from_slice(&b)
-                            .map_err(|e| EddyError::Internal(format!("session index: {e}")))?,
-                        None => Vec::new(),
-                    };
-                    undo_sessions.entry(index_key.clone()).or_insert(None);
-                    self.sessions.insert(index_key.clone(), list);
-                }
-                let list = self.sessions[&index_key].clone();
-                let (merging, keep): (Vec<Session>, Vec<Session>) = list.into_iter().partition(|(s, e)| {
-                    s.saturating_sub(session.gap_ms) <= ts && ts <= e.saturating_add(session.gap_ms)
-                });
-                let start = merging.iter().map(|w| w.0).chain([ts]).min().expect("non-empty");
-                let end = merging.iter().map(|w| w.1).chain([ts]).max().expect("non-empty");
-                if end < stream_time_ms.saturating_sub(session.grace_ms).saturating_sub(session.gap_ms) {
-                    out.late.push(row);
-                    continue;
-                }
-                let mut merged = GroupState::default();
-                g[start_pos] = Value::from(start);
-                g[end_pos] = Value::from(end);
-                merged.g = g.clone();
-                merged.a = self.plan.aggs.iter().map(|a| initial(a.func, false)).collect();
-                for (s, e) in &merging {
-                    let mut old_g = g.clone();
-                    old_g[start_pos] = Value::from(*s);
-                    old_g[end_pos] = Value::from(*e);
-                    let old_key = memcomparable(&old_g);
-                    if !undo_cache.contains_key(&old_key) {
-                        undo_cache.insert(old_key.clone(), self.cache.get(&old_key).cloned());
-                    }
-                    let old = match self.cache.remove(&old_key) {
-                        Some(st) => Some(st),
-                        None => load(std::slice::from_ref(&old_key))?
-                            .pop()
-                            .flatten()
-                            .map(|b| serde_json::from_slice::<GroupState>(&b))
-                            .transpose()
-                            .map_err(|e| EddyError::Internal(format!("aggregate state: {e}")))?,
-                    };
-                    if let Some(old) = old {
-                        merged.n += old.n;
-                        for (i, spec) in self.plan.aggs.iter().enumerate() {
-                            merge(spec.func, &mut merged.a[i], &old.a[i], kinds[i])?;
-                        }
-                    }
-                    touched_set.remove(&old_key);
-                    out.closed.push((*e, old_key.clone()));
-                    deleted.push((
-                        row,
-                        Change { state_key: old_key, key_values: old_g, row: None, state_value: None, timestamp_ms },
-                    ));
-                }
-                merged.n += 1;
-                for (i, spec) in self.plan.aggs.iter().enumerate() {
-                    fold(spec.func, &mut merged.a[i], cell_at(args[i].as_ref(), row), kinds[i], 1, false)?;
-                }
-                let key = memcomparable(&g);
-                created_at.insert(key.clone(), row);
-                if !undo_cache.contains_key(&key) {
-                    undo_cache.insert(key.clone(), self.cache.get(&key).cloned());
-                }
-                self.cache.insert(key.clone(), merged);
-                touched_set.insert(key.clone());
-                touched.push(key);
-                let mut list = keep;
-                list.push((start, end));
-                list.sort_unstable();
-                let bytes = serde_json::to_vec(&list).map_err(|e| EddyError::Internal(e.to_string()))?;
-                if !undo_sessions.contains_key(&index_key) {
-                    undo_sessions.insert(index_key.clone(), self.sessions.get(&index_key).cloned());
-                }
+                undo_sessions.entry(index_key.clone()).or_insert(None);
                 self.sessions.insert(index_key.clone(), list);
-                match index_at.get(&index_key) {
-                    Some(&at) => out.index_writes[at].1 = Some(bytes),
-                    None => {
-                        index_at.insert(index_key.clone(), out.index_writes.len());
-                        out.index_writes.push((index_key, Some(bytes)));
+            }
+            let list = self.sessions[&index_key].clone();
+            let (merging, keep): (Vec<Session>, Vec<Session>) = list
+                .into_iter()
+                .partition(|(s, e)| s.saturating_sub(session.gap_ms) <= ts && ts <= e.saturating_add(session.gap_ms));
+            let start = merging.iter().map(|w| w.0).chain([ts]).min().expect("non-empty");
+            let end = merging.iter().map(|w| w.1).chain([ts]).max().expect("non-empty");
+            if end < stream_time_ms.saturating_sub(session.grace_ms).saturating_sub(session.gap_ms) {
+                out.late.push(row);
+                return Ok(());
+            }
+            let mut merged = GroupState::default();
+            g[start_pos] = Value::from(start);
+            g[end_pos] = Value::from(end);
+            merged.g = g.clone();
+            merged.a = self.plan.aggs.iter().map(|a| initial(a.func, false)).collect();
+            for (s, e) in &merging {
+                let mut old_g = g.clone();
+                old_g[start_pos] = Value::from(*s);
+                old_g[end_pos] = Value::from(*e);
+                let old_key = memcomparable(&old_g);
+                if !undo_cache.contains_key(&old_key) {
+                    undo_cache.insert(old_key.clone(), self.cache.get(&old_key).cloned());
+                }
+                let old = match self.cache.remove(&old_key) {
+                    Some(st) => Some(st),
+                    None => load(std::slice::from_ref(&old_key))?
+                        .pop()
+                        .flatten()
+                        .map(|b| serde_json::from_slice::<GroupState>(&b))
+                        .transpose()
+                        .map_err(|e| EddyError::Internal(format!("aggregate state: {e}")))?,
+                };
+                if let Some(old) = old {
+                    merged.n += old.n;
+                    for (i, spec) in self.plan.aggs.iter().enumerate() {
+                        merge(spec.func, &mut merged.a[i], &old.a[i], kinds[i])?;
                     }
+                }
+                touched_set.remove(&old_key);
+                out.closed.push((*e, old_key.clone()));
+                deleted.push((
+                    row,
+                    Change { state_key: old_key, key_values: old_g, row: None, state_value: None, timestamp_ms },
+                ));
+            }
+            merged.n += 1;
+            for (i, spec) in self.plan.aggs.iter().enumerate() {
+                fold(spec.func, &mut merged.a[i], cell_at(args[i].as_ref(), row), kinds[i], 1, false)?;
+            }
+            let key = memcomparable(&g);
+            created_at.insert(key.clone(), row);
+            if !undo_cache.contains_key(&key) {
+                undo_cache.insert(key.clone(), self.cache.get(&key).cloned());
+            }
+            self.cache.insert(key.clone(), merged);
+            touched_set.insert(key.clone());
+            touched.push(key);
+            let mut list = keep;
+            list.push((start, end));
+            list.sort_unstable();
+            let bytes = serde_json::to_vec(&list).map_err(|e| EddyError::Internal(e.to_string()))?;
+            if !undo_sessions.contains_key(&index_key) {
+                undo_sessions.insert(index_key.clone(), self.sessions.get(&index_key).cloned());
+            }
+            self.sessions.insert(index_key.clone(), list);
+            match index_at.get(&index_key) {
+                Some(&at) => out.index_writes[at].1 = Some(bytes),
+                None => {
+                    index_at.insert(index_key.clone(), out.index_writes.len());
+                    out.index_writes.push((index_key, Some(bytes)));
                 }
             }
             Ok(())
-        })();
+        };
+        let folded = (0..n).try_for_each(fold_row);
         // Each live group once, where it was last touched.
         let mut emitted: HashSet<Vec<u8>> = HashSet::new();
         let mut order: Vec<Vec<u8>> =
