@@ -307,7 +307,7 @@ impl AggregateOperator {
         let mut created_at: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut index_at: HashMap<Vec<u8>, usize> = HashMap::new();
         // Any failure (a sum out of range, a state read) undoes the whole batch below.
-        let mut fold_row = |row: usize| -> Result<()> {
+        let fold_row = |row: usize| -> Result<()> {
             let Some(ts) = cell_at(times.as_ref(), row).as_i64() else {
                 out.late.push(row);
                 return Ok(());
