@@ -14,7 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
-use crate::common::{query, Server};
+use crate::common::{python_output, query, Server};
 
 const THIRTY_DAYS_MS: i64 = 30 * 24 * 3600 * 1000;
 const REWRITES: usize = 10;
@@ -30,24 +30,6 @@ async fn topic_configs(bootstrap: &str, topic: &str) -> HashMap<String, String> 
         .expect("DescribeConfigs answered");
     let resource = res.into_iter().next().unwrap().expect("the topic's configs");
     resource.entries.into_iter().map(|e| (e.name, e.value.unwrap_or_default())).collect()
-}
-
-/// Runs `tests/python/<script>` (librdkafka through confluent-kafka) and fails the test if it
-/// fails. The Rust crate's `alter_configs` reports success whatever the broker answers.
-async fn python(script: &str, args: &[&str]) {
-    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let out =
-        tokio::task::spawn_blocking(move || std::process::Command::new("python3").arg(&path).args(&args).output())
-            .await
-            .unwrap()
-            .expect("python3");
-    assert!(
-        out.status.success(),
-        "{script}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Produces `value(i)` under key `key{i}` for every `i` (JSON values), to partitions by key.
@@ -115,7 +97,7 @@ async fn tables_keep_every_key_on_compacted_topics_past_any_retention() {
 
         // Settings change through Kafka's AlterConfigs APIs, but a table's topic stays
         // compacted; small segments give compaction sealed segments to clean.
-        python("kafka_configs.py", &[&server.kafka, "users"]).await;
+        python_output("kafka_configs.py", &[&server.kafka, "users"]).await;
         assert_eq!(topic_configs(&server.kafka, "users").await["segment.bytes"], "262144");
 
         // Every key written REWRITES times; the last round's value is the latest.

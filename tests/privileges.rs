@@ -11,7 +11,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::common::{query, sqlstate, Server};
+use crate::common::{python_output, query, sqlstate, Server};
 
 fn start_with_password(dir: &Path) -> Server {
     std::fs::create_dir_all(dir).unwrap();
@@ -54,20 +54,6 @@ async fn delete_topic(config: &ClientConfig, topic: &str) -> Option<RDKafkaError
     let admin: AdminClient<DefaultClientContext> = config.create().unwrap();
     let res = admin.delete_topics(&[topic], &AdminOptions::new()).await.expect("DeleteTopics answered");
     res[0].as_ref().err().map(|(_, code)| *code)
-}
-
-/// Runs `tests/python/<script>` and returns what it printed (fails the test if it fails).
-async fn python_out(script: &str, args: &[&str]) -> String {
-    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let out =
-        tokio::task::spawn_blocking(move || std::process::Command::new("python3").arg(&path).args(&args).output())
-            .await
-            .unwrap()
-            .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{script}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    stdout
 }
 
 fn queries_running(rows: &[Vec<Option<String>>]) -> usize {
@@ -136,7 +122,7 @@ async fn owners_and_grants_decide_who_reads_writes_drops_and_terminates() {
     query(&alice, "DROP TABLE mine").await;
 
     // Kafka's DescribeAcls lists the grants as ACLs on the topics.
-    let acls = python_out("kafka_acls.py", &[&server.kafka, "eddy", "adm1n-pw"]).await;
+    let acls = python_output("kafka_acls.py", &[&server.kafka, "eddy", "adm1n-pw"]).await;
     assert!(acls.lines().any(|l| l == "orders User:alice READ ALLOW"), "{acls}");
     assert!(!acls.lines().any(|l| l == "orders User:alice WRITE ALLOW"), "revoked: {acls}");
     assert!(acls.lines().any(|l| l == "orders User:eddy WRITE ALLOW"), "the owner: {acls}");

@@ -142,9 +142,20 @@ pub async fn sqlstate(
     }
 }
 
+/// Runs `tests/python/<script>` with arguments (off the async runtime) and returns what it
+/// printed; fails the test, showing its output, if it fails.
+pub async fn python_output(script: &str, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    python_run(script, &args).await
+}
+
 /// Runs `tests/python/<script>` with arguments (off the async runtime) and fails the test,
 /// showing its output, if it fails.
 pub async fn python(script: &str, args: &[String]) {
+    python_run(script, args).await;
+}
+
+async fn python_run(script: &str, args: &[String]) -> String {
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let args = args.to_vec();
     let out = tokio::task::spawn_blocking(move || {
@@ -158,4 +169,5 @@ pub async fn python(script: &str, args: &[String]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
