@@ -7,6 +7,7 @@ mod corruption;
 mod crash_points;
 mod differential;
 mod disk_full;
+mod event_time;
 mod fences;
 mod kafka;
 mod load;
