@@ -922,7 +922,8 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         let watermark = t;
         for emit in ["CHANGES", "FINAL"] {
             let name = format!("skew_{}", emit.to_lowercase());
-            let closed = if emit == "FINAL" { format!(" WHERE windowend + {grace} <= {watermark}") } else { String::new() };
+            let closed =
+                if emit == "FINAL" { format!(" WHERE windowend + {grace} <= {watermark}") } else { String::new() };
             checks.push(Check {
                 name: name.clone(),
                 create: Some(format!(

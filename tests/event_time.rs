@@ -62,7 +62,10 @@ async fn a_partition_ahead_in_event_time_makes_no_record_late() {
             values.push(format!("({}, '{ahead}', 1)", t + 20_000));
             values.push(format!("({t}, '{behind}', 1)"));
         }
-        client.batch_execute(&format!("INSERT INTO clicks (ROWTIME, k, n) VALUES {}", values.join(", "))).await.unwrap();
+        client
+            .batch_execute(&format!("INSERT INTO clicks (ROWTIME, k, n) VALUES {}", values.join(", ")))
+            .await
+            .unwrap();
         if round % 2 == 1 {
             client.batch_execute("FLUSH").await.unwrap();
         }

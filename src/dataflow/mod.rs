@@ -39,8 +39,9 @@ use crate::plan::{ContinuousPlan, PlanShape};
 use crate::sql::RelationKind;
 use crate::sql::WindowKind;
 use crate::state::{
-    StateStore, JOIN_OFFSET_PREFIX, JOIN_ROW_PREFIX, LATE_SINK_PREFIX, OFFSET_PREFIX, PREVIOUS_ROW_PREFIX, ROW_PREFIX,
-    PARTITION_TIME_PREFIX, SINK_PREFIX, STREAM_TIME_KEY, WINDOW_EXPIRY_PREFIX, WINDOW_OPEN_PREFIX, WORKING_PREFIX,
+    StateStore, JOIN_OFFSET_PREFIX, JOIN_ROW_PREFIX, LATE_SINK_PREFIX, OFFSET_PREFIX, PARTITION_TIME_PREFIX,
+    PREVIOUS_ROW_PREFIX, ROW_PREFIX, SINK_PREFIX, STREAM_TIME_KEY, WINDOW_EXPIRY_PREFIX, WINDOW_OPEN_PREFIX,
+    WORKING_PREFIX,
 };
 use datafusion::physical_expr::expressions::Column as PhysColumn;
 use datafusion::physical_expr::utils::collect_columns;

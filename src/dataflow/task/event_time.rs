@@ -6,10 +6,13 @@
 //!
 //! A partition holds the watermark back while it has data to read and until it has been
 //! caught up for `--idle-partition-timeout-ms`; one that never had data is idle after that
-//! too. When every partition is idle the watermark stays where it is (as Flink's does).
+//! too. When every partition of an input is idle, all it holds has been read: its watermark
+//! is then its largest partition time (ksqlDB's stream time), so windows still close.
 //! Only windows, sessions and stream–stream joins use the watermark; the inputs tracked are
 //! the source and, for a stream–stream join, the second stream (a stream–table join's table
-//! moves no time).
+//! moves no time). Each input's watermark is the minimum over its own partitions; a join goes
+//! by the larger of its two inputs', as before: the inputs are read in event-time order and
+//! one never runs ahead of the other by more than the grace period (see `poll_next`).
 
 use super::*;
 use crate::state::Checkpoint;
@@ -54,14 +57,12 @@ impl QueryTask {
     }
 
     /// Before a batch from `partition` of the source (or the second input): its partition's
-    /// time, and the smallest time of the other partitions that hold the watermark back.
+    /// time, and the smallest time of the input's other partitions that hold the watermark back.
     pub(super) fn start_batch(&mut self, from_second: bool, partition: usize) {
         let idle_ms = self.idle_ms;
-        let others = self
-            .timed_inputs()
-            .filter_map(|(input, s)| s.holding_min((input == u8::from(from_second)).then_some(partition), idle_ms))
-            .min();
-        let own = self.timed_input_mut(from_second).and_then(|s| s.time_ms.get(partition).copied());
+        let source = self.timed_input_mut(from_second);
+        let own = source.as_ref().and_then(|s| s.time_ms.get(partition).copied());
+        let others = source.and_then(|s| s.holding_min(Some(partition), idle_ms));
         self.time.partition_ms = own.unwrap_or(i64::MIN);
         self.time.others_ms = others.unwrap_or(i64::MAX);
     }
@@ -86,7 +87,10 @@ impl QueryTask {
             return Ok(());
         }
         let idle_ms = self.idle_ms;
-        let Some(watermark_ms) = self.timed_inputs().filter_map(|(_, s)| s.holding_min(None, idle_ms)).min() else {
+        let input_watermark = |s: &Source| {
+            s.holding_min(None, idle_ms).or_else(|| s.time_ms.iter().copied().max().filter(|&t| t != i64::MIN))
+        };
+        let Some(watermark_ms) = self.timed_inputs().filter_map(|(_, s)| input_watermark(s)).max() else {
             return Ok(());
         };
         if watermark_ms <= self.time.watermark_ms {
