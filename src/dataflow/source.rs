@@ -121,7 +121,6 @@ impl Source {
     /// Reads and decodes the next chunk: of the partitions with data to read, the one whose
     /// event time is lowest (taking turns on a tie); a caught-up partition starts its idle time.
     /// A replay then reads the partitions in about the same interleaving as the first run.
-
     pub fn poll(
         &mut self,
         offsets: &mut [i64],
