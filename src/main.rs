@@ -84,6 +84,11 @@ struct ServerArgs {
     /// How often a busy continuous query checkpoints, in milliseconds.
     #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL_MS", default_value_t = 200)]
     checkpoint_interval_ms: u64,
+    /// A source partition with nothing to read for this many milliseconds no longer holds
+    /// back its query's watermark (windows close and lateness is judged on the smallest event
+    /// time of the partitions that do), so an idle partition cannot stall windows forever.
+    #[arg(long, env = "EDDY_IDLE_PARTITION_TIMEOUT_MS", default_value_t = 1000)]
+    idle_partition_timeout_ms: u64,
     /// CPU priority (nice value, 0–19) of continuous and push query threads (state backups
     /// always run at 19). Above 0, client sessions and Kafka requests come first when the cores are
     /// busy, and a query that falls behind shows its lag in SHOW QUERIES; with idle cores it
@@ -151,6 +156,7 @@ fn main() -> anyhow_free::Result {
                 query_memory_bytes: args.query_memory_bytes,
                 checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.clamp(10, 60_000)),
                 query_nice: args.query_nice,
+                idle_partition_timeout: Duration::from_millis(args.idle_partition_timeout_ms.min(86_400_000)),
                 backups: eddy::state::backup::BackupConfig {
                     interval: (args.state_backup_interval_secs > 0)
                         .then(|| Duration::from_secs(args.state_backup_interval_secs)),

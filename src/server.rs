@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub checkpoint_interval: Duration,
     /// Nice value of query threads (0: the server's own priority).
     pub query_nice: i32,
+    /// See `RuntimeConfig::idle_partition_timeout`.
+    pub idle_partition_timeout: Duration,
     /// Backups of the state store.
     pub backups: crate::state::backup::BackupConfig,
     /// A connection (Postgres or Kafka) whose socket write has not progressed for this long
@@ -102,6 +104,7 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
     engine_config.query_memory_bytes = config.query_memory_bytes;
     engine_config.checkpoint_interval = config.checkpoint_interval;
     engine_config.query_nice = config.query_nice;
+    engine_config.idle_partition_timeout = config.idle_partition_timeout;
     engine_config.max_result_rows = config.max_result_rows;
     engine_config.statement_timeout = config.statement_timeout;
     engine_config.backups = config.backups.clone();

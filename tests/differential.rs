@@ -22,7 +22,15 @@
 //!    (a projection and an aggregate over the join);
 //! 6. stream–table LEFT and INNER joins (projections and an aggregate), the table written and
 //!    flushed before the stream, against a batch join with the latest table rows;
-//! 7. the input tables themselves (`SELECT * FROM accounts`): the latest row per key.
+//! 7. the input tables themselves (`SELECT * FROM accounts`): the latest row per key;
+//! 8. tumbling windows (EMIT CHANGES and FINAL, a small grace) over a stream of two partitions
+//!    skewed in event time: partition 0 runs 30 s ahead of partition 1, each rising. Windows
+//!    close on the watermark, the smaller partition time, so no record is late whatever order
+//!    the partitions are read in (restarts included): the oracle is every window exact and
+//!    nothing late; EMIT FINAL holds the windows the final watermark (partition 1's last
+//!    time) closed. (With the largest event time as stream time, partition 1's records were
+//!    late whenever partition 0 was read first.) The server runs with a long idle-partition
+//!    timeout, so the wall clock plays no part.
 //!
 //! Some queries start before any input and some halfway (they read from the earliest offset),
 //! FLUSH comes at random points, and now and then the server is killed (`kill -9`) and
@@ -53,6 +61,22 @@ use crate::common::Server;
 
 /// Cases when `EDDY_DIFF_CASES` is not set: small enough for a debug build to finish quickly.
 const DEFAULT_CASES: u64 = 20;
+
+/// No partition goes idle during a case: results must not depend on the wall clock.
+const SERVER_ARGS: &[&str] = &["--idle-partition-timeout-ms", "600000"];
+
+/// How far partition 0 of `sk` runs ahead of partition 1 in event time.
+const SKEW_MS: i64 = 30_000;
+
+/// The first `n` keys that Kafka's default partitioner (which INSERT uses) puts in
+/// `partition` of 2.
+fn keys_in(partition: u32, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("k{i}"))
+        .filter(|k| (eddy::dataflow::sink::murmur2(k.as_bytes()) & 0x7fff_ffff) % 2 == partition)
+        .take(n)
+        .collect()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn differential() {
@@ -540,7 +564,7 @@ fn note(msg: &str) {
 async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
     let mut rng = SmallRng::seed_from_u64(case_seed);
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = Server::start(tmp.path());
+    let mut server = Server::start_with(tmp.path(), 0, SERVER_ARGS);
     let mut db = Session { client: server.client().await, script: Vec::new() };
 
     // Inputs.
@@ -554,6 +578,7 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
     .await;
     db.exec("CREATE STREAM t2 (k STRING, m INT) WITH (PARTITIONS=1)").await;
     db.exec("CREATE TABLE regions (code STRING PRIMARY KEY, label STRING) WITH (PARTITIONS=1)").await;
+    db.exec("CREATE STREAM sk (k STRING KEY, n INT) WITH (PARTITIONS=2)").await;
 
     let events = gen_events(&mut rng);
     let mut s_cols: Vec<(&str, Ty)> = STREAM_COLS.to_vec();
@@ -866,6 +891,56 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         });
     }
 
+    // 8. Two partitions skewed in event time (partition 0 ahead by SKEW_MS), each rising.
+    let sk_keys = [keys_in(0, 2), keys_in(1, 2)];
+    let mut sk_rows: Vec<Vec<V>> = Vec::new();
+    let mut t: i64 = 250 * rng.random_range(0..20);
+    for i in 0..rng.random_range(10..=40) {
+        t += 250 * rng.random_range(0..8);
+        let mut slice = vec![
+            vec![V::Int(t + SKEW_MS), V::Str(pick(&mut rng, &sk_keys[0]).clone()), V::Int(i)],
+            vec![V::Int(t), V::Str(pick(&mut rng, &sk_keys[1]).clone()), V::Int(i)],
+        ];
+        if rng.random_bool(0.5) {
+            slice.reverse();
+        }
+        sk_rows.extend(slice);
+    }
+    {
+        let size = *pick(&mut rng, &[2000, 5000, 10000]);
+        let grace = *pick(&mut rng, &[0, 250, 500]);
+        let mut skw = Table::new(
+            "skw",
+            &[("k", Ty::Str), ("n", Ty::Int), ("windowstart", Ty::BigInt), ("windowend", Ty::BigInt)],
+        );
+        for r in &sk_rows {
+            let V::Int(ts) = r[0] else { unreachable!("rowtimes are set") };
+            let start = ts - ts.rem_euclid(size);
+            skw.rows.push(vec![r[1].clone(), r[2].clone(), V::Int(start), V::Int(start + size)]);
+        }
+        // The final watermark: the smaller of the partitions' last times, partition 1's.
+        let watermark = t;
+        for emit in ["CHANGES", "FINAL"] {
+            let name = format!("skew_{}", emit.to_lowercase());
+            let closed =
+                if emit == "FINAL" { format!(" WHERE windowend + {grace} <= {watermark}") } else { String::new() };
+            checks.push(Check {
+                name: name.clone(),
+                create: Some(format!(
+                    "CREATE TABLE {name} AS SELECT k, COUNT(*) AS c, SUM(n) AS sn FROM sk \
+                     WINDOW TUMBLING (SIZE {size} MILLISECONDS, GRACE PERIOD {grace} MILLISECONDS) GROUP BY k EMIT {emit}"
+                )),
+                tables: vec![skw.clone()],
+                oracle_sql: format!(
+                    "SELECT k, windowstart, windowend, COUNT(*) AS c, SUM(n) AS sn FROM skw{closed} \
+                     GROUP BY k, windowstart, windowend"
+                ),
+                late: Some(0),
+                known_bug: None,
+            });
+        }
+    }
+
     // Run: some queries start before any input, the rest after part of it (they read from
     // the earliest offset, so the result must not depend on when they started).
     let (early, late_start): (Vec<&Check>, Vec<&Check>) =
@@ -904,8 +979,11 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
     for chunk in chunks(&mut rng, &regions_rows) {
         tagged.push((4, insert("regions", &["code", "label"], chunk)));
     }
-    // Interleave the five inputs randomly, keeping each one's own order.
-    let mut queues: Vec<Vec<String>> = vec![Vec::new(); 5];
+    for chunk in chunks(&mut rng, &sk_rows) {
+        tagged.push((5, insert("sk", &["ROWTIME", "k", "n"], chunk)));
+    }
+    // Interleave the six inputs randomly, keeping each one's own order.
+    let mut queues: Vec<Vec<String>> = vec![Vec::new(); 6];
     for (tag, sql) in tagged {
         queues[tag as usize].push(sql);
     }
@@ -913,7 +991,7 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         q.reverse();
     }
     while queues.iter().any(|q| !q.is_empty()) {
-        let nonempty: Vec<usize> = (0..5).filter(|&i| !queues[i].is_empty()).collect();
+        let nonempty: Vec<usize> = (0..6).filter(|&i| !queues[i].is_empty()).collect();
         let i = *pick(&mut rng, &nonempty);
         batches.push(queues[i].pop().unwrap());
     }
@@ -933,7 +1011,7 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         if rng.random_bool(0.03) {
             db.script.push("-- kill -9 and restart the server".into());
             server.kill9();
-            server = Server::start(tmp.path());
+            server = Server::start_with(tmp.path(), 0, SERVER_ARGS);
             db.client = server.client().await;
         }
     }

@@ -8,6 +8,7 @@ mod corruption;
 mod crash_points;
 mod differential;
 mod disk_full;
+mod event_time;
 mod exact;
 mod fences;
 mod kafka;

@@ -39,19 +39,20 @@ use crate::plan::{ContinuousPlan, PlanShape};
 use crate::sql::RelationKind;
 use crate::sql::WindowKind;
 use crate::state::{
-    StateStore, JOIN_OFFSET_PREFIX, JOIN_ROW_PREFIX, LATE_SINK_PREFIX, OFFSET_PREFIX, PREVIOUS_ROW_PREFIX, ROW_PREFIX,
-    SINK_PREFIX, STREAM_TIME_KEY, WINDOW_EXPIRY_PREFIX, WINDOW_OPEN_PREFIX, WORKING_PREFIX,
+    StateStore, JOIN_OFFSET_PREFIX, JOIN_ROW_PREFIX, LATE_SINK_PREFIX, OFFSET_PREFIX, PARTITION_TIME_PREFIX,
+    PREVIOUS_ROW_PREFIX, ROW_PREFIX, SINK_PREFIX, STREAM_TIME_KEY, WINDOW_EXPIRY_PREFIX, WINDOW_OPEN_PREFIX,
+    WORKING_PREFIX,
 };
 use datafusion::physical_expr::expressions::Column as PhysColumn;
 use datafusion::physical_expr::utils::collect_columns;
 use operator::aggregate::{AggregateOperator, SessionParams};
 use operator::filter_project::{FilterOperator, ProjectOperator};
-use operator::interval_join::{cut_after, IntervalJoinOperator, Side, BUFFER_PREFIX, JOIN_CHUNK_BYTES};
+use operator::interval_join::{cut_after, IntervalJoinOperator, JoinStep, Side, BUFFER_PREFIX, JOIN_CHUNK_BYTES};
 use operator::join::{JoinOperator, StoredTableRow};
 use operator::table_join::{JoinState, Row, SignedRow, TableJoinOperator};
 use operator::upsert::UpsertOperator;
 use operator::window::WindowOperator;
-use operator::Change;
+use operator::{BatchTime, Change};
 use serde_json::Value;
 use sink::{PendingOutput, ProcessingLog, Sink};
 use source::{DecodedBatch, Source};
@@ -66,11 +67,22 @@ pub struct RuntimeConfig {
     /// Nice value of query threads (persistent and push queries), so that sessions and
     /// produce requests come first when the cores are busy (0: same priority).
     pub nice: i32,
+    /// A source partition with nothing to read for this long stops holding back the query's
+    /// watermark (Flink's `withIdleness`); one that never had data is idle after it too.
+    pub idle_partition_timeout: Duration,
 }
+
+/// `--idle-partition-timeout-ms`'s default.
+pub const DEFAULT_IDLE_PARTITION_TIMEOUT: Duration = Duration::from_millis(1000);
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { checkpoint_interval: Duration::from_millis(200), fetch_bytes_max: 1 << 20, nice: 0 }
+        RuntimeConfig {
+            checkpoint_interval: Duration::from_millis(200),
+            fetch_bytes_max: 1 << 20,
+            nice: 0,
+            idle_partition_timeout: DEFAULT_IDLE_PARTITION_TIMEOUT,
+        }
     }
 }
 

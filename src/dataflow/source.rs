@@ -1,6 +1,11 @@
 //! Source: tails the partitions of a stream's or table's topic and decodes log batches into
 //! Arrow batches. Records that do not match the schema go to the processing log and are
 //! skipped; the query keeps running.
+//!
+//! It also keeps each partition's event time and whether it is idle, for the query's
+//! watermark (see `operator::BatchTime`), and reads the partition that is furthest behind in
+//! event time first (as Kafka Streams picks the record with the lowest timestamp), so one
+//! partition never runs far ahead of another.
 
 use std::sync::Arc;
 
@@ -14,7 +19,7 @@ use crate::format::decode_batch;
 use crate::format::json_columns::ColumnarDecoder;
 use crate::format::{decode_key, decode_row, rows_to_batch, ValueFormat};
 use crate::log::batch::{decode_record_refs, LogBatchHeader, LogRecord, RecordRef};
-use crate::log::{Log, LogError, Partition};
+use crate::log::{Clock, Log, LogError, Partition};
 use crate::sql::RelationKind;
 
 pub struct Source {
@@ -28,6 +33,13 @@ pub struct Source {
     buffer: Vec<u8>,
     pub partitions: Vec<Arc<Partition>>,
     next_partition: usize,
+    /// Per partition: the largest event time the query has read from it (`i64::MIN`: none),
+    /// kept by the query (it persists them with its checkpoints).
+    pub time_ms: Vec<i64>,
+    /// Per partition: since when (clock ms) it has had nothing to read; `None` while it has
+    /// (or before the first poll looked).
+    caught_up_since_ms: Vec<Option<i64>>,
+    clock: Arc<dyn Clock>,
     /// Records the last poll decoded: room to reserve for the next one.
     records_hint: usize,
     /// A table read only for its updates (the table side of a stream–table join): polls
@@ -48,6 +60,8 @@ pub struct DecodedBatch {
     pub max_timestamp_ms: i64,
     /// (partition, offset) of each row of `batch`, to report a row that fails later.
     pub origins: Vec<(i32, i64)>,
+    /// The index (in `Source::partitions`) of the partition every record came from.
+    pub partition: usize,
 }
 
 impl Source {
@@ -76,6 +90,9 @@ impl Source {
             with_pseudo_columns: !pseudo.is_empty(),
             columnar,
             buffer: Vec::new(),
+            time_ms: vec![i64::MIN; topic.partitions.len()],
+            caught_up_since_ms: vec![None; topic.partitions.len()],
+            clock: log.clock.clone(),
             partitions: topic.partitions.clone(),
             next_partition: 0,
             records_hint: 0,
@@ -84,12 +101,26 @@ impl Source {
         })
     }
 
-    /// Reads and decodes the next chunk from the first partition (round robin) that has data.
     /// Whether any partition holds records past `offsets` (its reading position).
     pub fn has_more(&self, offsets: &[i64]) -> bool {
         self.partitions.iter().zip(offsets).any(|(p, &o)| o < p.high_watermark())
     }
 
+    /// The smallest event time of the partitions (but `skip`) that hold the watermark back:
+    /// those with data to read, and those caught up for less than `idle_ms` (a partition that
+    /// never had data counts as `i64::MIN` until then). `None`: every partition is idle.
+    pub fn holding_min(&self, skip: Option<usize>, idle_ms: i64) -> Option<i64> {
+        let now = self.clock.now_ms();
+        (0..self.partitions.len())
+            .filter(|&i| Some(i) != skip)
+            .filter(|&i| self.caught_up_since_ms[i].is_none_or(|since| now.saturating_sub(since) < idle_ms))
+            .map(|i| self.time_ms[i])
+            .min()
+    }
+
+    /// Reads and decodes the next chunk: of the partitions with data to read, the one whose
+    /// event time is lowest (taking turns on a tie); a caught-up partition starts its idle time.
+    /// A replay then reads the partitions in about the same interleaving as the first run.
     pub fn poll(
         &mut self,
         offsets: &mut [i64],
@@ -98,8 +129,20 @@ impl Source {
         query_id: &str,
     ) -> Result<Option<DecodedBatch>> {
         let n = self.partitions.len();
-        for i in 0..n {
-            let idx = (self.next_partition + i) % n;
+        let now = self.clock.now_ms();
+        let mut order: Vec<(bool, i64, usize, usize)> = Vec::with_capacity(n);
+        for (idx, p) in self.partitions.iter().enumerate() {
+            let caught_up = offsets[idx] >= p.high_watermark();
+            match (caught_up, self.caught_up_since_ms[idx]) {
+                (false, _) => self.caught_up_since_ms[idx] = None,
+                (true, None) => self.caught_up_since_ms[idx] = Some(now),
+                (true, Some(_)) => {}
+            }
+            // Caught-up partitions are still tried (last): a read past the end resets there.
+            order.push((caught_up, self.time_ms[idx], (idx + n - self.next_partition) % n, idx));
+        }
+        order.sort_unstable();
+        for (_, _, _, idx) in order {
             let p = self.partitions[idx].clone();
             let mut buffer = std::mem::take(&mut self.buffer);
             match p.read_into(offsets[idx], max_bytes, &mut buffer) {
@@ -133,7 +176,8 @@ impl Source {
                 continue;
             }
             self.next_partition = (idx + 1) % n;
-            let decoded = self.decode(&p, &buffer, &mut offsets[idx], plog, query_id);
+            let mut decoded = self.decode(&p, &buffer, &mut offsets[idx], plog, query_id);
+            decoded.partition = idx;
             self.buffer = buffer;
             return Ok(Some(decoded));
         }
@@ -244,6 +288,6 @@ impl Source {
             None => rows_to_batch(&self.columns, &rows).ok(),
         };
         self.records_hint = records;
-        DecodedBatch { batch, upserts, records, max_timestamp_ms: max_ts, origins }
+        DecodedBatch { batch, upserts, records, max_timestamp_ms: max_ts, origins, partition: 0 }
     }
 }

@@ -4,6 +4,12 @@
 //! entries re-appended if a crash came between a checkpoint and their append.
 
 use super::*;
+
+mod event_time;
+mod state_view;
+
+use state_view::StateView;
+
 impl Runtime {
     /// Opens a query's output at its committed ends. A new query records the topic's ends
     /// before it writes anything: a crash before its first checkpoint must find where its
@@ -90,10 +96,14 @@ impl Runtime {
         }
         let sink = sink.map(|rel| self.open_sink(id, rel, SINK_PREFIX)).transpose()?;
         let late_sink = late.map(|rel| self.open_sink(id, rel, LATE_SINK_PREFIX)).transpose()?;
-        let stream_time_ms = match self.store.get(&cf, STREAM_TIME_KEY)? {
+        let watermark_ms = match self.store.get(&cf, STREAM_TIME_KEY)? {
             Some(b) if b.len() == 8 => i64::from_be_bytes(b.try_into().expect("8 bytes")),
             _ => i64::MIN,
         };
+        event_time::restore(&self.store, &cf, 0, &mut source)?;
+        if let (Some(_), Some((second, _))) = (&plan.interval, table_input.first_mut()) {
+            event_time::restore(&self.store, &cf, 1, second)?;
+        }
         let mut open_windows = BTreeSet::new();
         let mut expiring_windows = BTreeSet::new();
         if plan.window.is_some() {
@@ -143,7 +153,8 @@ impl Runtime {
             pending: BTreeMap::new(),
             pending_outputs: PendingOutput::default(),
             pending_late: PendingOutput::default(),
-            stream_time_ms,
+            time: BatchTime { partition_ms: i64::MIN, others_ms: i64::MAX, watermark_ms },
+            idle_ms: i64::try_from(self.config.idle_partition_timeout.as_millis()).unwrap_or(i64::MAX),
             close_after_end_ms,
             retention_ms,
             open_windows,
@@ -204,8 +215,11 @@ struct QueryTask {
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     pending_outputs: PendingOutput,
     pending_late: PendingOutput,
-    /// The largest event time seen (windows close against it); `i64::MIN` before any.
-    stream_time_ms: i64,
+    /// The query's watermark (windows close against it; `i64::MIN` before any event), and
+    /// while a batch runs its partition's event time (see `event_time`).
+    time: BatchTime,
+    /// `RuntimeConfig::idle_partition_timeout`.
+    idle_ms: i64,
     /// A window closes this long after its end: the grace period (plus the gap for sessions).
     close_after_end_ms: i64,
     retention_ms: Option<i64>,
@@ -266,6 +280,10 @@ impl QueryTask {
                     last_checkpoint = Instant::now();
                 }
                 None => {
+                    self.advance_idle()?;
+                    if self.dirty {
+                        continue;
+                    }
                     self.rt.log.notifier.wait_past(version, Duration::from_millis(100));
                 }
             }
@@ -385,6 +403,15 @@ impl QueryTask {
     }
 
     fn process(&mut self, decoded: DecodedBatch, from_second: bool) -> Result<()> {
+        let partition = decoded.partition;
+        let read_ms = (decoded.batch.is_some() || !decoded.upserts.is_empty()).then_some(decoded.max_timestamp_ms);
+        self.start_batch(from_second, partition);
+        let result = self.process_decoded(decoded, from_second);
+        self.end_batch(from_second, partition, read_ms);
+        result
+    }
+
+    fn process_decoded(&mut self, decoded: DecodedBatch, from_second: bool) -> Result<()> {
         crate::alloc::note_queries_busy();
         self.status.processed_records.fetch_add(decoded.records as u64, Ordering::Relaxed);
         if self.ops.interval.is_some() {
@@ -425,8 +452,7 @@ impl QueryTask {
         let Some(batch) = decoded.batch else { return Ok(()) };
         let side = if from_second { Side::Right } else { Side::Left };
         let join = self.ops.interval.as_mut().expect("checked by the caller");
-        let step = join.process(side, &batch, &mut self.stream_time_ms)?;
-        let joined = join.to_batch(&step.rows)?;
+        let step = join.process(side, &batch, &mut self.time)?;
         let rowtime = match side {
             Side::Left => join.plan.left_rowtime,
             Side::Right => join.plan.right_rowtime,
@@ -438,28 +464,39 @@ impl QueryTask {
         for &row in &step.late {
             let (partition, offset) = (decoded.origins[row].0, decoded.origins[row].1);
             let message = format!(
-                "late record: event time {} is past the join window's grace period (stream time {})",
+                "late record: event time {} is past the join window's grace period (watermark {})",
                 cell_at(batch.column(rowtime).as_ref(), row),
-                self.stream_time_ms
+                self.time.watermark_ms
             );
             self.status.late_records.fetch_add(1, Ordering::Relaxed);
             self.rt.processing_log.record(&self.id, &topic, partition, offset, &message, None);
         }
+        self.process_joined(&step, &topic, decoded.max_timestamp_ms)
+    }
+
+    /// Joined rows through the rest of the plan. They come from both inputs: they judge
+    /// lateness against the join's watermark and do not move it.
+    fn process_joined(&mut self, step: &JoinStep, topic: &str, default_ts: i64) -> Result<()> {
+        let joined = self.ops.interval.as_ref().expect("checked by the caller").to_batch(&step.rows)?;
         if joined.num_rows() == 0 {
             return Ok(());
         }
-        let ts = step.timestamps.iter().copied().max().unwrap_or(decoded.max_timestamp_ms);
-        if let Err(e) = self.process_batch(&joined, None, ts) {
-            if matches!(e, EddyError::State(_) | EddyError::Log(_) | EddyError::Internal(_)) {
-                return Err(e);
-            }
-            for row in 0..joined.num_rows() {
-                if let Err(e) = self.process_batch(&joined.slice(row, 1), None, step.timestamps[row]) {
-                    self.rt.processing_log.record(&self.id, &topic, -1, -1, &e.to_string(), None);
+        let ts = step.timestamps.iter().copied().max().unwrap_or(default_ts);
+        let read = self.time;
+        self.time = BatchTime::fixed(read.watermark_ms);
+        let result = match self.process_batch(&joined, None, ts) {
+            Err(e) if !matches!(e, EddyError::State(_) | EddyError::Log(_) | EddyError::Internal(_)) => {
+                for row in 0..joined.num_rows() {
+                    if let Err(e) = self.process_batch(&joined.slice(row, 1), None, step.timestamps[row]) {
+                        self.rt.processing_log.record(&self.id, topic, -1, -1, &e.to_string(), None);
+                    }
                 }
+                Ok(())
             }
-        }
-        Ok(())
+            other => other,
+        };
+        self.time = read;
+        result
     }
 
     /// An aggregation over a table: each change retracts the key's previous row and adds
@@ -607,15 +644,15 @@ impl QueryTask {
             }
             Body::Aggregate(aggregate) if self.ops.session.is_some() => {
                 let params = self.ops.session.as_ref().expect("checked");
-                let stream_time_before = self.stream_time_ms;
+                let time_before = self.time;
                 let result = {
                     let load = loader(store, cf, pending, self.agg_prefix);
-                    aggregate.process_sessions(&input, params, &mut self.stream_time_ms, timestamp_ms, &load)
+                    aggregate.process_sessions(&input, params, &mut self.time, timestamp_ms, &load)
                 };
                 let out = match result {
                     Ok(out) => out,
                     Err(e) => {
-                        self.stream_time_ms = stream_time_before;
+                        self.time = time_before;
                         return Err(e);
                     }
                 };
@@ -632,10 +669,10 @@ impl QueryTask {
                 out.changes
             }
             Body::Aggregate(aggregate) => {
-                let stream_time_before = self.stream_time_ms;
+                let time_before = self.time;
                 let (input, late) = match &self.ops.window {
                     Some(w) => {
-                        let windowed = w.process(&input, &mut self.stream_time_ms)?;
+                        let windowed = w.process(&input, &mut self.time)?;
                         (windowed.batch, Some((windowed.late, windowed.partly_late, input)))
                     }
                     None => (input, None),
@@ -652,7 +689,7 @@ impl QueryTask {
                         changes
                     }
                     Err(e) => {
-                        self.stream_time_ms = stream_time_before;
+                        self.time = time_before;
                         return Err(e);
                     }
                 }
@@ -684,9 +721,9 @@ impl QueryTask {
                 self.ops.source_row.clone().map(|c| cell_at(batch.column(c).as_ref(), row)).collect();
             let rowtime = self.ops.window.as_ref().map(|w| cell_at(batch.column(w.rowtime).as_ref(), row));
             let message = format!(
-                "late record: event time {} is past its window's grace period (stream time {})",
+                "late record: event time {} is past its window's grace period (watermark {})",
                 rowtime.unwrap_or(Value::Null),
-                self.stream_time_ms
+                self.time.watermark_ms
             );
             let record = Value::Array(cells.clone()).to_string();
             self.rt.processing_log.record(&self.id, &topic, partition, offset, &message, Some(record.as_bytes()));
@@ -725,11 +762,11 @@ impl QueryTask {
         Ok(())
     }
 
-    /// Closes the windows stream time has passed: EMIT FINAL writes their rows now; with
+    /// Closes the windows the watermark has passed: EMIT FINAL writes their rows now; with
     /// RETENTION they are deleted once it expires.
     fn close_windows(&mut self) -> Result<()> {
         while let Some((close, key)) = self.open_windows.first().cloned() {
-            if close > self.stream_time_ms {
+            if close > self.time.watermark_ms {
                 break;
             }
             self.open_windows.pop_first();
@@ -764,7 +801,7 @@ impl QueryTask {
             }
         }
         while let Some((expire, key)) = self.expiring_windows.first().cloned() {
-            if expire > self.stream_time_ms {
+            if expire > self.time.watermark_ms {
                 break;
             }
             self.expiring_windows.pop_first();
@@ -862,9 +899,7 @@ impl QueryTask {
                 cp.put(&self.rt.store, &join_offset_key(i, p.id), &off.to_be_bytes())?;
             }
         }
-        if self.stream_time_ms != i64::MIN {
-            cp.put(&self.rt.store, STREAM_TIME_KEY, &self.stream_time_ms.to_be_bytes())?;
-        }
+        self.persist_times(&mut cp)?;
         self.rt.store.commit(cp)
     }
 }
@@ -923,70 +958,6 @@ fn last_change_per_key(changes: Vec<Change>) -> Vec<Change> {
         last.insert(c.state_key.clone(), i);
     }
     changes.into_iter().enumerate().filter(|(i, c)| last[&c.state_key] == *i).map(|(_, c)| c).collect()
-}
-
-/// The join state of a table–table join: RocksDB as of the last checkpoint, overlaid with
-/// this checkpoint's pending writes.
-struct StateView<'a> {
-    store: &'a StateStore,
-    cf: &'a str,
-    pending: &'a mut Pending,
-}
-
-/// Index from a join key to the left rows holding it: `F` + join key + left key.
-const JOIN_INDEX_PREFIX: u8 = b'F';
-
-impl StateView<'_> {
-    fn get_row(&self, key: Vec<u8>) -> Result<Option<Row>> {
-        let bytes = match self.pending.get(&key) {
-            Some(p) => p.clone(),
-            None => self.store.get(self.cf, &key)?,
-        };
-        Ok(bytes.map(|b| stored_row(&b)).transpose()?.flatten())
-    }
-
-    fn put_row(&mut self, key: Vec<u8>, row: Option<&Row>) {
-        self.pending.insert(key, row.map(|r| serde_json::json!({ "r": r }).to_string().into_bytes()));
-    }
-}
-
-impl JoinState for StateView<'_> {
-    fn left(&mut self, left_key: &[u8]) -> Result<Option<Row>> {
-        self.get_row(prefixed(PREVIOUS_ROW_PREFIX, left_key))
-    }
-    fn set_left(&mut self, left_key: &[u8], row: Option<&Row>) -> Result<()> {
-        self.put_row(prefixed(PREVIOUS_ROW_PREFIX, left_key), row);
-        Ok(())
-    }
-    fn right(&mut self, join_key: &[u8]) -> Result<Option<Row>> {
-        self.get_row(join_row_key(0, join_key))
-    }
-    fn set_right(&mut self, join_key: &[u8], row: Option<&Row>) -> Result<()> {
-        self.put_row(join_row_key(0, join_key), row);
-        Ok(())
-    }
-    fn lefts_for(&mut self, join_key: &[u8]) -> Result<Vec<Vec<u8>>> {
-        let prefix = prefixed(JOIN_INDEX_PREFIX, join_key);
-        let mut keys: BTreeSet<Vec<u8>> =
-            self.store.scan_prefix(self.cf, &prefix, usize::MAX)?.into_iter().map(|(k, _)| k).collect();
-        for (k, v) in self.pending.range(prefix.clone()..) {
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            if v.is_some() {
-                keys.insert(k.clone());
-            } else {
-                keys.remove(k);
-            }
-        }
-        Ok(keys.into_iter().map(|k| k[prefix.len()..].to_vec()).collect())
-    }
-    fn index(&mut self, join_key: &[u8], left_key: &[u8], present: bool) -> Result<()> {
-        let mut k = prefixed(JOIN_INDEX_PREFIX, join_key);
-        k.extend_from_slice(left_key);
-        self.pending.insert(k, present.then(Vec::new));
-        Ok(())
-    }
 }
 
 /// State writes not yet checkpointed, by full key (`None` deletes).

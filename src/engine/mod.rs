@@ -39,6 +39,8 @@ pub struct EngineConfig {
     pub checkpoint_interval: Duration,
     /// Nice value of query threads (see `RuntimeConfig::nice`).
     pub query_nice: i32,
+    /// See `RuntimeConfig::idle_partition_timeout`.
+    pub idle_partition_timeout: Duration,
     /// Most rows a pull query may return (0: no limit).
     pub max_result_rows: usize,
     /// Pull queries running longer are cancelled (`SET statement_timeout` overrides it).
@@ -56,6 +58,7 @@ impl EngineConfig {
             default_partitions: 1,
             checkpoint_interval: Duration::from_millis(200),
             query_nice: 0,
+            idle_partition_timeout: crate::dataflow::DEFAULT_IDLE_PARTITION_TIMEOUT,
             max_result_rows: 0,
             statement_timeout: None,
             backups: Default::default(),
@@ -177,6 +180,7 @@ impl Engine {
             config: RuntimeConfig {
                 checkpoint_interval: config.checkpoint_interval,
                 nice: config.query_nice,
+                idle_partition_timeout: config.idle_partition_timeout,
                 ..Default::default()
             },
         };

@@ -42,8 +42,11 @@ pub const PREVIOUS_ROW_PREFIX: u8 = b'p';
 pub const WINDOW_OPEN_PREFIX: u8 = b'w';
 /// Closed windows by expiry (RETENTION): `x` + expiry ms + group key.
 pub const WINDOW_EXPIRY_PREFIX: u8 = b'x';
-/// The query's stream time (largest event time seen).
+/// The query's watermark (windows close on it). Before per-partition event times were kept
+/// it was the largest event time seen; state written then resumes with it as the watermark.
 pub const STREAM_TIME_KEY: &[u8] = b"t";
+/// An input partition's event time: `T` + input (0 the source, 1 a joined stream) + partition.
+pub const PARTITION_TIME_PREFIX: u8 = b'T';
 
 /// Table blocks RocksDB keeps decoded in memory, shared by every column family.
 const BLOCK_CACHE_BYTES: usize = 128 << 20;

@@ -279,7 +279,7 @@ impl AggregateOperator {
         &mut self,
         batch: &RecordBatch,
         session: &SessionParams,
-        stream_time_ms: &mut i64,
+        time: &mut super::BatchTime,
         timestamp_ms: i64,
         load: StateLoader<'_>,
     ) -> Result<SessionOutput> {
@@ -312,7 +312,7 @@ impl AggregateOperator {
                 out.late.push(row);
                 return Ok(());
             };
-            *stream_time_ms = (*stream_time_ms).max(ts);
+            time.advance(ts);
             let mut g: Vec<Value> = groups.iter().map(|a| cell_at(a.as_ref(), row)).collect();
             let base: Vec<Value> = g
                 .iter()
@@ -338,7 +338,7 @@ impl AggregateOperator {
                 .partition(|(s, e)| s.saturating_sub(session.gap_ms) <= ts && ts <= e.saturating_add(session.gap_ms));
             let start = merging.iter().map(|w| w.0).chain([ts]).min().expect("non-empty");
             let end = merging.iter().map(|w| w.1).chain([ts]).max().expect("non-empty");
-            if end < stream_time_ms.saturating_sub(session.grace_ms).saturating_sub(session.gap_ms) {
+            if end < time.watermark_ms.saturating_sub(session.grace_ms).saturating_sub(session.gap_ms) {
                 out.late.push(row);
                 return Ok(());
             }

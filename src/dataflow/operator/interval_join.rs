@@ -1,6 +1,6 @@
 //! Stream–stream join within a time window (`a JOIN b WITHIN 1 MINUTE ON a.k = b.k`): a left
 //! record at `t` matches right records with the same key in `[t - before, t + after]`. Each
-//! side's records are buffered until no match can come any more (stream time past
+//! side's records are buffered until no match can come any more (the watermark past
 //! `t + window + grace`); then, for LEFT and FULL joins, a record that never matched is
 //! emitted with NULLs. Records arriving after that point are late and reported.
 //!
@@ -24,6 +24,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::BatchTime;
 use crate::dataflow::source::DecodedBatch;
 use crate::error::{EddyError, Result};
 use crate::format::{cell_at, cell_refs_to_array, memcomparable};
@@ -190,7 +191,7 @@ impl IntervalJoinOperator {
         shared
     }
 
-    /// The stream time after which a record of `side` at `ts` can match nothing new.
+    /// The watermark after which a record of `side` at `ts` can match nothing new.
     fn expires_at(&self, side: Side, ts: i64) -> i64 {
         let reach = match side {
             Side::Left => self.plan.window.after_ms,
@@ -200,7 +201,7 @@ impl IntervalJoinOperator {
     }
 
     /// Joins one batch of `side` against the other side's buffer, then buffers it.
-    pub fn process(&mut self, side: Side, batch: &RecordBatch, stream_time_ms: &mut i64) -> Result<JoinStep> {
+    pub fn process(&mut self, side: Side, batch: &RecordBatch, time: &mut BatchTime) -> Result<JoinStep> {
         let n = batch.num_rows();
         let (exprs, rowtime) = match side {
             Side::Left => (&self.plan.left_keys, self.plan.left_rowtime),
@@ -214,8 +215,8 @@ impl IntervalJoinOperator {
                 step.late.push(row);
                 continue;
             };
-            *stream_time_ms = (*stream_time_ms).max(ts);
-            if self.expires_at(side, ts) < *stream_time_ms {
+            time.advance(ts);
+            if self.expires_at(side, ts) < time.watermark_ms {
                 step.late.push(row);
                 continue;
             }
@@ -267,8 +268,16 @@ impl IntervalJoinOperator {
                 step.timestamps.push(ts);
             }
         }
-        self.expire(*stream_time_ms, &mut step);
+        self.expire(time.watermark_ms, &mut step);
         Ok(step)
+    }
+
+    /// Expires what the watermark has passed when it moved without a batch (an idle
+    /// partition stopped holding it back): outer joins emit the unmatched records.
+    pub fn expire_to(&mut self, watermark_ms: i64) -> JoinStep {
+        let mut step = JoinStep::default();
+        self.expire(watermark_ms, &mut step);
+        step
     }
 
     /// The state writes since the last call (a checkpoint): changed records, and deletes of
@@ -305,8 +314,8 @@ impl IntervalJoinOperator {
     }
 
     /// Drops records that can match nothing more; outer joins emit the unmatched ones.
-    fn expire(&mut self, stream_time_ms: i64, step: &mut JoinStep) {
-        while self.expiry.peek().is_some_and(|Reverse((at, _))| *at < stream_time_ms) {
+    fn expire(&mut self, watermark_ms: i64, step: &mut JoinStep) {
+        while self.expiry.peek().is_some_and(|Reverse((at, _))| *at < watermark_ms) {
             let Some(Reverse((_, bk))) = self.expiry.pop() else { break };
             let (side, key, ts, seq) = &bk;
             let map = &mut self.buffers[*side as usize];

@@ -1,14 +1,16 @@
 //! Window assignment: gives each input row the windows its event time falls in (one for
 //! TUMBLING, SIZE/ADVANCE for HOPPING, aligned to the epoch as ksqlDB does), and drops the
-//! windows that already closed. A window [start, end) closes when stream time (the largest
-//! event time this query has seen) reaches `end + grace`; a record whose windows are all
-//! closed is late, and the caller reports it instead of losing it silently.
+//! windows that already closed. A window [start, end) closes when the query's watermark (see
+//! `BatchTime`: the smallest event time of its input partitions) reaches `end + grace`; a
+//! record whose windows are all closed is late, and the caller reports it instead of losing
+//! it silently.
 
 use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::Int64Type;
 use std::sync::Arc;
 
+use super::BatchTime;
 use crate::error::{EddyError, Result};
 use crate::sql::{WindowKind, WindowSpec};
 
@@ -52,8 +54,8 @@ impl WindowOperator {
         }
     }
 
-    /// Advances `stream_time_ms` row by row and returns the rows of open windows.
-    pub fn process(&self, batch: &RecordBatch, stream_time_ms: &mut i64) -> Result<Windowed> {
+    /// Advances `time` row by row and returns the rows of open windows.
+    pub fn process(&self, batch: &RecordBatch, time: &mut BatchTime) -> Result<Windowed> {
         let times = batch.column(self.rowtime).as_primitive_opt::<Int64Type>().ok_or_else(|| {
             EddyError::Internal(format!("event time column is {}, not BIGINT", batch.column(self.rowtime).data_type()))
         })?;
@@ -68,11 +70,11 @@ impl WindowOperator {
                 continue;
             }
             let ts = times.value(row);
-            *stream_time_ms = (*stream_time_ms).max(ts);
+            time.advance(ts);
             let mut open = 0;
             let windows = self.windows(ts);
             for (start, end) in &windows {
-                if end.saturating_add(self.spec.grace_ms) > *stream_time_ms {
+                if end.saturating_add(self.spec.grace_ms) > time.watermark_ms {
                     take_rows.push(row as u32);
                     starts.push(*start);
                     ends.push(*end);
@@ -133,9 +135,9 @@ mod tests {
         let batch =
             RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![5, 31, 12, 29])) as _, nulls(), nulls()])
                 .unwrap();
-        let mut st = 0;
+        let mut st = BatchTime { partition_ms: 0, others_ms: i64::MAX, watermark_ms: 0 };
         let out = op(WindowKind::Tumbling, 10, 2).process(&batch, &mut st).unwrap();
-        assert_eq!(st, 31);
+        assert_eq!(st.watermark_ms, 31);
         // 12 falls in [10, 20), closed at 22 <= 31; 29 is in [20, 30), open until 32.
         assert_eq!(out.late, vec![2]);
         assert_eq!(out.batch.num_rows(), 3);
