@@ -5,7 +5,10 @@
 //!
 //! Points: `checkpoint:after_sink_append` (a query's output is in its sink topic but its
 //! state and offsets are not committed), `checkpoint:after_commit` (committed, output not yet
-//! published), `checkpoint:after_publish`; `ddl:after_catalog` (a DROP or TERMINATE is
+//! published), `checkpoint:after_publish`, `checkpoint:in_roll_back` (a failed checkpoint's
+//! output is cut from one partition of its sink, not yet from the others);
+//! `checkpoint:fail_commit` and `checkpoint:roll_back_error`, where the n-th checkpoint commit
+//! or roll-back fails with an error instead; `ddl:after_catalog` (a DROP or TERMINATE is
 //! committed to the catalog, its topics, fences and state not yet changed); and `log:fsync`,
 //! where the n-th fsync of a log partition fails with an I/O error instead.
 

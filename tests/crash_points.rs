@@ -130,3 +130,30 @@ async fn a_crash_inside_a_new_querys_first_checkpoint_doubles_nothing() {
     let got = query(&c, "SELECT COUNT(*), COUNT(DISTINCT id) FROM copy").await;
     assert_eq!(got, vec![vec![Some("50".into()), Some("50".into())]], "output lost or doubled");
 }
+
+/// A checkpoint whose commit fails is rolled back (its output cut) and retried. When the
+/// roll-back itself fails, the retry must still not append the output a second time; and a
+/// crash halfway through a roll-back (one partition cut, not the other) must double nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_interrupted_roll_backs_double_nothing() {
+    for failpoints in
+        ["checkpoint:fail_commit=1,checkpoint:roll_back_error=1", "checkpoint:fail_commit=1,checkpoint:in_roll_back=1"]
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = Server::start_with_env(tmp.path(), 0, &[], &[("EDDY_FAILPOINTS", failpoints)]);
+        let c = server.client().await;
+        query(&c, "CREATE STREAM src (id BIGINT) WITH (KAFKA_TOPIC='src', PARTITIONS=1)").await;
+        let values: Vec<String> = (0..50).map(|i| format!("({i})")).collect();
+        query(&c, &format!("INSERT INTO src (id) VALUES {}", values.join(", "))).await;
+        // Two output partitions, so that a roll-back can stop between them.
+        let _ = c.simple_query("CREATE STREAM copy WITH (PARTITIONS=2) AS SELECT id FROM src EMIT CHANGES").await;
+        let _ = c.simple_query("FLUSH").await;
+        drop(c);
+        drop(server);
+        let server = Server::start(tmp.path());
+        let c = server.client().await;
+        query(&c, "FLUSH").await;
+        let got = query(&c, "SELECT COUNT(*), COUNT(DISTINCT id) FROM copy").await;
+        assert_eq!(got, vec![vec![Some("50".into()), Some("50".into())]], "{failpoints}: output lost or doubled");
+    }
+}

@@ -248,8 +248,12 @@ impl Sink {
 
     /// A checkpoint failed: cut what it appended (never visible: fenced) back off.
     pub fn roll_back(&mut self) -> Result<()> {
+        if crate::failpoint::should_fail("checkpoint:roll_back_error") {
+            return Err(crate::error::EddyError::State("injected failure of a roll-back".into()));
+        }
         for (p, end) in self.topic.partitions.iter().zip(&self.committed) {
             p.truncate_to(*end)?;
+            crate::failpoint::hit("checkpoint:in_roll_back");
         }
         self.ends = self.committed.clone();
         Ok(())

@@ -900,6 +900,9 @@ impl QueryTask {
             }
         }
         self.persist_times(&mut cp)?;
+        if crate::failpoint::should_fail("checkpoint:fail_commit") {
+            return Err(EddyError::State("injected failure of a checkpoint's commit".into()));
+        }
         self.rt.store.commit(cp)
     }
 }

@@ -141,8 +141,12 @@ fn decode_any(bytes: &[u8], header: &LogBatchHeader) -> Result<Vec<LogRecord>, L
 fn decompressed(bytes: &[u8], header: &LogBatchHeader) -> Result<Vec<u8>, LogError> {
     // Bounded: a few kilobytes of zstd may inflate to gigabytes (see `decompress`).
     let body = &bytes[HEADER_BYTES..header.total_bytes.min(bytes.len())];
-    let records = super::decompress::decompress(header.compression() as u8, body, super::decompress::MAX_DECOMPRESSED_BATCH_BYTES)
-        .map_err(|e| LogError::CorruptBatch(format!("cannot decompress a batch: {e}")))?;
+    let records = super::decompress::decompress(
+        header.compression() as u8,
+        body,
+        super::decompress::MAX_DECOMPRESSED_BATCH_BYTES,
+    )
+    .map_err(|e| LogError::CorruptBatch(format!("cannot decompress a batch: {e}")))?;
     let mut out = Vec::with_capacity(HEADER_BYTES + records.len());
     out.extend_from_slice(&bytes[..HEADER_BYTES]);
     out.extend_from_slice(&records);
@@ -164,13 +168,16 @@ struct BatchReader<'a> {
     at: usize,
 }
 
+/// A batch as `BatchReader` returns it: its file position, header and bytes.
+type BatchAt<'b> = (u64, LogBatchHeader, &'b [u8]);
+
 impl<'a> BatchReader<'a> {
     fn new(file: &'a File, end: u64) -> BatchReader<'a> {
         BatchReader { file, end, position: 0, buf: Vec::new(), at: 0 }
     }
 
     /// The next batch: its position, header and bytes.
-    fn next_batch(&mut self) -> Result<Option<(u64, LogBatchHeader, &[u8])>, LogError> {
+    fn next_batch(&mut self) -> Result<Option<BatchAt<'_>>, LogError> {
         if self.position >= self.end {
             return Ok(None);
         }

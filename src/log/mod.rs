@@ -11,8 +11,8 @@
 //! topic-name character, so no topic can be mistaken for one (or clobbered by one).
 
 pub mod batch;
-pub mod decompress;
 pub mod compaction;
+pub mod decompress;
 pub mod partition;
 
 use std::collections::BTreeMap;
