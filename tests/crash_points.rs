@@ -108,19 +108,17 @@ async fn crashes_inside_checkpoints_lose_and_double_nothing() {
     eprintln!("crash_points: {crashes} crashes inside checkpoints, every result recomputed and checked");
 }
 
-/// A query's very first checkpoint: the server dies after the query appended its first
-/// output and before that output was committed. The restart must drop that output (the
-/// query records where its output starts before writing any) and produce it once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_inside_a_new_querys_first_checkpoint_doubles_nothing() {
+/// Runs `CREATE STREAM copy <with> AS SELECT id FROM src` over 50 records with `failpoints`
+/// armed (the server may die or carry on), restarts without them, and checks that `copy`
+/// holds each record exactly once.
+async fn copy_once_despite(failpoints: &str, with: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start_with_env(tmp.path(), 0, &[], &[("EDDY_FAILPOINTS", "checkpoint:after_sink_append=1")]);
+    let server = Server::start_with_env(tmp.path(), 0, &[], &[("EDDY_FAILPOINTS", failpoints)]);
     let c = server.client().await;
     query(&c, "CREATE STREAM src (id BIGINT) WITH (KAFKA_TOPIC='src', PARTITIONS=1)").await;
     let values: Vec<String> = (0..50).map(|i| format!("({i})")).collect();
     query(&c, &format!("INSERT INTO src (id) VALUES {}", values.join(", "))).await;
-    // The query's first checkpoint aborts the server.
-    let _ = c.simple_query("CREATE STREAM copy AS SELECT id FROM src EMIT CHANGES").await;
+    let _ = c.simple_query(&format!("CREATE STREAM copy {with} AS SELECT id FROM src EMIT CHANGES")).await;
     let _ = c.simple_query("FLUSH").await;
     drop(c);
     drop(server);
@@ -128,32 +126,26 @@ async fn a_crash_inside_a_new_querys_first_checkpoint_doubles_nothing() {
     let c = server.client().await;
     query(&c, "FLUSH").await;
     let got = query(&c, "SELECT COUNT(*), COUNT(DISTINCT id) FROM copy").await;
-    assert_eq!(got, vec![vec![Some("50".into()), Some("50".into())]], "output lost or doubled");
+    assert_eq!(got, vec![vec![Some("50".into()), Some("50".into())]], "{failpoints}: output lost or doubled");
+}
+
+/// A query's very first checkpoint: the server dies after the query appended its first
+/// output and before that output was committed. The restart must drop that output (the
+/// query records where its output starts before writing any) and produce it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_inside_a_new_querys_first_checkpoint_doubles_nothing() {
+    copy_once_despite("checkpoint:after_sink_append=1", "").await;
 }
 
 /// A checkpoint whose commit fails is rolled back (its output cut) and retried. When the
 /// roll-back itself fails, the retry must still not append the output a second time; and a
 /// crash halfway through a roll-back (one partition cut, not the other) must double nothing.
+/// The copy has two partitions, so that a roll-back can stop between them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_and_interrupted_roll_backs_double_nothing() {
     for failpoints in
         ["checkpoint:fail_commit=1,checkpoint:roll_back_error=1", "checkpoint:fail_commit=1,checkpoint:in_roll_back=1"]
     {
-        let tmp = tempfile::tempdir().unwrap();
-        let server = Server::start_with_env(tmp.path(), 0, &[], &[("EDDY_FAILPOINTS", failpoints)]);
-        let c = server.client().await;
-        query(&c, "CREATE STREAM src (id BIGINT) WITH (KAFKA_TOPIC='src', PARTITIONS=1)").await;
-        let values: Vec<String> = (0..50).map(|i| format!("({i})")).collect();
-        query(&c, &format!("INSERT INTO src (id) VALUES {}", values.join(", "))).await;
-        // Two output partitions, so that a roll-back can stop between them.
-        let _ = c.simple_query("CREATE STREAM copy WITH (PARTITIONS=2) AS SELECT id FROM src EMIT CHANGES").await;
-        let _ = c.simple_query("FLUSH").await;
-        drop(c);
-        drop(server);
-        let server = Server::start(tmp.path());
-        let c = server.client().await;
-        query(&c, "FLUSH").await;
-        let got = query(&c, "SELECT COUNT(*), COUNT(DISTINCT id) FROM copy").await;
-        assert_eq!(got, vec![vec![Some("50".into()), Some("50".into())]], "{failpoints}: output lost or doubled");
+        copy_once_despite(failpoints, "WITH (PARTITIONS=2)").await;
     }
 }
