@@ -2,10 +2,10 @@
 //! confluent-kafka), kafka-python; and one log shared with SQL.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{query, Server};
+use crate::common::{kcat, query, Server};
 
 fn python(script: &str, args: &[&str]) {
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
@@ -16,26 +16,6 @@ fn python(script: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn kcat(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut child = Command::new("kcat")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat is installed (scripts/setup.sh)");
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -114,7 +94,7 @@ async fn kcat_and_sql_share_one_log() {
     // JSON produced by kcat flows into the running query.
     let input = "o1:{\"customerId\":\"alice\",\"amount\":10}\no2:{\"customerId\":\"bob\",\"amount\":5}\no3:{\"customerId\":\"alice\",\"amount\":2.5}\nbad:not json\n";
     let b2 = b.clone();
-    let (ok, _, err) = blocking(move || kcat(&["-b", &b2, "-P", "-t", "orders", "-K:"], Some(input))).await;
+    let (ok, _, err) = blocking(move || kcat(&["-b", &b2, "-P", "-t", "orders", "-K:"], Some(input.as_bytes()))).await;
     assert!(ok, "{err}");
     query(&c, "FLUSH").await;
     assert_eq!(
@@ -134,7 +114,7 @@ async fn kcat_and_sql_share_one_log() {
     assert!(out.contains("alice={\"n\":2,\"total\":12.5}"), "{out}");
     // A topic made by a Kafka client shows up in SHOW TOPICS.
     let b2 = b.clone();
-    let (ok, _, err) = blocking(move || kcat(&["-b", &b2, "-P", "-t", "from_kcat"], Some("hello\n"))).await;
+    let (ok, _, err) = blocking(move || kcat(&["-b", &b2, "-P", "-t", "from_kcat"], Some(b"hello\n".as_slice()))).await;
     assert!(ok, "{err}");
     let topics = query(&c, "SHOW TOPICS").await;
     assert!(topics.iter().any(|r| r[0].as_deref() == Some("from_kcat") && r[2].as_deref() == Some("1")), "{topics:?}");
@@ -145,7 +125,8 @@ async fn unknown_topic_without_auto_create_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start_with(tmp.path(), 0, &["--auto-create-topics", "false"]);
     let b = server.kafka.clone();
-    let (ok, _, err) = blocking(move || kcat(&["-b", &b, "-P", "-t", "nope", "-m", "5"], Some("x\n"))).await;
+    let (ok, _, err) =
+        blocking(move || kcat(&["-b", &b, "-P", "-t", "nope", "-m", "5"], Some(b"x\n".as_slice()))).await;
     assert!(!ok || err.contains("Unknown topic"), "{err}");
     assert!(err.contains("Unknown topic") || err.contains("UNKNOWN_TOPIC"), "{err}");
     let c = server.client().await;
