@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine lacks to build and test Eddy:
-# clang/libclang (RocksDB's bindgen), cmake, a C++ compiler, psql and kcat; with --test also
+# clang/libclang (RocksDB's bindgen, and its C++ compiler in release builds), a C++ compiler, psql and kcat; with --test also
 # the Python clients the tests drive (psycopg, psycopg2, asyncpg, confluent-kafka, kafka-python,
 # SQLAlchemy, pgcli); openssl makes the TLS test's certificate.
 set -euo pipefail
 need=()
 command -v clang >/dev/null 2>&1 || need+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
-command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v kcat >/dev/null 2>&1 || need+=(kcat)

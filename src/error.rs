@@ -57,8 +57,27 @@ pub enum EddyError {
     Internal(String),
 }
 
+/// An error of Eddy's raised inside a DataFusion plan (a table read by a pull query): it
+/// travels through DataFusion boxed, and comes out as itself (see `From<DataFusionError>`).
+impl From<EddyError> for DataFusionError {
+    fn from(e: EddyError) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}
+
 impl From<DataFusionError> for EddyError {
     fn from(e: DataFusionError) -> Self {
+        let mut e = e;
+        while let DataFusionError::Context(_, inner) = e {
+            e = *inner;
+        }
+        let e = match e {
+            DataFusionError::External(inner) => match inner.downcast::<EddyError>() {
+                Ok(eddy) => return *eddy,
+                Err(other) => DataFusionError::External(other),
+            },
+            other => other,
+        };
         // DataFusion wraps the errors it found in plans; sort the user's from the rest.
         let e = e.find_root().to_string();
         let msg = e.trim_start_matches("Error during planning: ").to_string();

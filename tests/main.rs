@@ -20,6 +20,7 @@ mod pg;
 mod pg_catalog;
 mod pgsecurity;
 mod privileges;
+mod pull_by_key;
 mod rdkafka_client;
 mod restart;
 mod slt;

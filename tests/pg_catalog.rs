@@ -170,7 +170,9 @@ async fn metabase_sync_queries() {
     let schemas: Vec<String> =
         c.query(&sql_file("pgjdbc_schemas"), &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(schemas, vec!["information_schema", "pg_catalog", "public"]);
-    let ty = c.query(&sql_file("pgjdbc_type_info"), &[&"1009"]).await.unwrap();
+    // pgJDBC declares its parameters' types in Parse (setInt: int4).
+    let stmt = c.prepare_typed(&sql_file("pgjdbc_type_info"), &[tokio_postgres::types::Type::INT4]).await.unwrap();
+    let ty = c.query(&stmt, &[&1009i32]).await.unwrap();
     assert_eq!((ty[0].get::<_, bool>(0), ty[0].get::<_, String>(2)), (true, "_text".to_string()));
     // describe-database: pg_class, pg_description, pg_stat_user_tables.
     let rels = c.query(&sql_file("metabase_describe_database"), &[]).await.unwrap();

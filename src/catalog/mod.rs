@@ -39,6 +39,10 @@ pub struct RelationDef {
     pub written_by: Option<String>,
     /// The query whose state holds this table's current rows (tables only).
     pub materialized_by: Option<String>,
+    /// The columns whose values, in this order, make a row's key in that state (see
+    /// `ContinuousPlan::state_key_columns`); `None`: pull queries scan the table.
+    #[serde(default)]
+    pub state_key_columns: Option<Vec<usize>>,
     /// The user who created it (`None`: made by Eddy itself, or before owners were kept;
     /// then only superusers may drop or change it).
     #[serde(default)]

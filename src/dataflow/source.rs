@@ -17,7 +17,7 @@ use crate::catalog::RelationDef;
 use crate::error::{EddyError, Result};
 use crate::format::decode_batch;
 use crate::format::json_columns::ColumnarDecoder;
-use crate::format::{decode_key, decode_row, rows_to_batch, ValueFormat};
+use crate::format::{check_cell, decode_key, decode_row, rows_to_batch, ValueFormat};
 use crate::log::batch::{decode_record_refs, LogBatchHeader, LogRecord, RecordRef};
 use crate::log::{Clock, Log, LogError, Partition};
 use crate::sql::RelationKind;
@@ -237,12 +237,25 @@ impl Source {
                     }
                 }
                 if is_table && r.value.is_none() {
-                    match decode_key(&rel.columns, rel.key_format, r.key) {
-                        Ok(k) if !k.is_empty() => {
-                            upserts.push((k.into_iter().map(|(_, v)| v).collect(), None, r.timestamp_ms));
+                    // The key's cells in the form a row's key takes (`check_cell`), or the
+                    // tombstone would miss the row it deletes (`{"id": "5"}` for BIGINT 5).
+                    let key = decode_key(&rel.columns, rel.key_format, r.key).map_err(|e| e.error).and_then(|k| {
+                        k.into_iter()
+                            .map(|(name, v)| match rel.column(&name) {
+                                Some(c) => check_cell(c, v),
+                                None => Ok(v),
+                            })
+                            .collect::<std::result::Result<Vec<Value>, String>>()
+                    });
+                    match key {
+                        Ok(k) if !k.is_empty() && !k.iter().any(Value::is_null) => {
+                            upserts.push((k, None, r.timestamp_ms));
                             max_ts = max_ts.max(r.timestamp_ms);
                         }
-                        _ => plog.record(query_id, &p.topic, p.id, r.offset, "tombstone without a key", r.key),
+                        Ok(_) => plog.record(query_id, &p.topic, p.id, r.offset, "tombstone without a key", r.key),
+                        Err(e) => {
+                            plog.record(query_id, &p.topic, p.id, r.offset, &format!("tombstone key: {e}"), r.key)
+                        }
                     }
                     continue;
                 }

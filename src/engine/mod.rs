@@ -7,6 +7,7 @@ pub mod pg_catalog;
 mod pg_functions;
 mod pg_views;
 mod privileges;
+mod pull_table;
 mod serve;
 
 use std::collections::HashMap;
@@ -290,6 +291,7 @@ impl Engine {
                     materialized_by: None,
                     owner: None,
                     grants: Default::default(),
+                    state_key_columns: None,
                 },
                 None,
             )?;

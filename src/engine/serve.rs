@@ -8,15 +8,16 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast;
 use serde_json::Value;
 
+use super::pull_table::TableRows;
 use super::{Engine, Output, Session};
 use crate::catalog::RelationDef;
-use crate::dataflow::{row_key, sink::murmur2, state_cf};
+use crate::dataflow::sink::murmur2;
 use crate::error::{EddyError, Result};
 use crate::format::{arrow_schema, check_cell, decode_row, encode_key, encode_value, rows_to_batch, SqlType};
 use crate::log::batch::{encode_batch, LogBatchHeader, LogRecord};
+use crate::log::Log;
 use crate::plan::{plan_continuous, session_with, PlanShape};
 use crate::sql::{RelationKind, SelectStatement};
-use crate::state::ROW_PREFIX;
 
 impl Engine {
     /// INSERT INTO s (cols) VALUES (...): every row is checked before anything is written.
@@ -104,25 +105,37 @@ impl Engine {
     }
 
     /// A DataFusion session with each referenced stream (bounded scan of what its topic
-    /// holds now) and table (snapshot of its current rows) registered.
+    /// holds now) and table (its current rows, read as the plan asks: by key, by key range,
+    /// or whole) registered. Every table is read from one snapshot of the state store.
     pub(super) async fn pull_context(&self, select: &SelectStatement, load: bool) -> Result<SessionContext> {
         let ctx = session_with(false);
         let mut budget = self.config.query_memory_bytes;
         let mut names = select.relations.clone();
         names.sort();
         names.dedup();
+        let snapshot = Arc::new(self.store.snapshot());
         for name in names {
             let Some(rel) = self.catalog.relation(&name) else { continue };
-            let schema = arrow_schema(&rel.columns);
-            let rows = if !load {
-                Vec::new()
-            } else if rel.kind == RelationKind::Table {
-                self.table_rows(&rel, &mut budget)?
+            let table: Arc<dyn datafusion::catalog::TableProvider> = if rel.kind == RelationKind::Table {
+                Arc::new(TableRows::new(rel.clone(), snapshot.clone(), self.config.query_memory_bytes))
             } else {
-                self.stream_rows(&rel, &mut budget)?
+                let rows = if load {
+                    let (log, stream, limit) = (self.log.clone(), rel.clone(), self.config.query_memory_bytes);
+                    let (rows, left) = tokio::task::spawn_blocking(move || {
+                        let mut budget = budget;
+                        stream_rows(&log, &stream, &mut budget, limit).map(|rows| (rows, budget))
+                    })
+                    .await
+                    .map_err(|e| EddyError::Internal(format!("stream scan task: {e}")))??;
+                    budget = left;
+                    rows
+                } else {
+                    Vec::new()
+                };
+                let batch = rows_to_batch(&rel.columns, &rows).map_err(EddyError::Internal)?;
+                Arc::new(MemTable::try_new(arrow_schema(&rel.columns), vec![vec![batch]])?)
             };
-            let batch = rows_to_batch(&rel.columns, &rows).map_err(EddyError::Internal)?;
-            ctx.register_table(rel.name.as_str(), Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
+            ctx.register_table(rel.name.as_str(), table)?;
         }
         self.register_pg_catalog(&ctx)?;
         Ok(ctx)
@@ -151,83 +164,6 @@ impl Engine {
         pg.register(ctx)?;
         super::pg_functions::register(ctx, pg.snapshot.clone());
         Ok(())
-    }
-
-    fn table_rows(&self, rel: &RelationDef, budget: &mut usize) -> Result<Vec<Vec<Value>>> {
-        let Some(q) = &rel.materialized_by else { return Ok(Vec::new()) };
-        let entries = self.store.scan_prefix(&state_cf(q), &[ROW_PREFIX], *budget)?;
-        let mut rows = Vec::with_capacity(entries.len());
-        for (k, v) in entries {
-            *budget = budget.saturating_sub(k.len() + v.len());
-            let parsed: Value =
-                serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("table row: {e}")))?;
-            if let Some(Value::Array(r)) = parsed.get("r") {
-                if r.len() == rel.columns.len() {
-                    rows.push(r.clone());
-                }
-            }
-        }
-        debug_assert!(row_key(b"").len() == 1);
-        Ok(rows)
-    }
-
-    /// Every decodable record the topic holds now (bad ones are skipped here; persistent
-    /// queries are the ones that report them).
-    fn stream_rows(&self, rel: &RelationDef, budget: &mut usize) -> Result<Vec<Vec<Value>>> {
-        let Some(topic) = self.log.topic(&rel.topic) else { return Ok(Vec::new()) };
-        let mut rows = Vec::new();
-        for p in &topic.partitions {
-            let end = p.high_watermark();
-            let mut offset = p.log_start_offset();
-            while offset < end {
-                let read = p.read(offset, 1 << 20)?;
-                if read.bytes.is_empty() {
-                    break;
-                }
-                if read.bytes.len() > *budget {
-                    return Err(EddyError::LimitExceeded(format!(
-                        "scanning {} needs more than the {} bytes a query may use (--query-memory-bytes)",
-                        rel.name, self.config.query_memory_bytes
-                    )));
-                }
-                *budget -= read.bytes.len();
-                let mut pos = 0;
-                while pos < read.bytes.len() {
-                    let header = LogBatchHeader::parse(&read.bytes[pos..])?;
-                    let batch = &read.bytes[pos..pos + header.total_bytes];
-                    pos += header.total_bytes;
-                    offset = offset.max(header.last_offset() + 1);
-                    let records = crate::format::decode_batch(batch).unwrap_or_default();
-                    // A compressed batch holds more than it takes on disk: charge the rest.
-                    let inflated: usize = records
-                        .iter()
-                        .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
-                        .sum();
-                    let extra = inflated.saturating_sub(batch.len());
-                    if extra > *budget {
-                        return Err(EddyError::LimitExceeded(format!(
-                            "scanning {} needs more than the {} bytes a query may use (--query-memory-bytes)",
-                            rel.name, self.config.query_memory_bytes
-                        )));
-                    }
-                    *budget -= extra;
-                    for r in records {
-                        if let Ok(row) = decode_row(
-                            &rel.columns,
-                            rel.key_format,
-                            rel.value_encoding(),
-                            r.key.as_deref(),
-                            r.value.as_deref(),
-                        ) {
-                            let mut row = row;
-                            rel.fill_headers(&mut row, &r.headers);
-                            rows.push(row);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(rows)
     }
 
     pub(super) async fn pull_query(&self, select: &SelectStatement) -> Result<Output> {
@@ -293,6 +229,30 @@ impl Engine {
             }
             _ => None,
         })
+    }
+}
+
+impl Engine {
+    /// The types DataFusion infers for the `$n` placeholders of a pull query, by position
+    /// (`WHERE id = $1` over a BIGINT `id`: BIGINT), as Postgres infers them for Describe;
+    /// `None` where it cannot tell or the statement is not a pull query.
+    pub async fn placeholder_types(
+        &self,
+        sql: &str,
+        count: usize,
+    ) -> Vec<Option<datafusion::arrow::datatypes::DataType>> {
+        let unknown = vec![None; count];
+        let Ok(located) = crate::sql::parse(sql) else { return unknown };
+        let [crate::sql::Located { statement: crate::sql::Statement::Select(select), .. }] = located.as_slice() else {
+            return unknown;
+        };
+        if select.emit_changes {
+            return unknown;
+        }
+        let Ok(ctx) = self.pull_context(select, false).await else { return unknown };
+        let Ok(plan) = ctx.state().create_logical_plan(&select.sql).await else { return unknown };
+        let Ok(types) = plan.get_parameter_types() else { return unknown };
+        (1..=count).map(|i| types.get(&format!("${i}")).cloned().flatten()).collect()
     }
 }
 
@@ -439,4 +399,63 @@ fn literal(e: &ast::Expr) -> Result<Value> {
         ast::Expr::Nested(inner) => literal(inner),
         other => Err(EddyError::NotImplemented(format!("expression {other} in INSERT VALUES (literals only)"))),
     }
+}
+
+/// Every decodable record the topic holds now (bad ones are skipped here; persistent
+/// queries are the ones that report them).
+fn stream_rows(log: &Log, rel: &RelationDef, budget: &mut usize, limit: usize) -> Result<Vec<Vec<Value>>> {
+    let Some(topic) = log.topic(&rel.topic) else { return Ok(Vec::new()) };
+    let mut rows = Vec::new();
+    for p in &topic.partitions {
+        let end = p.high_watermark();
+        let mut offset = p.log_start_offset();
+        while offset < end {
+            let read = p.read(offset, 1 << 20)?;
+            if read.bytes.is_empty() {
+                break;
+            }
+            if read.bytes.len() > *budget {
+                return Err(EddyError::LimitExceeded(format!(
+                    "scanning {} needs more than the {} bytes a query may use (--query-memory-bytes)",
+                    rel.name, limit
+                )));
+            }
+            *budget -= read.bytes.len();
+            let mut pos = 0;
+            while pos < read.bytes.len() {
+                let header = LogBatchHeader::parse(&read.bytes[pos..])?;
+                let batch = &read.bytes[pos..pos + header.total_bytes];
+                pos += header.total_bytes;
+                offset = offset.max(header.last_offset() + 1);
+                let records = crate::format::decode_batch(batch).unwrap_or_default();
+                // A compressed batch holds more than it takes on disk: charge the rest.
+                let inflated: usize = records
+                    .iter()
+                    .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
+                    .sum();
+                let extra = inflated.saturating_sub(batch.len());
+                if extra > *budget {
+                    return Err(EddyError::LimitExceeded(format!(
+                        "scanning {} needs more than the {} bytes a query may use (--query-memory-bytes)",
+                        rel.name, limit
+                    )));
+                }
+                *budget -= extra;
+                for r in records {
+                    if let Ok(row) = decode_row(
+                        &rel.columns,
+                        rel.key_format,
+                        rel.value_encoding(),
+                        r.key.as_deref(),
+                        r.value.as_deref(),
+                    ) {
+                        let mut row = row;
+                        rel.fill_headers(&mut row, &r.headers);
+                        rows.push(row);
+                    }
+                }
+            }
+        }
+    }
+    Ok(rows)
 }

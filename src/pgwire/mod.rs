@@ -563,7 +563,27 @@ impl QueryParser for EddyQueryParser {
             Some(l) => self.engine.result_schema(&l.statement).await.map_err(to_pg)?,
             None => None,
         };
-        let param_types = params::param_types(sql, types, params);
+        let mut param_types = params::param_types(sql, types, params);
+        // A parameter nothing declared or cast takes the type its use gives it, as in
+        // Postgres (`WHERE id = $1`: the type of id), when it is one Bind can carry in binary.
+        if param_types.iter().enumerate().any(|(i, t)| *t == Type::TEXT && types.get(i).cloned().flatten().is_none()) {
+            use datafusion::arrow::datatypes::DataType;
+            let inferred = self.engine.placeholder_types(sql, params).await;
+            for (i, ty) in inferred.into_iter().enumerate() {
+                if param_types[i] != Type::TEXT || types.get(i).cloned().flatten().is_some() {
+                    continue;
+                }
+                param_types[i] = match ty {
+                    Some(DataType::Int16) => Type::INT2,
+                    Some(DataType::Int32) => Type::INT4,
+                    Some(DataType::Int64) => Type::INT8,
+                    Some(DataType::Float32) => Type::FLOAT4,
+                    Some(DataType::Float64) => Type::FLOAT8,
+                    Some(DataType::Boolean) => Type::BOOL,
+                    _ => Type::TEXT,
+                };
+            }
+        }
         Ok(Some(Prepared { sql: sql.to_string(), param_types, schema }))
     }
 

@@ -25,7 +25,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::catalog::RelationDef;
 use crate::error::{EddyError, Result};
 use crate::format::{arrow_schema, Column, SqlType};
-use crate::sql::{JoinWindow, RelationKind, SelectStatement, WindowSpec};
+use crate::sql::{JoinWindow, RelationKind, SelectStatement, WindowKind, WindowSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AggFunc {
@@ -180,6 +180,11 @@ pub struct ContinuousPlan {
     /// What the query's state depends on, part by part (CREATE OR REPLACE keeps the state
     /// only when these are equal).
     pub state_shape: Vec<(&'static str, String)>,
+    /// The output columns whose values, in this order, make a result row's state key
+    /// (`memcomparable`), when they do: pull queries then look rows up by key instead of
+    /// scanning. `None`: the key is not made of output columns (a projection or join of
+    /// tables, session windows, EMIT FINAL), and pull queries scan.
+    pub state_key_columns: Option<Vec<usize>>,
 }
 
 /// ksqlDB's pseudo-columns of a stream record, appended to its columns in continuous queries.
@@ -256,6 +261,8 @@ pub fn upsert_plan(source: &RelationDef) -> ContinuousPlan {
         shape: PlanShape::Upsert,
         output_columns: source.columns.clone(),
         state_shape: Vec::new(),
+        // The upsert operator keys rows by the primary key columns, in column order.
+        state_key_columns: Some(source.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect()),
         description: format!(
             "UpsertOperator(latest row per key)\n  Source(topic={}, partitions={})",
             source.topic, source.partitions
@@ -418,6 +425,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
 
     let top_input_schema: Schema = top.input.schema().as_arrow().clone();
     let mut output_columns = Vec::new();
+    let mut state_key_columns = None;
     let shape = match aggregate {
         None => {
             let exprs = top.expr.iter().map(|e| phys(e, &top.input)).collect::<Result<Vec<_>>>()?;
@@ -441,6 +449,20 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
             let agg_names: Vec<String> = aggs.iter().map(|s| s.func.name().to_string()).collect();
             let project = top.expr.iter().map(|e| phys(e, &top.input)).collect::<Result<Vec<_>>>()?;
             let n_group = group.len();
+            // A group's state key is its group values in GROUP BY order; when every one is
+            // selected as a plain column, a pull query finds the row from those columns.
+            let sessions = window.as_ref().is_some_and(|w| matches!(w.spec.kind, WindowKind::Session));
+            if !sessions && !select.emit_final {
+                let selects_group = |g: usize, e: &Expr| {
+                    let e = match e {
+                        Expr::Alias(al) => al.expr.as_ref(),
+                        other => other,
+                    };
+                    matches!(e, Expr::Column(c) if a.schema.index_of_column(c).is_ok_and(|idx| idx == g))
+                };
+                state_key_columns =
+                    (0..n_group).map(|g| top.expr.iter().position(|e| selects_group(g, e))).collect::<Option<Vec<_>>>();
+            }
             for (i, (e, pe)) in top.expr.iter().zip(&project).enumerate() {
                 let key = matches!(e, Expr::Column(c) if a.schema.index_of_column(c).is_ok_and(|idx| idx < n_group));
                 let name = match e {
@@ -542,6 +564,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
         shape,
         output_columns,
         description,
+        state_key_columns,
     })
 }
 

@@ -267,6 +267,20 @@ impl StateStore {
             .collect()
     }
 
+    /// A consistent view of every column family as of now, for reads that must agree with
+    /// each other (a pull query over several tables).
+    pub fn snapshot(&self) -> StoreSnapshot {
+        let db = self.db.clone();
+        // SAFETY: the snapshot borrows the `Db` inside the `Arc`, whose address never moves;
+        // `StoreSnapshot` keeps that `Arc` and drops the snapshot first (field order).
+        let snapshot = unsafe {
+            std::mem::transmute::<rocksdb::SnapshotWithThreadMode<'_, Db>, rocksdb::SnapshotWithThreadMode<'static, Db>>(
+                db.snapshot(),
+            )
+        };
+        StoreSnapshot { snapshot, db }
+    }
+
     /// Every (key, value) whose key starts with `prefix`, read from one consistent snapshot.
     /// `max_bytes` bounds the memory a scan may take.
     pub fn scan_prefix(&self, cf: &str, prefix: &[u8], max_bytes: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -279,6 +293,72 @@ impl StateStore {
             if !k.starts_with(prefix) {
                 break;
             }
+            bytes += k.len() + v.len();
+            if bytes > max_bytes {
+                return Err(EddyError::LimitExceeded(format!(
+                    "scan of more than {max_bytes} bytes (raise --query-memory-bytes)"
+                )));
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// A read-only view of the store at one point in time (one RocksDB snapshot). Cheap to take;
+/// while it lives RocksDB keeps the versions it sees, so it is held for one statement only.
+pub struct StoreSnapshot {
+    // Declared before `db`: dropped first, while the database it points into still exists.
+    snapshot: rocksdb::SnapshotWithThreadMode<'static, Db>,
+    db: Arc<Db>,
+}
+
+impl StoreSnapshot {
+    fn cf(&self, name: &str) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
+        self.db.cf_handle(name).ok_or_else(|| EddyError::Internal(format!("column family {name} missing")))
+    }
+
+    fn read_options(&self) -> rocksdb::ReadOptions {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_snapshot(&self.snapshot);
+        opts
+    }
+
+    /// Point reads of `keys` (sorted or not), as of the snapshot.
+    pub fn multi_get(&self, cf: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let handle = self.cf(cf)?;
+        self.db
+            .batched_multi_get_cf_opt(&handle, keys.iter(), false, &self.read_options())
+            .into_iter()
+            .map(|r| r.map(|o| o.map(|p| p.to_vec())).map_err(EddyError::from))
+            .collect()
+    }
+
+    /// Every (key, value) with `from <= key < to` (`to` empty: no upper bound), in key order,
+    /// as of the snapshot. Stops with 54000 past `max_bytes`, and with 57014 once `cancel`
+    /// is set (the statement timed out or was cancelled).
+    pub fn scan_range(
+        &self,
+        cf: &str,
+        from: &[u8],
+        to: &[u8],
+        max_bytes: usize,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let handle = self.cf(cf)?;
+        let mut opts = self.read_options();
+        if !to.is_empty() {
+            opts.set_iterate_upper_bound(to.to_vec());
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (n, item) in
+            self.db.iterator_cf_opt(&handle, opts, IteratorMode::From(from, Direction::Forward)).enumerate()
+        {
+            if n % 1024 == 1023 && cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(EddyError::Canceled);
+            }
+            let (k, v) = item?;
             bytes += k.len() + v.len();
             if bytes > max_bytes {
                 return Err(EddyError::LimitExceeded(format!(

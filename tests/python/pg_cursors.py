@@ -49,7 +49,8 @@ async def with_asyncpg():
     import asyncpg
     conn = await asyncpg.connect(host='127.0.0.1', port=PORT, database='eddy', user='eddy')
     try:
-        rows = await conn.fetch('SELECT id, n FROM clicks WHERE n >= $1 ORDER BY n', '3')
+        # $1 is described with n's type (int4, as Postgres does), so asyncpg sends an int.
+        rows = await conn.fetch('SELECT id, n FROM clicks WHERE n >= $1 ORDER BY n', 3)
         assert [tuple(r) for r in rows] == [('c3', 3), ('c4', 4)], rows
         # Binary results of several types, decoded by asyncpg's codecs.
         row = await conn.fetchrow("SELECT CAST(1.5 AS DOUBLE) AS d, TRUE AS b, CAST('2024-01-02' AS DATE) AS day, "

@@ -1,0 +1,433 @@
+//! A table's current rows as a pull query sees them: read from the RocksDB state of the query
+//! that materializes the table, as of one snapshot shared by every table of the statement (so
+//! a join of two tables sees one moment of both).
+//!
+//! Filters that pin the whole key (`k = v`, `k IN (...)`, ORs of those) become point reads;
+//! a range on the key's first column (`<`, `<=`, `>`, `>=`, `BETWEEN`, `LIKE 'prefix%'`)
+//! becomes a range scan; anything else scans the table, bounded by `--query-memory-bytes`.
+//! Filters are pushed down as *inexact*: DataFusion still applies each one to the rows read,
+//! so a lookup may read too much but never too little. Reads run on tokio's blocking pool,
+//! never on the threads that serve connections.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::new_null_array;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Like, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use serde_json::Value;
+
+use crate::catalog::RelationDef;
+use crate::dataflow::state_cf;
+use crate::error::{EddyError, Result};
+use crate::format::{arrow_schema, cell_at, memcomparable, rows_to_batch, SqlType};
+use crate::state::{StoreSnapshot, ROW_PREFIX};
+
+/// More point reads than this in one statement scan instead (`k IN (...)` with a huge list,
+/// or the product of several key columns' lists).
+const MAX_LOOKUP_KEYS: usize = 10_000;
+
+pub struct TableRows {
+    rel: RelationDef,
+    schema: SchemaRef,
+    /// The materializing query's column family (`None`: the table has no rows yet).
+    cf: Option<String>,
+    snapshot: Arc<StoreSnapshot>,
+    /// Bytes a scan of this table may read (`--query-memory-bytes` left for the statement).
+    max_bytes: usize,
+}
+
+impl fmt::Debug for TableRows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TableRows({})", self.rel.name)
+    }
+}
+
+/// Which rows of a table a statement's filters let it read.
+#[derive(Debug, PartialEq)]
+enum Access {
+    /// These state keys (without the row prefix), and nothing else.
+    Keys(Vec<Vec<u8>>),
+    /// State keys in `[from, to)` (`to` empty: to the end).
+    Range {
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
+    Scan,
+}
+
+impl TableRows {
+    pub fn new(rel: RelationDef, snapshot: Arc<StoreSnapshot>, max_bytes: usize) -> TableRows {
+        TableRows {
+            schema: arrow_schema(&rel.columns),
+            cf: rel.materialized_by.as_deref().map(state_cf),
+            rel,
+            snapshot,
+            max_bytes,
+        }
+    }
+
+    /// The key columns (indexes into the table's columns), in state-key order.
+    fn key_columns(&self) -> Option<&[usize]> {
+        self.rel.state_key_columns.as_deref().filter(|k| !k.is_empty())
+    }
+
+    /// The values `filter` pins column `column` to, when it does (`col = v`, `col IN (...)`,
+    /// ORs of those), as the cells the state key was made of.
+    fn pinned_values(&self, column: usize, filter: &Expr) -> Option<Vec<Value>> {
+        match filter {
+            Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+                let literal = match (self.column_of(left), self.column_of(right)) {
+                    (Some(c), None) if c == column => right,
+                    (None, Some(c)) if c == column => left,
+                    _ => return None,
+                };
+                Some(self.cells(column, literal_of(literal)?))
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+                let mut values = self.pinned_values(column, left)?;
+                values.extend(self.pinned_values(column, right)?);
+                Some(values)
+            }
+            Expr::InList(list) if !list.negated && self.column_of(&list.expr) == Some(column) => {
+                let mut values = Vec::new();
+                for item in &list.list {
+                    values.extend(self.cells(column, literal_of(item)?));
+                }
+                Some(values)
+            }
+            _ => None,
+        }
+    }
+
+    /// The table column an expression reads, if it is a bare column (or a cast of an integer
+    /// or string column: `k = '42'` compares `CAST(k AS VARCHAR)`, and an integer's or a
+    /// string's text names exactly one value).
+    fn column_of(&self, e: &Expr) -> Option<usize> {
+        let (e, cast) = match e {
+            Expr::Cast(c) => (c.expr.as_ref(), true),
+            Expr::TryCast(c) => (c.expr.as_ref(), true),
+            other => (other, false),
+        };
+        let Expr::Column(c) = e else { return None };
+        let i = self.rel.columns.iter().position(|col| col.name == c.name)?;
+        let exact_text = matches!(self.rel.columns[i].ty, SqlType::Int | SqlType::BigInt | SqlType::String);
+        (!cast || exact_text).then_some(i)
+    }
+
+    /// A literal as the cells a row of this column holds for it: cast to the column's type
+    /// and read back the way the query wrote it. An integral DOUBLE may have been stored
+    /// from JSON as an integer or as a float, so both are tried. A literal that does not
+    /// convert, or NULL, names no row.
+    fn cells(&self, column: usize, literal: &ScalarValue) -> Vec<Value> {
+        let ty = self.schema.field(column).data_type();
+        let Ok(array) = literal.to_array_of_size(1) else { return Vec::new() };
+        let Ok(array) = datafusion::arrow::compute::cast(&array, ty) else { return Vec::new() };
+        let cell = cell_at(array.as_ref(), 0);
+        match (&cell, ty) {
+            (Value::Null, _) => Vec::new(),
+            (Value::Number(n), DataType::Float64 | DataType::Float32) => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                let mut out = vec![cell.clone()];
+                if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                    out.push(Value::from(f as i64));
+                }
+                out
+            }
+            _ => vec![cell],
+        }
+    }
+
+    /// The range `filter` puts on the key's first column, as (inclusive lower, exclusive
+    /// upper) state-key bounds; a bound is `None` when the filter leaves that side open.
+    fn range_of(&self, filter: &Expr) -> Option<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+        let first = *self.key_columns()?.first()?;
+        let bound = |e: &Expr| -> Option<Value> {
+            let cells = self.cells(first, literal_of(e)?);
+            cells.into_iter().next()
+        };
+        match filter {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (op, literal) = match (self.column_of(left), self.column_of(right)) {
+                    (Some(c), None) if c == first => (*op, right),
+                    (None, Some(c)) if c == first => (op.swap()?, left),
+                    _ => return None,
+                };
+                // Casts compare text: the order of `CAST(k AS VARCHAR)` is not k's.
+                if matches!(left.as_ref(), Expr::Cast(_) | Expr::TryCast(_))
+                    || matches!(right.as_ref(), Expr::Cast(_) | Expr::TryCast(_))
+                {
+                    return None;
+                }
+                let v = bound(literal)?;
+                match op {
+                    Operator::Gt | Operator::GtEq => Some((Some(lower_bound(&v)), None)),
+                    Operator::Lt | Operator::LtEq => Some((None, Some(upper_bound(&v)))),
+                    _ => None,
+                }
+            }
+            Expr::Between(Between { expr, negated: false, low, high }) if matches!(expr.as_ref(), Expr::Column(_)) => {
+                (self.column_of(expr)? == first).then_some(())?;
+                Some((Some(lower_bound(&bound(low)?)), Some(upper_bound(&bound(high)?))))
+            }
+            Expr::Like(Like { negated: false, expr, pattern, escape_char: None, case_insensitive: false })
+                if matches!(expr.as_ref(), Expr::Column(_)) && self.column_of(expr) == Some(first) =>
+            {
+                let Some(ScalarValue::Utf8(Some(p))) = literal_of(pattern) else { return None };
+                let prefix = p.strip_suffix('%')?;
+                if prefix.contains(['%', '_', '\\', '\0']) {
+                    return None;
+                }
+                // The string's tag and bytes, without its terminator: every longer string.
+                let mut from = memcomparable(&[Value::String(prefix.to_string())]);
+                from.truncate(from.len() - 2);
+                let to = successor(&from)?;
+                Some((Some(from), Some(to)))
+            }
+            _ => None,
+        }
+    }
+
+    /// What the filters let this scan read.
+    fn access(&self, filters: &[Expr]) -> Access {
+        let Some(key_columns) = self.key_columns() else { return Access::Scan };
+        // Point reads when every key column is pinned (to few enough values).
+        let mut keys: Option<Vec<Vec<Value>>> = Some(vec![Vec::new()]);
+        for &column in key_columns {
+            let (Some(values), Some(prefixes)) =
+                (filters.iter().find_map(|f| self.pinned_values(column, f)), keys.take())
+            else {
+                break;
+            };
+            let product: Vec<Vec<Value>> = prefixes
+                .iter()
+                .flat_map(|prefix| values.iter().map(move |v| prefix.iter().cloned().chain([v.clone()]).collect()))
+                .collect();
+            keys = (product.len() <= MAX_LOOKUP_KEYS).then_some(product);
+        }
+        if let Some(keys) = keys {
+            let mut encoded: Vec<Vec<u8>> = keys.iter().map(|k| memcomparable(k)).collect();
+            encoded.sort();
+            encoded.dedup();
+            return Access::Keys(encoded);
+        }
+        // Otherwise the tightest range on the first key column.
+        let (mut from, mut to): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+        for (lower, upper) in filters.iter().filter_map(|f| self.range_of(f)) {
+            if let Some(l) = lower {
+                from = Some(from.map_or(l.clone(), |f: Vec<u8>| f.max(l)));
+            }
+            if let Some(u) = upper {
+                to = Some(to.map_or(u.clone(), |t: Vec<u8>| t.min(u)));
+            }
+        }
+        match (from, to) {
+            (None, None) => Access::Scan,
+            (from, to) => Access::Range { from: from.unwrap_or_default(), to: to.unwrap_or_default() },
+        }
+    }
+}
+
+/// The literal an expression is (after DataFusion's simplifier folded constants).
+fn literal_of(e: &Expr) -> Option<&ScalarValue> {
+    match e {
+        Expr::Literal(v, _) => Some(v),
+        _ => None,
+    }
+}
+
+/// The smallest state key whose first value is `v` or more. Numbers key on their f64 (see
+/// `memcomparable`); one step down keeps integers past 2^53 inside the range.
+fn lower_bound(v: &Value) -> Vec<u8> {
+    match v {
+        Value::Number(n) => number_prefix(n.as_f64().unwrap_or(f64::NAN).next_down()),
+        other => memcomparable(std::slice::from_ref(other)),
+    }
+}
+
+/// The smallest state key past every key whose first value is `v` or less.
+fn upper_bound(v: &Value) -> Vec<u8> {
+    match v {
+        Value::Number(n) => number_prefix(n.as_f64().unwrap_or(f64::NAN).next_up())
+            .into_iter()
+            .chain(std::iter::repeat_n(0xFF, 9))
+            .collect(),
+        other => {
+            let enc = memcomparable(std::slice::from_ref(other));
+            successor(&enc).unwrap_or_default()
+        }
+    }
+}
+
+/// `memcomparable`'s tag and f64 bytes of a number, without the exact-integer suffix.
+fn number_prefix(f: f64) -> Vec<u8> {
+    let mut enc = memcomparable(&[serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)]);
+    enc.truncate(9);
+    enc
+}
+
+/// The smallest byte string greater than every string starting with `prefix`.
+fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut out = prefix.to_vec();
+    while let Some(last) = out.pop() {
+        if last < 0xFF {
+            out.push(last + 1);
+            return Some(out);
+        }
+    }
+    None
+}
+
+/// A stored table row (`{"r": [...]}`) with the table's width; anything else (an EMIT FINAL
+/// group still open, a HAVING that drops the group) is no row.
+fn stored_row(bytes: &[u8], width: usize) -> Result<Option<Vec<Value>>> {
+    let parsed: Value = serde_json::from_slice(bytes).map_err(|e| EddyError::Internal(format!("table row: {e}")))?;
+    Ok(match parsed {
+        Value::Object(mut o) => match o.remove("r") {
+            Some(Value::Array(r)) if r.len() == width => Some(r),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+fn prefixed(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(ROW_PREFIX);
+    k.extend_from_slice(key);
+    k
+}
+
+/// Reads the rows `access` names from the snapshot (blocking: RocksDB reads); a scan stops
+/// once `cancel` is set.
+fn read_rows(
+    snapshot: &StoreSnapshot,
+    cf: &str,
+    access: Access,
+    width: usize,
+    max_bytes: usize,
+    cancel: &AtomicBool,
+) -> Result<Vec<Vec<Value>>> {
+    let values: Vec<Vec<u8>> = match access {
+        Access::Keys(keys) => {
+            let keys: Vec<Vec<u8>> = keys.iter().map(|k| prefixed(k)).collect();
+            snapshot.multi_get(cf, &keys)?.into_iter().flatten().collect()
+        }
+        Access::Range { from, to } => {
+            let to = if to.is_empty() { vec![ROW_PREFIX + 1] } else { prefixed(&to) };
+            snapshot.scan_range(cf, &prefixed(&from), &to, max_bytes, cancel)?.into_iter().map(|(_, v)| v).collect()
+        }
+        Access::Scan => snapshot
+            .scan_range(cf, &[ROW_PREFIX], &[ROW_PREFIX + 1], max_bytes, cancel)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect(),
+    };
+    let mut rows = Vec::with_capacity(values.len());
+    for v in values {
+        rows.extend(stored_row(&v, width)?);
+    }
+    Ok(rows)
+}
+
+/// Sets its flag when dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl TableProvider for TableRows {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        let Some(key_columns) = self.key_columns() else {
+            return Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()]);
+        };
+        Ok(filters
+            .iter()
+            .map(|f| {
+                let useful =
+                    key_columns.iter().any(|&c| self.pinned_values(c, f).is_some()) || self.range_of(f).is_some();
+                if useful {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let rows = match &self.cf {
+            None => Vec::new(),
+            Some(cf) => {
+                let access = self.access(filters);
+                let (snapshot, cf, width, max_bytes) =
+                    (self.snapshot.clone(), cf.clone(), self.rel.columns.len(), self.max_bytes);
+                // A statement timeout or cancel request drops this future: the guard then
+                // stops the read on the blocking pool too.
+                let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+                let flag = cancel.0.clone();
+                tokio::task::spawn_blocking(move || read_rows(&snapshot, &cf, access, width, max_bytes, &flag))
+                    .await
+                    .map_err(|e| EddyError::Internal(format!("table read task: {e}")))??
+            }
+        };
+        let batch = if rows.is_empty() {
+            let columns = self.schema.fields().iter().map(|f| new_null_array(f.data_type(), 0)).collect();
+            datafusion::arrow::array::RecordBatch::try_new(self.schema.clone(), columns)?
+        } else {
+            rows_to_batch(&self.rel.columns, &rows).map_err(EddyError::Internal)?
+        };
+        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema.clone(), projection.cloned())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_enclose_every_key_of_the_range() {
+        let key = |v: Value| memcomparable(&[v]);
+        // Integers: [5, 9] holds 5, 7 and 9 (with their exact-integer suffix), not 4 or 10.
+        let (lo, hi) = (lower_bound(&Value::from(5)), upper_bound(&Value::from(9)));
+        for i in [5, 7, 9] {
+            assert!(lo <= key(Value::from(i)) && key(Value::from(i)) < hi, "{i}");
+        }
+        assert!(key(Value::from(4)) < lo && key(Value::from(10)) >= hi);
+        // Strings: ['b', 'c'] holds "b", "bz" and "c", not "a" or "ca".
+        let (lo, hi) = (lower_bound(&Value::from("b")), upper_bound(&Value::from("c")));
+        for s in ["b", "bz", "c"] {
+            assert!(lo <= key(Value::from(s)) && key(Value::from(s)) < hi, "{s}");
+        }
+        assert!(key(Value::from("a")) < lo && key(Value::from("ca")) >= hi);
+        assert_eq!(successor(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(successor(&[0xFF]), None);
+    }
+}
