@@ -66,3 +66,99 @@ async fn kill9_mid_stream_keeps_every_table_correct() {
         as_map(query(&c, "SELECT customerid, COUNT(*) FROM orders WHERE amount >= 50 GROUP BY customerid").await);
     assert_eq!(big_table, big_recomputed);
 }
+
+/// `log recovered: N segments, M scanned (B bytes) ...` from a server log: (N, M, B).
+fn recovery_line(log: &std::path::Path) -> (u64, u64, u64) {
+    let text = std::fs::read_to_string(log).unwrap();
+    let line =
+        text.lines().find(|l| l.contains("log recovered: ")).unwrap_or_else(|| panic!("no recovery line:\n{text}"));
+    let numbers: Vec<u64> = line
+        .split("log recovered: ")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    (numbers[0], numbers[1], numbers[2])
+}
+
+/// Bytes in each partition's last segment file (what a crash recovery may scan).
+fn active_segment_bytes(data: &std::path::Path) -> (u64, usize) {
+    let (mut bytes, mut partitions) = (0, 0);
+    for topic in std::fs::read_dir(data.join("log")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()) {
+        for partition in std::fs::read_dir(&topic).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()) {
+            let mut logs: Vec<_> = std::fs::read_dir(&partition)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                .collect();
+            logs.sort();
+            bytes += logs.last().map_or(0, |f| std::fs::metadata(f).unwrap().len());
+            partitions += 1;
+        }
+    }
+    (bytes, partitions)
+}
+
+/// Restart time independent of the log's size (issue 16): after kill -9 only each
+/// partition's active segment is scanned (sealed ones open from their index files) and every
+/// acknowledged record is there; after a clean shutdown nothing is scanned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_scans_only_active_segments_and_a_clean_restart_scans_nothing() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let logged = [("EDDY_LOG", "warn,eddy::log=info")];
+    let mut server = Server::start(tmp.path());
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &server.kafka).create().unwrap();
+    let topic = NewTopic::new("r", 2, TopicReplication::Fixed(1)).set("segment.bytes", "1024");
+    admin.create_topics(&[topic], &AdminOptions::new()).await.unwrap();
+    let c = server.client().await;
+    query(&c, "CREATE STREAM r (id BIGINT, note STRING) WITH (KAFKA_TOPIC='r')").await;
+
+    let writer = server.client().await;
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let acked2 = acked.clone();
+    let ingest = tokio::spawn(async move {
+        for i in 0u64.. {
+            let sql = format!("INSERT INTO r (id, note) VALUES ({i}, 'record number {i}'), ({}, 'x')", i + 1_000_000);
+            if writer.simple_query(&sql).await.is_err() {
+                break;
+            }
+            acked2.store(i + 1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    server.kill9();
+    let _ = ingest.await;
+    let acked = acked.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(acked > 50, "only {acked} inserts before the kill");
+
+    let log = tmp.path().join("after-kill.log");
+    let mut server = Server::start_logging_with_env(tmp.path(), &logged, &log);
+    let (segments, scanned, bytes) = recovery_line(&log);
+    let (active_bytes, partitions) = active_segment_bytes(tmp.path());
+    assert!(scanned as usize <= partitions, "{scanned} segments scanned for {partitions} partitions");
+    assert!(bytes <= active_bytes, "{bytes} bytes scanned, the active segments hold {active_bytes}");
+    assert!(segments > 2 * partitions as u64, "want many sealed segments, got {segments}");
+    let c = server.client().await;
+    let ids: Vec<u64> = query(&c, "SELECT id FROM r WHERE id < 1000000")
+        .await
+        .into_iter()
+        .map(|r| r[0].as_deref().unwrap().parse().unwrap())
+        .collect();
+    let ids: std::collections::BTreeSet<u64> = ids.into_iter().collect();
+    assert!((0..acked).all(|i| ids.contains(&i)), "an acknowledged insert is missing after kill -9");
+    let count = query(&c, "SELECT COUNT(*), COUNT(DISTINCT id) FROM r").await;
+    assert_eq!(count[0][0], count[0][1], "a record was read twice");
+    assert!(server.terminate().success());
+
+    let log = tmp.path().join("after-clean.log");
+    let server = Server::start_logging_with_env(tmp.path(), &logged, &log);
+    assert_eq!(recovery_line(&log), (segments, 0, 0), "a clean restart reads no segment");
+    let c = server.client().await;
+    assert_eq!(query(&c, "SELECT COUNT(*), COUNT(DISTINCT id) FROM r").await, count);
+}

@@ -456,5 +456,9 @@ impl Engine {
         if let Err(e) = self.store.close() {
             tracing::warn!("flushing the state store at shutdown: {e}");
         }
+        // And scans no log segment.
+        if let Err(e) = self.log.close() {
+            tracing::warn!("writing the log's indexes at shutdown: {e}");
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use super::error::{INVALID_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE_NUMBER};
-use crate::log::{Log, LogBatchHeader};
+use crate::log::{Log, LogBatchHeader, LogError};
 use crate::state::{StateStore, CATALOG_CF};
 
 const KEPT_BATCHES: usize = 5;
@@ -53,7 +53,14 @@ impl ProducerStates {
                 if p.offline_reason().is_some() {
                     continue; // nobody can write there until it is repaired
                 }
-                for h in p.tail_headers(2).map_err(|e| std::io::Error::other(e.to_string()))? {
+                let headers = match p.tail_headers(2) {
+                    Ok(headers) => headers,
+                    // Damage found in a segment not scanned at open: the partition went
+                    // offline just now, and nobody can write there either.
+                    Err(LogError::Offline(_)) => continue,
+                    Err(e) => return Err(std::io::Error::other(e.to_string())),
+                };
+                for h in headers {
                     if h.producer_id < 0 {
                         continue;
                     }

@@ -160,6 +160,12 @@ fn decompressed(bytes: &[u8], header: &LogBatchHeader) -> Result<Vec<u8>, LogErr
 /// Reads the batches of one segment file front to back, a chunk at a time.
 struct BatchReader<'a> {
     file: &'a File,
+    path: &'a Path,
+    /// Set for a segment wholly below the high watermark (nothing there changes any more but
+    /// by compaction): each batch's CRC is checked, and damage takes this partition offline.
+    /// A segment opened from its index was not scanned at start, and a damaged batch must
+    /// never be rewritten under a fresh CRC.
+    checked_for: Option<&'a Partition>,
     /// Bytes of the file that belong to the segment.
     end: u64,
     /// File position of `buf[at]`.
@@ -172,8 +178,17 @@ struct BatchReader<'a> {
 type BatchAt<'b> = (u64, LogBatchHeader, &'b [u8]);
 
 impl<'a> BatchReader<'a> {
-    fn new(file: &'a File, end: u64) -> BatchReader<'a> {
-        BatchReader { file, end, position: 0, buf: Vec::new(), at: 0 }
+    fn new(seg: &'a SegmentView, checked_for: Option<&'a Partition>) -> BatchReader<'a> {
+        let (file, path, end) = (&*seg.file, seg.path.as_path(), seg.size_bytes);
+        BatchReader { file, path, checked_for, end, position: 0, buf: Vec::new(), at: 0 }
+    }
+
+    fn damaged(&self, position: u64, reason: impl std::fmt::Display) -> LogError {
+        let reason = format!("{}: {reason} at byte {position}", self.path.display());
+        match self.checked_for {
+            Some(partition) => partition.take_offline(reason),
+            None => LogError::CorruptBatch(reason),
+        }
     }
 
     /// The next batch: its position, header and bytes.
@@ -182,9 +197,14 @@ impl<'a> BatchReader<'a> {
             return Ok(None);
         }
         self.fill(HEADER_BYTES)?;
-        let header = LogBatchHeader::parse(&self.buf[self.at..])?;
+        let header = LogBatchHeader::parse(&self.buf[self.at..]).map_err(|e| self.damaged(self.position, e))?;
         self.fill(header.total_bytes)?;
         let (start, position) = (self.at, self.position);
+        if self.checked_for.is_some() {
+            if let Err(e) = batch::validate(&self.buf[start..start + header.total_bytes]) {
+                return Err(self.damaged(position, e));
+            }
+        }
         self.at += header.total_bytes;
         self.position += header.total_bytes as u64;
         Ok(Some((position, header, &self.buf[start..start + header.total_bytes])))
@@ -200,7 +220,7 @@ impl<'a> BatchReader<'a> {
         let from = self.position + have as u64;
         let left = (self.end - from.min(self.end)) as usize;
         if left < need - have {
-            return Err(LogError::CorruptBatch("the segment ends inside a batch".into()));
+            return Err(self.damaged(self.position, "a batch cut short"));
         }
         let want = (need - have).max(READ_CHUNK_BYTES).min(left);
         let old = self.buf.len();
@@ -222,7 +242,12 @@ struct KeyMap {
 impl KeyMap {
     /// Reads the records in [`from`, `high_watermark`), stopping at a segment boundary when the
     /// map is full.
-    fn build(segments: &[SegmentView], from: i64, high_watermark: i64) -> Result<KeyMap, LogError> {
+    fn build(
+        partition: &Partition,
+        segments: &[SegmentView],
+        from: i64,
+        high_watermark: i64,
+    ) -> Result<KeyMap, LogError> {
         let mut map = KeyMap { latest: HashMap::new(), producers: HashMap::new(), end: high_watermark };
         let mut bytes = 0usize;
         for seg in segments.iter().filter(|s| s.next_offset > from) {
@@ -230,7 +255,8 @@ impl KeyMap {
                 map.end = seg.base_offset.max(from);
                 return Ok(map);
             }
-            let mut reader = BatchReader::new(&seg.file, seg.size_bytes);
+            let stable = seg.next_offset <= high_watermark;
+            let mut reader = BatchReader::new(seg, stable.then_some(partition));
             while let Some((_, header, bytes_of_batch)) = reader.next_batch()? {
                 if header.last_offset() >= high_watermark {
                     return Ok(map);
@@ -315,6 +341,7 @@ impl Rewrite {
 /// Writes the cleaned copy of one sealed segment next to it, or returns `None` when nothing in
 /// it can go.
 fn clean_segment(
+    partition: &Partition,
     seg: &SegmentView,
     map: &KeyMap,
     config: &TopicConfig,
@@ -324,7 +351,7 @@ fn clean_segment(
     let tombstone_horizon_ms = now_ms.saturating_sub(config.delete_retention_ms);
     let mut rewrite: Option<Rewrite> = None;
     let result = (|| {
-        let mut reader = BatchReader::new(&seg.file, seg.size_bytes);
+        let mut reader = BatchReader::new(seg, Some(partition));
         let mut removed = (0u64, 0u64);
         while let Some((position, header, bytes)) = reader.next_batch()? {
             let last_in_segment = position + header.total_bytes as u64 >= seg.size_bytes;
@@ -428,7 +455,7 @@ impl Partition {
         if dirty == 0 || (dirty as f64) < config.min_cleanable_dirty_ratio * (clean + dirty) as f64 {
             return Ok(stats);
         }
-        let map = KeyMap::build(&segments, from, high_watermark)?;
+        let map = KeyMap::build(self, &segments, from, high_watermark)?;
         let to_clean = sealed[..cleanable].iter().take_while(|s| s.next_offset <= map.end).count();
         if to_clean == 0 {
             return Err(LogError::Unsupported(format!(
@@ -437,7 +464,7 @@ impl Partition {
             )));
         }
         for seg in &sealed[..to_clean] {
-            let Some(cleaned) = clean_segment(seg, &map, &config, now_ms, &mut stats)? else { continue };
+            let Some(cleaned) = clean_segment(self, seg, &map, &config, now_ms, &mut stats)? else { continue };
             let size_bytes = fs::metadata(&cleaned)?.len();
             if !self.replace_segment(seg, &cleaned, crash_at)? {
                 // Retention or a truncation changed the log meanwhile: the next pass starts over.

@@ -5,16 +5,23 @@
 //! every append written so far and the writers queued behind it find their offset already
 //! durable (group commit). Readers never see past `visible_end`: data is visible once durable
 //! and, for a query's output topic, once the query's checkpoint has published it.
+//!
+//! Opening reads each sealed segment's index file (see `index`) instead of the segment; only a
+//! segment without a usable index, and the active one unless the log was closed cleanly, is
+//! scanned and CRC-checked in full. The batches of a segment that was not scanned are
+//! CRC-checked as they are read, and damage found then takes the partition offline just as
+//! damage found by the scan does.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::batch::{self, LogBatchHeader, HEADER_BYTES};
 use super::compaction::{self, Cleaner};
+use super::index::{self, SegmentIndex};
 use super::{LogError, Notifier, TopicConfig};
 
 /// Where one appended batch landed.
@@ -31,6 +38,24 @@ pub struct ReadResult {
     /// Offset readers may read up to (exclusive): Kafka's high watermark.
     pub high_watermark: i64,
     pub log_start_offset: i64,
+}
+
+/// What opening a partition (or the whole log) had to read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// Segments opened.
+    pub segments: usize,
+    /// Segments read in full: no usable index, or the active one after a crash.
+    pub segments_scanned: usize,
+    pub bytes_scanned: u64,
+}
+
+impl RecoveryStats {
+    pub fn add(&mut self, other: &RecoveryStats) {
+        self.segments += other.segments;
+        self.segments_scanned += other.segments_scanned;
+        self.bytes_scanned += other.bytes_scanned;
+    }
 }
 
 /// `read_into`'s output while it reads.
@@ -108,6 +133,12 @@ struct Segment {
     /// Sparse time index: (largest timestamp so far, batch base offset).
     time_index: Vec<(i64, i64)>,
     bytes_since_index: u64,
+    /// Where the last batch starts (`index::NO_BATCH` while empty).
+    last_batch_position: u64,
+    /// Whether every batch was CRC-checked since this process opened the file (scanned at
+    /// open, or written since). A segment loaded from its index is not: reads check its
+    /// batches as they return them.
+    verified: bool,
 }
 
 const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -117,13 +148,9 @@ impl Segment {
         format!("{base_offset:020}.log")
     }
 
-    fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment, LogError> {
-        let path = dir.join(Self::file_name(base_offset));
-        // A leftover file at this base offset holds nothing we still reference.
-        let _ = fs::remove_file(&path);
-        let file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
-        sync_dir(dir)?;
-        Ok(Segment {
+    /// A segment holding nothing yet, in `file`.
+    fn empty(base_offset: i64, path: PathBuf, file: File, now_ms: i64) -> Segment {
+        Segment {
             base_offset,
             path,
             file: Arc::new(file),
@@ -134,7 +161,57 @@ impl Segment {
             offset_index: Vec::new(),
             time_index: Vec::new(),
             bytes_since_index: u64::MAX,
-        })
+            last_batch_position: index::NO_BATCH,
+            verified: true,
+        }
+    }
+
+    fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment, LogError> {
+        let path = dir.join(Self::file_name(base_offset));
+        // A leftover file at this base offset holds nothing we still reference.
+        let _ = fs::remove_file(&path);
+        index::remove(dir, base_offset)?;
+        let file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
+        sync_dir(dir)?;
+        Ok(Segment::empty(base_offset, path, file, now_ms))
+    }
+
+    /// Opens a segment from its index file without reading it, or says why the index cannot
+    /// be used (`Ok(Err(reason))`: then the segment is scanned).
+    fn load(dir: &Path, path: &Path, base_offset: i64, now_ms: i64) -> Result<Result<Segment, String>, LogError> {
+        let file = OpenOptions::new().read(true).append(true).open(path)?;
+        let index = match index::load(dir, base_offset, &file) {
+            Ok(index) => index,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        Ok(Ok(Segment {
+            base_offset,
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            size_bytes: index.size_bytes,
+            next_offset: index.next_offset,
+            max_timestamp_ms: index.max_timestamp_ms,
+            created_ms: now_ms,
+            offset_index: index.offset_index,
+            time_index: index.time_index,
+            bytes_since_index: index.bytes_since_index,
+            last_batch_position: index.last_batch_position,
+            verified: false,
+        }))
+    }
+
+    /// What a scan of this segment would find, for its index file.
+    fn index(&self) -> SegmentIndex {
+        SegmentIndex {
+            base_offset: self.base_offset,
+            size_bytes: self.size_bytes,
+            next_offset: self.next_offset,
+            max_timestamp_ms: self.max_timestamp_ms,
+            bytes_since_index: self.bytes_since_index,
+            last_batch_position: self.last_batch_position,
+            offset_index: self.offset_index.clone(),
+            time_index: self.time_index.clone(),
+        }
     }
 
     /// Opens a segment and scans every batch. A damaged batch with nothing valid after it is
@@ -144,18 +221,7 @@ impl Segment {
     fn recover(path: &Path, base_offset: i64, now_ms: i64, last: bool) -> Result<(Segment, Recovered), LogError> {
         let file = OpenOptions::new().read(true).append(true).open(path)?;
         let len = file.metadata()?.len();
-        let mut seg = Segment {
-            base_offset,
-            path: path.to_path_buf(),
-            file: Arc::new(file),
-            size_bytes: 0,
-            next_offset: base_offset,
-            max_timestamp_ms: -1,
-            created_ms: now_ms,
-            offset_index: Vec::new(),
-            time_index: Vec::new(),
-            bytes_since_index: u64::MAX,
-        };
+        let mut seg = Segment::empty(base_offset, path.to_path_buf(), file, now_ms);
         let mut position = 0u64;
         let mut header_buf = [0u8; HEADER_BYTES];
         let mut batch_buf = Vec::new();
@@ -228,6 +294,7 @@ impl Segment {
         }
         self.bytes_since_index = self.bytes_since_index.saturating_add(header.total_bytes as u64);
         self.size_bytes = position + header.total_bytes as u64;
+        self.last_batch_position = position;
         self.next_offset = header.last_offset() + 1;
         self.max_timestamp_ms = self.max_timestamp_ms.max(header.max_timestamp_ms);
     }
@@ -304,8 +371,9 @@ pub struct Partition {
     owner: Mutex<Option<Arc<str>>>,
     notifier: Arc<Notifier>,
     /// Why the partition is offline (its log is damaged): it is neither read nor written
-    /// nor changed until an operator repairs it.
-    offline: Option<String>,
+    /// nor changed until an operator repairs it. Set at open, or when a read finds damage
+    /// in a segment that was not scanned at open.
+    offline: OnceLock<String>,
     /// Set when an fsync failed: writes stop, reads go on.
     write_failure: Mutex<Option<String>>,
     /// Compaction's state (compacted topics only).
@@ -314,17 +382,41 @@ pub struct Partition {
 
 impl Partition {
     fn check_online(&self) -> Result<(), LogError> {
-        match &self.offline {
+        match self.offline.get() {
             Some(reason) => Err(LogError::Offline(format!("{}-{}: {reason}", self.topic, self.id))),
             None => Ok(()),
         }
     }
 
     pub fn offline_reason(&self) -> Option<&str> {
-        self.offline.as_deref()
+        self.offline.get().map(String::as_str)
     }
 
-    /// Opens (or creates) the partition directory, recovering its segments.
+    /// Damage found in use: the partition goes offline (once, loudly) and the caller gets
+    /// the error to return.
+    pub(super) fn take_offline(&self, reason: String) -> LogError {
+        if self.offline.set(reason).is_ok() {
+            report_offline(&self.topic, self.id, self.offline_reason().unwrap_or_default());
+        }
+        self.check_online().expect_err("the partition was just taken offline")
+    }
+
+    /// `take_offline` for damage at `position` of `seg`.
+    fn damaged(&self, seg: &Segment, position: u64, reason: &str) -> LogError {
+        self.take_offline(format!("{}: {reason} at byte {position}", seg.path.display()))
+    }
+
+    /// A batch header of `seg` that does not parse is damage; other errors pass through.
+    fn damage_in(&self, seg: &Segment, e: LogError) -> LogError {
+        match e {
+            LogError::CorruptBatch(reason) => self.take_offline(format!("{}: {reason}", seg.path.display())),
+            other => other,
+        }
+    }
+
+    /// Opens (or creates) the partition directory, recovering its segments: sealed ones from
+    /// their index files where usable, the active one too when `clean_shutdown` says the log
+    /// was closed cleanly (its index was then written last); every other segment is scanned.
     pub(super) fn open(
         topic: &str,
         id: i32,
@@ -332,20 +424,13 @@ impl Partition {
         config: TopicConfig,
         notifier: Arc<Notifier>,
         now_ms: i64,
-    ) -> Result<Partition, LogError> {
+        clean_shutdown: bool,
+    ) -> Result<(Partition, RecoveryStats), LogError> {
         fs::create_dir_all(&dir)?;
-        let mut bases: Vec<i64> = Vec::new();
-        for entry in fs::read_dir(&dir)? {
-            let name = entry?.file_name().to_string_lossy().into_owned();
-            if let Some(stem) = name.strip_suffix(".log") {
-                if let Ok(base) = stem.parse::<i64>() {
-                    bases.push(base);
-                }
-            }
-        }
-        bases.sort_unstable();
+        let bases = list_segments(&dir)?;
         let mut segments: Vec<Segment> = Vec::new();
         let mut offline = None;
+        let mut stats = RecoveryStats::default();
         let n_segments = bases.len();
         for (i, base) in bases.into_iter().enumerate() {
             let path = dir.join(Segment::file_name(base));
@@ -359,7 +444,7 @@ impl Partition {
                 break;
             }
             let last = i + 1 == n_segments;
-            let (seg, recovered) = Segment::recover(&path, base, now_ms, last)?;
+            let (seg, recovered) = open_segment(&dir, &path, base, now_ms, last, clean_shutdown || !last, &mut stats)?;
             match recovered {
                 Recovered::Clean => {}
                 Recovered::TornTail => tracing::warn!(topic, partition = id, base, "cut a torn write off the log tail"),
@@ -370,25 +455,23 @@ impl Partition {
                 }
             }
             if seg.size_bytes == 0 && !segments.is_empty() && last {
+                index::remove(&dir, base)?;
                 fs::remove_file(&path)?;
                 continue;
             }
             segments.push(seg);
         }
         if let Some(reason) = &offline {
-            tracing::error!(
-                topic,
-                partition = id,
-                "partition OFFLINE: the log is damaged ({reason}); nothing was cut or skipped — restore the file from a backup or move it away, then restart"
-            );
+            report_offline(topic, id, reason);
         }
         if segments.is_empty() {
             segments.push(Segment::create(&dir, 0, now_ms)?);
         }
+        stats.segments = segments.len();
         let log_start_offset = segments[0].base_offset;
         let next = segments.last().map(|s| s.next_offset).unwrap_or(0);
         let cleaner = Cleaner::open(&dir, log_start_offset)?;
-        Ok(Partition {
+        let partition = Partition {
             topic: topic.to_string(),
             id,
             dir,
@@ -399,10 +482,25 @@ impl Partition {
             publish_limit: AtomicI64::new(i64::MAX),
             owner: Mutex::new(None),
             notifier,
-            offline,
+            offline: offline.map(OnceLock::from).unwrap_or_default(),
             write_failure: Mutex::new(None),
             cleaner,
-        })
+        };
+        Ok((partition, stats))
+    }
+
+    /// At a clean shutdown: makes the active segment durable and writes its index, so the
+    /// next start need not scan it. A partition that is offline or stopped taking writes is
+    /// left to the scan.
+    pub(super) fn close(&self) -> Result<(), LogError> {
+        if self.offline_reason().is_some() || self.write_failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return Ok(());
+        }
+        let inner = self.lock();
+        let active = inner.segments.last().expect("a partition always has an active segment");
+        active.file.sync_data()?;
+        index::write(&self.dir, &active.index())?;
+        sync_dir(&self.dir)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -501,6 +599,11 @@ impl Partition {
         // Everything in the sealed segment is made durable now, so group commit only ever
         // needs to sync the active file.
         active.file.sync_data()?;
+        // Its index too: the next start reads that instead of the segment. Creating the next
+        // segment fsyncs the directory, which makes the index's name durable as well.
+        if let Err(e) = index::write(&self.dir, &active.index()) {
+            tracing::warn!("{}: writing its index failed ({e}); the next start scans it", active.path.display());
+        }
         let base = active.next_offset;
         inner.segments.push(Segment::create(&self.dir, base, now_ms)?);
         Ok(())
@@ -532,7 +635,7 @@ impl Partition {
     /// whole log.
     pub fn release(&self) -> Result<(), LogError> {
         let published = self.publish_limit.load(Ordering::SeqCst);
-        if published != i64::MAX && self.offline.is_none() && self.log_end_offset() > published {
+        if published != i64::MAX && self.offline_reason().is_none() && self.log_end_offset() > published {
             self.truncate_to(published)?;
         }
         *self.owner.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -582,10 +685,12 @@ impl Partition {
         let mut next = offset;
         while seg_idx < inner.segments.len() && next < high_watermark {
             let seg = &inner.segments[seg_idx];
-            let Some((mut position, _)) = seg.position_of(next)? else {
+            let Some((mut position, _)) = seg.position_of(next).map_err(|e| self.damage_in(seg, e))? else {
                 seg_idx += 1;
                 continue;
             };
+            // Offsets only grow inside a segment; a batch breaking that is damage.
+            let mut lowest_next = seg.base_offset;
             // One read per stretch of the segment: as much as the budget allows, then cut back
             // to whole batches below the high watermark.
             while position < seg.size_bytes {
@@ -595,7 +700,21 @@ impl Partition {
                 pread_append(&seg.file, out.bytes, len, position)?;
                 let mut at = start;
                 while at + HEADER_BYTES <= out.bytes.len() {
-                    let header = LogBatchHeader::parse(&out.bytes[at..at + HEADER_BYTES])?;
+                    let batch_position = position + (at - start) as u64;
+                    let Ok(header) = LogBatchHeader::parse(&out.bytes[at..at + HEADER_BYTES]) else {
+                        return Err(self.damaged(seg, batch_position, "an invalid batch header"));
+                    };
+                    if header.base_offset < lowest_next
+                        || header.last_offset() >= seg.next_offset
+                        || batch_position + header.total_bytes as u64 > seg.size_bytes
+                    {
+                        return Err(self.damaged(
+                            seg,
+                            batch_position,
+                            "a batch out of offset order or past the segment's end",
+                        ));
+                    }
+                    lowest_next = header.last_offset() + 1;
                     if header.last_offset() >= high_watermark {
                         out.bytes.truncate(at);
                         return Ok(out.ends());
@@ -610,6 +729,9 @@ impl Partition {
                             out.bytes.truncate(at);
                             return Ok(out.ends());
                         }
+                    }
+                    if !seg.verified && batch::validate(&out.bytes[at..end]).is_err() {
+                        return Err(self.damaged(seg, batch_position, "a bad CRC"));
                     }
                     next = header.last_offset() + 1;
                     at = end;
@@ -637,11 +759,13 @@ impl Partition {
             }
             let idx = seg.time_index.partition_point(|&(ts, _)| ts < timestamp_ms);
             let start = if idx == 0 { seg.base_offset } else { seg.time_index[idx - 1].1 };
-            let Some((mut position, _)) = seg.position_of(start)? else { continue };
+            let Some((mut position, _)) = seg.position_of(start).map_err(|e| self.damage_in(seg, e))? else {
+                continue;
+            };
             let mut buf = vec![0u8; HEADER_BYTES];
             while position < seg.size_bytes {
                 seg.file.read_exact_at(&mut buf[..HEADER_BYTES], position)?;
-                let header = LogBatchHeader::parse(&buf)?;
+                let header = LogBatchHeader::parse(&buf).map_err(|e| self.damage_in(seg, e))?;
                 if header.base_offset >= high_watermark {
                     return Ok(None);
                 }
@@ -671,6 +795,7 @@ impl Partition {
         let now_ms = inner.active().created_ms;
         while inner.segments.len() > 1 && inner.segments.last().is_some_and(|s| s.base_offset >= offset) {
             let seg = inner.segments.pop().expect("checked");
+            index::remove(&self.dir, seg.base_offset)?;
             fs::remove_file(&seg.path)?;
         }
         let new_end;
@@ -683,6 +808,8 @@ impl Partition {
                 };
                 let path = seg.path.clone();
                 let base = seg.base_offset;
+                // Its index (from a roll or a clean shutdown) no longer describes it.
+                index::remove(&self.dir, base)?;
                 seg.file.set_len(position)?;
                 seg.file.sync_all()?;
                 let (recovered, _) = Segment::recover(&path, base, now_ms, true)?;
@@ -703,7 +830,7 @@ impl Partition {
     /// Returns how many segments it deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let config = self.config();
-        if self.offline.is_some() || !config.cleanup_policy.deletes() {
+        if self.offline_reason().is_some() || !config.cleanup_policy.deletes() {
             return Ok(0);
         }
         let mut inner = self.lock();
@@ -720,6 +847,7 @@ impl Partition {
                 break;
             }
             let seg = inner.segments.remove(0);
+            index::remove(&self.dir, seg.base_offset)?;
             fs::remove_file(&seg.path)?;
             deleted += 1;
         }
@@ -737,7 +865,12 @@ impl Partition {
             let mut position = 0;
             while position < seg.size_bytes {
                 seg.file.read_exact_at(&mut buf, position)?;
-                let header = LogBatchHeader::parse(&buf)?;
+                let Ok(header) = LogBatchHeader::parse(&buf) else {
+                    return Err(self.damaged(seg, position, "an invalid batch header"));
+                };
+                if position + header.total_bytes as u64 > seg.size_bytes {
+                    return Err(self.damaged(seg, position, "a batch past the segment's end"));
+                }
                 position += header.total_bytes as u64;
                 out.push(header);
             }
@@ -805,6 +938,7 @@ impl Partition {
             )));
         }
         segment.path = old.path.clone();
+        let cleaned_index = segment.index();
         {
             let mut inner = self.lock();
             let sealed = inner.segments.len() - 1;
@@ -817,11 +951,18 @@ impl Partition {
             if crash_at("log:compact:before-rename") {
                 return Err(LogError::Io(std::io::Error::other("crash injected at log:compact:before-rename")));
             }
+            // The old index goes first: a crash never leaves it beside the new file.
+            index::remove(&self.dir, old.base_offset)?;
             fs::rename(cleaned, &old.path)?;
             if crash_at("log:compact:after-rename") {
                 return Err(LogError::Io(std::io::Error::other("crash injected at log:compact:after-rename")));
             }
             inner.segments[at] = segment;
+        }
+        // Written outside the lock; should the segment change meanwhile, the index no longer
+        // matches it and the next start scans it.
+        if let Err(e) = index::write(&self.dir, &cleaned_index) {
+            tracing::warn!("{}: writing its index failed ({e}); the next start scans it", old.path.display());
         }
         // Made durable before the next segment's rename: older records of a key must be gone
         // for good before a later tombstone of it can be removed.
@@ -834,6 +975,67 @@ impl Partition {
         let inner = self.lock();
         self.cleaner.mark(offset, inner.next_offset());
     }
+}
+
+/// The base offsets of the segment files in `dir`, in order. Removes what a crash left
+/// behind: an index being written, and the index of a segment that was deleted.
+fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let mut bases: Vec<i64> = Vec::new();
+    let mut indexes: Vec<i64> = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(index::TMP_SUFFIX) {
+            fs::remove_file(entry.path())?;
+        } else if let Some(Ok(base)) = name.strip_suffix(".log").map(str::parse::<i64>) {
+            bases.push(base);
+        } else if let Some(Ok(base)) = name.strip_suffix(".index").map(str::parse::<i64>) {
+            indexes.push(base);
+        }
+    }
+    bases.sort_unstable();
+    for orphan in indexes.into_iter().filter(|b| bases.binary_search(b).is_err()) {
+        index::remove(dir, orphan)?;
+    }
+    Ok(bases)
+}
+
+/// Opens one segment at start: from its index when `trust_index` and the index is usable,
+/// else by a full scan (which writes the index again for a sealed segment).
+fn open_segment(
+    dir: &Path,
+    path: &Path,
+    base: i64,
+    now_ms: i64,
+    last: bool,
+    trust_index: bool,
+    stats: &mut RecoveryStats,
+) -> Result<(Segment, Recovered), LogError> {
+    if trust_index {
+        match Segment::load(dir, path, base, now_ms)? {
+            Ok(seg) => return Ok((seg, Recovered::Clean)),
+            Err(reason) => tracing::debug!("{}: {reason}; scanning the segment", path.display()),
+        }
+    }
+    let (seg, recovered) = Segment::recover(path, base, now_ms, last)?;
+    stats.segments_scanned += 1;
+    stats.bytes_scanned += seg.size_bytes;
+    if !last && matches!(recovered, Recovered::Clean) {
+        // Sealed segments were made durable when they were rolled; the index's directory
+        // entry is made durable with the next change to the directory (or at close).
+        if let Err(e) = index::write(dir, &seg.index()) {
+            tracing::warn!("{}: writing its index failed ({e}); the next start scans it again", path.display());
+        }
+    }
+    Ok((seg, recovered))
+}
+
+fn report_offline(topic: &str, id: i32, reason: &str) {
+    tracing::error!(
+        topic,
+        partition = id,
+        "partition OFFLINE: the log is damaged ({reason}); nothing was cut or skipped — restore the file from a backup or move it away, then restart"
+    );
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {

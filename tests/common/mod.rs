@@ -39,6 +39,11 @@ impl Server {
         Server::start_full(data_dir, 0, extra, &[], Some(log))
     }
 
+    /// Starts with environment variables (e.g. `EDDY_LOG`), the server's log written to `log`.
+    pub fn start_logging_with_env(data_dir: &Path, env: &[(&str, &str)], log: &Path) -> Server {
+        Server::start_full(data_dir, 0, &[], env, Some(log))
+    }
+
     fn start_full(data_dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Server {
         let stderr = match log {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("create server log")),
