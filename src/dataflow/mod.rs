@@ -70,6 +70,9 @@ pub struct RuntimeConfig {
     /// A source partition with nothing to read for this long stops holding back the query's
     /// watermark (Flink's `withIdleness`); one that never had data is idle after it too.
     pub idle_partition_timeout: Duration,
+    /// Memory a stream–stream join's buffers may take before keys spill to the state store
+    /// (`--query-memory-bytes`).
+    pub join_memory_bytes: usize,
 }
 
 /// `--idle-partition-timeout-ms`'s default.
@@ -82,6 +85,7 @@ impl Default for RuntimeConfig {
             fetch_bytes_max: 1 << 20,
             nice: 0,
             idle_partition_timeout: DEFAULT_IDLE_PARTITION_TIMEOUT,
+            join_memory_bytes: 256 << 20,
         }
     }
 }
@@ -110,6 +114,10 @@ pub struct QueryStatus {
     pub late_records: std::sync::atomic::AtomicU64,
     /// Records of its inputs that retention deleted before the query read them.
     pub lost_records: Arc<std::sync::atomic::AtomicU64>,
+    /// Join keys whose buffered records were dropped from memory (their bound was reached)
+    /// and read back from the state store, since the query started.
+    pub spilled_keys: std::sync::atomic::AtomicU64,
+    pub reloaded_keys: std::sync::atomic::AtomicU64,
 }
 
 pub struct RunningQuery {

@@ -130,6 +130,7 @@ impl Runtime {
         let emit_final = plan.emit_final;
         let mut ops = Operators::new(plan);
         if let Some(ij) = &mut ops.interval {
+            ij.memory_max_bytes = self.config.join_memory_bytes;
             ij.restore(self.store.scan_prefix(&cf, &[BUFFER_PREFIX], usize::MAX)?)?;
         }
         // The query's processing-log entries are written with its checkpoints.
@@ -452,7 +453,8 @@ impl QueryTask {
         let Some(batch) = decoded.batch else { return Ok(()) };
         let side = if from_second { Side::Right } else { Side::Left };
         let join = self.ops.interval.as_mut().expect("checked by the caller");
-        let step = join.process(side, &batch, &mut self.time)?;
+        let (store, cf) = (&self.rt.store, &self.cf);
+        let step = join.process(side, &batch, &mut self.time, &|prefix| store.scan_prefix(cf, prefix, usize::MAX))?;
         let rowtime = match side {
             Side::Left => join.plan.left_rowtime,
             Side::Right => join.plan.right_rowtime,
@@ -852,6 +854,11 @@ impl QueryTask {
         }
         if let Body::Aggregate(aggregate) = &mut self.ops.body {
             aggregate.clear_cache();
+        }
+        if let Some(join) = self.ops.interval.as_mut() {
+            join.spill();
+            self.status.spilled_keys.store(join.spills, Ordering::Relaxed);
+            self.status.reloaded_keys.store(join.reloads, Ordering::Relaxed);
         }
         let mut committed = self.offsets.clone();
         for (_, offsets) in &self.table_input {

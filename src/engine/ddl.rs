@@ -688,10 +688,15 @@ impl Engine {
                         let status = match running.get(&q.id) {
                             Some(r) if r.is_running() => {
                                 let lost = r.status.lost_records.load(std::sync::atomic::Ordering::Relaxed);
+                                let spilled = r.status.spilled_keys.load(std::sync::atomic::Ordering::Relaxed);
                                 match r.status.error.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                                     Some(e) => format!("RUNNING ({e})"),
                                     None if lost > 0 => format!(
                                         "RUNNING ({lost} input records deleted by retention before they were read; see eddy_processing_log)"
+                                    ),
+                                    None if spilled > 0 => format!(
+                                        "RUNNING (join buffers reached --query-memory-bytes: {spilled} keys spilled to the state store, {} read back)",
+                                        r.status.reloaded_keys.load(std::sync::atomic::Ordering::Relaxed)
                                     ),
                                     None => "RUNNING".to_string(),
                                 }

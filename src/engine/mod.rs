@@ -182,6 +182,7 @@ impl Engine {
                 checkpoint_interval: config.checkpoint_interval,
                 nice: config.query_nice,
                 idle_partition_timeout: config.idle_partition_timeout,
+                join_memory_bytes: config.query_memory_bytes,
                 ..Default::default()
             },
         };

@@ -14,6 +14,12 @@
 //! records are kept in event-time order: a lookup is one hash probe and a binary search, and
 //! since a record's expiry is its time plus a constant of its side, the next record of a key
 //! to expire is always the first one.
+//!
+//! The buffers are bounded (`memory_max_bytes`, the server's `--query-memory-bytes`): right
+//! after a checkpoint, when every buffered record is in the state store, keys are dropped
+//! from memory until the buffers take half the bound ("spilled"). A spilled key's records
+//! are read back from the store (one prefix read) the first time the key is probed, gets a
+//! record or has one expire; its expiry entries stay in the heap meanwhile.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, VecDeque};
@@ -98,6 +104,9 @@ impl KeyRecords {
 
 type SideBuffer = foldhash::HashMap<JoinKey, KeyRecords>;
 
+/// Reads every state entry whose key starts with a prefix (a spilled key's records).
+pub type PrefixLoader<'a> = &'a dyn Fn(&[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
 pub struct IntervalJoinOperator {
     /// The join as planned: kind, keys per side, window, where ROWTIME is.
     pub plan: IntervalJoinPlan,
@@ -120,6 +129,15 @@ pub struct IntervalJoinOperator {
     read: Vec<bool>,
     /// A row of NULLs for each side (outer joins' unmatched records).
     nulls: [Row; 2],
+    /// About how many bytes the buffered records take in memory.
+    memory_bytes: usize,
+    /// Past this, keys are spilled after the next checkpoint (`usize::MAX`: never).
+    pub memory_max_bytes: usize,
+    /// Keys whose records are in the state store only, per side.
+    spilled: [foldhash::HashSet<JoinKey>; 2],
+    /// Keys spilled and read back since the query started, for SHOW QUERIES and tests.
+    pub spills: u64,
+    pub reloads: u64,
 }
 
 /// What one step produced.
@@ -147,6 +165,11 @@ impl IntervalJoinOperator {
             gone: Vec::new(),
             read: Vec::new(),
             nulls: [nulls(left_width), nulls(right_width)],
+            memory_bytes: 0,
+            memory_max_bytes: usize::MAX,
+            spilled: [Default::default(), Default::default()],
+            spills: 0,
+            reloads: 0,
         }
     }
 
@@ -164,23 +187,82 @@ impl IntervalJoinOperator {
         self.read.get(joined).copied().unwrap_or(true)
     }
 
-    /// Rebuilds the buffers from the state a checkpoint stored.
+    /// Rebuilds the buffers from the state a checkpoint stored. Entries come in key order,
+    /// so each join key's records are together: once the buffers are past half their bound,
+    /// the keys that follow stay spilled (only their expiry entries are kept in memory).
     pub fn restore(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
         for (k, v) in entries {
             let (side, key, ts, seq) =
                 parse_key(&k).ok_or_else(|| EddyError::Internal("bad join buffer key".into()))?;
-            let stored: Stored<Vec<Value>> =
-                serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("join buffer: {e}")))?;
             self.next_seq = self.next_seq.max(seq + 1);
-            let rec = Buffered { ts, seq, r: stored.r.into(), matched: stored.m, stored: true, dirty: false };
-            let key = self.buffer(side, &key, rec);
-            self.expiry.push(Reverse((self.expires_at(side, ts), (side, key, ts, seq))));
+            let in_memory = self.buffers[side as usize].contains_key(key.as_slice());
+            let shared = if in_memory || (!self.spilled[side as usize].contains(key.as_slice()) && !self.over_half()) {
+                let rec = decode(&v, ts, seq)?;
+                self.buffer(side, &key, rec)
+            } else {
+                let shared: JoinKey = Arc::from(key.as_slice());
+                self.spilled[side as usize].insert(shared.clone());
+                shared
+            };
+            self.expiry.push(Reverse((self.expires_at(side, ts), (side, shared, ts, seq))));
         }
+        Ok(())
+    }
+
+    fn over_half(&self) -> bool {
+        self.memory_bytes > self.memory_max_bytes / 2
+    }
+
+    /// After a checkpoint committed (every record is stored and clean): past the bound,
+    /// drops keys from memory until the buffers take half of it. Returns how many.
+    pub fn spill(&mut self) -> usize {
+        if self.memory_bytes <= self.memory_max_bytes {
+            return 0;
+        }
+        let mut spilled = 0;
+        for side in [Side::Left, Side::Right] {
+            let map = &mut self.buffers[side as usize];
+            let keys: Vec<JoinKey> = map.keys().cloned().collect();
+            for key in keys {
+                if self.memory_bytes <= self.memory_max_bytes / 2 {
+                    break;
+                }
+                let Some(list) = map.get(&key[..]) else { continue };
+                if list.records.iter().any(|r| !r.stored || r.dirty) {
+                    continue;
+                }
+                let bytes: usize = list.records.iter().map(|r| record_bytes(&r.r)).sum();
+                map.remove(&key[..]);
+                self.memory_bytes = self.memory_bytes.saturating_sub(bytes);
+                self.spilled[side as usize].insert(key);
+                spilled += 1;
+            }
+        }
+        self.spills += spilled as u64;
+        spilled
+    }
+
+    /// Reads a spilled key's records back into memory (nothing when it is not spilled).
+    fn ensure_loaded(&mut self, side: Side, key: &[u8], load: PrefixLoader<'_>) -> Result<()> {
+        if self.spilled[side as usize].is_empty() || !self.spilled[side as usize].remove(key) {
+            return Ok(());
+        }
+        let mut prefix = Vec::with_capacity(key.len() + 6);
+        prefix.push(BUFFER_PREFIX);
+        prefix.push(side as u8);
+        prefix.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        prefix.extend_from_slice(key);
+        for (k, v) in load(&prefix)? {
+            let (_, _, ts, seq) = parse_key(&k).ok_or_else(|| EddyError::Internal("bad join buffer key".into()))?;
+            self.buffer(side, key, decode(&v, ts, seq)?);
+        }
+        self.reloads += 1;
         Ok(())
     }
 
     /// Buffers `rec` under `key`; returns the key as the buffer shares it.
     fn buffer(&mut self, side: Side, key: &[u8], rec: Buffered) -> JoinKey {
+        self.memory_bytes += record_bytes(&rec.r);
         let map = &mut self.buffers[side as usize];
         if let Some(list) = map.get_mut(key) {
             list.insert(rec);
@@ -201,7 +283,13 @@ impl IntervalJoinOperator {
     }
 
     /// Joins one batch of `side` against the other side's buffer, then buffers it.
-    pub fn process(&mut self, side: Side, batch: &RecordBatch, time: &mut BatchTime) -> Result<JoinStep> {
+    pub fn process(
+        &mut self,
+        side: Side,
+        batch: &RecordBatch,
+        time: &mut BatchTime,
+        load: PrefixLoader<'_>,
+    ) -> Result<JoinStep> {
         let n = batch.num_rows();
         let (exprs, rowtime) = match side {
             Side::Left => (&self.plan.left_keys, self.plan.left_rowtime),
@@ -235,6 +323,8 @@ impl IntervalJoinOperator {
                     Side::Left => (Side::Right, ts - self.plan.window.before_ms, ts + self.plan.window.after_ms),
                     Side::Right => (Side::Left, ts - self.plan.window.after_ms, ts + self.plan.window.before_ms),
                 };
+                self.ensure_loaded(other, &key, load)?;
+                self.ensure_loaded(side, &key, load)?;
                 if let Some(list) = self.buffers[other as usize].get_mut(key.as_slice()) {
                     let first = list.records.partition_point(|b| b.ts < lo);
                     for rec in list.records.range_mut(first..) {
@@ -268,16 +358,16 @@ impl IntervalJoinOperator {
                 step.timestamps.push(ts);
             }
         }
-        self.expire(time.watermark_ms, &mut step);
+        self.expire(time.watermark_ms, &mut step, load)?;
         Ok(step)
     }
 
     /// Expires what the watermark has passed when it moved without a batch (an idle
     /// partition stopped holding it back): outer joins emit the unmatched records.
-    pub fn expire_to(&mut self, watermark_ms: i64) -> JoinStep {
+    pub fn expire_to(&mut self, watermark_ms: i64, load: PrefixLoader<'_>) -> Result<JoinStep> {
         let mut step = JoinStep::default();
-        self.expire(watermark_ms, &mut step);
-        step
+        self.expire(watermark_ms, &mut step, load)?;
+        Ok(step)
     }
 
     /// The state writes since the last call (a checkpoint): changed records, and deletes of
@@ -314,10 +404,11 @@ impl IntervalJoinOperator {
     }
 
     /// Drops records that can match nothing more; outer joins emit the unmatched ones.
-    fn expire(&mut self, watermark_ms: i64, step: &mut JoinStep) {
+    fn expire(&mut self, watermark_ms: i64, step: &mut JoinStep, load: PrefixLoader<'_>) -> Result<()> {
         while self.expiry.peek().is_some_and(|Reverse((at, _))| *at < watermark_ms) {
             let Some(Reverse((_, bk))) = self.expiry.pop() else { break };
             let (side, key, ts, seq) = &bk;
+            self.ensure_loaded(*side, key, load)?;
             let map = &mut self.buffers[*side as usize];
             let Some(list) = map.get_mut(&key[..]) else { continue };
             // Expiry follows time order within a key: this is nearly always the first.
@@ -327,6 +418,7 @@ impl IntervalJoinOperator {
             if list.records.is_empty() {
                 map.remove(&key[..]);
             }
+            self.memory_bytes = self.memory_bytes.saturating_sub(record_bytes(&rec.r));
             if !rec.matched && self.emits_unmatched(*side) {
                 step.rows.push(self.with_nulls(*side, rec.r));
                 step.timestamps.push(*ts);
@@ -335,6 +427,7 @@ impl IntervalJoinOperator {
                 self.gone.push(buffer_key(&bk));
             }
         }
+        Ok(())
     }
 
     /// Joined rows as a batch in the joined schema.
@@ -375,6 +468,26 @@ pub const JOIN_CHUNK_BYTES: usize = 64 << 10;
 
 fn nulls(width: usize) -> Row {
     std::iter::repeat_n(Value::Null, width).collect()
+}
+
+/// About what a buffered record takes in memory: its cells, its `Arc`, its queue slot.
+fn record_bytes(r: &[Value]) -> usize {
+    let cells: usize = r
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => 24 + s.len(),
+            Value::Array(_) | Value::Object(_) => 24 + v.to_string().len(),
+            _ => 24,
+        })
+        .sum();
+    cells + 96
+}
+
+/// A stored record read back (it is stored and clean).
+fn decode(bytes: &[u8], ts: i64, seq: u64) -> Result<Buffered> {
+    let stored: Stored<Vec<Value>> =
+        serde_json::from_slice(bytes).map_err(|e| EddyError::Internal(format!("join buffer: {e}")))?;
+    Ok(Buffered { ts, seq, r: stored.r.into(), matched: stored.m, stored: true, dirty: false })
 }
 
 fn encode(rec: &Buffered) -> Result<Vec<u8>> {

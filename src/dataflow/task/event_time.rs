@@ -99,7 +99,8 @@ impl QueryTask {
         self.time = BatchTime::fixed(watermark_ms);
         self.dirty = true;
         if let Some(join) = self.ops.interval.as_mut() {
-            let step = join.expire_to(watermark_ms);
+            let (store, cf) = (&self.rt.store, &self.cf);
+            let step = join.expire_to(watermark_ms, &|prefix| store.scan_prefix(cf, prefix, usize::MAX))?;
             let topic = self.source.relation.topic.clone();
             self.process_joined(&step, &topic, watermark_ms)?;
         }
