@@ -83,9 +83,7 @@ async fn join_buffers_past_the_memory_bound_spill_and_lose_nothing() {
     let mut expected: Vec<Joined> = Vec::new();
     let late_right: BTreeSet<usize> = (0..500).map(|i| i * 4 + 1).filter(|i| i % 8 == 1).collect();
     for i in 0..2000 {
-        if i % 2 == 0 {
-            expected.push((s(format!("k{i}")), s(format!("k{i}")), s(format!("v{i}")), s(format!("w{i}"))));
-        } else if late_right.contains(&i) {
+        if i % 2 == 0 || late_right.contains(&i) {
             expected.push((s(format!("k{i}")), s(format!("k{i}")), s(format!("v{i}")), s(format!("w{i}"))));
         } else {
             expected.push((s(format!("k{i}")), None, s(format!("v{i}")), None));

@@ -27,7 +27,7 @@ use crate::catalog::RelationDef;
 use crate::dataflow::state_cf;
 use crate::error::{EddyError, Result};
 use crate::format::{arrow_schema, cell_at, memcomparable, rows_to_batch, SqlType};
-use crate::state::{StoreSnapshot, ROW_PREFIX};
+use crate::state::{prefix_end, StoreSnapshot, ROW_PREFIX};
 
 /// More point reads than this in one statement scan instead (`k IN (...)` with a huge list,
 /// or the product of several key columns' lists).
@@ -48,6 +48,9 @@ impl fmt::Debug for TableRows {
         write!(f, "TableRows({})", self.rel.name)
     }
 }
+
+/// State-key bounds on a key's first column: inclusive lower, exclusive upper (`None`: open).
+type KeyRange = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Which rows of a table a statement's filters let it read.
 #[derive(Debug, PartialEq)]
@@ -146,7 +149,7 @@ impl TableRows {
 
     /// The range `filter` puts on the key's first column, as (inclusive lower, exclusive
     /// upper) state-key bounds; a bound is `None` when the filter leaves that side open.
-    fn range_of(&self, filter: &Expr) -> Option<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    fn range_of(&self, filter: &Expr) -> Option<KeyRange> {
         let first = *self.key_columns()?.first()?;
         let bound = |e: &Expr| -> Option<Value> {
             let cells = self.cells(first, literal_of(e)?);
@@ -274,14 +277,7 @@ fn number_prefix(f: f64) -> Vec<u8> {
 
 /// The smallest byte string greater than every string starting with `prefix`.
 fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut out = prefix.to_vec();
-    while let Some(last) = out.pop() {
-        if last < 0xFF {
-            out.push(last + 1);
-            return Some(out);
-        }
-    }
-    None
+    Some(prefix_end(prefix)).filter(|end| !end.is_empty())
 }
 
 /// A stored table row (`{"r": [...]}`) with the table's width; anything else (an EMIT FINAL

@@ -284,25 +284,22 @@ impl StateStore {
     /// Every (key, value) whose key starts with `prefix`, read from one consistent snapshot.
     /// `max_bytes` bounds the memory a scan may take.
     pub fn scan_prefix(&self, cf: &str, prefix: &[u8], max_bytes: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let handle = self.cf(cf)?;
-        let snapshot = self.db.snapshot();
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        for item in snapshot.iterator_cf(&handle, IteratorMode::From(prefix, Direction::Forward)) {
-            let (k, v) = item?;
-            if !k.starts_with(prefix) {
-                break;
-            }
-            bytes += k.len() + v.len();
-            if bytes > max_bytes {
-                return Err(EddyError::LimitExceeded(format!(
-                    "scan of more than {max_bytes} bytes (raise --query-memory-bytes)"
-                )));
-            }
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
+        let never = std::sync::atomic::AtomicBool::new(false);
+        self.snapshot().scan_range(cf, prefix, &prefix_end(prefix), max_bytes, &never)
     }
+}
+
+/// The smallest key past every key that starts with `prefix` (empty: there is none, every
+/// key from `prefix` on starts with it).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            break;
+        }
+    }
+    end
 }
 
 /// A read-only view of the store at one point in time (one RocksDB snapshot). Cheap to take;
