@@ -36,6 +36,8 @@ async fn key_filters_read_the_rows_they_name() {
     query(&c, "CREATE TABLE prices (p DECIMAL(10,2) PRIMARY KEY, label STRING) WITH (PARTITIONS=1, KEY_FORMAT='JSON')")
         .await;
     query(&c, "INSERT INTO prices (p, label) VALUES (12.30, 'a'), (12.31, 'b'), (-3.5, 'c'), (100, 'd')").await;
+    query(&c, "CREATE TABLE small (n INT PRIMARY KEY, label STRING) WITH (PARTITIONS=1)").await;
+    query(&c, "INSERT INTO small (n, label) VALUES (1, 'one'), (3, 'three'), (4, 'four'), (-2, 'minus two')").await;
     query(&c, "CREATE TABLE ratios (r DOUBLE PRIMARY KEY, label STRING) WITH (PARTITIONS=1)").await;
     query(&c, "INSERT INTO ratios (r, label) VALUES (5, 'five'), (2.5, 'two and a half'), (-1, 'minus one')").await;
     // A materialized table keyed by two group columns, selected in the other order.
@@ -105,6 +107,9 @@ async fn key_filters_read_the_rows_they_name() {
         ("SELECT label FROM prices WHERE p = 12.305", vec![]),
         ("SELECT label FROM prices WHERE p = -3.50", vec![cells(&["c"])]),
         ("SELECT label FROM prices WHERE p IN (100, 12.31)", vec![cells(&["b"]), cells(&["d"])]),
+        ("SELECT label FROM small WHERE n = 3", vec![cells(&["three"])]),
+        ("SELECT label FROM small WHERE n IN (1, 4, 7)", vec![cells(&["four"]), cells(&["one"])]),
+        ("SELECT label FROM small WHERE n < 2", vec![cells(&["minus two"]), cells(&["one"])]),
         ("SELECT label FROM ratios WHERE r = 5", vec![cells(&["five"])]),
         ("SELECT label FROM ratios WHERE r = 5.0", vec![cells(&["five"])]),
         ("SELECT label FROM ratios WHERE r = 2.5", vec![cells(&["two and a half"])]),

@@ -76,9 +76,20 @@ impl TableRows {
         }
     }
 
-    /// The key columns (indexes into the table's columns), in state-key order.
+    /// The key columns (indexes into the table's columns), in state-key order, when every
+    /// one has a type whose literals are known to encode as the stored keys do (tested in
+    /// `tests/pull_by_key.rs`); tables keyed otherwise (TIMESTAMP, DATE, BYTES, nested) scan.
     fn key_columns(&self) -> Option<&[usize]> {
-        self.rel.state_key_columns.as_deref().filter(|k| !k.is_empty())
+        let keys = self.rel.state_key_columns.as_deref().filter(|k| !k.is_empty())?;
+        let known = |&i: &usize| {
+            self.rel.columns.get(i).is_some_and(|c| {
+                matches!(
+                    c.ty,
+                    SqlType::String | SqlType::Int | SqlType::BigInt | SqlType::Double | SqlType::Decimal { .. }
+                )
+            })
+        };
+        keys.iter().all(known).then_some(keys)
     }
 
     /// The values `filter` pins column `column` to, when it does (`col = v`, `col IN (...)`,
