@@ -3,11 +3,7 @@
 //! session windows), and a BIGINT sum past 2^63 rejects the row that caused it, into the
 //! processing log, instead of turning into a float or a NULL.
 
-use crate::common::{query, Server};
-
-fn row(cells: &[&str]) -> Vec<Option<String>> {
-    cells.iter().map(|c| Some(c.to_string())).collect()
-}
+use crate::common::{query, row, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decimal_sum_and_avg_over_a_stream_are_exact() {

@@ -5,17 +5,13 @@
 //! another order than the SELECT's), with BIGINT, STRING, DOUBLE and DECIMAL keys; and a
 //! lookup answers where a scan of the same table is over the statement's memory limit.
 
-use crate::common::{query, sqlstate, Server};
+use crate::common::{query, row, sqlstate, Server};
 
 type Rows = Vec<Vec<Option<String>>>;
 
 fn sorted(mut rows: Rows) -> Rows {
     rows.sort();
     rows
-}
-
-fn cells(row: &[&str]) -> Vec<Option<String>> {
-    row.iter().map(|c| Some(c.to_string())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,9 +52,9 @@ async fn key_filters_read_the_rows_they_name() {
 
     let user = |i: i64| {
         if i == 7 {
-            cells(&["7", "seven", "70.5"])
+            row(&["7", "seven", "70.5"])
         } else {
-            cells(&[&i.to_string(), &format!("u{i:03}"), &format!("{}.5", i % 7)])
+            row(&[&i.to_string(), &format!("u{i:03}"), &format!("{}.5", i % 7)])
         }
     };
     let users =
@@ -84,7 +80,7 @@ async fn key_filters_read_the_rows_they_name() {
     }
 
     let words_where = |pred: &dyn Fn(&str) -> bool| -> Rows {
-        sorted(words.iter().enumerate().filter(|(_, w)| pred(w)).map(|(i, w)| cells(&[w, &i.to_string()])).collect())
+        sorted(words.iter().enumerate().filter(|(_, w)| pred(w)).map(|(i, w)| row(&[w, &i.to_string()])).collect())
     };
     let cases: Vec<(&str, Rows)> = vec![
         ("SELECT * FROM words WHERE w = 'band'", words_where(&|w| w == "band")),
@@ -102,19 +98,19 @@ async fn key_filters_read_the_rows_they_name() {
     }
 
     let cases: Vec<(&str, Rows)> = vec![
-        ("SELECT label FROM prices WHERE p = 12.30", vec![cells(&["a"])]),
-        ("SELECT label FROM prices WHERE p = 12.3", vec![cells(&["a"])]),
+        ("SELECT label FROM prices WHERE p = 12.30", vec![row(&["a"])]),
+        ("SELECT label FROM prices WHERE p = 12.3", vec![row(&["a"])]),
         ("SELECT label FROM prices WHERE p = 12.305", vec![]),
-        ("SELECT label FROM prices WHERE p = -3.50", vec![cells(&["c"])]),
-        ("SELECT label FROM prices WHERE p IN (100, 12.31)", vec![cells(&["b"]), cells(&["d"])]),
-        ("SELECT label FROM small WHERE n = 3", vec![cells(&["three"])]),
-        ("SELECT label FROM small WHERE n IN (1, 4, 7)", vec![cells(&["four"]), cells(&["one"])]),
-        ("SELECT label FROM small WHERE n < 2", vec![cells(&["minus two"]), cells(&["one"])]),
-        ("SELECT label FROM ratios WHERE r = 5", vec![cells(&["five"])]),
-        ("SELECT label FROM ratios WHERE r = 5.0", vec![cells(&["five"])]),
-        ("SELECT label FROM ratios WHERE r = 2.5", vec![cells(&["two and a half"])]),
-        ("SELECT label FROM ratios WHERE r = -1", vec![cells(&["minus one"])]),
-        ("SELECT label FROM ratios WHERE r > 0", vec![cells(&["five"]), cells(&["two and a half"])]),
+        ("SELECT label FROM prices WHERE p = -3.50", vec![row(&["c"])]),
+        ("SELECT label FROM prices WHERE p IN (100, 12.31)", vec![row(&["b"]), row(&["d"])]),
+        ("SELECT label FROM small WHERE n = 3", vec![row(&["three"])]),
+        ("SELECT label FROM small WHERE n IN (1, 4, 7)", vec![row(&["four"]), row(&["one"])]),
+        ("SELECT label FROM small WHERE n < 2", vec![row(&["minus two"]), row(&["one"])]),
+        ("SELECT label FROM ratios WHERE r = 5", vec![row(&["five"])]),
+        ("SELECT label FROM ratios WHERE r = 5.0", vec![row(&["five"])]),
+        ("SELECT label FROM ratios WHERE r = 2.5", vec![row(&["two and a half"])]),
+        ("SELECT label FROM ratios WHERE r = -1", vec![row(&["minus one"])]),
+        ("SELECT label FROM ratios WHERE r > 0", vec![row(&["five"]), row(&["two and a half"])]),
     ];
     for (sql, expected) in cases {
         assert_eq!(sorted(query(&c, sql).await), expected, "{sql}");
@@ -126,7 +122,7 @@ async fn key_filters_read_the_rows_they_name() {
         if ids.is_empty() {
             return vec![];
         }
-        vec![cells(&[&format!("r{region}"), ["a", "b", "c"][kind], &ids.len().to_string(), &total.to_string()])]
+        vec![row(&[&format!("r{region}"), ["a", "b", "c"][kind], &ids.len().to_string(), &total.to_string()])]
     };
     let cases: Vec<(&str, Rows)> = vec![
         ("SELECT * FROM by_region WHERE region = 'r1' AND kind = 'b'", group(1, 1)),
@@ -153,7 +149,7 @@ async fn key_filters_read_the_rows_they_name() {
 
     // A join of two tables reads both from one snapshot, by key where it can.
     let rows = query(&c, "SELECT u.name, w.n FROM users u JOIN words w ON u.id = w.n WHERE u.id = 3").await;
-    assert_eq!(rows, vec![cells(&["u003", "3"])]);
+    assert_eq!(rows, vec![row(&["u003", "3"])]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,12 +166,12 @@ async fn a_lookup_answers_where_a_scan_is_over_the_memory_limit() {
     query(&c, "FLUSH").await;
     // 3,000 rows of over 100 bytes: a scan needs more than 64 KiB.
     assert_eq!(sqlstate(&c, "SELECT COUNT(*) FROM big").await.0, "54000");
-    assert_eq!(query(&c, "SELECT k FROM big WHERE k = 'k02999'").await, vec![cells(&["k02999"])]);
+    assert_eq!(query(&c, "SELECT k FROM big WHERE k = 'k02999'").await, vec![row(&["k02999"])]);
     assert_eq!(
         query(&c, "SELECT k FROM big WHERE k IN ('k00000', 'k01500', 'nope') ORDER BY k").await,
-        vec![cells(&["k00000"]), cells(&["k01500"])]
+        vec![row(&["k00000"]), row(&["k01500"])]
     );
-    assert_eq!(query(&c, "SELECT COUNT(*) FROM big WHERE k >= 'k00100' AND k < 'k00150'").await, vec![cells(&["50"])]);
+    assert_eq!(query(&c, "SELECT COUNT(*) FROM big WHERE k >= 'k00100' AND k < 'k00150'").await, vec![row(&["50"])]);
 }
 
 /// Regression: a tombstone's key went into the table's state as the JSON it was read as,
@@ -204,11 +200,11 @@ async fn a_tombstone_deletes_the_row_its_key_names() {
     let (ok, _, err) = produce("{\"p\": 12.3}|{\"label\": \"a\"}\n{\"p\": 7}|{\"label\": \"b\"}\n");
     assert!(ok, "{err}");
     query(&c, "FLUSH").await;
-    assert_eq!(query(&c, "SELECT label FROM prices ORDER BY label").await, vec![cells(&["a"]), cells(&["b"])]);
+    assert_eq!(query(&c, "SELECT label FROM prices ORDER BY label").await, vec![row(&["a"]), row(&["b"])]);
     // -Z: an empty value is a null one, a tombstone.
     let (ok, _, err) = produce("{\"p\": 12.3}|\n");
     assert!(ok, "{err}");
     query(&c, "FLUSH").await;
-    assert_eq!(query(&c, "SELECT label FROM prices").await, vec![cells(&["b"])]);
+    assert_eq!(query(&c, "SELECT label FROM prices").await, vec![row(&["b"])]);
     assert_eq!(query(&c, "SELECT label FROM prices WHERE p = 12.30").await, Vec::<Vec<Option<String>>>::new());
 }

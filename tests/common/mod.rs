@@ -122,6 +122,11 @@ impl Drop for Server {
     }
 }
 
+/// A result row as `query` returns it, from its cells' text (none NULL).
+pub fn row(cells: &[&str]) -> Vec<Option<String>> {
+    cells.iter().map(|c| Some(c.to_string())).collect()
+}
+
 /// Runs statements with the simple protocol and returns the rows as text.
 pub async fn query(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
     let mut out = Vec::new();
