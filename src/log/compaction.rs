@@ -31,7 +31,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
 use super::batch::{self, LogBatchHeader, LogRecord, HEADER_BYTES};
-use super::partition::{Partition, SegmentView};
+use super::partition::Partition;
+use super::segment::SegmentView;
 use super::{LogError, TopicConfig};
 
 /// What one compaction pass did.

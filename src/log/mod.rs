@@ -21,6 +21,7 @@ pub mod compaction;
 pub mod decompress;
 mod index;
 pub mod partition;
+mod segment;
 
 use std::collections::BTreeMap;
 use std::fs;
