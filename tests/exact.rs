@@ -3,7 +3,7 @@
 //! session windows), and a BIGINT sum past 2^63 rejects the row that caused it, into the
 //! processing log, instead of turning into a float or a NULL.
 
-use crate::common::{query, row, Server};
+use crate::common::{kcat, query, row, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decimal_sum_and_avg_over_a_stream_are_exact() {
@@ -262,4 +262,70 @@ async fn decimal_and_near_overflow_bigint_sums_equal_batch_datafusion() {
     assert_eq!(canonical(got), canonical(want), "continuous vs batch (EDDY_EXACT_SEED={seed})");
     let late = query(&c, "SELECT COUNT(*) FROM eddy_processing_log").await;
     assert_eq!(late[0][0].as_deref(), Some("0"), "no row may be rejected: no sum leaves BIGINT's range");
+}
+
+/// Group keys are typed (issue 16): a DOUBLE group is one group whether its JSON wrote `5` or
+/// `5.0` (and `-0.0` is `0`), a DECIMAL group whether it came as `10` or `10.00`, and the
+/// materialized table's keys order DECIMALs by value, so a pull query's key range finds
+/// `10.00` above `9.5` (keys over text put "10.00" before "9.99").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn number_spellings_are_one_group_and_decimal_keys_order_by_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    query(&c, "CREATE STREAM readings (id STRING KEY, ratio DOUBLE, price DECIMAL(10,2)) WITH (PARTITIONS=1)").await;
+    query(
+        &c,
+        "CREATE TABLE by_ratio WITH (KEY_FORMAT='JSON') AS SELECT ratio, COUNT(*) AS n FROM readings \
+         GROUP BY ratio EMIT CHANGES",
+    )
+    .await;
+    query(
+        &c,
+        "CREATE TABLE by_price WITH (KEY_FORMAT='JSON') AS SELECT price, COUNT(*) AS n FROM readings \
+         GROUP BY price EMIT CHANGES",
+    )
+    .await;
+    // Raw JSON, as any producer may write it.
+    let input = [
+        r#"a:{"ratio": 5, "price": 10}"#,
+        r#"b:{"ratio": 5.0, "price": 10.00}"#,
+        r#"c:{"ratio": -0.0, "price": 9.99}"#,
+        r#"d:{"ratio": 0, "price": 9.990}"#,
+        r#"e:{"ratio": 2.5, "price": -20}"#,
+        r#"f:{"ratio": 5e0, "price": 100.5}"#,
+    ]
+    .join("\n");
+    let broker = server.kafka.clone();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        kcat(&["-b", &broker, "-P", "-t", "readings", "-K:"], Some(input.as_bytes()))
+    })
+    .await
+    .unwrap();
+    assert!(ok, "kcat: {err}");
+    query(&c, "FLUSH").await;
+    let rows = query(&c, "SELECT ratio, n FROM by_ratio ORDER BY ratio").await;
+    assert_eq!(rows, vec![row(&["0", "2"]), row(&["2.5", "1"]), row(&["5", "3"])]);
+    let rows = query(&c, "SELECT CAST(price AS VARCHAR) AS p, n FROM by_price ORDER BY price").await;
+    assert_eq!(rows, vec![row(&["-20.00", "1"]), row(&["9.99", "2"]), row(&["10.00", "2"]), row(&["100.50", "1"])]);
+    let cases: Vec<(&str, Vec<Vec<Option<String>>>)> = vec![
+        ("SELECT n FROM by_ratio WHERE ratio = 5", vec![row(&["3"])]),
+        ("SELECT n FROM by_ratio WHERE ratio = 5.0", vec![row(&["3"])]),
+        ("SELECT n FROM by_ratio WHERE ratio = -0.0", vec![row(&["2"])]),
+        ("SELECT n FROM by_ratio WHERE ratio IN (2.5, 7)", vec![row(&["1"])]),
+        ("SELECT n FROM by_ratio WHERE ratio > 1 ORDER BY n", vec![row(&["1"]), row(&["3"])]),
+        ("SELECT n FROM by_price WHERE price = 10", vec![row(&["2"])]),
+        (
+            "SELECT CAST(price AS VARCHAR) AS p FROM by_price WHERE price > 9.5 ORDER BY price",
+            vec![row(&["9.99"]), row(&["10.00"]), row(&["100.50"])],
+        ),
+        (
+            "SELECT CAST(price AS VARCHAR) AS p FROM by_price WHERE price BETWEEN 9.995 AND 100 ORDER BY price",
+            vec![row(&["10.00"])],
+        ),
+        ("SELECT CAST(price AS VARCHAR) AS p FROM by_price WHERE price < 0", vec![row(&["-20.00"])]),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(query(&c, sql).await, expected, "{sql}");
+    }
 }

@@ -21,7 +21,8 @@
 //! `<dir>/profile-<query>.txt`; `=graph` records call graphs and keeps `<dir>/perf-<query>.data`
 //! for `perf report -i`), `EDDY_NEXMARK_RUNS` (engine mode: runs of each query, default 3; the
 //! median by per-core throughput is reported, with the range in its note; only the first run
-//! is profiled). Per core means events divided by the CPU seconds the server process used (for
+//! is profiled), `EDDY_NEXMARK_SERVER` (the `eddy` binary to run instead of the one cargo
+//! built, e.g. main's, for a side-by-side run). Per core means events divided by the CPU seconds the server process used (for
 //! DataFusion: this process).
 
 mod events;

@@ -39,10 +39,11 @@ pub struct RelationDef {
     pub written_by: Option<String>,
     /// The query whose state holds this table's current rows (tables only).
     pub materialized_by: Option<String>,
-    /// The columns whose values, in this order, make a row's key in that state (see
-    /// `ContinuousPlan::state_key_columns`); `None`: pull queries scan the table.
+    /// How a row's key in that state is made (see `ContinuousPlan::state_key`); `None`: pull
+    /// queries scan the table. (Catalogs written before keys were typed have
+    /// `state_key_columns` instead, which is ignored: their tables scan.)
     #[serde(default)]
-    pub state_key_columns: Option<Vec<usize>>,
+    pub state_key: Option<StateKey>,
     /// The user who created it (`None`: made by Eddy itself, or before owners were kept;
     /// then only superusers may drop or change it).
     #[serde(default)]
@@ -50,6 +51,15 @@ pub struct RelationDef {
     /// What other users may do with it (`GRANT`), by user.
     #[serde(default)]
     pub grants: BTreeMap<String, Vec<Privilege>>,
+}
+
+/// The columns whose values, in this order, make a table row's key in its query's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateKey {
+    pub columns: Vec<usize>,
+    /// Keys are Arrow's row format over those columns' types (`format::row_keys`: an
+    /// aggregation's groups); otherwise `format::memcomparable` over their values.
+    pub row_format: bool,
 }
 
 impl RelationDef {

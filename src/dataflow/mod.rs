@@ -40,8 +40,8 @@ use crate::sql::RelationKind;
 use crate::sql::WindowKind;
 use crate::state::{
     StateStore, JOIN_OFFSET_PREFIX, JOIN_ROW_PREFIX, LATE_SINK_PREFIX, OFFSET_PREFIX, PARTITION_TIME_PREFIX,
-    PREVIOUS_ROW_PREFIX, ROW_PREFIX, SINK_PREFIX, STREAM_TIME_KEY, WINDOW_EXPIRY_PREFIX, WINDOW_OPEN_PREFIX,
-    WORKING_PREFIX,
+    PREVIOUS_ROW_PREFIX, ROW_PREFIX, SINK_PREFIX, STATE_FORMAT, STATE_FORMAT_KEY, STREAM_TIME_KEY,
+    WINDOW_EXPIRY_PREFIX, WINDOW_OPEN_PREFIX, WORKING_PREFIX,
 };
 use datafusion::physical_expr::expressions::Column as PhysColumn;
 use datafusion::physical_expr::utils::collect_columns;
@@ -165,7 +165,7 @@ fn partition_key(prefix: u8, partition: i32) -> Vec<u8> {
 /// What follows the input stage: a projection, an aggregation, or a table's upserts.
 enum Body {
     Project(ProjectOperator),
-    Aggregate(AggregateOperator),
+    Aggregate(Box<AggregateOperator>),
     Upsert(UpsertOperator),
 }
 
@@ -199,7 +199,7 @@ struct Operators {
 }
 
 impl Operators {
-    fn new(plan: ContinuousPlan) -> Operators {
+    fn new(plan: ContinuousPlan) -> Result<Operators> {
         let output_schema = arrow_schema(&plan.output_columns);
         let filter = plan.filter.map(|predicate| FilterOperator { predicate });
         let stream_offset = match plan.join.first() {
@@ -217,6 +217,7 @@ impl Operators {
                 left_outer: j.left_outer,
                 stream_first: j.stream_first,
                 schema: j.schema,
+                row_keys: None,
             })
             .collect();
         let window = plan.window.as_ref().filter(|w| w.spec.kind != WindowKind::Session).map(|w| WindowOperator {
@@ -244,7 +245,7 @@ impl Operators {
                     };
                     window_group = pos(w.window_end).zip(pos(w.window_start));
                 }
-                Body::Aggregate(AggregateOperator::new(a, output_schema, retractions))
+                Body::Aggregate(Box::new(AggregateOperator::new(a, output_schema, retractions)?))
             }
             PlanShape::Upsert => Body::Upsert(UpsertOperator),
         };
@@ -283,7 +284,7 @@ impl Operators {
             }),
             _ => None,
         };
-        Operators {
+        Ok(Operators {
             pad_window: plan.window.is_some(),
             join,
             join_read,
@@ -299,7 +300,7 @@ impl Operators {
             window_group,
             source_row: stream_offset..stream_offset + n_source,
             origin_columns: has_pseudo.then_some((stream_offset + n_source + 1, stream_offset + n_source + 2)),
-        }
+        })
     }
 
     /// Source batch → the plan's input rows: window-bound columns, then the joins
@@ -367,7 +368,12 @@ fn parse_time_key(key: &[u8]) -> Option<(i64, Vec<u8>)> {
     Some((t as i64, key[9..].to_vec()))
 }
 
-fn stored_row(bytes: &[u8]) -> Result<Option<Vec<Value>>> {
+/// The row a state value holds: a table row (`{"r": [...]}`) or an aggregate group's output
+/// row (binary, `operator::accumulator`); `None` when it holds none (a group HAVING hides).
+pub fn stored_row(bytes: &[u8]) -> Result<Option<Vec<Value>>> {
+    if bytes.first() == Some(&operator::accumulator::GROUP_STATE_FORMAT) {
+        return operator::accumulator::group_row(bytes);
+    }
     let v: Value = serde_json::from_slice(bytes).map_err(|e| EddyError::Internal(format!("stored row: {e}")))?;
     Ok(match v.get("r") {
         Some(Value::Array(r)) => Some(r.clone()),

@@ -26,7 +26,20 @@ impl Runtime {
                 EddyError::InvalidValue(format!("table {} has no materialization to join with", j.table.name))
             })?));
         }
-        let ops = Operators::new(plan);
+        let tables: Vec<RelationDef> = plan.join.iter().map(|j| j.table.clone()).collect();
+        let mut ops = Operators::new(plan)?;
+        // An aggregation's table is keyed in row format by its group columns' order.
+        for (join, table) in ops.join.iter_mut().zip(&tables) {
+            let Some(key) = table.state_key.as_ref().filter(|k| k.row_format) else { continue };
+            let key_columns: Vec<usize> =
+                table.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
+            let order: Option<Vec<usize>> =
+                key.columns.iter().map(|c| key_columns.iter().position(|k| k == c)).collect();
+            let types: Vec<_> = key.columns.iter().map(|&c| table.columns[c].ty.arrow()).collect();
+            if let (Some(order), true) = (order, key.columns.len() == key_columns.len()) {
+                join.row_keys = Some((crate::format::row_keys::RowKeys::new(&types)?, order));
+            }
+        }
         if ops.interval.is_some() {
             return Err(EddyError::NotImplemented(
                 "stream–stream joins in push queries; create a stream with CREATE STREAM ... AS SELECT and push-query it".into(),

@@ -60,6 +60,7 @@ impl Runtime {
     ) -> Result<RunningQuery> {
         let cf = state_cf(id);
         self.store.ensure_cf(&cf)?;
+        check_state_format(&self.store, &cf, id, matches!(plan.shape, PlanShape::Aggregate(_)))?;
         let lost_records = Arc::<std::sync::atomic::AtomicU64>::default();
         let mut source = Source::open(&self.log, &plan.source)?;
         source.lost_records = lost_records.clone();
@@ -128,7 +129,7 @@ impl Runtime {
             _ => w.spec.grace_ms,
         });
         let emit_final = plan.emit_final;
-        let mut ops = Operators::new(plan);
+        let mut ops = Operators::new(plan)?;
         if let Some(ij) = &mut ops.interval {
             ij.memory_max_bytes = self.config.join_memory_bytes;
             ij.restore(self.store.scan_prefix(&cf, &[BUFFER_PREFIX], usize::MAX)?)?;
@@ -932,6 +933,51 @@ fn clear_plog_entries(store: &StateStore, cf: &str, n: usize) -> Result<()> {
 
 /// After a crash between a checkpoint and the append of its processing-log entries: append
 /// the ones the log does not hold yet (each entry has an id), so none is lost or doubled.
+/// Makes a query's state the current format (`STATE_FORMAT`). An aggregation whose groups
+/// were written in format 1 cannot read them: its state is dropped with a warning and it
+/// reads its inputs again from their earliest offsets (pre-1.0, state is not migrated). Its
+/// output ends and pending processing-log entries stay, so nothing uncommitted becomes
+/// visible; its output topic gets the recomputed rows after the old ones.
+fn check_state_format(store: &StateStore, cf: &str, id: &str, aggregate: bool) -> Result<()> {
+    let current = STATE_FORMAT.to_be_bytes();
+    match store.get(cf, STATE_FORMAT_KEY)? {
+        Some(v) if v == current => return Ok(()),
+        Some(v) => {
+            let found = v.try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX);
+            if found > STATE_FORMAT {
+                return Err(EddyError::State(format!(
+                    "query {id}: its state has format {found}, written by a newer version of Eddy (this one reads format {STATE_FORMAT})"
+                )));
+            }
+        }
+        None => {}
+    }
+    let mut cp = store.checkpoint(cf);
+    let groups_v1 = aggregate && (store.has_prefix(cf, &[ROW_PREFIX])? || store.has_prefix(cf, &[WORKING_PREFIX])?);
+    if groups_v1 {
+        let keep = |k: &[u8]| {
+            matches!(k.first(), Some(&SINK_PREFIX | &LATE_SINK_PREFIX))
+                || k.starts_with(PLOG_ENTRY_PREFIX)
+                || k == PLOG_FROM_KEY
+        };
+        let mut dropped = 0usize;
+        for (k, _) in store.scan_prefix(cf, &[], usize::MAX)? {
+            if !keep(&k) {
+                cp.delete(store, &k)?;
+                dropped += 1;
+            }
+        }
+        tracing::warn!(
+            query = %id,
+            "query {id}: its aggregation state was written by an older version of Eddy (state format 1) and is dropped \
+             ({dropped} keys); the query reads its inputs again from the earliest offsets, and its output topic gets \
+             the recomputed rows after the old ones"
+        );
+    }
+    cp.put(store, STATE_FORMAT_KEY, &current)?;
+    store.commit(cp)
+}
+
 fn recover_processing_log(rt: &Runtime, cf: &str) -> Result<()> {
     let stored = rt.store.scan_prefix(cf, PLOG_ENTRY_PREFIX, usize::MAX)?;
     if stored.is_empty() {

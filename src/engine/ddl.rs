@@ -53,7 +53,7 @@ impl Engine {
             }
         });
         rel.materialized_by = query.as_ref().map(|q| q.id.clone());
-        rel.state_key_columns = query.as_ref().and_then(|_| upsert_plan(&rel).state_key_columns);
+        rel.state_key = query.as_ref().and_then(|_| upsert_plan(&rel).state_key);
         self.catalog.add(&rel, query.as_ref())?;
         if let Some(q) = query {
             self.start_query(&q.id, upsert_plan(&rel), None)?;
@@ -152,7 +152,7 @@ impl Engine {
         }
         let mut rel = self.relation_from_props(kind, &name, plan.output_columns.clone(), &props, Some(&id))?;
         rel.materialized_by = (kind == RelationKind::Table).then(|| id.clone());
-        rel.state_key_columns = plan.state_key_columns.clone().filter(|_| kind == RelationKind::Table);
+        rel.state_key = plan.state_key.clone().filter(|_| kind == RelationKind::Table);
         rel.owner = Some(owner.to_string());
         self.ensure_topic(&mut rel, &props)?;
         let late = match &plan.late_data_to {
@@ -246,7 +246,7 @@ impl Engine {
         rel.topic = name.to_string();
         rel.written_by = None;
         rel.materialized_by = None;
-        rel.state_key_columns = None;
+        rel.state_key = None;
         rel.owner = Some(owner.to_string());
         rel.grants.clear();
         rel.kind = RelationKind::Stream;
@@ -358,7 +358,7 @@ impl Engine {
             materialized_by: None,
             owner: None,
             grants: BTreeMap::new(),
-            state_key_columns: None,
+            state_key: None,
         })
     }
 

@@ -292,7 +292,7 @@ impl Engine {
                     materialized_by: None,
                     owner: None,
                     grants: Default::default(),
-                    state_key_columns: None,
+                    state_key: None,
                 },
                 None,
             )?;

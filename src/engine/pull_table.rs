@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::new_null_array;
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
@@ -26,6 +26,7 @@ use serde_json::Value;
 use crate::catalog::RelationDef;
 use crate::dataflow::state_cf;
 use crate::error::{EddyError, Result};
+use crate::format::row_keys::RowKeys;
 use crate::format::{arrow_schema, cell_at, memcomparable, rows_to_batch, SqlType};
 use crate::state::{prefix_end, StoreSnapshot, ROW_PREFIX};
 
@@ -35,6 +36,8 @@ const MAX_LOOKUP_KEYS: usize = 10_000;
 
 pub struct TableRows {
     rel: RelationDef,
+    /// The key's encoding when keys are typed (`StateKey::row_format`).
+    row_keys: Option<RowKeys>,
     schema: SchemaRef,
     /// The materializing query's column family (`None`: the table has no rows yet).
     cf: Option<String>,
@@ -67,20 +70,19 @@ enum Access {
 
 impl TableRows {
     pub fn new(rel: RelationDef, snapshot: Arc<StoreSnapshot>, max_bytes: usize) -> TableRows {
-        TableRows {
-            schema: arrow_schema(&rel.columns),
-            cf: rel.materialized_by.as_deref().map(state_cf),
-            rel,
-            snapshot,
-            max_bytes,
-        }
+        let schema = arrow_schema(&rel.columns);
+        let row_keys = rel.state_key.as_ref().filter(|k| k.row_format).and_then(|k| {
+            let types: Vec<DataType> = k.columns.iter().map(|&c| schema.field(c).data_type().clone()).collect();
+            RowKeys::new(&types).ok()
+        });
+        TableRows { schema, row_keys, cf: rel.materialized_by.as_deref().map(state_cf), rel, snapshot, max_bytes }
     }
 
     /// The key columns (indexes into the table's columns), in state-key order, when every
     /// one has a type whose literals are known to encode as the stored keys do (tested in
     /// `tests/pull_by_key.rs`); tables keyed otherwise (TIMESTAMP, DATE, BYTES, nested) scan.
     fn key_columns(&self) -> Option<&[usize]> {
-        let keys = self.rel.state_key_columns.as_deref().filter(|k| !k.is_empty())?;
+        let keys = self.rel.state_key.as_ref().map(|k| k.columns.as_slice()).filter(|k| !k.is_empty())?;
         let known = |&i: &usize| {
             self.rel.columns.get(i).is_some_and(|c| {
                 matches!(
@@ -93,8 +95,8 @@ impl TableRows {
     }
 
     /// The values `filter` pins column `column` to, when it does (`col = v`, `col IN (...)`,
-    /// ORs of those), as the cells the state key was made of.
-    fn pinned_values(&self, column: usize, filter: &Expr) -> Option<Vec<Value>> {
+    /// ORs of those), each as the bytes that column adds to a state key.
+    fn pinned_values(&self, column: usize, filter: &Expr) -> Option<Vec<Vec<u8>>> {
         match filter {
             Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
                 let literal = match (self.column_of(left), self.column_of(right)) {
@@ -102,7 +104,7 @@ impl TableRows {
                     (None, Some(c)) if c == column => left,
                     _ => return None,
                 };
-                Some(self.cells(column, literal_of(literal)?))
+                Some(self.encodings(column, literal_of(literal)?))
             }
             Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
                 let mut values = self.pinned_values(column, left)?;
@@ -112,7 +114,7 @@ impl TableRows {
             Expr::InList(list) if !list.negated && self.column_of(&list.expr) == Some(column) => {
                 let mut values = Vec::new();
                 for item in &list.list {
-                    values.extend(self.cells(column, literal_of(item)?));
+                    values.extend(self.encodings(column, literal_of(item)?));
                 }
                 Some(values)
             }
@@ -135,37 +137,62 @@ impl TableRows {
         (!cast || exact_text).then_some(i)
     }
 
-    /// A literal as the cells a row of this column holds for it: cast to the column's type
-    /// and read back the way the query wrote it. An integral DOUBLE may have been stored
-    /// from JSON as an integer or as a float, so both are tried. A literal that does not
-    /// convert, or NULL, names no row.
-    fn cells(&self, column: usize, literal: &ScalarValue) -> Vec<Value> {
+    /// A literal cast to column `column`'s type, or `None` when it does not convert or is NULL
+    /// (it names no row).
+    fn literal_array(&self, column: usize, literal: &ScalarValue) -> Option<ArrayRef> {
         let ty = self.schema.field(column).data_type();
-        let Ok(array) = literal.to_array_of_size(1) else { return Vec::new() };
-        let Ok(array) = datafusion::arrow::compute::cast(&array, ty) else { return Vec::new() };
-        let cell = cell_at(array.as_ref(), 0);
-        match (&cell, ty) {
-            (Value::Null, _) => Vec::new(),
-            (Value::Number(n), DataType::Float64 | DataType::Float32) => {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                let mut out = vec![cell.clone()];
-                if f.fract() == 0.0 && f.abs() < 9.0e15 {
-                    out.push(Value::from(f as i64));
-                }
-                out
-            }
-            _ => vec![cell],
+        let array = literal.to_array_of_size(1).ok()?;
+        let array = datafusion::arrow::compute::cast(&array, ty).ok()?;
+        array.is_valid(0).then_some(array)
+    }
+
+    /// A literal as the bytes key column `column` adds to the state keys of the rows that
+    /// hold it. Typed keys encode it by the column's type. Keys over JSON values
+    /// (`memcomparable`) encode the cell the query wrote; an integral DOUBLE may have been
+    /// stored from JSON as an integer or as a float, so both are tried.
+    fn encodings(&self, column: usize, literal: &ScalarValue) -> Vec<Vec<u8>> {
+        let Some(array) = self.literal_array(column, literal) else { return Vec::new() };
+        if let Some(keys) = &self.row_keys {
+            let field = self.key_columns().and_then(|k| k.iter().position(|&c| c == column));
+            return field
+                .and_then(|f| keys.encode_field(f, &array).ok())
+                .map(|r| r.row(0).data().to_vec())
+                .into_iter()
+                .collect();
         }
+        let cell = cell_at(array.as_ref(), 0);
+        let mut out = vec![memcomparable(std::slice::from_ref(&cell))];
+        if let (Value::Number(n), DataType::Float64 | DataType::Float32) = (&cell, array.data_type()) {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                out.push(memcomparable(&[Value::from(f as i64)]));
+            }
+        }
+        out
+    }
+
+    /// (inclusive lower, exclusive upper) state-key bounds around every key whose first
+    /// column holds literal `e`.
+    fn bounds(&self, first: usize, e: &Expr) -> Option<(Vec<u8>, Vec<u8>)> {
+        let literal = literal_of(e)?;
+        if self.row_keys.is_some() {
+            // Typed keys: a key column's encoding is a prefix of every key it starts.
+            let enc = self.encodings(first, literal).into_iter().next()?;
+            let upper = successor(&enc)?;
+            return Some((enc, upper));
+        }
+        // JSON-valued keys hold DECIMALs as text, which does not sort by value.
+        if matches!(self.rel.columns[first].ty, SqlType::Decimal { .. }) {
+            return None;
+        }
+        let v = cell_at(self.literal_array(first, literal)?.as_ref(), 0);
+        Some((lower_bound(&v), upper_bound(&v)))
     }
 
     /// The range `filter` puts on the key's first column, as (inclusive lower, exclusive
     /// upper) state-key bounds; a bound is `None` when the filter leaves that side open.
     fn range_of(&self, filter: &Expr) -> Option<KeyRange> {
         let first = *self.key_columns()?.first()?;
-        let bound = |e: &Expr| -> Option<Value> {
-            let cells = self.cells(first, literal_of(e)?);
-            cells.into_iter().next()
-        };
         match filter {
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
                 let (op, literal) = match (self.column_of(left), self.column_of(right)) {
@@ -179,19 +206,21 @@ impl TableRows {
                 {
                     return None;
                 }
-                let v = bound(literal)?;
+                let (lower, upper) = self.bounds(first, literal)?;
                 match op {
-                    Operator::Gt | Operator::GtEq => Some((Some(lower_bound(&v)), None)),
-                    Operator::Lt | Operator::LtEq => Some((None, Some(upper_bound(&v)))),
+                    Operator::Gt | Operator::GtEq => Some((Some(lower), None)),
+                    Operator::Lt | Operator::LtEq => Some((None, Some(upper))),
                     _ => None,
                 }
             }
             Expr::Between(Between { expr, negated: false, low, high }) if matches!(expr.as_ref(), Expr::Column(_)) => {
                 (self.column_of(expr)? == first).then_some(())?;
-                Some((Some(lower_bound(&bound(low)?)), Some(upper_bound(&bound(high)?))))
+                Some((Some(self.bounds(first, low)?.0), Some(self.bounds(first, high)?.1)))
             }
             Expr::Like(Like { negated: false, expr, pattern, escape_char: None, case_insensitive: false })
-                if matches!(expr.as_ref(), Expr::Column(_)) && self.column_of(expr) == Some(first) =>
+                if matches!(expr.as_ref(), Expr::Column(_))
+                    && self.column_of(expr) == Some(first)
+                    && self.row_keys.is_none() =>
             {
                 let Some(ScalarValue::Utf8(Some(p))) = literal_of(pattern) else { return None };
                 let prefix = p.strip_suffix('%')?;
@@ -212,21 +241,21 @@ impl TableRows {
     fn access(&self, filters: &[Expr]) -> Access {
         let Some(key_columns) = self.key_columns() else { return Access::Scan };
         // Point reads when every key column is pinned (to few enough values).
-        let mut keys: Option<Vec<Vec<Value>>> = Some(vec![Vec::new()]);
+        let mut keys: Option<Vec<Vec<u8>>> = Some(vec![Vec::new()]);
         for &column in key_columns {
             let (Some(values), Some(prefixes)) =
                 (filters.iter().find_map(|f| self.pinned_values(column, f)), keys.take())
             else {
                 break;
             };
-            let product: Vec<Vec<Value>> = prefixes
+            let product: Vec<Vec<u8>> = prefixes
                 .iter()
-                .flat_map(|prefix| values.iter().map(move |v| prefix.iter().cloned().chain([v.clone()]).collect()))
+                .flat_map(|prefix| values.iter().map(move |v| [prefix.as_slice(), v.as_slice()].concat()))
                 .collect();
             keys = (product.len() <= MAX_LOOKUP_KEYS).then_some(product);
         }
         if let Some(keys) = keys {
-            let mut encoded: Vec<Vec<u8>> = keys.iter().map(|k| memcomparable(k)).collect();
+            let mut encoded = keys;
             encoded.sort();
             encoded.dedup();
             return Access::Keys(encoded);
@@ -294,14 +323,7 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
 /// A stored table row (`{"r": [...]}`) with the table's width; anything else (an EMIT FINAL
 /// group still open, a HAVING that drops the group) is no row.
 fn stored_row(bytes: &[u8], width: usize) -> Result<Option<Vec<Value>>> {
-    let parsed: Value = serde_json::from_slice(bytes).map_err(|e| EddyError::Internal(format!("table row: {e}")))?;
-    Ok(match parsed {
-        Value::Object(mut o) => match o.remove("r") {
-            Some(Value::Array(r)) if r.len() == width => Some(r),
-            _ => None,
-        },
-        _ => None,
-    })
+    Ok(crate::dataflow::stored_row(bytes)?.filter(|r| r.len() == width))
 }
 
 fn prefixed(key: &[u8]) -> Vec<u8> {

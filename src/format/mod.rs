@@ -21,6 +21,7 @@ pub mod json;
 pub mod json_batch;
 pub mod json_columns;
 pub mod kafka;
+pub mod row_keys;
 pub mod types;
 
 pub use self::arrow::{cell_at, cell_refs_to_array, cells_to_array, rows_to_batch};

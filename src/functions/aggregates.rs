@@ -1,15 +1,17 @@
 //! ksqlDB's aggregates DataFusion lacks, for pull queries and for planning continuous ones:
 //! `TOPK(col, k)` (the k largest values, largest first) and `HISTOGRAM(col)` (a map from each
-//! value to its count). Continuous queries fold them in `dataflow::operator::aggregate`;
-//! these accumulators give the same answers over a batch.
+//! value to its count). Both run the continuous aggregation's own accumulator
+//! (`dataflow::operator::accumulator`), so a pull query and a continuous query agree.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Builder, MapBuilder, StringBuilder};
-use datafusion::arrow::datatypes::{DataType, Field, Fields};
-use datafusion::common::{exec_err, Result, ScalarValue};
-use datafusion::logical_expr::function::AccumulatorArgs;
+use crate::dataflow::operator::accumulator::{decode_group, encode_group, Acc, AggSlot, Group};
+use crate::plan::AggFunc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
+use datafusion::common::{exec_err, DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, TypeSignature, Volatility};
 use datafusion::physical_expr::expressions::Literal;
 
@@ -38,6 +40,9 @@ impl AggregateUDFImpl for TopK {
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         Ok(DataType::List(Arc::new(Field::new("item", args[0].clone(), true))))
     }
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        binary_state(args)
+    }
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         let k = args.exprs.get(1).and_then(|e| e.downcast_ref::<Literal>()).and_then(|l| match l.value() {
             ScalarValue::Int64(Some(k)) => Some(*k),
@@ -47,54 +52,8 @@ impl AggregateUDFImpl for TopK {
         let Some(k) = k.filter(|k| (1..=10_000).contains(k)) else {
             return exec_err!("TOPK(col, k) takes a whole number k from 1 to 10000");
         };
-        let item = args.expr_fields[0].data_type().clone();
-        Ok(Box::new(TopKAccumulator { k: k as usize, item, values: Vec::new() }))
-    }
-}
-
-#[derive(Debug)]
-struct TopKAccumulator {
-    k: usize,
-    item: DataType,
-    /// The largest values so far, largest first (at most k).
-    values: Vec<ScalarValue>,
-}
-
-impl TopKAccumulator {
-    fn add(&mut self, array: &ArrayRef) -> Result<()> {
-        for i in 0..array.len() {
-            if array.is_null(i) {
-                continue;
-            }
-            self.values.push(ScalarValue::try_from_array(array, i)?);
-        }
-        self.values.sort_by(|a, b| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal));
-        self.values.truncate(self.k);
-        Ok(())
-    }
-}
-
-impl Accumulator for TopKAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.add(&values[0])
-    }
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let lists = states[0].as_list::<i32>();
-        for i in 0..lists.len() {
-            if !lists.is_null(i) {
-                self.add(&lists.value(i))?;
-            }
-        }
-        Ok(())
-    }
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![self.evaluate()?])
-    }
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::List(ScalarValue::new_list_nullable(&self.values, &self.item)))
-    }
-    fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.values.iter().map(ScalarValue::size).sum::<usize>()
+        let item = args.expr_fields[0].data_type();
+        Ok(Box::new(SlotAccumulator::new(AggFunc::TopK(k as usize), item, args.return_field.data_type())?))
     }
 }
 
@@ -126,55 +85,89 @@ impl AggregateUDFImpl for Histogram {
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
         Ok(histogram_type())
     }
-    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(HistogramAccumulator::default()))
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        binary_state(args)
+    }
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let item = args.expr_fields[0].data_type();
+        Ok(Box::new(SlotAccumulator::new(AggFunc::Histogram, item, args.return_field.data_type())?))
     }
 }
 
-#[derive(Debug, Default)]
-struct HistogramAccumulator {
-    counts: BTreeMap<String, i64>,
+/// TOPK and HISTOGRAM over a batch: the continuous aggregation's own accumulator
+/// (`dataflow::operator::accumulator`), so both give the same answers. Its state between
+/// partial aggregations is the accumulator's bytes.
+struct SlotAccumulator {
+    slot: AggSlot,
+    acc: Acc,
 }
 
-impl Accumulator for HistogramAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let strings = datafusion::arrow::compute::cast(&values[0], &DataType::Utf8)?;
-        let strings = strings.as_string::<i32>();
-        for i in 0..strings.len() {
-            if !strings.is_null(i) {
-                *self.counts.entry(strings.value(i).to_string()).or_default() += 1;
-            }
+impl std::fmt::Debug for SlotAccumulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SlotAccumulator({})", self.slot.func.name())
+    }
+}
+
+impl SlotAccumulator {
+    fn new(func: AggFunc, arg: &DataType, out: &DataType) -> Result<SlotAccumulator> {
+        // A TOPK that never retracts keeps only the k largest values.
+        let retractions = !matches!(func, AggFunc::TopK(_));
+        let slot = AggSlot::new(func, arg, out, retractions).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(SlotAccumulator { acc: slot.initial(), slot })
+    }
+
+    fn fold(&mut self, values: &ArrayRef, sign: i64) -> Result<()> {
+        let external = |e: crate::error::EddyError| DataFusionError::External(Box::new(e));
+        let column = self.slot.column(values.clone()).map_err(external)?;
+        for row in 0..values.len() {
+            self.slot.fold(&mut self.acc, &column, row, sign).map_err(external)?;
         }
         Ok(())
     }
+}
+
+impl Accumulator for SlotAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.fold(&values[0], 1)
+    }
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.fold(&values[0], -1)
+    }
+    fn supports_retract_batch(&self) -> bool {
+        !matches!(self.slot.func, AggFunc::TopK(_))
+    }
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let maps = states[0].as_map();
-        for i in 0..maps.len() {
-            if maps.is_null(i) {
+        let external = |e: crate::error::EddyError| DataFusionError::External(Box::new(e));
+        let states = states[0].as_binary::<i32>();
+        for i in 0..states.len() {
+            if states.is_null(i) {
                 continue;
             }
-            let entries = maps.value(i);
-            let keys = entries.column(0).as_string::<i32>();
-            let counts = entries.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-            for j in 0..keys.len() {
-                *self.counts.entry(keys.value(j).to_string()).or_default() += counts.value(j);
+            let group = decode_group(states.value(i)).map_err(external)?;
+            if let Some(other) = group.accs.first() {
+                self.slot.merge(&mut self.acc, other).map_err(external)?;
             }
         }
         Ok(())
     }
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![self.evaluate()?])
+        let group = Group { n: 0, accs: vec![self.acc.clone()], row: None };
+        Ok(vec![ScalarValue::Binary(Some(encode_group(&group)))])
     }
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let mut builder = MapBuilder::new(None, StringBuilder::new(), Int64Builder::new());
-        for (k, n) in &self.counts {
-            builder.keys().append_value(k);
-            builder.values().append_value(*n);
-        }
-        builder.append(true)?;
-        Ok(ScalarValue::Map(Arc::new(builder.finish())))
+        let array = self.slot.finish(&[&self.acc]).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        ScalarValue::try_from_array(&array, 0)
     }
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.counts.keys().map(|k| k.len() + 24).sum::<usize>()
+        let values = match &self.acc {
+            Acc::Set(set) => set.keys().map(|k| k.len() + 48).sum(),
+            _ => 0,
+        };
+        std::mem::size_of_val(self) + values
     }
+}
+
+/// The state field of both UDAFs: the accumulator's bytes.
+fn binary_state(args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+    Ok(vec![Arc::new(Field::new(format!("{}[acc]", args.name), DataType::Binary, true))])
 }

@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemTable, MemoryCatalogProvider, MemoryCatalogProviderList,
     MemorySchemaProvider,
@@ -82,6 +82,8 @@ impl AggFunc {
 pub struct AggSpec {
     pub func: AggFunc,
     pub arg: Arc<dyn PhysicalExpr>,
+    /// The argument's type over the aggregation's input.
+    pub arg_type: DataType,
 }
 
 pub struct AggregatePlan {
@@ -180,11 +182,11 @@ pub struct ContinuousPlan {
     /// What the query's state depends on, part by part (CREATE OR REPLACE keeps the state
     /// only when these are equal).
     pub state_shape: Vec<(&'static str, String)>,
-    /// The output columns whose values, in this order, make a result row's state key
-    /// (`memcomparable`), when they do: pull queries then look rows up by key instead of
-    /// scanning. `None`: the key is not made of output columns (a projection or join of
-    /// tables, session windows, EMIT FINAL), and pull queries scan.
-    pub state_key_columns: Option<Vec<usize>>,
+    /// The output columns whose values, in this order, make a result row's state key, when
+    /// they do: pull queries then look rows up by key instead of scanning. `None`: the key is
+    /// not made of output columns (a projection or join of tables, session windows, EMIT
+    /// FINAL, a group column selected with another type), and pull queries scan.
+    pub state_key: Option<crate::catalog::StateKey>,
 }
 
 /// ksqlDB's pseudo-columns of a stream record, appended to its columns in continuous queries.
@@ -262,7 +264,10 @@ pub fn upsert_plan(source: &RelationDef) -> ContinuousPlan {
         output_columns: source.columns.clone(),
         state_shape: Vec::new(),
         // The upsert operator keys rows by the primary key columns, in column order.
-        state_key_columns: Some(source.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect()),
+        state_key: Some(crate::catalog::StateKey {
+            columns: source.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect(),
+            row_format: false,
+        }),
         description: format!(
             "UpsertOperator(latest row per key)\n  Source(topic={}, partitions={})",
             source.topic, source.partitions
@@ -425,7 +430,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
 
     let top_input_schema: Schema = top.input.schema().as_arrow().clone();
     let mut output_columns = Vec::new();
-    let mut state_key_columns = None;
+    let mut state_key = None;
     let shape = match aggregate {
         None => {
             let exprs = top.expr.iter().map(|e| phys(e, &top.input)).collect::<Result<Vec<_>>>()?;
@@ -452,6 +457,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
             // A group's state key is its group values in GROUP BY order; when every one is
             // selected as a plain column, a pull query finds the row from those columns.
             let sessions = window.as_ref().is_some_and(|w| matches!(w.spec.kind, WindowKind::Session));
+            let mut key_positions = None;
             if !sessions && !select.emit_final {
                 let selects_group = |g: usize, e: &Expr| {
                     let e = match e {
@@ -460,7 +466,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
                     };
                     matches!(e, Expr::Column(c) if a.schema.index_of_column(c).is_ok_and(|idx| idx == g))
                 };
-                state_key_columns =
+                key_positions =
                     (0..n_group).map(|g| top.expr.iter().position(|e| selects_group(g, e))).collect::<Option<Vec<_>>>();
             }
             for (i, (e, pe)) in top.expr.iter().zip(&project).enumerate() {
@@ -474,6 +480,16 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
                 };
                 output_columns.push(Column { name, ty: sql_type(pe, &top_input_schema)?, key });
             }
+            // Group keys are typed by the group columns (`format::row_keys`); a pull query
+            // encodes its literals by the table's column types, so those must be the same.
+            let same_type = |(g, &pos): (usize, &usize)| {
+                output_columns
+                    .get(pos)
+                    .is_some_and(|c: &Column| &c.ty.arrow() == a.schema.as_arrow().field(g).data_type())
+            };
+            state_key = key_positions
+                .filter(|p| p.iter().enumerate().all(same_type))
+                .map(|columns| crate::catalog::StateKey { columns, row_format: true });
             let mut agg_lines = vec![format!(
                 "ProjectOperator({})",
                 top.expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
@@ -564,7 +580,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
         shape,
         output_columns,
         description,
-        state_key_columns,
+        state_key,
     })
 }
 
@@ -607,7 +623,8 @@ fn agg_spec(e: &Expr, input: &LogicalPlan, phys: &Phys<'_>) -> Result<AggSpec> {
         Some(arg) => phys(arg, input)?,
         None => phys(&datafusion::prelude::lit(1i64), input)?,
     };
-    Ok(AggSpec { func, arg })
+    let arg_type = arg.data_type(input.schema().as_arrow())?;
+    Ok(AggSpec { func, arg, arg_type })
 }
 
 /// Reads `s JOIN t1 ON ... JOIN t2 ON ...`: each join adds one table to the stream's rows.

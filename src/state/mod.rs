@@ -45,6 +45,11 @@ pub const WINDOW_EXPIRY_PREFIX: u8 = b'x';
 /// The query's watermark (windows close on it). Before per-partition event times were kept
 /// it was the largest event time seen; state written then resumes with it as the watermark.
 pub const STREAM_TIME_KEY: &[u8] = b"t";
+/// The format of the query's state (u32, big-endian): see `STATE_FORMAT`.
+pub const STATE_FORMAT_KEY: &[u8] = b"V";
+/// 2: aggregate groups are typed (binary accumulators, keys in Arrow's row format). Queries
+/// without the key wrote format 1 (JSON groups, keys over JSON values).
+pub const STATE_FORMAT: u32 = 2;
 /// An input partition's event time: `T` + input (0 the source, 1 a joined stream) + partition.
 pub const PARTITION_TIME_PREFIX: u8 = b'T';
 
@@ -279,6 +284,16 @@ impl StateStore {
             )
         };
         StoreSnapshot { snapshot, db }
+    }
+
+    /// Whether any key starts with `prefix`.
+    pub fn has_prefix(&self, cf: &str, prefix: &[u8]) -> Result<bool> {
+        let handle = self.cf(cf)?;
+        let mut it = self.db.iterator_cf(&handle, IteratorMode::From(prefix, Direction::Forward));
+        Ok(match it.next() {
+            Some(item) => item?.0.starts_with(prefix),
+            None => false,
+        })
     }
 
     /// Every (key, value) whose key starts with `prefix`, read from one consistent snapshot.

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::compute::{can_cast_types, cast, filter_record_batch, not, nullif};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -14,6 +14,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use serde_json::Value;
 
 use crate::error::Result;
+use crate::format::row_keys::RowKeys;
 use crate::format::{cell_at, cell_refs_to_array, memcomparable, Column};
 
 /// A joined table's row as a persistent query keeps it in its state: `{"r": [cells]}`.
@@ -32,6 +33,10 @@ pub struct JoinOperator {
     pub stream_first: bool,
     /// The joined rows' schema (the plan's input schema).
     pub schema: SchemaRef,
+    /// Set when the table's rows are keyed in Arrow's row format (a push query reading an
+    /// aggregation's table): the key's encoding, and for each of its columns the place of
+    /// that column among the table's key columns. Otherwise keys are `memcomparable`.
+    pub row_keys: Option<(RowKeys, Vec<usize>)>,
 }
 
 impl JoinOperator {
@@ -41,12 +46,25 @@ impl JoinOperator {
             self.stream_keys.iter().map(|e| e.evaluate(stream)?.into_array(n)).collect::<Result<_, _>>()?;
         let keys = self.in_key_types(keys)?;
         let mut lookup_keys = Vec::with_capacity(n);
-        let mut has_key = Vec::with_capacity(n);
-        for row in 0..n {
-            let values: Vec<Value> = keys.iter().map(|k| cell_at(k.as_ref(), row)).collect();
-            // A NULL key matches nothing, as in SQL.
-            has_key.push(!values.iter().any(Value::is_null));
-            lookup_keys.push(memcomparable(&values));
+        // A NULL key matches nothing, as in SQL.
+        let has_key: Vec<bool> = (0..n).map(|row| keys.iter().all(|k| k.is_valid(row))).collect();
+        match &self.row_keys {
+            Some((row_keys, order)) => {
+                let fields = order
+                    .iter()
+                    .enumerate()
+                    .map(|(f, &k)| row_keys.encode_field(f, &keys[k]))
+                    .collect::<Result<Vec<_>>>()?;
+                for row in 0..n {
+                    lookup_keys.push(fields.iter().flat_map(|f| f.row(row).data().iter().copied()).collect());
+                }
+            }
+            None => {
+                for row in 0..n {
+                    let values: Vec<Value> = keys.iter().map(|k| cell_at(k.as_ref(), row)).collect();
+                    lookup_keys.push(memcomparable(&values));
+                }
+            }
         }
         let found = lookup(&lookup_keys)?;
         let matched: Vec<Option<&Vec<Value>>> =

@@ -2,6 +2,7 @@
 //! takes one Arrow batch; none of them sees tokio, threads or the log, so tests call them
 //! directly. The runner in `dataflow/mod.rs` drives them.
 
+pub mod accumulator;
 pub mod aggregate;
 pub mod filter_project;
 pub mod interval_join;
