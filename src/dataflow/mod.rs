@@ -48,7 +48,7 @@ use datafusion::physical_expr::utils::collect_columns;
 use operator::aggregate::{AggregateOperator, SessionParams};
 use operator::filter_project::{FilterOperator, ProjectOperator};
 use operator::interval_join::{cut_after, IntervalJoinOperator, JoinStep, Side, BUFFER_PREFIX, JOIN_CHUNK_BYTES};
-use operator::join::{JoinOperator, StoredTableRow};
+use operator::join::{JoinOperator, TableRows};
 use operator::table_join::{JoinState, Row, SignedRow, TableJoinOperator};
 use operator::upsert::UpsertOperator;
 use operator::window::WindowOperator;
@@ -211,15 +211,18 @@ impl Operators {
         let join: Vec<JoinOperator> = plan
             .join
             .into_iter()
-            .map(|j| JoinOperator {
-                stream_keys: j.stream_keys,
-                table_columns: j.table.columns.clone(),
-                left_outer: j.left_outer,
-                stream_first: j.stream_first,
-                schema: j.schema,
-                row_keys: None,
+            .map(|j| {
+                Ok(JoinOperator {
+                    stream_keys: j.stream_keys,
+                    rows: TableRows::new(&j.table.columns)?,
+                    table_columns: j.table.columns.clone(),
+                    left_outer: j.left_outer,
+                    stream_first: j.stream_first,
+                    schema: j.schema,
+                    row_keys: None,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let window = plan.window.as_ref().filter(|w| w.spec.kind != WindowKind::Session).map(|w| WindowOperator {
             spec: w.spec,
             rowtime: w.rowtime,
@@ -314,7 +317,7 @@ impl Operators {
     }
 }
 
-type LookupResult = Result<Vec<Option<Vec<Value>>>>;
+type LookupResult = Result<Vec<Option<Vec<u8>>>>;
 
 /// Where a joined table's copy lives: `k` + the table's place in the join + its key.
 fn join_row_key(table: usize, key: &[u8]) -> Vec<u8> {

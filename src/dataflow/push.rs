@@ -104,14 +104,10 @@ impl Runtime {
     }
 }
 
-/// Looks up table rows in a table's materialization (rows stored as `{"r": [...]}`).
-fn materialized_rows(store: &StateStore, cf: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<Value>>>> {
+/// Looks up table rows in a table's materialization (its state values, as stored).
+fn materialized_rows(store: &StateStore, cf: &str, keys: &[Vec<u8>]) -> LookupResult {
     let full: Vec<Vec<u8>> = keys.iter().map(|k| row_key(k)).collect();
-    store
-        .multi_get(cf, &full)?
-        .into_iter()
-        .map(|v| v.map(|b| stored_row(&b)).transpose().map(Option::flatten))
-        .collect()
+    store.multi_get(cf, &full)
 }
 
 fn push_loop(

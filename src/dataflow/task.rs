@@ -253,14 +253,45 @@ impl QueryTask {
             let from_second = from_input.is_some();
             if let (Some(table), false, Some(decoded)) = (from_input, self.ops.join.is_empty(), &polled) {
                 let read = &self.ops.join_read;
-                for (key, row, _) in &decoded.upserts {
-                    let value = row.as_ref().map(|r| {
-                        let kept = r.iter().enumerate().map(|(i, v)| match read.get(i) {
+                // The query's copy keeps only the columns read after the join (others NULL).
+                let kept: Vec<(&Vec<Value>, Vec<&Value>)> = decoded
+                    .upserts
+                    .iter()
+                    .filter_map(|(key, row, _)| {
+                        let row = row.as_ref()?;
+                        let cells = row.iter().enumerate().map(|(i, v)| match read.get(i) {
                             Some(false) => &Value::Null,
                             _ => v,
                         });
-                        serde_json::to_vec(&StoredTableRow { r: kept.collect() }).expect("JSON values serialize")
-                    });
+                        Some((key, cells.collect()))
+                    })
+                    .collect();
+                let cells: Vec<Vec<&Value>> = kept.iter().map(|(_, c)| c.clone()).collect();
+                let rows = &self.ops.join[table].rows;
+                // Decoded rows fit their columns' types; one that does not is logged, not stored.
+                let encoded: Vec<Option<Vec<u8>>> = match rows.encode(&cells) {
+                    Ok(all) => all.into_iter().map(Some).collect(),
+                    Err(_) => cells
+                        .iter()
+                        .map(|row| match rows.encode(std::slice::from_ref(row)) {
+                            Ok(mut one) => one.pop(),
+                            Err(e) => {
+                                let topic = &self.table_input[table].0.relation.topic;
+                                self.rt.processing_log.record(&self.id, topic, -1, -1, &e.to_string(), None);
+                                None
+                            }
+                        })
+                        .collect(),
+                };
+                let mut encoded = encoded.into_iter();
+                for (key, row, _) in &decoded.upserts {
+                    let value = match row {
+                        Some(_) => match encoded.next().flatten() {
+                            Some(v) => Some(v),
+                            None => continue,
+                        },
+                        None => None,
+                    };
                     self.pending.insert(join_row_key(table, &memcomparable(key)), value);
                 }
                 self.dirty = true;
@@ -593,11 +624,10 @@ impl QueryTask {
             full.iter()
                 .zip(stored)
                 .map(|(k, v)| {
-                    let v = match pending.get(k) {
+                    Ok(match pending.get(k) {
                         Some(p) => p.clone(),
                         None => v,
-                    };
-                    Ok(v.map(|b| stored_row(&b)).transpose()?.flatten())
+                    })
                 })
                 .collect()
         };

@@ -6,25 +6,93 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::compute::{can_cast_types, cast, filter_record_batch, not, nullif};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use serde_json::Value;
 
-use crate::error::Result;
+use crate::error::{EddyError, Result};
 use crate::format::row_keys::RowKeys;
 use crate::format::{cell_at, cell_refs_to_array, memcomparable, Column};
 
-/// A joined table's row as a persistent query keeps it in its state: `{"r": [cells]}`.
-#[derive(serde::Serialize)]
-pub struct StoredTableRow<'a> {
-    pub r: Vec<&'a Value>,
+/// Reads the current rows of a batch of table keys, `None` when absent: state values as
+/// stored (`TableRows::stored` reads every format).
+pub type TableLookup<'a> = &'a dyn Fn(&[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>;
+
+/// First byte of a joined table's row in a query's own copy of the table (state format 2):
+/// Arrow row-format bytes over the table's columns follow. Format 1 was `{"r": [cells]}`.
+pub const TABLE_ROW_FORMAT: u8 = 0xB2;
+
+/// A joined table's rows in Arrow's row format: typed, and decoded into the joined batch's
+/// columns with one call per batch.
+pub struct TableRows {
+    converter: RowConverter,
+    types: Vec<DataType>,
+    /// A row of NULLs (a stream row without a match).
+    null_row: Vec<u8>,
 }
 
-/// Reads the current rows of a batch of table keys (memcomparable), `None` when absent.
-pub type TableLookup<'a> = &'a dyn Fn(&[Vec<u8>]) -> Result<Vec<Option<Vec<Value>>>>;
+impl TableRows {
+    pub fn new(columns: &[Column]) -> Result<TableRows> {
+        let types: Vec<DataType> = columns.iter().map(|c| c.ty.arrow()).collect();
+        let converter = RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())
+            .map_err(|e| EddyError::NotImplemented(format!("a joined table with these column types: {e}")))?;
+        let nulls: Vec<ArrayRef> = types.iter().map(|t| new_null_array(t, 1)).collect();
+        let null_row = converter.convert_columns(&nulls)?.row(0).data().to_vec();
+        Ok(TableRows { converter, types, null_row })
+    }
+
+    /// Rows of cells as stored values (`TABLE_ROW_FORMAT`, then the row's bytes).
+    pub fn encode(&self, rows: &[Vec<&Value>]) -> Result<Vec<Vec<u8>>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let columns = self
+            .types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let cells: Vec<&Value> = rows.iter().map(|r| r.get(i).copied().unwrap_or(&Value::Null)).collect();
+                Ok(cell_refs_to_array(t, &cells)?)
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let encoded = self.converter.convert_columns(&columns)?;
+        Ok(encoded
+            .iter()
+            .map(|r| {
+                let mut v = Vec::with_capacity(r.data().len() + 1);
+                v.push(TABLE_ROW_FORMAT);
+                v.extend_from_slice(r.data());
+                v
+            })
+            .collect())
+    }
+
+    /// A stored value's row bytes: a row of this format, or any row a table's state holds
+    /// as cells (format 1 copies; a materialization read by a push query), encoded now.
+    fn stored(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>> {
+        if bytes.first() == Some(&TABLE_ROW_FORMAT) {
+            return Ok(Some(bytes[1..].to_vec()));
+        }
+        let Some(row) = crate::dataflow::stored_row(bytes)? else { return Ok(None) };
+        let mut encoded = self.encode(&[row.iter().collect()])?;
+        Ok(encoded.pop().map(|mut v| {
+            v.remove(0);
+            v
+        }))
+    }
+
+    fn decode(&self, rows: &[&[u8]]) -> Result<Vec<ArrayRef>> {
+        if rows.is_empty() {
+            return Ok(self.types.iter().map(|t| new_null_array(t, 0)).collect());
+        }
+        let parser = self.converter.parser();
+        Ok(self.converter.convert_rows(rows.iter().map(|r| parser.parse(r)))?)
+    }
+}
 
 pub struct JoinOperator {
     pub stream_keys: Vec<Arc<dyn PhysicalExpr>>,
@@ -37,6 +105,8 @@ pub struct JoinOperator {
     /// aggregation's table): the key's encoding, and for each of its columns the place of
     /// that column among the table's key columns. Otherwise keys are `memcomparable`.
     pub row_keys: Option<(RowKeys, Vec<usize>)>,
+    /// The table's rows' encoding.
+    pub rows: TableRows,
 }
 
 impl JoinOperator {
@@ -67,14 +137,15 @@ impl JoinOperator {
             }
         }
         let found = lookup(&lookup_keys)?;
-        let matched: Vec<Option<&Vec<Value>>> =
-            found.iter().zip(&has_key).map(|(row, ok)| if *ok { row.as_ref() } else { None }).collect();
-        let mut table_arrays = Vec::with_capacity(self.table_columns.len());
-        for (i, c) in self.table_columns.iter().enumerate() {
-            const NULL: &Value = &Value::Null;
-            let cells: Vec<&Value> = matched.iter().map(|m| m.and_then(|r| r.get(i)).unwrap_or(NULL)).collect();
-            table_arrays.push(cell_refs_to_array(&c.ty.arrow(), &cells)?);
+        let mut rows: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
+        for (i, ok) in has_key.iter().enumerate() {
+            rows.push(match found.get(i) {
+                Some(Some(stored)) if *ok => self.rows.stored(stored)?,
+                _ => None,
+            });
         }
+        let picked: Vec<&[u8]> = rows.iter().map(|r| r.as_deref().unwrap_or(&self.rows.null_row)).collect();
+        let table_arrays = self.rows.decode(&picked)?;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         if self.stream_first {
             columns.extend(stream.columns().iter().cloned());
@@ -87,7 +158,7 @@ impl JoinOperator {
         if self.left_outer {
             return Ok(joined);
         }
-        let keep = BooleanArray::from(matched.iter().map(|m| m.is_some()).collect::<Vec<_>>());
+        let keep = BooleanArray::from(rows.iter().map(|m| m.is_some()).collect::<Vec<_>>());
         Ok(filter_record_batch(&joined, &keep)?)
     }
 
@@ -107,5 +178,27 @@ impl JoinOperator {
                 Ok(nullif(&cast_k, &not(&unchanged)?)?)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::SqlType;
+
+    #[test]
+    fn table_rows_round_trip_and_read_format_1_copies() {
+        let col = |name: &str, ty: SqlType| Column { name: name.into(), ty, key: false };
+        let rows = TableRows::new(&[col("id", SqlType::BigInt), col("name", SqlType::String)]).unwrap();
+        let (a, b, null) = (Value::from(7), Value::from("seven"), Value::Null);
+        let stored = rows.encode(&[vec![&a, &b], vec![&a, &null]]).unwrap();
+        assert!(stored.iter().all(|v| v[0] == TABLE_ROW_FORMAT));
+        // A copy written before rows were typed reads as the same row.
+        let legacy = rows.stored(br#"{"r":[7,"seven"]}"#).unwrap().unwrap();
+        assert_eq!(legacy, rows.stored(&stored[0]).unwrap().unwrap());
+        let picked = [&stored[0][1..], &stored[1][1..], &rows.null_row[..]];
+        let columns = rows.decode(&picked).unwrap();
+        let cells: Vec<Vec<Value>> = (0..3).map(|i| columns.iter().map(|c| cell_at(c.as_ref(), i)).collect()).collect();
+        assert_eq!(cells, vec![vec![a.clone(), b], vec![a, Value::Null], vec![Value::Null, Value::Null]]);
     }
 }
