@@ -21,8 +21,9 @@
 //! `<dir>/profile-<query>.txt`; `=graph` records call graphs and keeps `<dir>/perf-<query>.data`
 //! for `perf report -i`), `EDDY_NEXMARK_RUNS` (engine mode: runs of each query, default 3; the
 //! median by per-core throughput is reported, with the range in its note; only the first run
-//! is profiled), `EDDY_NEXMARK_SERVER` (the `eddy` binary to run instead of the one cargo
-//! built, e.g. main's, for a side-by-side run). Per core means events divided by the CPU seconds the server process used (for
+//! is profiled), `EDDY_NEXMARK_COMPARE` (engine mode only: `label=/path/to/eddy,...`, each
+//! query's runs alternate between these builds and each gets a result, mode `engine@label`:
+//! two builds side by side in one run). Per core means events divided by the CPU seconds the server process used (for
 //! DataFusion: this process).
 
 mod events;
@@ -105,6 +106,8 @@ struct Settings {
     profile: bool,
     /// Engine-mode runs of each query (the median is reported).
     runs: usize,
+    /// Builds to compare in engine mode: (label, binary); empty: the one cargo built.
+    compare: Vec<(String, PathBuf)>,
     dir: PathBuf,
     out: PathBuf,
 }
@@ -138,6 +141,14 @@ impl Settings {
                 .map_or(10, |v| v.parse().expect("EDDY_NEXMARK_LATENCY_SECS")),
             profile: env("EDDY_NEXMARK_PROFILE").is_some_and(|v| v != "0"),
             runs: env("EDDY_NEXMARK_RUNS").map_or(3, |v| v.parse::<usize>().expect("EDDY_NEXMARK_RUNS").max(1)),
+            compare: env("EDDY_NEXMARK_COMPARE").map_or_else(Vec::new, |v| {
+                v.split(',')
+                    .map(|b| {
+                        let (label, path) = b.split_once('=').expect("EDDY_NEXMARK_COMPARE: label=/path,...");
+                        (label.trim().to_string(), PathBuf::from(path.trim()))
+                    })
+                    .collect()
+            }),
             out: env("EDDY_NEXMARK_OUT").map(PathBuf::from).unwrap_or_else(|| dir.join("results.json")),
             dir,
         }
@@ -181,21 +192,35 @@ fn main() {
     if mode("engine") {
         let loaded = settings.dir.join("loaded");
         runtime.block_on(load(&loaded, &events));
+        let builds: Vec<(String, PathBuf)> = if settings.compare.is_empty() {
+            vec![(String::new(), PathBuf::from(env!("CARGO_BIN_EXE_eddy")))]
+        } else {
+            settings.compare.clone()
+        };
         for q in &settings.queries {
-            let runs: Vec<Measurement> = (0..settings.runs)
-                .map(|run| {
-                    let m = runtime.block_on(engine(&settings, &loaded, q, &events, settings.profile && run == 0));
+            // Runs alternate between the builds, so both see the same machine.
+            let mut runs: Vec<Vec<Measurement>> = vec![Vec::new(); builds.len()];
+            for run in 0..settings.runs {
+                for (b, (label, binary)) in builds.iter().enumerate() {
+                    let profile = settings.profile && run == 0;
+                    let mut m = runtime.block_on(engine(&settings, &loaded, q, &events, profile, (label, binary)));
+                    if !label.is_empty() {
+                        m.mode = format!("engine@{label}");
+                    }
                     println!(
-                        "nexmark {} engine run {}/{}: {:.0} ev/s/core",
+                        "nexmark {} {} run {}/{}: {:.0} ev/s/core",
                         q.name,
+                        m.mode,
                         run + 1,
                         settings.runs,
                         m.events_per_sec_per_core
                     );
-                    m
-                })
-                .collect();
-            record(median(runs), &mut results);
+                    runs[b].push(m);
+                }
+            }
+            for r in runs {
+                record(median(r), &mut results);
+            }
         }
         let _ = std::fs::remove_dir_all(&loaded);
     }
@@ -298,16 +323,24 @@ async fn count_rows(c: &tokio_postgres::Client, relation: &str) -> Option<u64> {
 }
 
 /// Engine mode: the events are already in the log.
-async fn engine(settings: &Settings, loaded: &Path, q: &Query, events: &[EventRecord], profile: bool) -> Measurement {
+async fn engine(
+    settings: &Settings,
+    loaded: &Path,
+    q: &Query,
+    events: &[EventRecord],
+    profile: bool,
+    (label, binary): (&str, &Path),
+) -> Measurement {
     let dir = settings.dir.join("run");
     copy_dir(loaded, &dir);
-    let server = Server::start(&dir);
+    let server = Server::start_binary(&dir, binary);
     let c = server.client().await;
     server::wait_caught_up(&c, Duration::from_secs(600)).await;
     server.wait_quiet(Duration::from_secs(120)).await;
     let state_before = server.state_bytes();
     let cpu_before = server.cpu_seconds();
-    let perf_data = settings.dir.join(format!("perf-{}.data", q.name));
+    let suffix = if label.is_empty() { String::new() } else { format!("-{label}") };
+    let perf_data = settings.dir.join(format!("perf-{}{suffix}.data", q.name));
     let perf = profile.then(|| server::perf_record(&perf_data));
     let started = Instant::now();
     server::run_sql(&c, q.statements).await;
@@ -315,7 +348,12 @@ async fn engine(settings: &Settings, loaded: &Path, q: &Query, events: &[EventRe
     let seconds = (done - started).as_secs_f64();
     let cpu = server.cpu_seconds() - cpu_before;
     if let Some(perf) = perf {
-        server::perf_report(perf, server.pid(), &perf_data, &settings.dir.join(format!("profile-{}.txt", q.name)));
+        server::perf_report(
+            perf,
+            server.pid(),
+            &perf_data,
+            &settings.dir.join(format!("profile-{}{suffix}.txt", q.name)),
+        );
     }
     let mut m = Measurement::new(q, "engine", events_read(q, events), seconds, cpu);
     m.peak_rss_bytes = Some(server.peak_rss_bytes());

@@ -23,12 +23,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `eddy server` on free loopback ports and waits for its banner. The binary is
-    /// the one cargo built, or `EDDY_NEXMARK_SERVER` (another build, to compare side by side).
+    /// Starts `eddy server` (the binary cargo built) on free loopback ports and waits for
+    /// its banner.
     pub fn start(data_dir: &Path) -> Server {
-        let binary = std::env::var_os("EDDY_NEXMARK_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_eddy")));
+        Server::start_binary(data_dir, Path::new(env!("CARGO_BIN_EXE_eddy")))
+    }
+
+    /// Starts another build of `eddy` (to compare two side by side).
+    pub fn start_binary(data_dir: &Path, binary: &Path) -> Server {
         let mut child = Command::new(binary)
             // Room for the row-count checks, which scan whole output streams.
             .args(["server", "--pg-listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0"])

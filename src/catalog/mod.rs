@@ -40,10 +40,13 @@ pub struct RelationDef {
     /// The query whose state holds this table's current rows (tables only).
     pub materialized_by: Option<String>,
     /// How a row's key in that state is made (see `ContinuousPlan::state_key`); `None`: pull
-    /// queries scan the table. (Catalogs written before keys were typed have
-    /// `state_key_columns` instead, which is ignored: their tables scan.)
+    /// queries scan the table.
     #[serde(default)]
     pub state_key: Option<StateKey>,
+    /// What catalogs written before keys were typed recorded instead of `state_key`: see
+    /// `state_key()`.
+    #[serde(default, rename = "state_key_columns")]
+    pub legacy_state_key_columns: Option<Vec<usize>>,
     /// The user who created it (`None`: made by Eddy itself, or before owners were kept;
     /// then only superusers may drop or change it).
     #[serde(default)]
@@ -63,6 +66,17 @@ pub struct StateKey {
 }
 
 impl RelationDef {
+    /// How a row's key in the table's state is made. A table declared on a topic before keys
+    /// were typed kept its key columns' values (`memcomparable`), as it still does; a table a
+    /// query wrote then may be an aggregation, whose state is now recomputed with typed
+    /// keys, so its old entry is not trusted (pull queries scan it).
+    pub fn state_key(&self) -> Option<StateKey> {
+        self.state_key.clone().or_else(|| {
+            let columns = self.legacy_state_key_columns.clone().filter(|_| self.written_by.is_none())?;
+            Some(StateKey { columns, row_format: false })
+        })
+    }
+
     /// Fills the header columns of a decoded row from the record's headers (BYTES as
     /// base64 text, the JSON form of BYTES).
     pub fn fill_headers(&self, row: &mut [serde_json::Value], headers: &[(String, Option<Vec<u8>>)]) {

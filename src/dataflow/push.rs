@@ -30,7 +30,7 @@ impl Runtime {
         let mut ops = Operators::new(plan)?;
         // An aggregation's table is keyed in row format by its group columns' order.
         for (join, table) in ops.join.iter_mut().zip(&tables) {
-            let Some(key) = table.state_key.as_ref().filter(|k| k.row_format) else { continue };
+            let Some(key) = table.state_key().filter(|k| k.row_format) else { continue };
             let key_columns: Vec<usize> =
                 table.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
             let order: Option<Vec<usize>> =

@@ -247,6 +247,7 @@ impl Engine {
         rel.written_by = None;
         rel.materialized_by = None;
         rel.state_key = None;
+        rel.legacy_state_key_columns = None;
         rel.owner = Some(owner.to_string());
         rel.grants.clear();
         rel.kind = RelationKind::Stream;
@@ -359,6 +360,7 @@ impl Engine {
             owner: None,
             grants: BTreeMap::new(),
             state_key: None,
+            legacy_state_key_columns: None,
         })
     }
 

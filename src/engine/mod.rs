@@ -293,6 +293,7 @@ impl Engine {
                     owner: None,
                     grants: Default::default(),
                     state_key: None,
+                    legacy_state_key_columns: None,
                 },
                 None,
             )?;

@@ -36,6 +36,8 @@ const MAX_LOOKUP_KEYS: usize = 10_000;
 
 pub struct TableRows {
     rel: RelationDef,
+    /// How the table's state keys are made (`RelationDef::state_key`).
+    state_key: Option<crate::catalog::StateKey>,
     /// The key's encoding when keys are typed (`StateKey::row_format`).
     row_keys: Option<RowKeys>,
     schema: SchemaRef,
@@ -71,18 +73,27 @@ enum Access {
 impl TableRows {
     pub fn new(rel: RelationDef, snapshot: Arc<StoreSnapshot>, max_bytes: usize) -> TableRows {
         let schema = arrow_schema(&rel.columns);
-        let row_keys = rel.state_key.as_ref().filter(|k| k.row_format).and_then(|k| {
+        let state_key = rel.state_key();
+        let row_keys = state_key.as_ref().filter(|k| k.row_format).and_then(|k| {
             let types: Vec<DataType> = k.columns.iter().map(|&c| schema.field(c).data_type().clone()).collect();
             RowKeys::new(&types).ok()
         });
-        TableRows { schema, row_keys, cf: rel.materialized_by.as_deref().map(state_cf), rel, snapshot, max_bytes }
+        TableRows {
+            schema,
+            state_key,
+            row_keys,
+            cf: rel.materialized_by.as_deref().map(state_cf),
+            rel,
+            snapshot,
+            max_bytes,
+        }
     }
 
     /// The key columns (indexes into the table's columns), in state-key order, when every
     /// one has a type whose literals are known to encode as the stored keys do (tested in
     /// `tests/pull_by_key.rs`); tables keyed otherwise (TIMESTAMP, DATE, BYTES, nested) scan.
     fn key_columns(&self) -> Option<&[usize]> {
-        let keys = self.rel.state_key.as_ref().map(|k| k.columns.as_slice()).filter(|k| !k.is_empty())?;
+        let keys = self.state_key.as_ref().map(|k| k.columns.as_slice()).filter(|k| !k.is_empty())?;
         let known = |&i: &usize| {
             self.rel.columns.get(i).is_some_and(|c| {
                 matches!(
