@@ -264,10 +264,11 @@ async fn decimal_and_near_overflow_bigint_sums_equal_batch_datafusion() {
     assert_eq!(late[0][0].as_deref(), Some("0"), "no row may be rejected: no sum leaves BIGINT's range");
 }
 
-/// Group keys are typed (issue 16): a DOUBLE group is one group whether its JSON wrote `5` or
-/// `5.0` (and `-0.0` is `0`), a DECIMAL group whether it came as `10` or `10.00`, and the
-/// materialized table's keys order DECIMALs by value, so a pull query's key range finds
-/// `10.00` above `9.5` (keys over text put "10.00" before "9.99").
+/// Group keys are typed (issue 16): the materialized table's keys order DECIMALs by value, so
+/// a pull query's key range finds `10.00` and `100.50` above `9.5` (on main at 432d8b6, keys
+/// over the decimal text put "10.00" before "9.99" and the range returned `9.99` alone). Also
+/// kept: a DOUBLE group is one group whether its JSON wrote `5`, `5.0` or `5e0` (and `-0.0` is
+/// `0`), a DECIMAL group whether it came as `10` or `10.00`, and lookups find them by value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn number_spellings_are_one_group_and_decimal_keys_order_by_value() {
     let tmp = tempfile::tempdir().unwrap();
