@@ -52,7 +52,7 @@ use operator::join::{JoinOperator, TableRows};
 use operator::table_join::{JoinState, Row, SignedRow, TableJoinOperator};
 use operator::upsert::UpsertOperator;
 use operator::window::WindowOperator;
-use operator::{BatchTime, Change};
+use operator::{BatchTime, Change, StateWrite};
 use serde_json::Value;
 use sink::{PendingOutput, ProcessingLog, Sink};
 use source::{DecodedBatch, Source};

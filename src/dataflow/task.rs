@@ -363,7 +363,9 @@ impl QueryTask {
                 aggregate.reproject(chunk, &load)?
             };
             for c in changes {
-                self.pending.insert(prefixed(self.agg_prefix, &c.state_key), c.state_value);
+                if let StateWrite::Put(v) = c.state_value {
+                    self.pending.insert(prefixed(self.agg_prefix, &c.state_key), Some(v));
+                }
             }
         }
         self.checkpoint()
@@ -655,9 +657,9 @@ impl QueryTask {
                     let key_values: Vec<Value> = key_columns.iter().map(|&i| cells[i].clone()).collect();
                     let (row, state_value) = if sign > 0 {
                         let stored = serde_json::json!({ "r": cells }).to_string().into_bytes();
-                        (Some(cells), Some(stored))
+                        (Some(cells), StateWrite::Put(stored))
                     } else {
-                        (None, None)
+                        (None, StateWrite::Delete)
                     };
                     changes.push(Change { state_key: key, key_values, row, state_value, timestamp_ms });
                 }
@@ -774,7 +776,7 @@ impl QueryTask {
                     change.key_values.get(end_pos).and_then(Value::as_i64),
                     change.key_values.get(start_pos).and_then(Value::as_i64),
                 ) {
-                    if (self.ops.emit_final || self.retention_ms.is_some()) && change.state_value.is_some() {
+                    if (self.ops.emit_final || self.retention_ms.is_some()) && change.state_value.is_live() {
                         let close = end.saturating_add(self.close_after_end_ms);
                         let entry = (close, change.state_key.clone());
                         if !self.open_windows.contains(&entry) {
@@ -790,7 +792,15 @@ impl QueryTask {
             if let (Some(sink), false) = (&self.sink, self.ops.emit_final) {
                 self.pending_outputs.push(&sink.encode_change(&change));
             }
-            self.pending.insert(prefixed(self.agg_prefix, &change.state_key), change.state_value);
+            match change.state_value {
+                StateWrite::Put(v) => {
+                    self.pending.insert(prefixed(self.agg_prefix, &change.state_key), Some(v));
+                }
+                StateWrite::Delete => {
+                    self.pending.insert(prefixed(self.agg_prefix, &change.state_key), None);
+                }
+                StateWrite::Deferred => {}
+            }
         }
         Ok(())
     }
@@ -816,7 +826,7 @@ impl QueryTask {
                         state_key: key.clone(),
                         key_values: group.g.clone(),
                         row: Some(row.clone()),
-                        state_value: None,
+                        state_value: StateWrite::Delete,
                         timestamp_ms: close - self.close_after_end_ms,
                     };
                     if let Some(sink) = &self.sink {
@@ -853,6 +863,11 @@ impl QueryTask {
     fn checkpoint(&mut self) -> Result<()> {
         if let Some(join) = self.ops.interval.as_mut() {
             self.pending.extend(join.drain_writes()?);
+        }
+        if let Body::Aggregate(aggregate) = &mut self.ops.body {
+            for (k, v) in aggregate.drain_writes() {
+                self.pending.insert(prefixed(self.agg_prefix, &k), v);
+            }
         }
         let plog_entries = self.rt.processing_log.take_buffered();
         match self.write_checkpoint(&plog_entries) {

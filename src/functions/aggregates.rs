@@ -151,7 +151,7 @@ impl Accumulator for SlotAccumulator {
         Ok(())
     }
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let group = Group { n: 0, accs: vec![self.acc.clone()], row: None };
+        let group = Group { n: 0, accs: vec![self.acc.clone()], row: None, dirty: false };
         Ok(vec![ScalarValue::Binary(Some(encode_group(&group)))])
     }
     fn evaluate(&mut self) -> Result<ScalarValue> {

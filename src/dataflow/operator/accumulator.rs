@@ -505,6 +505,8 @@ pub struct Group {
     pub accs: Vec<Acc>,
     /// The output row as a JSON array, after HAVING and the SELECT list (`None`: HAVING hides it).
     pub row: Option<Vec<u8>>,
+    /// Changed since the state store last had it (not stored).
+    pub dirty: bool,
 }
 
 /// A group's state bytes: format byte, n, output row, accumulators (see the module comment).
@@ -646,7 +648,7 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group> {
             tag => return Err(EddyError::Internal(format!("aggregate state: accumulator tag {tag}"))),
         });
     }
-    Ok(Group { n, accs, row })
+    Ok(Group { n, accs, row, dirty: false })
 }
 
 /// The output row of a group's state (pull and push queries read only this).
@@ -752,6 +754,7 @@ mod tests {
                 Acc::List(vec![vec![], vec![5]]),
             ],
             row: Some(br#"[1,"x"]"#.to_vec()),
+            dirty: false,
         };
         let bytes = encode_group(&g);
         assert_eq!(decode_group(&bytes).unwrap(), g);

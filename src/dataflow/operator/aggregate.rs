@@ -18,7 +18,7 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde_json::Value;
 
 use super::accumulator::{decode_group, encode_group, AggSlot, ArgColumn, Group};
-use super::Change;
+use super::{Change, StateWrite};
 use crate::error::{EddyError, Result};
 use crate::format::cell_at;
 use crate::format::row_keys::RowKeys;
@@ -118,6 +118,17 @@ impl AggregateOperator {
         let g = columns.iter().map(|c| cell_at(c.as_ref(), 0)).collect();
         let r = group.row.as_deref().map(serde_json::from_slice).transpose().map_err(bad_state)?;
         Ok(Some(GroupRow { g, r }))
+    }
+
+    /// The state of every group changed since the last call, to write at the checkpoint
+    /// (`None`: the group is gone).
+    pub fn drain_writes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let mut writes = Vec::new();
+        for (k, group) in self.cache.iter_mut().filter(|(_, g)| g.dirty) {
+            group.dirty = false;
+            writes.push((k.clone(), (!group.accs.is_empty()).then(|| encode_group(group))));
+        }
+        writes
     }
 
     /// Forgets cached groups (after a checkpoint wrote them; RocksDB's cache keeps them warm).
@@ -279,7 +290,8 @@ impl AggregateOperator {
                 out.late.push(row);
                 return Ok(());
             }
-            let mut merged = Group { n: 0, accs: self.slots.iter().map(AggSlot::initial).collect(), row: None };
+            let mut merged =
+                Group { n: 0, accs: self.slots.iter().map(AggSlot::initial).collect(), row: None, dirty: false };
             for &(s, e) in &merging {
                 let old_key = session_key(&self.keys, &field_rows, row, session, (s, e))?;
                 if !undo_cache.contains_key(&old_key) {
@@ -304,7 +316,13 @@ impl AggregateOperator {
                 out.closed.push((e, old_key.clone()));
                 deleted.push((
                     row,
-                    Change { state_key: old_key, key_values: old_g, row: None, state_value: None, timestamp_ms },
+                    Change {
+                        state_key: old_key,
+                        key_values: old_g,
+                        row: None,
+                        state_value: StateWrite::Delete,
+                        timestamp_ms,
+                    },
                 ));
             }
             merged.n += 1;
@@ -431,7 +449,7 @@ impl AggregateOperator {
                 state_key: key.clone(),
                 key_values: key_values(i),
                 row: None,
-                state_value: None,
+                state_value: StateWrite::Delete,
                 timestamp_ms,
             });
         }
@@ -442,11 +460,13 @@ impl AggregateOperator {
             let group = self.cache.get_mut(key).expect("touched groups are cached");
             group.row =
                 row.as_ref().map(serde_json::to_vec).transpose().map_err(|e| EddyError::Internal(e.to_string()))?;
+            // Written once at the checkpoint (`drain_writes`), however often it changes.
+            group.dirty = true;
             changes.push(Change {
                 state_key: key.clone(),
                 key_values: key_values(i),
                 row,
-                state_value: Some(encode_group(group)),
+                state_value: StateWrite::Deferred,
                 timestamp_ms,
             });
         }

@@ -21,9 +21,26 @@ pub struct Change {
     /// The key's values (group values or primary key), for the changelog record key.
     pub key_values: Vec<Value>,
     pub row: Option<Vec<Value>>,
-    /// Bytes to persist under `state_key` at the next checkpoint (`None` deletes).
-    pub state_value: Option<Vec<u8>>,
+    /// What to persist under `state_key` at the next checkpoint.
+    pub state_value: StateWrite,
     pub timestamp_ms: i64,
+}
+
+/// A change's write to the state store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateWrite {
+    Put(Vec<u8>),
+    Delete,
+    /// The operator keeps the key's state and writes it once at the checkpoint
+    /// (`AggregateOperator::drain_writes`), however often it changed meanwhile.
+    Deferred,
+}
+
+impl StateWrite {
+    /// The key still has a row or a group after this change.
+    pub fn is_live(&self) -> bool {
+        !matches!(self, StateWrite::Delete)
+    }
 }
 
 /// Event time while one batch runs: the batch comes from one input partition, whose event

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::Change;
+use super::{Change, StateWrite};
 use crate::format::memcomparable;
 
 pub struct UpsertOperator;
@@ -13,7 +13,10 @@ impl UpsertOperator {
     pub fn process(&self, rows: Vec<(Vec<Value>, Option<Vec<Value>>, i64)>) -> Vec<Change> {
         rows.into_iter()
             .map(|(key_values, row, timestamp_ms)| {
-                let state_value = row.as_ref().map(|r| serde_json::json!({ "r": r }).to_string().into_bytes());
+                let state_value = match &row {
+                    Some(r) => StateWrite::Put(serde_json::json!({ "r": r }).to_string().into_bytes()),
+                    None => StateWrite::Delete,
+                };
                 Change { state_key: memcomparable(&key_values), key_values, row, state_value, timestamp_ms }
             })
             .collect()
