@@ -1,13 +1,17 @@
 //! The persistent-query task: one thread per query that polls its inputs, runs the
 //! operators, and checkpoints exactly-once (see the module comment in `dataflow/mod.rs`).
-//! Also what a restart needs: sinks reopened at their committed ends, processing-log
-//! entries re-appended if a crash came between a checkpoint and their append.
+//! Also what a restart needs: sinks reopened at their committed ends; `task/recovery.rs`
+//! checks the state's format and re-appends processing-log entries if a crash came between
+//! a checkpoint and their append; `task/event_time.rs` restores partitions' event times;
+//! `task/state_view.rs` is the table–table join's view of its state.
 
 use super::*;
 
 mod event_time;
+mod recovery;
 mod state_view;
 
+use recovery::{check_state_format, clear_plog_entries, recover_processing_log, PLOG_ENTRY_PREFIX, PLOG_FROM_KEY};
 use state_view::StateView;
 
 impl Runtime {
@@ -958,97 +962,6 @@ impl QueryTask {
         }
         self.rt.store.commit(cp)
     }
-}
-
-/// A checkpoint's processing-log entries, until they are appended: `P` + number.
-const PLOG_ENTRY_PREFIX: &[u8] = b"P";
-/// The processing log's end when those entries were committed.
-const PLOG_FROM_KEY: &[u8] = b"Q";
-
-fn clear_plog_entries(store: &StateStore, cf: &str, n: usize) -> Result<()> {
-    let mut cp = store.checkpoint(cf);
-    cp.delete(store, PLOG_FROM_KEY)?;
-    for i in 0..n {
-        let mut key = PLOG_ENTRY_PREFIX.to_vec();
-        key.extend_from_slice(&(i as u32).to_be_bytes());
-        cp.delete(store, &key)?;
-    }
-    store.commit(cp)
-}
-
-/// After a crash between a checkpoint and the append of its processing-log entries: append
-/// the ones the log does not hold yet (each entry has an id), so none is lost or doubled.
-/// Makes a query's state the current format (`STATE_FORMAT`). An aggregation whose groups
-/// were written in format 1 cannot read them: its state is dropped with a warning and it
-/// reads its inputs again from their earliest offsets (pre-1.0, state is not migrated). Its
-/// output ends and pending processing-log entries stay, so nothing uncommitted becomes
-/// visible; its output topic gets the recomputed rows after the old ones.
-fn check_state_format(store: &StateStore, cf: &str, id: &str, aggregate: bool) -> Result<()> {
-    let current = STATE_FORMAT.to_be_bytes();
-    match store.get(cf, STATE_FORMAT_KEY)? {
-        Some(v) if v == current => return Ok(()),
-        Some(v) => {
-            let found = v.try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX);
-            if found > STATE_FORMAT {
-                return Err(EddyError::State(format!(
-                    "query {id}: its state has format {found}, written by a newer version of Eddy (this one reads format {STATE_FORMAT})"
-                )));
-            }
-        }
-        None => {}
-    }
-    let mut cp = store.checkpoint(cf);
-    let groups_v1 = aggregate && (store.has_prefix(cf, &[ROW_PREFIX])? || store.has_prefix(cf, &[WORKING_PREFIX])?);
-    if groups_v1 {
-        let keep = |k: &[u8]| {
-            matches!(k.first(), Some(&SINK_PREFIX | &LATE_SINK_PREFIX))
-                || k.starts_with(PLOG_ENTRY_PREFIX)
-                || k == PLOG_FROM_KEY
-        };
-        let mut dropped = 0usize;
-        for (k, _) in store.scan_prefix(cf, &[], usize::MAX)? {
-            if !keep(&k) {
-                cp.delete(store, &k)?;
-                dropped += 1;
-            }
-        }
-        tracing::warn!(
-            query = %id,
-            "query {id}: its aggregation state was written by an older version of Eddy (state format 1) and is dropped \
-             ({dropped} keys); the query reads its inputs again from the earliest offsets, and its output topic gets \
-             the recomputed rows after the old ones"
-        );
-    }
-    cp.put(store, STATE_FORMAT_KEY, &current)?;
-    store.commit(cp)
-}
-
-fn recover_processing_log(rt: &Runtime, cf: &str) -> Result<()> {
-    let stored = rt.store.scan_prefix(cf, PLOG_ENTRY_PREFIX, usize::MAX)?;
-    if stored.is_empty() {
-        return Ok(());
-    }
-    let from = match rt.store.get(cf, PLOG_FROM_KEY)? {
-        Some(b) if b.len() == 8 => i64::from_be_bytes(b.try_into().expect("8 bytes")),
-        _ => 0,
-    };
-    let present = rt.processing_log.entry_ids_since(from);
-    let mut missing = Vec::new();
-    for (_, value) in &stored {
-        let id = serde_json::from_slice::<Value>(value).ok().and_then(|v| v.get("entry_id").cloned());
-        if !matches!(&id, Some(Value::String(id)) if present.contains(id)) {
-            let now = rt.log.clock.now_ms();
-            missing.push(crate::log::LogRecord {
-                offset: 0,
-                timestamp_ms: now,
-                key: None,
-                value: Some(value.clone()),
-                headers: Vec::new(),
-            });
-        }
-    }
-    rt.processing_log.append(missing);
-    clear_plog_entries(&rt.store, cf, stored.len())
 }
 
 /// Keeps only each key's last change, in the order of those last changes (a retraction
