@@ -48,7 +48,7 @@ use datafusion::physical_expr::utils::collect_columns;
 use operator::aggregate::{AggregateOperator, SessionParams};
 use operator::filter_project::{FilterOperator, ProjectOperator};
 use operator::interval_join::{cut_after, IntervalJoinOperator, JoinStep, Side, BUFFER_PREFIX, JOIN_CHUNK_BYTES};
-use operator::join::{JoinOperator, TableRows};
+use operator::join::{JoinOperator, TableRowCodec};
 use operator::table_join::{JoinState, Row, SignedRow, TableJoinOperator};
 use operator::upsert::UpsertOperator;
 use operator::window::WindowOperator;
@@ -214,7 +214,7 @@ impl Operators {
             .map(|j| {
                 Ok(JoinOperator {
                     stream_keys: j.stream_keys,
-                    rows: TableRows::new(&j.table.columns)?,
+                    rows: TableRowCodec::new(&j.table.columns)?,
                     table_columns: j.table.columns.clone(),
                     left_outer: j.left_outer,
                     stream_first: j.stream_first,

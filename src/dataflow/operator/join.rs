@@ -4,6 +4,7 @@
 //! query's own copy of the table (persistent queries, so a replay sees the same table) or
 //! the table's materialization (push queries).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, RecordBatch};
@@ -19,7 +20,7 @@ use crate::format::row_keys::RowKeys;
 use crate::format::{cell_at, cell_refs_to_array, memcomparable, Column};
 
 /// Reads the current rows of a batch of table keys, `None` when absent: state values as
-/// stored (`TableRows::stored` reads every format).
+/// stored (`TableRowCodec::stored` reads every format).
 pub type TableLookup<'a> = &'a dyn Fn(&[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>;
 
 /// First byte of a joined table's row in a query's own copy of the table (state format 2):
@@ -28,21 +29,21 @@ pub const TABLE_ROW_FORMAT: u8 = 0xB2;
 
 /// A joined table's rows in Arrow's row format: typed, and decoded into the joined batch's
 /// columns with one call per batch.
-pub struct TableRows {
+pub struct TableRowCodec {
     converter: RowConverter,
     types: Vec<DataType>,
     /// A row of NULLs (a stream row without a match).
     null_row: Vec<u8>,
 }
 
-impl TableRows {
-    pub fn new(columns: &[Column]) -> Result<TableRows> {
+impl TableRowCodec {
+    pub fn new(columns: &[Column]) -> Result<TableRowCodec> {
         let types: Vec<DataType> = columns.iter().map(|c| c.ty.arrow()).collect();
         let converter = RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())
             .map_err(|e| EddyError::NotImplemented(format!("a joined table with these column types: {e}")))?;
         let nulls: Vec<ArrayRef> = types.iter().map(|t| new_null_array(t, 1)).collect();
         let null_row = converter.convert_columns(&nulls)?.row(0).data().to_vec();
-        Ok(TableRows { converter, types, null_row })
+        Ok(TableRowCodec { converter, types, null_row })
     }
 
     /// Rows of cells as stored values (`TABLE_ROW_FORMAT`, then the row's bytes).
@@ -73,15 +74,15 @@ impl TableRows {
 
     /// A stored value's row bytes: a row of this format, or any row a table's state holds
     /// as cells (format 1 copies; a materialization read by a push query), encoded now.
-    fn stored(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn stored<'a>(&self, bytes: &'a [u8]) -> Result<Option<Cow<'a, [u8]>>> {
         if bytes.first() == Some(&TABLE_ROW_FORMAT) {
-            return Ok(Some(bytes[1..].to_vec()));
+            return Ok(Some(Cow::Borrowed(&bytes[1..])));
         }
         let Some(row) = crate::dataflow::stored_row(bytes)? else { return Ok(None) };
         let mut encoded = self.encode(&[row.iter().collect()])?;
         Ok(encoded.pop().map(|mut v| {
             v.remove(0);
-            v
+            Cow::Owned(v)
         }))
     }
 
@@ -106,7 +107,7 @@ pub struct JoinOperator {
     /// that column among the table's key columns. Otherwise keys are `memcomparable`.
     pub row_keys: Option<(RowKeys, Vec<usize>)>,
     /// The table's rows' encoding.
-    pub rows: TableRows,
+    pub rows: TableRowCodec,
 }
 
 impl JoinOperator {
@@ -137,7 +138,8 @@ impl JoinOperator {
             }
         }
         let found = lookup(&lookup_keys)?;
-        let mut rows: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
+        // Rows of this format are read in place; only other formats are encoded.
+        let mut rows: Vec<Option<Cow<'_, [u8]>>> = Vec::with_capacity(n);
         for (i, ok) in has_key.iter().enumerate() {
             rows.push(match found.get(i) {
                 Some(Some(stored)) if *ok => self.rows.stored(stored)?,
@@ -189,13 +191,13 @@ mod tests {
     #[test]
     fn table_rows_round_trip_and_read_format_1_copies() {
         let col = |name: &str, ty: SqlType| Column { name: name.into(), ty, key: false };
-        let rows = TableRows::new(&[col("id", SqlType::BigInt), col("name", SqlType::String)]).unwrap();
+        let rows = TableRowCodec::new(&[col("id", SqlType::BigInt), col("name", SqlType::String)]).unwrap();
         let (a, b, null) = (Value::from(7), Value::from("seven"), Value::Null);
         let stored = rows.encode(&[vec![&a, &b], vec![&a, &null]]).unwrap();
         assert!(stored.iter().all(|v| v[0] == TABLE_ROW_FORMAT));
         // A copy written before rows were typed reads as the same row.
-        let legacy = rows.stored(br#"{"r":[7,"seven"]}"#).unwrap().unwrap();
-        assert_eq!(legacy, rows.stored(&stored[0]).unwrap().unwrap());
+        let legacy = rows.stored(br#"{"r":[7,"seven"]}"#).unwrap().unwrap().into_owned();
+        assert_eq!(legacy, rows.stored(&stored[0]).unwrap().unwrap().into_owned());
         let picked = [&stored[0][1..], &stored[1][1..], &rows.null_row[..]];
         let columns = rows.decode(&picked).unwrap();
         let cells: Vec<Vec<Value>> = (0..3).map(|i| columns.iter().map(|c| cell_at(c.as_ref(), i)).collect()).collect();
