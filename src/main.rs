@@ -89,6 +89,16 @@ struct ServerArgs {
     /// time of the partitions that do), so an idle partition cannot stall windows forever.
     #[arg(long, env = "EDDY_IDLE_PARTITION_TIMEOUT_MS", default_value_t = 1000)]
     idle_partition_timeout_ms: u64,
+    /// Threads one continuous query may use. With 2 or more, a query over one stream or
+    /// table reads and decodes its input on a thread of its own, and an aggregation splits
+    /// its groups by key over this many threads; checkpoints stay one atomic write. 1 runs
+    /// each query on one thread. Default: the machine's cores, at most 4.
+    #[arg(long, env = "EDDY_QUERY_THREADS", default_value_t = eddy::dataflow::default_query_threads(), value_parser = clap::value_parser!(u16).range(1..=64))]
+    query_threads: u16,
+    /// With --query-threads above 1, an aggregation splits a batch over its threads only
+    /// from this many rows on (smaller batches cost more to hand out than to fold).
+    #[arg(long, env = "EDDY_QUERY_PARALLEL_MIN_ROWS", default_value_t = eddy::dataflow::DEFAULT_PARALLEL_MIN_ROWS)]
+    query_parallel_min_rows: usize,
     /// CPU priority (nice value, 0–19) of continuous and push query threads (state backups
     /// always run at 19). Above 0, client sessions and Kafka requests come first when the cores are
     /// busy, and a query that falls behind shows its lag in SHOW QUERIES; with idle cores it
@@ -157,6 +167,8 @@ fn main() -> anyhow_free::Result {
                 checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.clamp(10, 60_000)),
                 query_nice: args.query_nice,
                 idle_partition_timeout: Duration::from_millis(args.idle_partition_timeout_ms.min(86_400_000)),
+                query_threads: usize::from(args.query_threads),
+                query_parallel_min_rows: args.query_parallel_min_rows.max(1),
                 backups: eddy::state::backup::BackupConfig {
                     interval: (args.state_backup_interval_secs > 0)
                         .then(|| Duration::from_secs(args.state_backup_interval_secs)),

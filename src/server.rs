@@ -42,6 +42,10 @@ pub struct ServerConfig {
     pub query_nice: i32,
     /// See `RuntimeConfig::idle_partition_timeout`.
     pub idle_partition_timeout: Duration,
+    /// See `RuntimeConfig::query_threads`.
+    pub query_threads: usize,
+    /// See `RuntimeConfig::parallel_min_rows`.
+    pub query_parallel_min_rows: usize,
     /// Backups of the state store.
     pub backups: crate::state::backup::BackupConfig,
     /// A connection (Postgres or Kafka) whose socket write has not progressed for this long
@@ -105,6 +109,8 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
     engine_config.checkpoint_interval = config.checkpoint_interval;
     engine_config.query_nice = config.query_nice;
     engine_config.idle_partition_timeout = config.idle_partition_timeout;
+    engine_config.query_threads = config.query_threads;
+    engine_config.query_parallel_min_rows = config.query_parallel_min_rows;
     engine_config.max_result_rows = config.max_result_rows;
     engine_config.statement_timeout = config.statement_timeout;
     engine_config.backups = config.backups.clone();

@@ -32,6 +32,9 @@
 //!    late whenever partition 0 was read first.) The server runs with a long idle-partition
 //!    timeout, so the wall clock plays no part.
 //!
+//! Half the cases run every query on one thread, half with a reading thread and every
+//! aggregation split over three threads by group key (`--query-threads`).
+//!
 //! Some queries start before any input and some halfway (they read from the earliest offset),
 //! FLUSH comes at random points, and now and then the server is killed (`kill -9`) and
 //! restarted between two INSERTs: none of that may change a result.
@@ -63,7 +66,15 @@ use crate::common::Server;
 const DEFAULT_CASES: u64 = 20;
 
 /// No partition goes idle during a case: results must not depend on the wall clock.
-const SERVER_ARGS: &[&str] = &["--idle-partition-timeout-ms", "600000"];
+/// Odd cases run each query on one thread; even cases read ahead on a second thread and
+/// fold every aggregation batch, however small, on three threads (its groups split by key).
+fn server_args(case_seed: u64) -> &'static [&'static str] {
+    if case_seed % 2 == 1 {
+        &["--idle-partition-timeout-ms", "600000", "--query-threads", "1"]
+    } else {
+        &["--idle-partition-timeout-ms", "600000", "--query-threads", "3", "--query-parallel-min-rows", "1"]
+    }
+}
 
 /// How far partition 0 of `sk` runs ahead of partition 1 in event time.
 const SKEW_MS: i64 = 30_000;
@@ -564,7 +575,7 @@ fn note(msg: &str) {
 async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
     let mut rng = SmallRng::seed_from_u64(case_seed);
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = Server::start_with(tmp.path(), 0, SERVER_ARGS);
+    let mut server = Server::start_with(tmp.path(), 0, server_args(case_seed));
     let mut db = Session { client: server.client().await, script: Vec::new() };
 
     // Inputs.
@@ -1011,7 +1022,7 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         if rng.random_bool(0.03) {
             db.script.push("-- kill -9 and restart the server".into());
             server.kill9();
-            server = Server::start_with(tmp.path(), 0, SERVER_ARGS);
+            server = Server::start_with(tmp.path(), 0, server_args(case_seed));
             db.client = server.client().await;
         }
     }

@@ -17,6 +17,7 @@ mod limits;
 mod load;
 mod log_compaction;
 mod log_model;
+mod parallel;
 mod pg;
 mod pg_catalog;
 mod pgsecurity;

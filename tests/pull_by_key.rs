@@ -208,3 +208,153 @@ async fn a_tombstone_deletes_the_row_its_key_names() {
     assert_eq!(query(&c, "SELECT label FROM prices").await, vec![row(&["b"])]);
     assert_eq!(query(&c, "SELECT label FROM prices WHERE p = 12.30").await, Vec::<Vec<Option<String>>>::new());
 }
+
+/// What a statement gives over the simple protocol: column names and text rows, or its
+/// SQLSTATE.
+async fn outcome(c: &tokio_postgres::Client, sql: &str) -> Result<(Vec<String>, Rows), String> {
+    match c.simple_query(sql).await {
+        Ok(messages) => {
+            let mut names = Vec::new();
+            let mut rows = Vec::new();
+            for m in messages {
+                match m {
+                    tokio_postgres::SimpleQueryMessage::RowDescription(d) => {
+                        names = d.iter().map(|c| c.name().to_string()).collect()
+                    }
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                    }
+                    _ => {}
+                }
+            }
+            Ok((names, sorted(rows)))
+        }
+        Err(e) => Err(e.as_db_error().map(|d| d.code().code().to_string()).unwrap_or_else(|| e.to_string())),
+    }
+}
+
+/// A lookup by the whole key is answered without DataFusion (`engine/point_lookup.rs`): it
+/// must give what the general path gives, names, types and rows, for every literal, including
+/// those that take the general path (a BIGINT key against `5.5`, an INT key past its range).
+/// `AND 1 = 1` sends the same statement down the general path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_key_lookups_answer_as_the_general_path_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    query(&c, "CREATE TABLE users (id BIGINT PRIMARY KEY, name STRING, score DOUBLE) WITH (PARTITIONS=3)").await;
+    let values: Vec<String> = (-5..50).map(|i| format!("({i}, 'u{i}', {}.25)", i % 7)).collect();
+    query(&c, &format!("INSERT INTO users (id, name, score) VALUES {}", values.join(", "))).await;
+    query(&c, "CREATE TABLE words (w STRING PRIMARY KEY, n BIGINT) WITH (PARTITIONS=2)").await;
+    query(&c, "INSERT INTO words (w, n) VALUES ('band', 1), ('Band', 2), ('5', 3), ('', 4), ('it''s', 5)").await;
+    query(&c, "CREATE TABLE prices (p DECIMAL(10,2) PRIMARY KEY, label STRING) WITH (PARTITIONS=1, KEY_FORMAT='JSON')")
+        .await;
+    query(&c, "INSERT INTO prices (p, label) VALUES (12.30, 'a'), (12.31, 'b'), (-3.5, 'c'), (100, 'd'), (0, 'z')")
+        .await;
+    query(&c, "CREATE TABLE small (n INT PRIMARY KEY, label STRING) WITH (PARTITIONS=1)").await;
+    query(&c, "INSERT INTO small (n, label) VALUES (1, 'one'), (-2, 'minus two')").await;
+    query(&c, "CREATE TABLE ratios (r DOUBLE PRIMARY KEY, label STRING) WITH (PARTITIONS=1)").await;
+    query(
+        &c,
+        "INSERT INTO ratios (r, label) VALUES (5, 'five'), (2.5, 'two and a half'), (-1, 'minus one'), (0, 'zero')",
+    )
+    .await;
+    query(&c, "CREATE STREAM orders (id STRING KEY, region STRING, kind STRING, amount BIGINT) WITH (PARTITIONS=2)")
+        .await;
+    let values: Vec<String> =
+        (0..40).map(|i| format!("('o{i}', 'r{}', '{}', {i})", i % 4, ["a", "b", "c"][i % 3])).collect();
+    query(&c, &format!("INSERT INTO orders (id, region, kind, amount) VALUES {}", values.join(", "))).await;
+    query(
+        &c,
+        "CREATE TABLE by_region AS SELECT region, kind, COUNT(*) AS n, SUM(amount) AS total FROM orders \
+         GROUP BY kind, region EMIT CHANGES",
+    )
+    .await;
+    query(&c, "FLUSH").await;
+
+    let statements = [
+        "SELECT * FROM users WHERE id = 7",
+        "SELECT * FROM users WHERE id = -3",
+        "SELECT * FROM users WHERE 7 = id",
+        "SELECT * FROM users WHERE id = '7'",
+        "SELECT * FROM users WHERE id = 5.5",
+        "SELECT * FROM users WHERE id = 7.0",
+        "SELECT * FROM users WHERE id = 1000",
+        "SELECT * FROM users WHERE id = 99999999999999999999",
+        "SELECT name FROM users WHERE id = 7",
+        "SELECT name AS who, id FROM users WHERE id = 7",
+        "SELECT u.name, u.score FROM users u WHERE u.id = 7",
+        "SELECT users.name FROM users WHERE users.id = 8",
+        "SELECT id, id FROM users WHERE id = 7",
+        "SELECT * FROM users WHERE (id = 9)",
+        "SELECT * FROM users WHERE id = 7 AND name = 'u7'",
+        "SELECT * FROM users WHERE id = 7 LIMIT 0",
+        "SELECT * FROM users WHERE id = 7 ORDER BY name",
+        "SELECT DISTINCT name FROM users WHERE id = 7",
+        "SELECT * FROM users WHERE ID = 7",
+        "SELECT nope FROM users WHERE id = 7",
+        "SELECT * FROM words WHERE w = 'band'",
+        "SELECT * FROM words WHERE w = 'Band'",
+        "SELECT * FROM words WHERE w = 5",
+        "SELECT * FROM words WHERE w = '5'",
+        "SELECT * FROM words WHERE w = ''",
+        "SELECT * FROM words WHERE w = 'it''s'",
+        "SELECT * FROM prices WHERE p = 12.3",
+        "SELECT * FROM prices WHERE p = 12.30",
+        "SELECT * FROM prices WHERE p = 12.300",
+        "SELECT * FROM prices WHERE p = 12.305",
+        "SELECT * FROM prices WHERE p = '12.31'",
+        "SELECT * FROM prices WHERE p = -3.5",
+        "SELECT * FROM prices WHERE p = 100",
+        "SELECT * FROM prices WHERE p = 0",
+        "SELECT * FROM prices WHERE p = 123456789.5",
+        "SELECT * FROM small WHERE n = 1",
+        "SELECT * FROM small WHERE n = -2",
+        "SELECT * FROM small WHERE n = 3000000000",
+        "SELECT * FROM ratios WHERE r = 5",
+        "SELECT * FROM ratios WHERE r = 5.0",
+        "SELECT * FROM ratios WHERE r = '2.5'",
+        "SELECT * FROM ratios WHERE r = -1",
+        "SELECT * FROM ratios WHERE r = 1e0",
+        "SELECT * FROM ratios WHERE r = -0.0",
+        "SELECT * FROM ratios WHERE r = 0",
+        "SELECT * FROM by_region WHERE kind = 'a' AND region = 'r1'",
+        "SELECT * FROM by_region WHERE region = 'r2' AND kind = 'c'",
+        "SELECT n, total FROM by_region WHERE region = 'r0' AND kind = 'a'",
+        "SELECT * FROM by_region WHERE region = 'r0'",
+        "SELECT * FROM by_region WHERE region = 'r9' AND kind = 'a'",
+    ];
+    for sql in statements {
+        let general = format!("{sql} AND 1 = 1");
+        let general = match sql.find(" LIMIT ").or_else(|| sql.find(" ORDER BY ")) {
+            Some(at) => format!("{} AND 1 = 1{}", &sql[..at], &sql[at..]),
+            None => general,
+        };
+        assert_eq!(outcome(&c, sql).await, outcome(&c, &general).await, "{sql}");
+    }
+    // A lookup that finds its row, to be sure the comparisons above are not all empty.
+    assert_eq!(outcome(&c, "SELECT name FROM users WHERE id = 7").await, Ok((vec!["name".into()], vec![row(&["u7"])])));
+
+    // Prepared, with typed parameters (the extended protocol, binary results).
+    let fast = c.prepare("SELECT * FROM users WHERE id = $1").await.unwrap();
+    let general = c.prepare("SELECT * FROM users WHERE id = $1 AND 1 = 1").await.unwrap();
+    for id in [-5i64, 0, 7, 49, 50, i64::MAX] {
+        let a = c.query(&fast, &[&id]).await.unwrap();
+        let b = c.query(&general, &[&id]).await.unwrap();
+        assert_eq!(a.len(), b.len(), "id {id}");
+        for (x, y) in a.iter().zip(&b) {
+            let cells = |r: &tokio_postgres::Row| (r.get::<_, i64>(0), r.get::<_, String>(1), r.get::<_, f64>(2));
+            assert_eq!(cells(x), cells(y), "id {id}");
+            let types = |r: &tokio_postgres::Row| r.columns().iter().map(|c| c.type_().clone()).collect::<Vec<_>>();
+            assert_eq!(types(x), types(y));
+        }
+    }
+    let fast = c.prepare("SELECT label FROM prices WHERE p = $1").await.unwrap();
+    let rows = c.query(&fast, &[&"12.30"]).await;
+    let general = c.query("SELECT label FROM prices WHERE p = $1 AND 1 = 1", &[&"12.30"]).await;
+    assert_eq!(rows.is_ok(), general.is_ok());
+    if let (Ok(a), Ok(b)) = (rows, general) {
+        let labels = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>();
+        assert_eq!(labels(a), labels(b));
+    }
+}

@@ -73,6 +73,20 @@ pub struct RuntimeConfig {
     /// Memory a stream–stream join's buffers may take before keys spill to the state store
     /// (`--query-memory-bytes`).
     pub join_memory_bytes: usize,
+    /// Threads one query may use (`--query-threads`): with 2 or more, a query over one input
+    /// reads ahead on a thread of its own (`task/read_ahead.rs`) and an aggregation folds its
+    /// groups on this many threads, split by group key (`operator::aggregate`).
+    pub query_threads: usize,
+    /// An aggregation folds a batch on several threads only from this many rows on.
+    pub parallel_min_rows: usize,
+}
+
+/// `--query-parallel-min-rows`'s default.
+pub const DEFAULT_PARALLEL_MIN_ROWS: usize = 512;
+
+/// `--query-threads`'s default: the machine's cores, at most 4.
+pub fn default_query_threads() -> u16 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u16)
 }
 
 /// `--idle-partition-timeout-ms`'s default.
@@ -86,6 +100,8 @@ impl Default for RuntimeConfig {
             nice: 0,
             idle_partition_timeout: DEFAULT_IDLE_PARTITION_TIMEOUT,
             join_memory_bytes: 256 << 20,
+            query_threads: 1,
+            parallel_min_rows: DEFAULT_PARALLEL_MIN_ROWS,
         }
     }
 }

@@ -230,12 +230,16 @@ impl Sink {
             }
         }
         self.ends.clone_from(&self.committed);
+        // Each partition's batches are written, then made durable with one fsync.
         for (p, out) in output.partitions.iter_mut().enumerate() {
             for batch in &mut out.batches[..out.used] {
                 batch.finish();
                 let now = batch.max_timestamp_ms().max(0);
-                let info = self.topic.partitions[p].append_as(Some(&self.owner), batch.bytes(), now)?;
+                let info = self.topic.partitions[p].write_as(Some(&self.owner), batch.bytes(), now)?;
                 self.ends[p] = info.last_offset + 1;
+            }
+            if out.used > 0 {
+                self.topic.partitions[p].make_durable(self.ends[p])?;
             }
         }
         Ok(())
@@ -381,6 +385,15 @@ impl ProcessingLog {
             let mut buffer = buffer.lock().unwrap_or_else(|p| p.into_inner());
             records.append(&mut buffer);
             *buffer = records;
+        }
+    }
+
+    /// Adds entries another buffered log took (a query's read-ahead thread hands over the
+    /// entries of the records it decoded with those records).
+    pub fn extend_buffered(&self, records: Vec<LogRecord>) {
+        match &self.buffer {
+            Some(buffer) => buffer.lock().unwrap_or_else(|p| p.into_inner()).extend(records),
+            None => self.append(records),
         }
     }
 

@@ -118,6 +118,23 @@ impl Source {
             .min()
     }
 
+    /// Notes which partitions the query has read to their end at `offsets` (a caught-up
+    /// partition starts its idle time, see `holding_min`); returns them.
+    pub fn note_positions(&mut self, offsets: &[i64]) -> Vec<bool> {
+        let now = self.clock.now_ms();
+        let mut all = Vec::with_capacity(self.partitions.len());
+        for (idx, p) in self.partitions.iter().enumerate() {
+            let caught_up = offsets[idx] >= p.high_watermark();
+            match (caught_up, self.caught_up_since_ms[idx]) {
+                (false, _) => self.caught_up_since_ms[idx] = None,
+                (true, None) => self.caught_up_since_ms[idx] = Some(now),
+                (true, Some(_)) => {}
+            }
+            all.push(caught_up);
+        }
+        all
+    }
+
     /// Reads and decodes the next chunk: of the partitions with data to read, the one whose
     /// event time is lowest (taking turns on a tie); a caught-up partition starts its idle time.
     /// A replay then reads the partitions in about the same interleaving as the first run.
@@ -129,15 +146,9 @@ impl Source {
         query_id: &str,
     ) -> Result<Option<DecodedBatch>> {
         let n = self.partitions.len();
-        let now = self.clock.now_ms();
+        let caught_up = self.note_positions(offsets);
         let mut order: Vec<(bool, i64, usize, usize)> = Vec::with_capacity(n);
-        for (idx, p) in self.partitions.iter().enumerate() {
-            let caught_up = offsets[idx] >= p.high_watermark();
-            match (caught_up, self.caught_up_since_ms[idx]) {
-                (false, _) => self.caught_up_since_ms[idx] = None,
-                (true, None) => self.caught_up_since_ms[idx] = Some(now),
-                (true, Some(_)) => {}
-            }
+        for (idx, caught_up) in caught_up.into_iter().enumerate() {
             // Caught-up partitions are still tried (last): a read past the end resets there.
             order.push((caught_up, self.time_ms[idx], (idx + n - self.next_partition) % n, idx));
         }

@@ -8,9 +8,11 @@
 use super::*;
 
 mod event_time;
+mod read_ahead;
 mod recovery;
 mod state_view;
 
+use read_ahead::{Read, ReadAhead};
 use recovery::{check_state_format, clear_plog_entries, recover_processing_log, PLOG_ENTRY_PREFIX, PLOG_FROM_KEY};
 use state_view::StateView;
 
@@ -134,6 +136,9 @@ impl Runtime {
         });
         let emit_final = plan.emit_final;
         let mut ops = Operators::new(plan)?;
+        if let Body::Aggregate(aggregate) = &mut ops.body {
+            aggregate.set_threads(self.config.query_threads, self.config.parallel_min_rows);
+        }
         if let Some(ij) = &mut ops.interval {
             ij.memory_max_bytes = self.config.join_memory_bytes;
             ij.restore(self.store.scan_prefix(&cf, &[BUFFER_PREFIX], usize::MAX)?)?;
@@ -169,6 +174,7 @@ impl Runtime {
             dirty: true,
             status: status.clone(),
             stop: stop.clone(),
+            read_ahead: None,
         };
         if std::mem::take(&mut task.reproject) {
             task.reproject_groups()?;
@@ -240,12 +246,17 @@ struct QueryTask {
     dirty: bool,
     status: Arc<QueryStatus>,
     stop: Arc<AtomicBool>,
+    /// The thread reading ahead, for a query over one input with `query_threads` ≥ 2.
+    read_ahead: Option<ReadAhead>,
 }
 
 impl QueryTask {
     /// The continuous-query data path: poll → decode → operators → buffer → checkpoint.
     /// A joined table's updates are applied before the stream's records that follow them.
     fn run(&mut self) -> Result<()> {
+        if self.table_input.is_empty() && self.rt.config.query_threads >= 2 {
+            self.read_ahead = Some(ReadAhead::start(&self.rt, &self.id, &self.source, self.offsets.clone())?);
+        }
         let mut last_checkpoint = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             // A checkpoint that failed (a full disk) is retried before reading more input.
@@ -321,7 +332,10 @@ impl QueryTask {
                     if self.dirty {
                         continue;
                     }
-                    self.rt.log.notifier.wait_past(version, Duration::from_millis(100));
+                    // The reading thread waits for new records itself.
+                    if self.read_ahead.is_none() {
+                        self.rt.log.notifier.wait_past(version, Duration::from_millis(100));
+                    }
                 }
             }
         }
@@ -382,6 +396,9 @@ impl QueryTask {
     /// time order and stream time never runs ahead of the slower side by more than a chunk.
     /// A stream–stream join reads smaller chunks, so that lead stays well inside a grace period.
     fn poll_next(&mut self) -> Result<(Option<usize>, Option<DecodedBatch>)> {
+        if self.read_ahead.is_some() {
+            return Ok((None, self.read_ahead_next()?));
+        }
         let max = self.rt.config.fetch_bytes_max;
         let plog = &self.rt.processing_log;
         if !self.ops.join.is_empty() {
@@ -439,6 +456,24 @@ impl QueryTask {
             }
         }
         Ok((None, None))
+    }
+
+    /// The next chunk the reading thread decoded (waiting for it up to 100 ms): its reading
+    /// positions become the query's, to be committed with the chunk's results.
+    fn read_ahead_next(&mut self) -> Result<Option<DecodedBatch>> {
+        let Some(reader) = &self.read_ahead else { return Ok(None) };
+        let (decoded, offsets, plog) = match reader.next(Duration::from_millis(100))? {
+            None => return Ok(None),
+            Some(Read::Chunk { decoded, offsets, plog }) => (Some(decoded), offsets, plog),
+            Some(Read::CaughtUp { offsets, plog }) => (None, offsets, plog),
+        };
+        if offsets != self.offsets || !plog.is_empty() {
+            self.dirty = true;
+        }
+        self.offsets = offsets;
+        self.rt.processing_log.extend_buffered(plog);
+        self.source.note_positions(&self.offsets);
+        Ok(decoded)
     }
 
     fn process(&mut self, decoded: DecodedBatch, from_second: bool) -> Result<()> {
@@ -984,7 +1019,7 @@ fn loader<'a>(
     cf: &'a str,
     pending: &'a Pending,
     prefix: u8,
-) -> impl Fn(&[Vec<u8>]) -> Result<StoredValues> + 'a {
+) -> impl Fn(&[Vec<u8>]) -> Result<StoredValues> + Sync + 'a {
     move |keys: &[Vec<u8>]| {
         let full: Vec<Vec<u8>> = keys.iter().map(|k| prefixed(prefix, k)).collect();
         let mut out = store.multi_get(cf, &full)?;

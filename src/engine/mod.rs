@@ -6,6 +6,7 @@ mod ddl;
 pub mod pg_catalog;
 mod pg_functions;
 mod pg_views;
+mod point_lookup;
 mod privileges;
 mod pull_table;
 mod serve;
@@ -42,6 +43,10 @@ pub struct EngineConfig {
     pub query_nice: i32,
     /// See `RuntimeConfig::idle_partition_timeout`.
     pub idle_partition_timeout: Duration,
+    /// See `RuntimeConfig::query_threads`.
+    pub query_threads: usize,
+    /// See `RuntimeConfig::parallel_min_rows`.
+    pub query_parallel_min_rows: usize,
     /// Most rows a pull query may return (0: no limit).
     pub max_result_rows: usize,
     /// Pull queries running longer are cancelled (`SET statement_timeout` overrides it).
@@ -60,6 +65,8 @@ impl EngineConfig {
             checkpoint_interval: Duration::from_millis(200),
             query_nice: 0,
             idle_partition_timeout: crate::dataflow::DEFAULT_IDLE_PARTITION_TIMEOUT,
+            query_threads: crate::dataflow::default_query_threads().into(),
+            query_parallel_min_rows: crate::dataflow::DEFAULT_PARALLEL_MIN_ROWS,
             max_result_rows: 0,
             statement_timeout: None,
             backups: Default::default(),
@@ -182,6 +189,8 @@ impl Engine {
                 checkpoint_interval: config.checkpoint_interval,
                 nice: config.query_nice,
                 idle_partition_timeout: config.idle_partition_timeout,
+                query_threads: config.query_threads.max(1),
+                parallel_min_rows: config.query_parallel_min_rows.max(1),
                 join_memory_bytes: config.query_memory_bytes,
                 ..Default::default()
             },

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{new_null_array, Array, ArrayRef};
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
@@ -423,10 +423,17 @@ impl TableProvider for TableRows {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let batch = self.read(self.access(filters)).await?;
+        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema.clone(), projection.cloned())?)
+    }
+}
+
+impl TableRows {
+    /// The rows `access` names, as one batch in the table's schema.
+    async fn read(&self, access: Access) -> Result<RecordBatch> {
         let rows = match &self.cf {
             None => Vec::new(),
             Some(cf) => {
-                let access = self.access(filters);
                 let (snapshot, cf, width, max_bytes) =
                     (self.snapshot.clone(), cf.clone(), self.rel.columns.len(), self.max_bytes);
                 // A statement timeout or cancel request drops this future: the guard then
@@ -438,13 +445,27 @@ impl TableProvider for TableRows {
                     .map_err(|e| EddyError::Internal(format!("table read task: {e}")))??
             }
         };
-        let batch = if rows.is_empty() {
+        if rows.is_empty() {
             let columns = self.schema.fields().iter().map(|f| new_null_array(f.data_type(), 0)).collect();
-            datafusion::arrow::array::RecordBatch::try_new(self.schema.clone(), columns)?
-        } else {
-            rows_to_batch(&self.rel.columns, &rows).map_err(EddyError::Internal)?
-        };
-        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema.clone(), projection.cloned())?)
+            return Ok(RecordBatch::try_new(self.schema.clone(), columns)?);
+        }
+        rows_to_batch(&self.rel.columns, &rows).map_err(EddyError::Internal)
+    }
+
+    /// The rows `filters` pin by their whole key (point reads), or `None` when they do not.
+    pub(super) async fn read_by_key(&self, filters: &[Expr]) -> Result<Option<RecordBatch>> {
+        match self.access(filters) {
+            access @ Access::Keys(_) => Ok(Some(self.read(access).await?)),
+            _ => Ok(None),
+        }
+    }
+
+    pub(super) fn column_name(&self, column: usize) -> &str {
+        &self.rel.columns[column].name
+    }
+
+    pub(super) fn width(&self) -> usize {
+        self.rel.columns.len()
     }
 }
 

@@ -167,6 +167,9 @@ impl Engine {
     }
 
     pub(super) async fn pull_query(&self, select: &SelectStatement) -> Result<Output> {
+        if let Some(rows) = self.point_lookup(select).await? {
+            return Ok(rows);
+        }
         let ctx = self.pull_context(select, true).await?;
         let df = ctx.sql(&select.sql).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());

@@ -283,6 +283,25 @@ impl Partition {
     /// `append` by `writer`: `Some(query)` for a query's sink, `None` for everyone else.
     /// The write goes through only when `writer` is the partition's owner (or both are none).
     pub fn append_as(&self, writer: Option<&str>, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        let info = self.write_as(writer, bytes, now_ms)?;
+        self.make_durable(info.last_offset + 1)?;
+        Ok(info)
+    }
+
+    /// Returns once everything below `end` is durable (one fsync for every batch written
+    /// since the last one: a query's checkpoint writes many and syncs once per partition).
+    pub fn make_durable(&self, end: i64) -> Result<(), LogError> {
+        if self.config().flush_each_append {
+            self.sync_to(end)
+        } else {
+            self.durable_end.fetch_max(end, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// `append_as` without waiting for durability: nothing written is durable (nor read by
+    /// consumers) until `make_durable` covers it.
+    pub fn write_as(&self, writer: Option<&str>, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
         {
             let owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
             if owner.as_deref() != writer {
@@ -317,11 +336,6 @@ impl Partition {
             inner.active().append(bytes, &header)?;
             AppendInfo { base_offset, last_offset: base_offset + header.last_offset_delta as i64 }
         };
-        if config.flush_each_append {
-            self.sync_to(info.last_offset + 1)?;
-        } else {
-            self.durable_end.fetch_max(info.last_offset + 1, Ordering::SeqCst);
-        }
         self.notifier.notify();
         Ok(info)
     }

@@ -9,6 +9,11 @@
 //! after the whole batch, like ksqlDB's record cache). The touched groups' columns are
 //! decoded from their keys and the aggregates' from their accumulators, and HAVING and the
 //! SELECT list run as physical expressions over that batch.
+//!
+//! The groups are split into shards by a hash of their key (`GroupCache`). With more than
+//! one shard (`--query-threads`), a large batch folds and emits each shard's groups on its
+//! own thread: every group lives in exactly one shard, so the shards share nothing but the
+//! batch they read. The query's thread still makes one checkpoint of them all.
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
@@ -25,7 +30,8 @@ use crate::format::row_keys::RowKeys;
 use crate::plan::AggregatePlan;
 
 /// Reads the stored state of a batch of groups (one multi-get), `None` for new groups.
-pub type StateLoader<'a> = &'a dyn Fn(&[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>;
+/// Shards load their groups on their own threads.
+pub type StateLoader<'a> = &'a (dyn Fn(&[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> + Sync);
 
 /// A stored group as its values and output row (what EMIT FINAL and RETENTION read).
 pub struct GroupRow {
@@ -34,18 +40,88 @@ pub struct GroupRow {
 }
 
 pub struct AggregateOperator {
-    pub plan: AggregatePlan,
-    pub output_schema: SchemaRef,
+    def: Definition,
+    /// Groups read or written since the last checkpoint.
+    cache: GroupCache,
+    /// Session windows per group key, read or written since the last checkpoint.
+    sessions: HashMap<Vec<u8>, Vec<(i64, i64)>>,
+    /// Smaller batches fold on the query's thread: starting threads would cost more.
+    parallel_min_rows: usize,
+}
+
+/// What the aggregation computes: shared, read-only, by the threads of a batch.
+struct Definition {
+    plan: AggregatePlan,
+    output_schema: SchemaRef,
     /// Inputs may retract rows (the source is a table): MIN/MAX keep multisets.
-    pub retractions: bool,
+    retractions: bool,
     /// The group keys' encoding (the group columns' types).
     keys: RowKeys,
     /// One per aggregate.
     slots: Vec<AggSlot>,
-    /// Groups read or written since the last checkpoint.
-    cache: HashMap<Vec<u8>, Group>,
-    /// Session windows per group key, read or written since the last checkpoint.
-    sessions: HashMap<Vec<u8>, Vec<(i64, i64)>>,
+}
+
+/// Cached groups, split into shards by a hash of the key.
+struct GroupCache {
+    shards: Vec<HashMap<Vec<u8>, Group>>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl GroupCache {
+    fn new(shards: usize) -> GroupCache {
+        GroupCache {
+            shards: (0..shards.max(1)).map(|_| HashMap::new()).collect(),
+            hasher: foldhash::fast::FixedState::with_seed(0x5EED),
+        }
+    }
+
+    fn shard_of(&self, key: &[u8]) -> usize {
+        match self.shards.len() {
+            1 => 0,
+            n => (std::hash::BuildHasher::hash_one(&self.hasher, key) % n as u64) as usize,
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Group> {
+        self.shards[self.shard_of(key)].get(key)
+    }
+
+    fn insert(&mut self, key: Vec<u8>, group: Group) {
+        let shard = self.shard_of(&key);
+        self.shards[shard].insert(key, group);
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<Group> {
+        let shard = self.shard_of(key);
+        self.shards[shard].remove(key)
+    }
+
+    fn contains_key(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// `keys` split by shard, each in its given order.
+    fn split(&self, keys: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
+        let mut out = vec![Vec::new(); self.shards.len()];
+        for k in keys {
+            out[self.shard_of(k)].push(k.clone());
+        }
+        out
+    }
+}
+
+/// One shard's part of a batch: the rows it folds and the groups they touch.
+#[derive(Default)]
+struct ShardWork {
+    rows: Vec<usize>,
+    touched: Vec<Vec<u8>>,
+}
+
+/// What a shard did with its part: its changes, or the error and how its groups were
+/// before (to undo every shard's fold when one fails).
+struct ShardDone {
+    result: Result<Vec<Change>>,
+    before: Vec<(Vec<super::accumulator::Acc>, i64)>,
 }
 
 /// A session window: (start, end) event times, both inclusive.
@@ -90,14 +166,18 @@ impl AggregateOperator {
             })
             .collect::<Result<_>>()?;
         Ok(AggregateOperator {
-            keys: RowKeys::new(&group_types)?,
-            slots,
-            plan,
-            output_schema,
-            retractions,
-            cache: HashMap::new(),
+            def: Definition { keys: RowKeys::new(&group_types)?, slots, plan, output_schema, retractions },
+            cache: GroupCache::new(1),
             sessions: HashMap::new(),
+            parallel_min_rows: usize::MAX,
         })
+    }
+
+    /// Splits the groups over `threads` shards, folded on as many threads for batches of
+    /// `min_rows` rows or more (call before the first batch).
+    pub fn set_threads(&mut self, threads: usize, min_rows: usize) {
+        self.cache = GroupCache::new(threads);
+        self.parallel_min_rows = min_rows;
     }
 
     /// Drops a group from the cache (its state was deleted).
@@ -114,7 +194,7 @@ impl AggregateOperator {
                 None => return Ok(None),
             },
         };
-        let columns = self.keys.decode([key])?;
+        let columns = self.def.keys.decode([key])?;
         let g = columns.iter().map(|c| cell_at(c.as_ref(), 0)).collect();
         let r = group.row.as_deref().map(serde_json::from_slice).transpose().map_err(bad_state)?;
         Ok(Some(GroupRow { g, r }))
@@ -124,7 +204,7 @@ impl AggregateOperator {
     /// (`None`: the group is gone).
     pub fn drain_writes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let mut writes = Vec::new();
-        for (k, group) in self.cache.iter_mut().filter(|(_, g)| g.dirty) {
+        for (k, group) in self.cache.shards.iter_mut().flatten().filter(|(_, g)| g.dirty) {
             group.dirty = false;
             writes.push((k.clone(), (!group.accs.is_empty()).then(|| encode_group(group))));
         }
@@ -133,7 +213,9 @@ impl AggregateOperator {
 
     /// Forgets cached groups (after a checkpoint wrote them; RocksDB's cache keeps them warm).
     pub fn clear_cache(&mut self) {
-        self.cache.clear();
+        for shard in &mut self.cache.shards {
+            shard.clear();
+        }
         self.sessions.clear();
     }
 
@@ -150,71 +232,78 @@ impl AggregateOperator {
             return Ok(Vec::new());
         }
         let groups: Vec<ArrayRef> =
-            self.plan.group.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<_, _>>()?;
-        let keys = self.keys.encode(&groups, n)?;
-        let args = self.arguments(batch)?;
+            self.def.plan.group.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<_, _>>()?;
+        let keys = self.def.keys.encode(&groups, n)?;
+        let args = self.def.arguments(batch)?;
 
-        // Load the groups this batch touches that are not cached, with one multi-get.
-        let mut touched: Vec<Vec<u8>> = Vec::new();
-        let mut missing: Vec<Vec<u8>> = Vec::new();
+        // Each row to its group's shard; each shard's groups in the order the batch first
+        // touches them.
+        let mut work: Vec<ShardWork> = (0..self.cache.shards.len()).map(|_| ShardWork::default()).collect();
         {
             let mut seen: HashSet<&[u8]> = HashSet::with_capacity(n);
             for row in 0..n {
                 let k = keys.key(row);
+                let shard = &mut work[self.cache.shard_of(k)];
+                shard.rows.push(row);
                 if seen.insert(k) {
-                    touched.push(k.to_vec());
-                    if !self.cache.contains_key(k) {
-                        missing.push(k.to_vec());
+                    shard.touched.push(k.to_vec());
+                }
+            }
+        }
+        let def = &self.def;
+        let fold = |cache: &mut HashMap<Vec<u8>, Group>, work: &ShardWork| {
+            def.fold_shard(cache, work, &keys, &args, signs, timestamp_ms, load)
+        };
+        let parallel = work.len() > 1 && n >= self.parallel_min_rows;
+        let done: Vec<ShardDone> = if parallel {
+            std::thread::scope(|scope| {
+                let mut shards = self.cache.shards.iter_mut().zip(&work);
+                let first = shards.next();
+                // A shard whose thread cannot start fails the batch untouched (it folded nothing).
+                let mut running = Vec::new();
+                let mut inline = Vec::new();
+                for (cache, w) in shards {
+                    match std::thread::Builder::new().spawn_scoped(scope, || fold(cache, w)) {
+                        Ok(handle) => running.push(handle),
+                        Err(e) => inline.push(ShardDone {
+                            result: Err(EddyError::Internal(format!("could not start an aggregation thread: {e}"))),
+                            before: Vec::new(),
+                        }),
+                    }
+                }
+                let mut done: Vec<ShardDone> = first.map(|(cache, w)| fold(cache, w)).into_iter().collect();
+                done.extend(inline);
+                for handle in running {
+                    done.push(handle.join().unwrap_or_else(|_| ShardDone {
+                        result: Err(EddyError::Internal("an aggregation thread panicked".into())),
+                        before: Vec::new(),
+                    }));
+                }
+                done
+            })
+        } else {
+            self.cache.shards.iter_mut().zip(&work).map(|(cache, w)| fold(cache, w)).collect()
+        };
+        if done.iter().all(|d| d.result.is_ok()) {
+            return Ok(done.into_iter().flat_map(|d| d.result.unwrap_or_default()).collect());
+        }
+        // One shard failed: every shard's groups go back to how they were, so the caller can
+        // retry row by row without counting anything twice.
+        let mut first_error = None;
+        for ((d, w), shard) in done.into_iter().zip(&work).zip(&mut self.cache.shards) {
+            if d.before.len() == w.touched.len() {
+                for (k, (accs, n)) in w.touched.iter().zip(d.before) {
+                    if let Some(group) = shard.get_mut(k) {
+                        group.accs = accs;
+                        group.n = n;
                     }
                 }
             }
+            if let Err(e) = d.result {
+                first_error.get_or_insert(e);
+            }
         }
-        for (k, v) in missing.iter().zip(load(&missing)?) {
-            let group = match v {
-                Some(bytes) => decode_group(&bytes)?,
-                None => Group::default(),
-            };
-            self.cache.insert(k.clone(), group);
-        }
-
-        // If a sum leaves its type's range, or HAVING or the SELECT list fails on this batch,
-        // the groups go back to how they were, so the caller can retry row by row (and log
-        // the rows that fail) without counting anything twice. The fold changes only the
-        // accumulators and the count; the output row is rewritten only once the batch has
-        // succeeded.
-        let before: Vec<(Vec<super::accumulator::Acc>, i64)> =
-            touched.iter().map(|k| (self.cache[k].accs.clone(), self.cache[k].n)).collect();
-        let folded = (0..n).try_for_each(|row| {
-            let sign = signs.map_or(1, |s| s[row]);
-            let group = self.cache.get_mut(keys.key(row)).expect("loaded above");
-            if group.accs.is_empty() {
-                group.accs = self.slots.iter().map(AggSlot::initial).collect();
-            }
-            group.n += sign;
-            for ((slot, acc), column) in self.slots.iter().zip(&mut group.accs).zip(&args) {
-                slot.fold(acc, column, row, sign)?;
-            }
-            Ok(())
-        });
-        folded.and_then(|()| self.emit(&touched, timestamp_ms)).inspect_err(|_| {
-            for (k, (accs, n)) in touched.iter().zip(before) {
-                if let Some(group) = self.cache.get_mut(k) {
-                    group.accs = accs;
-                    group.n = n;
-                }
-            }
-        })
-    }
-
-    /// The aggregates' arguments over a batch, each read as its aggregate folds it.
-    fn arguments(&self, batch: &RecordBatch) -> Result<Vec<ArgColumn>> {
-        let n = batch.num_rows();
-        self.plan
-            .aggs
-            .iter()
-            .zip(&self.slots)
-            .map(|(spec, slot)| slot.column(spec.arg.evaluate(batch)?.into_array(n)?))
-            .collect()
+        Err(first_error.unwrap_or_else(|| EddyError::Internal("aggregation failed".into())))
     }
 
     /// Recomputes the output rows (HAVING, SELECT list) of stored groups, after the query's
@@ -224,8 +313,8 @@ impl AggregateOperator {
             let Some(bytes) = v else { continue };
             self.cache.insert(k.clone(), decode_group(&bytes)?);
         }
-        let present: Vec<Vec<u8>> = keys.iter().filter(|k| self.cache.contains_key(*k)).cloned().collect();
-        self.emit(&present, 0)
+        let present: Vec<Vec<u8>> = keys.iter().filter(|k| self.cache.contains_key(k)).cloned().collect();
+        self.emit_all(&present, 0)
     }
 
     /// Folds a batch into session windows, row by row in batch order. Per group key the
@@ -245,10 +334,10 @@ impl AggregateOperator {
             return Ok(out);
         }
         let groups: Vec<ArrayRef> =
-            self.plan.group.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<_, _>>()?;
+            self.def.plan.group.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<_, _>>()?;
         let field_rows =
-            groups.iter().enumerate().map(|(c, g)| self.keys.encode_field(c, g)).collect::<Result<Vec<_>>>()?;
-        let args = self.arguments(batch)?;
+            groups.iter().enumerate().map(|(c, g)| self.def.keys.encode_field(c, g)).collect::<Result<Vec<_>>>()?;
+        let args = self.def.arguments(batch)?;
         let times = batch.column(session.rowtime);
         let (start_pos, end_pos) = (session.start_pos, session.end_pos);
         // What this batch changed, to undo it if the batch fails (not a copy of the caches).
@@ -291,9 +380,9 @@ impl AggregateOperator {
                 return Ok(());
             }
             let mut merged =
-                Group { n: 0, accs: self.slots.iter().map(AggSlot::initial).collect(), row: None, dirty: false };
+                Group { n: 0, accs: self.def.slots.iter().map(AggSlot::initial).collect(), row: None, dirty: false };
             for &(s, e) in &merging {
-                let old_key = session_key(&self.keys, &field_rows, row, session, (s, e))?;
+                let old_key = session_key(&self.def.keys, &field_rows, row, session, (s, e))?;
                 if !undo_cache.contains_key(&old_key) {
                     undo_cache.insert(old_key.clone(), self.cache.get(&old_key).cloned());
                 }
@@ -305,7 +394,7 @@ impl AggregateOperator {
                 };
                 if let Some(old) = old.filter(|o| !o.accs.is_empty()) {
                     merged.n += old.n;
-                    for ((slot, acc), other) in self.slots.iter().zip(&mut merged.accs).zip(&old.accs) {
+                    for ((slot, acc), other) in self.def.slots.iter().zip(&mut merged.accs).zip(&old.accs) {
                         slot.merge(acc, other)?;
                     }
                 }
@@ -326,10 +415,10 @@ impl AggregateOperator {
                 ));
             }
             merged.n += 1;
-            for ((slot, acc), column) in self.slots.iter().zip(&mut merged.accs).zip(&args) {
+            for ((slot, acc), column) in self.def.slots.iter().zip(&mut merged.accs).zip(&args) {
                 slot.fold(acc, column, row, 1)?;
             }
-            let key = session_key(&self.keys, &field_rows, row, session, (start, end))?;
+            let key = session_key(&self.def.keys, &field_rows, row, session, (start, end))?;
             created_at.insert(key.clone(), row);
             if !undo_cache.contains_key(&key) {
                 undo_cache.insert(key.clone(), self.cache.get(&key).cloned());
@@ -360,7 +449,7 @@ impl AggregateOperator {
         let mut order: Vec<Vec<u8>> =
             touched.into_iter().rev().filter(|k| touched_set.contains(k) && emitted.insert(k.clone())).collect();
         order.reverse();
-        match folded.and_then(|()| self.emit(&order, timestamp_ms)) {
+        match folded.and_then(|()| self.emit_all(&order, timestamp_ms)) {
             Ok(changes) => {
                 out.changes = deleted
                     .into_iter()
@@ -374,7 +463,7 @@ impl AggregateOperator {
                 for (k, v) in undo_cache {
                     match v {
                         Some(group) => self.cache.insert(k, group),
-                        None => self.cache.remove(&k),
+                        None => drop(self.cache.remove(&k)),
                     };
                 }
                 for (k, v) in undo_sessions {
@@ -388,8 +477,80 @@ impl AggregateOperator {
         }
     }
 
+    /// Emits the touched groups, shard by shard.
+    fn emit_all(&mut self, touched: &[Vec<u8>], timestamp_ms: i64) -> Result<Vec<Change>> {
+        let mut changes = Vec::new();
+        for (shard, keys) in self.cache.split(touched).into_iter().enumerate() {
+            changes.extend(self.def.emit(&mut self.cache.shards[shard], &keys, timestamp_ms)?);
+        }
+        Ok(changes)
+    }
+}
+
+impl Definition {
+    /// The aggregates' arguments over a batch, each read as its aggregate folds it.
+    fn arguments(&self, batch: &RecordBatch) -> Result<Vec<ArgColumn>> {
+        let n = batch.num_rows();
+        self.plan
+            .aggs
+            .iter()
+            .zip(&self.slots)
+            .map(|(spec, slot)| slot.column(spec.arg.evaluate(batch)?.into_array(n)?))
+            .collect()
+    }
+
+    /// One shard's part of a batch: load its groups that are not cached, fold its rows,
+    /// emit its groups. On failure `before` holds how the touched groups were.
+    #[allow(clippy::too_many_arguments)]
+    fn fold_shard(
+        &self,
+        cache: &mut HashMap<Vec<u8>, Group>,
+        work: &ShardWork,
+        keys: &crate::format::row_keys::KeyRows,
+        args: &[ArgColumn],
+        signs: Option<&[i64]>,
+        timestamp_ms: i64,
+        load: StateLoader<'_>,
+    ) -> ShardDone {
+        let missing: Vec<Vec<u8>> = work.touched.iter().filter(|k| !cache.contains_key(*k)).cloned().collect();
+        let loaded = (|| {
+            if missing.is_empty() {
+                return Ok(());
+            }
+            for (k, v) in missing.iter().zip(load(&missing)?) {
+                let group = match v {
+                    Some(bytes) => decode_group(&bytes)?,
+                    None => Group::default(),
+                };
+                cache.insert(k.clone(), group);
+            }
+            Ok(())
+        })();
+        if let Err(e) = loaded {
+            return ShardDone { result: Err(e), before: Vec::new() };
+        }
+        // The fold changes only the accumulators and the count; the output row is rewritten
+        // only once the whole batch has succeeded.
+        let before: Vec<(Vec<super::accumulator::Acc>, i64)> =
+            work.touched.iter().map(|k| (cache[k].accs.clone(), cache[k].n)).collect();
+        let folded = work.rows.iter().try_for_each(|&row| {
+            let sign = signs.map_or(1, |s| s[row]);
+            let group = cache.get_mut(keys.key(row)).expect("loaded above");
+            if group.accs.is_empty() {
+                group.accs = self.slots.iter().map(AggSlot::initial).collect();
+            }
+            group.n += sign;
+            for ((slot, acc), column) in self.slots.iter().zip(&mut group.accs).zip(args) {
+                slot.fold(acc, column, row, sign)?;
+            }
+            Ok(())
+        });
+        let result = folded.and_then(|()| self.emit(cache, &work.touched, timestamp_ms));
+        ShardDone { result, before }
+    }
+
     /// Recomputes HAVING and the SELECT list for the touched groups.
-    fn emit(&mut self, touched: &[Vec<u8>], timestamp_ms: i64) -> Result<Vec<Change>> {
+    fn emit(&self, cache: &mut HashMap<Vec<u8>, Group>, touched: &[Vec<u8>], timestamp_ms: i64) -> Result<Vec<Change>> {
         if touched.is_empty() {
             return Ok(Vec::new());
         }
@@ -401,7 +562,7 @@ impl AggregateOperator {
         // Groups whose every row was retracted are deleted (once the rest has succeeded: a
         // failure leaves the cache for the caller to roll back).
         let (gone, live): (Vec<usize>, Vec<usize>) =
-            (0..touched.len()).partition(|&i| self.retractions && self.cache[&touched[i]].n <= 0);
+            (0..touched.len()).partition(|&i| self.retractions && cache[&touched[i]].n <= 0);
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         let live_indices = UInt32Array::from_iter_values(live.iter().map(|&i| i as u32));
         for (i, c) in group_columns.iter().enumerate() {
@@ -409,7 +570,7 @@ impl AggregateOperator {
             let want = schema.field(i).data_type();
             columns.push(if c.data_type() == want { c } else { cast(&c, want)? });
         }
-        let groups: Vec<&Group> = live.iter().map(|&i| &self.cache[&touched[i]]).collect();
+        let groups: Vec<&Group> = live.iter().map(|&i| &cache[&touched[i]]).collect();
         for (j, slot) in self.slots.iter().enumerate() {
             let accs: Vec<&super::accumulator::Acc> = groups.iter().map(|g| &g.accs[j]).collect();
             let c = slot.finish(&accs)?;
@@ -444,7 +605,7 @@ impl AggregateOperator {
         let mut changes = Vec::with_capacity(touched.len());
         for i in gone {
             let key = &touched[i];
-            self.cache.insert(key.clone(), Group::default());
+            cache.insert(key.clone(), Group::default());
             changes.push(Change {
                 state_key: key.clone(),
                 key_values: key_values(i),
@@ -457,7 +618,7 @@ impl AggregateOperator {
             let key = &touched[i];
             let row: Option<Vec<Value>> =
                 visible[out_row].then(|| projected.iter().map(|a| cell_at(a.as_ref(), out_row)).collect());
-            let group = self.cache.get_mut(key).expect("touched groups are cached");
+            let group = cache.get_mut(key).expect("touched groups are cached");
             group.row =
                 row.as_ref().map(serde_json::to_vec).transpose().map_err(|e| EddyError::Internal(e.to_string()))?;
             // Written once at the checkpoint (`drain_writes`), however often it changes.
