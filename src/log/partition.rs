@@ -290,13 +290,15 @@ impl Partition {
 
     /// Returns once everything below `end` is durable (one fsync for every batch written
     /// since the last one: a query's checkpoint writes many and syncs once per partition).
+    /// Readers waiting for new records are woken once they can read them.
     pub fn make_durable(&self, end: i64) -> Result<(), LogError> {
         if self.config().flush_each_append {
-            self.sync_to(end)
+            self.sync_to(end)?;
         } else {
             self.durable_end.fetch_max(end, Ordering::SeqCst);
-            Ok(())
         }
+        self.notifier.notify();
+        Ok(())
     }
 
     /// `append_as` without waiting for durability: nothing written is durable (nor read by
@@ -336,7 +338,6 @@ impl Partition {
             inner.active().append(bytes, &header)?;
             AppendInfo { base_offset, last_offset: base_offset + header.last_offset_delta as i64 }
         };
-        self.notifier.notify();
         Ok(info)
     }
 
