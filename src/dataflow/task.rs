@@ -3,16 +3,18 @@
 //! Also what a restart needs: sinks reopened at their committed ends; `task/recovery.rs`
 //! checks the state's format and re-appends processing-log entries if a crash came between
 //! a checkpoint and their append; `task/event_time.rs` restores partitions' event times;
-//! `task/state_view.rs` is the table–table join's view of its state.
+//! `task/state_view.rs` is the table–table join's view of its state; `task/checkpoint.rs`
+//! writes the checkpoints; `task/read_ahead.rs` is the reading thread of `--query-threads`.
 
 use super::*;
 
+mod checkpoint;
 mod event_time;
 mod read_ahead;
 mod recovery;
 mod state_view;
 
-use read_ahead::{Read, ReadAhead};
+use read_ahead::ReadAhead;
 use recovery::{check_state_format, clear_plog_entries, recover_processing_log, PLOG_ENTRY_PREFIX, PLOG_FROM_KEY};
 use state_view::StateView;
 
@@ -458,24 +460,6 @@ impl QueryTask {
         Ok((None, None))
     }
 
-    /// The next chunk the reading thread decoded (waiting for it up to 100 ms): its reading
-    /// positions become the query's, to be committed with the chunk's results.
-    fn read_ahead_next(&mut self) -> Result<Option<DecodedBatch>> {
-        let Some(reader) = &self.read_ahead else { return Ok(None) };
-        let (decoded, offsets, plog) = match reader.next(Duration::from_millis(100))? {
-            None => return Ok(None),
-            Some(Read::Chunk { decoded, offsets, plog }) => (Some(decoded), offsets, plog),
-            Some(Read::CaughtUp { offsets, plog }) => (None, offsets, plog),
-        };
-        if offsets != self.offsets || !plog.is_empty() {
-            self.dirty = true;
-        }
-        self.offsets = offsets;
-        self.rt.processing_log.extend_buffered(plog);
-        self.source.note_positions(&self.offsets);
-        Ok(decoded)
-    }
-
     fn process(&mut self, decoded: DecodedBatch, from_second: bool) -> Result<()> {
         let partition = decoded.partition;
         let read_ms = (decoded.batch.is_some() || !decoded.upserts.is_empty()).then_some(decoded.max_timestamp_ms);
@@ -895,107 +879,6 @@ impl QueryTask {
             }
         }
         Ok(())
-    }
-
-    /// Sink output, then one atomic state write, then publish (see the module comment).
-    /// Processing-log entries ride in the same write and are appended after it.
-    fn checkpoint(&mut self) -> Result<()> {
-        if let Some(join) = self.ops.interval.as_mut() {
-            self.pending.extend(join.drain_writes()?);
-        }
-        if let Body::Aggregate(aggregate) = &mut self.ops.body {
-            for (k, v) in aggregate.drain_writes() {
-                self.pending.insert(prefixed(self.agg_prefix, &k), v);
-            }
-        }
-        let plog_entries = self.rt.processing_log.take_buffered();
-        match self.write_checkpoint(&plog_entries) {
-            Ok(()) => {}
-            Err(e) => {
-                // Nothing was committed: the fenced output goes, everything else stays
-                // buffered for the next attempt.
-                for sink in [&mut self.sink, &mut self.late_sink].into_iter().flatten() {
-                    sink.roll_back()?;
-                }
-                self.rt.processing_log.put_back(plog_entries);
-                return Err(e);
-            }
-        }
-        self.pending.clear();
-        self.pending_outputs.clear();
-        self.pending_late.clear();
-        for sink in [&mut self.sink, &mut self.late_sink].into_iter().flatten() {
-            sink.mark_committed();
-        }
-        crate::failpoint::hit("checkpoint:after_commit");
-        for sink in [&self.sink, &self.late_sink].into_iter().flatten() {
-            sink.publish();
-        }
-        crate::failpoint::hit("checkpoint:after_publish");
-        if !plog_entries.is_empty() {
-            let n = plog_entries.len();
-            self.rt.processing_log.append(plog_entries);
-            clear_plog_entries(&self.rt.store, &self.cf, n)?;
-        }
-        if let Body::Aggregate(aggregate) = &mut self.ops.body {
-            aggregate.clear_cache();
-        }
-        if let Some(join) = self.ops.interval.as_mut() {
-            join.spill();
-            self.status.spilled_keys.store(join.spills, Ordering::Relaxed);
-            self.status.reloaded_keys.store(join.reloads, Ordering::Relaxed);
-        }
-        let mut committed = self.offsets.clone();
-        for (_, offsets) in &self.table_input {
-            committed.extend(offsets);
-        }
-        *self.status.committed.lock().unwrap_or_else(|p| p.into_inner()) = committed;
-        self.dirty = false;
-        Ok(())
-    }
-
-    /// Steps 1 and 2 of a checkpoint: the sinks' appends, then the one synced state write.
-    fn write_checkpoint(&mut self, plog_entries: &[crate::log::LogRecord]) -> Result<()> {
-        let mut cp = self.rt.store.checkpoint(&self.cf);
-        if !plog_entries.is_empty() {
-            cp.put(&self.rt.store, PLOG_FROM_KEY, &self.rt.processing_log.end_offset().to_be_bytes())?;
-            for (n, rec) in plog_entries.iter().enumerate() {
-                let mut key = PLOG_ENTRY_PREFIX.to_vec();
-                key.extend_from_slice(&(n as u32).to_be_bytes());
-                cp.put(&self.rt.store, &key, rec.value.as_deref().unwrap_or_default())?;
-            }
-        }
-        for (sink, outputs, prefix) in [
-            (&mut self.sink, &mut self.pending_outputs, SINK_PREFIX),
-            (&mut self.late_sink, &mut self.pending_late, LATE_SINK_PREFIX),
-        ] {
-            if let Some(sink) = sink {
-                sink.append(outputs)?;
-                for (p, end) in sink.ends.iter().enumerate() {
-                    cp.put(&self.rt.store, &partition_key(prefix, p as i32), &end.to_be_bytes())?;
-                }
-            }
-        }
-        crate::failpoint::hit("checkpoint:after_sink_append");
-        for (k, v) in &self.pending {
-            match v {
-                Some(v) => cp.put(&self.rt.store, k, v)?,
-                None => cp.delete(&self.rt.store, k)?,
-            }
-        }
-        for (p, off) in self.source.partitions.iter().zip(&self.offsets) {
-            cp.put(&self.rt.store, &partition_key(OFFSET_PREFIX, p.id), &off.to_be_bytes())?;
-        }
-        for (i, (table, offsets)) in self.table_input.iter().enumerate() {
-            for (p, off) in table.partitions.iter().zip(offsets) {
-                cp.put(&self.rt.store, &join_offset_key(i, p.id), &off.to_be_bytes())?;
-            }
-        }
-        self.persist_times(&mut cp)?;
-        if crate::failpoint::should_fail("checkpoint:fail_commit") {
-            return Err(EddyError::State("injected failure of a checkpoint's commit".into()));
-        }
-        self.rt.store.commit(cp)
     }
 }
 

@@ -113,3 +113,23 @@ fn read_loop(
         }
     }
 }
+
+impl QueryTask {
+    /// The next chunk the reading thread decoded (waiting for it up to 100 ms): its reading
+    /// positions become the query's, to be committed with the chunk's results.
+    pub(super) fn read_ahead_next(&mut self) -> Result<Option<DecodedBatch>> {
+        let Some(reader) = &self.read_ahead else { return Ok(None) };
+        let (decoded, offsets, plog) = match reader.next(Duration::from_millis(100))? {
+            None => return Ok(None),
+            Some(Read::Chunk { decoded, offsets, plog }) => (Some(decoded), offsets, plog),
+            Some(Read::CaughtUp { offsets, plog }) => (None, offsets, plog),
+        };
+        if offsets != self.offsets || !plog.is_empty() {
+            self.dirty = true;
+        }
+        self.offsets = offsets;
+        self.rt.processing_log.extend_buffered(plog);
+        self.source.note_positions(&self.offsets);
+        Ok(decoded)
+    }
+}
