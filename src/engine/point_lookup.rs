@@ -226,26 +226,16 @@ fn typed_literal(ty: &SqlType, e: &ast::Expr) -> Option<ScalarValue> {
     }
 }
 
-/// `text` (`-12.5`) in units of `10^-scale`, when it has no more places than `scale` and
-/// fits `precision`.
+/// `text` (`-12.5`) in units of `10^-scale`, when it is plain digits with no more places
+/// than `scale` (so `parse_decimal` has nothing to round) and fits `precision`.
 fn decimal_units(text: &str, precision: u8, scale: u8) -> Option<i128> {
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
+    let digits = text.strip_prefix('-').unwrap_or(text);
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() && fraction.is_empty() || !all_digits(whole) || !all_digits(fraction) {
+    let plain = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !plain(whole) || !plain(fraction) || fraction.len() > usize::from(scale) {
         return None;
     }
-    if fraction.len() > usize::from(scale)
-        || whole.trim_start_matches('0').len() + usize::from(scale) > usize::from(precision)
-    {
-        return None;
-    }
-    let padded = format!("{whole}{fraction:0<width$}", width = usize::from(scale));
-    let units: i128 = if padded.is_empty() { 0 } else { padded.parse().ok()? };
-    Some(if negative { -units } else { units })
+    crate::format::types::parse_decimal(text, precision, scale)
 }
 
 impl TableRows {
