@@ -9,6 +9,23 @@ use crate::common::{query, row, sqlstate, Server};
 
 type Rows = Vec<Vec<Option<String>>>;
 
+/// A stream `orders` of `n` records and `by_region`, an aggregation of it keyed by two group
+/// columns (GROUP BY in the other order than the SELECT's), read to the end (FLUSH).
+async fn orders_by_region(c: &tokio_postgres::Client, n: usize) {
+    query(c, "CREATE STREAM orders (id STRING KEY, region STRING, kind STRING, amount BIGINT) WITH (PARTITIONS=2)")
+        .await;
+    let values: Vec<String> =
+        (0..n).map(|i| format!("('o{i}', 'r{}', '{}', {i})", i % 4, ["a", "b", "c"][i % 3])).collect();
+    query(c, &format!("INSERT INTO orders (id, region, kind, amount) VALUES {}", values.join(", "))).await;
+    query(
+        c,
+        "CREATE TABLE by_region AS SELECT region, kind, COUNT(*) AS n, SUM(amount) AS total FROM orders \
+         GROUP BY kind, region EMIT CHANGES",
+    )
+    .await;
+    query(c, "FLUSH").await;
+}
+
 fn sorted(mut rows: Rows) -> Rows {
     rows.sort();
     rows
@@ -37,18 +54,7 @@ async fn key_filters_read_the_rows_they_name() {
     query(&c, "CREATE TABLE ratios (r DOUBLE PRIMARY KEY, label STRING) WITH (PARTITIONS=1)").await;
     query(&c, "INSERT INTO ratios (r, label) VALUES (5, 'five'), (2.5, 'two and a half'), (-1, 'minus one')").await;
     // A materialized table keyed by two group columns, selected in the other order.
-    query(&c, "CREATE STREAM orders (id STRING KEY, region STRING, kind STRING, amount BIGINT) WITH (PARTITIONS=2)")
-        .await;
-    let values: Vec<String> =
-        (0..60).map(|i| format!("('o{i}', 'r{}', '{}', {i})", i % 4, ["a", "b", "c"][i % 3])).collect();
-    query(&c, &format!("INSERT INTO orders (id, region, kind, amount) VALUES {}", values.join(", "))).await;
-    query(
-        &c,
-        "CREATE TABLE by_region AS SELECT region, kind, COUNT(*) AS n, SUM(amount) AS total FROM orders \
-         GROUP BY kind, region EMIT CHANGES",
-    )
-    .await;
-    query(&c, "FLUSH").await;
+    orders_by_region(&c, 60).await;
 
     let user = |i: i64| {
         if i == 7 {
@@ -259,18 +265,7 @@ async fn whole_key_lookups_answer_as_the_general_path_does() {
         "INSERT INTO ratios (r, label) VALUES (5, 'five'), (2.5, 'two and a half'), (-1, 'minus one'), (0, 'zero')",
     )
     .await;
-    query(&c, "CREATE STREAM orders (id STRING KEY, region STRING, kind STRING, amount BIGINT) WITH (PARTITIONS=2)")
-        .await;
-    let values: Vec<String> =
-        (0..40).map(|i| format!("('o{i}', 'r{}', '{}', {i})", i % 4, ["a", "b", "c"][i % 3])).collect();
-    query(&c, &format!("INSERT INTO orders (id, region, kind, amount) VALUES {}", values.join(", "))).await;
-    query(
-        &c,
-        "CREATE TABLE by_region AS SELECT region, kind, COUNT(*) AS n, SUM(amount) AS total FROM orders \
-         GROUP BY kind, region EMIT CHANGES",
-    )
-    .await;
-    query(&c, "FLUSH").await;
+    orders_by_region(&c, 40).await;
 
     let statements = [
         "SELECT * FROM users WHERE id = 7",
