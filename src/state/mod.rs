@@ -6,6 +6,7 @@
 //! all three in one `WriteBatch` with `sync`, so after any crash they agree.
 
 pub mod backup;
+mod scrub;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -97,6 +98,8 @@ pub struct StateStore {
     pub read_only: bool,
     /// The thread taking backups (none when read-only or backups are off).
     backups: Option<BackupRequests>,
+    /// The thread reading every block in the background (none when read-only).
+    scrub: Option<Arc<scrub::Scrub>>,
 }
 
 /// One atomic set of writes to one query's column family.
@@ -122,8 +125,9 @@ impl Checkpoint {
 }
 
 impl StateStore {
-    /// Opens the store at `path` and checks every block's checksum. A damaged store is
-    /// replaced by its newest good backup (see `backup`); backups then run as `backups` says.
+    /// Opens the store at `path` and checks it (see `scrub`: every block's checksum when its
+    /// table files changed since they were recorded, else in the background). A damaged store
+    /// is replaced by its newest good backup (see `backup`); backups then run as `backups` says.
     pub fn open(path: &Path, backups: &BackupConfig) -> Result<StateStore> {
         let mut store = if backups.keep > 0 && !path.exists() && backup::any(path) {
             let missing = EddyError::State(format!("{DAMAGED}the directory is missing"));
@@ -147,30 +151,35 @@ impl StateStore {
         if backup::lost_current(path) {
             return Err(EddyError::State(format!("{DAMAGED}{} has table files but no CURRENT file", path.display())));
         }
-        let store = Self::open_db(path)?;
-        let started = std::time::Instant::now();
-        store.verify()?;
-        tracing::info!("state store verified in {:?}", started.elapsed());
-        Ok(store)
-    }
-
-    /// Reads every key of every column family with checksums on: damage in a table file
-    /// shows up now, at start, rather than in the middle of a query.
-    fn verify(&self) -> Result<()> {
-        let path = self.db.path().to_path_buf();
-        let names = <DB>::list_cf(&Options::default(), &path).unwrap_or_default();
-        for name in names {
-            let Some(handle) = self.db.cf_handle(&name) else { continue };
-            let mut opts = rocksdb::ReadOptions::default();
-            opts.set_verify_checksums(true);
-            opts.fill_cache(false);
-            for item in self.db.iterator_cf_opt(&handle, opts, IteratorMode::Start) {
-                if let Err(e) = item {
-                    return Err(EddyError::State(format!("{DAMAGED}column family {name}: {e}")));
-                }
-            }
+        if let Some(damage) = scrub::marked_damage(path) {
+            return Err(EddyError::State(damage));
         }
-        Ok(())
+        let mut store = Self::open_db(path)?;
+        let started = std::time::Instant::now();
+        let checked_now = match scrub::why_full_check(&store.db)? {
+            Some(why) => {
+                // Damage in a table file shows up now, at start, rather than in a query.
+                scrub::read_every_block(&store.db, None)?;
+                tracing::info!("state store verified in {:?}: every block read ({why})", started.elapsed());
+                if !store.read_only {
+                    scrub::write_record(&store.db)?;
+                }
+                true
+            }
+            None => {
+                scrub::read_blocks(&store.db, &[CATALOG_CF.to_string()], None)?;
+                tracing::info!(
+                    "state store checked in {:?}: table files as recorded, the catalog read; every other block is read \
+                     in the background",
+                    started.elapsed()
+                );
+                false
+            }
+        };
+        if !store.read_only {
+            store.scrub = Some(Arc::new(scrub::Scrub::start(store.db.clone(), !checked_now)?));
+        }
+        Ok(store)
     }
 
     fn open_db(path: &Path) -> Result<StateStore> {
@@ -189,7 +198,7 @@ impl StateStore {
         }
         let cfs = || names.iter().map(|n| ColumnFamilyDescriptor::new(n, column_family_options(&cache)));
         match Db::open_cf_descriptors(&opts, path, cfs()) {
-            Ok(db) => Ok(StateStore { db: Arc::new(db), cache, read_only: false, backups: None }),
+            Ok(db) => Ok(StateStore { db: Arc::new(db), cache, read_only: false, backups: None, scrub: None }),
             // Opening writes (a new manifest, a flushed WAL): on a full disk, come up
             // read-only so reads and pull queries still work.
             Err(e) if e.to_string().contains("No space left on device") => {
@@ -198,7 +207,7 @@ impl StateStore {
                      continuous queries wait for a restart with free space): {e}"
                 );
                 let db = Db::open_cf_descriptors_read_only(&opts, path, cfs(), false)?;
-                Ok(StateStore { db: Arc::new(db), cache, read_only: true, backups: None })
+                Ok(StateStore { db: Arc::new(db), cache, read_only: true, backups: None, scrub: None })
             }
             Err(e) => Err(e.into()),
         }
@@ -217,6 +226,9 @@ impl StateStore {
         if let Some(b) = &self.backups {
             b.stop();
         }
+        if let Some(s) = &self.scrub {
+            s.stop();
+        }
         if self.read_only {
             return Ok(());
         }
@@ -226,7 +238,8 @@ impl StateStore {
                 self.db.flush_cf(&handle)?;
             }
         }
-        Ok(())
+        // The next start finds these files as they are now and reads none of their blocks.
+        scrub::write_record(&self.db)
     }
 
     fn cf(&self, name: &str) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {

@@ -44,7 +44,7 @@ impl Server {
         Server::start_full(data_dir, 0, &[], env, Some(log))
     }
 
-    fn start_full(data_dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Server {
+    pub fn start_full(data_dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Server {
         let stderr = match log {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("create server log")),
             None => Stdio::inherit(),
