@@ -23,6 +23,7 @@ mod pg_catalog;
 mod pgsecurity;
 mod privileges;
 mod pull_by_key;
+mod push_tables;
 mod rdkafka_client;
 mod restart;
 mod slt;

@@ -1,7 +1,8 @@
 //! Push queries over tables: every row carries its change kind in a last column `op`
 //! (`'insert'`, `'update'` or `'delete'`), worked out from the table's changelog against the
-//! rows this push query has seen (seeded, when it starts at the end of the changelog, from
-//! the table's materialized rows).
+//! row each key had before. The tracker holds the keys changed since its baseline (the
+//! table's materialization at one checkpoint, read by key as changes arrive: see
+//! `push::Baseline`); keys it does not hold are looked up there first.
 //!
 //! The kinds are those of the query's result, not of the table: with a WHERE, an update that
 //! moves a row into the result is an insert, one that moves it out is a delete (carrying the
@@ -23,10 +24,10 @@ pub type Upsert = (Vec<Value>, Option<Vec<Value>>, i64);
 /// The name of the change-kind column.
 pub const OP_COLUMN: &str = "op";
 
-/// A key's last row (one-row batch in the operators' input schema) and whether it was in
-/// the query's result.
+/// Per key changed since the baseline (or looked up in it): its last row (one-row batch in
+/// the operators' input schema, `None` once deleted) and whether it was in the query's result.
 pub struct ChangeTracker {
-    seen: HashMap<String, (RecordBatch, bool)>,
+    seen: HashMap<String, (Option<RecordBatch>, bool)>,
 }
 
 fn key_string(key: &[Value]) -> String {
@@ -52,13 +53,41 @@ impl ChangeTracker {
         ChangeTracker { seen: HashMap::new() }
     }
 
-    /// Remembers the table's current rows (`input`, with their keys in order).
-    pub fn seed(&mut self, input: &RecordBatch, keys: &[Vec<Value>], filter: Option<&FilterOperator>) -> Result<()> {
+    /// Remembers rows of the table before the changes to come (`input`, with their keys in
+    /// order).
+    pub fn remember(
+        &mut self,
+        input: &RecordBatch,
+        keys: &[Vec<Value>],
+        filter: Option<&FilterOperator>,
+    ) -> Result<()> {
         let pass = passes(filter, input)?;
         for (i, key) in keys.iter().enumerate() {
-            self.seen.insert(key_string(key), (row(input, i)?, pass[i]));
+            self.seen.insert(key_string(key), (Some(row(input, i)?), pass[i]));
         }
         Ok(())
+    }
+
+    /// Of `keys`, those the tracker holds nothing for (each once): their rows before the
+    /// changes to come are the baseline's.
+    pub fn unknown<'a>(&self, keys: impl IntoIterator<Item = &'a Vec<Value>>) -> Vec<Vec<Value>> {
+        let mut asked = std::collections::HashSet::new();
+        keys.into_iter()
+            .filter(|k| {
+                let s = key_string(k);
+                !self.seen.contains_key(&s) && asked.insert(s)
+            })
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Forgets every key: a new baseline holds their rows.
+    pub fn clear(&mut self) {
+        self.seen.clear();
     }
 
     /// One decoded chunk of the changelog: `input` holds the rows of the non-tombstone
@@ -83,13 +112,13 @@ impl ChangeTracker {
                     let new = row(batch, next)?;
                     let new_pass = pass[next];
                     next += 1;
-                    let old = self.seen.insert(key, (new.clone(), new_pass));
+                    let old = self.seen.insert(key, (Some(new.clone()), new_pass));
                     match (old, new_pass) {
-                        (Some((_, true)), true) => {
+                        (Some((Some(_), true)), true) => {
                             rows.push(new);
                             kinds.push("update");
                         }
-                        (Some((old, true)), false) => {
+                        (Some((Some(old), true)), false) => {
                             rows.push(old);
                             kinds.push("delete");
                         }
@@ -102,7 +131,8 @@ impl ChangeTracker {
                 }
                 (Some(_), _) => {}
                 (None, _) => {
-                    if let Some((old, true)) = self.seen.remove(&key) {
+                    // Kept as deleted: the baseline's row for the key is out of date.
+                    if let Some((Some(old), true)) = self.seen.insert(key, (None, false)) {
                         rows.push(old);
                         kinds.push("delete");
                     }

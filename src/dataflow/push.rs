@@ -2,8 +2,112 @@
 //! source from its end (or start) and sends projected batches to the client until it goes
 //! away; joined tables are read from their materializations, table changelogs carry the
 //! change kind.
+//!
+//! Over a table, the query starts where the table's materialization last committed (its
+//! `Baseline`): a pull query just before and the push query together miss no change and
+//! repeat none. The row a change replaces is read by key from the baseline, so the query
+//! holds in memory only the keys changed since, never a copy of the table; whenever it and
+//! the materialization stand at the same positions, it takes a new baseline and forgets them.
 
 use super::*;
+use crate::format::row_keys::RowKeys;
+use crate::format::Column;
+use crate::state::StoreSnapshot;
+
+/// A baseline older than this is renewed when the query catches up even if it holds no key:
+/// while it lives, RocksDB keeps the row versions it sees.
+const BASELINE_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// How a table's key values (in key-column order, as the source decodes them) become the
+/// keys of its rows in its materialization's state.
+enum TableKeys {
+    /// Arrow's row format over the state key's columns: the encoding, those columns, and each
+    /// state-key field's index among the key values.
+    Typed(RowKeys, Vec<Column>, Vec<usize>),
+    /// `memcomparable` over the key values, each state-key field's index among them.
+    Values(Vec<usize>),
+}
+
+/// Where a table's current rows live: its materialization's column family, how its keys are
+/// made, and where the materialization records how far into the table's topic its rows
+/// reach (its source offsets for a table declared on a topic, its sink's ends for CREATE
+/// TABLE AS SELECT).
+struct TableState {
+    cf: String,
+    keys: TableKeys,
+    positions: u8,
+    width: usize,
+}
+
+/// The table's rows as of one checkpoint of its materialization, and the positions in the
+/// table's topic that checkpoint reached.
+struct Baseline {
+    snapshot: StoreSnapshot,
+    positions: Vec<i64>,
+    taken: Instant,
+}
+
+impl TableState {
+    /// `None` when the table's rows cannot be read by key (no materialization, or a state
+    /// key of an older version).
+    fn of(rel: &RelationDef) -> Result<Option<TableState>> {
+        let (Some(query), Some(key)) = (rel.materialized_by.as_deref(), rel.state_key()) else { return Ok(None) };
+        let positions = match rel.written_by.as_deref() {
+            None => OFFSET_PREFIX,
+            Some(w) if w == query => SINK_PREFIX,
+            Some(_) => return Ok(None),
+        };
+        let key_columns: Vec<usize> = rel.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
+        let order: Option<Vec<usize>> = key.columns.iter().map(|c| key_columns.iter().position(|k| k == c)).collect();
+        let Some(order) = order.filter(|o| o.len() == key_columns.len() && !o.is_empty()) else { return Ok(None) };
+        let keys = if key.row_format {
+            let columns: Vec<Column> = key.columns.iter().map(|&c| rel.columns[c].clone()).collect();
+            let types: Vec<_> = columns.iter().map(|c| c.ty.arrow()).collect();
+            TableKeys::Typed(RowKeys::new(&types)?, columns, order)
+        } else {
+            TableKeys::Values(order)
+        };
+        Ok(Some(TableState { cf: state_cf(query), keys, positions, width: rel.columns.len() }))
+    }
+
+    fn baseline(&self, store: &StateStore, source: &Source) -> Result<Baseline> {
+        let snapshot = store.snapshot();
+        let keys: Vec<Vec<u8>> = source.partitions.iter().map(|p| partition_key(self.positions, p.id)).collect();
+        let stored = snapshot.multi_get(&self.cf, &keys)?;
+        let positions = source
+            .partitions
+            .iter()
+            .zip(stored)
+            .map(|(p, v)| {
+                let at = v.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(i64::from_be_bytes);
+                at.unwrap_or(0).max(p.log_start_offset())
+            })
+            .collect();
+        Ok(Baseline { snapshot, positions, taken: Instant::now() })
+    }
+
+    /// The baseline's rows of `keys` (`None`: the key had no row).
+    fn rows(&self, baseline: &Baseline, keys: &[Vec<Value>]) -> Result<Vec<Option<Vec<Value>>>> {
+        let state_keys: Vec<Vec<u8>> = match &self.keys {
+            TableKeys::Values(order) => keys
+                .iter()
+                .map(|k| row_key(&memcomparable(&order.iter().map(|&i| k[i].clone()).collect::<Vec<_>>())))
+                .collect(),
+            TableKeys::Typed(row_keys, columns, order) => {
+                let values: Vec<Vec<Value>> =
+                    keys.iter().map(|k| order.iter().map(|&i| k[i].clone()).collect()).collect();
+                let batch = crate::format::rows_to_batch(columns, &values).map_err(EddyError::Internal)?;
+                let encoded = row_keys.encode(batch.columns(), keys.len())?;
+                (0..keys.len()).map(|i| row_key(encoded.key(i))).collect()
+            }
+        };
+        let stored = baseline.snapshot.multi_get(&self.cf, &state_keys)?;
+        stored
+            .into_iter()
+            .map(|v| Ok(v.map(|v| stored_row(&v)).transpose()?.flatten().filter(|r| r.len() == self.width)))
+            .collect()
+    }
+}
 impl Runtime {
     /// Starts a push query: from each partition's end (or start, with
     /// `auto.offset.reset=earliest`), sending projected batches until the receiver goes away.
@@ -50,14 +154,24 @@ impl Runtime {
                 "aggregations in push queries; create a table with CREATE TABLE ... AS SELECT and push-query it".into(),
             ));
         }
-        // Over a table, rows carry their change kind (`op`); the tracker starts from the
-        // table's current rows unless the query reads the whole changelog.
+        // Over a table, rows carry their change kind (`op`), against the rows of a baseline
+        // (or, for a table whose rows cannot be read by key, of a copy taken now) unless the
+        // query reads the whole changelog.
+        let mut offsets = offsets;
         let changes = if source.relation.kind == RelationKind::Table {
             let mut tracker = changes::ChangeTracker::new();
-            if !earliest {
-                self.seed_changes(&mut tracker, &source, &ops)?;
+            let table = TableState::of(&source.relation)?;
+            let mut baseline = None;
+            match &table {
+                Some(t) if !earliest => {
+                    let b = t.baseline(&self.store, &source)?;
+                    offsets.clone_from(&b.positions);
+                    baseline = Some(b);
+                }
+                None if !earliest => self.seed_changes(&mut tracker, &source, &ops)?,
+                _ => {}
             }
-            Some(tracker)
+            Some(TableChanges { tracker, table, baseline })
         } else {
             None
         };
@@ -78,7 +192,8 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// The table's materialized rows, as the operators' input rows, into `tracker`.
+    /// The table's materialized rows, as the operators' input rows, into `tracker` (tables
+    /// whose rows cannot be read by key).
     fn seed_changes(&self, tracker: &mut changes::ChangeTracker, source: &Source, ops: &Operators) -> Result<()> {
         let rel = &source.relation;
         let Some(q) = &rel.materialized_by else { return Ok(()) };
@@ -100,7 +215,63 @@ impl Runtime {
         let batch = crate::format::rows_to_batch(&source.columns, &rows).map_err(EddyError::Internal)?;
         let no_lookup = |_: usize, _: &[Vec<u8>]| -> LookupResult { Ok(Vec::new()) };
         let input = ops.input(batch, &no_lookup)?;
-        tracker.seed(&input, &keys, ops.filter.as_ref())
+        tracker.remember(&input, &keys, ops.filter.as_ref())
+    }
+}
+
+/// A push query over a table: the keys changed since its baseline, and the baseline.
+struct TableChanges {
+    tracker: changes::ChangeTracker,
+    table: Option<TableState>,
+    baseline: Option<Baseline>,
+}
+
+impl TableChanges {
+    /// Reads from the baseline the rows `upserts` replace that the tracker does not hold.
+    fn look_up(
+        &mut self,
+        upserts: &[changes::Upsert],
+        ops: &Operators,
+        source: &Source,
+        lookup: &dyn Fn(usize, &[Vec<u8>]) -> LookupResult,
+    ) -> Result<()> {
+        let (Some(table), Some(baseline)) = (&self.table, &self.baseline) else { return Ok(()) };
+        let unknown = self.tracker.unknown(upserts.iter().map(|(k, _, _)| k));
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let found = table.rows(baseline, &unknown)?;
+        let mut keys = Vec::new();
+        let mut rows = Vec::new();
+        for (key, row) in unknown.into_iter().zip(found) {
+            if let Some(mut row) = row {
+                row.resize(source.columns.len(), Value::Null);
+                keys.push(key);
+                rows.push(row);
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch = crate::format::rows_to_batch(&source.columns, &rows).map_err(EddyError::Internal)?;
+        let input = ops.input(batch, lookup)?;
+        self.tracker.remember(&input, &keys, ops.filter.as_ref())
+    }
+
+    /// Once the query has read everything there is: a new baseline if the materialization
+    /// stands where the query does (the tracker's keys are then forgotten).
+    fn renew(&mut self, store: &StateStore, source: &Source, offsets: &[i64]) -> Result<()> {
+        let Some(table) = &self.table else { return Ok(()) };
+        let stale = self.baseline.as_ref().is_none_or(|b| b.taken.elapsed() >= BASELINE_MAX_AGE);
+        if self.tracker.is_empty() && !stale {
+            return Ok(());
+        }
+        let fresh = table.baseline(store, source)?;
+        if fresh.positions == offsets {
+            self.baseline = Some(fresh);
+            self.tracker.clear();
+        }
+        Ok(())
     }
 }
 
@@ -116,7 +287,7 @@ fn push_loop(
     mut offsets: Vec<i64>,
     ops: Operators,
     table_cfs: Vec<String>,
-    mut changes: Option<changes::ChangeTracker>,
+    mut changes: Option<TableChanges>,
     out: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
 ) -> Result<()> {
     let Body::Project(project) = &ops.body else { return Ok(()) };
@@ -129,12 +300,17 @@ fn push_loop(
         let polled = source.poll(&mut offsets, rt.config.fetch_bytes_max, &rt.processing_log, "push")?;
         match polled {
             None => {
+                if let Some(changes) = changes.as_mut() {
+                    changes.renew(&rt.store, &source, &offsets)?;
+                }
                 rt.log.notifier.wait_past(version, Duration::from_millis(100));
             }
             Some(decoded) => {
-                if let Some(tracker) = changes.as_mut() {
+                if let Some(changes) = changes.as_mut() {
+                    changes.look_up(&decoded.upserts, &ops, &source, &lookup)?;
                     let input = decoded.batch.map(|b| ops.input(b, &lookup)).transpose()?;
-                    let Some((rows, kinds)) = tracker.apply(input.as_ref(), &decoded.upserts, ops.filter.as_ref())?
+                    let Some((rows, kinds)) =
+                        changes.tracker.apply(input.as_ref(), &decoded.upserts, ops.filter.as_ref())?
                     else {
                         continue;
                     };
