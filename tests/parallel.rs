@@ -1,6 +1,7 @@
 //! Parallel queries (`--query-threads`): a query over a stream of four partitions reads
-//! ahead on a thread of its own and folds each large batch's groups on four threads, split
-//! by group key. Its results must be exact — equal to the same aggregates recomputed by a
+//! ahead on threads of its own (a projection on four, one per partition; an aggregation on
+//! two) and an aggregation folds each large batch's groups on four threads, split by group
+//! key. Its results must be exact — equal to the same aggregates recomputed by a
 //! pull query over the stream (DataFusion over the topic, not the dataflow) — across a
 //! `kill -9` in the middle of a backlog, so no batch is lost or counted twice between the
 //! threads and the one checkpoint.

@@ -23,7 +23,8 @@
 //! median by per-core throughput is reported, with the range in its note; only the first run
 //! is profiled), `EDDY_NEXMARK_COMPARE` (engine mode only: `label=/path/to/eddy,...`, each
 //! query's runs alternate between these builds and each gets a result, mode `engine@label`:
-//! two builds side by side in one run). Per core means events divided by the CPU seconds the server process used (for
+//! two builds side by side in one run), `EDDY_NEXMARK_PARTITIONS` (partitions of each topic,
+//! default 1). Per core means events divided by the CPU seconds the server process used (for
 //! DataFusion: this process).
 
 mod events;

@@ -47,8 +47,10 @@ pub const EVENT_FIELDS: &[(&str, &[(&str, bool)])] = &[
 
 /// The source relations over the three event topics: a stream per event type, and tables
 /// `person_t` and `auction_t` sharing the person and auction topics, whose records are keyed
-/// by their id (KAFKA BIGINT key).
+/// by their id (KAFKA BIGINT key). Each topic has `EDDY_NEXMARK_PARTITIONS` partitions (1
+/// unless set; bids, unkeyed, go to a random one).
 pub fn sources() -> Vec<String> {
+    let partitions: u32 = std::env::var("EDDY_NEXMARK_PARTITIONS").ok().and_then(|p| p.parse().ok()).unwrap_or(1);
     let mut out = Vec::new();
     for (topic, fields) in EVENT_FIELDS {
         let columns = |key: Option<&str>| {
@@ -63,7 +65,7 @@ pub fn sources() -> Vec<String> {
                 .join(", ")
         };
         let with = format!("KAFKA_TOPIC='{topic}', VALUE_FORMAT='JSON', TIMESTAMP='date_time'");
-        out.push(format!("CREATE STREAM {topic} ({}) WITH ({with}, PARTITIONS=1)", columns(None)));
+        out.push(format!("CREATE STREAM {topic} ({}) WITH ({with}, PARTITIONS={partitions})", columns(None)));
         if *topic != "bid" {
             out.push(format!("CREATE TABLE {topic}_t ({}) WITH ({with})", columns(Some("id"))));
         }

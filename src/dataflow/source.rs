@@ -45,6 +45,9 @@ pub struct Source {
     /// A table read only for its updates (the table side of a stream–table join): polls
     /// return `upserts` and no batch.
     pub upserts_only: bool,
+    /// The partitions this copy reads (by index), when not all: a query's reading threads
+    /// share the partitions among them.
+    pub reads: Option<Vec<bool>>,
     /// Records that retention deleted before they were read (shared with the query's
     /// status, so `SHOW QUERIES` tells of them).
     pub lost_records: Arc<std::sync::atomic::AtomicU64>,
@@ -97,6 +100,7 @@ impl Source {
             next_partition: 0,
             records_hint: 0,
             upserts_only: false,
+            reads: None,
             lost_records: Arc::default(),
         })
     }
@@ -149,6 +153,9 @@ impl Source {
         let caught_up = self.note_positions(offsets);
         let mut order: Vec<(bool, i64, usize, usize)> = Vec::with_capacity(n);
         for (idx, caught_up) in caught_up.into_iter().enumerate() {
+            if self.reads.as_ref().is_some_and(|r| !r[idx]) {
+                continue;
+            }
             // Caught-up partitions are still tried (last): a read past the end resets there.
             order.push((caught_up, self.time_ms[idx], (idx + n - self.next_partition) % n, idx));
         }

@@ -257,7 +257,14 @@ impl QueryTask {
     /// A joined table's updates are applied before the stream's records that follow them.
     fn run(&mut self) -> Result<()> {
         if self.table_input.is_empty() && self.rt.config.query_threads >= 2 {
-            self.read_ahead = Some(ReadAhead::start(&self.rt, &self.id, &self.source, self.offsets.clone())?);
+            // An aggregation folds on `query_threads` shard threads of its own: it gets half
+            // as many reading threads (q5 at 2 threads: one reader 371 K events/s, two 339 K;
+            // a projection, q0: one 1.00 M, two 1.45 M).
+            let threads = match self.ops.body {
+                Body::Aggregate(_) => (self.rt.config.query_threads / 2).max(1),
+                _ => self.rt.config.query_threads,
+            };
+            self.read_ahead = Some(ReadAhead::start(&self.rt, &self.id, &self.source, self.offsets.clone(), threads)?);
         }
         let mut last_checkpoint = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
