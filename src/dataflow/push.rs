@@ -108,6 +108,7 @@ impl TableState {
             .collect()
     }
 }
+
 impl Runtime {
     /// Starts a push query: from each partition's end (or start, with
     /// `auto.offset.reset=earliest`), sending projected batches until the receiver goes away.
