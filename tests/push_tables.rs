@@ -5,9 +5,7 @@
 //! table declared on a topic (tombstones from kcat), with filters that move rows into and
 //! out of the result, from the end and from the start of the changelog.
 
-use std::process::Command;
-
-use crate::common::{query, Server};
+use crate::common::{kcat, query, Server};
 
 type Rows = Vec<Vec<Option<String>>>;
 
@@ -22,18 +20,11 @@ fn row(cells: &[&str]) -> Vec<Option<String>> {
 
 /// Writes `lines` (`key:value`, an empty value a tombstone) to `topic` with kcat.
 async fn kcat_produce(kafka: &str, topic: &str, lines: &str) {
-    let (kafka, topic, lines) = (kafka.to_string(), topic.to_string(), lines.to_string());
-    let (ok, err) = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new("kcat")
-            .args(["-P", "-b", &kafka, "-t", &topic, "-K:", "-Z"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("kcat is installed");
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let args = ["-P", "-b", kafka, "-t", topic, "-K:", "-Z"].map(String::from);
+    let lines = lines.as_bytes().to_vec();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        kcat(&args, Some(&lines))
     })
     .await
     .unwrap();
