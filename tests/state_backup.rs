@@ -85,6 +85,20 @@ async fn check_results(c: &tokio_postgres::Client, n: i64, case: &str) {
     }
 }
 
+/// The server's log once it holds `needle` (the scrub runs at nice 19, so this may take a
+/// while with other tests busy: a liveness wait, not a timing assertion).
+async fn log_once_it_says(log: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "the log never said {needle:?}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn copy_of(pristine: &Path, name: &str) -> tempfile::TempDir {
     let to = tempfile::Builder::new().prefix(name).tempdir().unwrap();
     let status = std::process::Command::new("cp")
@@ -201,15 +215,7 @@ async fn a_damaged_state_store_falls_back_to_its_newest_good_backup() {
     }
     let log = copy.path().join("server.log");
     let mut server = Server::start_full(copy.path(), 0, &no_timer, &[("EDDY_LOG", "info")], Some(&log));
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap();
-        if text.contains("is damaged") {
-            break text;
-        }
-        assert!(Instant::now() < deadline, "the scrub did not report the damage:\n{text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let text = log_once_it_says(&log, "is damaged").await;
     assert!(text.contains("table files as recorded"), "the start read every block:\n{text}");
     assert!(!text.contains("restored in its place"), "{text}");
     assert!(files(&state(copy.path()), |n| n == "EDDY-DAMAGED").len() == 1, "the scrub marks the store");
@@ -229,15 +235,7 @@ async fn a_damaged_state_store_falls_back_to_its_newest_good_backup() {
     let server = Server::start_full(copy.path(), 0, &no_timer, &[("EDDY_LOG", "info")], Some(&log));
     let c = server.client().await;
     check_results(&c, FIRST + SECOND, "clean restart").await;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap();
-        if text.contains("state store scrubbed") {
-            break text;
-        }
-        assert!(Instant::now() < deadline, "no scrub:\n{text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let text = log_once_it_says(&log, "state store scrubbed").await;
     assert!(text.contains("table files as recorded") && !text.contains("is damaged"), "{text}");
     drop(server);
 
