@@ -121,3 +121,49 @@ async fn an_idle_partition_does_not_hold_windows_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Columns no operator reads are not stored while a query decodes its input, yet a late
+/// record's report still holds every column (read again from the log), and a value that does
+/// not fit an unread column's type still makes its record refused, as when all are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_columns_are_still_checked_and_reported_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(tmp.path(), 0, &[]);
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM visits (k STRING KEY, n INT, note STRING) \
+             WITH (KAFKA_TOPIC='visits', VALUE_FORMAT='JSON', PARTITIONS=1); \
+             CREATE TABLE visit_counts AS SELECT k, COUNT(*) AS c FROM visits \
+             WINDOW TUMBLING (SIZE 10 SECONDS, GRACE PERIOD 0 SECONDS) GROUP BY k EMIT CHANGES",
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO visits (ROWTIME, k, n, note) VALUES \
+             (20000, 'a', 1, 'on time'), (1000, 'a', 2, 'too late, with a note')",
+        )
+        .await
+        .unwrap();
+    query(&client, "FLUSH").await;
+    let late = query(&client, "SELECT record FROM eddy_processing_log WHERE error LIKE 'late record%'").await;
+    assert_eq!(late.len(), 1, "{late:?}");
+    let record = late[0][0].clone().expect("the late record is reported");
+    assert!(record.contains("too late, with a note") && record.contains('2'), "{record}");
+
+    // Raw JSON whose unread column `n` is not an INT: refused and logged, not counted.
+    let input = "c:{\"n\": \"not a number\", \"note\": \"x\"}\nd:{\"n\": 4, \"note\": \"y\"}";
+    let broker = server.kafka.clone();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        crate::common::kcat(&["-b", &broker, "-P", "-t", "visits", "-K:"], Some(input.as_bytes()))
+    })
+    .await
+    .unwrap();
+    assert!(ok, "kcat: {err}");
+    query(&client, "FLUSH").await;
+    let counts = query(&client, "SELECT k, c FROM visit_counts WHERE k IN ('c', 'd')").await;
+    assert_eq!(counts, vec![vec![Some("d".to_string()), Some("1".to_string())]]);
+    let refused = query(&client, "SELECT error FROM eddy_processing_log WHERE record LIKE '%not a number%'").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+}

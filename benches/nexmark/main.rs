@@ -24,7 +24,9 @@
 //! is profiled), `EDDY_NEXMARK_COMPARE` (engine mode only: `label=/path/to/eddy,...`, each
 //! query's runs alternate between these builds and each gets a result, mode `engine@label`:
 //! two builds side by side in one run), `EDDY_NEXMARK_PARTITIONS` (partitions of each topic,
-//! default 1). Per core means events divided by the CPU seconds the server process used (for
+//! default 1), `EDDY_NEXMARK_KEEP_LOADED=1` (engine mode: keep `<dir>/loaded`, the data directory
+//! with every event in the log, and reuse it in the next run when it holds the same events and
+//! partitions: profiling one change after another without loading again). Per core means events divided by the CPU seconds the server process used (for
 //! DataFusion: this process).
 
 mod events;
@@ -111,6 +113,8 @@ struct Settings {
     compare: Vec<(String, PathBuf)>,
     dir: PathBuf,
     out: PathBuf,
+    /// Keep the loaded data directory for the next run, and reuse a matching one.
+    keep_loaded: bool,
 }
 
 impl Settings {
@@ -150,6 +154,7 @@ impl Settings {
                     })
                     .collect()
             }),
+            keep_loaded: env("EDDY_NEXMARK_KEEP_LOADED").is_some_and(|v| v != "0"),
             out: env("EDDY_NEXMARK_OUT").map(PathBuf::from).unwrap_or_else(|| dir.join("results.json")),
             dir,
         }
@@ -192,7 +197,16 @@ fn main() {
 
     if mode("engine") {
         let loaded = settings.dir.join("loaded");
-        runtime.block_on(load(&loaded, &events));
+        // What the loaded directory holds: reused only when it is the same.
+        let partitions = std::env::var("EDDY_NEXMARK_PARTITIONS").unwrap_or_default();
+        let marker = (loaded.join("NEXMARK-LOADED"), format!("events={} partitions={partitions}\n", events.len()));
+        let reuse = settings.keep_loaded && std::fs::read_to_string(&marker.0).is_ok_and(|m| m == marker.1);
+        if reuse {
+            println!("nexmark: reusing the loaded log in {}", loaded.display());
+        } else {
+            runtime.block_on(load(&loaded, &events));
+            std::fs::write(&marker.0, &marker.1).expect("loaded marker");
+        }
         let builds: Vec<(String, PathBuf)> = if settings.compare.is_empty() {
             vec![(String::new(), PathBuf::from(env!("CARGO_BIN_EXE_eddy")))]
         } else {
@@ -223,7 +237,9 @@ fn main() {
                 record(median(r), &mut results);
             }
         }
-        let _ = std::fs::remove_dir_all(&loaded);
+        if !settings.keep_loaded {
+            let _ = std::fs::remove_dir_all(&loaded);
+        }
     }
     let mut q0_peak = None;
     if mode("end-to-end") {

@@ -294,6 +294,8 @@ pub fn perf_report(mut perf: Child, pid: u32, data: &Path, out: &Path) {
             "report",
             "--stdio",
             "--no-children",
+            // Resolving inlined frames through addr2line takes many minutes on a DWARF profile.
+            "--no-inline",
             "--sort",
             "dso,symbol",
             "--percent-limit",

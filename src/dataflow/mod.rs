@@ -322,6 +322,31 @@ impl Operators {
         })
     }
 
+    /// The source's value columns nothing reads (`n_source` of them): a query over one stream,
+    /// without joins, need not store them (see `Source::set_unread`). `None`: all are read.
+    fn unread_source_columns(&self, n_source: usize) -> Option<Vec<bool>> {
+        if !self.join.is_empty() || self.interval.is_some() || self.table_join.is_some() || self.source_row.start != 0 {
+            return None;
+        }
+        let mut read: BTreeSet<usize> = BTreeSet::new();
+        if let Some(f) = &self.filter {
+            read.extend(collect_columns(&f.predicate).iter().map(|c| c.index()));
+        }
+        if let Some(w) = &self.window {
+            read.insert(w.rowtime);
+        }
+        if let Some(s) = &self.session {
+            read.insert(s.rowtime);
+        }
+        match &self.body {
+            Body::Project(p) => read.extend(p.exprs.iter().flat_map(collect_columns).map(|c| c.index())),
+            Body::Aggregate(a) => read.extend(a.input_columns()),
+            Body::Upsert(_) => return None,
+        }
+        let unread: Vec<bool> = (0..n_source).map(|i| !read.contains(&i)).collect();
+        unread.iter().any(|&u| u).then_some(unread)
+    }
+
     /// Source batch → the plan's input rows: window-bound columns, then the joins
     /// (`lookup(i, keys)` reads the i-th joined table).
     fn input(&self, batch: RecordBatch, lookup: &dyn Fn(usize, &[Vec<u8>]) -> LookupResult) -> Result<RecordBatch> {

@@ -29,6 +29,8 @@ pub struct Source {
     with_pseudo_columns: bool,
     /// Straight-to-Arrow decoding, for JSON streams of simple types.
     columnar: Option<ColumnarDecoder>,
+    /// Value columns the straight-to-Arrow decoder stores as NULL (no operator reads them).
+    pub unread: Option<Vec<bool>>,
     /// The read buffer, kept from poll to poll.
     buffer: Vec<u8>,
     pub partitions: Vec<Arc<Partition>>,
@@ -92,6 +94,7 @@ impl Source {
             columns,
             with_pseudo_columns: !pseudo.is_empty(),
             columnar,
+            unread: None,
             buffer: Vec::new(),
             time_ms: vec![i64::MIN; topic.partitions.len()],
             caught_up_since_ms: vec![None; topic.partitions.len()],
@@ -103,6 +106,45 @@ impl Source {
             reads: None,
             lost_records: Arc::default(),
         })
+    }
+
+    /// Leaves the value columns marked `true` NULL in decoded batches, where decoding goes
+    /// straight to Arrow (elsewhere every column is decoded).
+    pub fn set_unread(&mut self, unread: Vec<bool>) {
+        if let Some(columnar) = self.columnar.as_mut() {
+            if unread.iter().any(|&u| u) {
+                columnar.set_unread(&unread);
+                self.unread = Some(unread);
+            }
+        }
+    }
+
+    /// One record's columns as the general path decodes them (all of them), read again from
+    /// the log: for reports about a row whose unread columns were left NULL.
+    pub fn record_row(&self, partition: i32, offset: i64) -> Option<Vec<Value>> {
+        let p = self.partitions.iter().find(|p| p.id == partition)?;
+        let read = p.read(offset, 1 << 20).ok()?;
+        let mut pos = 0;
+        while pos < read.bytes.len() {
+            let header = LogBatchHeader::parse(&read.bytes[pos..]).ok()?;
+            let end = (pos + header.total_bytes).min(read.bytes.len());
+            let records = decode_batch(&read.bytes[pos..end]).ok()?;
+            pos = end;
+            if let Some(r) = records.iter().find(|r| r.offset == offset) {
+                let rel = &self.relation;
+                let mut row = decode_row(
+                    &rel.columns,
+                    rel.key_format,
+                    rel.value_encoding(),
+                    r.key.as_deref(),
+                    r.value.as_deref(),
+                )
+                .ok()?;
+                rel.fill_headers(&mut row, &r.headers);
+                return Some(row);
+            }
+        }
+        None
     }
 
     /// Whether any partition holds records past `offsets` (its reading position).

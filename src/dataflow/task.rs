@@ -141,6 +141,13 @@ impl Runtime {
         if let Body::Aggregate(aggregate) = &mut ops.body {
             aggregate.set_threads(self.config.query_threads, self.config.parallel_min_rows);
         }
+        // Columns nothing reads stay NULL (a late record's report reads it again whole; rows
+        // for LATE DATA TO need every column).
+        if let (None, Some(_)) = (&late_sink, ops.origin_columns) {
+            if let Some(unread) = ops.unread_source_columns(source.relation.columns.len()) {
+                source.set_unread(unread);
+            }
+        }
         if let Some(ij) = &mut ops.interval {
             ij.memory_max_bytes = self.config.join_memory_bytes;
             ij.restore(self.store.scan_prefix(&cf, &[BUFFER_PREFIX], usize::MAX)?)?;
@@ -782,8 +789,11 @@ impl QueryTask {
                 ),
                 None => (-1, -1),
             };
-            let cells: Vec<Value> =
-                self.ops.source_row.clone().map(|c| cell_at(batch.column(c).as_ref(), row)).collect();
+            let stored = || self.ops.source_row.clone().map(|c| cell_at(batch.column(c).as_ref(), row)).collect();
+            let cells: Vec<Value> = match self.source.unread {
+                Some(_) => self.source.record_row(partition, offset).unwrap_or_else(stored),
+                None => stored(),
+            };
             let rowtime = self.ops.window.as_ref().map(|w| cell_at(batch.column(w.rowtime).as_ref(), row));
             let message = format!(
                 "late record: event time {} is past its window's grace period (watermark {})",

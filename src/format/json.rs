@@ -220,58 +220,88 @@ fn decode_value_through_map(columns: &[Column], value: &[u8]) -> Result<Vec<Valu
 
 /// Writes the value columns of a row as one JSON object.
 pub fn encode_value(columns: &[Column], row: &[Value]) -> Vec<u8> {
-    let mut out = String::from("{");
+    let mut out = Vec::with_capacity(64);
+    out.push(b'{');
     for (i, (c, v)) in columns.iter().zip(row).filter(|(c, _)| !c.key).enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str(&Value::String(c.name.clone()).to_string());
-        out.push(':');
+        write_str(&c.name, &mut out);
+        out.push(b':');
         write(&c.ty, v, &mut out);
     }
-    out.push('}');
-    out.into_bytes()
+    out.push(b'}');
+    out
+}
+
+/// Writes the key columns of a row as one JSON object of their values as they are (the
+/// JSON key format, and KAFKA's for several columns).
+pub fn encode_key_object<'a>(keys: impl Iterator<Item = (&'a Column, &'a Value)>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
+    out.push(b'{');
+    for (i, (c, v)) in keys.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(&c.name, &mut out);
+        out.push(b':');
+        write_plain(v, &mut out);
+    }
+    out.push(b'}');
+    out
+}
+
+/// A JSON string literal, escaped.
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail, nor can serializing a str.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// A value as serde_json writes it.
+fn write_plain(v: &Value, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail, and a Value's map keys are strings.
+    let _ = serde_json::to_writer(&mut *out, v);
 }
 
 /// Writes one cell as JSON text.
-pub fn write(ty: &SqlType, v: &Value, out: &mut String) {
+pub fn write(ty: &SqlType, v: &Value, out: &mut Vec<u8>) {
     match (ty, v) {
-        (SqlType::Decimal { .. }, Value::String(s)) if is_number_text(s) => out.push_str(s),
+        (SqlType::Decimal { .. }, Value::String(s)) if is_number_text(s) => out.extend_from_slice(s.as_bytes()),
         (SqlType::Array(t), Value::Array(items)) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write(t, item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
         (SqlType::Map(t), Value::Object(obj)) => {
-            out.push('{');
+            out.push(b'{');
             for (i, (k, item)) in obj.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
+                write_str(k, out);
+                out.push(b':');
                 write(t, item, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         (SqlType::Struct(fields), Value::Object(obj)) => {
-            out.push('{');
+            out.push(b'{');
             for (i, f) in fields.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(f.name.clone()).to_string());
-                out.push(':');
+                write_str(&f.name, out);
+                out.push(b':');
                 write(&f.ty, lookup(obj, &f.name).unwrap_or(&Value::Null), out);
             }
-            out.push('}');
+            out.push(b'}');
         }
-        _ => out.push_str(&v.to_string()),
+        _ => write_plain(v, out),
     }
 }
 
@@ -289,6 +319,20 @@ fn is_number_text(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::format::types::{normalize, StructField};
+
+    #[test]
+    fn key_objects_are_written_as_serde_json_writes_them() {
+        let col = |name: &str| Column { name: name.into(), ty: SqlType::String, key: true };
+        let cols = [col("K"), col("quote\"d"), col("WINDOWSTART"), col("n")];
+        let cells =
+            vec![Value::from("caf\u{e9} \"x\"\n"), Value::from(-1.5), Value::from(1_700_000_000_000i64), Value::Null];
+        let expected: serde_json::Map<String, Value> =
+            cols.iter().zip(&cells).map(|(c, v)| (c.name.clone(), v.clone())).collect();
+        assert_eq!(
+            String::from_utf8(encode_key_object(cols.iter().zip(&cells))).unwrap(),
+            Value::Object(expected).to_string()
+        );
+    }
 
     #[test]
     fn decimal_fields_keep_the_numbers_text() {

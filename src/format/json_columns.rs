@@ -156,6 +156,9 @@ pub struct ColumnarDecoder {
     /// The event-time column, when it is one of the value's.
     time_column: Option<usize>,
     pseudo: bool,
+    /// Value columns (bit i: column i) that no operator reads: still decoded and checked,
+    /// so a record is taken or refused exactly as with every column, but stored as NULL.
+    unread: u64,
     rows: usize,
     /// The cells' vector, kept empty between records so each record does not allocate one.
     scratch: Vec<Typed<'static>>,
@@ -192,9 +195,15 @@ impl ColumnarDecoder {
             case_distinct,
             time_column,
             pseudo: !pseudo.is_empty(),
+            unread: 0,
             rows: 0,
             scratch: Vec::new(),
         })
+    }
+
+    /// Stores the value columns marked `true` as NULL (nothing reads them).
+    pub fn set_unread(&mut self, unread: &[bool]) {
+        self.unread = unread.iter().take(self.columns.len()).enumerate().fold(0, |m, (i, &u)| m | (u as u64) << i);
     }
 
     /// Decodes one value and appends its row; returns its event time (the time column's
@@ -224,8 +233,12 @@ impl ColumnarDecoder {
             },
             None => record_ms,
         };
-        for (b, v) in self.builders.iter_mut().zip(&cells) {
-            b.append(v);
+        for (i, (b, v)) in self.builders.iter_mut().zip(&cells).enumerate() {
+            if self.unread & (1 << i) == 0 {
+                b.append(v);
+            } else {
+                b.append_null();
+            }
         }
         self.scratch = recycle(cells);
         if self.pseudo {
@@ -240,8 +253,12 @@ impl ColumnarDecoder {
 
     /// Appends a row the general path decoded: canonical cells of every batch column.
     pub fn push_cells(&mut self, row: &[Value]) {
-        for (b, v) in self.builders.iter_mut().zip(row) {
-            b.append_cell(v);
+        for (i, (b, v)) in self.builders.iter_mut().zip(row).enumerate() {
+            if i >= 64 || self.unread & (1 << i) == 0 {
+                b.append_cell(v);
+            } else {
+                b.append_null();
+            }
         }
         self.rows += 1;
     }
@@ -519,5 +536,23 @@ mod tests {
         let expected = rows_to_batch(&columns_with_pseudo, &general_rows).unwrap();
         assert_eq!(decoder.finish().expect("rows"), expected);
         assert!(decoder.finish().is_none(), "finish starts over");
+    }
+
+    #[test]
+    fn unread_columns_are_checked_but_stored_null() {
+        let col = |name: &str, ty: SqlType| Column { name: name.into(), ty, key: false };
+        let columns = vec![col("a", SqlType::BigInt), col("note", SqlType::String), col("n", SqlType::Int)];
+        let mut decoder = ColumnarDecoder::new(&columns, &[], None).expect("simple types");
+        decoder.set_unread(&[false, true, true]);
+        assert_eq!(decoder.push(br#"{"a": 1, "note": "long text", "n": 2}"#, 0, 0, 0), Some(0));
+        // A value that does not fit an unread column's type is refused as with every column read.
+        assert_eq!(decoder.push(br#"{"a": 2, "note": "x", "n": "not a number"}"#, 0, 0, 1), None);
+        decoder.push_cells(&[Value::from(3), Value::from("general"), Value::from(4)]);
+        let batch = decoder.finish().expect("rows");
+        assert_eq!(batch.num_rows(), 2);
+        let a = batch.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap();
+        assert_eq!(a.values().to_vec(), vec![1, 3]);
+        assert_eq!(batch.column(1).null_count(), 2);
+        assert_eq!(batch.column(2).null_count(), 2);
     }
 }

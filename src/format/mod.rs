@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 mod arrow;
 
@@ -282,10 +282,7 @@ pub fn encode_key(columns: &[Column], key_format: KeyFormat, row: &[Cell]) -> Op
         KeyFormat::None => None,
         KeyFormat::Kafka if keys.len() == 1 => kafka::encode(&keys[0].0.ty, keys[0].1),
         KeyFormat::Delimited => Some(delimited::write_line(keys.iter().map(|(_, v)| *v), ',').into_bytes()),
-        KeyFormat::Kafka | KeyFormat::Json => {
-            let obj: Map<String, Value> = keys.iter().map(|(c, v)| (c.name.clone(), (*v).clone())).collect();
-            Some(Value::Object(obj).to_string().into_bytes())
-        }
+        KeyFormat::Kafka | KeyFormat::Json => Some(json::encode_key_object(keys.iter().copied())),
     }
 }
 

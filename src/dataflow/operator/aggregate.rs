@@ -180,6 +180,18 @@ impl AggregateOperator {
         self.parallel_min_rows = min_rows;
     }
 
+    /// The input columns the group keys and the aggregates' arguments read.
+    pub fn input_columns(&self) -> impl Iterator<Item = usize> + '_ {
+        let args = self.def.plan.aggs.iter().map(|a| &a.arg);
+        self.def
+            .plan
+            .group
+            .iter()
+            .chain(args)
+            .flat_map(datafusion::physical_expr::utils::collect_columns)
+            .map(|c| c.index())
+    }
+
     /// Drops a group from the cache (its state was deleted).
     pub fn forget(&mut self, key: &[u8]) {
         self.cache.remove(key);

@@ -5,7 +5,7 @@
 //! record whose windows are all closed is late, and the caller reports it instead of losing
 //! it silently.
 
-use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{new_null_array, Array, AsArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::Int64Type;
 use std::sync::Arc;
@@ -32,26 +32,32 @@ pub struct Windowed {
 
 impl WindowOperator {
     /// The windows an event time falls in, oldest first.
+    #[cfg(test)]
     pub fn windows(&self, ts: i64) -> Vec<(i64, i64)> {
+        self.windows_of(ts).collect()
+    }
+
+    /// The windows an event time falls in, oldest first, without a list.
+    fn windows_of(&self, ts: i64) -> impl Iterator<Item = (i64, i64)> {
         let size = self.spec.size_ms;
-        match self.spec.kind {
-            WindowKind::Tumbling | WindowKind::Session => {
-                let start = ts - ts.rem_euclid(size);
-                vec![(start, start + size)]
-            }
+        let (first, step, count) = match self.spec.kind {
+            WindowKind::Tumbling | WindowKind::Session => (ts - ts.rem_euclid(size), size, 1),
             WindowKind::Hopping { advance_ms } => {
                 // Every start = k * advance with start <= ts < start + size.
                 let last = ts - ts.rem_euclid(advance_ms);
-                let mut out = Vec::new();
+                let mut count: i64 = 0;
                 let mut start = last;
                 while start > ts - size {
-                    out.push((start, start + size));
+                    count += 1;
                     start -= advance_ms;
                 }
-                out.reverse();
-                out
+                (start + advance_ms, advance_ms, count)
             }
-        }
+        };
+        (0..count).map(move |i| {
+            let start = first + i * step;
+            (start, start + size)
+        })
     }
 
     /// Advances `time` row by row and returns the rows of open windows.
@@ -71,19 +77,19 @@ impl WindowOperator {
             }
             let ts = times.value(row);
             time.advance(ts);
-            let mut open = 0;
-            let windows = self.windows(ts);
-            for (start, end) in &windows {
+            let (mut open, mut all) = (0, 0);
+            for (start, end) in self.windows_of(ts) {
+                all += 1;
                 if end.saturating_add(self.spec.grace_ms) > time.watermark_ms {
                     take_rows.push(row as u32);
-                    starts.push(*start);
-                    ends.push(*end);
+                    starts.push(start);
+                    ends.push(end);
                     open += 1;
                 }
             }
             if open == 0 {
                 late.push(row);
-            } else if open < windows.len() {
+            } else if open < all {
                 partly_late += 1;
             }
         }
@@ -94,6 +100,9 @@ impl WindowOperator {
                 columns.push(Arc::new(Int64Array::from(std::mem::take(&mut starts))) as _);
             } else if i == self.window_end {
                 columns.push(Arc::new(Int64Array::from(std::mem::take(&mut ends))) as _);
+            } else if c.null_count() == c.len() {
+                // A column nothing reads (left NULL by the source): nothing to copy.
+                columns.push(new_null_array(c.data_type(), indices.len()));
             } else {
                 columns.push(take(c.as_ref(), &indices, None)?);
             }

@@ -56,6 +56,9 @@ impl ReadAhead {
             let mut reader = Source::open(&rt.log, &source.relation)?;
             reader.time_ms = source.time_ms.clone();
             reader.lost_records = source.lost_records.clone();
+            if let Some(unread) = &source.unread {
+                reader.set_unread(unread.clone());
+            }
             let owned: Vec<bool> = (0..source.partitions.len()).map(|p| p % threads == n).collect();
             reader.reads = Some(owned.clone());
             let (log, plog, stop, tx) =
