@@ -72,16 +72,39 @@ pub(super) fn read_blocks(db: &Db, names: &[String], stop: Option<&AtomicBool>) 
 }
 
 fn live_identities(db: &Db) -> Result<Vec<(String, Identity)>> {
+    // A compaction that ends between the listing and a file's stat deletes a listed file:
+    // list again. A file still listed live but missing is damage.
+    let mut attempts = 0;
+    loop {
+        match stat_live_files(db)? {
+            Ok(files) => return Ok(files),
+            Err((name, e)) => {
+                let still_live = db.live_files()?.iter().any(|f| f.name.trim_start_matches('/') == name);
+                attempts += 1;
+                if e.kind() != std::io::ErrorKind::NotFound || still_live || attempts >= 10 {
+                    return Err(EddyError::State(format!("{DAMAGED}table file {name}: {e}")));
+                }
+            }
+        }
+    }
+}
+
+/// The live table files with their identities, or the first that could not be read.
+type Statted = std::result::Result<Vec<(String, Identity)>, (String, std::io::Error)>;
+
+fn stat_live_files(db: &Db) -> Result<Statted> {
     let dir = db.path();
     let mut out = Vec::new();
     for file in db.live_files()? {
         let name = file.name.trim_start_matches('/').to_string();
-        let meta = std::fs::metadata(dir.join(&name))
-            .map_err(|e| EddyError::State(format!("{DAMAGED}table file {name}: {e}")))?;
+        let meta = match std::fs::metadata(dir.join(&name)) {
+            Ok(meta) => meta,
+            Err(e) => return Ok(Err((name, e))),
+        };
         let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).unwrap_or_default();
         out.push((name, (meta.len(), mtime.as_nanos())));
     }
-    Ok(out)
+    Ok(Ok(out))
 }
 
 fn read_record(dir: &Path) -> Option<HashMap<String, Identity>> {
