@@ -730,9 +730,9 @@ impl QueryTask {
                 };
                 self.report_late(&input, &out.late, 0);
                 for (end, key) in out.closed {
-                    let close = end.saturating_add(self.close_after_end_ms);
-                    if self.open_windows.remove(&(close, key.clone())) {
-                        self.pending.insert(time_key(WINDOW_OPEN_PREFIX, close, &key), None);
+                    let entry = (end.saturating_add(self.close_after_end_ms), key);
+                    if self.open_windows.remove(&entry) {
+                        self.pending.insert(time_key(WINDOW_OPEN_PREFIX, entry.0, &entry.1), None);
                     }
                 }
                 for (k, v) in out.index_writes {

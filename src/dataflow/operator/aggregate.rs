@@ -86,9 +86,9 @@ impl GroupCache {
         self.shards[self.shard_of(key)].get(key)
     }
 
-    fn insert(&mut self, key: Vec<u8>, group: Group) {
+    fn insert(&mut self, key: Vec<u8>, group: Group) -> Option<Group> {
         let shard = self.shard_of(&key);
-        self.shards[shard].insert(key, group);
+        self.shards[shard].insert(key, group)
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<Group> {
@@ -329,9 +329,12 @@ impl AggregateOperator {
         self.emit_all(&present, 0)
     }
 
-    /// Folds a batch into session windows, row by row in batch order. Per group key the
-    /// sessions are kept in an index (`session_index_key`); a row within `gap` of one or
-    /// more sessions merges them (their rows are deleted, a merged row replaces them).
+    /// Folds a batch into session windows. Per group key the sessions are kept in an index
+    /// (`session_index_key`); a row within `gap` of one or more sessions merges them. The
+    /// batch's rows are taken key by key, each key's in batch order, in local lists; the
+    /// caches change only once every key has succeeded. A session that was there before the
+    /// batch and is not after it is deleted (a tombstone); every session the batch made or
+    /// changed is emitted once, as it is after the batch.
     pub fn process_sessions(
         &mut self,
         batch: &RecordBatch,
@@ -351,134 +354,167 @@ impl AggregateOperator {
             groups.iter().enumerate().map(|(c, g)| self.def.keys.encode_field(c, g)).collect::<Result<Vec<_>>>()?;
         let args = self.def.arguments(batch)?;
         let times = batch.column(session.rowtime);
-        let (start_pos, end_pos) = (session.start_pos, session.end_pos);
-        // What this batch changed, to undo it if the batch fails (not a copy of the caches).
-        let mut undo_cache: HashMap<Vec<u8>, Option<Group>> = HashMap::new();
-        let mut undo_sessions: HashMap<Vec<u8>, Option<Vec<Session>>> = HashMap::new();
-        // Groups in the order they were last touched; a key may repeat, `touched_set` says
-        // which are still live.
-        let mut touched: Vec<Vec<u8>> = Vec::new();
-        let mut touched_set: HashSet<Vec<u8>> = HashSet::new();
-        // Deletions with their step, and the last step that (re)created each key: a deletion
-        // stands unless its key was created again after it.
-        let mut deleted: Vec<(usize, Change)> = Vec::new();
-        let mut created_at: HashMap<Vec<u8>, usize> = HashMap::new();
-        let mut index_at: HashMap<Vec<u8>, usize> = HashMap::new();
-        // Any failure (a sum out of range, a state read) undoes the whole batch below.
-        let mut fold_row = |row: usize| -> Result<()> {
+
+        // In batch order (the watermark moves row by row): each row's event time, the oldest
+        // session end it may still join, and its group key's place.
+        let mut index_keys: Vec<Vec<u8>> = Vec::new();
+        let mut place_of: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut rows_of: Vec<Vec<(usize, i64, i64)>> = Vec::new();
+        for row in 0..n {
             let Some(ts) = cell_at(times.as_ref(), row).as_i64() else {
                 out.late.push(row);
-                return Ok(());
+                continue;
             };
             time.advance(ts);
+            let oldest_end = time.watermark_ms.saturating_sub(session.grace_ms).saturating_sub(session.gap_ms);
             let index_key = session_index_key(&field_rows, row, session);
-            if !self.sessions.contains_key(&index_key) {
-                let stored = load(std::slice::from_ref(&index_key))?.pop().flatten();
-                let list: Vec<(i64, i64)> = match stored {
+            let place = match place_of.get(&index_key) {
+                Some(&p) => p,
+                None => {
+                    place_of.insert(index_key.clone(), index_keys.len());
+                    index_keys.push(index_key);
+                    rows_of.push(Vec::new());
+                    index_keys.len() - 1
+                }
+            };
+            rows_of[place].push((row, ts, oldest_end));
+        }
+        // The session lists not cached, in one read.
+        let missing: Vec<Vec<u8>> = index_keys.iter().filter(|k| !self.sessions.contains_key(*k)).cloned().collect();
+        let mut stored_lists: HashMap<Vec<u8>, Vec<Session>> = HashMap::new();
+        if !missing.is_empty() {
+            for (k, v) in missing.iter().zip(load(&missing)?) {
+                let list = match v {
                     Some(b) => serde_json::from_slice(&b).map_err(|e| bad_state(format!("session index: {e}")))?,
                     None => Vec::new(),
                 };
-                undo_sessions.entry(index_key.clone()).or_insert(None);
-                self.sessions.insert(index_key.clone(), list);
+                stored_lists.insert(k.clone(), list);
             }
-            let list = self.sessions[&index_key].clone();
-            let (merging, keep): (Vec<Session>, Vec<Session>) = list
-                .into_iter()
-                .partition(|(s, e)| s.saturating_sub(session.gap_ms) <= ts && ts <= e.saturating_add(session.gap_ms));
-            let start = merging.iter().map(|w| w.0).chain([ts]).min().expect("non-empty");
-            let end = merging.iter().map(|w| w.1).chain([ts]).max().expect("non-empty");
-            if end < time.watermark_ms.saturating_sub(session.grace_ms).saturating_sub(session.gap_ms) {
-                out.late.push(row);
-                return Ok(());
-            }
-            let mut merged =
-                Group { n: 0, accs: self.def.slots.iter().map(AggSlot::initial).collect(), row: None, dirty: false };
-            for &(s, e) in &merging {
-                let old_key = session_key(&self.def.keys, &field_rows, row, session, (s, e))?;
-                if !undo_cache.contains_key(&old_key) {
-                    undo_cache.insert(old_key.clone(), self.cache.get(&old_key).cloned());
-                }
-                let old = match self.cache.remove(&old_key) {
-                    Some(g) => Some(g),
-                    None => {
-                        load(std::slice::from_ref(&old_key))?.pop().flatten().map(|b| decode_group(&b)).transpose()?
-                    }
+        }
+
+        // Each key's rows through its own list: (session, its group when the batch made or
+        // changed it).
+        struct KeyOutcome {
+            before: Vec<Session>,
+            after: Vec<(Session, Option<Group>)>,
+            first_row: usize,
+        }
+        let mut outcomes: Vec<KeyOutcome> = Vec::with_capacity(index_keys.len());
+        for (key, rows) in index_keys.iter().zip(&rows_of) {
+            let before = match self.sessions.get(key) {
+                Some(list) => list.clone(),
+                None => stored_lists.remove(key).unwrap_or_default(),
+            };
+            let first_row = rows[0].0;
+            let mut live: Vec<(Session, Option<Group>)> = before.iter().map(|&s| (s, None)).collect();
+            for &(row, ts, oldest_end) in rows {
+                let near = |&(s, e): &Session| {
+                    s.saturating_sub(session.gap_ms) <= ts && ts <= e.saturating_add(session.gap_ms)
                 };
-                if let Some(old) = old.filter(|o| !o.accs.is_empty()) {
-                    merged.n += old.n;
-                    for ((slot, acc), other) in self.def.slots.iter().zip(&mut merged.accs).zip(&old.accs) {
-                        slot.merge(acc, other)?;
+                let (start, end) =
+                    live.iter().filter(|(w, _)| near(w)).fold((ts, ts), |(s, e), (w, _)| (s.min(w.0), e.max(w.1)));
+                if end < oldest_end {
+                    out.late.push(row);
+                    continue;
+                }
+                let mut merged = Group {
+                    n: 0,
+                    accs: self.def.slots.iter().map(AggSlot::initial).collect(),
+                    row: None,
+                    dirty: false,
+                };
+                let mut i = 0;
+                while i < live.len() {
+                    if !near(&live[i].0) {
+                        i += 1;
+                        continue;
+                    }
+                    let (w, group) = live.swap_remove(i);
+                    let group = match group {
+                        Some(g) => Some(g),
+                        None => {
+                            let k = session_key(&self.def.keys, &field_rows, first_row, session, w)?;
+                            match self.cache.get(&k) {
+                                Some(g) => Some(g.clone()),
+                                None => load(std::slice::from_ref(&k))?
+                                    .pop()
+                                    .flatten()
+                                    .map(|b| decode_group(&b))
+                                    .transpose()?,
+                            }
+                        }
+                    };
+                    if let Some(old) = group.filter(|o| !o.accs.is_empty()) {
+                        merged.n += old.n;
+                        for ((slot, acc), other) in self.def.slots.iter().zip(&mut merged.accs).zip(&old.accs) {
+                            slot.merge(acc, other)?;
+                        }
                     }
                 }
-                let mut old_g: Vec<Value> = groups.iter().map(|a| cell_at(a.as_ref(), row)).collect();
-                old_g[start_pos] = Value::from(s);
-                old_g[end_pos] = Value::from(e);
-                touched_set.remove(&old_key);
-                out.closed.push((e, old_key.clone()));
-                deleted.push((
-                    row,
-                    Change {
-                        state_key: old_key,
-                        key_values: old_g,
-                        row: None,
-                        state_value: StateWrite::Delete,
-                        timestamp_ms,
-                    },
-                ));
+                merged.n += 1;
+                for ((slot, acc), column) in self.def.slots.iter().zip(&mut merged.accs).zip(&args) {
+                    slot.fold(acc, column, row, 1)?;
+                }
+                live.push(((start, end), Some(merged)));
             }
-            merged.n += 1;
-            for ((slot, acc), column) in self.def.slots.iter().zip(&mut merged.accs).zip(&args) {
-                slot.fold(acc, column, row, 1)?;
+            outcomes.push(KeyOutcome { before, after: live, first_row });
+        }
+
+        // Into the caches, keeping what each entry was, to put back should the emit fail.
+        let mut undo_cache: Vec<(Vec<u8>, Option<Group>)> = Vec::new();
+        let mut undo_sessions: Vec<(Vec<u8>, Option<Vec<Session>>)> = Vec::new();
+        let mut deleted: Vec<Change> = Vec::new();
+        let mut emit: Vec<Vec<u8>> = Vec::new();
+        for (index_key, outcome) in index_keys.into_iter().zip(outcomes) {
+            let mut after: Vec<Session> = outcome.after.iter().map(|(w, _)| *w).collect();
+            after.sort_unstable();
+            for &w in outcome.before.iter().filter(|w| after.binary_search(w).is_err()) {
+                let k = session_key(&self.def.keys, &field_rows, outcome.first_row, session, w)?;
+                undo_cache.push((k.clone(), self.cache.remove(&k)));
+                out.closed.push((w.1, k.clone()));
+                let mut key_values: Vec<Value> =
+                    groups.iter().map(|a| cell_at(a.as_ref(), outcome.first_row)).collect();
+                key_values[session.start_pos] = Value::from(w.0);
+                key_values[session.end_pos] = Value::from(w.1);
+                deleted.push(Change {
+                    state_key: k,
+                    key_values,
+                    row: None,
+                    state_value: StateWrite::Delete,
+                    timestamp_ms,
+                });
             }
-            let key = session_key(&self.def.keys, &field_rows, row, session, (start, end))?;
-            created_at.insert(key.clone(), row);
-            if !undo_cache.contains_key(&key) {
-                undo_cache.insert(key.clone(), self.cache.get(&key).cloned());
-            }
-            self.cache.insert(key.clone(), merged);
-            touched_set.insert(key.clone());
-            touched.push(key);
-            let mut list = keep;
-            list.push((start, end));
-            list.sort_unstable();
-            let bytes = serde_json::to_vec(&list).map_err(|e| EddyError::Internal(e.to_string()))?;
-            if !undo_sessions.contains_key(&index_key) {
-                undo_sessions.insert(index_key.clone(), self.sessions.get(&index_key).cloned());
-            }
-            self.sessions.insert(index_key.clone(), list);
-            match index_at.get(&index_key) {
-                Some(&at) => out.index_writes[at].1 = Some(bytes),
-                None => {
-                    index_at.insert(index_key.clone(), out.index_writes.len());
-                    out.index_writes.push((index_key, Some(bytes)));
+            for (w, group) in outcome.after {
+                if let Some(group) = group {
+                    let k = session_key(&self.def.keys, &field_rows, outcome.first_row, session, w)?;
+                    undo_cache.push((k.clone(), self.cache.insert(k.clone(), group)));
+                    emit.push(k);
                 }
             }
-            Ok(())
-        };
-        let folded = (0..n).try_for_each(&mut fold_row);
-        // Each live group once, where it was last touched.
-        let mut emitted: HashSet<Vec<u8>> = HashSet::new();
-        let mut order: Vec<Vec<u8>> =
-            touched.into_iter().rev().filter(|k| touched_set.contains(k) && emitted.insert(k.clone())).collect();
-        order.reverse();
-        match folded.and_then(|()| self.emit_all(&order, timestamp_ms)) {
+            let changed = after != outcome.before;
+            if changed {
+                let bytes = serde_json::to_vec(&after).map_err(|e| EddyError::Internal(e.to_string()))?;
+                out.index_writes.push((index_key.clone(), Some(bytes)));
+            }
+            if changed || !self.sessions.contains_key(&index_key) {
+                undo_sessions.push((index_key.clone(), self.sessions.insert(index_key, after)));
+            }
+        }
+        match self.emit_all(&emit, timestamp_ms) {
             Ok(changes) => {
-                out.changes = deleted
-                    .into_iter()
-                    .filter(|(at, c)| created_at.get(&c.state_key).is_none_or(|created| created < at))
-                    .map(|(_, c)| c)
-                    .collect();
+                out.changes = deleted;
                 out.changes.extend(changes);
+                out.late.sort_unstable();
                 Ok(out)
             }
             Err(e) => {
-                for (k, v) in undo_cache {
+                for (k, v) in undo_cache.into_iter().rev() {
                     match v {
-                        Some(group) => self.cache.insert(k, group),
+                        Some(group) => drop(self.cache.insert(k, group)),
                         None => drop(self.cache.remove(&k)),
                     };
                 }
-                for (k, v) in undo_sessions {
+                for (k, v) in undo_sessions.into_iter().rev() {
                     match v {
                         Some(list) => self.sessions.insert(k, list),
                         None => self.sessions.remove(&k),
