@@ -2,7 +2,8 @@
 //! query's output is appended but before its state commits; after the commit but before the
 //! output is published; after publishing), is restarted, and every result must equal a
 //! recomputation over the input log, with no output record twice and none from a rolled-back
-//! step. Covers a grouped aggregate, a tumbling window, a stream–table join and a filter.
+//! step. Covers a grouped aggregate (with an exact DECIMAL sum of 17-digit amounts), a
+//! tumbling window, a stream–table join and a filter.
 //! `EDDY_CRASH_CYCLES` raises the number of crash cycles per failure point (default 2).
 
 use std::collections::BTreeMap;
@@ -10,10 +11,11 @@ use std::collections::BTreeMap;
 use crate::common::{query, Server};
 
 const SETUP: &[&str] = &[
-    "CREATE STREAM events (id STRING, k STRING, v BIGINT, ts BIGINT) WITH (KAFKA_TOPIC='events', PARTITIONS=2, TIMESTAMP='ts')",
+    "CREATE STREAM events (id STRING, k STRING, v BIGINT, ts BIGINT, amt DECIMAL(20,2)) \
+     WITH (KAFKA_TOPIC='events', PARTITIONS=2, TIMESTAMP='ts')",
     "CREATE TABLE ks (k STRING PRIMARY KEY, label STRING) WITH (KAFKA_TOPIC='ks', PARTITIONS=1)",
     "INSERT INTO ks (k, label) VALUES ('k0', 'zero'), ('k1', 'one'), ('k2', 'two')",
-    "CREATE TABLE per_k AS SELECT k, COUNT(*) AS n, SUM(v) AS total FROM events GROUP BY k EMIT CHANGES",
+    "CREATE TABLE per_k AS SELECT k, COUNT(*) AS n, SUM(v) AS total, SUM(amt) AS money FROM events GROUP BY k EMIT CHANGES",
     "CREATE TABLE per_window AS SELECT k, COUNT(*) AS n FROM events WINDOW TUMBLING (SIZE 10 SECONDS) GROUP BY k EMIT CHANGES",
     "CREATE STREAM labelled AS SELECT e.id, e.v, l.label FROM events e LEFT JOIN ks l ON e.k = l.k EMIT CHANGES",
     "CREATE STREAM big AS SELECT id, v FROM events WHERE v >= 50 EMIT CHANGES",
@@ -27,10 +29,13 @@ async fn insert_batch(c: &tokio_postgres::Client, batch: u64) -> bool {
     let values: Vec<String> = (0..20)
         .map(|j| {
             let n = batch * 20 + j;
-            format!("('e{n}', 'k{}', {}, {})", n % 4, (n * 37) % 100, n * 700)
+            // 17 significant digits: sums through a DOUBLE would be off by cents.
+            let amt =
+                format!("{}{}.{:02}", if n.is_multiple_of(3) { "-" } else { "" }, 123_456_789_012_345 + n * 7, n % 100);
+            format!("('e{n}', 'k{}', {}, {}, {amt})", n % 4, (n * 37) % 100, n * 700)
         })
         .collect();
-    c.simple_query(&format!("INSERT INTO events (id, k, v, ts) VALUES {}", values.join(", "))).await.is_ok()
+    c.simple_query(&format!("INSERT INTO events (id, k, v, ts, amt) VALUES {}", values.join(", "))).await.is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,9 +85,13 @@ async fn crashes_inside_checkpoints_lose_and_double_nothing() {
         let inserted: u64 = query(&c, "SELECT COUNT(*) FROM events").await[0][0].as_deref().unwrap().parse().unwrap();
         assert!(inserted >= acked, "{point}: acknowledged inserts lost ({inserted} < {acked})");
 
-        let table = rows_by_first(query(&c, "SELECT k, n, total FROM per_k").await);
-        let recomputed = rows_by_first(query(&c, "SELECT k, COUNT(*), SUM(v) FROM events GROUP BY k").await);
+        let table = rows_by_first(query(&c, "SELECT k, n, total, CAST(money AS VARCHAR) FROM per_k").await);
+        let recomputed = rows_by_first(
+            query(&c, "SELECT k, COUNT(*), SUM(v), CAST(SUM(amt) AS VARCHAR) FROM events GROUP BY k").await,
+        );
         assert_eq!(table, recomputed, "{point}: aggregate differs from a recomputation");
+        assert!(acked > 0 && table.len() == 4, "{point}: {acked} rows acknowledged, {} groups", table.len());
+        assert!(table.values().all(|r| r[2].as_deref().is_some_and(|m| m.len() > 17)), "{point}: {table:?}");
 
         let windows = query(&c, "SELECT k, windowstart, n FROM per_window ORDER BY k, windowstart").await;
         let expected = query(

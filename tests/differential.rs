@@ -2,14 +2,17 @@
 //! (`FLUSH`), holds exactly what the same computation gives as a batch DataFusion query run in
 //! this process over the same input rows. The materialized side is read with a pull query
 //! (`SELECT * FROM <table or stream>`) over pgwire from the real `eddy` binary; rows are
-//! compared as multisets, numbers to 6 significant digits.
+//! compared as multisets, DECIMAL columns exactly (to the last digit; trailing zeros of the
+//! fraction aside) and other numbers to 6 significant digits.
 //!
 //! The corpus, each against its batch oracle:
 //! 1. stream filter/projection with random expressions and predicates (CSAS);
 //! 2. grouped aggregates over a stream (COUNT(*), SUM, AVG, MIN, MAX, COUNT(DISTINCT)) with a
 //!    two-column GROUP BY, WHERE and HAVING;
 //! 3. aggregates over a table whose rows are updated (re-inserting a primary key retracts the
-//!    old row); the oracle sees the latest row per key, last write wins in insert order;
+//!    old row); the oracle sees the latest row per key, last write wins in insert order. The
+//!    table has a DECIMAL(18,2) column of values up to 17 significant digits (past what a
+//!    DOUBLE holds), summed, compared and counted, also through a table–table join;
 //! 4. tumbling and hopping windows with GRACE PERIOD, EMIT CHANGES and EMIT FINAL, over
 //!    out-of-order input with late records; the oracle simulates stream time (the largest
 //!    event time so far, in offset order), drops every window with `end + grace <= stream
@@ -22,7 +25,10 @@
 //!    (a projection and an aggregate over the join);
 //! 6. stream–table LEFT and INNER joins (projections and an aggregate), the table written and
 //!    flushed before the stream, against a batch join with the latest table rows;
-//! 7. the input tables themselves (`SELECT * FROM accounts`): the latest row per key;
+//! 7. the input tables themselves (`SELECT * FROM accounts`): the latest row per key; and
+//!    nested types: a table with a STRUCT and an ARRAY column, updated as it goes, read
+//!    through field access and subscripts: its rows projected, and aggregated by a struct
+//!    field (so the retracted rows, STRUCT and ARRAY cells included, come back from state);
 //! 8. tumbling windows (EMIT CHANGES and FINAL, a small grace) over a stream of two partitions
 //!    skewed in event time: partition 0 runs 30 s ahead of partition 1, each rising. Windows
 //!    close on the watermark, the smaller partition time, so no record is late whatever order
@@ -52,8 +58,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::array::{
+    ArrayRef, Decimal128Array, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Int32Type, Schema};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::catalog::MemTable;
 use datafusion::prelude::SessionContext;
@@ -139,7 +148,13 @@ enum V {
     Null,
     Int(i64),
     Float(f64),
+    /// A DECIMAL(18,2) in hundredths.
+    Dec(i128),
     Str(String),
+    /// A `STRUCT<age INT, city STRING>` (`Ty::Profile`): its two fields.
+    Profile(Box<V>, Box<V>),
+    /// An `ARRAY<INT>`.
+    Ints(Vec<V>),
 }
 
 impl V {
@@ -148,7 +163,16 @@ impl V {
             V::Null => "NULL".into(),
             V::Int(i) => i.to_string(),
             V::Float(f) => format!("{f:?}"),
+            V::Dec(c) => format!("{}{}.{:02}", if *c < 0 { "-" } else { "" }, c.abs() / 100, c.abs() % 100),
             V::Str(s) => format!("'{}'", s.replace('\'', "''")),
+            V::Profile(age, city) => format!("STRUCT(age := {}, city := {})", age.sql(), city.sql()),
+            V::Ints(items) => format!("ARRAY[{}]", items.iter().map(V::sql).collect::<Vec<_>>().join(", ")),
+        }
+    }
+    fn int(&self) -> Option<i32> {
+        match self {
+            V::Int(i) => Some(*i as i32),
+            _ => None,
         }
     }
     fn str(&self) -> Option<&str> {
@@ -165,6 +189,16 @@ enum Ty {
     Int,
     BigInt,
     Double,
+    /// DECIMAL(18,2).
+    Dec,
+    /// STRUCT<age INT, city STRING>.
+    Profile,
+    /// ARRAY<INT>.
+    Ints,
+}
+
+fn profile_fields() -> Fields {
+    Fields::from(vec![Field::new("age", DataType::Int32, true), Field::new("city", DataType::Utf8, true)])
 }
 
 /// A relation as the oracle sees it: named, typed columns and rows.
@@ -190,6 +224,9 @@ impl Table {
                     Ty::Int => DataType::Int32,
                     Ty::BigInt => DataType::Int64,
                     Ty::Double => DataType::Float64,
+                    Ty::Dec => DataType::Decimal128(18, 2),
+                    Ty::Profile => DataType::Struct(profile_fields()),
+                    Ty::Ints => DataType::new_list(DataType::Int32, true),
                 };
                 Field::new(n, dt, true)
             })
@@ -228,6 +265,46 @@ impl Table {
                             })
                             .collect::<Float64Array>(),
                     ),
+                    Ty::Dec => Arc::new(
+                        cells
+                            .map(|v| match v {
+                                V::Dec(c) => Some(*c),
+                                _ => None,
+                            })
+                            .collect::<Decimal128Array>()
+                            .with_precision_and_scale(18, 2)
+                            .expect("DECIMAL(18,2)"),
+                    ),
+                    Ty::Profile => {
+                        let cells: Vec<&V> = cells.collect();
+                        let field = |f: fn(&V) -> Option<&V>| cells.iter().map(move |v| f(v));
+                        let ages: Int32Array = field(|v| match v {
+                            V::Profile(a, _) => Some(a.as_ref()),
+                            _ => None,
+                        })
+                        .map(|a| a.and_then(V::int))
+                        .collect();
+                        let cities: StringArray = field(|v| match v {
+                            V::Profile(_, c) => Some(c.as_ref()),
+                            _ => None,
+                        })
+                        .map(|c| c.and_then(|c| c.str().map(str::to_string)))
+                        .collect();
+                        let valid =
+                            NullBuffer::from(cells.iter().map(|v| matches!(v, V::Profile(..))).collect::<Vec<_>>());
+                        Arc::new(
+                            StructArray::try_new(
+                                profile_fields(),
+                                vec![Arc::new(ages) as ArrayRef, Arc::new(cities)],
+                                Some(valid),
+                            )
+                            .expect("profiles"),
+                        )
+                    }
+                    Ty::Ints => Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(cells.map(|v| match v {
+                        V::Ints(items) => Some(items.iter().map(V::int).collect::<Vec<_>>()),
+                        _ => None,
+                    }))),
                 }
             })
             .collect();
@@ -236,11 +313,25 @@ impl Table {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Results: column names and rows of normalized text cells, compared as multisets.
+// Results: column names and rows of text cells, normalized and compared as multisets.
 
 struct Rows {
     cols: Vec<String>,
-    rows: Vec<Vec<String>>,
+    rows: Vec<Vec<Option<String>>>,
+    /// The oracle's DECIMAL columns, compared exactly (empty for the server's rows).
+    exact: Vec<bool>,
+}
+
+/// A DECIMAL's text without the fraction's trailing zeros (`12.50` and `12.5` are equal, `12.51`
+/// and `12.5` are not); NULL as in `normalize`.
+fn normalize_exact(cell: Option<&str>) -> String {
+    let Some(s) = cell else { return "NULL".into() };
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { s };
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
 }
 
 /// One cell in a form both sides agree on: NULL, booleans spelled out, integers exactly
@@ -267,14 +358,14 @@ fn normalize(cell: Option<&str>) -> String {
 /// A pull query over pgwire.
 async fn pull(client: &tokio_postgres::Client, sql: &str) -> Result<Rows, String> {
     let messages = client.simple_query(sql).await.map_err(|e| format!("{sql}: {e:?}"))?;
-    let mut out = Rows { cols: Vec::new(), rows: Vec::new() };
+    let mut out = Rows { cols: Vec::new(), rows: Vec::new(), exact: Vec::new() };
     for m in messages {
         match m {
             tokio_postgres::SimpleQueryMessage::RowDescription(cols) => {
                 out.cols = cols.iter().map(|c| c.name().to_lowercase()).collect();
             }
             tokio_postgres::SimpleQueryMessage::Row(r) => {
-                out.rows.push((0..r.len()).map(|i| normalize(r.get(i))).collect());
+                out.rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
             }
             _ => {}
         }
@@ -299,18 +390,16 @@ async fn oracle(tables: &[&Table], sql: &str) -> Rows {
             rows.push(
                 b.columns()
                     .iter()
-                    .map(|c| {
-                        if c.is_null(row) {
-                            normalize(None)
-                        } else {
-                            normalize(Some(&array_value_to_string(c, row).expect("display")))
-                        }
-                    })
+                    .map(|c| (!c.is_null(row)).then(|| array_value_to_string(c, row).expect("display")))
                     .collect(),
             );
         }
     }
-    Rows { cols: schema.fields().iter().map(|f| f.name().to_lowercase()).collect(), rows }
+    Rows {
+        cols: schema.fields().iter().map(|f| f.name().to_lowercase()).collect(),
+        rows,
+        exact: schema.fields().iter().map(|f| matches!(f.data_type(), DataType::Decimal128(..))).collect(),
+    }
 }
 
 /// Equal as multisets once the oracle's columns are put in the server's order.
@@ -323,9 +412,17 @@ fn diff(got: Rows, want: Rows) -> Result<(), String> {
         return Err(format!("columns differ: eddy {:?}, oracle {:?}", got.cols, want.cols));
     }
     let order: Vec<usize> = got.cols.iter().map(|c| want.cols.iter().position(|w| w == c).unwrap()).collect();
+    let cell = |i: usize, v: &Option<String>| {
+        if want.exact[i] {
+            normalize_exact(v.as_deref())
+        } else {
+            normalize(v.as_deref())
+        }
+    };
     let mut want_rows: Vec<Vec<String>> =
-        want.rows.into_iter().map(|r| order.iter().map(|&i| r[i].clone()).collect()).collect();
-    let mut got_rows = got.rows;
+        want.rows.iter().map(|r| order.iter().map(|&i| cell(i, &r[i])).collect()).collect();
+    let mut got_rows: Vec<Vec<String>> =
+        got.rows.iter().map(|r| r.iter().zip(&order).map(|(v, &i)| cell(i, v)).collect()).collect();
     got_rows.sort();
     want_rows.sort();
     if got_rows == want_rows {
@@ -408,6 +505,16 @@ fn maybe_null(rng: &mut SmallRng, p: f64, make: impl FnOnce(&mut SmallRng) -> V)
 /// Quarter units: exact in binary, so sums do not depend on the order they are added in.
 fn quarter(rng: &mut SmallRng, lo: i64, hi: i64) -> V {
     V::Float(rng.random_range(lo..=hi) as f64 * 0.25)
+}
+
+/// A DECIMAL(18,2): often 15–17 significant digits (a DOUBLE's sum of them is off by cents),
+/// often a few cents, either sign, now and then a repeat of a small set (COUNT DISTINCT).
+fn credit(rng: &mut SmallRng) -> V {
+    V::Dec(match rng.random_range(0..3) {
+        0 => rng.random_range(-10_000_000_000_000_000i128..=10_000_000_000_000_000),
+        1 => rng.random_range(-999..=999),
+        _ => *pick(rng, &[1, 10, 12_345_678_901_234_567, -99_999_999_999_999_999]),
+    })
 }
 
 const STREAM_COLS: &[(&str, Ty)] = &[("k", Ty::Str), ("g", Ty::Int), ("x", Ty::Double), ("n", Ty::Int)];
@@ -581,7 +688,11 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
     // Inputs.
     let order_partitions = rng.random_range(1..=3);
     db.exec("CREATE STREAM s (k STRING, g INT, x DOUBLE, n INT) WITH (KAFKA_TOPIC='s', PARTITIONS=1)").await;
-    db.exec("CREATE TABLE accounts (id STRING PRIMARY KEY, region STRING, balance INT) WITH (PARTITIONS=2)").await;
+    db.exec(
+        "CREATE TABLE accounts (id STRING PRIMARY KEY, region STRING, balance INT, credit DECIMAL(18,2)) \
+         WITH (PARTITIONS=2)",
+    )
+    .await;
     db.exec("CREATE TABLE users (id STRING PRIMARY KEY, name STRING, region STRING) WITH (PARTITIONS=2)").await;
     db.exec(&format!(
         "CREATE STREAM orders (orderId INT, userId STRING, amount DOUBLE) WITH (PARTITIONS={order_partitions})"
@@ -590,6 +701,11 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
     db.exec("CREATE STREAM t2 (k STRING, m INT) WITH (PARTITIONS=1)").await;
     db.exec("CREATE TABLE regions (code STRING PRIMARY KEY, label STRING) WITH (PARTITIONS=1)").await;
     db.exec("CREATE STREAM sk (k STRING KEY, n INT) WITH (PARTITIONS=2)").await;
+    db.exec(
+        "CREATE TABLE profiles (id STRING PRIMARY KEY, p STRUCT<age INT, city STRING>, tags ARRAY<INT>) \
+         WITH (PARTITIONS=2)",
+    )
+    .await;
 
     let events = gen_events(&mut rng);
     let mut s_cols: Vec<(&str, Ty)> = STREAM_COLS.to_vec();
@@ -632,11 +748,14 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
                 V::Str(format!("id{}", rng.random_range(0..pool))),
                 maybe_null(&mut rng, 0.1, |r| V::Str(pick(r, &["eu", "us", "ap"]).to_string())),
                 maybe_null(&mut rng, 0.1, |r| V::Int(r.random_range(-100..=100))),
+                maybe_null(&mut rng, 0.1, credit),
             ]
         })
         .collect();
-    let accounts =
-        latest(Table::new("accounts", &[("id", Ty::Str), ("region", Ty::Str), ("balance", Ty::Int)]), &accounts_rows);
+    let accounts = latest(
+        Table::new("accounts", &[("id", Ty::Str), ("region", Ty::Str), ("balance", Ty::Int), ("credit", Ty::Dec)]),
+        &accounts_rows,
+    );
     let regions = latest(Table::new("regions", &[("code", Ty::Str), ("label", Ty::Str)]), &regions_rows);
 
     let user_pool = rng.random_range(1..=6);
@@ -650,6 +769,28 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         })
         .collect();
     let users = latest(Table::new("users", &[("id", Ty::Str), ("name", Ty::Str), ("region", Ty::Str)]), &users_rows);
+
+    // Nested types, from an rng of their own (so the draws above stay as they were).
+    let mut nested_rng = SmallRng::seed_from_u64(case_seed ^ 0x4E57_ED00);
+    let profile_pool = nested_rng.random_range(2..=8);
+    let profiles_rows: Vec<Vec<V>> = (0..nested_rng.random_range(3..=30))
+        .map(|_| {
+            let rng = &mut nested_rng;
+            let p = maybe_null(rng, 0.1, |r| {
+                V::Profile(
+                    Box::new(maybe_null(r, 0.1, |r| V::Int(r.random_range(18..=90)))),
+                    Box::new(maybe_null(r, 0.1, |r| V::Str(pick(r, &["Oslo", "Rome", "Lima"]).to_string()))),
+                )
+            });
+            let tags = maybe_null(rng, 0.1, |r| {
+                let n = r.random_range(1..=3);
+                V::Ints((0..n).map(|_| maybe_null(r, 0.1, |r| V::Int(r.random_range(-50..=50)))).collect())
+            });
+            vec![V::Str(format!("p{}", rng.random_range(0..profile_pool))), p, tags]
+        })
+        .collect();
+    let profiles =
+        latest(Table::new("profiles", &[("id", Ty::Str), ("p", Ty::Profile), ("tags", Ty::Ints)]), &profiles_rows);
     let mut orders = Table::new("orders", &[("orderid", Ty::Int), ("userid", Ty::Str), ("amount", Ty::Double)]);
     for i in 0..rng.random_range(1..=30) {
         let user =
@@ -727,7 +868,8 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         };
         let select = format!(
             "SELECT region, COUNT(*) AS n, SUM(balance) AS total, MIN(balance) AS lo, MAX(balance) AS hi, \
-             COUNT(DISTINCT balance) AS d, AVG(balance) AS av FROM accounts{filter} GROUP BY region{having}"
+             COUNT(DISTINCT balance) AS d, AVG(balance) AS av, SUM(credit) AS cr, MIN(credit) AS clo, \
+             MAX(credit) AS chi, COUNT(DISTINCT credit) AS dcr FROM accounts{filter} GROUP BY region{having}"
         );
         checks.push(Check {
             name: "by_region".into(),
@@ -748,7 +890,8 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         let (filter, kept) = if rng.random_bool(0.4) {
             let p = predicate(&mut rng);
             let offsets = oracle(&[&s_table], &format!("SELECT rowoffset FROM s WHERE {p}")).await;
-            let mut offsets: Vec<usize> = offsets.rows.iter().map(|r| r[0].parse().expect("an offset")).collect();
+            let mut offsets: Vec<usize> =
+                offsets.rows.iter().map(|r| r[0].as_deref().expect("an offset").parse().expect("an offset")).collect();
             offsets.sort();
             let kept: Vec<(i64, Vec<V>)> = offsets.iter().map(|&o| events[o].clone()).collect();
             (format!(" WHERE {p}"), kept)
@@ -787,8 +930,9 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
 
     // 3b. Table–table joins on a foreign key: both sides change; the result follows.
     {
-        let named = "SELECT a.id, a.balance, r.label FROM accounts a LEFT JOIN regions r ON a.region = r.code";
-        let by_label = "SELECT r.label, SUM(a.balance) AS total, COUNT(*) AS n FROM accounts a \
+        let named =
+            "SELECT a.id, a.balance, a.credit, r.label FROM accounts a LEFT JOIN regions r ON a.region = r.code";
+        let by_label = "SELECT r.label, SUM(a.balance) AS total, SUM(a.credit) AS cr, COUNT(*) AS n FROM accounts a \
                         JOIN regions r ON a.region = r.code GROUP BY r.label";
         for (name, select) in [("tt_named", named), ("tt_by_label", by_label)] {
             checks.push(Check {
@@ -890,6 +1034,24 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         }
     }
 
+    // 7. Nested types: a STRUCT and an ARRAY read by field and subscript, in a projection
+    // of the table and in an aggregate over it (retractions carry the old nested cells).
+    {
+        let projected = "SELECT id, p->age AS age, p->city AS city, tags[1] AS t1, tags[3] AS t3 FROM profiles";
+        let by_city = "SELECT p->city AS city, COUNT(*) AS n, SUM(p->age) AS ages, SUM(tags[1]) AS t1, \
+                       MIN(tags[2]) AS t2 FROM profiles GROUP BY p->city";
+        for (name, select) in [("nested_proj", projected), ("nested_by_city", by_city)] {
+            checks.push(Check {
+                name: name.into(),
+                create: Some(format!("CREATE TABLE {name} AS {select} EMIT CHANGES")),
+                tables: vec![profiles.clone()],
+                oracle_sql: select.replace("p->age", "p['age']").replace("p->city", "p['city']"),
+                late: None,
+                known_bug: None,
+            });
+        }
+    }
+
     // 0. The input tables themselves: latest row per key.
     for t in [&accounts, &users] {
         checks.push(Check {
@@ -979,7 +1141,7 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         tagged.push((0, insert("s", &["ROWTIME", "k", "g", "x", "n"], chunk)));
     }
     for chunk in chunks(&mut rng, &accounts_rows) {
-        tagged.push((1, insert("accounts", &["id", "region", "balance"], chunk)));
+        tagged.push((1, insert("accounts", &["id", "region", "balance", "credit"], chunk)));
     }
     for chunk in chunks(&mut rng, &orders.rows) {
         tagged.push((2, insert("orders", &["orderId", "userId", "amount"], chunk)));
@@ -993,8 +1155,11 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
     for chunk in chunks(&mut rng, &sk_rows) {
         tagged.push((5, insert("sk", &["ROWTIME", "k", "n"], chunk)));
     }
-    // Interleave the six inputs randomly, keeping each one's own order.
-    let mut queues: Vec<Vec<String>> = vec![Vec::new(); 6];
+    for chunk in chunks(&mut nested_rng, &profiles_rows) {
+        tagged.push((6, insert("profiles", &["id", "p", "tags"], chunk)));
+    }
+    // Interleave the seven inputs randomly, keeping each one's own order.
+    let mut queues: Vec<Vec<String>> = vec![Vec::new(); 7];
     for (tag, sql) in tagged {
         queues[tag as usize].push(sql);
     }
@@ -1002,7 +1167,7 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         q.reverse();
     }
     while queues.iter().any(|q| !q.is_empty()) {
-        let nonempty: Vec<usize> = (0..6).filter(|&i| !queues[i].is_empty()).collect();
+        let nonempty: Vec<usize> = (0..queues.len()).filter(|&i| !queues[i].is_empty()).collect();
         let i = *pick(&mut rng, &nonempty);
         batches.push(queues[i].pop().unwrap());
     }
@@ -1065,7 +1230,9 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
                 "SELECT COUNT(*) FROM eddy_processing_log WHERE query_id LIKE 'CTAS_{}%' AND error LIKE 'late record%'",
                 c.name.to_uppercase()
             );
-            let logged = pull(&db.client, &sql).await.map(|r| r.rows.first().and_then(|r| r[0].parse::<usize>().ok()));
+            let logged = pull(&db.client, &sql)
+                .await
+                .map(|r| r.rows.first().and_then(|r| r[0].as_deref()?.parse::<usize>().ok()));
             match logged {
                 Ok(Some(n)) if n == expected => {}
                 Ok(n) => failures.push(format!("{}: late records: eddy logged {n:?}, oracle {expected}", c.name)),

@@ -1,4 +1,4 @@
-//! `crate::error` as the SQL dialect layer and the parameter handling see it: Eddy's
+//! `crate::error` as the SQL dialect layer, the parameter handling and stored rows see it: Eddy's
 //! `EddyError` with the variants the included modules use. The real one (`src/error.rs`)
 //! also converts DataFusion, Arrow, RocksDB and log errors, which the fuzz build does not
 //! compile. A module that starts using another variant fails to build here: add it.
@@ -16,4 +16,8 @@ pub enum EddyError {
     InvalidValue(String),
     NotImplemented(String),
     LimitExceeded(String),
+    Internal(String),
 }
+
+#[allow(dead_code)]
+pub type Result<T> = std::result::Result<T, EddyError>;

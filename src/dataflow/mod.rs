@@ -412,17 +412,16 @@ fn parse_time_key(key: &[u8]) -> Option<(i64, Vec<u8>)> {
     Some((t as i64, key[9..].to_vec()))
 }
 
-/// The row a state value holds: a table row (`{"r": [...]}`) or an aggregate group's output
-/// row (binary, `operator::accumulator`); `None` when it holds none (a group HAVING hides).
+/// The row a state value holds: a table row (`format::stored`) or an aggregate group's output
+/// row (binary, `operator::accumulator`); `None` when it holds none (a group HAVING hides,
+/// or a session window's list of sessions, kept among its groups).
 pub fn stored_row(bytes: &[u8]) -> Result<Option<Vec<Value>>> {
-    if bytes.first() == Some(&operator::accumulator::GROUP_STATE_FORMAT) {
-        return operator::accumulator::group_row(bytes);
+    match bytes.first() {
+        Some(&operator::accumulator::GROUP_STATE_FORMAT) => return operator::accumulator::group_row(bytes),
+        Some(&operator::aggregate::SESSION_LIST_FORMAT) => return Ok(None),
+        _ => {}
     }
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| EddyError::Internal(format!("stored row: {e}")))?;
-    Ok(match v.get("r") {
-        Some(Value::Array(r)) => Some(r.clone()),
-        _ => None,
-    })
+    crate::format::stored::row(bytes)
 }
 
 fn prefixed(prefix: u8, key: &[u8]) -> Vec<u8> {

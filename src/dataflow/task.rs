@@ -14,6 +14,7 @@ mod read_ahead;
 mod recovery;
 mod state_view;
 
+use crate::format::stored;
 use read_ahead::ReadAhead;
 use recovery::{check_state_format, clear_plog_entries, recover_processing_log, PLOG_ENTRY_PREFIX, PLOG_FROM_KEY};
 use state_view::StateView;
@@ -595,8 +596,7 @@ impl QueryTask {
             if let Some(new) = &row {
                 signed.push(SignedRow { key: k[1..].to_vec(), sign: 1, row: new.clone() });
             }
-            self.pending
-                .insert(k.clone(), row.as_ref().map(|r| serde_json::json!({ "r": r }).to_string().into_bytes()));
+            self.pending.insert(k.clone(), row.as_deref().map(stored::encode_row));
             previous.insert(k.clone(), row);
         }
         self.process_signed(signed, decoded.max_timestamp_ms)
@@ -693,7 +693,7 @@ impl QueryTask {
                     let cells: Vec<Value> = projected.columns().iter().map(|c| cell_at(c.as_ref(), row)).collect();
                     let key_values: Vec<Value> = key_columns.iter().map(|&i| cells[i].clone()).collect();
                     let (row, state_value) = if sign > 0 {
-                        let stored = serde_json::json!({ "r": cells }).to_string().into_bytes();
+                        let stored = stored::encode_row(&cells);
                         (Some(cells), StateWrite::Put(stored))
                     } else {
                         (None, StateWrite::Delete)
@@ -872,7 +872,7 @@ impl QueryTask {
                     if let Some(sink) = &self.sink {
                         self.pending_outputs.push(&sink.encode_change(&change));
                     }
-                    let final_row = serde_json::json!({ "r": row }).to_string().into_bytes();
+                    let final_row = stored::encode_row(row);
                     self.pending.insert(row_key(&key), Some(final_row));
                 }
             }

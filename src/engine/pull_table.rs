@@ -331,7 +331,7 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     Some(prefix_end(prefix)).filter(|end| !end.is_empty())
 }
 
-/// A stored table row (`{"r": [...]}`) with the table's width; anything else (an EMIT FINAL
+/// A stored table row (`format::stored`) with the table's width; anything else (an EMIT FINAL
 /// group still open, a HAVING that drops the group) is no row.
 fn stored_row(bytes: &[u8], width: usize) -> Result<Option<Vec<Value>>> {
     Ok(crate::dataflow::stored_row(bytes)?.filter(|r| r.len() == width))

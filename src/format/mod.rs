@@ -3,7 +3,7 @@
 //! Owns the columns and formats of a relation and the dispatch to each codec: value formats
 //! `JSON` (`json.rs`), `DELIMITED` (`delimited.rs`) and `KAFKA` (`kafka.rs`); key formats
 //! `KAFKA`, `JSON` and `DELIMITED`. Types and cells live in `types.rs`, Arrow conversion in
-//! `arrow.rs`. Called by the dataflow sources (decode), sinks and `INSERT` (encode). A record
+//! `arrow.rs`, rows as state stores them in `stored.rs`. Called by the dataflow sources (decode), sinks and `INSERT` (encode). A record
 //! that does not match its schema is never a panic and never a silent null: decode returns a
 //! `BadRecord` for the processing log.
 
@@ -22,6 +22,7 @@ pub mod json_batch;
 pub mod json_columns;
 pub mod kafka;
 pub mod row_keys;
+pub mod stored;
 pub mod types;
 
 pub use self::arrow::{cell_at, cell_refs_to_array, cells_to_array, rows_to_batch};

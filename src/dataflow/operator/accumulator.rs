@@ -656,12 +656,16 @@ pub fn group_row(bytes: &[u8]) -> Result<Option<Vec<Value>>> {
     let mut r = Reader { bytes };
     r.u8()?;
     r.i64()?;
-    match r.bytes()? {
-        Some(row) => {
-            Ok(Some(serde_json::from_slice(row).map_err(|e| EddyError::Internal(format!("aggregate row: {e}")))?))
-        }
-        None => Ok(None),
+    r.bytes()?.map(output_row).transpose()
+}
+
+/// A group's output row from its bytes: a stored row (`format::stored`), or a JSON array as
+/// groups stored it before.
+pub fn output_row(bytes: &[u8]) -> Result<Vec<Value>> {
+    if bytes.first() == Some(&crate::format::stored::ROW_FORMAT) {
+        return Ok(crate::format::stored::row(bytes)?.unwrap_or_default());
     }
+    serde_json::from_slice(bytes).map_err(|e| EddyError::Internal(format!("aggregate row: {e}")))
 }
 
 #[cfg(test)]

@@ -22,11 +22,11 @@ use datafusion::arrow::row::Rows;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde_json::Value;
 
-use super::accumulator::{decode_group, encode_group, AggSlot, ArgColumn, Group};
+use super::accumulator::{decode_group, encode_group, output_row, AggSlot, ArgColumn, Group};
 use super::{Change, StateWrite};
 use crate::error::{EddyError, Result};
-use crate::format::cell_at;
 use crate::format::row_keys::RowKeys;
+use crate::format::{cell_at, stored};
 use crate::plan::AggregatePlan;
 
 /// Reads the stored state of a batch of groups (one multi-get), `None` for new groups.
@@ -208,7 +208,7 @@ impl AggregateOperator {
         };
         let columns = self.def.keys.decode([key])?;
         let g = columns.iter().map(|c| cell_at(c.as_ref(), 0)).collect();
-        let r = group.row.as_deref().map(serde_json::from_slice).transpose().map_err(bad_state)?;
+        let r = group.row.as_deref().map(output_row).transpose()?;
         Ok(Some(GroupRow { g, r }))
     }
 
@@ -385,7 +385,7 @@ impl AggregateOperator {
         if !missing.is_empty() {
             for (k, v) in missing.iter().zip(load(&missing)?) {
                 let list = match v {
-                    Some(b) => serde_json::from_slice(&b).map_err(|e| bad_state(format!("session index: {e}")))?,
+                    Some(b) => decode_sessions(&b)?,
                     None => Vec::new(),
                 };
                 stored_lists.insert(k.clone(), list);
@@ -493,8 +493,7 @@ impl AggregateOperator {
             }
             let changed = after != outcome.before;
             if changed {
-                let bytes = serde_json::to_vec(&after).map_err(|e| EddyError::Internal(e.to_string()))?;
-                out.index_writes.push((index_key.clone(), Some(bytes)));
+                out.index_writes.push((index_key.clone(), Some(encode_sessions(&after))));
             }
             if changed || !self.sessions.contains_key(&index_key) {
                 undo_sessions.push((index_key.clone(), self.sessions.insert(index_key, after)));
@@ -667,8 +666,7 @@ impl Definition {
             let row: Option<Vec<Value>> =
                 visible[out_row].then(|| projected.iter().map(|a| cell_at(a.as_ref(), out_row)).collect());
             let group = cache.get_mut(key).expect("touched groups are cached");
-            group.row =
-                row.as_ref().map(serde_json::to_vec).transpose().map_err(|e| EddyError::Internal(e.to_string()))?;
+            group.row = row.as_deref().map(stored::encode_row);
             // Written once at the checkpoint (`drain_writes`), however often it changes.
             group.dirty = true;
             changes.push(Change {
@@ -680,6 +678,34 @@ impl Definition {
             });
         }
         Ok(changes)
+    }
+}
+
+/// First byte of a group key's list of sessions; its (start, end) pairs follow as big-endian
+/// i64s. Lists stored before were JSON (`[[start, end], ...]`) and are still read.
+pub const SESSION_LIST_FORMAT: u8 = 0xB4;
+
+fn encode_sessions(sessions: &[Session]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 16 * sessions.len());
+    out.push(SESSION_LIST_FORMAT);
+    for (start, end) in sessions {
+        out.extend_from_slice(&start.to_be_bytes());
+        out.extend_from_slice(&end.to_be_bytes());
+    }
+    out
+}
+
+fn decode_sessions(bytes: &[u8]) -> Result<Vec<Session>> {
+    match bytes.split_first() {
+        Some((&SESSION_LIST_FORMAT, pairs)) if pairs.len() % 16 == 0 => Ok(pairs
+            .chunks_exact(16)
+            .map(|p| {
+                let (s, e) = p.split_at(8);
+                (i64::from_be_bytes(s.try_into().expect("8 bytes")), i64::from_be_bytes(e.try_into().expect("8 bytes")))
+            })
+            .collect()),
+        Some((&SESSION_LIST_FORMAT, _)) => Err(bad_state("session index: truncated")),
+        _ => serde_json::from_slice(bytes).map_err(|e| bad_state(format!("session index: {e}"))),
     }
 }
 
@@ -714,4 +740,18 @@ fn session_key(
         }
     }
     Ok(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_lists_round_trip_and_json_ones_are_still_read() {
+        let list = vec![(-5, 10), (i64::MIN, i64::MAX), (100, 100)];
+        assert_eq!(decode_sessions(&encode_sessions(&list)).unwrap(), list);
+        assert_eq!(decode_sessions(&encode_sessions(&[])).unwrap(), vec![]);
+        assert_eq!(decode_sessions(b"[[1,2],[3,4]]").unwrap(), vec![(1, 2), (3, 4)]);
+        assert!(decode_sessions(&encode_sessions(&list)[..20]).is_err());
+    }
 }

@@ -27,13 +27,13 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::BatchTime;
 use crate::dataflow::source::DecodedBatch;
 use crate::error::{EddyError, Result};
-use crate::format::{cell_at, cell_refs_to_array, memcomparable};
+use crate::format::{cell_at, cell_refs_to_array, memcomparable, stored};
 use crate::plan::{IntervalJoinPlan, JoinKind};
 
 /// Key prefix of buffered records in the query's state.
@@ -45,11 +45,15 @@ pub enum Side {
     Right = 1,
 }
 
-/// A buffered record as the state store keeps it.
-#[derive(Debug, Serialize, Deserialize)]
-struct Stored<R> {
-    r: R,
-    /// Matched at least once (outer joins emit unmatched records with NULLs).
+/// First byte of a buffered record as the state store keeps it: then 1 if it was matched
+/// at least once (outer joins emit unmatched records with NULLs), else 0, then its cells
+/// (`format::stored`). Records buffered before were JSON, `{"r": [cells], "m": matched}`.
+const BUFFERED_FORMAT: u8 = 0xB5;
+
+/// A buffered record as JSON state held it.
+#[derive(Debug, Deserialize)]
+struct LegacyStored {
+    r: Vec<Value>,
     m: bool,
 }
 
@@ -380,7 +384,7 @@ impl IntervalJoinOperator {
             // Not there: it expired after it changed.
             let Some(at) = list.position(*ts, *seq) else { continue };
             let rec = &mut list.records[at];
-            writes.push((buffer_key(&bk), Some(encode(rec)?)));
+            writes.push((buffer_key(&bk), Some(encode(rec))));
             rec.stored = true;
             rec.dirty = false;
         }
@@ -485,14 +489,29 @@ fn record_bytes(r: &[Value]) -> usize {
 
 /// A stored record read back (it is stored and clean).
 fn decode(bytes: &[u8], ts: i64, seq: u64) -> Result<Buffered> {
-    let stored: Stored<Vec<Value>> =
-        serde_json::from_slice(bytes).map_err(|e| EddyError::Internal(format!("join buffer: {e}")))?;
-    Ok(Buffered { ts, seq, r: stored.r.into(), matched: stored.m, stored: true, dirty: false })
+    let (r, matched) = match bytes {
+        [BUFFERED_FORMAT, m @ (0 | 1), cells @ ..] => {
+            let (r, rest) = stored::take_cells(cells)?;
+            if !rest.is_empty() {
+                return Err(EddyError::Internal("join buffer: bytes after the record".into()));
+            }
+            (r, *m == 1)
+        }
+        _ => {
+            let s: LegacyStored =
+                serde_json::from_slice(bytes).map_err(|e| EddyError::Internal(format!("join buffer: {e}")))?;
+            (s.r, s.m)
+        }
+    };
+    Ok(Buffered { ts, seq, r: r.into(), matched, stored: true, dirty: false })
 }
 
-fn encode(rec: &Buffered) -> Result<Vec<u8>> {
-    serde_json::to_vec(&Stored { r: &rec.r[..], m: rec.matched })
-        .map_err(|e| EddyError::Internal(format!("join buffer: {e}")))
+fn encode(rec: &Buffered) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + 8 * rec.r.len());
+    out.push(BUFFERED_FORMAT);
+    out.push(u8::from(rec.matched));
+    stored::put_cells(&mut out, &rec.r);
+    out
 }
 
 /// `B` + side + key length + key + event time (sign-flipped) + sequence.
@@ -543,6 +562,19 @@ mod tests {
         // The same time with another sequence, or a time not there: not found.
         assert_eq!(list.position(20, 7), None);
         assert_eq!(list.position(25, 2), None);
+    }
+
+    #[test]
+    fn buffered_records_round_trip_and_json_ones_are_still_read() {
+        let cells = vec![Value::from(7), Value::from("1.50"), Value::Null];
+        let rec = Buffered { ts: 3, seq: 4, r: cells.clone().into(), matched: true, stored: false, dirty: true };
+        let back = decode(&encode(&rec), 3, 4).unwrap();
+        assert_eq!((&back.r[..], back.matched, back.stored), (&cells[..], true, true));
+        let legacy = decode(br#"{"r":[7,"1.50",null],"m":false}"#, 3, 4).unwrap();
+        assert_eq!((&legacy.r[..], legacy.matched), (&cells[..], false));
+        let mut extra = encode(&rec);
+        extra.push(0);
+        assert!(decode(&extra, 3, 4).is_err());
     }
 
     #[test]

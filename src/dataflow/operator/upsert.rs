@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::{Change, StateWrite};
-use crate::format::memcomparable;
+use crate::format::{memcomparable, stored};
 
 pub struct UpsertOperator;
 
@@ -14,7 +14,7 @@ impl UpsertOperator {
         rows.into_iter()
             .map(|(key_values, row, timestamp_ms)| {
                 let state_value = match &row {
-                    Some(r) => StateWrite::Put(serde_json::json!({ "r": r }).to_string().into_bytes()),
+                    Some(r) => StateWrite::Put(stored::encode_row(r)),
                     None => StateWrite::Delete,
                 };
                 Change { state_key: memcomparable(&key_values), key_values, row, state_value, timestamp_ms }

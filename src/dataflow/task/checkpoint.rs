@@ -64,7 +64,10 @@ impl QueryTask {
 
     /// Steps 1 and 2 of a checkpoint: the sinks' appends, then the one synced state write.
     fn write_checkpoint(&mut self, plog_entries: &[crate::log::LogRecord]) -> Result<()> {
-        let mut cp = self.rt.store.checkpoint(&self.cf);
+        // Each record in a batch is its bytes plus a tag, a column family id and two lengths.
+        let bytes: usize = self.pending.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 16).sum();
+        let plog_bytes: usize = plog_entries.iter().map(|r| r.value.as_ref().map_or(0, Vec::len) + 32).sum();
+        let mut cp = self.rt.store.checkpoint_with_capacity(&self.cf, bytes + plog_bytes + 4096);
         if !plog_entries.is_empty() {
             cp.put(&self.rt.store, PLOG_FROM_KEY, &self.rt.processing_log.end_offset().to_be_bytes())?;
             for (n, rec) in plog_entries.iter().enumerate() {
@@ -85,12 +88,7 @@ impl QueryTask {
             }
         }
         crate::failpoint::hit("checkpoint:after_sink_append");
-        for (k, v) in &self.pending {
-            match v {
-                Some(v) => cp.put(&self.rt.store, k, v)?,
-                None => cp.delete(&self.rt.store, k)?,
-            }
-        }
+        cp.write_all(&self.rt.store, self.pending.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))?;
         for (p, off) in self.source.partitions.iter().zip(&self.offsets) {
             cp.put(&self.rt.store, &partition_key(OFFSET_PREFIX, p.id), &off.to_be_bytes())?;
         }

@@ -24,7 +24,7 @@ impl StateView<'_> {
     }
 
     fn put_row(&mut self, key: Vec<u8>, row: Option<&Row>) {
-        self.pending.insert(key, row.map(|r| serde_json::json!({ "r": r }).to_string().into_bytes()));
+        self.pending.insert(key, row.map(|r| crate::format::stored::encode_row(r)));
     }
 }
 
