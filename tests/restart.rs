@@ -223,3 +223,143 @@ async fn aggregation_state_of_an_older_format_is_dropped_and_recomputed() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains(&format!("query {id}: its aggregation state was written by an older version")), "{logged}");
 }
+
+/// Rows that an older Eddy stored as JSON are still read: every binary row in state (a table's
+/// rows, a query's previous rows of a table, table–table join sides, the output row in each
+/// aggregation group, session lists, stream–stream join buffers) is put back into the JSON
+/// form older versions wrote, and the restarted server reads the same tables, retracts the old
+/// rows exactly when they change, merges sessions with the old lists and joins new records
+/// with the old buffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_stored_as_json_by_an_older_version_are_read_and_replaced() {
+    use eddy::format::stored;
+    use eddy::state::backup::BackupConfig;
+    use eddy::state::StateStore;
+    use serde_json::{json, Value};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(tmp.path());
+    let c = server.client().await;
+    for sql in [
+        "CREATE TABLE accts (id STRING PRIMARY KEY, region STRING, bal DECIMAL(20,2), tags ARRAY<INT>) \
+         WITH (PARTITIONS=1)",
+        "CREATE TABLE regions (code STRING PRIMARY KEY, label STRING) WITH (PARTITIONS=1)",
+        "CREATE STREAM clicks (u STRING, n INT) WITH (PARTITIONS=1)",
+        "CREATE STREAM views (u STRING, m INT) WITH (PARTITIONS=1)",
+        "CREATE TABLE by_region AS SELECT region, SUM(bal) AS total, COUNT(*) AS c, MAX(bal) AS hi FROM accts \
+         GROUP BY region EMIT CHANGES",
+        "CREATE TABLE named AS SELECT a.id, a.bal, r.label FROM accts a LEFT JOIN regions r ON a.region = r.code \
+         EMIT CHANGES",
+        "CREATE TABLE sess AS SELECT u, COUNT(*) AS c, SUM(n) AS s FROM clicks WINDOW SESSION (10 SECONDS) \
+         GROUP BY u EMIT CHANGES",
+        "CREATE STREAM sj AS SELECT c.u, c.n, v.m FROM clicks c JOIN views v WITHIN 5 SECONDS ON c.u = v.u \
+         EMIT CHANGES",
+        "INSERT INTO regions (code, label) VALUES ('eu', 'Europe'), ('us', 'Americas')",
+        "INSERT INTO accts (id, region, bal, tags) VALUES ('a', 'eu', 123456789012345.67, ARRAY[1, 2]), \
+         ('b', 'eu', 0.01, NULL), ('c', 'us', -5.50, ARRAY[3])",
+        "INSERT INTO clicks (ROWTIME, u, n) VALUES (1000, 'x', 1), (1500, 'y', 4)",
+        "INSERT INTO views (ROWTIME, u, m) VALUES (3000, 'x', 7)",
+        "FLUSH",
+    ] {
+        query(&c, sql).await;
+    }
+    let tables = ["accts", "by_region", "named", "sess", "sj"];
+    let mut before = Vec::new();
+    for t in tables {
+        before.push(query(&c, &format!("SELECT * FROM {t} ORDER BY 1, 2")).await);
+    }
+    drop(c);
+    assert!(server.terminate().success());
+
+    // Every binary row back to JSON, as an older version wrote it.
+    let state = tmp.path().join("state");
+    let families = rocksdb::DB::list_cf(&rocksdb::Options::default(), &state).unwrap();
+    let store = StateStore::open(&state, &BackupConfig { keep: 0, interval: None, ..Default::default() }).unwrap();
+    let cells = |b: &[u8]| Value::Array(stored::row(b).unwrap().unwrap());
+    let mut rewritten: BTreeMap<&str, usize> = BTreeMap::new();
+    for cf in families.iter().filter(|f| f.starts_with("q_")) {
+        let mut cp = store.checkpoint(cf);
+        for (k, v) in store.scan_prefix(cf, &[], usize::MAX).unwrap() {
+            let (kind, json) = match v.first() {
+                Some(&stored::ROW_FORMAT) => ("row", json!({ "r": cells(&v) }).to_string().into_bytes()),
+                Some(0xB4) => {
+                    let pairs: Vec<[i64; 2]> = v[1..]
+                        .chunks_exact(16)
+                        .map(|p| {
+                            [
+                                i64::from_be_bytes(p[..8].try_into().unwrap()),
+                                i64::from_be_bytes(p[8..].try_into().unwrap()),
+                            ]
+                        })
+                        .collect();
+                    ("session list", serde_json::to_vec(&pairs).unwrap())
+                }
+                Some(0xB5) => {
+                    let (r, _) = stored::take_cells(&v[2..]).unwrap();
+                    ("join buffer", json!({ "r": r, "m": v[1] == 1 }).to_string().into_bytes())
+                }
+                // A group: format byte, count (8), then its output row (length-prefixed).
+                Some(0xA2) => {
+                    let len = u32::from_be_bytes(v[9..13].try_into().unwrap());
+                    if len == u32::MAX {
+                        continue;
+                    }
+                    let end = 13 + len as usize;
+                    let row = serde_json::to_vec(&cells(&v[13..end])).unwrap();
+                    let mut g = v[..9].to_vec();
+                    g.extend_from_slice(&(row.len() as u32).to_be_bytes());
+                    g.extend_from_slice(&row);
+                    g.extend_from_slice(&v[end..]);
+                    ("group row", g)
+                }
+                _ => continue,
+            };
+            *rewritten.entry(kind).or_default() += 1;
+            cp.put(&store, &k, &json).unwrap();
+        }
+        store.commit(cp).unwrap();
+    }
+    store.close().unwrap();
+    drop(store);
+    for kind in ["row", "session list", "join buffer", "group row"] {
+        assert!(rewritten.get(kind).is_some_and(|&n| n > 0), "no {kind} rewritten: {rewritten:?}");
+    }
+
+    let log = tmp.path().join("restart.log");
+    let server = Server::start_logging(tmp.path(), &[], &log);
+    let c = server.client().await;
+    query(&c, "FLUSH").await;
+    for (t, rows) in tables.iter().zip(&before) {
+        assert_eq!(&query(&c, &format!("SELECT * FROM {t} ORDER BY 1, 2")).await, rows, "{t} after the restart");
+    }
+    // Changes retract the old rows, merge with the old session lists and join with the old
+    // buffered records.
+    for sql in [
+        "INSERT INTO accts (id, region, bal, tags) VALUES ('a', 'us', 1.00, ARRAY[9]), ('b', 'eu', 0.02, NULL)",
+        "INSERT INTO regions (code, label) VALUES ('eu', 'EU')",
+        "INSERT INTO clicks (ROWTIME, u, n) VALUES (4000, 'x', 2)",
+        "INSERT INTO views (ROWTIME, u, m) VALUES (2500, 'y', 8)",
+        "FLUSH",
+    ] {
+        query(&c, sql).await;
+    }
+    let r = |cells: &[&str]| cells.iter().map(|c| Some(c.to_string())).collect::<Vec<_>>();
+    assert_eq!(
+        query(&c, "SELECT region, CAST(total AS VARCHAR), c, CAST(hi AS VARCHAR) FROM by_region ORDER BY 1").await,
+        vec![r(&["eu", "0.02", "1", "0.02"]), r(&["us", "-4.50", "2", "1.00"])]
+    );
+    assert_eq!(
+        query(&c, "SELECT id, CAST(bal AS VARCHAR), label FROM named ORDER BY 1").await,
+        vec![r(&["a", "1.00", "Americas"]), r(&["b", "0.02", "EU"]), r(&["c", "-5.50", "Americas"])]
+    );
+    assert_eq!(
+        query(&c, "SELECT u, windowstart, windowend, c, s FROM sess ORDER BY 1, 2").await,
+        vec![r(&["x", "1000", "4000", "2", "3"]), r(&["y", "1500", "1500", "1", "4"])]
+    );
+    assert_eq!(
+        query(&c, "SELECT u, n, m FROM sj ORDER BY 1, 2").await,
+        vec![r(&["x", "1", "7"]), r(&["x", "2", "7"]), r(&["y", "4", "8"])]
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains("internal error"), "{logged}");
+}
