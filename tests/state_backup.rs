@@ -133,18 +133,31 @@ fn truncate(file: &Path, len: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_state_store_falls_back_to_its_newest_good_backup() {
-    // Backups only at start and after DDL: the one after the last CREATE holds no data, the
-    // one after `marker` holds the first FIRST records' results, none holds the rest.
+    // Backups only at start and after DDL (a request made while another waits joins it): the
+    // one after `marker` holds the first FIRST records' results.
     let no_timer = ["--state-backup-interval-secs", "0"];
     let pristine = tempfile::tempdir().unwrap();
     let data = pristine.path();
     {
         let mut server = Server::start_with(data, 0, &no_timer);
         let c = server.client().await;
-        query(&c, "CREATE STREAM s (id BIGINT, k STRING) WITH (KAFKA_TOPIC='s', PARTITIONS=2)").await;
-        query(&c, "CREATE STREAM p AS SELECT id, k FROM s EMIT CHANGES").await;
-        query(&c, "CREATE TABLE t AS SELECT k, COUNT(*) AS n FROM s GROUP BY k EMIT CHANGES").await;
-        wait_for_backups(data, 3).await;
+        // Each CREATE's backup is waited for before the next: a request made while another
+        // still waits for the backup thread joins it (one pending request at most), so three
+        // CREATEs in a row may give one backup, not three.
+        wait_for_backups(data, 1).await;
+        for ddl in [
+            "CREATE STREAM s (id BIGINT, k STRING) WITH (KAFKA_TOPIC='s', PARTITIONS=2)",
+            "CREATE STREAM p AS SELECT id, k FROM s EMIT CHANGES",
+            "CREATE TABLE t AS SELECT k, COUNT(*) AS n FROM s GROUP BY k EMIT CHANGES",
+        ] {
+            let before = backups(data);
+            query(&c, ddl).await;
+            let deadline = Instant::now() + BACKGROUND_WAIT;
+            while backups(data).last() == before.last() {
+                assert!(Instant::now() < deadline, "no backup after {ddl}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         let before_data = backups(data);
         insert(&c, 0, FIRST).await;
         check_results(&c, FIRST, "first batch").await;
