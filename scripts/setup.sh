@@ -2,7 +2,8 @@
 # Installs what a fresh Debian/Ubuntu machine lacks to build and test Eddy:
 # clang/libclang (RocksDB's bindgen, and its C++ compiler in release builds), a C++ compiler, psql and kcat; with --test also
 # the Python clients the tests drive (psycopg, psycopg2, asyncpg, confluent-kafka, kafka-python,
-# SQLAlchemy, pgcli); openssl makes the TLS test's certificate.
+# SQLAlchemy, pgcli) and, for the JDBC test, a Java runtime and pgjdbc; openssl makes the TLS
+# test's certificate.
 set -euo pipefail
 need=()
 command -v clang >/dev/null 2>&1 || need+=(clang)
@@ -13,6 +14,11 @@ command -v kcat >/dev/null 2>&1 || need+=(kcat)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
+# The JDBC test: a Java runtime and pgjdbc (/usr/share/java/postgresql.jar).
+if [ "${1:-}" = "--test" ]; then
+  command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
+  [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

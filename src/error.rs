@@ -21,6 +21,10 @@ pub enum EddyError {
     InvalidValue(String),
     #[error("{0}")]
     TypeMismatch(String),
+    /// Text that does not read as the type it is given for (Postgres's 22P02, "invalid
+    /// input syntax for type ...").
+    #[error("{0}")]
+    InvalidTextRepresentation(String),
     /// A value past its type's range, say a BIGINT sum past 2^63 (22003, as Postgres).
     #[error("{0}")]
     OutOfRange(String),

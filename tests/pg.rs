@@ -190,7 +190,8 @@ async fn errors_have_sqlstates_and_lose_nothing() {
     assert_eq!(sqlstate(&c, "SELECT nope FROM orders").await.0, "42703");
     assert_eq!(sqlstate(&c, "INSERT INTO nope (a) VALUES (1)").await.0, "42P01");
     assert_eq!(sqlstate(&c, "INSERT INTO orders (nope) VALUES (1)").await.0, "42703");
-    // A type mismatch in any row writes nothing.
+    // Text that does not read as the column's type, in any row, writes nothing (22P02, as
+    // Postgres: invalid input syntax for type double).
     assert_eq!(
         sqlstate(
             &c,
@@ -198,7 +199,7 @@ async fn errors_have_sqlstates_and_lose_nothing() {
         )
         .await
         .0,
-        "42804"
+        "22P02"
     );
     assert_eq!(query(&c, "SELECT COUNT(*) FROM orders").await, vec![vec![Some("0".into())]]);
     assert_eq!(sqlstate(&c, ORDERS).await.0, "42P07");
@@ -305,6 +306,39 @@ async fn new_types_in_binary_results() {
     assert_eq!(raw(2), numeric);
     assert_eq!(raw(3), vec![1, 2]);
     assert_eq!(String::from_utf8(raw(4)).unwrap(), r#"{"x":7}"#);
+}
+
+/// INSERT coercions, parameter types, column names, pg_typeof and savepoints, through
+/// psycopg 3, psycopg2, asyncpg and SQLAlchemy 2.1 (`tests/python/pg_typing.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_get_postgres_typing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    crate::common::python("pg_typing.py", &[server.port.to_string()]).await;
+}
+
+/// The same through JDBC's protocol path: pgjdbc (Debian's libpostgresql-jdbc-java, which
+/// `scripts/setup.sh --test` installs) running `tests/java/PgTyping.java`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_gets_postgres_typing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let source = format!("{}/tests/java/PgTyping.java", env!("CARGO_MANIFEST_DIR"));
+    let port = server.port.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("java")
+            .args(["-Duser.timezone=UTC", "-cp", "/usr/share/java/postgresql.jar", &source, &port])
+            .output()
+            .expect("java (scripts/setup.sh --test installs it)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "PgTyping.java failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -172,6 +172,9 @@ const TYPES: &[Option<Type>] = &[
     None,
     Some(Type::NUMERIC),
     Some(Type::TIMESTAMP),
+    Some(Type::TIMESTAMPTZ),
+    Some(Type::DATE),
+    Some(Type::TIME),
     Some(Type::BYTEA),
     Some(Type::JSONB),
 ];
@@ -219,6 +222,24 @@ fn binary_param(data: &[u8]) {
             }
         }
         Some(t) if *t == Type::BOOL => assert!(result.is_ok()),
+        Some(t) if [Type::TIMESTAMP, Type::TIMESTAMPTZ, Type::DATE, Type::TIME].contains(t) => {
+            let width = if *t == Type::DATE { 4 } else { 8 };
+            if let Ok(text) = &result {
+                assert_eq!(bytes.len(), width, "{t} from {} bytes: {text}", bytes.len());
+                let shape = text.bytes().all(|b| b.is_ascii_digit() || b"-:. +".contains(&b));
+                assert!(shape, "{t} as {text:?}");
+            } else {
+                assert!(!matches!(result, Err(EddyError::NotImplemented(_))), "{result:?}");
+            }
+        }
+        Some(t) if *t == Type::NUMERIC => {
+            if let Ok(text) = &result {
+                let digits = text.strip_prefix('-').unwrap_or(text);
+                let (int, frac) = digits.split_once('.').unwrap_or((digits, "0"));
+                let decimal = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+                assert!(decimal(int) && decimal(frac), "numeric as {text:?}");
+            }
+        }
         Some(t) if [Type::OID_ARRAY, Type::INT4_ARRAY, Type::INT8_ARRAY, Type::TEXT_ARRAY].contains(t) => {
             if result.is_ok() {
                 assert!(elements_in_bounds(bytes), "array elements read past their own bytes: {bytes:?}");

@@ -423,6 +423,8 @@ impl Engine {
             Statement::DeclareCursor { .. } | Statement::Fetch { .. } | Statement::CloseCursor { .. } => {
                 Err(EddyError::NotImplemented("cursors outside a Postgres connection".into()))
             }
+            // Postgres answers ROLLBACK TO SAVEPOINT with the tag ROLLBACK.
+            Statement::NoOp { tag } if tag == "ROLLBACK TO" => Ok(Output::Command { tag: "ROLLBACK".into() }),
             Statement::NoOp { tag } => Ok(Output::Command { tag }),
         }
     }

@@ -162,6 +162,20 @@ pub fn eddy_function_signature(name: &str) -> Option<(&'static str, &'static str
         "from_unixtime" => ("bigint", "timestamp without time zone"),
         "unix_timestamp" => ("timestamp without time zone", "bigint"),
         "extractjsonfield" => ("text, text", "text"),
+        "format_timestamp" => ("timestamp without time zone, text, text", "text"),
+        "parse_timestamp" => ("text, text, text", "timestamp without time zone"),
+        "format_date" => ("date, text", "text"),
+        "parse_date" => ("text, text", "date"),
+        "format_time" => ("time without time zone, text", "text"),
+        "parse_time" => ("text, text", "time without time zone"),
+        "convert_tz" => ("timestamp without time zone, text, text", "timestamp without time zone"),
+        "split" | "regexp_split_to_array" => ("text, text", "text[]"),
+        "regexp_extract" => ("text, text, bigint", "text"),
+        "regexp_extract_all" => ("text, text, bigint", "text[]"),
+        "mask" => ("text, text, text, text, text", "text"),
+        "mask_keep_left" | "mask_keep_right" | "mask_left" | "mask_right" => {
+            ("text, bigint, text, text, text, text", "text")
+        }
         _ => return None,
     })
 }
@@ -461,6 +475,50 @@ pub fn register(ctx: &SessionContext, snapshot: Arc<Snapshot>) {
         let signature = Signature::one_of(vec![TypeSignature::Nullary, TypeSignature::UserDefined], Volatility::Stable);
         ctx.register_udf(ScalarUDF::new_from_impl(PgFn { name, ret, signature, f }));
     }
+    ctx.register_udf(ScalarUDF::new_from_impl(PgTypeof { signature: Signature::any(1, Volatility::Immutable) }));
+}
+
+/// `pg_typeof(x)`: the name of the Postgres type a result of `x`'s type is sent as
+/// (`integer`, `numeric`, `timestamp without time zone`, ...); `unknown` for a bare NULL.
+#[derive(Debug)]
+struct PgTypeof {
+    signature: Signature,
+}
+impl PartialEq for PgTypeof {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for PgTypeof {}
+impl std::hash::Hash for PgTypeof {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "pg_typeof".hash(state)
+    }
+}
+
+/// The name `pg_typeof` gives a value of Arrow type `dt`.
+fn pg_type_name(dt: &DataType) -> String {
+    if dt == &DataType::Null {
+        return "unknown".into();
+    }
+    let oid = i64::from(crate::pgwire::pg_type(dt).0.oid());
+    format_type(oid, -1).unwrap_or_else(|| "unknown".into())
+}
+
+impl ScalarUDFImpl for PgTypeof {
+    fn name(&self) -> &str {
+        "pg_typeof"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let name = args.args.first().map(|a| pg_type_name(&a.data_type())).unwrap_or_else(|| "unknown".into());
+        Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::Utf8(Some(name))))
+    }
 }
 
 #[cfg(test)]
@@ -478,6 +536,19 @@ mod tests {
         assert_eq!(format(&[s("%I.%I"), s("public"), s("My T")]).unwrap(), "public.\"My T\"");
         assert_eq!(format(&[s("%L and %s%%"), s("it's"), None]).unwrap(), "'it''s' and %");
         assert_eq!(pg_size_pretty(20_000), "20 kB");
+    }
+
+    #[test]
+    fn pg_typeof_names_the_postgres_type() {
+        use datafusion::arrow::datatypes::TimeUnit;
+        assert_eq!(pg_type_name(&DataType::Int32), "integer");
+        assert_eq!(pg_type_name(&DataType::Int64), "bigint");
+        assert_eq!(pg_type_name(&DataType::Float64), "double precision");
+        assert_eq!(pg_type_name(&DataType::Decimal128(10, 2)), "numeric");
+        assert_eq!(pg_type_name(&DataType::Boolean), "boolean");
+        assert_eq!(pg_type_name(&DataType::Timestamp(TimeUnit::Millisecond, None)), "timestamp without time zone");
+        assert_eq!(pg_type_name(&DataType::Date32), "date");
+        assert_eq!(pg_type_name(&DataType::Null), "unknown");
     }
 
     #[test]

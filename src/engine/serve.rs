@@ -48,7 +48,10 @@ impl Engine {
                 .collect::<Result<_>>()?
         };
         let now = self.log.clock.now_ms();
-        let mut by_partition: Vec<Vec<LogRecord>> = vec![Vec::new(); rel.partitions.max(1) as usize];
+        // First every cell: literals directly; anything else (a string for a TIMESTAMP, a
+        // `CAST`, `now()`, arithmetic) as Postgres would, by evaluating it (`evaluate_values`).
+        let mut rows_in: Vec<(Vec<Value>, Option<i64>)> = Vec::with_capacity(rows.len());
+        let mut pending: Vec<(usize, usize, &ast::Expr)> = Vec::new();
         for (n, exprs) in rows.iter().enumerate() {
             if exprs.len() != targets.len() {
                 return Err(EddyError::InvalidValue(format!(
@@ -69,8 +72,22 @@ impl Engine {
                     continue;
                 }
                 let col = &rel.columns[i];
-                row[i] = check_cell(col, typed_literal(&col.ty, e)?).map_err(EddyError::TypeMismatch)?;
+                match typed_literal(&col.ty, e).and_then(|v| check_cell(col, v).map_err(EddyError::TypeMismatch)) {
+                    Ok(v) => row[i] = v,
+                    Err(_) if is_scalar(&col.ty) => pending.push((n, i, e)),
+                    Err(err) => return Err(err),
+                }
             }
+            rows_in.push((row, rowtime));
+        }
+        if !pending.is_empty() {
+            let cells = evaluate_values(&rel.columns, &pending).await?;
+            for ((n, i, _), v) in pending.iter().zip(cells) {
+                rows_in[*n].0[*i] = v;
+            }
+        }
+        let mut by_partition: Vec<Vec<LogRecord>> = vec![Vec::new(); rel.partitions.max(1) as usize];
+        for (n, (row, rowtime)) in rows_in.into_iter().enumerate() {
             if rel.kind == RelationKind::Table && rel.columns.iter().zip(&row).any(|(c, v)| c.key && v.is_null()) {
                 return Err(EddyError::InvalidValue(format!(
                     "INSERT INTO table {target} needs a value for its PRIMARY KEY"
@@ -172,7 +189,7 @@ impl Engine {
         }
         let ctx = self.pull_context(select, true).await?;
         let df = ctx.sql(&select.sql).await?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
+        let schema = crate::sql::pg_names::strip_markers(Arc::new(df.schema().as_arrow().clone()));
         let cap = self.config.max_result_rows;
         let plan = cooperative(df.create_physical_plan().await?)?;
         let mut stream = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())?;
@@ -221,7 +238,8 @@ impl Engine {
             }
             Statement::Select(select) => {
                 let ctx = self.pull_context(select, false).await?;
-                Some(Arc::new(ctx.sql(&select.sql).await?.schema().as_arrow().clone()))
+                let schema = Arc::new(ctx.sql(&select.sql).await?.schema().as_arrow().clone());
+                Some(crate::sql::pg_names::strip_markers(schema))
             }
             Statement::Show { .. } | Statement::Describe { .. } | Statement::Explain(_) => {
                 let located = crate::sql::Located { statement: stmt.clone(), text: String::new(), offset_chars: 0 };
@@ -246,6 +264,29 @@ impl Engine {
     ) -> Vec<Option<datafusion::arrow::datatypes::DataType>> {
         let unknown = vec![None; count];
         let Ok(located) = crate::sql::parse(sql) else { return unknown };
+        // INSERT ... VALUES ($1, ...): a parameter takes its target column's type.
+        if let [crate::sql::Located { statement: crate::sql::Statement::Insert { target, columns, rows }, .. }] =
+            located.as_slice()
+        {
+            let Some(rel) = self.catalog.relation(target) else { return unknown };
+            let mut out = unknown;
+            for exprs in rows {
+                for (k, e) in exprs.iter().enumerate() {
+                    let ast::Expr::Value(v) = e else { continue };
+                    let ast::Value::Placeholder(p) = &v.value else { continue };
+                    let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) else { continue };
+                    let column = match columns.get(k) {
+                        Some(name) => rel.columns.iter().find(|c| c.name == *name || c.name.eq_ignore_ascii_case(name)),
+                        None if columns.is_empty() => rel.columns.get(k),
+                        None => None,
+                    };
+                    if let (Some(slot), Some(c)) = (n.checked_sub(1).and_then(|i| out.get_mut(i)), column) {
+                        *slot = Some(c.ty.arrow());
+                    }
+                }
+            }
+            return out;
+        }
         let [crate::sql::Located { statement: crate::sql::Statement::Select(select), .. }] = located.as_slice() else {
             return unknown;
         };
@@ -342,6 +383,108 @@ fn typed_literal(ty: &SqlType, e: &ast::Expr) -> Result<Value> {
             other => Ok(other),
         },
         _ => literal(e),
+    }
+}
+
+/// Column types whose values `evaluate_values` can compute: nested ones take literals, and
+/// BYTES takes base64 text only (evaluated, any text would pass as its own bytes).
+fn is_scalar(ty: &SqlType) -> bool {
+    !matches!(ty, SqlType::Array(_) | SqlType::Map(_) | SqlType::Struct(_) | SqlType::Bytes)
+}
+
+/// The cells of VALUES that are no plain literal of their column's type, computed as
+/// Postgres computes them: each expression evaluated (DataFusion, one `SELECT` for the
+/// whole statement) and its result cast to the column's type, so `'2026-01-01 00:00:00'`,
+/// `'2026-01-01T00:00:00+02:00'` (stored in UTC), `TIMESTAMP '...'`, `now()`, `'t'` for a
+/// BOOLEAN, `'12.5'` for a DECIMAL and `1 + 2` all work. A string that does not read as the
+/// type is refused as Postgres refuses it (22P02, "invalid input syntax for type ...").
+async fn evaluate_values(
+    columns: &[crate::format::Column],
+    cells: &[(usize, usize, &ast::Expr)],
+) -> Result<Vec<Value>> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::compute::{cast_with_options, CastOptions};
+    let list: Vec<String> = cells.iter().enumerate().map(|(k, (_, _, e))| format!("({e}) AS c{k}")).collect();
+    let ctx = session_with(false);
+    let batches = ctx.sql(&format!("SELECT {}", list.join(", "))).await?.collect().await?;
+    let batch =
+        batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| EddyError::Internal("VALUES gave no row".into()))?;
+    let options = CastOptions { safe: false, ..Default::default() };
+    cells
+        .iter()
+        .enumerate()
+        .map(|(k, (_, i, e))| {
+            let col = &columns[*i];
+            let target = col.ty.arrow();
+            let array = &match (batch.column(k).as_string_opt::<i32>(), &target) {
+                (Some(text), datafusion::arrow::datatypes::DataType::Timestamp(..)) => {
+                    let texts: datafusion::arrow::array::StringArray =
+                        text.iter().map(|t| t.map(with_zone_minutes)).collect();
+                    Arc::new(texts) as datafusion::arrow::array::ArrayRef
+                }
+                // A DATE reads the date of a timestamp's text (`'2026-05-06 07:08:09+02'`, as
+                // pgjdbc sends dates), as Postgres does.
+                (Some(text), datafusion::arrow::datatypes::DataType::Date32) => {
+                    let texts: datafusion::arrow::array::StringArray =
+                        text.iter().map(|t| t.map(|t| t.trim().split([' ', 'T']).next().unwrap_or(t))).collect();
+                    Arc::new(texts) as datafusion::arrow::array::ArrayRef
+                }
+                _ => batch.column(k).clone(),
+            };
+            let cast = cast_with_options(array, &target, &options).map_err(|err| {
+                let shown = match crate::format::cell_at(array.as_ref(), 0) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                let reason = err.to_string().to_ascii_lowercase();
+                let is_text = matches!(
+                    array.data_type(),
+                    datafusion::arrow::datatypes::DataType::Utf8 | datafusion::arrow::datatypes::DataType::Utf8View
+                );
+                if ["overflow", "too large", "precision", "out of range"].iter().any(|w| reason.contains(w)) {
+                    // Postgres's wording per type.
+                    let what = match col.ty {
+                        SqlType::Decimal { .. } => "numeric field overflow",
+                        SqlType::Int => "integer out of range",
+                        SqlType::BigInt => "bigint out of range",
+                        _ => "value out of range",
+                    };
+                    EddyError::OutOfRange(format!(
+                        "{what}: {shown} does not fit column {} ({})",
+                        col.name,
+                        col.ty.name()
+                    ))
+                } else if is_text {
+                    EddyError::InvalidTextRepresentation(format!(
+                        "invalid input syntax for type {}: \"{shown}\"",
+                        col.ty.name().to_lowercase()
+                    ))
+                } else {
+                    EddyError::TypeMismatch(format!(
+                        "column {} is of type {} but expression {e} is of type {}",
+                        col.name,
+                        col.ty.name(),
+                        array.data_type()
+                    ))
+                }
+            })?;
+            check_cell(col, crate::format::cell_at(cast.as_ref(), 0)).map_err(EddyError::TypeMismatch)
+        })
+        .collect()
+}
+
+/// A timestamp's text with an hours-only zone (`+02`, as Postgres and pgjdbc write it)
+/// given its minutes (`+02:00`), which is how Arrow reads zones.
+fn with_zone_minutes(text: &str) -> String {
+    let b = text.trim_end().as_bytes();
+    let hours_only = b.len() > 11
+        && matches!(b[b.len() - 3], b'+' | b'-')
+        && b[b.len() - 2..].iter().all(u8::is_ascii_digit)
+        && b[b.len() - 4].is_ascii_digit();
+    if hours_only {
+        format!("{}:00", text.trim_end())
+    } else {
+        text.to_string()
     }
 }
 

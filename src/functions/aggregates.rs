@@ -1,6 +1,7 @@
 //! ksqlDB's aggregates DataFusion lacks, for pull queries and for planning continuous ones:
-//! `TOPK(col, k)` (the k largest values, largest first) and `HISTOGRAM(col)` (a map from each
-//! value to its count). Both run the continuous aggregation's own accumulator
+//! `TOPK(col, k)` (the k largest values, largest first), `HISTOGRAM(col)` (a map from each
+//! value to its count) and `COLLECT_SET(col)` (each distinct value once, in the order first
+//! seen). All run the continuous aggregation's own accumulator
 //! (`dataflow::operator::accumulator`), so a pull query and a continuous query agree.
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Sign
 use datafusion::physical_expr::expressions::Literal;
 
 pub fn udafs() -> Vec<AggregateUDF> {
-    vec![AggregateUDF::from(TopK::new()), AggregateUDF::from(Histogram::new())]
+    vec![AggregateUDF::from(TopK::new()), AggregateUDF::from(Histogram::new()), AggregateUDF::from(CollectSet::new())]
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -94,7 +95,37 @@ impl AggregateUDFImpl for Histogram {
     }
 }
 
-/// TOPK and HISTOGRAM over a batch: the continuous aggregation's own accumulator
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CollectSet {
+    signature: Signature,
+}
+
+impl CollectSet {
+    fn new() -> Self {
+        CollectSet { signature: Signature::new(TypeSignature::Any(1), Volatility::Immutable) }
+    }
+}
+
+impl AggregateUDFImpl for CollectSet {
+    fn name(&self) -> &str {
+        "collect_set"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::List(Arc::new(Field::new("item", args[0].clone(), true))))
+    }
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        binary_state(args)
+    }
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let item = args.expr_fields[0].data_type();
+        Ok(Box::new(SlotAccumulator::new(AggFunc::CollectSet, item, args.return_field.data_type())?))
+    }
+}
+
+/// TOPK, HISTOGRAM and COLLECT_SET over a batch: the continuous aggregation's own accumulator
 /// (`dataflow::operator::accumulator`), so both give the same answers. Its state between
 /// partial aggregations is the accumulator's bytes.
 struct SlotAccumulator {
@@ -161,13 +192,14 @@ impl Accumulator for SlotAccumulator {
     fn size(&self) -> usize {
         let values = match &self.acc {
             Acc::Set(set) => set.keys().map(|k| k.len() + 48).sum(),
+            Acc::List(items) => items.iter().map(|v| v.len() + 24).sum(),
             _ => 0,
         };
         std::mem::size_of_val(self) + values
     }
 }
 
-/// The state field of both UDAFs: the accumulator's bytes.
+/// The state field of these UDAFs: the accumulator's bytes.
 fn binary_state(args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
     Ok(vec![Arc::new(Field::new(format!("{}[acc]", args.name), DataType::Binary, true))])
 }

@@ -2,7 +2,8 @@
 //! translation they share with the rest of the engine.
 //!
 //! Owns: `UCASE`, `LCASE`, `LEN`, `IFNULL`, `TIMESTAMPTOSTRING`, `STRINGTOTIMESTAMP`,
-//! `FROM_UNIXTIME`, `UNIX_TIMESTAMP` and `EXTRACTJSONFIELD` (one [`ScalarUDFImpl`] whose
+//! `FROM_UNIXTIME`, `UNIX_TIMESTAMP`, `EXTRACTJSONFIELD`, `FORMAT_`/`PARSE_TIMESTAMP`,
+//! `FORMAT_`/`PARSE_DATE`, `FORMAT_`/`PARSE_TIME` and `CONVERT_TZ` (one [`ScalarUDFImpl`] whose
 //! behaviour is picked by [`Kind`]), and the Java `DateTimeFormatter`/`SimpleDateFormat`
 //! pattern compiler (a pattern becomes a list of chrono format items).
 //!
@@ -14,6 +15,7 @@
 //! arrow's `Tz`, which DataFusion builds with chrono-tz). Every function is null in, null out.
 
 pub mod aggregates;
+mod strings;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -23,7 +25,8 @@ use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
 
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int32Array, Int64Array, Int64Builder, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, Date32Array, Int32Array, Int64Array, Int64Builder, StringArray, StringBuilder,
+    Time32MillisecondArray,
 };
 use datafusion::arrow::compute::kernels::zip::zip;
 use datafusion::arrow::compute::{cast, is_not_null};
@@ -309,12 +312,21 @@ enum Kind {
     FromUnixtime,
     UnixTimestamp,
     ExtractJsonField,
+    FormatTimestamp,
+    ParseTimestamp,
+    FormatDate,
+    ParseDate,
+    FormatTime,
+    ParseTime,
+    ConvertTz,
 }
 
 #[rustfmt::skip]
-const ALL: [Kind; 9] = [
+const ALL: [Kind; 16] = [
     Kind::Ucase, Kind::Lcase, Kind::Len, Kind::IfNull, Kind::TimestampToString,
     Kind::StringToTimestamp, Kind::FromUnixtime, Kind::UnixTimestamp, Kind::ExtractJsonField,
+    Kind::FormatTimestamp, Kind::ParseTimestamp, Kind::FormatDate, Kind::ParseDate,
+    Kind::FormatTime, Kind::ParseTime, Kind::ConvertTz,
 ];
 
 impl Kind {
@@ -329,6 +341,13 @@ impl Kind {
             Kind::FromUnixtime => "from_unixtime",
             Kind::UnixTimestamp => "unix_timestamp",
             Kind::ExtractJsonField => "extractjsonfield",
+            Kind::FormatTimestamp => "format_timestamp",
+            Kind::ParseTimestamp => "parse_timestamp",
+            Kind::FormatDate => "format_date",
+            Kind::ParseDate => "parse_date",
+            Kind::FormatTime => "format_time",
+            Kind::ParseTime => "parse_time",
+            Kind::ConvertTz => "convert_tz",
         }
     }
 
@@ -342,6 +361,13 @@ impl Kind {
             Kind::FromUnixtime => "(BIGINT epoch_ms)",
             Kind::UnixTimestamp => "() or (TIMESTAMP)",
             Kind::ExtractJsonField => "(STRING json, STRING path)",
+            Kind::FormatTimestamp => "(TIMESTAMP, STRING pattern [, STRING tz])",
+            Kind::ParseTimestamp => "(STRING value, STRING pattern [, STRING tz])",
+            Kind::FormatDate => "(DATE, STRING pattern)",
+            Kind::ParseDate => "(STRING value, STRING pattern)",
+            Kind::FormatTime => "(TIME, STRING pattern)",
+            Kind::ParseTime => "(STRING value, STRING pattern)",
+            Kind::ConvertTz => "(TIMESTAMP, STRING from_tz, STRING to_tz)",
         }
     }
 }
@@ -360,6 +386,15 @@ fn string_type(t: &DataType) -> Option<DataType> {
 
 fn int_type(t: &DataType) -> Option<DataType> {
     (t.is_integer() || t.is_null()).then_some(DataType::Int64)
+}
+
+fn date_type(t: &DataType) -> Option<DataType> {
+    matches!(t, DataType::Date32 | DataType::Date64 | DataType::Null).then_some(DataType::Date32)
+}
+
+fn time_type(t: &DataType) -> Option<DataType> {
+    matches!(t, DataType::Time32(_) | DataType::Time64(_) | DataType::Null)
+        .then_some(DataType::Time32(TimeUnit::Millisecond))
 }
 
 fn timestamp_type(t: &DataType) -> Option<DataType> {
@@ -393,6 +428,12 @@ impl ScalarUDFImpl for KsqlFunction {
             Kind::FromUnixtime => (1, &[int_type]),
             Kind::UnixTimestamp => (0, &[timestamp_type]),
             Kind::ExtractJsonField => (2, &[string_type, string_type]),
+            Kind::FormatTimestamp => (2, &[timestamp_type, string_type, string_type]),
+            Kind::ParseTimestamp => (2, &[string_type, string_type, string_type]),
+            Kind::FormatDate => (2, &[date_type, string_type]),
+            Kind::FormatTime => (2, &[time_type, string_type]),
+            Kind::ParseDate | Kind::ParseTime => (2, &[string_type, string_type]),
+            Kind::ConvertTz => (3, &[timestamp_type, string_type, string_type]),
         };
         let coerced: Option<Vec<DataType>> = (args.len() >= required && args.len() <= rules.len())
             .then(|| args.iter().zip(rules).map(|(t, rule)| rule(t)).collect())
@@ -411,7 +452,12 @@ impl ScalarUDFImpl for KsqlFunction {
             Kind::Len => DataType::Int32,
             Kind::IfNull => args.first().cloned().unwrap_or(DataType::Null),
             Kind::StringToTimestamp | Kind::UnixTimestamp => DataType::Int64,
-            Kind::FromUnixtime => DataType::Timestamp(TimeUnit::Millisecond, None),
+            Kind::FromUnixtime | Kind::ParseTimestamp | Kind::ConvertTz => {
+                DataType::Timestamp(TimeUnit::Millisecond, None)
+            }
+            Kind::FormatTimestamp | Kind::FormatDate | Kind::FormatTime => DataType::Utf8,
+            Kind::ParseDate => DataType::Date32,
+            Kind::ParseTime => DataType::Time32(TimeUnit::Millisecond),
         })
     }
 
@@ -430,8 +476,43 @@ impl ScalarUDFImpl for KsqlFunction {
             ),
             Kind::IfNull if arrays[0].data_type().is_null() => Arc::clone(&arrays[1]),
             Kind::IfNull => zip(&is_not_null(&arrays[0])?, &arrays[0], &arrays[1])?,
-            Kind::TimestampToString => timestamp_to_string(&arrays)?,
-            Kind::StringToTimestamp => string_to_timestamp(&arrays)?,
+            Kind::TimestampToString => timestamp_to_string(&arrays, "TIMESTAMPTOSTRING")?,
+            Kind::StringToTimestamp => string_to_timestamp(&arrays, "STRINGTOTIMESTAMP")?,
+            Kind::FormatTimestamp => {
+                let mut args = vec![cast(&arrays[0], &DataType::Int64)?];
+                args.extend_from_slice(&arrays[1..]);
+                timestamp_to_string(&args, "FORMAT_TIMESTAMP")?
+            }
+            Kind::ParseTimestamp => cast(
+                &string_to_timestamp(&arrays, "PARSE_TIMESTAMP")?,
+                &DataType::Timestamp(TimeUnit::Millisecond, None),
+            )?,
+            Kind::FormatDate => {
+                let days = cast(&arrays[0], &DataType::Int64)?;
+                let ms: Int64Array =
+                    days.as_primitive::<Int64Type>().iter().map(|d| d.map(|d| d * MS_PER_DAY)).collect();
+                timestamp_to_string(&[Arc::new(ms), arrays[1].clone()], "FORMAT_DATE")?
+            }
+            Kind::ParseDate => {
+                let ms = string_to_timestamp(&arrays, "PARSE_DATE")?;
+                let days: Date32Array = ms
+                    .as_primitive::<Int64Type>()
+                    .iter()
+                    .map(|m| m.and_then(|m| i32::try_from(m.div_euclid(MS_PER_DAY)).ok()))
+                    .collect();
+                Arc::new(days)
+            }
+            Kind::FormatTime => {
+                let ms = cast(&cast(&arrays[0], &DataType::Int32)?, &DataType::Int64)?;
+                timestamp_to_string(&[ms, arrays[1].clone()], "FORMAT_TIME")?
+            }
+            Kind::ParseTime => {
+                let ms = string_to_timestamp(&arrays, "PARSE_TIME")?;
+                let times: Time32MillisecondArray =
+                    ms.as_primitive::<Int64Type>().iter().map(|m| m.map(|m| m.rem_euclid(MS_PER_DAY) as i32)).collect();
+                Arc::new(times)
+            }
+            Kind::ConvertTz => convert_tz(&arrays)?,
             Kind::FromUnixtime => cast(&arrays[0], &DataType::Timestamp(TimeUnit::Millisecond, None))?,
             Kind::UnixTimestamp if arrays.is_empty() => {
                 Arc::new(Int64Array::from_value(Utc::now().timestamp_millis(), n))
@@ -482,7 +563,37 @@ impl<'a> PatternArgs<'a> {
     }
 }
 
-fn timestamp_to_string(arrays: &[ArrayRef]) -> Result<ArrayRef> {
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// CONVERT_TZ: the wall-clock time a TIMESTAMP shows in `from_tz`, as the wall-clock time of
+/// the same instant in `to_tz` (a time in a DST gap takes the offset before the gap).
+fn convert_tz(arrays: &[ArrayRef]) -> Result<ArrayRef> {
+    let ms = cast(&arrays[0], &DataType::Int64)?;
+    let ms = ms.as_primitive::<Int64Type>();
+    let (from, to) = (arrays[1].as_string::<i32>(), arrays[2].as_string::<i32>());
+    let (mut from_tz, mut to_tz) = (Last::new(), Last::new());
+    let mut out = Int64Builder::with_capacity(ms.len());
+    for i in 0..ms.len() {
+        if ms.is_null(i) || from.is_null(i) || to.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let naive = DateTime::<Utc>::from_timestamp_millis(ms.value(i))
+            .ok_or_else(|| exec_datafusion_err!("CONVERT_TZ: timestamp {} ms is out of range", ms.value(i)))?
+            .naive_utc();
+        let source = from_tz.get(from.value(i), parse_tz)?;
+        let instant = match source.from_local_datetime(&naive) {
+            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.naive_utc(),
+            LocalResult::None => naive - source.offset_from_utc_datetime(&(naive - chrono::Duration::days(1))).fix(),
+        };
+        let target = to_tz.get(to.value(i), parse_tz)?;
+        let shown = target.from_utc_datetime(&instant).naive_local();
+        out.append_value(shown.and_utc().timestamp_millis());
+    }
+    Ok(cast(&(Arc::new(out.finish()) as ArrayRef), &DataType::Timestamp(TimeUnit::Millisecond, None))?)
+}
+
+fn timestamp_to_string(arrays: &[ArrayRef], function: &str) -> Result<ArrayRef> {
     let ms = arrays[0].as_primitive::<Int64Type>();
     let mut args = PatternArgs::new(arrays);
     let mut out = StringBuilder::with_capacity(ms.len(), ms.len() * 24);
@@ -492,13 +603,13 @@ fn timestamp_to_string(arrays: &[ArrayRef]) -> Result<ArrayRef> {
             continue;
         }
         let (pattern, tz, _) = args.at(i)?;
-        let text = format_with(ms.value(i), pattern, tz).map_err(|e| exec_datafusion_err!("TIMESTAMPTOSTRING: {e}"))?;
+        let text = format_with(ms.value(i), pattern, tz).map_err(|e| exec_datafusion_err!("{function}: {e}"))?;
         out.append_value(text);
     }
     Ok(Arc::new(out.finish()))
 }
 
-fn string_to_timestamp(arrays: &[ArrayRef]) -> Result<ArrayRef> {
+fn string_to_timestamp(arrays: &[ArrayRef], function: &str) -> Result<ArrayRef> {
     let values = arrays[0].as_string::<i32>();
     let mut args = PatternArgs::new(arrays);
     let mut out = Int64Builder::with_capacity(values.len());
@@ -509,9 +620,8 @@ fn string_to_timestamp(arrays: &[ArrayRef]) -> Result<ArrayRef> {
         }
         let (pattern, tz, text) = args.at(i)?;
         let value = values.value(i);
-        let ms = parse_with(value, pattern, tz).map_err(|e| {
-            exec_datafusion_err!("STRINGTOTIMESTAMP: cannot parse '{value}' with pattern '{text}': {e}")
-        })?;
+        let ms = parse_with(value, pattern, tz)
+            .map_err(|e| exec_datafusion_err!("{function}: cannot parse '{value}' with pattern '{text}': {e}"))?;
         out.append_value(ms);
     }
     Ok(Arc::new(out.finish()))
@@ -534,6 +644,12 @@ fn extract_json_field(arrays: &[ArrayRef]) -> Result<ArrayRef> {
 
 /// Every function in this module as a DataFusion UDF.
 pub fn udfs() -> Vec<ScalarUDF> {
+    let mut all = ksql_udfs();
+    all.extend(strings::udfs());
+    all
+}
+
+fn ksql_udfs() -> Vec<ScalarUDF> {
     ALL.iter()
         .map(|&kind| {
             // unix_timestamp() reads the clock on every call.
@@ -664,6 +780,62 @@ mod tests {
                 "NULL"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn typed_date_and_time_functions() {
+        // 2024-03-05T14:07:09.042Z, a Tuesday.
+        let r = row("SELECT \
+            format_timestamp(from_unixtime(1709647629042), 'yyyy-MM-dd HH:mm:ss.SSS'), \
+            format_timestamp(from_unixtime(1709647629042), 'HH:mm', 'Europe/Paris'), \
+            CAST(parse_timestamp('2024-03-05 16:07:09.042', 'yyyy-MM-dd HH:mm:ss.SSS', '+02:00') AS BIGINT), \
+            format_date(DATE '2024-03-05', 'dd/MM/yyyy EEE'), \
+            CAST(parse_date('05/03/2024', 'dd/MM/yyyy') AS VARCHAR), \
+            format_time(TIME '14:07:09', 'h:mm a'), \
+            CAST(parse_time('2:07 PM', 'h:mm a') AS VARCHAR), \
+            CAST(convert_tz(from_unixtime(1709647629042), 'UTC', 'America/New_York') AS VARCHAR), \
+            CAST(convert_tz(from_unixtime(1709647629042), 'Asia/Kolkata', 'UTC') AS VARCHAR), \
+            format_date(CAST(NULL AS DATE), 'yyyy'), \
+            parse_time(NULL, 'HH')")
+        .await;
+        assert_eq!(
+            r,
+            [
+                "2024-03-05 14:07:09.042",
+                "15:07",
+                "1709647629042",
+                "05/03/2024 Tue",
+                "2024-03-05",
+                "2:07 PM",
+                "14:07:00",
+                "2024-03-05T09:07:09.042",
+                "2024-03-05T08:37:09.042",
+                "NULL",
+                "NULL"
+            ]
+        );
+        let types: Vec<DataType> = ctx()
+            .sql("SELECT parse_timestamp('1', 'H'), parse_date('1', 'd'), parse_time('1', 'H'), format_time(TIME '01:00:00', 'H')")
+            .await
+            .unwrap()
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                DataType::Date32,
+                DataType::Time32(TimeUnit::Millisecond),
+                DataType::Utf8
+            ]
+        );
+        let e = error("SELECT parse_date('2024-13-01', 'yyyy-MM-dd')").await;
+        assert!(e.contains("PARSE_DATE: cannot parse '2024-13-01'"), "{e}");
+        let e = error("SELECT format_date(1, 'yyyy')").await;
+        assert!(e.contains("FORMAT_DATE(DATE, STRING pattern) cannot be called with"), "{e}");
     }
 
     #[tokio::test]

@@ -108,6 +108,8 @@ pub struct ConnSession {
     pub cursors: tokio::sync::Mutex<HashMap<String, Cursor>>,
     /// Portal name → (identity of the bound portal, its output so far).
     pub portals: tokio::sync::Mutex<HashMap<String, (usize, Cursor)>>,
+    /// Whether a BEGIN is open, and the rows INSERTed since (see `transaction_step`).
+    transaction: std::sync::Mutex<(bool, u64)>,
 }
 
 impl ConnSession {
@@ -116,7 +118,33 @@ impl ConnSession {
             session: tokio::sync::Mutex::new(Session::for_user(user)),
             cursors: tokio::sync::Mutex::new(HashMap::new()),
             portals: tokio::sync::Mutex::new(HashMap::new()),
+            transaction: std::sync::Mutex::new((false, 0)),
         }
+    }
+
+    /// Follows BEGIN/COMMIT/ROLLBACK (`tag`, a statement's) and INSERTs (`inserted` rows)
+    /// so that a ROLLBACK after INSERTs can say what it cannot take back: Eddy has no
+    /// transactions, an INSERT is in the topic when it returns (README, "Transactions").
+    /// Returns that warning.
+    pub fn transaction_step(&self, tag: Option<&str>, inserted: u64) -> Option<String> {
+        let mut t = self.transaction.lock().unwrap_or_else(|p| p.into_inner());
+        let (open, rows) = *t;
+        match tag {
+            Some("BEGIN") => *t = (true, 0),
+            Some("COMMIT") => *t = (false, 0),
+            Some(tag @ ("ROLLBACK" | "ROLLBACK TO")) => {
+                *t = (tag == "ROLLBACK TO" && open, 0);
+                if open && rows > 0 {
+                    return Some(format!(
+                        "Eddy has no transactions: the {rows} row(s) inserted in this transaction stay written ({} takes back nothing)",
+                        if tag == "ROLLBACK" { "ROLLBACK" } else { "ROLLBACK TO SAVEPOINT" }
+                    ));
+                }
+            }
+            _ if open => t.1 += inserted,
+            _ => {}
+        }
+        None
     }
 }
 

@@ -13,6 +13,7 @@ pub fn sqlstate(e: &EddyError) -> &'static str {
         EddyError::DuplicateRelation(_) => "42P07",
         EddyError::InvalidValue(_) => "22023",
         EddyError::TypeMismatch(_) => "42804",
+        EddyError::InvalidTextRepresentation(_) => "22P02",
         EddyError::OutOfRange(_) => "22003",
         EddyError::ObjectInUse(_) => "55006",
         EddyError::WrongObjectType(_) => "42809",

@@ -36,7 +36,8 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::DataRow;
-use pgwire::messages::extendedquery::{Execute, PortalSuspended};
+use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{Describe, Execute, PortalSuspended, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::{EmptyQueryResponse, NoticeResponse};
 use pgwire::messages::PgWireBackendMessage;
 
@@ -145,7 +146,9 @@ fn is_nested(dt: &DataType) -> bool {
 }
 
 /// Postgres type for an Arrow type, and the Arrow type to cast to before encoding.
-fn pg_type(dt: &DataType) -> (Type, DataType) {
+/// The Postgres type a column of `dt` is described and sent as, and the Arrow type it is
+/// cast to first.
+pub fn pg_type(dt: &DataType) -> (Type, DataType) {
     if let Some(special) = types::special(dt) {
         return special;
     }
@@ -388,9 +391,26 @@ where
     C::Error: Debug,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
-    let info = ErrorInfo::new("NOTICE".into(), "00000".into(), message.to_string());
+    notice_with(client, "NOTICE", "00000", message).await
+}
+
+async fn notice_with<C>(client: &mut C, severity: &str, code: &str, message: &str) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let info = ErrorInfo::new(severity.into(), code.into(), message.to_string());
     client.send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(info))).await?;
     Ok(())
+}
+
+/// The rows an INSERT's output says it wrote (0 for anything else).
+fn inserted_rows(output: &Output) -> u64 {
+    match output {
+        Output::Command { tag } => tag.strip_prefix("INSERT 0 ").and_then(|n| n.parse().ok()).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Writes one statement's output. `describe` sends the RowDescription (simple protocol).
@@ -503,6 +523,9 @@ impl SimpleQueryHandler for PgServer {
         // BEGIN / COMMIT alone: let pgwire report the transaction status (psycopg 3 closes
         // its server cursors only inside a transaction).
         if let [crate::sql::Located { statement: crate::sql::Statement::NoOp { tag }, .. }] = statements.as_slice() {
+            if let Some(warning) = session_of(client).transaction_step(Some(tag), 0) {
+                notice_with(client, "WARNING", "01000", &warning).await?;
+            }
             match tag.as_str() {
                 "BEGIN" => return Ok(vec![Response::TransactionStart(Tag::new("BEGIN"))]),
                 "COMMIT" | "ROLLBACK" => return Ok(vec![Response::TransactionEnd(Tag::new(tag))]),
@@ -513,7 +536,14 @@ impl SimpleQueryHandler for PgServer {
         cursor::prune_portals(client, &session).await;
         let psql = is_psql(client);
         for stmt in statements {
+            let tag = match &stmt.statement {
+                crate::sql::Statement::NoOp { tag } => Some(tag.clone()),
+                _ => None,
+            };
             let output = self.run(&session, stmt).await?;
+            if let Some(warning) = session.transaction_step(tag.as_deref(), inserted_rows(&output)) {
+                notice_with(client, "WARNING", "01000", &warning).await?;
+            }
             send_output(client, output, true, &Format::UnifiedText, psql).await?;
         }
         Ok(vec![])
@@ -580,6 +610,11 @@ impl QueryParser for EddyQueryParser {
                     Some(DataType::Float32) => Type::FLOAT4,
                     Some(DataType::Float64) => Type::FLOAT8,
                     Some(DataType::Boolean) => Type::BOOL,
+                    Some(DataType::Timestamp(_, None)) => Type::TIMESTAMP,
+                    Some(DataType::Timestamp(_, Some(_))) => Type::TIMESTAMPTZ,
+                    Some(DataType::Date32) => Type::DATE,
+                    Some(DataType::Time32(_) | DataType::Time64(_)) => Type::TIME,
+                    Some(DataType::Decimal128(_, _)) => Type::NUMERIC,
                     _ => Type::TEXT,
                 };
             }
@@ -606,6 +641,30 @@ impl ExtendedQueryHandler for PgServer {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         self.parser.clone()
+    }
+
+    /// Describe of a statement that takes parameters and returns no rows (an INSERT): pgwire
+    /// answers with an empty RowDescription, Postgres with NoData, and pgjdbc takes the
+    /// former to mean rows ("A result was returned when none was expected").
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+            if let Some(Entry::Value(stmt)) = client.portal_store().get_statement(name) {
+                if stmt.statement.schema.is_none() && !stmt.statement.param_types.is_empty() {
+                    let oids = stmt.statement.param_types.iter().map(|t| t.oid()).collect();
+                    client.send(PgWireBackendMessage::ParameterDescription(ParameterDescription::new(oids))).await?;
+                    client.send(PgWireBackendMessage::NoData(NoData::new())).await?;
+                    return Ok(());
+                }
+            }
+        }
+        self._on_describe(client, message).await
     }
 
     /// Execute, done here rather than through pgwire's portal machinery so that push
@@ -748,6 +807,10 @@ impl PgServer {
             client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
             return Ok(());
         };
+        let control = match &stmt.statement {
+            crate::sql::Statement::NoOp { tag } => Some(tag.clone()),
+            _ => None,
+        };
         if let crate::sql::Statement::NoOp { tag } = &stmt.statement {
             let status = client.transaction_status();
             match tag.as_str() {
@@ -765,6 +828,9 @@ impl PgServer {
             _ => None,
         };
         let output = self.run(&session, stmt).await?;
+        if let Some(warning) = session.transaction_step(control.as_deref(), inserted_rows(&output)) {
+            notice_with(client, "WARNING", "01000", &warning).await?;
+        }
         if let Some(name) = declared {
             // A portal named after the cursor, for Describe (psycopg 3) and Execute (fetch all).
             let schema = self.cursor_schema(&session, &name).await;

@@ -134,6 +134,27 @@ pub fn binary_param(bytes: &[u8], ty: Option<&Type>) -> Result<String, EddyError
         Some(t) if *t == Type::FLOAT4 => f32::from_be_bytes(bytes.try_into().map_err(|_| bad())?).to_string(),
         Some(t) if *t == Type::FLOAT8 => f64::from_be_bytes(bytes.try_into().map_err(|_| bad())?).to_string(),
         Some(t) if *t == Type::BOOL => (bytes.first() == Some(&1)).to_string(),
+        Some(t) if *t == Type::TIMESTAMP || *t == Type::TIMESTAMPTZ => {
+            let micros = i64::from_be_bytes(bytes.try_into().map_err(|_| bad())?);
+            let text = timestamp_text(micros).ok_or_else(bad)?;
+            if *t == Type::TIMESTAMPTZ {
+                format!("{text}+00:00")
+            } else {
+                text
+            }
+        }
+        Some(t) if *t == Type::DATE => {
+            let days = i32::from_be_bytes(bytes.try_into().map_err(|_| bad())?);
+            date_text(i64::from(days)).ok_or_else(bad)?
+        }
+        Some(t) if *t == Type::TIME => {
+            let micros = i64::from_be_bytes(bytes.try_into().map_err(|_| bad())?);
+            if !(0..=MICROS_PER_DAY).contains(&micros) {
+                return Err(bad());
+            }
+            time_text(micros)
+        }
+        Some(t) if *t == Type::NUMERIC => numeric_text(bytes).ok_or_else(bad)?,
         Some(t) if [Type::OID_ARRAY, Type::INT4_ARRAY, Type::INT8_ARRAY, Type::TEXT_ARRAY].contains(t) => {
             binary_array_param(bytes).map_err(EddyError::InvalidValue)?
         }
@@ -146,6 +167,76 @@ pub fn binary_param(bytes: &[u8], ty: Option<&Type>) -> Result<String, EddyError
         }
     };
     Ok(text)
+}
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// Days from 1970-01-01 to Postgres's epoch, 2000-01-01 (binary dates and times count from it).
+const PG_EPOCH_DAYS: i64 = 10_957;
+
+/// `YYYY-MM-DD` for a binary date (days since 2000-01-01); `None` for ±infinity and years
+/// outside 1..=9999.
+fn date_text(days: i64) -> Option<String> {
+    // Howard Hinnant's civil_from_days, over days since 1970-01-01.
+    let z = days.checked_add(PG_EPOCH_DAYS + 719_468)?;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (1..=9999).contains(&year).then(|| format!("{year:04}-{month:02}-{day:02}"))
+}
+
+/// `HH:MM:SS.ffffff` for microseconds since midnight.
+fn time_text(micros: i64) -> String {
+    let (secs, us) = (micros / 1_000_000, micros % 1_000_000);
+    format!("{:02}:{:02}:{:02}.{us:06}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// `YYYY-MM-DD HH:MM:SS.ffffff` for a binary timestamp (microseconds since 2000-01-01).
+fn timestamp_text(micros: i64) -> Option<String> {
+    let date = date_text(micros.div_euclid(MICROS_PER_DAY))?;
+    Some(format!("{date} {}", time_text(micros.rem_euclid(MICROS_PER_DAY))))
+}
+
+/// The decimal text of a binary NUMERIC: a header of four 16-bit fields (digit count,
+/// weight of the first digit, sign, display scale), then base-10000 digits. `None` for NaN,
+/// ±infinity and malformed values.
+fn numeric_text(bytes: &[u8]) -> Option<String> {
+    let field = |i: usize| bytes.get(2 * i..2 * i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let (ndigits, weight, sign, dscale) = (field(0)? as usize, field(1)? as i16 as i64, field(2)?, field(3)? as usize);
+    if bytes.len() != 8 + 2 * ndigits || dscale > 0x3FFF || !matches!(sign, 0 | 0x4000) {
+        return None;
+    }
+    let digits: Vec<u16> = (0..ndigits).map(|i| field(4 + i)).collect::<Option<_>>()?;
+    if digits.iter().any(|d| *d >= 10_000) {
+        return None;
+    }
+    let digit = |i: i64| usize::try_from(i).ok().and_then(|i| digits.get(i)).copied().unwrap_or(0);
+    let mut out = String::new();
+    if sign == 0x4000 {
+        out.push('-');
+    }
+    if weight < 0 {
+        out.push('0');
+    } else {
+        out.push_str(&digit(0).to_string());
+        (1..=weight).for_each(|i| out.push_str(&format!("{:04}", digit(i))));
+    }
+    if dscale > 0 {
+        let mut fraction = String::with_capacity(dscale + 4);
+        let mut i = weight + 1;
+        while fraction.len() < dscale {
+            fraction.push_str(&format!("{:04}", digit(i)));
+            i += 1;
+        }
+        fraction.truncate(dscale);
+        out.push('.');
+        out.push_str(&fraction);
+    }
+    Some(out)
 }
 
 /// The most parameters a statement takes: Bind counts the values in 16 bits.
@@ -255,6 +346,47 @@ mod tests {
         let sql = "SELECT $1::BIGINT + 1, CAST($2 AS int), $3, $4::bool, $5::oid[]";
         assert_eq!(param_types(sql, &[], 5), vec![Type::INT8, Type::INT4, Type::TEXT, Type::BOOL, Type::OID_ARRAY]);
         assert_eq!(param_types(sql, &[None, None, Some(Type::FLOAT8)], 5)[2], Type::FLOAT8);
+    }
+
+    #[test]
+    fn binary_dates_times_and_numerics_become_their_text() {
+        let ts = |micros: i64, ty: &Type| binary_param(&micros.to_be_bytes(), Some(ty)).ok();
+        assert_eq!(ts(0, &Type::TIMESTAMP).as_deref(), Some("2000-01-01 00:00:00.000000"));
+        // 2026-12-03 11:22:33.456789 is 9833 days and 40953.456789 s after 2000-01-01.
+        let t = 9833 * MICROS_PER_DAY + 40_953_456_789;
+        assert_eq!(ts(t, &Type::TIMESTAMP).as_deref(), Some("2026-12-03 11:22:33.456789"));
+        assert_eq!(ts(t, &Type::TIMESTAMPTZ).as_deref(), Some("2026-12-03 11:22:33.456789+00:00"));
+        assert_eq!(ts(-1, &Type::TIMESTAMP).as_deref(), Some("1999-12-31 23:59:59.999999"));
+        assert_eq!(ts(i64::MAX, &Type::TIMESTAMP), None, "infinity");
+        assert_eq!(ts(t, &Type::TIME), None, "past midnight");
+        assert_eq!(ts(40_953_000_001, &Type::TIME).as_deref(), Some("11:22:33.000001"));
+        let date = |days: i32| binary_param(&days.to_be_bytes(), Some(&Type::DATE)).ok();
+        assert_eq!(date(9833).as_deref(), Some("2026-12-03"));
+        assert_eq!(date(-10_957).as_deref(), Some("1970-01-01"));
+        assert_eq!(date(59).as_deref(), Some("2000-02-29"));
+        assert_eq!(date(i32::MAX), None);
+        assert!(binary_param(&[0; 7], Some(&Type::TIMESTAMP)).is_err());
+
+        let numeric = |weight: i16, sign: u16, dscale: u16, digits: &[u16]| {
+            let mut b = Vec::new();
+            for f in [digits.len() as u16, weight as u16, sign, dscale].iter().chain(digits) {
+                b.extend_from_slice(&f.to_be_bytes());
+            }
+            binary_param(&b, Some(&Type::NUMERIC)).ok()
+        };
+        assert_eq!(numeric(0, 0, 2, &[12, 3400]).as_deref(), Some("12.34"));
+        assert_eq!(numeric(1, 0x4000, 0, &[1, 2]).as_deref(), Some("-10002"));
+        assert_eq!(numeric(2, 0, 0, &[5]).as_deref(), Some("500000000"));
+        assert_eq!(numeric(-2, 0, 8, &[1]).as_deref(), Some("0.00000001"));
+        assert_eq!(numeric(0, 0, 3, &[]).as_deref(), Some("0.000"));
+        assert_eq!(
+            numeric(4, 0, 2, &[1234, 5678, 9012, 3456, 7890, 1200]).as_deref(),
+            Some("12345678901234567890.12"),
+            "17+ significant digits stay exact"
+        );
+        assert_eq!(numeric(0, 0xC000, 0, &[]), None, "NaN");
+        assert_eq!(numeric(0, 0, 0, &[10_000]), None, "a digit past 9999");
+        assert!(binary_param(&[0, 1, 0, 0, 0, 0, 0, 0], Some(&Type::NUMERIC)).is_err(), "a digit missing");
     }
 
     #[test]

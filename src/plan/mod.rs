@@ -37,6 +37,8 @@ pub enum AggFunc {
     Earliest,
     /// COLLECT_LIST: every non-null value, in processing order.
     CollectList,
+    /// COLLECT_SET: each distinct non-null value once, in the order first seen.
+    CollectSet,
     /// TOPK(col, k): the k largest values, largest first.
     TopK(usize),
     /// HISTOGRAM: each value's count.
@@ -58,6 +60,7 @@ impl AggFunc {
             "last_value" | "latest_by_offset" => AggFunc::Latest,
             "first_value" | "earliest_by_offset" => AggFunc::Earliest,
             "array_agg" | "collect_list" => AggFunc::CollectList,
+            "collect_set" => AggFunc::CollectSet,
             "histogram" => AggFunc::Histogram,
             _ => return None,
         })
@@ -69,6 +72,7 @@ impl AggFunc {
             AggFunc::Latest => "latest_by_offset",
             AggFunc::Earliest => "earliest_by_offset",
             AggFunc::CollectList => "collect_list",
+            AggFunc::CollectSet => "collect_set",
             AggFunc::TopK(_) => "topk",
             AggFunc::Histogram => "histogram",
             AggFunc::Sum => "sum",
@@ -611,7 +615,7 @@ fn agg_spec(e: &Expr, input: &LogicalPlan, phys: &Phys<'_>) -> Result<AggSpec> {
         }
         (n, false) => AggFunc::parse(n).ok_or_else(|| {
             EddyError::NotImplemented(format!(
-                "aggregate {} in a continuous query (supported: COUNT, COUNT(DISTINCT), SUM, AVG, MIN, MAX, LATEST_BY_OFFSET, EARLIEST_BY_OFFSET, COLLECT_LIST, TOPK, HISTOGRAM)",
+                "aggregate {} in a continuous query (supported: COUNT, COUNT(DISTINCT), SUM, AVG, MIN, MAX, LATEST_BY_OFFSET, EARLIEST_BY_OFFSET, COLLECT_LIST, COLLECT_SET, TOPK, HISTOGRAM)",
                 af.func.name().to_uppercase()
             ))
         })?,

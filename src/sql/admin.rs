@@ -149,7 +149,7 @@ pub(super) fn parse_declare(t: &mut Tokens) -> Result<Statement, EddyError> {
     }
     t.expect_word("FOR")?;
     let offset = t.rest_offset_chars();
-    let query: SelectStatement = parse_select(t.rest(), offset)?;
+    let query: SelectStatement = parse_select(t.rest(), offset, true)?;
     Ok(Statement::DeclareCursor { name, query })
 }
 

@@ -19,6 +19,7 @@ mod access;
 mod admin;
 mod select;
 pub use select::{expand_wildcards, parse_select};
+pub mod pg_names;
 pub mod pg_rewrite;
 pub mod window;
 pub use window::{Emit, JoinWindow, WindowKind, WindowSpec};
@@ -469,7 +470,7 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
         "CLOSE" => admin::parse_close(&mut t),
         "CREATE" => parse_create(&mut t),
         "INSERT" => parse_insert(text, offset_chars),
-        "SELECT" | "WITH" | "VALUES" => Ok(Statement::Select(parse_select(text, offset_chars)?)),
+        "SELECT" | "WITH" | "VALUES" => Ok(Statement::Select(parse_select(text, offset_chars, true)?)),
         "COPY" => parse_copy(&mut t),
         "SHOW" | "LIST" => {
             t.pos += 1;
@@ -535,9 +536,35 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
         "RESET" | "DISCARD" | "DEALLOCATE" => Ok(Statement::NoOp { tag: first }),
         "BEGIN" | "START" => Ok(Statement::NoOp { tag: "BEGIN".into() }),
         "COMMIT" | "END" => Ok(Statement::NoOp { tag: "COMMIT".into() }),
-        "ROLLBACK" | "ABORT" => Ok(Statement::NoOp { tag: "ROLLBACK".into() }),
+        "ROLLBACK" | "ABORT" => {
+            // ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name stays in the transaction.
+            let at = if matches!(second.as_str(), "WORK" | "TRANSACTION") { 2 } else { 1 };
+            if t.peek_word(at).as_deref() == Some("TO") {
+                return savepoint(&mut t, at + 1, "ROLLBACK TO");
+            }
+            Ok(Statement::NoOp { tag: "ROLLBACK".into() })
+        }
+        "SAVEPOINT" => savepoint(&mut t, 1, "SAVEPOINT"),
+        "RELEASE" => savepoint(&mut t, 1, "RELEASE"),
         _ => Err(t.error("syntax error: expected a statement (CREATE, INSERT, SELECT, SHOW, DESCRIBE, DROP, TERMINATE, EXPLAIN, FLUSH)")),
     }
+}
+
+/// `SAVEPOINT name`, `RELEASE [SAVEPOINT] name`, `ROLLBACK TO [SAVEPOINT] name`, with the
+/// name at word `at`: accepted (tag `tag`) so that drivers and ORMs that nest transactions
+/// work (SQLAlchemy's `begin_nested`); like BEGIN and COMMIT they change nothing, since each
+/// statement takes effect when it runs (README, "Transactions").
+fn savepoint(t: &mut Tokens, at: usize, tag: &str) -> Result<Statement, EddyError> {
+    t.pos += at;
+    if tag != "SAVEPOINT" {
+        t.eat_word("SAVEPOINT");
+    }
+    match t.tokens.get(t.pos).map(|x| &x.token) {
+        Some(Token::Word(_)) => t.pos += 1,
+        _ => return Err(t.error("syntax error: expected a savepoint name")),
+    }
+    t.expect_end()?;
+    Ok(Statement::NoOp { tag: tag.into() })
 }
 
 fn parse_set(t: &mut Tokens) -> Result<Statement, EddyError> {
@@ -641,7 +668,7 @@ fn parse_create(t: &mut Tokens) -> Result<Statement, EddyError> {
             return Err(t.error("a CREATE ... AS SELECT takes its columns from the query; remove the column list"));
         }
         let offset = t.rest_offset_chars();
-        let select = parse_select(t.rest(), offset)?;
+        let select = parse_select(t.rest(), offset, false)?;
         if !select.emit_changes && kind == RelationKind::Table {
             // ksqlDB requires EMIT CHANGES on persistent queries only in some versions; accept both.
         }
@@ -845,7 +872,7 @@ fn parse_copy(t: &mut Tokens) -> Result<Statement, EddyError> {
     let begin = t.index.byte(t.tokens[open + 1].span.start);
     let end = t.index.byte(t.tokens[close].span.start);
     let inner_offset = t.offset_chars + t.text[..begin].chars().count();
-    let select = parse_select(&t.text[begin..end], inner_offset)?;
+    let select = parse_select(&t.text[begin..end], inner_offset, true)?;
     t.pos = close + 1;
     t.expect_word("TO")?;
     t.expect_word("STDOUT")?;
@@ -908,7 +935,15 @@ mod tests {
     #[test]
     fn a_statement_with_too_many_operators_is_refused() {
         let terms = |n: usize| format!("SELECT {}", vec!["1"; n].join("+"));
-        assert!(parse(&terms(MAX_OPERATORS + 1)).is_ok());
+        // Statements are parsed on threads of THREAD_STACK_BYTES (the server's runtime), where
+        // the longest accepted one is also rendered back to text (its column named `?column?`).
+        let longest = std::thread::Builder::new()
+            .stack_size(THREAD_STACK_BYTES)
+            .spawn(move || parse(&terms(MAX_OPERATORS + 1)).is_ok())
+            .expect("a thread")
+            .join()
+            .expect("no overflow");
+        assert!(longest);
         let Err(EddyError::LimitExceeded(message)) = parse(&terms(100_000)) else { panic!("not refused") };
         assert!(message.contains("too complex"), "{message}");
         let Err(EddyError::LimitExceeded(_)) = parse(&format!("SELECT 1 WHERE {}", vec!["a = 1"; 5000].join(" OR ")))

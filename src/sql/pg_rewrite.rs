@@ -439,6 +439,13 @@ impl Rewriter {
                     self.changed = true;
                 }
                 let name = last_part(&f.name);
+                // Postgres's other clocks: within one statement they all read as now().
+                let no_args = matches!(&f.args, FunctionArguments::List(l) if l.args.is_empty());
+                if no_args
+                    && matches!(name.as_str(), "clock_timestamp" | "statement_timestamp" | "transaction_timestamp")
+                {
+                    return Some(parse_expr("now()"));
+                }
                 if name == "generate_subscripts" {
                     // generate_subscripts(a, 1) → unnest(range(1, array_length(a, 1) + 1)).
                     let FunctionArguments::List(list) = &f.args else { return None };

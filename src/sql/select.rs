@@ -5,7 +5,10 @@ use super::*;
 /// Parses a SELECT, taking off ksqlDB's clauses (`WINDOW`, `EMIT`, `LATE DATA TO`) and, for
 /// push queries, the `LIMIT`. A windowed aggregation groups by its window as well:
 /// `WINDOWSTART` and `WINDOWEND` join the GROUP BY and, as in ksqlDB, the result's columns.
-pub fn parse_select(text: &str, offset_chars: usize) -> Result<SelectStatement, EddyError> {
+///
+/// `postgres_names`: a pull query's result, which names its computed columns as Postgres
+/// does (`pg_names`); a continuous query's columns are named as in ksqlDB.
+pub fn parse_select(text: &str, offset_chars: usize, postgres_names: bool) -> Result<SelectStatement, EddyError> {
     let clauses = window::extract(text, offset_chars)?;
     let mut sql = clauses.text.clone();
     let emit_changes = clauses.emit != Emit::None;
@@ -27,6 +30,10 @@ pub fn parse_select(text: &str, offset_chars: usize) -> Result<SelectStatement, 
     };
     if arrows.is_some() {
         access::alias_field_access(&mut query);
+        sql = query.to_string();
+    }
+    if postgres_names && !emit_changes {
+        pg_names::name_columns(&mut query);
         sql = query.to_string();
     }
     if pg_rewrite::rewrite(&mut query) {

@@ -139,7 +139,7 @@ impl AggSlot {
             AggFunc::Min | AggFunc::Max if self.retractions => Acc::Set(BTreeMap::new()),
             AggFunc::Min | AggFunc::Max | AggFunc::Latest | AggFunc::Earliest => Acc::One(None),
             AggFunc::CountDistinct | AggFunc::TopK(_) | AggFunc::Histogram => Acc::Set(BTreeMap::new()),
-            AggFunc::CollectList => Acc::List(Vec::new()),
+            AggFunc::CollectList | AggFunc::CollectSet => Acc::List(Vec::new()),
         }
     }
 
@@ -223,6 +223,14 @@ impl AggSlot {
                 set_add(set, v, sign);
                 if let (AggFunc::TopK(k), false) = (func, self.retractions) {
                     trim_to_largest(set, k);
+                }
+            }
+            // Over a stream a value seen before is not kept again; over a table every copy
+            // is, so that retracting one leaves the others (the result lists each once).
+            (AggFunc::CollectSet, Acc::List(items)) if sign > 0 && !self.retractions => {
+                let unseen = !items.iter().any(|x| x == v);
+                if unseen {
+                    items.push(v.to_vec());
                 }
             }
             (_, Acc::List(items)) => {
@@ -313,7 +321,7 @@ impl AggSlot {
                     .collect();
                 self.decode(&picked)?
             }
-            AggFunc::TopK(_) | AggFunc::CollectList | AggFunc::Histogram => {
+            AggFunc::TopK(_) | AggFunc::CollectList | AggFunc::CollectSet | AggFunc::Histogram => {
                 let cells = accs.iter().map(|a| self.cell(a)).collect::<Result<Vec<Value>>>()?;
                 return Ok(cells_to_array(out, &cells)?);
             }
@@ -331,7 +339,7 @@ impl AggSlot {
         Ok(arrays.remove(0))
     }
 
-    /// TOPK, COLLECT_LIST and HISTOGRAM as the cells their result types are built from.
+    /// TOPK, COLLECT_LIST, COLLECT_SET and HISTOGRAM as the cells their result types are built from.
     fn cell(&self, acc: &Acc) -> Result<Value> {
         let cells = |values: &[&[u8]]| -> Result<Vec<Value>> {
             let array = self.decode(values)?;
@@ -352,6 +360,11 @@ impl AggSlot {
             }
             (AggFunc::CollectList, Acc::List(items)) => {
                 Value::Array(cells(&items.iter().map(Vec::as_slice).collect::<Vec<_>>())?)
+            }
+            (AggFunc::CollectSet, Acc::List(items)) => {
+                let mut seen = std::collections::HashSet::new();
+                let distinct: Vec<&[u8]> = items.iter().map(Vec::as_slice).filter(|v| seen.insert(*v)).collect();
+                Value::Array(cells(&distinct)?)
             }
             (AggFunc::Histogram, Acc::Set(set)) => {
                 let values = cells(&set.keys().map(Vec::as_slice).collect::<Vec<_>>())?;

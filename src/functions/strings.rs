@@ -1,0 +1,368 @@
+//! ksqlDB's string functions that DataFusion has no function of the same meaning for:
+//! `SPLIT`, `REGEXP_EXTRACT`, `REGEXP_EXTRACT_ALL`, `REGEXP_SPLIT_TO_ARRAY` and the `MASK`
+//! family. Semantics follow ksqlDB's function reference: NULL in, NULL out; regular
+//! expressions in Rust's `regex` syntax (ksqlDB's are Java's; the common subset is the same).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, ListBuilder, StringArray, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
+use datafusion::common::{exec_datafusion_err, plan_err, Result};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use regex::Regex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Split,
+    RegexpExtract,
+    RegexpExtractAll,
+    RegexpSplitToArray,
+    Mask,
+    MaskKeepLeft,
+    MaskKeepRight,
+    MaskLeft,
+    MaskRight,
+}
+
+const ALL: [Kind; 9] = [
+    Kind::Split,
+    Kind::RegexpExtract,
+    Kind::RegexpExtractAll,
+    Kind::RegexpSplitToArray,
+    Kind::Mask,
+    Kind::MaskKeepLeft,
+    Kind::MaskKeepRight,
+    Kind::MaskLeft,
+    Kind::MaskRight,
+];
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Split => "split",
+            Kind::RegexpExtract => "regexp_extract",
+            Kind::RegexpExtractAll => "regexp_extract_all",
+            Kind::RegexpSplitToArray => "regexp_split_to_array",
+            Kind::Mask => "mask",
+            Kind::MaskKeepLeft => "mask_keep_left",
+            Kind::MaskKeepRight => "mask_keep_right",
+            Kind::MaskLeft => "mask_left",
+            Kind::MaskRight => "mask_right",
+        }
+    }
+
+    /// Argument kinds: `S` a string, `I` an integer; the first `required` are required.
+    fn arguments(self) -> (usize, &'static str) {
+        match self {
+            Kind::Split | Kind::RegexpSplitToArray => (2, "SS"),
+            Kind::RegexpExtract | Kind::RegexpExtractAll => (2, "SSI"),
+            Kind::Mask => (1, "SSSSS"),
+            Kind::MaskKeepLeft | Kind::MaskKeepRight | Kind::MaskLeft | Kind::MaskRight => (2, "SISSSS"),
+        }
+    }
+
+    fn usage(self) -> &'static str {
+        match self {
+            Kind::Split => "(STRING, STRING delimiter)",
+            Kind::RegexpExtract | Kind::RegexpExtractAll => "(STRING regex, STRING [, INT group])",
+            Kind::RegexpSplitToArray => "(STRING, STRING regex)",
+            Kind::Mask => "(STRING [, upper, lower, digit, other])",
+            _ => "(STRING, INT n [, upper, lower, digit, other])",
+        }
+    }
+}
+
+/// Every function of this module as a DataFusion UDF.
+pub fn udfs() -> Vec<ScalarUDF> {
+    ALL.iter()
+        .map(|&kind| {
+            ScalarUDF::new_from_impl(KsqlString { kind, signature: Signature::user_defined(Volatility::Immutable) })
+        })
+        .collect()
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct KsqlString {
+    kind: Kind,
+    signature: Signature,
+}
+
+fn list_of_strings() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
+impl ScalarUDFImpl for KsqlString {
+    fn name(&self) -> &str {
+        self.kind.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        let (required, kinds) = self.kind.arguments();
+        let fits = |t: &DataType, k: u8| match k {
+            b'S' => matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null),
+            _ => t.is_integer() || t.is_null(),
+        };
+        if args.len() < required || args.len() > kinds.len() || !args.iter().zip(kinds.bytes()).all(|(t, k)| fits(t, k))
+        {
+            return plan_err!(
+                "{}{} cannot be called with {args:?}",
+                self.kind.name().to_uppercase(),
+                self.kind.usage()
+            );
+        }
+        Ok(kinds.bytes().take(args.len()).map(|k| if k == b'S' { DataType::Utf8 } else { DataType::Int64 }).collect())
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(match self.kind {
+            Kind::Split | Kind::RegexpExtractAll | Kind::RegexpSplitToArray => list_of_strings(),
+            _ => DataType::Utf8,
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = args.args.iter().map(|a| a.to_array(n)).collect::<Result<Vec<ArrayRef>>>()?;
+        let strings: Vec<Option<&StringArray>> = arrays.iter().map(|a| a.as_string_opt::<i32>()).collect();
+        let ints: Vec<Option<&Int64Array>> = arrays.iter().map(|a| a.as_primitive_opt::<Int64Type>()).collect();
+        let text = |arg: usize, row: usize| strings[arg].filter(|a| a.is_valid(row)).map(|a| a.value(row));
+        let int = |arg: usize, row: usize| ints[arg].filter(|a| a.is_valid(row)).map(|a| a.value(row));
+        let mut regex = Last::default();
+        let name = self.kind.name().to_uppercase();
+        let out: ArrayRef = match self.kind {
+            Kind::Split | Kind::RegexpSplitToArray | Kind::RegexpExtractAll => {
+                let mut b = ListBuilder::new(StringBuilder::new());
+                for row in 0..n {
+                    let pieces: Option<Vec<String>> = match self.kind {
+                        Kind::Split => text(0, row).zip(text(1, row)).map(|(s, d)| split(s, d)),
+                        Kind::RegexpSplitToArray => match text(0, row).zip(text(1, row)) {
+                            Some((s, "")) => Some(split(s, "")),
+                            Some((s, r)) => Some(regex.get(r, &name)?.split(s).map(str::to_string).collect()),
+                            None => None,
+                        },
+                        _ => match text(0, row).zip(text(1, row)) {
+                            Some((r, s)) => {
+                                let group = group_of(&ints, 2, row, int)?;
+                                group
+                                    .map(|g| {
+                                        regex.get(r, &name).map(|re| {
+                                            re.captures_iter(s)
+                                                .filter_map(|c| Some(c.get(g)?.as_str().to_string()))
+                                                .collect()
+                                        })
+                                    })
+                                    .transpose()?
+                            }
+                            None => None,
+                        },
+                    };
+                    match pieces {
+                        Some(pieces) => {
+                            pieces.iter().for_each(|p| b.values().append_value(p));
+                            b.append(true);
+                        }
+                        None => b.append(false),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            Kind::RegexpExtract => {
+                let mut b = StringBuilder::new();
+                for row in 0..n {
+                    let found = match (text(0, row), text(1, row), group_of(&ints, 2, row, int)?) {
+                        (Some(r), Some(s), Some(g)) => {
+                            regex.get(r, &name)?.captures(s).and_then(|c| Some(c.get(g)?.as_str().to_string()))
+                        }
+                        _ => None,
+                    };
+                    b.append_option(found);
+                }
+                Arc::new(b.finish())
+            }
+            Kind::Mask | Kind::MaskKeepLeft | Kind::MaskKeepRight | Kind::MaskLeft | Kind::MaskRight => {
+                let first_char = if self.kind == Kind::Mask { 1 } else { 2 };
+                let mut b = StringBuilder::new();
+                for row in 0..n {
+                    let Some(s) = text(0, row) else {
+                        b.append_null();
+                        continue;
+                    };
+                    // A replacement given as NULL keeps that class of characters as it is.
+                    let with = |k: usize, default: char| -> Option<char> {
+                        match strings.get(first_char + k) {
+                            None => Some(default),
+                            Some(_) => text(first_char + k, row).and_then(|r| r.chars().next()),
+                        }
+                    };
+                    let masks = [with(0, 'X'), with(1, 'x'), with(2, 'n'), with(3, '-')];
+                    let len = s.chars().count();
+                    let count = match self.kind {
+                        Kind::Mask => 0,
+                        _ => match int(1, row) {
+                            Some(c) if c >= 0 => (c as usize).min(len),
+                            Some(c) => {
+                                return Err(exec_datafusion_err!("{name}: the number of characters is {c}, below 0"))
+                            }
+                            None => {
+                                b.append_null();
+                                continue;
+                            }
+                        },
+                    };
+                    let masked = |i: usize| match self.kind {
+                        Kind::Mask => true,
+                        Kind::MaskKeepLeft => i >= count,
+                        Kind::MaskKeepRight => i < len - count,
+                        Kind::MaskLeft => i < count,
+                        _ => i >= len - count,
+                    };
+                    b.append_value(
+                        s.chars()
+                            .enumerate()
+                            .map(|(i, c)| if masked(i) { mask_char(c, &masks) } else { c })
+                            .collect::<String>(),
+                    );
+                }
+                Arc::new(b.finish())
+            }
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// ksqlDB's SPLIT: the pieces between delimiters; an empty delimiter splits into characters.
+fn split(s: &str, delimiter: &str) -> Vec<String> {
+    if delimiter.is_empty() {
+        return s.chars().map(String::from).collect();
+    }
+    s.split(delimiter).map(str::to_string).collect()
+}
+
+/// The capturing group a REGEXP_EXTRACT call asks for (0, the whole match, when not given);
+/// `None` when it is given as NULL.
+fn group_of(
+    ints: &[Option<&Int64Array>],
+    arg: usize,
+    row: usize,
+    int: impl Fn(usize, usize) -> Option<i64>,
+) -> Result<Option<usize>> {
+    if ints.len() <= arg {
+        return Ok(Some(0));
+    }
+    match int(arg, row) {
+        Some(g) => usize::try_from(g).map(Some).map_err(|_| exec_datafusion_err!("capturing group {g} is below 0")),
+        None => Ok(None),
+    }
+}
+
+fn mask_char(c: char, masks: &[Option<char>; 4]) -> char {
+    let class = if c.is_uppercase() {
+        0
+    } else if c.is_lowercase() {
+        1
+    } else if c.is_ascii_digit() {
+        2
+    } else {
+        3
+    };
+    masks[class].unwrap_or(c)
+}
+
+/// The last regular expression compiled (the pattern is nearly always a literal).
+#[derive(Default)]
+struct Last {
+    source: Option<String>,
+    regex: Option<Regex>,
+}
+
+impl Last {
+    fn get(&mut self, source: &str, function: &str) -> Result<&Regex> {
+        if self.source.as_deref() != Some(source) {
+            // A bounded size: a pattern cannot make the query use unbounded memory.
+            let re = regex::RegexBuilder::new(source)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| exec_datafusion_err!("{function}: invalid regular expression '{source}': {e}"))?;
+            self.regex = Some(re);
+            self.source = Some(source.to_string());
+        }
+        Ok(self.regex.as_ref().expect("set above"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::util::display::array_value_to_string;
+    use datafusion::prelude::SessionContext;
+
+    async fn row(sql: &str) -> Vec<String> {
+        let ctx = SessionContext::new();
+        super::super::register(&ctx);
+        let batches = ctx.sql(sql).await.expect("plans").collect().await.expect("runs");
+        let batch = &batches[0];
+        batch
+            .columns()
+            .iter()
+            .map(|c| if c.is_null(0) { "NULL".to_string() } else { array_value_to_string(c, 0).expect("shows") })
+            .collect()
+    }
+
+    async fn error(sql: &str) -> String {
+        let ctx = SessionContext::new();
+        super::super::register(&ctx);
+        match ctx.sql(sql).await {
+            Ok(df) => df.collect().await.expect_err("fails").to_string(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn split_and_regular_expressions() {
+        let r = row("SELECT split('a,b,,c', ','), split('abc', ''), split('abc', 'x'), split(NULL, ','), \
+                     regexp_split_to_array('a.b-c', '[.-]'), regexp_split_to_array('ab', ''), \
+                     regexp_extract('[0-9]+', 'ab 12 cd 345'), regexp_extract('(\\w+)@(\\w+)', 'x ann@home', 2), \
+                     regexp_extract('z', 'abc'), regexp_extract_all('[0-9]+', 'ab 12 cd 345'), \
+                     regexp_extract_all('(\\w)(\\d)', 'a1 b2 c', 2), regexp_extract_all('z', 'abc')")
+        .await;
+        assert_eq!(
+            r,
+            [
+                "[a, b, , c]",
+                "[a, b, c]",
+                "[abc]",
+                "NULL",
+                "[a, b, c]",
+                "[a, b]",
+                "12",
+                "home",
+                "NULL",
+                "[12, 345]",
+                "[1, 2]",
+                "[]"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn masks() {
+        let r = row("SELECT mask('Ab-12 é'), mask('Ab-12', '*', NULL, '#', NULL), mask_keep_left('Ab-12', 2), \
+                     mask_keep_right('Ab-12', 2), mask_left('Ab-12', 2), mask_right('Ab-12', 2), \
+                     mask_left('Ab', 10), mask(NULL), mask_left('Ab', NULL)")
+        .await;
+        assert_eq!(r, ["Xx-nn-x", "*b-##", "Ab-nn", "Xx-12", "Xx-12", "Ab-nn", "Xx", "NULL", "NULL"]);
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_function() {
+        let e = error("SELECT regexp_extract('(', 'abc')").await;
+        assert!(e.contains("REGEXP_EXTRACT: invalid regular expression '('"), "{e}");
+        let e = error("SELECT split(1, ',')").await;
+        assert!(e.contains("SPLIT(STRING, STRING delimiter) cannot be called with"), "{e}");
+        let e = error("SELECT mask_left('ab', -1)").await;
+        assert!(e.contains("below 0"), "{e}");
+    }
+}
