@@ -92,9 +92,11 @@ impl From<DataFusionError> for EddyError {
             }
         }
         if msg.contains("No field named") || msg.contains("Schema error: No field") {
-            let name = msg.split("No field named ").nth(1).unwrap_or(&msg);
-            let name = name.split('.').next_back().unwrap_or(name).trim_end_matches('.').trim_matches('"');
-            return EddyError::UndefinedColumn(name.split(' ').next().unwrap_or(name).trim_matches('"').to_string());
+            // "No field named t.x.\nValid fields are ...": the name, without its qualifier.
+            let rest = msg.split("No field named ").nth(1).unwrap_or(&msg);
+            let name = rest.split_whitespace().next().unwrap_or(rest);
+            let name = name.trim_end_matches('.').rsplit('.').next().unwrap_or(name).trim_matches('"');
+            return EddyError::UndefinedColumn(name.to_string());
         }
         if msg.starts_with("SQL error: ParserError") || msg.starts_with("sql parser error") {
             return EddyError::Syntax { message: msg, position: None };

@@ -188,6 +188,8 @@ async fn errors_have_sqlstates_and_lose_nothing() {
     assert!(matches!(pos, Some(tokio_postgres::error::ErrorPosition::Original(p)) if p > 20), "{pos:?}");
     assert_eq!(sqlstate(&c, "SELECT * FROM nope").await.0, "42P01");
     assert_eq!(sqlstate(&c, "SELECT nope FROM orders").await.0, "42703");
+    let unknown = c.simple_query("SELECT o.nope FROM orders o").await.unwrap_err();
+    assert_eq!(unknown.as_db_error().map(|e| e.message()), Some("column nope does not exist"));
     assert_eq!(sqlstate(&c, "INSERT INTO nope (a) VALUES (1)").await.0, "42P01");
     assert_eq!(sqlstate(&c, "INSERT INTO orders (nope) VALUES (1)").await.0, "42703");
     // Text that does not read as the column's type, in any row, writes nothing (22P02, as

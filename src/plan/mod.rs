@@ -442,11 +442,19 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
                 let key = matches!(e, Expr::Column(c) if source.column(&c.name).is_some_and(|sc| sc.key));
                 output_columns.push(Column { name: output_name(e, i), ty: sql_type(pe, &top_input_schema)?, key });
             }
+            if !select.partition_by.is_empty() {
+                partition_keys(&mut output_columns, &select.partition_by, source)?;
+            }
             lines.insert(
                 0,
                 format!("ProjectOperator({})", top.expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")),
             );
             PlanShape::Project { exprs }
+        }
+        Some(_) if !select.partition_by.is_empty() => {
+            return Err(EddyError::InvalidValue(
+                "PARTITION BY with GROUP BY: an aggregation's output is keyed by its GROUP BY".into(),
+            ))
         }
         Some(a) => {
             let group = a.group_expr.iter().map(|e| phys(e, &a.input)).collect::<Result<Vec<_>>>()?;
@@ -586,6 +594,28 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
         description,
         state_key,
     })
+}
+
+/// ksqlDB's `PARTITION BY`: the named result columns become the output's key (and its
+/// records go to the partition their key hashes to), in place of the source's key.
+fn partition_keys(output: &mut [Column], names: &[String], source: &RelationDef) -> Result<()> {
+    if source.kind == RelationKind::Table {
+        return Err(EddyError::InvalidValue(format!(
+            "PARTITION BY over a table: {} is keyed by its PRIMARY KEY (re-key a stream instead)",
+            source.name
+        )));
+    }
+    output.iter_mut().for_each(|c| c.key = false);
+    for name in names {
+        let column =
+            output.iter_mut().find(|c| c.name == *name || c.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
+                EddyError::InvalidValue(format!(
+                    "PARTITION BY {name}: the key must be a column of the SELECT list, as in ksqlDB (add {name} to it)"
+                ))
+            })?;
+        column.key = true;
+    }
+    Ok(())
 }
 
 type Phys<'a> = dyn Fn(&Expr, &LogicalPlan) -> Result<Arc<dyn PhysicalExpr>> + 'a;

@@ -56,6 +56,8 @@ pub struct SelectStatement {
     pub limit: Option<usize>,
     /// The names in FROM clauses (lower-cased unless quoted).
     pub relations: Vec<String>,
+    /// `PARTITION BY`: the result columns (by name) that key a persistent query's output.
+    pub partition_by: Vec<String>,
 }
 
 /// What a user may do with a stream or table they do not own (Postgres's privileges).

@@ -58,6 +58,31 @@ pub fn parse_select(text: &str, offset_chars: usize, postgres_names: bool) -> Re
             "EMIT FINAL needs a WINDOW clause (a window's final result is known when it closes)".into(),
         ));
     }
+    if postgres_names && !clauses.partition_by.is_empty() {
+        return Err(EddyError::InvalidValue(
+            "PARTITION BY re-keys a persistent query's output: use it in CREATE STREAM ... AS SELECT".into(),
+        ));
+    }
+    let partition_by = clauses
+        .partition_by
+        .iter()
+        .map(|e| match parse_sqlparser(&format!("SELECT {e}"), offset_chars) {
+            Ok(ast::Statement::Query(q)) => match q.body.as_ref() {
+                ast::SetExpr::Select(s) => match s.projection.as_slice() {
+                    [ast::SelectItem::UnnamedExpr(ast::Expr::Identifier(i))] => Ok(normalize_ident(i)),
+                    [ast::SelectItem::UnnamedExpr(ast::Expr::CompoundIdentifier(parts))] => {
+                        Ok(parts.last().map(normalize_ident).unwrap_or_default())
+                    }
+                    _ => Err(EddyError::NotImplemented(format!(
+                        "PARTITION BY {e}: partition by a column of the SELECT list (give an expression a name with AS there)"
+                    ))),
+                },
+                _ => Err(EddyError::Syntax { message: format!("bad PARTITION BY {e}"), position: None }),
+            },
+            Ok(_) => Err(EddyError::Syntax { message: format!("bad PARTITION BY {e}"), position: None }),
+            Err(err) => Err(err),
+        })
+        .collect::<Result<Vec<String>, EddyError>>()?;
     let mut relations = Vec::new();
     collect_relations(&query, &mut relations);
     Ok(SelectStatement {
@@ -69,6 +94,7 @@ pub fn parse_select(text: &str, offset_chars: usize, postgres_names: bool) -> Re
         within: clauses.within,
         limit,
         relations,
+        partition_by,
     })
 }
 

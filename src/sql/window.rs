@@ -48,6 +48,8 @@ pub struct StreamingClauses {
     pub window: Option<WindowSpec>,
     pub late_data_to: Option<String>,
     pub within: Option<JoinWindow>,
+    /// ksqlDB's `PARTITION BY col, ...`: the output's key columns (as written).
+    pub partition_by: Vec<String>,
 }
 
 /// A stream–stream join's `WITHIN n unit | (before, after) [GRACE PERIOD n unit]`: a left
@@ -63,9 +65,18 @@ pub fn extract(text: &str, offset_chars: usize) -> Result<StreamingClauses, Eddy
     let mut t = Tokens::new(text, offset_chars)?;
     let mut out = StreamingClauses::default();
     let mut cut: Vec<(usize, usize)> = Vec::new();
+    // Parentheses open here: `PARTITION BY` inside `OVER (...)` is a window function's.
+    let mut depth = 0usize;
     while !t.at_end() {
         let start = t.pos;
         match (t.peek_word(0).as_deref(), t.peek_word(1).as_deref()) {
+            (Some("PARTITION"), Some("BY")) if depth == 0 => {
+                t.pos += 2;
+                if !out.partition_by.is_empty() {
+                    return Err(t.error("a query takes one PARTITION BY clause"));
+                }
+                out.partition_by = partition_by(&mut t)?;
+            }
             (Some("EMIT"), Some("CHANGES")) => {
                 out.emit = Emit::Changes;
                 t.pos += 2;
@@ -113,6 +124,11 @@ pub fn extract(text: &str, offset_chars: usize) -> Result<StreamingClauses, Eddy
                 out.late_data_to = Some(t.ident()?);
             }
             _ => {
+                match t.tokens[t.pos].token {
+                    Token::LParen => depth += 1,
+                    Token::RParen => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
                 t.pos += 1;
                 continue;
             }
@@ -132,6 +148,41 @@ pub fn extract(text: &str, offset_chars: usize) -> Result<StreamingClauses, Eddy
         ));
     }
     out.text = sql;
+    Ok(out)
+}
+
+/// After `PARTITION BY`: the expressions up to `EMIT`, `LIMIT` or the end, split at commas
+/// outside parentheses.
+fn partition_by(t: &mut Tokens) -> Result<Vec<String>, EddyError> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut first = t.pos;
+    let mut piece = |t: &Tokens, from: usize, to: usize| -> Result<(), EddyError> {
+        if from >= to {
+            return Err(t.error("syntax error: PARTITION BY takes one or more expressions"));
+        }
+        let a = t.index.byte(t.tokens[from].span.start);
+        let b = t.index.byte(t.tokens[to - 1].span.end);
+        out.push(t.text[a..b].trim().to_string());
+        Ok(())
+    };
+    while !t.at_end() {
+        let ends = depth == 0 && matches!(t.peek_word(0).as_deref(), Some("EMIT" | "LIMIT"));
+        if ends || (depth == 0 && t.tokens[t.pos].token == Token::SemiColon) {
+            break;
+        }
+        match t.tokens[t.pos].token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Comma if depth == 0 => {
+                piece(t, first, t.pos)?;
+                first = t.pos + 1;
+            }
+            _ => {}
+        }
+        t.pos += 1;
+    }
+    piece(t, first, t.pos)?;
     Ok(out)
 }
 
