@@ -136,11 +136,20 @@ impl Engine {
             let table: Arc<dyn datafusion::catalog::TableProvider> = if rel.kind == RelationKind::Table {
                 Arc::new(TableRows::new(rel.clone(), snapshot.clone(), self.config.query_memory_bytes))
             } else {
+                // ROWTIME, ROWPARTITION and ROWOFFSET, when the query names them (so that
+                // `SELECT *` otherwise stays the declared columns, as in ksqlDB).
+                let sql = select.sql.to_ascii_lowercase();
+                let pseudo: Vec<_> = crate::plan::pseudo_columns(&rel)
+                    .into_iter()
+                    .filter(|_| ["rowtime", "rowpartition", "rowoffset"].iter().any(|p| sql.contains(p)))
+                    .collect();
+                let columns: Vec<_> = rel.columns.iter().cloned().chain(pseudo.iter().cloned()).collect();
                 let rows = if load {
                     let (log, stream, limit) = (self.log.clone(), rel.clone(), self.config.query_memory_bytes);
+                    let with_pseudo = !pseudo.is_empty();
                     let (rows, left) = tokio::task::spawn_blocking(move || {
                         let mut budget = budget;
-                        stream_rows(&log, &stream, &mut budget, limit).map(|rows| (rows, budget))
+                        stream_rows(&log, &stream, &mut budget, limit, with_pseudo).map(|rows| (rows, budget))
                     })
                     .await
                     .map_err(|e| EddyError::Internal(format!("stream scan task: {e}")))??;
@@ -149,8 +158,8 @@ impl Engine {
                 } else {
                     Vec::new()
                 };
-                let batch = rows_to_batch(&rel.columns, &rows).map_err(EddyError::Internal)?;
-                Arc::new(MemTable::try_new(arrow_schema(&rel.columns), vec![vec![batch]])?)
+                let batch = rows_to_batch(&columns, &rows).map_err(EddyError::Internal)?;
+                Arc::new(MemTable::try_new(arrow_schema(&columns), vec![vec![batch]])?)
             };
             ctx.register_table(rel.name.as_str(), table)?;
         }
@@ -548,11 +557,18 @@ fn literal(e: &ast::Expr) -> Result<Value> {
 }
 
 /// Every decodable record the topic holds now (bad ones are skipped here; persistent
-/// queries are the ones that report them).
-fn stream_rows(log: &Log, rel: &RelationDef, budget: &mut usize, limit: usize) -> Result<Vec<Vec<Value>>> {
+/// queries are the ones that report them); `pseudo`: each row followed by its ROWTIME (the
+/// event time), ROWPARTITION and ROWOFFSET.
+fn stream_rows(
+    log: &Log,
+    rel: &RelationDef,
+    budget: &mut usize,
+    limit: usize,
+    pseudo: bool,
+) -> Result<Vec<Vec<Value>>> {
     let Some(topic) = log.topic(&rel.topic) else { return Ok(Vec::new()) };
     let mut rows = Vec::new();
-    for p in &topic.partitions {
+    for (partition, p) in topic.partitions.iter().enumerate() {
         let end = p.high_watermark();
         let mut offset = p.log_start_offset();
         while offset < end {
@@ -597,6 +613,10 @@ fn stream_rows(log: &Log, rel: &RelationDef, budget: &mut usize, limit: usize) -
                     ) {
                         let mut row = row;
                         rel.fill_headers(&mut row, &r.headers);
+                        if pseudo {
+                            let rowtime = rel.event_time_ms(&row, r.timestamp_ms).unwrap_or(r.timestamp_ms);
+                            row.extend([Value::from(rowtime), Value::from(partition), Value::from(r.offset)]);
+                        }
                         rows.push(row);
                     }
                 }
