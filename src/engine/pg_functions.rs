@@ -173,6 +173,12 @@ pub fn eddy_function_signature(name: &str) -> Option<(&'static str, &'static str
         "regexp_extract" => ("text, text, bigint", "text"),
         "regexp_extract_all" => ("text, text, bigint", "text[]"),
         "mask" => ("text, text, text, text, text", "text"),
+        "is_json_string" => ("text", "boolean"),
+        "json_array_length" => ("text", "integer"),
+        "json_keys" => ("text", "text[]"),
+        "json_array_contains" => ("text, anyelement", "boolean"),
+        "json_concat" => ("text, text", "text"),
+        "to_json_string" => ("anyelement", "text"),
         "mask_keep_left" | "mask_keep_right" | "mask_left" | "mask_right" => {
             ("text, bigint, text, text, text, text", "text")
         }

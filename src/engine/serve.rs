@@ -364,7 +364,7 @@ fn typed_literal(ty: &SqlType, e: &ast::Expr) -> Result<Value> {
             a.elem.iter().map(|x| typed_literal(item, x)).collect::<Result<Vec<_>>>().map(Value::Array)
         }
         (SqlType::Struct(_) | SqlType::Map(_), ast::Expr::Struct { .. } | ast::Expr::Function(_)) => {
-            let (name, pairs) = named_pairs(e).ok_or_else(|| bad(&format!("{e} (write name := value)")))?;
+            let (name, pairs) = crate::sql::named_pairs(e).ok_or_else(|| bad(&format!("{e} (write name := value)")))?;
             let mut obj = serde_json::Map::new();
             for (key, value) in pairs {
                 let key = match &key {
@@ -494,40 +494,6 @@ fn with_zone_minutes(text: &str) -> String {
         format!("{}:00", text.trim_end())
     } else {
         text.to_string()
-    }
-}
-
-/// The `name := value` pairs of a `STRUCT(...)` or `MAP(...)` literal, with its name.
-fn named_pairs(e: &ast::Expr) -> Option<(String, Vec<(ast::Expr, &ast::Expr)>)> {
-    fn pair(x: &ast::Expr) -> Option<(ast::Expr, &ast::Expr)> {
-        match x {
-            ast::Expr::BinaryOp { left, op: ast::BinaryOperator::Assignment, right } => Some((*left.clone(), right)),
-            _ => None,
-        }
-    }
-    match e {
-        ast::Expr::Struct { values, .. } => {
-            Some(("STRUCT".into(), values.iter().map(pair).collect::<Option<Vec<_>>>()?))
-        }
-        ast::Expr::Function(f) => {
-            let ast::FunctionArguments::List(list) = &f.args else { return None };
-            let pairs = list
-                .args
-                .iter()
-                .map(|arg| match arg {
-                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) => pair(x),
-                    ast::FunctionArg::ExprNamed { name, arg: ast::FunctionArgExpr::Expr(v), .. } => {
-                        Some((name.clone(), v))
-                    }
-                    ast::FunctionArg::Named { name, arg: ast::FunctionArgExpr::Expr(v), .. } => {
-                        Some((ast::Expr::Identifier(name.clone()), v))
-                    }
-                    _ => None,
-                })
-                .collect::<Option<Vec<_>>>()?;
-            Some((f.name.to_string().to_ascii_uppercase(), pairs))
-        }
-        _ => None,
     }
 }
 

@@ -15,6 +15,7 @@
 //! arrow's `Tz`, which DataFusion builds with chrono-tz). Every function is null in, null out.
 
 pub mod aggregates;
+mod json_strings;
 mod strings;
 
 use std::fmt::Write as _;
@@ -646,6 +647,7 @@ fn extract_json_field(arrays: &[ArrayRef]) -> Result<ArrayRef> {
 pub fn udfs() -> Vec<ScalarUDF> {
     let mut all = ksql_udfs();
     all.extend(strings::udfs());
+    all.extend(json_strings::udfs());
     all
 }
 

@@ -882,6 +882,40 @@ fn parse_copy(t: &mut Tokens) -> Result<Statement, EddyError> {
 }
 
 /// An identifier as Eddy names it: unquoted lower-cased, quoted as written.
+/// The `name := value` pairs of a `STRUCT(...)` or `MAP(...)` literal, with its name.
+pub fn named_pairs(e: &ast::Expr) -> Option<(String, Vec<(ast::Expr, &ast::Expr)>)> {
+    fn pair(x: &ast::Expr) -> Option<(ast::Expr, &ast::Expr)> {
+        match x {
+            ast::Expr::BinaryOp { left, op: ast::BinaryOperator::Assignment, right } => Some((*left.clone(), right)),
+            _ => None,
+        }
+    }
+    match e {
+        ast::Expr::Struct { values, .. } => {
+            Some(("STRUCT".into(), values.iter().map(pair).collect::<Option<Vec<_>>>()?))
+        }
+        ast::Expr::Function(f) => {
+            let ast::FunctionArguments::List(list) = &f.args else { return None };
+            let pairs = list
+                .args
+                .iter()
+                .map(|arg| match arg {
+                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) => pair(x),
+                    ast::FunctionArg::ExprNamed { name, arg: ast::FunctionArgExpr::Expr(v), .. } => {
+                        Some((name.clone(), v))
+                    }
+                    ast::FunctionArg::Named { name, arg: ast::FunctionArgExpr::Expr(v), .. } => {
+                        Some((ast::Expr::Identifier(name.clone()), v))
+                    }
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some((f.name.to_string().to_ascii_uppercase(), pairs))
+        }
+        _ => None,
+    }
+}
+
 pub fn normalize_ident(i: &ast::Ident) -> String {
     ident_name(i)
 }

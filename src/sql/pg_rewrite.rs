@@ -87,6 +87,11 @@ fn parse_expr(sql: &str) -> Expr {
     Parser::new(&GenericDialect {}).try_with_sql(sql).and_then(|mut p| p.parse_expr()).expect("a valid expression")
 }
 
+/// `sql` as an expression, or `None` (for text built from the user's own expressions).
+fn try_parse_expr(sql: &str) -> Option<Expr> {
+    Parser::new(&GenericDialect {}).try_with_sql(sql).and_then(|mut p| p.parse_expr()).ok()
+}
+
 fn last_part(name: &ObjectName) -> String {
     name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.to_lowercase()).unwrap_or_default()
 }
@@ -386,6 +391,9 @@ fn is_unreachable_type_branch(conditions: &[ast::CaseWhen], else_result: Option<
 
 impl Rewriter {
     fn rewrite_expr(&mut self, expr: &mut Expr) -> Option<Expr> {
+        if let Some(built) = constructor(expr).or_else(|| time_arithmetic(expr)) {
+            return Some(built);
+        }
         match expr {
             Expr::Case { operand: None, conditions, else_result, .. }
                 if is_unreachable_type_branch(conditions, else_result.as_deref()) =>
@@ -554,6 +562,76 @@ impl Rewriter {
 }
 
 /// `x IN (SELECT ...)` → `array_has((SELECT array_agg(...) ...), x)` inside `e`.
+/// ksqlDB's constructors: `STRUCT(f := v, ...)` → `named_struct('f', v, ...)` and
+/// `MAP(k := v, ...)` → `map([k, ...], [v, ...])` (DataFusion's forms).
+fn constructor(e: &Expr) -> Option<Expr> {
+    let (name, pairs) = super::named_pairs(e)?;
+    if pairs.is_empty() {
+        return None;
+    }
+    match name.as_str() {
+        "STRUCT" => {
+            let fields = pairs.iter().map(|(k, v)| {
+                let field = match k {
+                    Expr::Identifier(i) => super::normalize_ident(i),
+                    other => other.to_string().trim_matches('\'').to_string(),
+                };
+                format!("'{}', {v}", field.replace('\'', "''"))
+            });
+            try_parse_expr(&format!("named_struct({})", fields.collect::<Vec<_>>().join(", ")))
+        }
+        "MAP" => {
+            let keys: Vec<String> = pairs.iter().map(|(k, _)| k.to_string()).collect();
+            let values: Vec<String> = pairs.iter().map(|(_, v)| v.to_string()).collect();
+            try_parse_expr(&format!("map([{}], [{}])", keys.join(", "), values.join(", ")))
+        }
+        _ => None,
+    }
+}
+
+/// ksqlDB's `TIMESTAMPADD(unit, n, ts)`, `TIMESTAMPSUB`, `DATEADD(DAYS, n, date)`, `DATESUB`,
+/// `TIMEADD(unit, n, time)` and `TIMESUB` (a time wraps around midnight), as arithmetic on
+/// milliseconds; `unit` is one of ksqlDB's: MILLISECONDS, SECONDS, MINUTES, HOURS, DAYS.
+fn time_arithmetic(e: &Expr) -> Option<Expr> {
+    let Expr::Function(f) = e else { return None };
+    let name = last_part(&f.name);
+    let sign = match name.as_str() {
+        "timestampadd" | "dateadd" | "timeadd" => "+",
+        "timestampsub" | "datesub" | "timesub" => "-",
+        _ => return None,
+    };
+    let FunctionArguments::List(list) = &f.args else { return None };
+    use ast::{FunctionArg as Arg, FunctionArgExpr as ArgExpr};
+    let [Arg::Unnamed(ArgExpr::Expr(Expr::Identifier(unit))), Arg::Unnamed(ArgExpr::Expr(n)), Arg::Unnamed(ArgExpr::Expr(value))] =
+        list.args.as_slice()
+    else {
+        return None;
+    };
+    let unit = unit.value.to_ascii_lowercase();
+    let ms: i64 = match unit.trim_end_matches('s') {
+        "millisecond" => 1,
+        "second" => 1_000,
+        "minute" => 60_000,
+        "hour" => 3_600_000,
+        "day" => 86_400_000,
+        _ => return None,
+    };
+    let delta = format!("{sign} arrow_cast({n}, 'Int64') * {ms}");
+    let text = match name.as_str() {
+        "timestampadd" | "timestampsub" => format!(
+            "arrow_cast(arrow_cast(arrow_cast({value}, 'Timestamp(Millisecond, None)'), 'Int64') {delta}, 'Timestamp(Millisecond, None)')"
+        ),
+        "dateadd" | "datesub" if ms == 86_400_000 => {
+            format!("arrow_cast(arrow_cast(arrow_cast({value}, 'Date32'), 'Int32') {sign} arrow_cast({n}, 'Int32'), 'Date32')")
+        }
+        "timeadd" | "timesub" => format!(
+            "arrow_cast(arrow_cast(((arrow_cast(arrow_cast(arrow_cast({value}, 'Time32(Millisecond)'), 'Int32'), 'Int64') {delta}) % 86400000 + 86400000) % 86400000, 'Int32'), 'Time32(Millisecond)')"
+        ),
+        _ => return None,
+    };
+    try_parse_expr(&text)
+}
+
 fn in_to_array_has(e: &mut Expr) -> bool {
     let mut changed = false;
     let _ = ast::visit_expressions_mut(e, |x| {
