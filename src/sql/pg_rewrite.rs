@@ -391,7 +391,7 @@ fn is_unreachable_type_branch(conditions: &[ast::CaseWhen], else_result: Option<
 
 impl Rewriter {
     fn rewrite_expr(&mut self, expr: &mut Expr) -> Option<Expr> {
-        if let Some(built) = constructor(expr).or_else(|| time_arithmetic(expr)) {
+        if let Some(built) = constructor(expr).or_else(|| time_arithmetic(expr)).or_else(|| ksql_alias(expr)) {
             return Some(built);
         }
         match expr {
@@ -627,6 +627,38 @@ fn time_arithmetic(e: &Expr) -> Option<Expr> {
         "timeadd" | "timesub" => format!(
             "arrow_cast(arrow_cast(((arrow_cast(arrow_cast(arrow_cast({value}, 'Time32(Millisecond)'), 'Int32'), 'Int64') {delta}) % 86400000 + 86400000) % 86400000, 'Int32'), 'Time32(Millisecond)')"
         ),
+        _ => return None,
+    };
+    try_parse_expr(&text)
+}
+
+/// ksqlDB's names for what DataFusion has under another: `SIGN` (signum, as an INT), `SLICE`
+/// (array_slice: 1-based, inclusive, as in ksqlDB), `AS_MAP(keys, values)` (map),
+/// `COUNT_DISTINCT(x)` (COUNT(DISTINCT x)), `AS_VALUE(x)` (x itself: the value copy of a key
+/// column), `UNIX_DATE([date])` (days since 1970-01-01) and `FROM_DAYS(n)` (its inverse).
+fn ksql_alias(e: &Expr) -> Option<Expr> {
+    let Expr::Function(f) = e else { return None };
+    let FunctionArguments::List(list) = &f.args else { return None };
+    if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
+        return None;
+    }
+    let args: Vec<String> = list
+        .args
+        .iter()
+        .map(|a| match a {
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) => Some(x.to_string()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let text = match (last_part(&f.name).as_str(), args.as_slice()) {
+        ("sign", [x]) => format!("CAST(signum({x}) AS INT)"),
+        ("slice", [a, from, to]) => format!("array_slice({a}, {from}, {to})"),
+        ("as_map", [keys, values]) => format!("map({keys}, {values})"),
+        ("count_distinct", [x]) => format!("count(DISTINCT {x})"),
+        ("as_value", [x]) => format!("({x})"),
+        ("unix_date", []) => "arrow_cast(arrow_cast(current_date(), 'Date32'), 'Int32')".to_string(),
+        ("unix_date", [d]) => format!("arrow_cast(arrow_cast({d}, 'Date32'), 'Int32')"),
+        ("from_days", [n]) => format!("arrow_cast(arrow_cast({n}, 'Int32'), 'Date32')"),
         _ => return None,
     };
     try_parse_expr(&text)
