@@ -174,6 +174,15 @@ pub fn eddy_function_signature(name: &str) -> Option<(&'static str, &'static str
         "regexp_extract_all" => ("text, text, bigint", "text[]"),
         "mask" => ("text, text, text, text, text", "text"),
         "is_json_string" => ("text", "boolean"),
+        "url_extract_port" => ("text", "integer"),
+        "url_extract_parameter" => ("text, text", "text"),
+        "url_extract_fragment"
+        | "url_extract_host"
+        | "url_extract_path"
+        | "url_extract_protocol"
+        | "url_extract_query"
+        | "url_encode_param"
+        | "url_decode_param" => ("text", "text"),
         "json_array_length" => ("text", "integer"),
         "json_keys" => ("text", "text[]"),
         "json_array_contains" => ("text, anyelement", "boolean"),

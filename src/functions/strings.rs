@@ -1,6 +1,6 @@
 //! ksqlDB's string functions that DataFusion has no function of the same meaning for:
-//! `SPLIT`, `REGEXP_EXTRACT`, `REGEXP_EXTRACT_ALL`, `REGEXP_SPLIT_TO_ARRAY` and the `MASK`
-//! family. Semantics follow ksqlDB's function reference: NULL in, NULL out; regular
+//! `SPLIT`, `REGEXP_EXTRACT`, `REGEXP_EXTRACT_ALL`, `REGEXP_SPLIT_TO_ARRAY`, the `MASK`
+//! family and the `URL_*` functions (a string that is no URL gives NULL). Semantics follow ksqlDB's function reference: NULL in, NULL out; regular
 //! expressions in Rust's `regex` syntax (ksqlDB's are Java's; the common subset is the same).
 
 use std::sync::Arc;
@@ -22,9 +22,18 @@ enum Kind {
     MaskKeepRight,
     MaskLeft,
     MaskRight,
+    UrlExtractFragment,
+    UrlExtractHost,
+    UrlExtractParameter,
+    UrlExtractPath,
+    UrlExtractPort,
+    UrlExtractProtocol,
+    UrlExtractQuery,
+    UrlEncodeParam,
+    UrlDecodeParam,
 }
 
-const ALL: [Kind; 9] = [
+const ALL: [Kind; 18] = [
     Kind::Split,
     Kind::RegexpExtract,
     Kind::RegexpExtractAll,
@@ -34,6 +43,15 @@ const ALL: [Kind; 9] = [
     Kind::MaskKeepRight,
     Kind::MaskLeft,
     Kind::MaskRight,
+    Kind::UrlExtractFragment,
+    Kind::UrlExtractHost,
+    Kind::UrlExtractParameter,
+    Kind::UrlExtractPath,
+    Kind::UrlExtractPort,
+    Kind::UrlExtractProtocol,
+    Kind::UrlExtractQuery,
+    Kind::UrlEncodeParam,
+    Kind::UrlDecodeParam,
 ];
 
 impl Kind {
@@ -48,6 +66,15 @@ impl Kind {
             Kind::MaskKeepRight => "mask_keep_right",
             Kind::MaskLeft => "mask_left",
             Kind::MaskRight => "mask_right",
+            Kind::UrlExtractFragment => "url_extract_fragment",
+            Kind::UrlExtractHost => "url_extract_host",
+            Kind::UrlExtractParameter => "url_extract_parameter",
+            Kind::UrlExtractPath => "url_extract_path",
+            Kind::UrlExtractPort => "url_extract_port",
+            Kind::UrlExtractProtocol => "url_extract_protocol",
+            Kind::UrlExtractQuery => "url_extract_query",
+            Kind::UrlEncodeParam => "url_encode_param",
+            Kind::UrlDecodeParam => "url_decode_param",
         }
     }
 
@@ -58,6 +85,8 @@ impl Kind {
             Kind::RegexpExtract | Kind::RegexpExtractAll => (2, "SSI"),
             Kind::Mask => (1, "SSSSS"),
             Kind::MaskKeepLeft | Kind::MaskKeepRight | Kind::MaskLeft | Kind::MaskRight => (2, "SISSSS"),
+            Kind::UrlExtractParameter => (2, "SS"),
+            _ => (1, "S"),
         }
     }
 
@@ -67,7 +96,11 @@ impl Kind {
             Kind::RegexpExtract | Kind::RegexpExtractAll => "(STRING regex, STRING [, INT group])",
             Kind::RegexpSplitToArray => "(STRING, STRING regex)",
             Kind::Mask => "(STRING [, upper, lower, digit, other])",
-            _ => "(STRING, INT n [, upper, lower, digit, other])",
+            Kind::MaskKeepLeft | Kind::MaskKeepRight | Kind::MaskLeft | Kind::MaskRight => {
+                "(STRING, INT n [, upper, lower, digit, other])"
+            }
+            Kind::UrlExtractParameter => "(STRING url, STRING name)",
+            _ => "(STRING)",
         }
     }
 }
@@ -120,6 +153,7 @@ impl ScalarUDFImpl for KsqlString {
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
         Ok(match self.kind {
             Kind::Split | Kind::RegexpExtractAll | Kind::RegexpSplitToArray => list_of_strings(),
+            Kind::UrlExtractPort => DataType::Int32,
             _ => DataType::Utf8,
         })
     }
@@ -180,6 +214,51 @@ impl ScalarUDFImpl for KsqlString {
                         _ => None,
                     };
                     b.append_option(found);
+                }
+                Arc::new(b.finish())
+            }
+            Kind::UrlExtractPort => {
+                let mut b = datafusion::arrow::array::Int32Builder::with_capacity(n);
+                for row in 0..n {
+                    b.append_option(text(0, row).and_then(|u| url::Url::parse(u).ok()?.port()).map(i32::from));
+                }
+                Arc::new(b.finish())
+            }
+            Kind::UrlExtractFragment
+            | Kind::UrlExtractHost
+            | Kind::UrlExtractParameter
+            | Kind::UrlExtractPath
+            | Kind::UrlExtractProtocol
+            | Kind::UrlExtractQuery
+            | Kind::UrlEncodeParam
+            | Kind::UrlDecodeParam => {
+                let mut b = StringBuilder::new();
+                for row in 0..n {
+                    let Some(s) = text(0, row) else {
+                        b.append_null();
+                        continue;
+                    };
+                    let out = match self.kind {
+                        Kind::UrlEncodeParam => Some(url::form_urlencoded::byte_serialize(s.as_bytes()).collect()),
+                        Kind::UrlDecodeParam => Some(
+                            url::form_urlencoded::parse(format!("x={}", s.replace('&', "%26")).as_bytes())
+                                .next()
+                                .map(|(_, v)| v.into_owned())
+                                .unwrap_or_default(),
+                        ),
+                        kind => url::Url::parse(s).ok().and_then(|u| match kind {
+                            Kind::UrlExtractFragment => u.fragment().map(str::to_string),
+                            Kind::UrlExtractHost => u.host_str().map(str::to_string),
+                            Kind::UrlExtractPath => Some(u.path().to_string()),
+                            Kind::UrlExtractProtocol => Some(u.scheme().to_string()),
+                            Kind::UrlExtractQuery => u.query().map(str::to_string),
+                            _ => {
+                                let name = text(1, row)?;
+                                u.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+                            }
+                        }),
+                    };
+                    b.append_option(out);
                 }
                 Arc::new(b.finish())
             }
@@ -354,6 +433,35 @@ mod tests {
                      mask_left('Ab', 10), mask(NULL), mask_left('Ab', NULL)")
         .await;
         assert_eq!(r, ["Xx-nn-x", "*b-##", "Ab-nn", "Xx-12", "Xx-12", "Ab-nn", "Xx", "NULL", "NULL"]);
+    }
+
+    #[tokio::test]
+    async fn urls() {
+        let r = row("SELECT url_extract_protocol('https://x.io:8080/a/b?q=1&name=ann%20b#top'), \
+                     url_extract_host('https://x.io:8080/a/b?q=1#top'), url_extract_port('https://x.io:8080/a'), \
+                     url_extract_port('https://x.io/a'), url_extract_path('https://x.io:8080/a/b?q=1'), \
+                     url_extract_query('https://x.io/a?q=1&r=2'), url_extract_fragment('https://x.io/a#top'), \
+                     url_extract_parameter('https://x.io/a?q=1&name=ann%20b', 'name'), \
+                     url_extract_parameter('https://x.io/a?q=1', 'nope'), url_extract_host('not a url'), \
+                     url_encode_param('a b&c=d/é'), url_decode_param('a+b%26c%3Dd')")
+        .await;
+        assert_eq!(
+            r,
+            [
+                "https",
+                "x.io",
+                "8080",
+                "NULL",
+                "/a/b",
+                "q=1&r=2",
+                "top",
+                "ann b",
+                "NULL",
+                "NULL",
+                "a+b%26c%3Dd%2F%C3%A9",
+                "a b&c=d"
+            ]
+        );
     }
 
     #[tokio::test]
