@@ -21,9 +21,11 @@ use datafusion::sql::sqlparser::ast::{self, Expr, SelectItem, SetExpr};
 pub const MARKER: char = '\u{E000}';
 
 /// Gives each unaliased, computed column of the query's result an alias with Postgres's name
-/// for it. Plain column references keep theirs (DataFusion already names them so).
-pub fn name_columns(query: &mut ast::Query) {
-    let Some(select) = first_select(&mut query.body) else { return };
+/// for it. Plain column references keep theirs (DataFusion already names them so). Whether
+/// it named any: a query it left as it was need not be rendered again.
+pub fn name_columns(query: &mut ast::Query) -> bool {
+    let Some(select) = first_select(&mut query.body) else { return false };
+    let mut changed = false;
     let mut taken: HashSet<String> = HashSet::new();
     for item in &mut select.projection {
         let name = match item {
@@ -36,6 +38,7 @@ pub fn name_columns(query: &mut ast::Query) {
                 let unique = unique(&name, &taken);
                 *item = SelectItem::ExprWithAlias { expr: e.clone(), alias: ast::Ident::with_quote('"', &unique) };
                 taken.insert(unique);
+                changed = true;
                 name
             }
             SelectItem::ExprWithAlias { alias, .. } => crate::sql::normalize_ident(alias),
@@ -43,6 +46,7 @@ pub fn name_columns(query: &mut ast::Query) {
         };
         taken.insert(name);
     }
+    changed
 }
 
 /// `name`, or `name` + MARKER + a number when an earlier column has that name.
@@ -168,7 +172,9 @@ mod tests {
     fn names(sql: &str) -> Vec<String> {
         let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parses").remove(0);
         let ast::Statement::Query(q) = &mut stmt else { panic!("a query") };
-        name_columns(q);
+        let plain = matches!(q.body.as_ref(), SetExpr::Select(s) if s.projection.iter().all(|i| matches!(i,
+            SelectItem::UnnamedExpr(Expr::Identifier(_) | Expr::CompoundIdentifier(_)) | SelectItem::ExprWithAlias { .. } | SelectItem::Wildcard(_))));
+        assert_eq!(name_columns(q), !plain, "{sql}: whether anything was named");
         let s = first_select(&mut q.body).expect("a select");
         s.projection
             .iter()
@@ -202,6 +208,8 @@ mod tests {
     #[test]
     fn named_columns_and_plain_references_are_left_alone() {
         assert_eq!(names("SELECT a, t.b, c AS d, upper(e) AS f FROM t"), ["(a)", "(t.b)", "d", "f"]);
+        // A lookup by key is left as written (not rendered again).
+        assert_eq!(names("SELECT * FROM t WHERE k = 1"), ["(*)"]);
         // An explicit alias takes the name first: the computed column gets a number.
         assert_eq!(names("SELECT 1 AS count, count(*) FROM t"), ["count", "count#2"]);
         assert_eq!(names("SELECT a, lower(a) AS a2, upper(a) FROM t"), ["(a)", "a2", "upper"]);

@@ -32,8 +32,9 @@ pub fn parse_select(text: &str, offset_chars: usize, postgres_names: bool) -> Re
         access::alias_field_access(&mut query);
         sql = query.to_string();
     }
-    if postgres_names && !emit_changes {
-        pg_names::name_columns(&mut query);
+    // Rendered again only when a column got a name: a point lookup (`SELECT * FROM t WHERE
+    // k = $1`) keeps its text as written.
+    if postgres_names && !emit_changes && pg_names::name_columns(&mut query) {
         sql = query.to_string();
     }
     if pg_rewrite::rewrite(&mut query) {
