@@ -354,22 +354,20 @@ fn mask_char(c: char, masks: &[Option<char>; 4]) -> char {
 /// The last regular expression compiled (the pattern is nearly always a literal).
 #[derive(Default)]
 struct Last {
-    source: Option<String>,
-    regex: Option<Regex>,
+    compiled: Option<(String, Regex)>,
 }
 
 impl Last {
     fn get(&mut self, source: &str, function: &str) -> Result<&Regex> {
-        if self.source.as_deref() != Some(source) {
+        if self.compiled.as_ref().is_none_or(|(s, _)| s != source) {
             // A bounded size: a pattern cannot make the query use unbounded memory.
             let re = regex::RegexBuilder::new(source)
                 .size_limit(1 << 20)
                 .build()
                 .map_err(|e| exec_datafusion_err!("{function}: invalid regular expression '{source}': {e}"))?;
-            self.regex = Some(re);
-            self.source = Some(source.to_string());
+            return Ok(&self.compiled.insert((source.to_string(), re)).1);
         }
-        Ok(self.regex.as_ref().expect("set above"))
+        self.compiled.as_ref().map(|(_, re)| re).ok_or_else(|| exec_datafusion_err!("{function}: no expression"))
     }
 }
 
