@@ -229,20 +229,7 @@ fn to_json(array: &dyn Array, row: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::util::display::array_value_to_string;
-    use datafusion::prelude::SessionContext;
-
-    async fn row(sql: &str) -> Vec<String> {
-        let ctx = SessionContext::new();
-        super::super::register(&ctx);
-        let batches = ctx.sql(sql).await.expect("plans").collect().await.expect("runs");
-        let batch = &batches[0];
-        batch
-            .columns()
-            .iter()
-            .map(|c| if c.is_null(0) { "NULL".to_string() } else { array_value_to_string(c, 0).expect("shows") })
-            .collect()
-    }
+    use super::super::test_sql::row;
 
     #[tokio::test]
     async fn json_text_functions() {

@@ -18,6 +18,38 @@ pub mod aggregates;
 mod json_strings;
 mod strings;
 
+/// One query over a session with this module's functions, for the tests of its submodules:
+/// the first row's cells as text ("NULL" for nulls), or the error's text.
+#[cfg(test)]
+mod test_sql {
+    use datafusion::arrow::array::Array;
+    use datafusion::arrow::util::display::array_value_to_string;
+    use datafusion::prelude::SessionContext;
+
+    fn session() -> SessionContext {
+        let ctx = SessionContext::new();
+        super::register(&ctx);
+        ctx
+    }
+
+    pub async fn row(sql: &str) -> Vec<String> {
+        let batches = session().sql(sql).await.expect("plans").collect().await.expect("runs");
+        let batch = &batches[0];
+        batch
+            .columns()
+            .iter()
+            .map(|c| if c.is_null(0) { "NULL".to_string() } else { array_value_to_string(c, 0).expect("shows") })
+            .collect()
+    }
+
+    pub async fn error(sql: &str) -> String {
+        match session().sql(sql).await {
+            Ok(df) => df.collect().await.expect_err("fails").to_string(),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 

@@ -373,29 +373,7 @@ impl Last {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::util::display::array_value_to_string;
-    use datafusion::prelude::SessionContext;
-
-    async fn row(sql: &str) -> Vec<String> {
-        let ctx = SessionContext::new();
-        super::super::register(&ctx);
-        let batches = ctx.sql(sql).await.expect("plans").collect().await.expect("runs");
-        let batch = &batches[0];
-        batch
-            .columns()
-            .iter()
-            .map(|c| if c.is_null(0) { "NULL".to_string() } else { array_value_to_string(c, 0).expect("shows") })
-            .collect()
-    }
-
-    async fn error(sql: &str) -> String {
-        let ctx = SessionContext::new();
-        super::super::register(&ctx);
-        match ctx.sql(sql).await {
-            Ok(df) => df.collect().await.expect_err("fails").to_string(),
-            Err(e) => e.to_string(),
-        }
-    }
+    use super::super::test_sql::{error, row};
 
     #[tokio::test]
     async fn split_and_regular_expressions() {
