@@ -994,7 +994,7 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
         checks.push(Check {
             name: "ss_join".into(),
             create: Some(format!(
-                "CREATE STREAM ss_join AS SELECT a.k, a.n, b.m FROM s a JOIN t2 b WITHIN {w} MILLISECONDS \
+                "CREATE STREAM ss_join AS SELECT a.k AS k, a.n, b.m FROM s a JOIN t2 b WITHIN {w} MILLISECONDS \
                  ON a.k = b.k EMIT CHANGES"
             )),
             tables: vec![s_table.clone(), t2.clone()],

@@ -252,7 +252,7 @@ async fn rows_stored_as_json_by_an_older_version_are_read_and_replaced() {
          EMIT CHANGES",
         "CREATE TABLE sess AS SELECT u, COUNT(*) AS c, SUM(n) AS s FROM clicks WINDOW SESSION (10 SECONDS) \
          GROUP BY u EMIT CHANGES",
-        "CREATE STREAM sj AS SELECT c.u, c.n, v.m FROM clicks c JOIN views v WITHIN 5 SECONDS ON c.u = v.u \
+        "CREATE STREAM sj AS SELECT c.u AS u, c.n, v.m FROM clicks c JOIN views v WITHIN 5 SECONDS ON c.u = v.u \
          EMIT CHANGES",
         "INSERT INTO regions (code, label) VALUES ('eu', 'Europe'), ('us', 'Americas')",
         "INSERT INTO accts (id, region, bal, tags) VALUES ('a', 'eu', 123456789012345.67, ARRAY[1, 2]), \

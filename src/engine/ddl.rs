@@ -101,13 +101,15 @@ impl Engine {
                     source.name
                 )));
             }
-            let missing: Vec<&str> = source
-                .columns
-                .iter()
-                .filter(|c| c.key && !plan.output_columns.iter().any(|o| o.key && o.name == c.name))
-                .map(|c| c.name.as_str())
-                .collect();
-            if !missing.is_empty() {
+            // The plan marks the selected key columns (under their aliases too).
+            let keys: Vec<&str> = source.columns.iter().filter(|c| c.key).map(|c| c.name.as_str()).collect();
+            let selected = plan.output_columns.iter().filter(|o| o.key).count();
+            let mut missing: Vec<&str> =
+                keys.iter().copied().filter(|k| !plan.output_columns.iter().any(|o| o.key && o.name == *k)).collect();
+            if selected < keys.len() && missing.is_empty() {
+                missing = keys;
+            }
+            if selected < source.columns.iter().filter(|c| c.key).count() {
                 return Err(EddyError::InvalidValue(format!(
                     "the SELECT list must include {}'s PRIMARY KEY column(s) {}, the new table's key",
                     source.name,

@@ -433,13 +433,15 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
     }
 
     let top_input_schema: Schema = top.input.schema().as_arrow().clone();
+    let key_slots = result_key_slots(input_plan, source, &top.input, interval.is_some(), table_join.is_some());
     let mut output_columns = Vec::new();
     let mut state_key = None;
     let shape = match aggregate {
         None => {
             let exprs = top.expr.iter().map(|e| phys(e, &top.input)).collect::<Result<Vec<_>>>()?;
+            let keys = key_items(&top.expr, top.input.schema(), &key_slots);
             for (i, (e, pe)) in top.expr.iter().zip(&exprs).enumerate() {
-                let key = matches!(e, Expr::Column(c) if source.column(&c.name).is_some_and(|sc| sc.key));
+                let key = keys.contains(&i);
                 output_columns.push(Column { name: output_name(e, i), ty: sql_type(pe, &top_input_schema)?, key });
             }
             if !select.partition_by.is_empty() {
@@ -482,7 +484,14 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
                     (0..n_group).map(|g| top.expr.iter().position(|e| selects_group(g, e))).collect::<Option<Vec<_>>>();
             }
             for (i, (e, pe)) in top.expr.iter().zip(&project).enumerate() {
-                let key = matches!(e, Expr::Column(c) if a.schema.index_of_column(c).is_ok_and(|idx| idx < n_group));
+                // A group column keys the result, under its alias too (`GROUP BY v + 1` with
+                // `v + 1 AS ksql_col_0` in the SELECT list).
+                let column = match e {
+                    Expr::Alias(al) => al.expr.as_ref(),
+                    other => other,
+                };
+                let key =
+                    matches!(column, Expr::Column(c) if a.schema.index_of_column(c).is_ok_and(|idx| idx < n_group));
                 let name = match e {
                     Expr::Column(c) => match a.schema.index_of_column(c) {
                         Ok(idx) if idx >= n_group => agg_names[idx - n_group].clone(),
@@ -910,6 +919,111 @@ fn join_plan(j: &Join, table: &RelationDef, phys: &Phys<'_>) -> Result<(JoinPlan
     );
     let schema = Arc::new(j.schema.as_arrow().clone());
     Ok((JoinPlan { table: table.clone(), left_outer, stream_keys, stream_first, schema }, line))
+}
+
+/// The key of a projection's result, as ksqlDB keys it: for each key column, the indices in
+/// `top_input`'s schema of the columns that hold it (selecting any one keys the result by it).
+/// - one stream or table: its key columns;
+/// - stream–table join: the stream's side of the ON equalities (the stream is re-keyed by the
+///   join column when that is not its key), or the table's key column in an INNER join;
+/// - stream–stream join: the left side's join columns (or the right's in an INNER join); a
+///   FULL OUTER join none;
+/// - table–table join: the left table's PRIMARY KEY (a primary-key join's right key too when
+///   INNER; a foreign-key join's result stays keyed by the left table's key).
+///
+/// A join on expressions that are not columns has no key here (ksqlDB gives it a synthetic
+/// `ROWKEY`).
+fn result_key_slots(
+    input_plan: &LogicalPlan,
+    source: &RelationDef,
+    top_input: &LogicalPlan,
+    interval: bool,
+    table_join: bool,
+) -> Vec<Vec<usize>> {
+    let out = top_input.schema();
+    let LogicalPlan::Join(j) = input_plan else {
+        return out
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, f))| source.column(f.name()).is_some_and(|c| c.key))
+            .map(|(i, _)| vec![i])
+            .collect();
+    };
+    let inner = j.join_type == JoinType::Inner;
+    if interval {
+        // A FULL OUTER join's join columns are NULL on one side or the other: ksqlDB keys it
+        // by a synthetic ROWKEY, which Eddy does not make; its result has no key.
+        if j.join_type == JoinType::Full {
+            return Vec::new();
+        }
+        return join_key_slots(j, &j.left, inner, out);
+    }
+    if table_join {
+        let on = join_key_slots(j, &j.left, inner, out);
+        let left = j.left.schema().columns();
+        return source
+            .columns
+            .iter()
+            .filter(|c| c.key)
+            .filter_map(|k| {
+                let idx = out.index_of_column(left.iter().find(|c| c.name == k.name)?).ok()?;
+                Some(on.iter().find(|s| s.first() == Some(&idx)).cloned().unwrap_or_else(|| vec![idx]))
+            })
+            .collect();
+    }
+    // A stream joined to tables: the first join (the innermost) compares the stream.
+    let mut first = j;
+    while let LogicalPlan::Join(inner_join) = skip_alias(&first.left) {
+        first = inner_join;
+    }
+    let is_stream =
+        |p: &LogicalPlan| matches!(skip_alias(p), LogicalPlan::TableScan(s) if s.table_name.table() == source.name);
+    let stream_side = if is_stream(&first.right) { &first.right } else { &first.left };
+    join_key_slots(first, stream_side, first.join_type == JoinType::Inner, out)
+}
+
+/// The SELECT items that key the result: for each key slot, the first item naming its most
+/// preferred column (ksqlDB: of `l.id` and `r.id` in an inner join on them, `l.id` when both
+/// are selected; an alias renames the key).
+fn key_items(items: &[Expr], input: &datafusion::common::DFSchema, slots: &[Vec<usize>]) -> Vec<usize> {
+    let index = |e: &Expr| match e {
+        Expr::Alias(a) => match a.expr.as_ref() {
+            Expr::Column(c) => input.index_of_column(c).ok(),
+            _ => None,
+        },
+        Expr::Column(c) => input.index_of_column(c).ok(),
+        _ => None,
+    };
+    slots
+        .iter()
+        .filter_map(|slot| slot.iter().find_map(|candidate| items.iter().position(|e| index(e) == Some(*candidate))))
+        .collect()
+}
+
+/// For each ON equality of two columns: its column on `primary`'s side, then (when `both`)
+/// the other side's, as indices in `out`.
+fn join_key_slots(j: &Join, primary: &LogicalPlan, both: bool, out: &datafusion::common::DFSchema) -> Vec<Vec<usize>> {
+    let column = |e: &Expr| match e {
+        Expr::Column(c) => Some(c.clone()),
+        Expr::Cast(cast) => match cast.expr.as_ref() {
+            Expr::Column(c) => Some(c.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Ok(pairs) = equi_pairs(j) else { return Vec::new() };
+    pairs
+        .iter()
+        .filter_map(|(a, b)| {
+            let (a, b) = (column(a)?, column(b)?);
+            let (p, o) = if primary.schema().has_column(&a) { (a, b) } else { (b, a) };
+            let mut slot = vec![out.index_of_column(&p).ok()?];
+            if both {
+                slot.extend(out.index_of_column(&o).ok());
+            }
+            Some(slot)
+        })
+        .collect()
 }
 
 fn skip_alias(plan: &LogicalPlan) -> &LogicalPlan {

@@ -37,6 +37,9 @@ pub fn parse_select(text: &str, offset_chars: usize, postgres_names: bool) -> Re
     if postgres_names && !emit_changes && pg_names::name_columns(&mut query) {
         sql = query.to_string();
     }
+    if !postgres_names && ksql_names(&mut query) {
+        sql = query.to_string();
+    }
     if pg_rewrite::rewrite(&mut query) {
         sql = query.to_string();
     }
@@ -99,6 +102,44 @@ pub fn parse_select(text: &str, offset_chars: usize, postgres_names: bool) -> Re
     })
 }
 
+/// ksqlDB's names for a continuous query's unaliased computed columns: `ksql_col_0`,
+/// `ksql_col_1`, ... counted over the columns that need one (a plain column keeps its name;
+/// a struct field read with `->` is named after the field by `access`), skipping a name the
+/// SELECT list already uses. Eddy folds unquoted names to lower case, so ksqlDB's
+/// `KSQL_COL_0` is `ksql_col_0` here (and matches `KSQL_COL_0` written unquoted).
+/// Whether it named any.
+fn ksql_names(query: &mut ast::Query) -> bool {
+    let ast::SetExpr::Select(select) = query.body.as_mut() else { return false };
+    let taken: Vec<String> = select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            ast::SelectItem::UnnamedExpr(ast::Expr::Identifier(i)) => Some(normalize_ident(i)),
+            ast::SelectItem::UnnamedExpr(ast::Expr::CompoundIdentifier(parts)) => parts.last().map(normalize_ident),
+            ast::SelectItem::ExprWithAlias { alias, .. } => Some(normalize_ident(alias)),
+            _ => None,
+        })
+        .collect();
+    let mut next = 0;
+    let mut changed = false;
+    for item in &mut select.projection {
+        let ast::SelectItem::UnnamedExpr(e) = item else { continue };
+        if matches!(e, ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)) {
+            continue;
+        }
+        let name = loop {
+            let candidate = format!("ksql_col_{next}");
+            next += 1;
+            if !taken.contains(&candidate) {
+                break candidate;
+            }
+        };
+        *item = ast::SelectItem::ExprWithAlias { expr: e.clone(), alias: ast::Ident::new(name) };
+        changed = true;
+    }
+    changed
+}
+
 /// Adds `windowstart, windowend` to a windowed query's GROUP BY, and to its SELECT list
 /// right after the leading group columns unless the query names them already.
 fn group_by_window(query: &mut ast::Query) -> Result<(), EddyError> {
@@ -140,14 +181,18 @@ fn group_by_window(query: &mut ast::Query) -> Result<(), EddyError> {
 }
 
 /// Replaces `*` and `name.*` in the outer SELECT list by the relations' declared columns,
-/// so pseudo-columns (ROWTIME...) and window bounds appear only when named, as in ksqlDB.
+/// so pseudo-columns (ROWTIME...) and window bounds appear only when named, as in ksqlDB;
+/// in a join, names each column of `*` and each column two sources share after its source
+/// (`l_id`), as ksqlDB does.
 pub fn expand_wildcards(sql: &str, columns_of: &dyn Fn(&str) -> Option<Vec<String>>) -> Result<String, EddyError> {
     let ast::Statement::Query(mut query) = parse_sqlparser(sql, 0)? else { return Ok(sql.to_string()) };
     let ast::SetExpr::Select(select) = query.body.as_mut() else { return Ok(sql.to_string()) };
-    if !select
-        .projection
-        .iter()
-        .any(|i| matches!(i, ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..)))
+    let joined = select.from.iter().map(|t| 1 + t.joins.len()).sum::<usize>() > 1;
+    if !joined
+        && !select
+            .projection
+            .iter()
+            .any(|i| matches!(i, ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..)))
     {
         return Ok(sql.to_string());
     }
@@ -168,13 +213,15 @@ pub fn expand_wildcards(sql: &str, columns_of: &dyn Fn(&str) -> Option<Vec<Strin
             .unwrap_or_default()
             .into_iter()
             .map(|c| {
-                let col = ast::Ident::with_quote('"', c);
-                let expr = if qualified {
-                    ast::Expr::CompoundIdentifier(vec![ast::Ident::with_quote('"', qualifier), col])
+                if qualified {
+                    // ksqlDB names a join's columns after their source: `l.id` is `l_id`.
+                    let alias = ast::Ident::with_quote('"', format!("{qualifier}_{c}"));
+                    let col = ast::Ident::with_quote('"', c);
+                    let expr = ast::Expr::CompoundIdentifier(vec![ast::Ident::with_quote('"', qualifier), col]);
+                    ast::SelectItem::ExprWithAlias { expr, alias }
                 } else {
-                    ast::Expr::Identifier(col)
-                };
-                ast::SelectItem::UnnamedExpr(expr)
+                    ast::SelectItem::UnnamedExpr(ast::Expr::Identifier(ast::Ident::with_quote('"', c)))
+                }
             })
             .collect()
     };
@@ -191,6 +238,21 @@ pub fn expand_wildcards(sql: &str, columns_of: &dyn Fn(&str) -> Option<Vec<Strin
                 match from.iter().find(|(fq, _)| *fq == q) {
                     Some((fq, rel)) => projection.extend(columns(fq, rel)),
                     None => return Err(EddyError::UndefinedRelation(format!("{q} in {q}.*"))),
+                }
+            }
+            // ksqlDB names a join's column after its source when another source has a
+            // column of that name (pseudo columns always do): `l.id, r.id` are `l_id, r_id`.
+            ast::SelectItem::UnnamedExpr(ast::Expr::CompoundIdentifier(parts)) if qualified && parts.len() == 2 => {
+                let (q, c) = (normalize_ident(&parts[0]), normalize_ident(&parts[1]));
+                let sources =
+                    from.iter().filter(|(_, rel)| columns_of(rel).is_some_and(|cols| cols.contains(&c))).count();
+                let pseudo = ["rowtime", "rowpartition", "rowoffset", "windowstart", "windowend"].contains(&c.as_str());
+                let expr = ast::Expr::CompoundIdentifier(parts);
+                if sources > 1 || pseudo {
+                    let alias = ast::Ident::with_quote('"', format!("{q}_{c}"));
+                    projection.push(ast::SelectItem::ExprWithAlias { expr, alias });
+                } else {
+                    projection.push(ast::SelectItem::UnnamedExpr(expr));
                 }
             }
             other => projection.push(other),
