@@ -256,7 +256,9 @@ impl Operators {
         let retractions = plan.source.kind == RelationKind::Table;
         let mut window_group = None;
         let body = match plan.shape {
-            PlanShape::Project { exprs } => Body::Project(ProjectOperator { exprs, schema: output_schema }),
+            PlanShape::Project { exprs, table_functions } => {
+                Body::Project(ProjectOperator { exprs, table_functions, schema: output_schema })
+            }
             PlanShape::Aggregate(a) => {
                 if let Some(w) = &plan.window {
                     let pos = |idx: usize| {

@@ -17,6 +17,7 @@
 pub mod aggregates;
 mod json_strings;
 mod strings;
+pub mod table;
 
 /// One query over a session with this module's functions, for the tests of its submodules:
 /// the first row's cells as text ("NULL" for nulls), or the error's text.
@@ -680,6 +681,7 @@ pub fn udfs() -> Vec<ScalarUDF> {
     let mut all = ksql_udfs();
     all.extend(strings::udfs());
     all.extend(json_strings::udfs());
+    all.extend(table::udfs());
     all
 }
 

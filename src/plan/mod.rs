@@ -13,6 +13,7 @@ use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemTable, MemoryCatalogProvider, MemoryCatalogProviderList,
     MemorySchemaProvider,
 };
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::TableReference;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::simplify::SimplifyContext;
@@ -25,6 +26,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::catalog::RelationDef;
 use crate::error::{EddyError, Result};
 use crate::format::{arrow_schema, Column, SqlType};
+use crate::functions::table::TableFunction;
 use crate::sql::{JoinWindow, RelationKind, SelectStatement, WindowKind, WindowSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +103,9 @@ pub struct AggregatePlan {
 
 pub enum PlanShape {
     /// Stateless: each input row gives at most one output row.
-    Project { exprs: Vec<Arc<dyn PhysicalExpr>> },
+    /// With table functions (`EXPLODE`), a row gives as many rows as they do: `table_functions`
+    /// names the columns of `exprs` that hold their arguments.
+    Project { exprs: Vec<Arc<dyn PhysicalExpr>>, table_functions: Vec<(usize, TableFunction)> },
     /// Grouped aggregation with state per group in RocksDB.
     Aggregate(AggregatePlan),
     /// A table over a topic: latest row per key (a null value deletes).
@@ -339,6 +343,16 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
     let LogicalPlan::Projection(top) = &plan else {
         return Err(unsupported(&plan));
     };
+    // Table functions belong to the SELECT list (`table_function`), not to WHERE, GROUP BY,
+    // an aggregate or a join.
+    let below = top.input.exists(|node| {
+        Ok(node.expressions().iter().any(|e| e.exists(|x| Ok(is_table_function(x))).unwrap_or(false)))
+    })?;
+    if below {
+        return Err(EddyError::NotImplemented(
+            "a table function (EXPLODE) outside the SELECT list, or with GROUP BY".into(),
+        ));
+    }
     let mut node = skip_alias(&top.input);
     let mut having = None;
     let mut aggregate = None;
@@ -439,6 +453,21 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
     let shape = match aggregate {
         None => {
             let exprs = top.expr.iter().map(|e| phys(e, &top.input)).collect::<Result<Vec<_>>>()?;
+            // A table function's column is its argument; the operator expands the rows.
+            let mut table_functions = Vec::new();
+            let mut evaluated = exprs.clone();
+            for (i, e) in top.expr.iter().enumerate() {
+                if let Some((f, arg)) = table_function(e)? {
+                    if source.kind == RelationKind::Table {
+                        return Err(EddyError::InvalidValue(format!(
+                            "{} is a table: table functions (EXPLODE) apply to streams",
+                            source.name
+                        )));
+                    }
+                    evaluated[i] = phys(arg, &top.input)?;
+                    table_functions.push((i, f));
+                }
+            }
             let keys = key_items(&top.expr, top.input.schema(), &key_slots);
             for (i, (e, pe)) in top.expr.iter().zip(&exprs).enumerate() {
                 let key = keys.contains(&i);
@@ -451,7 +480,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
                 0,
                 format!("ProjectOperator({})", top.expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")),
             );
-            PlanShape::Project { exprs }
+            PlanShape::Project { exprs: evaluated, table_functions }
         }
         Some(_) if !select.partition_by.is_empty() => {
             return Err(EddyError::InvalidValue(
@@ -583,7 +612,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
     if source.kind == RelationKind::Table {
         // Retractions must undo exactly what was added: the filter is part of the state.
         state_shape.push(("its WHERE over a table", format!("{filter:?}")));
-        if let PlanShape::Project { exprs } = &shape {
+        if let PlanShape::Project { exprs, .. } = &shape {
             state_shape.push(("its SELECT list over a table", format!("{exprs:?}")));
         }
     }
@@ -919,6 +948,33 @@ fn join_plan(j: &Join, table: &RelationDef, phys: &Phys<'_>) -> Result<(JoinPlan
     );
     let schema = Arc::new(j.schema.as_arrow().clone());
     Ok((JoinPlan { table: table.clone(), left_outer, stream_keys, stream_first, schema }, line))
+}
+
+/// A SELECT item that is a table function (`EXPLODE(arr)`, aliased or not): the function and
+/// its argument. A table function inside another expression is refused.
+fn table_function(e: &Expr) -> Result<Option<(TableFunction, &Expr)>> {
+    let inner = match e {
+        Expr::Alias(a) => a.expr.as_ref(),
+        other => other,
+    };
+    if let Expr::ScalarFunction(f) = inner {
+        if let (Some(kind), [arg]) = (TableFunction::from_name(f.func.name()), f.args.as_slice()) {
+            if arg.exists(|x| Ok(is_table_function(x)))? {
+                return Err(EddyError::NotImplemented("a table function inside a table function".into()));
+            }
+            return Ok(Some((kind, arg)));
+        }
+    }
+    if inner.exists(|x| Ok(is_table_function(x)))? {
+        return Err(EddyError::NotImplemented(format!(
+            "{e}: a table function (EXPLODE) must be a whole SELECT item, not part of an expression"
+        )));
+    }
+    Ok(None)
+}
+
+fn is_table_function(e: &Expr) -> bool {
+    matches!(e, Expr::ScalarFunction(f) if TableFunction::from_name(f.func.name()).is_some())
 }
 
 /// The key of a projection's result, as ksqlDB keys it: for each key column, the indices in

@@ -635,7 +635,9 @@ fn time_arithmetic(e: &Expr) -> Option<Expr> {
 /// ksqlDB's names for what DataFusion has under another: `SIGN` (signum, as an INT), `SLICE`
 /// (array_slice: 1-based, inclusive, as in ksqlDB), `AS_MAP(keys, values)` (map),
 /// `COUNT_DISTINCT(x)` (COUNT(DISTINCT x)), `AS_VALUE(x)` (x itself: the value copy of a key
-/// column), `UNIX_DATE([date])` (days since 1970-01-01) and `FROM_DAYS(n)` (its inverse).
+/// column), `UNIX_DATE([date])` (days since 1970-01-01) and `FROM_DAYS(n)` (its inverse);
+/// and ksqlDB's meaning where DataFusion has the name with another: `ARRAY_REMOVE` (every
+/// match), `ARRAY_SORT` (NULLs last), `ARRAY_JOIN` (',' by default, NULL as `null`).
 fn ksql_alias(e: &Expr) -> Option<Expr> {
     let Expr::Function(f) = e else { return None };
     let FunctionArguments::List(list) = &f.args else { return None };
@@ -659,6 +661,14 @@ fn ksql_alias(e: &Expr) -> Option<Expr> {
         ("unix_date", []) => "arrow_cast(arrow_cast(current_date(), 'Date32'), 'Int32')".to_string(),
         ("unix_date", [d]) => format!("arrow_cast(arrow_cast({d}, 'Date32'), 'Int32')"),
         ("from_days", [n]) => format!("arrow_cast(arrow_cast({n}, 'Int32'), 'Date32')"),
+        // ksqlDB (and Postgres) remove every match; DataFusion's array_remove the first.
+        ("array_remove", [a, x]) => format!("array_remove_all({a}, {x})"),
+        // ksqlDB sorts NULLs last in both directions.
+        ("array_sort", [a]) => format!("array_sort({a}, 'ASC', 'NULLS LAST')"),
+        ("array_sort", [a, dir]) => format!("array_sort({a}, upper({dir}), 'NULLS LAST')"),
+        // ksqlDB's delimiter defaults to ',' and NULL elements print as `null`.
+        ("array_join", [a]) => format!("array_to_string({a}, ',', 'null')"),
+        ("array_join", [a, d]) => format!("array_to_string({a}, {d}, 'null')"),
         _ => return None,
     };
     try_parse_expr(&text)

@@ -37,10 +37,15 @@ pub fn parse_select(text: &str, offset_chars: usize, postgres_names: bool) -> Re
     if postgres_names && !emit_changes && pg_names::name_columns(&mut query) {
         sql = query.to_string();
     }
-    if !postgres_names && ksql_names(&mut query) {
+    // A push query's columns are named as a persistent query's (ksqlDB's rules).
+    let pull = postgres_names && !emit_changes;
+    if !pull && ksql_names(&mut query) {
         sql = query.to_string();
     }
     if pg_rewrite::rewrite(&mut query) {
+        sql = query.to_string();
+    }
+    if pull && explode_as_unnest(&mut query) {
         sql = query.to_string();
     }
     let mut limit = None;
@@ -137,6 +142,24 @@ fn ksql_names(query: &mut ast::Query) -> bool {
         *item = ast::SelectItem::ExprWithAlias { expr: e.clone(), alias: ast::Ident::new(name) };
         changed = true;
     }
+    changed
+}
+
+/// A pull query's `EXPLODE(arr)` is DataFusion's `unnest(arr)` (a continuous query plans it
+/// as a table function: `functions::table`). Whether it found one.
+fn explode_as_unnest(query: &mut ast::Query) -> bool {
+    let mut changed = false;
+    let _ = ast::visit_expressions_mut(query, |e| {
+        if let ast::Expr::Function(f) = e {
+            if let [ast::ObjectNamePart::Identifier(name)] = f.name.0.as_mut_slice() {
+                if name.value.eq_ignore_ascii_case("explode") {
+                    *name = ast::Ident::new("unnest");
+                    changed = true;
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
     changed
 }
 

@@ -8,6 +8,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{EddyError, Result};
+use crate::functions::table::{expand, TableFunction};
 
 pub struct FilterOperator {
     pub predicate: Arc<dyn PhysicalExpr>,
@@ -31,23 +32,33 @@ impl FilterOperator {
 
 pub struct ProjectOperator {
     pub exprs: Vec<Arc<dyn PhysicalExpr>>,
+    /// Columns of `exprs` that are a table function's argument (see `functions::table`).
+    pub table_functions: Vec<(usize, TableFunction)>,
     pub schema: SchemaRef,
 }
 
 impl ProjectOperator {
     pub fn process(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let columns = self
+        let mut columns = self
             .exprs
             .iter()
+            .map(|e| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?))
+            .collect::<Result<Vec<_>>>()?;
+        if !self.table_functions.is_empty() {
+            columns = expand(&columns, &self.table_functions)?;
+        }
+        let columns = columns
+            .into_iter()
             .zip(self.schema.fields())
-            .map(|(e, f)| {
-                let array = e.evaluate(batch)?.into_array(batch.num_rows())?;
-                if array.data_type() == f.data_type() {
-                    Ok(array)
-                } else {
-                    Ok(cast(&array, f.data_type())?)
-                }
-            })
+            .map(
+                |(array, f)| {
+                    if array.data_type() == f.data_type() {
+                        Ok(array)
+                    } else {
+                        Ok(cast(&array, f.data_type())?)
+                    }
+                },
+            )
             .collect::<Result<Vec<_>>>()?;
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
