@@ -1,7 +1,9 @@
 //! ksqlDB's aggregates DataFusion lacks, for pull queries and for planning continuous ones:
-//! `TOPK(col, k)` (the k largest values, largest first), `HISTOGRAM(col)` (a map from each
-//! value to its count) and `COLLECT_SET(col)` (each distinct value once, in the order first
-//! seen). All run the continuous aggregation's own accumulator
+//! `TOPK(col, k)` (the k largest values, largest first), `TOPKDISTINCT(col, k)` (the k
+//! largest distinct values), `HISTOGRAM(col)` (a map from each value to its count),
+//! `COLLECT_SET(col)` (each distinct value once, in the order first seen) and
+//! `EARLIEST/LATEST_BY_OFFSET(col [, N] [, ignoreNulls])` (the first/last value, or N of them
+//! as an ARRAY; NULLs skipped unless `ignoreNulls` is false). All run the continuous aggregation's own accumulator
 //! (`dataflow::operator::accumulator`), so a pull query and a continuous query agree.
 
 use std::sync::Arc;
@@ -11,61 +13,143 @@ use crate::plan::AggFunc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
-use datafusion::common::{exec_err, DataFusionError, Result, ScalarValue};
+use datafusion::common::{exec_err, plan_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, TypeSignature, Volatility};
 use datafusion::physical_expr::expressions::Literal;
 
 pub fn udafs() -> Vec<AggregateUDF> {
-    vec![AggregateUDF::from(TopK::new()), AggregateUDF::from(Histogram::new()), AggregateUDF::from(CollectSet::new())]
+    [
+        ("topk", 2),
+        ("topkdistinct", 2),
+        ("histogram", 1),
+        ("collect_set", 1),
+        ("earliest_by_offset", 0),
+        ("latest_by_offset", 0),
+    ]
+    .into_iter()
+    .map(|(name, arity)| {
+        let signature = match arity {
+            0 => Signature::one_of((1..=3).map(TypeSignature::Any).collect(), Volatility::Immutable),
+            n => Signature::new(TypeSignature::Any(n), Volatility::Immutable),
+        };
+        AggregateUDF::from(KsqlAggregate { name, signature })
+    })
+    .collect()
 }
 
+/// One of ksqlDB's aggregates, by name: the planning types and a [`SlotAccumulator`].
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct TopK {
+struct KsqlAggregate {
+    name: &'static str,
     signature: Signature,
 }
 
-impl TopK {
-    fn new() -> Self {
-        TopK { signature: Signature::new(TypeSignature::Any(2), Volatility::Immutable) }
+fn list_of(item: &DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", item.clone(), true)))
+}
+
+/// `EARLIEST/LATEST_BY_OFFSET`'s options after the column: `N` (an integer literal from 1),
+/// then or instead `ignoreNulls` (a boolean literal; true when not given).
+pub fn by_offset_options(args: &[datafusion::logical_expr::Expr]) -> Result<(Option<usize>, bool)> {
+    use datafusion::logical_expr::Expr;
+    let literal = |e: &Expr| match e {
+        Expr::Literal(v, _) => Some(v.clone()),
+        Expr::Cast(c) => match c.expr.as_ref() {
+            Expr::Literal(v, _) => Some(v.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let values: Vec<Option<ScalarValue>> = args.iter().map(literal).collect();
+    by_offset_values(&values)
+}
+
+fn by_offset_values(values: &[Option<ScalarValue>]) -> Result<(Option<usize>, bool)> {
+    let count = |v: &ScalarValue| -> Option<i64> {
+        match v {
+            ScalarValue::Int64(Some(n)) => Some(*n),
+            ScalarValue::Int32(Some(n)) => Some(i64::from(*n)),
+            ScalarValue::Int16(Some(n)) => Some(i64::from(*n)),
+            ScalarValue::Int8(Some(n)) => Some(i64::from(*n)),
+            _ => None,
+        }
+    };
+    let flag = |v: &ScalarValue| match v {
+        ScalarValue::Boolean(Some(b)) => Some(*b),
+        _ => None,
+    };
+    let usage = "EARLIEST_BY_OFFSET/LATEST_BY_OFFSET(col [, N] [, ignoreNulls]) take a whole number N of at least 1 and a boolean";
+    match values {
+        [] => Ok((None, true)),
+        [Some(v)] if flag(v).is_some() => Ok((None, flag(v).unwrap_or(true))),
+        [Some(v), rest @ ..] if rest.len() <= 1 => {
+            let n = count(v).filter(|n| (1..=10_000).contains(n));
+            let ignore = match rest {
+                [] => Some(true),
+                [Some(f)] => flag(f),
+                _ => None,
+            };
+            match (n, ignore) {
+                (Some(n), Some(ignore)) => Ok((Some(n as usize), ignore)),
+                _ => plan_err!("{usage}"),
+            }
+        }
+        _ => plan_err!("{usage}"),
     }
 }
 
-impl AggregateUDFImpl for TopK {
+impl AggregateUDFImpl for KsqlAggregate {
     fn name(&self) -> &str {
-        "topk"
+        self.name
     }
     fn signature(&self) -> &Signature {
         &self.signature
     }
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
-        Ok(DataType::List(Arc::new(Field::new("item", args[0].clone(), true))))
+        Ok(match self.name {
+            "histogram" => histogram_type(),
+            // With N (an integer), the first/last N values.
+            "earliest_by_offset" | "latest_by_offset" if args.get(1).is_some_and(DataType::is_integer) => {
+                list_of(&args[0])
+            }
+            "earliest_by_offset" | "latest_by_offset" => args[0].clone(),
+            _ => list_of(&args[0]),
+        })
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         binary_state(args)
     }
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let k = args.exprs.get(1).and_then(|e| e.downcast_ref::<Literal>()).and_then(|l| match l.value() {
-            ScalarValue::Int64(Some(k)) => Some(*k),
-            ScalarValue::Int32(Some(k)) => Some(*k as i64),
-            _ => None,
-        });
-        let Some(k) = k.filter(|k| (1..=10_000).contains(k)) else {
-            return exec_err!("TOPK(col, k) takes a whole number k from 1 to 10000");
+        let literal = |i: usize| args.exprs.get(i).and_then(|e| e.downcast_ref::<Literal>()).map(|l| l.value().clone());
+        let k = || -> Result<usize> {
+            let k = match literal(1) {
+                Some(ScalarValue::Int64(Some(k))) => Some(k),
+                Some(ScalarValue::Int32(Some(k))) => Some(i64::from(k)),
+                _ => None,
+            };
+            match k.filter(|k| (1..=10_000).contains(k)) {
+                Some(k) => Ok(k as usize),
+                None => exec_err!("{}(col, k) takes a whole number k from 1 to 10000", self.name.to_uppercase()),
+            }
+        };
+        let func = match self.name {
+            "topk" => AggFunc::TopK(k()?),
+            "topkdistinct" => AggFunc::TopKDistinct(k()?),
+            "histogram" => AggFunc::Histogram,
+            "collect_set" => AggFunc::CollectSet,
+            by => {
+                let latest = by == "latest_by_offset";
+                let options: Vec<Option<ScalarValue>> = (1..args.exprs.len()).map(literal).collect();
+                match by_offset_values(&options)? {
+                    (None, true) if latest => AggFunc::Latest,
+                    (None, true) => AggFunc::Earliest,
+                    (n, ignore_nulls) => AggFunc::ByOffset { latest, n, ignore_nulls },
+                }
+            }
         };
         let item = args.expr_fields[0].data_type();
-        Ok(Box::new(SlotAccumulator::new(AggFunc::TopK(k as usize), item, args.return_field.data_type())?))
-    }
-}
-
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Histogram {
-    signature: Signature,
-}
-
-impl Histogram {
-    fn new() -> Self {
-        Histogram { signature: Signature::new(TypeSignature::Any(1), Volatility::Immutable) }
+        Ok(Box::new(SlotAccumulator::new(func, item, args.return_field.data_type())?))
     }
 }
 
@@ -76,56 +160,7 @@ pub fn histogram_type() -> DataType {
     DataType::Map(Arc::new(Field::new("entries", DataType::Struct(entries), false)), false)
 }
 
-impl AggregateUDFImpl for Histogram {
-    fn name(&self) -> &str {
-        "histogram"
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
-        Ok(histogram_type())
-    }
-    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        binary_state(args)
-    }
-    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let item = args.expr_fields[0].data_type();
-        Ok(Box::new(SlotAccumulator::new(AggFunc::Histogram, item, args.return_field.data_type())?))
-    }
-}
-
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct CollectSet {
-    signature: Signature,
-}
-
-impl CollectSet {
-    fn new() -> Self {
-        CollectSet { signature: Signature::new(TypeSignature::Any(1), Volatility::Immutable) }
-    }
-}
-
-impl AggregateUDFImpl for CollectSet {
-    fn name(&self) -> &str {
-        "collect_set"
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
-        Ok(DataType::List(Arc::new(Field::new("item", args[0].clone(), true))))
-    }
-    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        binary_state(args)
-    }
-    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let item = args.expr_fields[0].data_type();
-        Ok(Box::new(SlotAccumulator::new(AggFunc::CollectSet, item, args.return_field.data_type())?))
-    }
-}
-
-/// TOPK, HISTOGRAM and COLLECT_SET over a batch: the continuous aggregation's own accumulator
+/// ksqlDB's aggregates over a batch: the continuous aggregation's own accumulator
 /// (`dataflow::operator::accumulator`), so both give the same answers. Its state between
 /// partial aggregations is the accumulator's bytes.
 struct SlotAccumulator {
@@ -142,7 +177,7 @@ impl std::fmt::Debug for SlotAccumulator {
 impl SlotAccumulator {
     fn new(func: AggFunc, arg: &DataType, out: &DataType) -> Result<SlotAccumulator> {
         // A TOPK that never retracts keeps only the k largest values.
-        let retractions = !matches!(func, AggFunc::TopK(_));
+        let retractions = !matches!(func, AggFunc::TopK(_) | AggFunc::TopKDistinct(_));
         let slot = AggSlot::new(func, arg, out, retractions).map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(SlotAccumulator { acc: slot.initial(), slot })
     }
@@ -165,7 +200,14 @@ impl Accumulator for SlotAccumulator {
         self.fold(&values[0], -1)
     }
     fn supports_retract_batch(&self) -> bool {
-        !matches!(self.slot.func, AggFunc::TopK(_))
+        !matches!(
+            self.slot.func,
+            AggFunc::TopK(_)
+                | AggFunc::TopKDistinct(_)
+                | AggFunc::Latest
+                | AggFunc::Earliest
+                | AggFunc::ByOffset { .. }
+        )
     }
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         let external = |e: crate::error::EddyError| DataFusionError::External(Box::new(e));

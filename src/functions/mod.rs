@@ -706,12 +706,8 @@ pub fn register(ctx: &SessionContext) {
     }
     // ksqlDB's aggregate names for DataFusion's own aggregates (batch semantics in pull
     // queries; continuous queries implement them in `dataflow::operator::aggregate`).
-    use datafusion::functions_aggregate::{array_agg::array_agg_udaf, first_last};
-    let aliased = [
-        (first_last::first_value_udaf(), "earliest_by_offset"),
-        (first_last::last_value_udaf(), "latest_by_offset"),
-        (array_agg_udaf(), "collect_list"),
-    ];
+    use datafusion::functions_aggregate::{array_agg::array_agg_udaf, correlation::corr_udaf, stddev::stddev_udaf};
+    let aliased = [(array_agg_udaf(), "collect_list"), (stddev_udaf(), "stddev_sample"), (corr_udaf(), "correlation")];
     for (udaf, alias) in aliased {
         ctx.register_udaf(udaf.as_ref().clone().with_aliases([alias]));
     }

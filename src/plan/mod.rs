@@ -49,6 +49,21 @@ pub enum AggFunc {
     Avg,
     Min,
     Max,
+    /// EARLIEST/LATEST_BY_OFFSET(col, N) or (col, [N,] ignoreNulls): the first/last N values
+    /// as an ARRAY (one value without N), NULLs kept when `ignore_nulls` is false.
+    ByOffset {
+        latest: bool,
+        n: Option<usize>,
+        ignore_nulls: bool,
+    },
+    /// TOPKDISTINCT(col, k): the k largest distinct values, largest first.
+    TopKDistinct(usize),
+    /// STDDEV_SAMP / STDDEV_SAMPLE (`sample`: divided by n - 1) and STDDEV_POP, as DOUBLE.
+    Stddev {
+        sample: bool,
+    },
+    /// CORRELATION(x, y): Pearson's coefficient, as DOUBLE.
+    Correlation,
 }
 
 impl AggFunc {
@@ -64,6 +79,9 @@ impl AggFunc {
             "array_agg" | "collect_list" => AggFunc::CollectList,
             "collect_set" => AggFunc::CollectSet,
             "histogram" => AggFunc::Histogram,
+            "stddev" | "stddev_samp" | "stddev_sample" => AggFunc::Stddev { sample: true },
+            "stddev_pop" => AggFunc::Stddev { sample: false },
+            "corr" | "correlation" => AggFunc::Correlation,
             _ => return None,
         })
     }
@@ -81,6 +99,12 @@ impl AggFunc {
             AggFunc::Avg => "avg",
             AggFunc::Min => "min",
             AggFunc::Max => "max",
+            AggFunc::ByOffset { latest: true, .. } => "latest_by_offset",
+            AggFunc::ByOffset { latest: false, .. } => "earliest_by_offset",
+            AggFunc::TopKDistinct(_) => "topkdistinct",
+            AggFunc::Stddev { sample: true } => "stddev_samp",
+            AggFunc::Stddev { sample: false } => "stddev_pop",
+            AggFunc::Correlation => "correlation",
         }
     }
 }
@@ -565,7 +589,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
             }
             lines.splice(0..0, agg_lines);
             if source.kind == RelationKind::Table
-                && aggs.iter().any(|a| matches!(a.func, AggFunc::Latest | AggFunc::Earliest))
+                && aggs.iter().any(|a| matches!(a.func, AggFunc::Latest | AggFunc::Earliest | AggFunc::ByOffset { .. }))
             {
                 return Err(EddyError::InvalidValue(
                     "LATEST_BY_OFFSET and EARLIEST_BY_OFFSET aggregate streams; a table has no offsets to order by"
@@ -669,14 +693,27 @@ fn agg_spec(e: &Expr, input: &LogicalPlan, phys: &Phys<'_>) -> Result<AggSpec> {
     let name = af.func.name().to_lowercase();
     let func = match (name.as_str(), af.params.distinct) {
         ("count", true) => AggFunc::CountDistinct,
-        ("topk", false) => {
+        ("topk" | "topkdistinct", false) => {
             let k = match af.params.args.get(1) {
                 Some(Expr::Literal(v, _)) => v.to_string().parse::<usize>().ok(),
                 _ => None,
             };
-            AggFunc::TopK(k.filter(|k| (1..=10_000).contains(k)).ok_or_else(|| {
-                EddyError::InvalidValue("TOPK(col, k) takes a whole number k from 1 to 10000".into())
-            })?)
+            let k = k.filter(|k| (1..=10_000).contains(k)).ok_or_else(|| {
+                EddyError::InvalidValue(format!(
+                    "{}(col, k) takes a whole number k from 1 to 10000",
+                    name.to_uppercase()
+                ))
+            })?;
+            if name == "topk" {
+                AggFunc::TopK(k)
+            } else {
+                AggFunc::TopKDistinct(k)
+            }
+        }
+        (by @ ("earliest_by_offset" | "latest_by_offset"), false) if af.params.args.len() > 1 => {
+            let (n, ignore_nulls) = crate::functions::aggregates::by_offset_options(&af.params.args[1..])
+                .map_err(|e| EddyError::InvalidValue(e.to_string()))?;
+            AggFunc::ByOffset { latest: by == "latest_by_offset", n, ignore_nulls }
         }
         (_, true) => {
             return Err(EddyError::NotImplemented(format!("{e}: DISTINCT is supported in COUNT(DISTINCT ...) only")))
@@ -691,9 +728,19 @@ fn agg_spec(e: &Expr, input: &LogicalPlan, phys: &Phys<'_>) -> Result<AggSpec> {
     if af.params.filter.is_some() || !af.params.order_by.is_empty() {
         return Err(EddyError::NotImplemented(format!("{e} (FILTER/ORDER BY in aggregates)")));
     }
-    let arg = match af.params.args.first() {
-        Some(arg) => phys(arg, input)?,
-        None => phys(&datafusion::prelude::lit(1i64), input)?,
+    let arg = match (func, af.params.args.as_slice()) {
+        // CORRELATION's two arguments travel as one struct column.
+        (AggFunc::Correlation, [x, y]) => {
+            use datafusion::prelude::lit;
+            let pair =
+                datafusion::functions::core::expr_fn::named_struct(vec![lit("x"), x.clone(), lit("y"), y.clone()]);
+            phys(&pair, input)?
+        }
+        (AggFunc::Correlation, _) => {
+            return Err(EddyError::InvalidValue("CORRELATION(x, y) takes two arguments".into()))
+        }
+        (_, [arg, ..]) => phys(arg, input)?,
+        (_, []) => phys(&datafusion::prelude::lit(1i64), input)?,
     };
     let arg_type = arg.data_type(input.schema().as_arrow())?;
     Ok(AggSpec { func, arg, arg_type })

@@ -56,6 +56,21 @@ pub enum Acc {
     Set(BTreeMap<Vec<u8>, i64>),
     /// COLLECT_LIST: values in processing order.
     List(Vec<Vec<u8>>),
+    /// STDDEV_*: the count, mean and sum of squared deviations (Welford's, with removal).
+    Moments {
+        n: i64,
+        mean: f64,
+        m2: f64,
+    },
+    /// CORRELATION(x, y): counts, means, sums of squared deviations and the co-moment.
+    CoMoments {
+        n: i64,
+        mx: f64,
+        my: f64,
+        m2x: f64,
+        m2y: f64,
+        cxy: f64,
+    },
 }
 
 /// How one aggregate reads its argument.
@@ -95,6 +110,8 @@ pub enum ArgColumn {
     Rows(Rows, ArrayRef),
     /// COUNT: only whether a value is there.
     Present(ArrayRef),
+    /// CORRELATION's two arguments.
+    Pair(Float64Array, Float64Array),
 }
 
 impl AggSlot {
@@ -102,6 +119,8 @@ impl AggSlot {
     pub fn new(func: AggFunc, arg_type: &DataType, out_type: &DataType, retractions: bool) -> Result<AggSlot> {
         let sums = matches!(func, AggFunc::Sum | AggFunc::Avg);
         let (kind, arg_type) = match arg_type {
+            _ if matches!(func, AggFunc::Stddev { .. }) => (ArgKind::Float, DataType::Float64),
+            t if func == AggFunc::Correlation => (ArgKind::Float, t.clone()),
             t if sums && t.is_integer() => (ArgKind::Integer, DataType::Int64),
             DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s) if *s >= 0 => {
                 let scale = *s as u8;
@@ -138,13 +157,29 @@ impl AggSlot {
             },
             AggFunc::Min | AggFunc::Max if self.retractions => Acc::Set(BTreeMap::new()),
             AggFunc::Min | AggFunc::Max | AggFunc::Latest | AggFunc::Earliest => Acc::One(None),
-            AggFunc::CountDistinct | AggFunc::TopK(_) | AggFunc::Histogram => Acc::Set(BTreeMap::new()),
-            AggFunc::CollectList | AggFunc::CollectSet => Acc::List(Vec::new()),
+            AggFunc::CountDistinct | AggFunc::TopK(_) | AggFunc::TopKDistinct(_) | AggFunc::Histogram => {
+                Acc::Set(BTreeMap::new())
+            }
+            AggFunc::ByOffset { n: None, .. } => Acc::One(None),
+            AggFunc::CollectList | AggFunc::CollectSet | AggFunc::ByOffset { .. } => Acc::List(Vec::new()),
+            AggFunc::Stddev { .. } => Acc::Moments { n: 0, mean: 0.0, m2: 0.0 },
+            AggFunc::Correlation => Acc::CoMoments { n: 0, mx: 0.0, my: 0.0, m2x: 0.0, m2y: 0.0, cxy: 0.0 },
         }
     }
 
     /// This aggregate's argument over a batch, read once for every row.
     pub fn column(&self, arg: ArrayRef) -> Result<ArgColumn> {
+        if self.func == AggFunc::Correlation {
+            // (x, y) as a struct of two columns (`plan::agg_spec`).
+            let pair = arg
+                .as_struct_opt()
+                .filter(|s| s.num_columns() == 2)
+                .ok_or_else(|| EddyError::Internal(format!("CORRELATION's arguments as {}", arg.data_type())))?;
+            let float = |c: &ArrayRef| -> Result<Float64Array> {
+                Ok(cast(c, &DataType::Float64)?.as_primitive::<Float64Type>().clone())
+            };
+            return Ok(ArgColumn::Pair(float(pair.column(0))?, float(pair.column(1))?));
+        }
         let arg = if arg.data_type() == &self.arg_type { arg } else { cast(&arg, &self.arg_type)? };
         Ok(match (self.func, self.kind) {
             (AggFunc::Count, _) => ArgColumn::Present(arg),
@@ -152,7 +187,9 @@ impl AggSlot {
             (AggFunc::Sum | AggFunc::Avg, ArgKind::Decimal { .. }) => {
                 ArgColumn::Decimal(arg.as_primitive::<Decimal128Type>().clone())
             }
-            (AggFunc::Sum | AggFunc::Avg, _) => ArgColumn::Float(arg.as_primitive::<Float64Type>().clone()),
+            (AggFunc::Sum | AggFunc::Avg | AggFunc::Stddev { .. }, _) => {
+                ArgColumn::Float(arg.as_primitive::<Float64Type>().clone())
+            }
             _ => ArgColumn::Rows(self.values.convert_columns(std::slice::from_ref(&arg))?, arg),
         })
     }
@@ -196,8 +233,52 @@ impl AggSlot {
                     *n += sign;
                 }
             }
+            (Acc::Moments { n, mean, m2 }, ArgColumn::Float(a)) => {
+                if a.is_valid(row) {
+                    let x = a.value(row);
+                    if sign > 0 {
+                        *n += 1;
+                        let delta = x - *mean;
+                        *mean += delta / *n as f64;
+                        *m2 += delta * (x - *mean);
+                    } else if *n > 1 {
+                        let old = *mean;
+                        *n -= 1;
+                        *mean = (old * (*n + 1) as f64 - x) / *n as f64;
+                        *m2 = (*m2 - (x - old) * (x - *mean)).max(0.0);
+                    } else {
+                        (*n, *mean, *m2) = (0, 0.0, 0.0);
+                    }
+                }
+            }
+            (Acc::CoMoments { n, mx, my, m2x, m2y, cxy }, ArgColumn::Pair(xs, ys)) => {
+                if xs.is_valid(row) && ys.is_valid(row) {
+                    let (x, y) = (xs.value(row), ys.value(row));
+                    if sign > 0 {
+                        *n += 1;
+                        let (dx, dy) = (x - *mx, y - *my);
+                        *mx += dx / *n as f64;
+                        *my += dy / *n as f64;
+                        *m2x += dx * (x - *mx);
+                        *m2y += dy * (y - *my);
+                        *cxy += dx * (y - *my);
+                    } else if *n > 1 {
+                        let (ox, oy) = (*mx, *my);
+                        *n -= 1;
+                        *mx = (ox * (*n + 1) as f64 - x) / *n as f64;
+                        *my = (oy * (*n + 1) as f64 - y) / *n as f64;
+                        *m2x = (*m2x - (x - ox) * (x - *mx)).max(0.0);
+                        *m2y = (*m2y - (y - oy) * (y - *my)).max(0.0);
+                        *cxy -= (x - ox) * (y - *my);
+                    } else {
+                        (*n, *mx, *my, *m2x, *m2y, *cxy) = (0, 0.0, 0.0, 0.0, 0.0, 0.0);
+                    }
+                }
+            }
             (acc, ArgColumn::Rows(rows, array)) => {
-                if array.is_null(row) {
+                // NULLs are skipped, except by *_BY_OFFSET(..., ignoreNulls = false).
+                let keeps_nulls = matches!(self.func, AggFunc::ByOffset { ignore_nulls: false, .. });
+                if array.is_null(row) && !keeps_nulls {
                     return Ok(());
                 }
                 self.fold_value(acc, rows.row(row).data(), sign);
@@ -219,6 +300,26 @@ impl AggSlot {
             (AggFunc::Min, Acc::One(one)) if one.as_deref().is_none_or(|old| v < old) => *one = Some(v.to_vec()),
             (AggFunc::Max, Acc::One(one)) if one.as_deref().is_none_or(|old| v > old) => *one = Some(v.to_vec()),
             (AggFunc::Earliest | AggFunc::Min | AggFunc::Max, Acc::One(_)) => {}
+            (AggFunc::ByOffset { latest: true, .. }, Acc::One(one)) => *one = Some(v.to_vec()),
+            (AggFunc::ByOffset { latest: false, .. }, Acc::One(one)) if one.is_none() => *one = Some(v.to_vec()),
+            (AggFunc::ByOffset { latest, n: Some(k), .. }, Acc::List(items)) => {
+                if latest {
+                    items.push(v.to_vec());
+                    if items.len() > k {
+                        items.remove(0);
+                    }
+                } else if items.len() < k {
+                    items.push(v.to_vec());
+                }
+            }
+            (AggFunc::TopKDistinct(k), Acc::Set(set)) => {
+                set_add(set, v, sign);
+                if !self.retractions {
+                    while set.len() > k {
+                        set.pop_first();
+                    }
+                }
+            }
             (func, Acc::Set(set)) => {
                 set_add(set, v, sign);
                 if let (AggFunc::TopK(k), false) = (func, self.retractions) {
@@ -261,7 +362,7 @@ impl AggSlot {
 
     /// Adds `other` (an older session of the same group) into `acc`.
     pub fn merge(&self, acc: &mut Acc, other: &Acc) -> Result<()> {
-        match (acc, other) {
+        match (&mut *acc, other) {
             (Acc::Count(a), Acc::Count(b)) => *a += b,
             (Acc::SumInt { sum, n }, Acc::SumInt { sum: s2, n: n2 }) => {
                 *sum = sum.checked_add(*s2).ok_or_else(|| {
@@ -287,8 +388,43 @@ impl AggSlot {
                     trim_to_largest(a, k);
                 }
             }
-            (Acc::List(a), Acc::List(b)) => a.extend(b.iter().cloned()),
+            (Acc::List(a), Acc::List(b)) => {
+                a.extend(b.iter().cloned());
+                match self.func {
+                    AggFunc::ByOffset { latest: true, n: Some(k), .. } if a.len() > k => {
+                        a.drain(..a.len() - k);
+                    }
+                    AggFunc::ByOffset { latest: false, n: Some(k), .. } => a.truncate(k),
+                    _ => {}
+                }
+            }
+            (Acc::Moments { n, mean, m2 }, Acc::Moments { n: n2, mean: mean2, m2: m22 }) if *n2 > 0 => {
+                let total = *n + n2;
+                let delta = mean2 - *mean;
+                *m2 += m22 + delta * delta * (*n as f64) * (*n2 as f64) / total as f64;
+                *mean += delta * *n2 as f64 / total as f64;
+                *n = total;
+            }
+            (
+                Acc::CoMoments { n, mx, my, m2x, m2y, cxy },
+                Acc::CoMoments { n: n2, mx: mx2, my: my2, m2x: m2x2, m2y: m2y2, cxy: cxy2 },
+            ) if *n2 > 0 => {
+                let total = *n + n2;
+                let (dx, dy) = (mx2 - *mx, my2 - *my);
+                let w = (*n as f64) * (*n2 as f64) / total as f64;
+                *m2x += m2x2 + dx * dx * w;
+                *m2y += m2y2 + dy * dy * w;
+                *cxy += cxy2 + dx * dy * w;
+                *mx += dx * *n2 as f64 / total as f64;
+                *my += dy * *n2 as f64 / total as f64;
+                *n = total;
+            }
             _ => {}
+        }
+        if let (AggFunc::TopKDistinct(k), Acc::Set(set), false) = (self.func, &mut *acc, self.retractions) {
+            while set.len() > k {
+                set.pop_first();
+            }
         }
         Ok(())
     }
@@ -309,7 +445,29 @@ impl AggSlot {
             }))),
             AggFunc::Sum => self.sums(accs)?,
             AggFunc::Avg => self.averages(accs)?,
-            AggFunc::Min | AggFunc::Max | AggFunc::Latest | AggFunc::Earliest => {
+            AggFunc::Stddev { sample } => Arc::new(
+                accs.iter()
+                    .map(|a| match a {
+                        // ksqlDB: 0 for a single value.
+                        Acc::Moments { n, .. } if *n == 1 => Some(0.0),
+                        Acc::Moments { n, m2, .. } if *n > 1 => {
+                            Some((m2.max(0.0) / (*n - i64::from(sample)) as f64).sqrt())
+                        }
+                        _ => None,
+                    })
+                    .collect::<Float64Array>(),
+            ),
+            AggFunc::Correlation => Arc::new(
+                accs.iter()
+                    .map(|a| match a {
+                        Acc::CoMoments { n, m2x, m2y, cxy, .. } if *n > 1 && *m2x > 0.0 && *m2y > 0.0 => {
+                            Some((cxy / (m2x * m2y).sqrt()).clamp(-1.0, 1.0))
+                        }
+                        _ => None,
+                    })
+                    .collect::<Float64Array>(),
+            ),
+            AggFunc::Min | AggFunc::Max | AggFunc::Latest | AggFunc::Earliest | AggFunc::ByOffset { n: None, .. } => {
                 let picked: Vec<&[u8]> = accs
                     .iter()
                     .map(|a| match (a, self.func) {
@@ -321,7 +479,12 @@ impl AggSlot {
                     .collect();
                 self.decode(&picked)?
             }
-            AggFunc::TopK(_) | AggFunc::CollectList | AggFunc::CollectSet | AggFunc::Histogram => {
+            AggFunc::TopK(_)
+            | AggFunc::TopKDistinct(_)
+            | AggFunc::ByOffset { .. }
+            | AggFunc::CollectList
+            | AggFunc::CollectSet
+            | AggFunc::Histogram => {
                 let cells = accs.iter().map(|a| self.cell(a)).collect::<Result<Vec<Value>>>()?;
                 return Ok(cells_to_array(out, &cells)?);
             }
@@ -358,7 +521,11 @@ impl AggSlot {
                 }
                 Value::Array(cells(&picked)?)
             }
-            (AggFunc::CollectList, Acc::List(items)) => {
+            (AggFunc::TopKDistinct(k), Acc::Set(set)) => {
+                let picked: Vec<&[u8]> = set.keys().rev().take(k).map(Vec::as_slice).collect();
+                Value::Array(cells(&picked)?)
+            }
+            (AggFunc::CollectList | AggFunc::ByOffset { .. }, Acc::List(items)) => {
                 Value::Array(cells(&items.iter().map(Vec::as_slice).collect::<Vec<_>>())?)
             }
             (AggFunc::CollectSet, Acc::List(items)) => {
@@ -575,6 +742,20 @@ pub fn encode_group(g: &Group) -> Vec<u8> {
                     put_bytes(&mut out, v);
                 }
             }
+            Acc::Moments { n, mean, m2 } => {
+                out.push(7);
+                out.extend_from_slice(&n.to_be_bytes());
+                for x in [mean, m2] {
+                    out.extend_from_slice(&x.to_be_bytes());
+                }
+            }
+            Acc::CoMoments { n, mx, my, m2x, m2y, cxy } => {
+                out.push(8);
+                out.extend_from_slice(&n.to_be_bytes());
+                for x in [mx, my, m2x, m2y, cxy] {
+                    out.extend_from_slice(&x.to_be_bytes());
+                }
+            }
         }
     }
     out
@@ -658,6 +839,10 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group> {
                 }
                 Acc::List(items)
             }
+            7 => Acc::Moments { n: r.i64()?, mean: r.f64()?, m2: r.f64()? },
+            8 => {
+                Acc::CoMoments { n: r.i64()?, mx: r.f64()?, my: r.f64()?, m2x: r.f64()?, m2y: r.f64()?, cxy: r.f64()? }
+            }
             tag => return Err(EddyError::Internal(format!("aggregate state: accumulator tag {tag}"))),
         });
     }
@@ -685,6 +870,7 @@ pub fn output_row(bytes: &[u8]) -> Result<Vec<Value>> {
 mod tests {
     use super::*;
     use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::Field;
 
     fn decimals(values: &[i128], scale: i8) -> ArrayRef {
         Arc::new(Decimal128Array::from(values.to_vec()).with_precision_and_scale(20, scale).unwrap())
@@ -697,6 +883,46 @@ mod tests {
             slot.fold(&mut acc, &column, row, *sign)?;
         }
         Ok(acc)
+    }
+
+    #[test]
+    fn stddev_and_correlation_retract_to_the_statistics_of_what_is_left() {
+        let f = |slot: &AggSlot, acc: &Acc| match cell_at(slot.finish(&[acc]).unwrap().as_ref(), 0) {
+            Value::Number(n) => n.as_f64().unwrap(),
+            other => panic!("{other}"),
+        };
+        let sd = AggSlot::new(AggFunc::Stddev { sample: true }, &DataType::Float64, &DataType::Float64, true).unwrap();
+        let xs: ArrayRef = Arc::new(Float64Array::from(vec![1.0, 2.0, 4.0, 7.0, 100.0]));
+        let acc = fold_all(&sd, xs.clone(), &[1, 1, 1, 1, 1]).unwrap();
+        let mut retracted = acc.clone();
+        sd.fold(&mut retracted, &sd.column(xs).unwrap(), 4, -1).unwrap();
+        assert!((f(&sd, &retracted) - 7f64.sqrt()).abs() < 1e-9);
+        // Two halves merged (session windows) equal the whole.
+        let (a, b): (ArrayRef, ArrayRef) =
+            (Arc::new(Float64Array::from(vec![1.0, 2.0])), Arc::new(Float64Array::from(vec![4.0, 7.0])));
+        let mut left = fold_all(&sd, a, &[1, 1]).unwrap();
+        sd.merge(&mut left, &fold_all(&sd, b, &[1, 1]).unwrap()).unwrap();
+        assert!((f(&sd, &left) - 7f64.sqrt()).abs() < 1e-9);
+
+        let pair = DataType::Struct(
+            vec![Field::new("x", DataType::Float64, true), Field::new("y", DataType::Int64, true)].into(),
+        );
+        let corr = AggSlot::new(AggFunc::Correlation, &pair, &DataType::Float64, true).unwrap();
+        let xy: ArrayRef = Arc::new(datafusion::arrow::array::StructArray::from(vec![
+            (
+                Arc::new(Field::new("x", DataType::Float64, true)),
+                Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0, 50.0])) as ArrayRef,
+            ),
+            (
+                Arc::new(Field::new("y", DataType::Int64, true)),
+                Arc::new(Int64Array::from(vec![2, 4, 6, -9])) as ArrayRef,
+            ),
+        ]));
+        let acc = fold_all(&corr, xy.clone(), &[1, 1, 1, 1]).unwrap();
+        assert!(f(&corr, &acc) < 0.0);
+        let mut retracted = acc.clone();
+        corr.fold(&mut retracted, &corr.column(xy).unwrap(), 3, -1).unwrap();
+        assert!((f(&corr, &retracted) - 1.0).abs() < 1e-9);
     }
 
     #[test]
