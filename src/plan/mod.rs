@@ -310,6 +310,18 @@ pub fn upsert_plan(source: &RelationDef) -> ContinuousPlan {
 /// Plans a continuous SELECT over its FROM relations (one stream or table, or a stream
 /// joined with a table).
 pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]) -> Result<ContinuousPlan> {
+    // `a RIGHT JOIN b` runs as `b LEFT JOIN a` (`sql::expand_wildcards` turns the SQL; the
+    // window of a stream–stream join turns with it).
+    let right = relations.len() == 2 && crate::sql::is_right_join(&select.sql);
+    let turned: Vec<RelationDef>;
+    let relations = if right {
+        turned = vec![relations[1].clone(), relations[0].clone()];
+        turned.as_slice()
+    } else {
+        relations
+    };
+    let within =
+        select.within.map(|w| if right { JoinWindow { before_ms: w.after_ms, after_ms: w.before_ms, ..w } } else { w });
     let (source, table) = match relations {
         [one] => (one, None),
         [a, b] => match (a.kind, b.kind) {
@@ -407,7 +419,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
             chain.into_iter().map(|(p, _)| p).collect()
         }
         (LogicalPlan::Join(j), Some(right)) if right.kind == RelationKind::Stream => {
-            let within = select.within.ok_or_else(|| {
+            let within = within.ok_or_else(|| {
                 EddyError::InvalidValue(
                     "a stream–stream join needs a WITHIN clause, e.g. FROM a JOIN b WITHIN 1 MINUTE ON a.id = b.id"
                         .into(),
@@ -434,7 +446,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
         }
         _ => return Err(unsupported(input_plan)),
     };
-    if select.within.is_some() && interval.is_none() {
+    if within.is_some() && interval.is_none() {
         return Err(EddyError::InvalidValue("WITHIN belongs to a join of two streams".into()));
     }
     let input_schema: SchemaRef = Arc::new(input_plan.schema().as_arrow().clone());

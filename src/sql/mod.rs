@@ -18,7 +18,7 @@ use crate::format::{Column, SqlType, StructField};
 mod access;
 mod admin;
 mod select;
-pub use select::{expand_wildcards, parse_select};
+pub use select::{expand_wildcards, is_right_join, parse_select};
 pub mod pg_names;
 pub mod pg_rewrite;
 pub mod window;

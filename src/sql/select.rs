@@ -145,6 +145,28 @@ fn ksql_names(query: &mut ast::Query) -> bool {
     changed
 }
 
+/// Whether the query is `a RIGHT [OUTER] JOIN b` (one join), which a continuous query runs
+/// as `b LEFT JOIN a` ([`expand_wildcards`] turns it so, after naming the columns of `*` in
+/// the order written).
+pub fn is_right_join(sql: &str) -> bool {
+    let Ok(ast::Statement::Query(mut query)) = parse_sqlparser(sql, 0) else { return false };
+    right_join_as_left(&mut query)
+}
+
+/// Turns `a RIGHT JOIN b ON ...` into `b LEFT JOIN a ON ...`; whether it did.
+fn right_join_as_left(query: &mut ast::Query) -> bool {
+    let ast::SetExpr::Select(select) = query.body.as_mut() else { return false };
+    let [twj] = select.from.as_mut_slice() else { return false };
+    let [join] = twj.joins.as_mut_slice() else { return false };
+    let constraint = match &join.join_operator {
+        ast::JoinOperator::Right(c) | ast::JoinOperator::RightOuter(c) => c.clone(),
+        _ => return false,
+    };
+    std::mem::swap(&mut twj.relation, &mut join.relation);
+    join.join_operator = ast::JoinOperator::LeftOuter(constraint);
+    true
+}
+
 /// A pull query's `EXPLODE(arr)` is DataFusion's `unnest(arr)` (a continuous query plans it
 /// as a table function: `functions::table`). Whether it found one.
 fn explode_as_unnest(query: &mut ast::Query) -> bool {
@@ -282,6 +304,7 @@ pub fn expand_wildcards(sql: &str, columns_of: &dyn Fn(&str) -> Option<Vec<Strin
         }
     }
     select.projection = projection;
+    right_join_as_left(&mut query);
     Ok(query.to_string())
 }
 
