@@ -704,6 +704,11 @@ pub fn register(ctx: &SessionContext) {
     for udf in udfs() {
         ctx.register_udf(udf);
     }
+    {
+        use datafusion::execution::FunctionRegistry;
+        // Always Ok (the state keeps a list of planners).
+        let _ = ctx.state_ref().write().register_expr_planner(Arc::new(strings::StringPlus));
+    }
     // ksqlDB's aggregate names for DataFusion's own aggregates (batch semantics in pull
     // queries; continuous queries implement them in `dataflow::operator::aggregate`).
     use datafusion::functions_aggregate::{array_agg::array_agg_udaf, correlation::corr_udaf, stddev::stddev_udaf};

@@ -7,8 +7,13 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, ListBuilder, StringArray, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
-use datafusion::common::{exec_datafusion_err, plan_err, Result};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::common::{exec_datafusion_err, plan_err, DFSchema, Result};
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
+use datafusion::logical_expr::{
+    BinaryExpr, ColumnarValue, Expr, ExprSchemable, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use datafusion::sql::sqlparser::ast::BinaryOperator;
 use regex::Regex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -368,6 +373,23 @@ impl Last {
             return Ok(&self.compiled.insert((source.to_string(), re)).1);
         }
         self.compiled.as_ref().map(|(_, re)| re).ok_or_else(|| exec_datafusion_err!("{function}: no expression"))
+    }
+}
+
+/// ksqlDB's `+` on two strings: concatenation (NULL in, NULL out, as `||`). DataFusion has no
+/// string `+`; this planner sees the operands' types while SQL is turned into a plan.
+#[derive(Debug)]
+pub struct StringPlus;
+
+impl ExprPlanner for StringPlus {
+    fn plan_binary_op(&self, expr: RawBinaryExpr, schema: &DFSchema) -> Result<PlannerResult<RawBinaryExpr>> {
+        let text =
+            |e: &Expr| matches!(e.get_type(schema), Ok(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View));
+        if expr.op == BinaryOperator::Plus && text(&expr.left) && text(&expr.right) {
+            let concat = BinaryExpr::new(Box::new(expr.left), Operator::StringConcat, Box::new(expr.right));
+            return Ok(PlannerResult::Planned(Expr::BinaryExpr(concat)));
+        }
+        Ok(PlannerResult::Original(expr))
     }
 }
 
