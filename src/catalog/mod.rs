@@ -26,6 +26,9 @@ pub struct RelationDef {
     /// `VALUE_DELIMITER` of a DELIMITED value format (`,` when absent).
     #[serde(default)]
     pub value_delimiter: Option<char>,
+    /// `WRAP_SINGLE_VALUE=false` on a JSON value: the single value column unwrapped.
+    #[serde(default)]
+    pub unwrap_single_value: bool,
     pub partitions: i32,
     /// Column whose value becomes the record timestamp (`TIMESTAMP='col'`).
     pub timestamp_column: Option<String>,
@@ -101,6 +104,7 @@ impl RelationDef {
         match self.value_format.as_str() {
             "DELIMITED" => ValueFormat::Delimited(self.value_delimiter.unwrap_or(',')),
             "KAFKA" => ValueFormat::Kafka,
+            _ if self.unwrap_single_value => ValueFormat::JsonUnwrapped,
             _ => ValueFormat::Json,
         }
     }

@@ -278,6 +278,7 @@ impl Engine {
                 "VALUE_DELIMITER",
                 "CLEANUP_POLICY",
                 "RETENTION_MS",
+                "WRAP_SINGLE_VALUE",
             ]
             .contains(&key.as_str())
             {
@@ -285,11 +286,28 @@ impl Engine {
             }
         }
         let value_format_name = props.get("VALUE_FORMAT").or(props.get("FORMAT")).map_or("JSON", String::as_str);
-        let value_encoding = ValueFormat::parse(value_format_name, props.get("VALUE_DELIMITER").map(String::as_str))
-            .map_err(EddyError::InvalidValue)?;
+        let mut value_encoding =
+            ValueFormat::parse(value_format_name, props.get("VALUE_DELIMITER").map(String::as_str))
+                .map_err(EddyError::InvalidValue)?;
+        // ksqlDB's WRAP_SINGLE_VALUE: JSON may hold its one value column bare; KAFKA and
+        // DELIMITED values are never wrapped.
+        match (props.get("WRAP_SINGLE_VALUE").map(|v| v.to_ascii_lowercase()).as_deref(), value_encoding) {
+            (None | Some("true"), ValueFormat::Json) => {}
+            (Some("false"), ValueFormat::Json) => value_encoding = ValueFormat::JsonUnwrapped,
+            (None | Some("false"), _) => {}
+            (Some("true"), other) => {
+                return Err(EddyError::InvalidValue(format!(
+                    "VALUE_FORMAT='{}' does not support WRAP_SINGLE_VALUE=true (its values are never wrapped)",
+                    other.name()
+                )))
+            }
+            (Some(v), _) => {
+                return Err(EddyError::InvalidValue(format!("WRAP_SINGLE_VALUE takes true or false, not '{v}'")))
+            }
+        }
         let value_delimiter = match value_encoding {
             ValueFormat::Delimited(d) if d != ',' => Some(d),
-            ValueFormat::Delimited(_) | ValueFormat::Json | ValueFormat::Kafka => None,
+            ValueFormat::Delimited(_) | ValueFormat::Json | ValueFormat::JsonUnwrapped | ValueFormat::Kafka => None,
         };
         let n_keys = columns.iter().filter(|c| c.key).count();
         let key_format = match props.get("KEY_FORMAT") {
@@ -353,6 +371,7 @@ impl Engine {
             key_format,
             value_format: value_encoding.name().to_string(),
             value_delimiter,
+            unwrap_single_value: value_encoding == ValueFormat::JsonUnwrapped,
             partitions,
             timestamp_column,
             timestamp_format,

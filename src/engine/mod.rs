@@ -293,6 +293,7 @@ impl Engine {
                     key_format: KeyFormat::None,
                     value_format: "JSON".into(),
                     value_delimiter: None,
+                    unwrap_single_value: false,
                     partitions: 1,
                     timestamp_column: None,
                     timestamp_format: None,

@@ -218,6 +218,19 @@ fn decode_value_through_map(columns: &[Column], value: &[u8]) -> Result<Vec<Valu
     Ok(columns.iter().map(|c| lookup(&obj, &c.name).cloned().unwrap_or(Value::Null)).collect())
 }
 
+/// An unwrapped value (`WRAP_SINGLE_VALUE=false`): the whole JSON document is `column`'s value.
+pub fn decode_single(column: &Column, value: &[u8]) -> Result<Value, String> {
+    let v: Value = serde_json::from_slice(value).map_err(|e| format!("value is not valid JSON: {e}"))?;
+    // A DECIMAL takes the number's text as written (see `exact_decimals`).
+    match (&column.ty, &v) {
+        (SqlType::Decimal { .. }, Value::Number(_)) => {
+            let text = std::str::from_utf8(value).map_err(|_| "value is not UTF-8".to_string())?;
+            Ok(Value::String(text.trim().to_string()))
+        }
+        _ => Ok(v),
+    }
+}
+
 /// Writes the value columns of a row as one JSON object.
 pub fn encode_value(columns: &[Column], row: &[Value]) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);

@@ -63,6 +63,9 @@ impl KeyFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueFormat {
     Json,
+    /// JSON with `WRAP_SINGLE_VALUE=false`: the one value column's value itself (`42`, not
+    /// `{"n":42}`).
+    JsonUnwrapped,
     /// Fields in column order, separated by the delimiter.
     Delimited(char),
     /// Exactly one value column, as a Kafka primitive.
@@ -89,7 +92,7 @@ impl ValueFormat {
 
     pub fn name(self) -> &'static str {
         match self {
-            ValueFormat::Json => "JSON",
+            ValueFormat::Json | ValueFormat::JsonUnwrapped => "JSON",
             ValueFormat::Delimited(_) => "DELIMITED",
             ValueFormat::Kafka => "KAFKA",
         }
@@ -100,6 +103,13 @@ impl ValueFormat {
         let values: Vec<&Column> = columns.iter().filter(|c| !c.key).collect();
         match self {
             ValueFormat::Json => Ok(()),
+            ValueFormat::JsonUnwrapped => match values.as_slice() {
+                [_] => Ok(()),
+                _ => Err(format!(
+                    "WRAP_SINGLE_VALUE=false is only valid for a single value column, got {}",
+                    values.len()
+                )),
+            },
             ValueFormat::Delimited(_) => match values.iter().find(|c| c.ty.is_nested()) {
                 Some(c) => Err(format!(
                     "VALUE_FORMAT='DELIMITED' does not support type {} (column {}); use JSON",
@@ -186,6 +196,12 @@ pub fn decode_row(
 fn decode_value(columns: &[Column], format: ValueFormat, value: &[u8]) -> Result<Vec<Cell>, String> {
     match format {
         ValueFormat::Json => json::decode_value(columns, value),
+        ValueFormat::JsonUnwrapped => {
+            let mut out = vec![Value::Null; columns.len()];
+            let i = columns.iter().position(|c| !c.key).ok_or("WRAP_SINGLE_VALUE=false needs a value column")?;
+            out[i] = json::decode_single(&columns[i], value)?;
+            Ok(out)
+        }
         ValueFormat::Delimited(d) => {
             let text = std::str::from_utf8(value).map_err(|_| "DELIMITED value is not UTF-8".to_string())?;
             let fields = delimited::parse_line(text, d)?;
@@ -292,6 +308,15 @@ pub fn encode_key(columns: &[Column], key_format: KeyFormat, row: &[Cell]) -> Op
 pub fn encode_value(columns: &[Column], format: ValueFormat, row: &[Cell]) -> Option<Vec<u8>> {
     match format {
         ValueFormat::Json => Some(json::encode_value(columns, row)),
+        ValueFormat::JsonUnwrapped => {
+            let (c, v) = columns.iter().zip(row).find(|(c, _)| !c.key)?;
+            if v.is_null() {
+                return None;
+            }
+            let mut out = Vec::with_capacity(16);
+            json::write(&c.ty, v, &mut out);
+            Some(out)
+        }
         ValueFormat::Delimited(d) => {
             let cells = columns.iter().zip(row).filter(|(c, _)| !c.key).map(|(_, v)| v);
             Some(delimited::write_line(cells, d).into_bytes())
