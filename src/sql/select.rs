@@ -42,6 +42,20 @@ pub fn parse_select(text: &str, offset_chars: usize, postgres_names: bool) -> Re
     if !pull && ksql_names(&mut query) {
         sql = query.to_string();
     }
+    // The SELECT list's named expressions as written, for `PARTITION BY <expression>`.
+    let named_exprs: Vec<(String, String)> = match query.body.as_ref() {
+        ast::SetExpr::Select(s) => s
+            .projection
+            .iter()
+            .filter_map(|item| match item {
+                ast::SelectItem::ExprWithAlias { expr, alias } => {
+                    Some((expr.to_string().to_lowercase(), normalize_ident(alias)))
+                }
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     if pg_rewrite::rewrite(&mut query) {
         sql = query.to_string();
     }
@@ -82,8 +96,17 @@ pub fn parse_select(text: &str, offset_chars: usize, postgres_names: bool) -> Re
                     [ast::SelectItem::UnnamedExpr(ast::Expr::CompoundIdentifier(parts))] => {
                         Ok(parts.last().map(normalize_ident).unwrap_or_default())
                     }
+                    // An expression the SELECT list holds: its column (`ksql_col_0` when unnamed).
+                    [ast::SelectItem::UnnamedExpr(expr)] => {
+                        let text = expr.to_string().to_lowercase();
+                        named_exprs.iter().find(|(x, _)| *x == text).map(|(_, name)| name.clone()).ok_or_else(|| {
+                            EddyError::NotImplemented(format!(
+                                "PARTITION BY {e}: the expression must be in the SELECT list too (it becomes the key column)"
+                            ))
+                        })
+                    }
                     _ => Err(EddyError::NotImplemented(format!(
-                        "PARTITION BY {e}: partition by a column of the SELECT list (give an expression a name with AS there)"
+                        "PARTITION BY {e}: partition by a column or an expression of the SELECT list"
                     ))),
                 },
                 _ => Err(EddyError::Syntax { message: format!("bad PARTITION BY {e}"), position: None }),
