@@ -637,7 +637,8 @@ fn time_arithmetic(e: &Expr) -> Option<Expr> {
 /// `COUNT_DISTINCT(x)` (COUNT(DISTINCT x)), `AS_VALUE(x)` (x itself: the value copy of a key
 /// column), `UNIX_DATE([date])` (days since 1970-01-01) and `FROM_DAYS(n)` (its inverse);
 /// and ksqlDB's meaning where DataFusion has the name with another: `ARRAY_REMOVE` (every
-/// match), `ARRAY_SORT` (NULLs last), `ARRAY_JOIN` (',' by default, NULL as `null`).
+/// match), `ARRAY_SORT` (NULLs last), `ARRAY_JOIN` (',' by default, NULL as `null`); and
+/// `ELT`, `FIELD`, `GEO_DISTANCE` written in DataFusion's functions.
 fn ksql_alias(e: &Expr) -> Option<Expr> {
     let Expr::Function(f) = e else { return None };
     let FunctionArguments::List(list) = &f.args else { return None };
@@ -669,6 +670,28 @@ fn ksql_alias(e: &Expr) -> Option<Expr> {
         // ksqlDB's delimiter defaults to ',' and NULL elements print as `null`.
         ("array_join", [a]) => format!("array_to_string({a}, ',', 'null')"),
         ("array_join", [a, d]) => format!("array_to_string({a}, {d}, 'null')"),
+        // ELT(n, s1, s2, ...): the n-th string (NULL out of range).
+        ("elt", [n, strings @ ..]) if !strings.is_empty() => {
+            format!("array_element(make_array({}), {n})", strings.join(", "))
+        }
+        // FIELD(s, s1, s2, ...): s's 1-based position among the rest, 0 when absent or NULL.
+        ("field", [x, strings @ ..]) if !strings.is_empty() => {
+            format!("CAST(coalesce(array_position(make_array({}), {x}), 0) AS INT)", strings.join(", "))
+        }
+        // GEO_DISTANCE(lat1, lon1, lat2, lon2 [, unit]): the haversine distance on a sphere of
+        // ksqlDB's radius, 6371 km or 3959 miles.
+        ("geo_distance", [lat1, lon1, lat2, lon2, unit @ ..]) if unit.len() <= 1 => {
+            let radius = match unit {
+                [u] => format!(
+                    "CASE WHEN upper({u}) IN ('MI', 'MILES') THEN 3959.0 WHEN upper({u}) IN ('KM', 'KILOMETERS') THEN 6371.0 END"
+                ),
+                _ => "6371.0".to_string(),
+            };
+            format!(
+                "({radius}) * 2 * asin(sqrt(power(sin(radians(({lat2}) - ({lat1})) / 2), 2) + \
+                 power(sin(radians(({lon2}) - ({lon1})) / 2), 2) * cos(radians({lat1})) * cos(radians({lat2}))))"
+            )
+        }
         _ => return None,
     };
     try_parse_expr(&text)
