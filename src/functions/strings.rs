@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, ListBuilder, StringArray, StringBuilder};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, ListBuilder, MapBuilder, StringArray, StringBuilder,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
 use datafusion::common::{exec_datafusion_err, plan_err, DFSchema, Result};
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
@@ -36,9 +38,11 @@ enum Kind {
     UrlExtractQuery,
     UrlEncodeParam,
     UrlDecodeParam,
+    SplitToMap,
+    Encode,
 }
 
-const ALL: [Kind; 18] = [
+const ALL: [Kind; 20] = [
     Kind::Split,
     Kind::RegexpExtract,
     Kind::RegexpExtractAll,
@@ -57,6 +61,8 @@ const ALL: [Kind; 18] = [
     Kind::UrlExtractQuery,
     Kind::UrlEncodeParam,
     Kind::UrlDecodeParam,
+    Kind::SplitToMap,
+    Kind::Encode,
 ];
 
 impl Kind {
@@ -80,6 +86,10 @@ impl Kind {
             Kind::UrlExtractQuery => "url_extract_query",
             Kind::UrlEncodeParam => "url_encode_param",
             Kind::UrlDecodeParam => "url_decode_param",
+            Kind::SplitToMap => "split_to_map",
+            // ENCODE(s, from, to); `sql::pg_rewrite` renames the three-argument form, leaving
+            // DataFusion's (and Postgres's) two-argument `encode(bytes, 'hex')` alone.
+            Kind::Encode => "ksql_encode",
         }
     }
 
@@ -91,6 +101,7 @@ impl Kind {
             Kind::Mask => (1, "SSSSS"),
             Kind::MaskKeepLeft | Kind::MaskKeepRight | Kind::MaskLeft | Kind::MaskRight => (2, "SISSSS"),
             Kind::UrlExtractParameter => (2, "SS"),
+            Kind::SplitToMap | Kind::Encode => (3, "SSS"),
             _ => (1, "S"),
         }
     }
@@ -98,6 +109,8 @@ impl Kind {
     fn usage(self) -> &'static str {
         match self {
             Kind::Split => "(STRING, STRING delimiter)",
+            Kind::SplitToMap => "(STRING, STRING entryDelimiter, STRING kvDelimiter)",
+            Kind::Encode => "(STRING, STRING inputEncoding, STRING outputEncoding), encodings hex, utf8, ascii, base64",
             Kind::RegexpExtract | Kind::RegexpExtractAll => "(STRING regex, STRING [, INT group])",
             Kind::RegexpSplitToArray => "(STRING, STRING regex)",
             Kind::Mask => "(STRING [, upper, lower, digit, other])",
@@ -159,6 +172,7 @@ impl ScalarUDFImpl for KsqlString {
         Ok(match self.kind {
             Kind::Split | Kind::RegexpExtractAll | Kind::RegexpSplitToArray => list_of_strings(),
             Kind::UrlExtractPort => DataType::Int32,
+            Kind::SplitToMap => string_map_type(),
             _ => DataType::Utf8,
         })
     }
@@ -219,6 +233,32 @@ impl ScalarUDFImpl for KsqlString {
                         _ => None,
                     };
                     b.append_option(found);
+                }
+                Arc::new(b.finish())
+            }
+            Kind::SplitToMap => {
+                let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+                for row in 0..n {
+                    match (text(0, row), text(1, row), text(2, row)) {
+                        (Some(s), Some(entry), Some(kv)) if !entry.is_empty() && !kv.is_empty() => {
+                            for (k, v) in split_to_map(s, entry, kv) {
+                                b.keys().append_value(k);
+                                b.values().append_value(v);
+                            }
+                            b.append(true)?;
+                        }
+                        _ => b.append(false)?,
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            Kind::Encode => {
+                let mut b = StringBuilder::new();
+                for row in 0..n {
+                    match (text(0, row), text(1, row), text(2, row)) {
+                        (Some(s), Some(from), Some(to)) => b.append_value(encode(s, from, to)?),
+                        _ => b.append_null(),
+                    }
                 }
                 Arc::new(b.finish())
             }
@@ -376,6 +416,62 @@ impl Last {
     }
 }
 
+/// `MAP<STRING, STRING>` as Arrow's MapBuilder lays it out.
+fn string_map_type() -> DataType {
+    let entries = datafusion::arrow::datatypes::Fields::from(vec![
+        Field::new("keys", DataType::Utf8, false),
+        Field::new("values", DataType::Utf8, true),
+    ]);
+    DataType::Map(Arc::new(Field::new("entries", DataType::Struct(entries), false)), false)
+}
+
+/// SPLIT_TO_MAP's entries: `k=v` pieces between entry delimiters; a piece without the
+/// key–value delimiter is left out; a repeated key keeps its last value, in its first place.
+fn split_to_map<'a>(s: &'a str, entry: &str, kv: &str) -> Vec<(&'a str, &'a str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for piece in s.split(entry) {
+        let Some((k, v)) = piece.split_once(kv) else { continue };
+        match out.iter_mut().find(|(seen, _)| *seen == k) {
+            Some(slot) => slot.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    out
+}
+
+/// ENCODE(s, from, to): `s` read as bytes in `from` and written in `to` (hex, utf8, ascii,
+/// base64, any case). Text that does not read as `from` is an error.
+fn encode(s: &str, from: &str, to: &str) -> Result<String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bad = |what: &str| exec_datafusion_err!("ENCODE: '{s}' is not {what}");
+    let bytes: Vec<u8> = match from.to_ascii_lowercase().as_str() {
+        "hex" => {
+            let digits = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+            if !digits.len().is_multiple_of(2) {
+                return Err(bad("hex"));
+            }
+            (0..digits.len())
+                .step_by(2)
+                .map(|i| digits.get(i..i + 2).and_then(|d| u8::from_str_radix(d, 16).ok()))
+                .collect::<Option<Vec<u8>>>()
+                .ok_or_else(|| bad("hex"))?
+        }
+        "utf8" => s.as_bytes().to_vec(),
+        "ascii" if s.is_ascii() => s.as_bytes().to_vec(),
+        "ascii" => return Err(bad("ascii")),
+        "base64" => b64.decode(s).map_err(|_| bad("base64"))?,
+        other => return plan_err!("ENCODE: unknown encoding '{other}' (hex, utf8, ascii, base64)"),
+    };
+    Ok(match to.to_ascii_lowercase().as_str() {
+        "hex" => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        "utf8" => String::from_utf8_lossy(&bytes).into_owned(),
+        "ascii" => bytes.iter().map(|&b| if b.is_ascii() { b as char } else { char::REPLACEMENT_CHARACTER }).collect(),
+        "base64" => b64.encode(&bytes),
+        other => return plan_err!("ENCODE: unknown encoding '{other}' (hex, utf8, ascii, base64)"),
+    })
+}
+
 /// ksqlDB's `+` on two strings: concatenation (NULL in, NULL out, as `||`). DataFusion has no
 /// string `+`; this planner sees the operands' types while SQL is turned into a plan.
 #[derive(Debug)]
@@ -422,6 +518,20 @@ mod tests {
                 "[]"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn split_to_map_and_encode() {
+        let r = row("SELECT split_to_map('a=1;b=2;c;a=3', ';', '='), split_to_map(NULL, ';', '='), \
+                     split_to_map('a=1', '', '='), ksql_encode('4869', 'hex', 'utf8'), \
+                     ksql_encode('Hi', 'utf8', 'base64'), ksql_encode('SGk=', 'base64', 'hex'), \
+                     ksql_encode('Hi', 'ascii', 'hex'), ksql_encode(NULL, 'hex', 'utf8')")
+        .await;
+        assert_eq!(r, ["{a: 3, b: 2}", "NULL", "NULL", "Hi", "SGk=", "4869", "4869", "NULL"]);
+        let e = error("SELECT ksql_encode('zz', 'hex', 'utf8')").await;
+        assert!(e.contains("'zz' is not hex"), "{e}");
+        let e = error("SELECT ksql_encode('a', 'rot13', 'utf8')").await;
+        assert!(e.contains("unknown encoding 'rot13'"), "{e}");
     }
 
     #[tokio::test]

@@ -670,6 +670,8 @@ fn ksql_alias(e: &Expr) -> Option<Expr> {
         // ksqlDB's delimiter defaults to ',' and NULL elements print as `null`.
         ("array_join", [a]) => format!("array_to_string({a}, ',', 'null')"),
         ("array_join", [a, d]) => format!("array_to_string({a}, {d}, 'null')"),
+        // ksqlDB's ENCODE(s, from, to) (DataFusion's encode takes two arguments).
+        ("encode", [x, from, to]) => format!("ksql_encode({x}, {from}, {to})"),
         // ELT(n, s1, s2, ...): the n-th string (NULL out of range).
         ("elt", [n, strings @ ..]) if !strings.is_empty() => {
             format!("array_element(make_array({}), {n})", strings.join(", "))
