@@ -229,12 +229,14 @@ fn run(db: &Db, mut due: bool, stop: &AtomicBool) {
                 }
                 Ok(false) => return,
                 Err(e) => {
+                    // Marked before it is logged: whoever sees the line (an operator about
+                    // to restart, a test) finds the mark the next start acts on.
+                    mark_damaged(&path, &e.to_string());
                     tracing::error!(
                         "the state store in {} is damaged ({e}): reads of the damaged blocks fail until the \
                          server restarts, and the next start restores the newest backup",
                         path.display()
                     );
-                    mark_damaged(&path, &e.to_string());
                     return;
                 }
             }
