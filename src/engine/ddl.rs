@@ -654,14 +654,17 @@ impl Engine {
                     Ok(inputs) if select.emit_changes => plan_continuous(&select, &inputs).await?.description,
                     _ => {
                         let ctx = self.pull_context(&select, false).await?;
-                        let df = ctx.sql(&select.sql).await?;
+                        let df = crate::functions::lambdas::plan_sql(&ctx, &select.sql).await?;
                         format!("{}", df.logical_plan().display_indent())
                     }
                 }
             }
             Statement::CreateAs { select, .. } | Statement::Select(select) => {
                 let ctx = self.pull_context(&select, false).await?;
-                format!("{}", ctx.sql(&select.sql).await?.logical_plan().display_indent())
+                format!(
+                    "{}",
+                    crate::functions::lambdas::plan_sql(&ctx, &select.sql).await?.logical_plan().display_indent()
+                )
             }
             _ => return Err(EddyError::InvalidValue("EXPLAIN takes a SELECT or a CREATE ... AS SELECT".into())),
         };

@@ -197,7 +197,7 @@ impl Engine {
             return Ok(rows);
         }
         let ctx = self.pull_context(select, true).await?;
-        let df = ctx.sql(&select.sql).await?;
+        let df = crate::functions::lambdas::plan_sql(&ctx, &select.sql).await?;
         let schema = crate::sql::pg_names::strip_markers(Arc::new(df.schema().as_arrow().clone()));
         let cap = self.config.max_result_rows;
         let plan = cooperative(df.create_physical_plan().await?)?;
@@ -247,7 +247,8 @@ impl Engine {
             }
             Statement::Select(select) => {
                 let ctx = self.pull_context(select, false).await?;
-                let schema = Arc::new(ctx.sql(&select.sql).await?.schema().as_arrow().clone());
+                let schema =
+                    Arc::new(crate::functions::lambdas::plan_sql(&ctx, &select.sql).await?.schema().as_arrow().clone());
                 Some(crate::sql::pg_names::strip_markers(schema))
             }
             Statement::Show { .. } | Statement::Describe { .. } | Statement::Explain(_) => {
@@ -303,7 +304,7 @@ impl Engine {
             return unknown;
         }
         let Ok(ctx) = self.pull_context(select, false).await else { return unknown };
-        let Ok(plan) = ctx.state().create_logical_plan(&select.sql).await else { return unknown };
+        let Ok(plan) = crate::functions::lambdas::logical_plan(&ctx, &select.sql).await else { return unknown };
         let Ok(types) = plan.get_parameter_types() else { return unknown };
         (1..=count).map(|i| types.get(&format!("${i}")).cloned().flatten()).collect()
     }

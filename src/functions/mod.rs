@@ -16,6 +16,7 @@
 
 pub mod aggregates;
 mod json_strings;
+pub mod lambdas;
 mod strings;
 pub mod table;
 
@@ -718,6 +719,9 @@ pub fn register(ctx: &SessionContext) {
     }
     for udaf in aggregates::udafs() {
         ctx.register_udaf(udaf);
+    }
+    for function in lambdas::functions() {
+        ctx.register_higher_order_function(function);
     }
 }
 

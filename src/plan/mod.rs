@@ -368,7 +368,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
         ctx.register_table(rel.name.as_str(), Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
     }
     let sql = crate::sql::expand_wildcards(&select.sql, &|name| columns_of.get(name).cloned())?;
-    let plan = ctx.state().create_logical_plan(&sql).await?;
+    let plan = crate::functions::lambdas::logical_plan(&ctx, &sql).await?;
     let state = ctx.state();
     // Expressions are coerced and simplified as DataFusion's optimizer would (some
     // functions, like COALESCE, only run after simplification), then compiled once.

@@ -17,6 +17,8 @@ use crate::format::{Column, SqlType, StructField};
 
 mod access;
 mod admin;
+mod lambda;
+pub use lambda::rewrite_parameter_lists as rewrite_lambda_parameter_lists;
 mod select;
 pub use select::{expand_wildcards, is_right_join, parse_select};
 pub mod pg_names;
@@ -934,6 +936,9 @@ fn object_name(name: &ast::ObjectName) -> String {
 }
 
 fn parse_sqlparser(text: &str, offset_chars: usize) -> Result<ast::Statement, EddyError> {
+    // ksqlDB's `(a, b) => ...` lambdas, in the form sqlparser reads (`sql::lambda`).
+    let lambdas = lambda::rewrite_parameter_lists(text);
+    let text = lambdas.as_deref().unwrap_or(text);
     let mut stmts = Parser::parse_sql(&GenericDialect {}, text)
         .map_err(|e| syntax_from_parser(&e.to_string(), text, offset_chars))?;
     if stmts.len() != 1 {
