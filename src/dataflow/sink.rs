@@ -125,7 +125,7 @@ impl Sink {
     /// Drops output written after the last checkpoint and claims the topic for query `owner`
     /// from `ends` on: only it writes, readers see what its checkpoints publish.
     pub fn open(owner: &str, topic: Arc<Topic>, relation: RelationDef, ends: Vec<i64>) -> Result<Sink> {
-        claim_output(owner, &topic, &ends)?;
+        let ends = claim_output(owner, &topic, &ends)?;
         Ok(Sink {
             topic,
             owner: owner.to_string(),
@@ -222,9 +222,15 @@ impl Sink {
     /// Appends output (durably, still fenced) and advances `ends`. The output stays with the
     /// caller until the checkpoint commits, so a failed append can be retried.
     pub fn append(&mut self, output: &mut PendingOutput) -> Result<()> {
-        // Start from the committed ends: if an earlier roll-back could not cut its output
-        // off, it is cut now or this checkpoint fails again, never appending twice.
-        for (p, end) in self.topic.partitions.iter().zip(&self.committed) {
+        // Start from the committed ends (the callers hold the topic's `checkpoint_lock`, so
+        // they are what the topic's owners published: other queries may append to it with
+        // `INSERT INTO ... SELECT`). If an earlier roll-back could not cut its output off, it
+        // is cut now or this checkpoint fails again, never appending twice.
+        for (p, end) in self.topic.partitions.iter().zip(self.committed.iter_mut()) {
+            let published = p.published_end();
+            if published != i64::MAX {
+                *end = published;
+            }
             if p.log_end_offset() != *end {
                 p.truncate_to(*end)?;
             }
@@ -263,6 +269,11 @@ impl Sink {
         Ok(())
     }
 
+    /// The topic this sink writes.
+    pub fn topic(&self) -> &Arc<Topic> {
+        &self.topic
+    }
+
     /// Makes committed output visible to readers.
     pub fn publish(&self) {
         for (p, end) in self.topic.partitions.iter().zip(&self.ends) {
@@ -274,16 +285,21 @@ impl Sink {
 /// Query `owner` takes `topic`: output past its last checkpoint (`ends`) is cut off, and
 /// from then on only the query writes and readers see only what its checkpoints publish.
 /// Also used for a query that cannot resume: its output stays fenced and cut, never exposed.
-pub fn claim_output(owner: &str, topic: &Topic, ends: &[i64]) -> Result<()> {
+/// When other queries own the topic already, what they published is where it ends. Returns
+/// the ends the topic was cut to.
+pub fn claim_output(owner: &str, topic: &Topic, ends: &[i64]) -> Result<Vec<i64>> {
+    let _turn = topic.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cut = Vec::with_capacity(ends.len());
     for (p, end) in topic.partitions.iter().zip(ends) {
-        if p.log_end_offset() > *end {
+        // Claimed first: from here nothing past `end` is visible (nor compacted) until cut.
+        let end = p.claim(owner, *end);
+        if p.log_end_offset() > end {
             tracing::info!(topic = %topic.name, partition = p.id, "dropping output past the last checkpoint at offset {end}");
         }
-        // Claimed first: from here nothing past `end` is visible (nor compacted) until cut.
-        p.claim(owner, *end);
-        p.truncate_to(*end)?;
+        p.truncate_to(end)?;
+        cut.push(end);
     }
-    Ok(())
+    Ok(cut)
 }
 
 /// Kafka's default partitioner hash (murmur2), so keys land where Kafka clients put them.

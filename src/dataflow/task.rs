@@ -15,6 +15,7 @@ mod recovery;
 mod state_view;
 
 use crate::format::stored;
+use crate::state::{sink_end_key, CATALOG_CF};
 use read_ahead::ReadAhead;
 use recovery::{check_state_format, clear_plog_entries, recover_processing_log, PLOG_ENTRY_PREFIX, PLOG_FROM_KEY};
 use state_view::StateView;
@@ -31,9 +32,22 @@ impl Runtime {
         let mut first_start = self.store.checkpoint(cf);
         for p in &topic.partitions {
             match stored_i64(&self.store, cf, prefix, p.id)? {
-                Some(end) => ends.push(end),
+                Some(end) => {
+                    // Other queries may write the topic too (`INSERT INTO ... SELECT`): what
+                    // the newest checkpoint of any of them committed stays.
+                    let topic_end = match self.store.get(CATALOG_CF, &sink_end_key(&topic.name, p.id))? {
+                        Some(b) if b.len() == 8 => i64::from_be_bytes(b.try_into().expect("8 bytes")),
+                        _ => i64::MIN,
+                    };
+                    ends.push(end.max(topic_end.min(p.log_end_offset())));
+                }
                 None => {
-                    let end = p.log_end_offset();
+                    // Where the output committed so far ends (another query's checkpoint
+                    // may be appending past it right now).
+                    let end = match p.published_end() {
+                        i64::MAX => p.log_end_offset(),
+                        published => published,
+                    };
                     first_start.put(&self.store, &partition_key(prefix, p.id), &end.to_be_bytes())?;
                     ends.push(end);
                 }

@@ -226,6 +226,12 @@ impl Engine {
             )));
         }
         if let Some(rel) = self.catalog.relation(name) {
+            if let Some(writer) = self.catalog.queries().into_iter().find(|q| q.sink.as_deref() == Some(name)) {
+                return Err(EddyError::ObjectInUse(format!(
+                    "LATE DATA TO {name}: query {} writes {name}; late records go to a stream no query writes",
+                    writer.id
+                )));
+            }
             if let Some(writer) = &rel.written_by {
                 return Err(EddyError::ObjectInUse(format!(
                     "LATE DATA TO {name}: query {writer} writes {name}; a stream has one writing query"
@@ -449,6 +455,14 @@ impl Engine {
             }
         }
         let own: Vec<&String> = rel.written_by.iter().chain(rel.materialized_by.iter()).collect();
+        if let Some(writer) =
+            self.catalog.queries().into_iter().find(|q| q.sink.as_deref() == Some(name) && !own.contains(&&q.id))
+        {
+            return Err(EddyError::ObjectInUse(format!(
+                "cannot drop {name}: query {} writes into it (TERMINATE it first)",
+                writer.id
+            )));
+        }
         if let Some(reader) = self
             .catalog
             .queries()
@@ -491,12 +505,15 @@ impl Engine {
     /// What follows a committed DROP or TERMINATE: the stopped queries' state and their
     /// status go, and the topics they wrote take every writer again.
     fn finish_stopped<'a>(&self, ids: impl Iterator<Item = &'a str>, released: &[String]) -> Result<()> {
-        for id in ids {
+        let ids: Vec<&str> = ids.collect();
+        for id in &ids {
             self.store.drop_cf(&state_cf(id))?;
-            self.failed_queries().remove(id);
+            self.failed_queries().remove(*id);
         }
         for topic in released {
-            self.release_topic(topic)?;
+            for id in &ids {
+                self.release_topic(topic, id)?;
+            }
         }
         Ok(())
     }
@@ -596,14 +613,123 @@ impl Engine {
         topics
     }
 
-    /// Every partition of `topic` is written by anyone again (its query stopped).
-    fn release_topic(&self, topic: &str) -> Result<()> {
+    /// Query `id` no longer writes `topic`: every writer may come in again, unless other
+    /// queries still write it (`INSERT INTO ... SELECT`).
+    fn release_topic(&self, topic: &str, id: &str) -> Result<()> {
         if let Some(t) = self.log.topic(topic) {
+            let _turn = t.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner());
             for p in &t.partitions {
-                p.release()?;
+                p.release(id)?;
             }
         }
         Ok(())
+    }
+
+    /// The stream an `INSERT INTO ... SELECT` query `id` appends to (not its own output).
+    fn inserts_into(&self, id: &str) -> Option<RelationDef> {
+        let q = self.catalog.query(id)?;
+        let rel = self.catalog.relation(q.sink.as_deref()?)?;
+        (rel.written_by.as_deref() != Some(id) && rel.materialized_by.as_deref() != Some(id)).then_some(rel)
+    }
+
+    /// `INSERT INTO stream SELECT ...`: a persistent query that appends to an existing stream,
+    /// beside the query that made it (if any) and other INSERT queries. Their checkpoints take
+    /// turns on the topic, each exactly-once; Kafka producers and INSERT ... VALUES are refused
+    /// while queries write the stream (as for any query's output).
+    pub(super) async fn insert_select(
+        &self,
+        owner: &str,
+        target: String,
+        props: BTreeMap<String, String>,
+        select: SelectStatement,
+        text: String,
+    ) -> Result<Output> {
+        let _ddl = self.ddl.lock().await;
+        let rel =
+            self.catalog.relation(&target).ok_or_else(|| EddyError::UndefinedRelation(format!("stream {target}")))?;
+        if rel.kind != RelationKind::Stream {
+            return Err(EddyError::InvalidValue(format!(
+                "INSERT INTO {target}: {target} is a table; INSERT INTO ... SELECT appends to a stream"
+            )));
+        }
+        if rel.name == crate::dataflow::sink::PROCESSING_LOG {
+            return Err(EddyError::InvalidValue("the processing log is written by Eddy only".into()));
+        }
+        self.require_privilege(owner, &rel, Privilege::Insert)?;
+        let inputs = self.sources(&select)?;
+        for input in &inputs {
+            self.require_privilege(owner, input, Privilege::Select)?;
+        }
+        if inputs.iter().any(|r| r.name == rel.name || r.topic == rel.topic) {
+            return Err(EddyError::InvalidValue(format!(
+                "INSERT INTO {target}: the query reads {target}; a query never feeds its own input"
+            )));
+        }
+        if let Some(late) = rel.written_by.as_ref().and_then(|q| self.catalog.query(q)) {
+            if late.sink.as_deref() != Some(rel.name.as_str()) {
+                return Err(EddyError::ObjectInUse(format!(
+                    "INSERT INTO {target}: query {} writes its late records there",
+                    late.id
+                )));
+            }
+        }
+        if self.lock_queries().len() >= self.config.max_queries {
+            return Err(EddyError::LimitExceeded(format!(
+                "at most {} persistent queries run at once",
+                self.config.max_queries
+            )));
+        }
+        let plan = plan_continuous(&select, &inputs).await?;
+        if plan.source.kind == RelationKind::Table || matches!(plan.shape, PlanShape::Aggregate(_)) {
+            return Err(EddyError::InvalidValue(format!(
+                "INSERT INTO {target}: the query makes a table (it reads a table or aggregates); INSERT INTO ... SELECT appends a stream's rows"
+            )));
+        }
+        if plan.late_data_to.is_some() {
+            return Err(EddyError::NotImplemented("LATE DATA TO in INSERT INTO ... SELECT".into()));
+        }
+        let shape = |cols: &[Column]| {
+            cols.iter()
+                .map(|c| format!("{} {}{}", c.name, c.ty.name(), if c.key { " KEY" } else { "" }))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let same = plan.output_columns.len() == rel.columns.len()
+            && plan
+                .output_columns
+                .iter()
+                .zip(&rel.columns)
+                .all(|(a, b)| a.name == b.name && a.ty == b.ty && a.key == b.key);
+        if !same {
+            // ksqlDB's words.
+            return Err(EddyError::InvalidValue(format!(
+                "Incompatible schema between results and sink.\nResult schema is {}\nSink schema is {}",
+                shape(&plan.output_columns),
+                shape(&rel.columns)
+            )));
+        }
+        let id = match props.get("QUERY_ID") {
+            Some(id) => id.to_uppercase(),
+            None => format!("INSERTQUERY_{}", self.catalog.next_query_number()?),
+        };
+        if self.catalog.query(&id).is_some() {
+            return Err(EddyError::DuplicateRelation(format!("query {id}")));
+        }
+        if let Some(other) = props.keys().find(|k| k.as_str() != "QUERY_ID") {
+            return Err(EddyError::InvalidValue(format!(
+                "INSERT INTO ... SELECT takes only QUERY_ID in WITH, not {other}"
+            )));
+        }
+        let query = QueryDef {
+            id: id.clone(),
+            sql: text,
+            source: plan.source.name.clone(),
+            sink: Some(rel.name.clone()),
+            inputs: inputs.iter().map(|r| r.name.clone()).collect(),
+        };
+        self.catalog.apply(CatalogChange { put_queries: vec![query], ..Default::default() })?;
+        self.start_query(&id, plan, Some(rel))?;
+        Ok(Output::Command { tag: "INSERT 0 0".into() })
     }
 
     pub(super) async fn terminate(&self, user: &str, query_id: Option<String>) -> Result<Output> {
@@ -636,6 +762,7 @@ impl Engine {
             if let Some(q) = self.lock_queries().remove(id) {
                 q.stop();
             }
+            released.extend(self.inserts_into(id).map(|rel| rel.topic));
             released.extend(self.release_outputs(id, None, &mut change));
             change.remove_queries.push(id.clone());
         }

@@ -321,7 +321,7 @@ impl Engine {
         }
         let stmt = sql::parse(&q.sql)?.into_iter().next().map(|l| l.statement);
         match stmt {
-            Some(Statement::CreateAs { select, .. }) => {
+            Some(Statement::CreateAs { select, .. }) | Some(Statement::InsertSelect { select, .. }) => {
                 Ok((plan_continuous(&select, &self.sources(&select)?).await?, sink))
             }
             _ => Ok((upsert_plan(&source), None)),
@@ -349,6 +349,9 @@ impl Engine {
             }
             Statement::CreateAs { kind, name, props, select, if_not_exists, text, .. } => {
                 self.create_as(&user, kind, name, props, select, if_not_exists, text).await
+            }
+            Statement::InsertSelect { target, props, select, text } => {
+                self.insert_select(&user, target, props, select, text).await
             }
             Statement::Insert { target, columns, rows } => {
                 if let Some(rel) = self.catalog.relation(&target) {

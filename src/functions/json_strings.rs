@@ -1,11 +1,11 @@
 //! ksqlDB's functions over JSON text: `IS_JSON_STRING`, `JSON_ARRAY_LENGTH`, `JSON_KEYS`,
-//! `JSON_ARRAY_CONTAINS`, `JSON_CONCAT` and `TO_JSON_STRING`, as its function reference
+//! `JSON_RECORDS`, `JSON_ARRAY_CONTAINS`, `JSON_CONCAT` and `TO_JSON_STRING`, as its function reference
 //! describes them (text that is not JSON gives NULL or false, never an error).
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Int32Builder, ListBuilder, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, BooleanBuilder, Int32Builder, ListBuilder, MapBuilder, StringArray, StringBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::{plan_err, Result};
@@ -17,15 +17,17 @@ enum Kind {
     IsJsonString,
     JsonArrayLength,
     JsonKeys,
+    JsonRecords,
     JsonArrayContains,
     JsonConcat,
     ToJsonString,
 }
 
-const ALL: [Kind; 6] = [
+const ALL: [Kind; 7] = [
     Kind::IsJsonString,
     Kind::JsonArrayLength,
     Kind::JsonKeys,
+    Kind::JsonRecords,
     Kind::JsonArrayContains,
     Kind::JsonConcat,
     Kind::ToJsonString,
@@ -37,6 +39,7 @@ impl Kind {
             Kind::IsJsonString => "is_json_string",
             Kind::JsonArrayLength => "json_array_length",
             Kind::JsonKeys => "json_keys",
+            Kind::JsonRecords => "json_records",
             Kind::JsonArrayContains => "json_array_contains",
             Kind::JsonConcat => "json_concat",
             Kind::ToJsonString => "to_json_string",
@@ -83,7 +86,9 @@ impl ScalarUDFImpl for JsonFunction {
 
     fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
         let fits = match self.kind {
-            Kind::IsJsonString | Kind::JsonArrayLength | Kind::JsonKeys => args.len() == 1 && is_text(&args[0]),
+            Kind::IsJsonString | Kind::JsonArrayLength | Kind::JsonKeys | Kind::JsonRecords => {
+                args.len() == 1 && is_text(&args[0])
+            }
             Kind::JsonArrayContains => args.len() == 2 && is_text(&args[0]),
             Kind::JsonConcat => args.len() >= 2 && args.iter().all(is_text),
             Kind::ToJsonString => args.len() == 1,
@@ -107,6 +112,18 @@ impl ScalarUDFImpl for JsonFunction {
             Kind::IsJsonString | Kind::JsonArrayContains => DataType::Boolean,
             Kind::JsonArrayLength => DataType::Int32,
             Kind::JsonKeys => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            // MAP<STRING, STRING> as Arrow's MapBuilder lays it out.
+            Kind::JsonRecords => DataType::Map(
+                Arc::new(Field::new(
+                    "entries",
+                    DataType::Struct(
+                        vec![Field::new("keys", DataType::Utf8, false), Field::new("values", DataType::Utf8, true)]
+                            .into(),
+                    ),
+                    false,
+                )),
+                false,
+            ),
             Kind::JsonConcat | Kind::ToJsonString => DataType::Utf8,
         })
     }
@@ -147,6 +164,24 @@ impl ScalarUDFImpl for JsonFunction {
                             b.append(true);
                         }
                         _ => b.append(false),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            // An object's fields, each value as its JSON text (`"abc"`, `{"c":1}`, `1`); text
+            // that is no JSON object gives NULL.
+            Kind::JsonRecords => {
+                let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+                for row in 0..n {
+                    match parsed(0, row) {
+                        Some(Value::Object(fields)) => {
+                            for (k, v) in &fields {
+                                b.keys().append_value(k);
+                                b.values().append_value(v.to_string());
+                            }
+                            b.append(true)?;
+                        }
+                        _ => b.append(false)?,
                     }
                 }
                 Arc::new(b.finish())
@@ -252,5 +287,10 @@ mod tests {
                      to_json_string(named_struct('a', 1, 'b', 'x')), to_json_string(true)")
         .await;
         assert_eq!(r, ["1", r#""a\"b""#, "null", "1.50", "[1,2]", r#"{"a":1,"b":"x"}"#, "true"]);
+        // JSON_RECORDS: each value as its JSON text, fields in order; no object, no map.
+        let r = row("SELECT json_records('{\"a\": \"abc\", \"b\": {\"c\": [1, 2]}, \"d\": 1, \"e\": null}'), \
+                     json_records('[1]'), json_records('nope'), json_records('{}')")
+        .await;
+        assert_eq!(r, [r#"{a: "abc", b: {"c":[1,2]}, d: 1, e: null}"#, "NULL", "NULL", "{}"]);
     }
 }

@@ -15,8 +15,10 @@
 //! arrow's `Tz`, which DataFusion builds with chrono-tz). Every function is null in, null out.
 
 pub mod aggregates;
+mod byte_numbers;
 mod json_strings;
 pub mod lambdas;
+mod maps;
 mod strings;
 pub mod table;
 
@@ -682,6 +684,9 @@ pub fn udfs() -> Vec<ScalarUDF> {
     let mut all = ksql_udfs();
     all.extend(strings::udfs());
     all.extend(json_strings::udfs());
+    all.extend(strings::byte_codecs());
+    all.push(maps::map_union());
+    all.extend(byte_numbers::udfs());
     all.extend(table::udfs());
     all
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, ListBuilder, MapBuilder, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, BinaryBuilder, Int64Array, ListBuilder, MapBuilder, StringArray, StringBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
 use datafusion::common::{exec_datafusion_err, plan_err, DFSchema, Result};
@@ -442,10 +442,15 @@ fn split_to_map<'a>(s: &'a str, entry: &str, kv: &str) -> Vec<(&'a str, &'a str)
 /// ENCODE(s, from, to): `s` read as bytes in `from` and written in `to` (hex, utf8, ascii,
 /// base64, any case). Text that does not read as `from` is an error.
 fn encode(s: &str, from: &str, to: &str) -> Result<String> {
+    text_of(&bytes_of(s, from, "ENCODE")?, to, "ENCODE")
+}
+
+/// The bytes `s` writes in `encoding` (hex, utf8, ascii, base64, any case).
+fn bytes_of(s: &str, encoding: &str, function: &str) -> Result<Vec<u8>> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let bad = |what: &str| exec_datafusion_err!("ENCODE: '{s}' is not {what}");
-    let bytes: Vec<u8> = match from.to_ascii_lowercase().as_str() {
+    let bad = |what: &str| exec_datafusion_err!("{function}: '{s}' is not {what}");
+    Ok(match encoding.to_ascii_lowercase().as_str() {
         "hex" => {
             let digits = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
             if !digits.len().is_multiple_of(2) {
@@ -461,15 +466,103 @@ fn encode(s: &str, from: &str, to: &str) -> Result<String> {
         "ascii" if s.is_ascii() => s.as_bytes().to_vec(),
         "ascii" => return Err(bad("ascii")),
         "base64" => b64.decode(s).map_err(|_| bad("base64"))?,
-        other => return plan_err!("ENCODE: unknown encoding '{other}' (hex, utf8, ascii, base64)"),
-    };
-    Ok(match to.to_ascii_lowercase().as_str() {
+        other => return plan_err!("{function}: unknown encoding '{other}' (hex, utf8, ascii, base64)"),
+    })
+}
+
+/// `bytes` written in `encoding` (hex, utf8, ascii, base64, any case).
+fn text_of(bytes: &[u8], encoding: &str, function: &str) -> Result<String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(match encoding.to_ascii_lowercase().as_str() {
         "hex" => bytes.iter().map(|b| format!("{b:02x}")).collect(),
         "utf8" => String::from_utf8_lossy(&bytes).into_owned(),
         "ascii" => bytes.iter().map(|&b| if b.is_ascii() { b as char } else { char::REPLACEMENT_CHARACTER }).collect(),
-        "base64" => b64.encode(&bytes),
-        other => return plan_err!("ENCODE: unknown encoding '{other}' (hex, utf8, ascii, base64)"),
+        "base64" => b64.encode(bytes),
+        other => return plan_err!("{function}: unknown encoding '{other}' (hex, utf8, ascii, base64)"),
     })
+}
+
+/// ksqlDB's `TO_BYTES(string, encoding)` and `FROM_BYTES(bytes, encoding)` (hex, utf8, ascii,
+/// base64), on ENCODE's conversions.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct BytesCodec {
+    to_bytes: bool,
+    signature: Signature,
+}
+
+/// TO_BYTES and FROM_BYTES as DataFusion UDFs.
+pub fn byte_codecs() -> Vec<ScalarUDF> {
+    [true, false]
+        .into_iter()
+        .map(|to_bytes| {
+            ScalarUDF::new_from_impl(BytesCodec { to_bytes, signature: Signature::user_defined(Volatility::Immutable) })
+        })
+        .collect()
+}
+
+impl ScalarUDFImpl for BytesCodec {
+    fn name(&self) -> &str {
+        if self.to_bytes {
+            "to_bytes"
+        } else {
+            "from_bytes"
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        let text =
+            |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null);
+        let bytes = |t: &DataType| {
+            matches!(t, DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::Null)
+        };
+        let first_ok = if self.to_bytes { text(&args[0]) } else { bytes(&args[0]) };
+        if args.len() != 2 || !first_ok || !text(&args[1]) {
+            return plan_err!(
+                "{}({}, STRING encoding) cannot be called with {args:?}",
+                self.name().to_uppercase(),
+                if self.to_bytes { "STRING" } else { "BYTES" }
+            );
+        }
+        Ok(vec![if self.to_bytes { DataType::Utf8 } else { DataType::Binary }, DataType::Utf8])
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(if self.to_bytes { DataType::Binary } else { DataType::Utf8 })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = args.args.iter().map(|a| a.to_array(n)).collect::<Result<Vec<ArrayRef>>>()?;
+        let encodings = arrays[1].as_string::<i32>();
+        let name = self.name().to_uppercase();
+        let out: ArrayRef = if self.to_bytes {
+            let input = arrays[0].as_string::<i32>();
+            let mut b = BinaryBuilder::with_capacity(n, 0);
+            for row in 0..n {
+                match (input.is_valid(row), encodings.is_valid(row)) {
+                    (true, true) => b.append_value(bytes_of(input.value(row), encodings.value(row), &name)?),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        } else {
+            let input = arrays[0].as_binary::<i32>();
+            let mut b = StringBuilder::with_capacity(n, 0);
+            for row in 0..n {
+                match (input.is_valid(row), encodings.is_valid(row)) {
+                    (true, true) => b.append_value(text_of(input.value(row), encodings.value(row), &name)?),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        };
+        Ok(ColumnarValue::Array(out))
+    }
 }
 
 /// ksqlDB's `+` on two strings: concatenation (NULL in, NULL out, as `||`). DataFusion has no

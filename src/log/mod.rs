@@ -302,6 +302,9 @@ pub struct Topic {
     pub name: String,
     /// Never empty (a topic has at least one partition).
     pub partitions: Vec<Arc<Partition>>,
+    /// Held by a query's sink from its append to its publish, and while a sink claims or
+    /// releases the topic: the queries that write one topic checkpoint one at a time.
+    pub checkpoint_lock: std::sync::Mutex<()>,
 }
 
 impl Topic {
@@ -398,7 +401,7 @@ impl Log {
             stats.add(&opened);
             partitions.push(Arc::new(partition));
         }
-        Ok((Topic { name: name.to_string(), partitions }, stats))
+        Ok((Topic { name: name.to_string(), partitions, checkpoint_lock: Default::default() }, stats))
     }
 
     /// What `open` had to read.

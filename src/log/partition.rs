@@ -132,9 +132,11 @@ pub struct Partition {
     /// Upper bound set by a query's sink on what readers may see (`i64::MAX` when the
     /// topic is not fenced by a checkpoint).
     publish_limit: AtomicI64,
-    /// The query whose sink owns this partition: only it appends (`append_as`); every other
-    /// writer (Kafka Produce, INSERT, anything later) is refused here, at the one gate.
-    owner: Mutex<Option<Arc<str>>>,
+    /// The queries whose sinks own this partition: only they append (`append_as`); every
+    /// other writer (Kafka Produce, INSERT, anything later) is refused here, at the one gate.
+    /// Several when `INSERT INTO ... SELECT` queries write a stream: their checkpoints take
+    /// turns (`Topic::checkpoint_lock`), so at most one has unpublished output at a time.
+    owner: Mutex<Vec<Arc<str>>>,
     notifier: Arc<Notifier>,
     /// Why the partition is offline (its log is damaged): it is neither read nor written
     /// nor changed until an operator repairs it. Set at open, or when a read finds damage
@@ -246,7 +248,7 @@ impl Partition {
             synced: Mutex::new(next),
             durable_end: AtomicI64::new(next),
             publish_limit: AtomicI64::new(i64::MAX),
-            owner: Mutex::new(None),
+            owner: Mutex::new(Vec::new()),
             notifier,
             offline: offline.map(OnceLock::from).unwrap_or_default(),
             write_failure: Mutex::new(None),
@@ -305,9 +307,13 @@ impl Partition {
     /// consumers) until `make_durable` covers it.
     pub fn write_as(&self, writer: Option<&str>, bytes: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
         {
-            let owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
-            if owner.as_deref() != writer {
-                let reason = match owner.as_deref() {
+            let owners = self.owner.lock().unwrap_or_else(|p| p.into_inner());
+            let allowed = match writer {
+                Some(w) => owners.iter().any(|o| o.as_ref() == w),
+                None => owners.is_empty(),
+            };
+            if !allowed {
+                let reason = match owners.first() {
                     Some(q) => format!("query {q} writes this topic (its output); no other writer may"),
                     None => "no longer owned by this query (it was terminated)".to_string(),
                 };
@@ -404,24 +410,46 @@ impl Partition {
         self.lock().log_start_offset
     }
 
-    /// Query `owner` takes the partition: from now on only it appends, and readers see only
-    /// what `publish` allows (from `offset`, its last committed output).
-    pub fn claim(&self, owner: &str, offset: i64) {
-        *self.owner.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(owner));
-        self.publish_limit.store(offset, Ordering::SeqCst);
+    /// Query `owner` takes the partition (alone, or beside the queries that own it
+    /// already): from now on only owners append, and readers see only what `publish`
+    /// allows. Returns the end of the committed output, where the log is to be cut: `offset`
+    /// (the caller's last committed output) when no other query owns the partition, else
+    /// what the owners published (callers hold the topic's `checkpoint_lock`).
+    pub fn claim(&self, owner: &str, offset: i64) -> i64 {
+        let mut owners = self.owner.lock().unwrap_or_else(|p| p.into_inner());
+        let others = owners.iter().any(|o| o.as_ref() != owner);
+        if !owners.iter().any(|o| o.as_ref() == owner) {
+            owners.push(Arc::from(owner));
+        }
+        if others {
+            self.publish_limit.load(Ordering::SeqCst)
+        } else {
+            self.publish_limit.store(offset, Ordering::SeqCst);
+            offset
+        }
     }
 
-    /// The owning query stopped: whatever it appended past its last published checkpoint
-    /// is cut off (never exposed), then every writer may come in again and readers see the
-    /// whole log.
-    pub fn release(&self) -> Result<(), LogError> {
+    /// Query `owner` stopped. When it was the last owner, whatever was appended past the
+    /// last published checkpoint is cut off (never exposed), then every writer may come in
+    /// again and readers see the whole log; other owners keep the partition otherwise.
+    pub fn release(&self, owner: &str) -> Result<(), LogError> {
+        let mut owners = self.owner.lock().unwrap_or_else(|p| p.into_inner());
+        owners.retain(|o| o.as_ref() != owner);
+        if !owners.is_empty() {
+            return Ok(());
+        }
         let published = self.publish_limit.load(Ordering::SeqCst);
         if published != i64::MAX && self.offline_reason().is_none() && self.log_end_offset() > published {
             self.truncate_to(published)?;
         }
-        *self.owner.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.publish(i64::MAX);
         Ok(())
+    }
+
+    /// Where readers stop: the end of the last published checkpoint (`i64::MAX` when no
+    /// query owns the partition).
+    pub fn published_end(&self) -> i64 {
+        self.publish_limit.load(Ordering::SeqCst)
     }
 
     /// Whether a query's sink owns this partition (its output is published by checkpoints).
@@ -431,7 +459,7 @@ impl Partition {
 
     /// The query that owns this partition, if any.
     pub fn owner(&self) -> Option<String> {
-        self.owner.lock().unwrap_or_else(|p| p.into_inner()).as_deref().map(str::to_string)
+        self.owner.lock().unwrap_or_else(|p| p.into_inner()).first().map(|o| o.to_string())
     }
 
     /// Makes everything below `offset` visible to readers (a checkpoint committed).

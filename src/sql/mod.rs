@@ -107,6 +107,15 @@ pub enum Statement {
         columns: Vec<String>,
         rows: Vec<Vec<ast::Expr>>,
     },
+    /// `INSERT INTO stream [WITH (QUERY_ID='...')] SELECT ...`: a persistent query that
+    /// appends to an existing stream (ksqlDB's INSERTQUERY_n).
+    InsertSelect {
+        target: String,
+        props: BTreeMap<String, String>,
+        select: SelectStatement,
+        /// The whole statement, stored in the catalog and shown by SHOW QUERIES.
+        text: String,
+    },
     Select(SelectStatement),
     CopyOut(SelectStatement),
     Show {
@@ -473,7 +482,10 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
         "FETCH" | "MOVE" => admin::parse_fetch(&mut t),
         "CLOSE" => admin::parse_close(&mut t),
         "CREATE" => parse_create(&mut t),
-        "INSERT" => parse_insert(text, offset_chars),
+        "INSERT" => match insert_select(text, offset_chars)? {
+            Some(statement) => Ok(statement),
+            None => parse_insert(text, offset_chars),
+        },
         "SELECT" | "WITH" | "VALUES" => Ok(Statement::Select(parse_select(text, offset_chars, true)?)),
         "COPY" => parse_copy(&mut t),
         "SHOW" | "LIST" => {
@@ -830,6 +842,42 @@ fn parse_type(t: &mut Tokens, depth: usize) -> Result<SqlType, EddyError> {
     })
 }
 
+/// `INSERT INTO name [WITH (...)] SELECT ...`; `None` for any other INSERT.
+fn insert_select(text: &str, offset_chars: usize) -> Result<Option<Statement>, EddyError> {
+    let mut t = Tokens::new(text, offset_chars)?;
+    if !(t.eat_word("INSERT") && t.eat_word("INTO")) {
+        return Ok(None);
+    }
+    let target = t.ident()?;
+    let mut props = BTreeMap::new();
+    if t.peek_word(0).as_deref() == Some("WITH") {
+        t.pos += 1;
+        t.expect(&Token::LParen)?;
+        loop {
+            let key = t.ident()?.to_uppercase();
+            t.expect(&Token::Eq)?;
+            let value = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
+                Some(Token::SingleQuotedString(s)) => s,
+                Some(Token::Number(n, _)) => n,
+                Some(Token::Word(w)) => w.value,
+                _ => return Err(t.error("syntax error: expected a property value")),
+            };
+            t.pos += 1;
+            props.insert(key, value);
+            if t.eat(&Token::RParen) {
+                break;
+            }
+            t.expect(&Token::Comma)?;
+        }
+    }
+    if t.peek_word(0).as_deref() != Some("SELECT") {
+        return Ok(None);
+    }
+    let offset = t.rest_offset_chars();
+    let select = parse_select(t.rest(), offset, false)?;
+    Ok(Some(Statement::InsertSelect { target, props, select, text: t.text.to_string() }))
+}
+
 fn parse_insert(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
     let stmt = parse_sqlparser(text, offset_chars)?;
     let ast::Statement::Insert(insert) = stmt else {
@@ -845,7 +893,7 @@ fn parse_insert(text: &str, offset_chars: usize) -> Result<Statement, EddyError>
     };
     let ast::SetExpr::Values(values) = *source.body else {
         return Err(EddyError::NotImplemented(
-            "INSERT INTO ... SELECT (run CREATE STREAM ... AS SELECT instead)".into(),
+            "this form of INSERT INTO ... SELECT (write INSERT INTO stream SELECT ..., without a column list)".into(),
         ));
     };
     Ok(Statement::Insert { target, columns, rows: values.rows.into_iter().map(|r| r.content).collect() })

@@ -22,6 +22,17 @@ use crate::error::{EddyError, Result};
 pub type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
 
 pub const CATALOG_CF: &str = "catalog";
+
+/// In `CATALOG_CF`: where a topic's committed query output ends, per partition, written by
+/// every checkpoint of a query that writes the topic (in the same atomic write as its own
+/// ends). Several queries may write one stream (`INSERT INTO ... SELECT`): a query resuming
+/// after a crash cuts the topic at the newest of these, never at its own older end, which
+/// would drop what the others committed since.
+pub fn sink_end_key(topic: &str, partition: i32) -> Vec<u8> {
+    let mut key = format!("sink-end/{topic}/").into_bytes();
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
 // Key prefixes inside a query's column family.
 /// A result row (group or table row) by its memcomparable key.
 pub const ROW_PREFIX: u8 = b'r';
@@ -134,6 +145,12 @@ impl Checkpoint {
                 None => self.batch.delete_cf(&cf, k),
             }
         }
+        Ok(())
+    }
+    /// A put into another column family, in the same atomic write.
+    pub fn put_in(&mut self, store: &StateStore, cf: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let cf = store.cf(cf)?;
+        self.batch.put_cf(&cf, key, value);
         Ok(())
     }
     pub fn is_empty(&self) -> bool {

@@ -17,6 +17,14 @@ impl QueryTask {
             }
         }
         let plog_entries = self.rt.processing_log.take_buffered();
+        // The topics this query writes, each held from the append to the publish: queries
+        // that write one stream take turns (in name order, so two never wait on each other).
+        let mut topics: Vec<Arc<crate::log::Topic>> =
+            [&self.sink, &self.late_sink].into_iter().flatten().map(|s| s.topic().clone()).collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        topics.dedup_by(|a, b| a.name == b.name);
+        let _turns: Vec<_> =
+            topics.iter().map(|t| t.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner())).collect();
         match self.write_checkpoint(&plog_entries) {
             Ok(()) => {}
             Err(e) => {
@@ -84,6 +92,8 @@ impl QueryTask {
                 sink.append(outputs)?;
                 for (p, end) in sink.ends.iter().enumerate() {
                     cp.put(&self.rt.store, &partition_key(prefix, p as i32), &end.to_be_bytes())?;
+                    let topic_end = crate::state::sink_end_key(&sink.topic().name, p as i32);
+                    cp.put_in(&self.rt.store, crate::state::CATALOG_CF, &topic_end, &end.to_be_bytes())?;
                 }
             }
         }
