@@ -476,7 +476,7 @@ fn text_of(bytes: &[u8], encoding: &str, function: &str) -> Result<String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(match encoding.to_ascii_lowercase().as_str() {
         "hex" => bytes.iter().map(|b| format!("{b:02x}")).collect(),
-        "utf8" => String::from_utf8_lossy(&bytes).into_owned(),
+        "utf8" => String::from_utf8_lossy(bytes).into_owned(),
         "ascii" => bytes.iter().map(|&b| if b.is_ascii() { b as char } else { char::REPLACEMENT_CHARACTER }).collect(),
         "base64" => b64.encode(bytes),
         other => return plan_err!("{function}: unknown encoding '{other}' (hex, utf8, ascii, base64)"),
