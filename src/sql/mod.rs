@@ -659,26 +659,7 @@ fn parse_create(t: &mut Tokens) -> Result<Statement, EddyError> {
             t.expect(&Token::Comma)?;
         }
     }
-    let mut props = BTreeMap::new();
-    if t.eat_word("WITH") {
-        t.expect(&Token::LParen)?;
-        loop {
-            let key = t.ident()?.to_uppercase();
-            t.expect(&Token::Eq)?;
-            let value = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
-                Some(Token::SingleQuotedString(s)) => s,
-                Some(Token::Number(n, _)) => n,
-                Some(Token::Word(w)) => w.value,
-                _ => return Err(t.error("syntax error: expected a property value")),
-            };
-            t.pos += 1;
-            props.insert(key, value);
-            if t.eat(&Token::RParen) {
-                break;
-            }
-            t.expect(&Token::Comma)?;
-        }
-    }
+    let props = with_properties(t)?;
     if t.eat_word("AS") {
         if !columns.is_empty() {
             return Err(t.error("a CREATE ... AS SELECT takes its columns from the query; remove the column list"));
@@ -842,6 +823,32 @@ fn parse_type(t: &mut Tokens, depth: usize) -> Result<SqlType, EddyError> {
     })
 }
 
+/// `WITH (KEY = value, ...)` if it comes next: upper-cased keys, values as written.
+fn with_properties(t: &mut Tokens) -> Result<BTreeMap<String, String>, EddyError> {
+    let mut props = BTreeMap::new();
+    if !t.eat_word("WITH") {
+        return Ok(props);
+    }
+    t.expect(&Token::LParen)?;
+    loop {
+        let key = t.ident()?.to_uppercase();
+        t.expect(&Token::Eq)?;
+        let value = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
+            Some(Token::SingleQuotedString(s)) => s,
+            Some(Token::Number(n, _)) => n,
+            Some(Token::Word(w)) => w.value,
+            _ => return Err(t.error("syntax error: expected a property value")),
+        };
+        t.pos += 1;
+        props.insert(key, value);
+        if t.eat(&Token::RParen) {
+            break;
+        }
+        t.expect(&Token::Comma)?;
+    }
+    Ok(props)
+}
+
 /// `INSERT INTO name [WITH (...)] SELECT ...`; `None` for any other INSERT.
 fn insert_select(text: &str, offset_chars: usize) -> Result<Option<Statement>, EddyError> {
     let mut t = Tokens::new(text, offset_chars)?;
@@ -849,27 +856,7 @@ fn insert_select(text: &str, offset_chars: usize) -> Result<Option<Statement>, E
         return Ok(None);
     }
     let target = t.ident()?;
-    let mut props = BTreeMap::new();
-    if t.peek_word(0).as_deref() == Some("WITH") {
-        t.pos += 1;
-        t.expect(&Token::LParen)?;
-        loop {
-            let key = t.ident()?.to_uppercase();
-            t.expect(&Token::Eq)?;
-            let value = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
-                Some(Token::SingleQuotedString(s)) => s,
-                Some(Token::Number(n, _)) => n,
-                Some(Token::Word(w)) => w.value,
-                _ => return Err(t.error("syntax error: expected a property value")),
-            };
-            t.pos += 1;
-            props.insert(key, value);
-            if t.eat(&Token::RParen) {
-                break;
-            }
-            t.expect(&Token::Comma)?;
-        }
-    }
+    let props = with_properties(&mut t)?;
     if t.peek_word(0).as_deref() != Some("SELECT") {
         return Ok(None);
     }
