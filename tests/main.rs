@@ -24,6 +24,7 @@ mod pg_catalog;
 mod pgsecurity;
 mod privileges;
 mod pull_by_key;
+mod push_aggregates;
 mod push_tables;
 mod rdkafka_client;
 mod restart;

@@ -17,6 +17,7 @@
 pub mod changes;
 pub mod operator;
 mod push;
+pub use push::{push_has_op, TRANSIENT_PREFIX};
 pub mod sink;
 pub mod source;
 mod task;
@@ -166,6 +167,22 @@ pub struct Runtime {
     pub store: StateStore,
     pub processing_log: ProcessingLog,
     pub config: RuntimeConfig,
+    /// Transient queries (push queries with their own state) while they run, by id.
+    pub push_queries: Arc<Mutex<BTreeMap<String, PushQueryInfo>>>,
+}
+
+/// A running transient query, as SHOW QUERIES and TERMINATE see it.
+pub struct PushQueryInfo {
+    pub sql: String,
+    pub user: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl PushQueryInfo {
+    /// Ends the query: its client's statement completes with the rows sent so far.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
 }
 
 pub fn state_cf(query_id: &str) -> String {

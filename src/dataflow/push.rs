@@ -113,12 +113,20 @@ impl Runtime {
     /// Starts a push query: from each partition's end (or start, with
     /// `auto.offset.reset=earliest`), sending projected batches until the receiver goes away.
     /// A joined table is read from its materialization (its current rows).
+    /// A push query with GROUP BY or over a stream–stream or table–table join runs as a
+    /// transient query (`sql` and `user` are what SHOW QUERIES shows of it).
     pub fn start_push(
         &self,
         plan: ContinuousPlan,
         earliest: bool,
         out: tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+        sql: &str,
+        user: &str,
     ) -> Result<()> {
+        let projection = matches!(plan.shape, PlanShape::Project { .. }) && plan.window.is_none();
+        if !projection || plan.interval.is_some() || plan.table_join.is_some() {
+            return self.start_transient_push(plan, earliest, out, sql, user);
+        }
         let source = Source::open(&self.log, &plan.source)?;
         let offsets: Vec<i64> = source
             .partitions
@@ -144,16 +152,6 @@ impl Runtime {
             if let (Some(order), true) = (order, key.columns.len() == key_columns.len()) {
                 join.row_keys = Some((crate::format::row_keys::RowKeys::new(&types)?, order));
             }
-        }
-        if ops.interval.is_some() {
-            return Err(EddyError::NotImplemented(
-                "stream–stream joins in push queries; create a stream with CREATE STREAM ... AS SELECT and push-query it".into(),
-            ));
-        }
-        if !matches!(ops.body, Body::Project(_)) || ops.window.is_some() {
-            return Err(EddyError::NotImplemented(
-                "aggregations in push queries; create a table with CREATE TABLE ... AS SELECT and push-query it".into(),
-            ));
         }
         // Over a table, rows carry their change kind (`op`), against the rows of a baseline
         // (or, for a table whose rows cannot be read by key, of a copy taken now) unless the
@@ -190,6 +188,45 @@ impl Runtime {
             .map_err(|e| EddyError::Internal(format!("spawn push query: {e}")))?;
         Ok(())
     }
+}
+
+/// Numbers transient queries (their ids name their state's column families).
+static TRANSIENT_QUERIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The prefix of a transient query's id (its column family is dropped at start, should a
+/// crash have left it).
+pub const TRANSIENT_PREFIX: &str = "transient_";
+
+impl Runtime {
+    /// A push query with GROUP BY, or over a join that needs its own state (stream–stream,
+    /// table–table): runs as a transient query (see `task/push_output.rs`).
+    fn start_transient_push(
+        &self,
+        plan: ContinuousPlan,
+        earliest: bool,
+        out: tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+        sql: &str,
+        user: &str,
+    ) -> Result<()> {
+        let n = TRANSIENT_QUERIES.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{TRANSIENT_PREFIX}{}_{n}", plan.source.name.to_lowercase());
+        let table_shaped = push_has_op(&plan);
+        let push = task::PushOutput::new(out, plan.output_columns.clone(), table_shaped, self.config.join_memory_bytes);
+        let info = PushQueryInfo { sql: sql.to_string(), user: user.to_string(), stop: push.stop.clone() };
+        // Registered before the thread starts, which removes it when it ends.
+        self.push_queries.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), info);
+        let started = self.start_transient(&id, plan, earliest, push);
+        if started.is_err() {
+            self.push_queries.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        }
+        started
+    }
+}
+
+/// Whether a push query's rows carry the change kind `op`: over a table, or with GROUP BY
+/// (a table-shaped result).
+pub fn push_has_op(plan: &ContinuousPlan) -> bool {
+    plan.source.kind == RelationKind::Table || matches!(plan.shape, PlanShape::Aggregate(_))
 }
 
 impl Runtime {

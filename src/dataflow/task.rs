@@ -10,12 +10,14 @@ use super::*;
 
 mod checkpoint;
 mod event_time;
+mod push_output;
 mod read_ahead;
 mod recovery;
 mod state_view;
 
 use crate::format::stored;
 use crate::state::{sink_end_key, CATALOG_CF};
+pub use push_output::PushOutput;
 use read_ahead::ReadAhead;
 use recovery::{check_state_format, clear_plog_entries, recover_processing_log, PLOG_ENTRY_PREFIX, PLOG_FROM_KEY};
 use state_view::StateView;
@@ -81,6 +83,29 @@ impl Runtime {
         late: Option<RelationDef>,
         reproject: bool,
     ) -> Result<RunningQuery> {
+        self.start_task(id, plan, sink, late, reproject, None)
+    }
+
+    /// Starts a transient query (a push query with GROUP BY, or over a stream–stream join):
+    /// a persistent query's task whose output goes to `push` and whose state (a column family
+    /// of its own, `id`'s) is dropped when the client goes away. It reads a stream from its
+    /// end, or its start with `earliest`; a table always from its start (an aggregation over
+    /// a table needs every row); joined inputs from their start.
+    pub fn start_transient(&self, id: &str, plan: ContinuousPlan, earliest: bool, push: PushOutput) -> Result<()> {
+        self.store.drop_cf(&state_cf(id))?;
+        self.start_task(id, plan, None, None, false, Some((earliest, push)))?;
+        Ok(())
+    }
+
+    fn start_task(
+        &self,
+        id: &str,
+        plan: ContinuousPlan,
+        sink: Option<RelationDef>,
+        late: Option<RelationDef>,
+        reproject: bool,
+        push: Option<(bool, PushOutput)>,
+    ) -> Result<RunningQuery> {
         let cf = state_cf(id);
         self.store.ensure_cf(&cf)?;
         check_state_format(&self.store, &cf, id, matches!(plan.shape, PlanShape::Aggregate(_)))?;
@@ -88,8 +113,12 @@ impl Runtime {
         let mut source = Source::open(&self.log, &plan.source)?;
         source.lost_records = lost_records.clone();
         let mut offsets = Vec::with_capacity(source.partitions.len());
+        let latest = matches!(push, Some((false, _)));
+        let from_end = latest && plan.source.kind != RelationKind::Table;
+        let mut push = push.map(|(_, p)| p);
         for p in &source.partitions {
-            offsets.push(stored_i64(&self.store, &cf, OFFSET_PREFIX, p.id)?.unwrap_or_else(|| p.log_start_offset()));
+            let start = if from_end { p.high_watermark() } else { p.log_start_offset() };
+            offsets.push(stored_i64(&self.store, &cf, OFFSET_PREFIX, p.id)?.unwrap_or(start));
         }
         let second_relations: Vec<&RelationDef> = plan
             .join
@@ -111,6 +140,10 @@ impl Runtime {
                 offsets.push(stored.unwrap_or_else(|| p.log_start_offset()));
             }
             table_input.push((table, offsets));
+        }
+        if let (Some(push), true, RelationKind::Table) = (push.as_mut(), latest, plan.source.kind) {
+            let ends = source.partitions.iter().chain(table_input.iter().flat_map(|(t, _)| t.partitions.iter()));
+            push.quiet_until(ends.map(|p| p.high_watermark()).collect());
         }
         if !plan.join.is_empty() {
             // Stream–table joins take only the tables' updates (see `run`).
@@ -145,7 +178,7 @@ impl Runtime {
             committed.extend(table_offsets);
         }
         let status = Arc::new(QueryStatus { committed: Mutex::new(committed), lost_records, ..Default::default() });
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = push.as_ref().map_or_else(|| Arc::new(AtomicBool::new(false)), |p| p.stop.clone());
         let retention_ms = plan.window.as_ref().and_then(|w| w.spec.retention_ms);
         let close_after_end_ms = plan.window.as_ref().map_or(0, |w| match w.spec.kind {
             WindowKind::Session => w.spec.grace_ms.saturating_add(w.spec.size_ms),
@@ -199,6 +232,7 @@ impl Runtime {
             status: status.clone(),
             stop: stop.clone(),
             read_ahead: None,
+            push,
         };
         if std::mem::take(&mut task.reproject) {
             task.reproject_groups()?;
@@ -208,7 +242,22 @@ impl Runtime {
             .stack_size(crate::sql::THREAD_STACK_BYTES)
             .spawn(move || {
                 lower_thread_priority(task.rt.config.nice);
-                if let Err(e) = task.run() {
+                let result = task.run();
+                if let Some(mut push) = task.push.take() {
+                    // A transient query: the client gets its error; its state goes with it.
+                    if let Err(e) = result {
+                        push.fail(e);
+                    }
+                    let (rt, id, cf) = (task.rt.clone(), task.id.clone(), task.cf.clone());
+                    drop(task);
+                    drop(push);
+                    if let Err(e) = rt.store.drop_cf(&cf) {
+                        tracing::warn!("dropping a push query's state {cf}: {e}");
+                    }
+                    rt.push_queries.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                    return;
+                }
+                if let Err(e) = result {
                     tracing::error!(query = %task.id, "query failed: {e}");
                     *task.status.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 }
@@ -272,6 +321,8 @@ struct QueryTask {
     stop: Arc<AtomicBool>,
     /// The thread reading ahead, for a query over one input with `query_threads` ≥ 2.
     read_ahead: Option<ReadAhead>,
+    /// A transient query's client (its output goes there, not to a sink).
+    push: Option<PushOutput>,
 }
 
 impl QueryTask {
@@ -290,6 +341,16 @@ impl QueryTask {
         }
         let mut last_checkpoint = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
+            if let Some(push) = self.push.as_mut() {
+                if push.is_quiet() {
+                    let inputs = self.table_input.iter().flat_map(|(_, o)| o.iter());
+                    push.caught_up_to(&self.offsets.iter().chain(inputs).copied().collect::<Vec<_>>());
+                }
+                push.send()?;
+                if push.is_closed() {
+                    break;
+                }
+            }
             // A checkpoint that failed (a full disk) is retried before reading more input.
             if self.checkpoint_failing && !self.checkpoint_or_wait()? {
                 continue;
@@ -718,6 +779,10 @@ impl QueryTask {
             }
             Body::Project(project) => {
                 let projected = project.process(&input)?;
+                if let Some(push) = &mut self.push {
+                    push.batch(projected);
+                    return Ok(());
+                }
                 if let Some(sink) = &self.sink {
                     if !sink.encode_batch(&projected, timestamp_ms, &mut self.pending_outputs) {
                         for row in 0..projected.num_rows() {
@@ -846,6 +911,9 @@ impl QueryTask {
             if let (Some(sink), false) = (&self.sink, self.ops.emit_final) {
                 self.pending_outputs.push(&sink.encode_change(&change));
             }
+            if let (Some(push), false) = (&mut self.push, self.ops.emit_final) {
+                push.change(&change);
+            }
             match change.state_value {
                 StateWrite::Put(v) => {
                     self.pending.insert(prefixed(self.agg_prefix, &change.state_key), Some(v));
@@ -886,6 +954,9 @@ impl QueryTask {
                     if let Some(sink) = &self.sink {
                         self.pending_outputs.push(&sink.encode_change(&change));
                     }
+                    if let Some(push) = &mut self.push {
+                        push.change(&change);
+                    }
                     let final_row = stored::encode_row(row);
                     self.pending.insert(row_key(&key), Some(final_row));
                 }
@@ -907,6 +978,9 @@ impl QueryTask {
             self.pending.insert(prefixed(self.agg_prefix, &key), None);
             if let Body::Aggregate(aggregate) = &mut self.ops.body {
                 aggregate.forget(&key);
+            }
+            if let Some(push) = &mut self.push {
+                push.forget(&key);
             }
         }
         Ok(())

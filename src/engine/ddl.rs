@@ -733,6 +733,11 @@ impl Engine {
     }
 
     pub(super) async fn terminate(&self, user: &str, query_id: Option<String>) -> Result<Output> {
+        if let Some(id) =
+            query_id.as_deref().filter(|id| id.to_lowercase().starts_with(crate::dataflow::TRANSIENT_PREFIX))
+        {
+            return self.terminate_push(user, id);
+        }
         let _ddl = self.ddl.lock().await;
         let ids: Vec<String> = match query_id {
             Some(id) => {
@@ -769,6 +774,20 @@ impl Engine {
         self.catalog.apply(change)?;
         crate::failpoint::hit("ddl:after_catalog");
         self.finish_stopped(ids.iter().map(String::as_str), &released)?;
+        Ok(Output::Command { tag: "TERMINATE".into() })
+    }
+
+    /// TERMINATE of a push query: its client's statement ends with the rows sent so far.
+    fn terminate_push(&self, user: &str, id: &str) -> Result<Output> {
+        let queries = self.runtime.push_queries.lock().unwrap_or_else(|p| p.into_inner());
+        let (id, query) = queries
+            .iter()
+            .find(|(q, _)| q.eq_ignore_ascii_case(id))
+            .ok_or_else(|| EddyError::UndefinedRelation(format!("query {id}")))?;
+        if query.user != user && !self.users.is_superuser(user) {
+            return Err(EddyError::PermissionDenied(format!("must be the user who started push query {id}")));
+        }
+        query.stop();
         Ok(Output::Command { tag: "TERMINATE".into() })
     }
 
@@ -875,6 +894,15 @@ impl Engine {
                             lag.unwrap_or_default(),
                         ]
                     })
+                    .collect::<Vec<_>>();
+                drop(running);
+                // Push queries with state of their own (GROUP BY, joins), as ksqlDB lists them.
+                let push = self.runtime.push_queries.lock().unwrap_or_else(|p| p.into_inner());
+                let rows = rows
+                    .into_iter()
+                    .chain(push.iter().map(|(id, q)| {
+                        vec![id.clone(), "RUNNING".into(), String::new(), String::new(), q.sql.clone(), String::new()]
+                    }))
                     .collect();
                 Ok(strings_output(
                     &["query_id", "status", "sink_name", "sink_kafka_topic", "query_string", "lag"],

@@ -194,6 +194,7 @@ impl Engine {
                 join_memory_bytes: config.query_memory_bytes,
                 ..Default::default()
             },
+            push_queries: Arc::default(),
         };
         let engine = Arc::new(Engine {
             config,
@@ -213,6 +214,12 @@ impl Engine {
         if engine.store.read_only {
             tracing::error!("read-only start: continuous queries do not run until a restart with free disk space");
             return Ok(engine);
+        }
+        // Push queries' state, left by a crash (a clean stop drops it with each query).
+        for cf in engine.store.column_families() {
+            if cf.starts_with(&crate::dataflow::state_cf(crate::dataflow::TRANSIENT_PREFIX)) {
+                engine.store.drop_cf(&cf)?;
+            }
         }
         engine.ensure_processing_log()?;
         for topic in engine.catalog.pending_topic_deletes()? {

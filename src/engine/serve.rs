@@ -16,7 +16,7 @@ use crate::error::{EddyError, Result};
 use crate::format::{arrow_schema, check_cell, decode_row, encode_key, encode_value, rows_to_batch, SqlType};
 use crate::log::batch::{encode_batch, LogBatchHeader, LogRecord};
 use crate::log::Log;
-use crate::plan::{plan_continuous, session_with, PlanShape};
+use crate::plan::{plan_continuous, session_with};
 use crate::sql::{RelationKind, SelectStatement};
 
 impl Engine {
@@ -220,15 +220,11 @@ impl Engine {
     pub(super) async fn push_query(&self, session: &Session, select: &SelectStatement) -> Result<Output> {
         let inputs = self.sources(select)?;
         let plan = plan_continuous(select, &inputs).await?;
-        if !matches!(plan.shape, PlanShape::Project { .. }) {
-            return Err(EddyError::NotImplemented(
-                "GROUP BY in a push query: create a table with CREATE TABLE ... AS SELECT ... GROUP BY, then push-query the table (issue #4)".into(),
-            ));
-        }
         let schema = push_schema(&plan);
         // A small queue: a slow client holds the query back instead of growing memory.
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        self.runtime.start_push(plan, session.earliest(), tx)?;
+        let shown = format!("{} EMIT CHANGES", select.sql.trim_end());
+        self.runtime.start_push(plan, session.earliest(), tx, &shown, &session.user)?;
         Ok(Output::Push { schema, limit: select.limit, rx })
     }
 }
@@ -337,7 +333,7 @@ fn cooperative(
 fn push_schema(plan: &crate::plan::ContinuousPlan) -> datafusion::arrow::datatypes::SchemaRef {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     let schema = arrow_schema(&plan.output_columns);
-    if plan.source.kind != RelationKind::Table {
+    if !crate::dataflow::push_has_op(plan) {
         return schema;
     }
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();

@@ -39,6 +39,7 @@ use pgwire::messages::data::DataRow;
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{Describe, Execute, PortalSuspended, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::{EmptyQueryResponse, NoticeResponse};
+use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::PgWireBackendMessage;
 
 use crate::engine::{Engine, Output};
@@ -450,7 +451,7 @@ where
             let mut remaining = limit.unwrap_or(usize::MAX);
             let mut sent = 0;
             while remaining > 0 {
-                match rx.recv().await {
+                match next_push_batch(client, &mut rx).await? {
                     Some(Ok(batch)) => {
                         for row in encode_rows(&fields, &batch, remaining)? {
                             client.feed(PgWireBackendMessage::DataRow(row)).await?;
@@ -485,7 +486,7 @@ where
                 }
                 Output::Push { mut rx, .. } => {
                     while sent < limit {
-                        match rx.recv().await {
+                        match next_push_batch(client, &mut rx).await? {
                             Some(Ok(batch)) => {
                                 for line in copy_lines(&batch, limit - sent) {
                                     client.feed(PgWireBackendMessage::CopyData(CopyData::new(line))).await?;
@@ -505,6 +506,31 @@ where
         }
     }
     Ok(())
+}
+
+/// How long a push query waits for rows before it checks that its client is still there.
+const PUSH_PROBE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A push query's next batch. While none comes, the client is sent, every `PUSH_PROBE`, a
+/// ParameterStatus it already has (`server_version`, unchanged; clients take these at any
+/// time, in COPY too): once the client has gone away the second such write fails, which
+/// ends the statement, and the query's thread stops when `rx` goes.
+async fn next_push_batch<C>(
+    client: &mut C,
+    rx: &mut tokio::sync::mpsc::Receiver<crate::error::Result<RecordBatch>>,
+) -> PgWireResult<Option<crate::error::Result<RecordBatch>>>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    loop {
+        if let Ok(next) = tokio::time::timeout(PUSH_PROBE, rx.recv()).await {
+            return Ok(next);
+        }
+        let version = crate::engine::pg_catalog::setting("server_version").unwrap_or_default();
+        let probe = ParameterStatus::new("server_version".into(), version);
+        client.send(PgWireBackendMessage::ParameterStatus(probe)).await?;
+    }
 }
 
 #[async_trait]

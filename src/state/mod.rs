@@ -302,6 +302,11 @@ impl StateStore {
         Ok(())
     }
 
+    /// The names of the store's column families.
+    pub fn column_families(&self) -> Vec<String> {
+        <DB>::list_cf(&Options::default(), self.db.path()).unwrap_or_default()
+    }
+
     pub fn drop_cf(&self, name: &str) -> Result<()> {
         self.writable()?;
         if self.db.cf_handle(name).is_some() {

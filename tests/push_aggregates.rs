@@ -1,0 +1,166 @@
+//! Push queries with GROUP BY and over stream–stream joins (issue 17): transient queries
+//! with state of their own, dropped when the client goes away. Checked with tokio-postgres:
+//! the change kinds of an aggregate's rows (HAVING moves groups out), `auto.offset.reset`,
+//! SHOW QUERIES and TERMINATE, and a client that vanishes without a word.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::common::{query, row, Server};
+
+type Rows = Vec<Vec<Option<String>>>;
+
+/// Fetches from cursor `p` until `done` holds for every row fetched so far (or 30 s pass).
+async fn fetch_until(c: &tokio_postgres::Client, done: impl Fn(&Rows) -> bool) -> Rows {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut rows = Rows::new();
+    while !done(&rows) && Instant::now() < deadline {
+        rows.extend(query(c, "FETCH 100 FROM p").await);
+    }
+    rows
+}
+
+/// The last row of each key (the first `key_width` cells).
+fn last_per_key(rows: &Rows, key_width: usize) -> BTreeMap<Vec<Option<String>>, Vec<Option<String>>> {
+    rows.iter().map(|r| (r[..key_width].to_vec(), r.clone())).collect()
+}
+
+/// The transient queries SHOW QUERIES lists.
+async fn transient_queries(c: &tokio_postgres::Client) -> Rows {
+    query(c, "SHOW QUERIES")
+        .await
+        .into_iter()
+        .filter(|r| r[0].as_deref().unwrap_or("").starts_with("transient_"))
+        .collect()
+}
+
+/// Waits until SHOW QUERIES lists no transient query.
+async fn until_no_transient_query(c: &tokio_postgres::Client, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if transient_queries(c).await.is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_by_push_query_sends_each_groups_changes_until_its_client_leaves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    query(&c, "CREATE STREAM ev (id STRING KEY, region STRING, amount BIGINT) WITH (PARTITIONS=2)").await;
+    query(&c, "INSERT INTO ev (id, region, amount) VALUES ('e0', 'r0', 1), ('e1', 'r1', 10), ('e2', 'r1', 20)").await;
+
+    // From the start: every row so far, then what comes. r1 reaches 3 rows and leaves the
+    // result (HAVING): a delete that carries its key.
+    query(&c, "SET 'auto.offset.reset' = 'earliest'").await;
+    query(&c, "SET eddy.fetch_timeout = '1s'").await;
+    query(&c, "BEGIN").await;
+    query(
+        &c,
+        "DECLARE p CURSOR FOR SELECT region, COUNT(*) AS n, SUM(amount) AS total FROM ev \
+         GROUP BY region HAVING COUNT(*) < 3 EMIT CHANGES",
+    )
+    .await;
+    let first = fetch_until(&c, |rows| {
+        let last = last_per_key(rows, 1);
+        last.get(&row(&["r0"])).is_some_and(|r| r[1].as_deref() == Some("1"))
+            && last.get(&row(&["r1"])).is_some_and(|r| r[1].as_deref() == Some("2"))
+    })
+    .await;
+    assert_eq!(
+        last_per_key(&first, 1).into_values().collect::<Rows>(),
+        vec![row(&["r0", "1", "1", "insert"]), row(&["r1", "2", "30", "insert"])],
+        "{first:?}"
+    );
+    query(&c, "INSERT INTO ev (id, region, amount) VALUES ('e3', 'r1', 5), ('e4', 'r0', 2), ('e5', 'r2', 7)").await;
+    let then = fetch_until(&c, |rows| last_per_key(rows, 1).len() == 3).await;
+    let last = last_per_key(&then, 1);
+    assert_eq!(last[&row(&["r0"])], row(&["r0", "2", "3", "update"]), "{then:?}");
+    assert_eq!(last[&row(&["r1"])], vec![Some("r1".into()), None, None, Some("delete".into())], "{then:?}");
+    assert_eq!(last[&row(&["r2"])], row(&["r2", "1", "7", "insert"]), "{then:?}");
+    // Kinds follow each group: never an update before its insert.
+    for r in &then {
+        assert_ne!((r[0].as_deref(), r[3].as_deref()), (Some("r2"), Some("update")), "{then:?}");
+    }
+
+    // SHOW QUERIES lists it while it runs; closing the cursor ends it (and drops its state).
+    let listed = transient_queries(&c).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0][4].as_deref().unwrap().contains("GROUP BY region"), "{listed:?}");
+    query(&c, "CLOSE p").await;
+    query(&c, "COMMIT").await;
+    assert!(until_no_transient_query(&c, Duration::from_secs(10)).await, "the query outlived its cursor");
+
+    // From the end (the default): only rows written after it started count.
+    query(&c, "SET 'auto.offset.reset' = 'latest'").await;
+    query(&c, "BEGIN").await;
+    query(&c, "DECLARE p CURSOR FOR SELECT region, COUNT(*) AS n FROM ev GROUP BY region EMIT CHANGES").await;
+    // The cursor's query starts with DECLARE; what it reads begins after this insert.
+    query(&c, "INSERT INTO ev (id, region, amount) VALUES ('e6', 'r0', 1), ('e7', 'r0', 1)").await;
+    let fresh =
+        fetch_until(&c, |rows| last_per_key(rows, 1).get(&row(&["r0"])).is_some_and(|r| r[1].as_deref() == Some("2")))
+            .await;
+    assert_eq!(last_per_key(&fresh, 1)[&row(&["r0"])][..2], row(&["r0", "2"])[..], "{fresh:?}");
+    query(&c, "CLOSE p").await;
+    query(&c, "COMMIT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_query_ends_when_terminated_or_when_its_client_vanishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    query(&c, "CREATE STREAM l (id STRING KEY, a BIGINT) WITH (PARTITIONS=1)").await;
+    query(&c, "CREATE STREAM r (id STRING KEY, b BIGINT) WITH (PARTITIONS=1)").await;
+    query(&c, "INSERT INTO l (id, a) VALUES ('k1', 1), ('k2', 2)").await;
+    query(&c, "INSERT INTO r (id, b) VALUES ('k1', 10)").await;
+
+    // A stream–stream join in a push query, ended by TERMINATE from another session: the
+    // statement completes with what was sent.
+    let other = server.client().await;
+    let joined = tokio::spawn(async move {
+        query(&other, "SET 'auto.offset.reset' = 'earliest'").await;
+        query(&other, "SELECT l.id AS id, a, b FROM l JOIN r WITHIN 1 HOURS ON l.id = r.id EMIT CHANGES").await
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let listed = transient_queries(&c).await;
+        if let Some(q) = listed.first() {
+            break q[0].clone().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the push query never showed in SHOW QUERIES");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    query(&c, "INSERT INTO r (id, b) VALUES ('k2', 20)").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    query(&c, &format!("TERMINATE {id}")).await;
+    let mut rows = tokio::time::timeout(Duration::from_secs(20), joined).await.expect("ended").unwrap();
+    rows.sort();
+    assert_eq!(rows, vec![row(&["k1", "1", "10"]), row(&["k2", "2", "20"])]);
+    assert!(until_no_transient_query(&c, Duration::from_secs(10)).await);
+
+    // A client that goes away mid-query without a cancel (its socket just closes): the
+    // server notices while the query has nothing to send, and stops it.
+    let (gone, connection) = tokio_postgres::connect(&server.conn_string(), tokio_postgres::NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let waiting = tokio::spawn(async move {
+        let _ = gone.simple_query("SELECT id, COUNT(*) AS n FROM l GROUP BY id EMIT CHANGES").await;
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while transient_queries(&c).await.is_empty() {
+        assert!(Instant::now() < deadline, "the push query never showed in SHOW QUERIES");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    connection.abort();
+    waiting.abort();
+    assert!(
+        until_no_transient_query(&c, Duration::from_secs(30)).await,
+        "the query of a client that went away kept running"
+    );
+    // The server goes on.
+    assert_eq!(query(&c, "SELECT 1").await, vec![row(&["1"])]);
+}
