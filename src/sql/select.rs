@@ -42,20 +42,15 @@ pub fn parse_select(text: &str, offset_chars: usize, postgres_names: bool) -> Re
     if !pull && ksql_names(&mut query) {
         sql = query.to_string();
     }
-    // The SELECT list's named expressions as written, for `PARTITION BY <expression>`.
-    let named_exprs: Vec<(String, String)> = match query.body.as_ref() {
-        ast::SetExpr::Select(s) => s
-            .projection
-            .iter()
-            .filter_map(|item| match item {
-                ast::SelectItem::ExprWithAlias { expr, alias } => {
-                    Some((expr.to_string().to_lowercase(), normalize_ident(alias)))
-                }
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    if postgres_names && !clauses.partition_by.is_empty() {
+        return Err(EddyError::InvalidValue(
+            "PARTITION BY re-keys a persistent query's output: use it in CREATE STREAM ... AS SELECT".into(),
+        ));
+    }
+    let partition_by = partition_columns(&mut query, &clauses.partition_by, offset_chars)?;
+    if !partition_by.is_empty() {
+        sql = query.to_string();
+    }
     if pg_rewrite::rewrite(&mut query) {
         sql = query.to_string();
     }
@@ -81,40 +76,6 @@ pub fn parse_select(text: &str, offset_chars: usize, postgres_names: bool) -> Re
             "EMIT FINAL needs a WINDOW clause (a window's final result is known when it closes)".into(),
         ));
     }
-    if postgres_names && !clauses.partition_by.is_empty() {
-        return Err(EddyError::InvalidValue(
-            "PARTITION BY re-keys a persistent query's output: use it in CREATE STREAM ... AS SELECT".into(),
-        ));
-    }
-    let partition_by = clauses
-        .partition_by
-        .iter()
-        .map(|e| match parse_sqlparser(&format!("SELECT {e}"), offset_chars) {
-            Ok(ast::Statement::Query(q)) => match q.body.as_ref() {
-                ast::SetExpr::Select(s) => match s.projection.as_slice() {
-                    [ast::SelectItem::UnnamedExpr(ast::Expr::Identifier(i))] => Ok(normalize_ident(i)),
-                    [ast::SelectItem::UnnamedExpr(ast::Expr::CompoundIdentifier(parts))] => {
-                        Ok(parts.last().map(normalize_ident).unwrap_or_default())
-                    }
-                    // An expression the SELECT list holds: its column (`ksql_col_0` when unnamed).
-                    [ast::SelectItem::UnnamedExpr(expr)] => {
-                        let text = expr.to_string().to_lowercase();
-                        named_exprs.iter().find(|(x, _)| *x == text).map(|(_, name)| name.clone()).ok_or_else(|| {
-                            EddyError::NotImplemented(format!(
-                                "PARTITION BY {e}: the expression must be in the SELECT list too (it becomes the key column)"
-                            ))
-                        })
-                    }
-                    _ => Err(EddyError::NotImplemented(format!(
-                        "PARTITION BY {e}: partition by a column or an expression of the SELECT list"
-                    ))),
-                },
-                _ => Err(EddyError::Syntax { message: format!("bad PARTITION BY {e}"), position: None }),
-            },
-            Ok(_) => Err(EddyError::Syntax { message: format!("bad PARTITION BY {e}"), position: None }),
-            Err(err) => Err(err),
-        })
-        .collect::<Result<Vec<String>, EddyError>>()?;
     let mut relations = Vec::new();
     collect_relations(&query, &mut relations);
     Ok(SelectStatement {
@@ -166,6 +127,85 @@ fn ksql_names(query: &mut ast::Query) -> bool {
         changed = true;
     }
     changed
+}
+
+/// ksqlDB's `PARTITION BY`: the name of each partitioning expression's result column. A
+/// column or expression the SELECT list lacks is added to it, first (keys lead a ksqlDB
+/// schema): a column under its name, an expression as `ksql_col_n`. An expression the SELECT
+/// list holds is its column.
+fn partition_columns(query: &mut ast::Query, exprs: &[String], offset_chars: usize) -> Result<Vec<String>, EddyError> {
+    let ast::SetExpr::Select(select) = query.body.as_mut() else {
+        return if exprs.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Err(EddyError::NotImplemented("PARTITION BY on a set operation".into()))
+        };
+    };
+    let wildcard = select
+        .projection
+        .iter()
+        .any(|item| matches!(item, ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..)));
+    let mut names = Vec::new();
+    let mut added = 0;
+    for e in exprs {
+        let bad = || EddyError::Syntax { message: format!("bad PARTITION BY {e}"), position: None };
+        let expr = match parse_sqlparser(&format!("SELECT {e}"), offset_chars)? {
+            ast::Statement::Query(q) => match *q.body {
+                ast::SetExpr::Select(s) => match s.projection.into_iter().next() {
+                    Some(ast::SelectItem::UnnamedExpr(expr)) if !matches!(expr, ast::Expr::Wildcard(_)) => expr,
+                    _ => return Err(bad()),
+                },
+                _ => return Err(bad()),
+            },
+            _ => return Err(bad()),
+        };
+        let output_name = |item: &ast::SelectItem| match item {
+            ast::SelectItem::UnnamedExpr(ast::Expr::Identifier(i)) => Some(normalize_ident(i)),
+            ast::SelectItem::UnnamedExpr(ast::Expr::CompoundIdentifier(parts)) => parts.last().map(normalize_ident),
+            ast::SelectItem::ExprWithAlias { alias, .. } => Some(normalize_ident(alias)),
+            _ => None,
+        };
+        let column = match &expr {
+            ast::Expr::Identifier(i) => Some(normalize_ident(i)),
+            ast::Expr::CompoundIdentifier(parts) => parts.last().map(normalize_ident),
+            _ => None,
+        };
+        let name = match column {
+            Some(name) => {
+                if !wildcard && !select.projection.iter().any(|item| output_name(item).as_deref() == Some(&name)) {
+                    select.projection.insert(added, ast::SelectItem::UnnamedExpr(expr.clone()));
+                    added += 1;
+                }
+                name
+            }
+            None => {
+                let text = expr.to_string().to_lowercase();
+                let held = select.projection.iter().find_map(|item| match item {
+                    ast::SelectItem::ExprWithAlias { expr, alias } if expr.to_string().to_lowercase() == text => {
+                        Some(normalize_ident(alias))
+                    }
+                    _ => None,
+                });
+                match held {
+                    Some(name) => name,
+                    None => {
+                        let taken: Vec<String> = select.projection.iter().filter_map(output_name).collect();
+                        let mut n = 0;
+                        while taken.contains(&format!("ksql_col_{n}")) {
+                            n += 1;
+                        }
+                        let name = format!("ksql_col_{n}");
+                        let alias = ast::Ident::new(name.clone());
+                        select.projection.insert(added, ast::SelectItem::ExprWithAlias { expr, alias });
+                        added += 1;
+                        name
+                    }
+                }
+            }
+        };
+        names.push(name);
+    }
+    Ok(names)
 }
 
 /// Whether the query is `a RIGHT [OUTER] JOIN b` (one join), which a continuous query runs
@@ -380,5 +420,24 @@ fn collect_factor(f: &ast::TableFactor, out: &mut Vec<String>) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_by_adds_what_the_select_list_lacks_in_front() {
+        let s = parse_select("SELECT page FROM clicks PARTITION BY usr, UCASE(page) EMIT CHANGES", 0, false).unwrap();
+        assert_eq!(s.partition_by, ["usr", "ksql_col_0"]);
+        assert!(s.sql.starts_with("SELECT usr, UCASE(page) AS ksql_col_0, page FROM"), "{}", s.sql);
+        // Held already: by name, by expression (its alias), or under `*`.
+        let s = parse_select("SELECT c.usr, UCASE(page) AS up FROM clicks c PARTITION BY c.usr, UCASE(page)", 0, false)
+            .unwrap();
+        assert_eq!(s.partition_by, ["usr", "up"]);
+        assert!(s.sql.starts_with("SELECT c.usr, UCASE(page) AS up FROM"), "{}", s.sql);
+        let s = parse_select("SELECT * FROM clicks PARTITION BY usr", 0, false).unwrap();
+        assert!(s.sql.starts_with("SELECT * FROM"), "{}", s.sql);
     }
 }
