@@ -17,6 +17,7 @@
 pub mod aggregates;
 mod byte_numbers;
 mod json_strings;
+pub mod ksql_semantics;
 pub mod lambdas;
 mod maps;
 mod strings;
@@ -687,6 +688,7 @@ pub fn udfs() -> Vec<ScalarUDF> {
     all.extend(strings::byte_codecs());
     all.push(maps::map_union());
     all.extend(byte_numbers::udfs());
+    all.extend(ksql_semantics::udfs());
     all.extend(table::udfs());
     all
 }

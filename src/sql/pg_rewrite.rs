@@ -83,6 +83,68 @@ struct Rewriter {
     changed: bool,
 }
 
+/// ksqlDB's meaning of functions Postgres (and DataFusion) have under the same name, for a
+/// continuous or push query (pull queries keep Postgres's): `ROUND`, `CEIL`, `FLOOR`,
+/// `SUBSTRING`, `INITCAP`, `INSTR` and `TRIM(s)` call Eddy's own (`functions::ksql_semantics`, named here as text: the fuzz
+/// targets build this module alone), `REGEXP_REPLACE` replaces every match. Whether it
+/// changed anything.
+pub fn ksql_functions(query: &mut Query) -> bool {
+    let mut changed = false;
+    let _ = ast::visit_expressions_mut(query, |e| {
+        let ceil = matches!(e, Expr::Ceil { .. });
+        match e {
+            Expr::Substring { expr, substring_from: Some(from), substring_for, .. } => {
+                let mut args = vec![expr.to_string(), from.to_string()];
+                args.extend(substring_for.as_ref().map(|f| f.to_string()));
+                if let Some(call) = try_parse_expr(&format!("ksql_substring({})", args.join(", "))) {
+                    *e = call;
+                    changed = true;
+                }
+            }
+            // `CEIL(x)` and `FLOOR(x)` (sqlparser's own expressions; no `TO` field or scale).
+            Expr::Ceil { expr, field: ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime) }
+            | Expr::Floor { expr, field: ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime) } => {
+                let name = if ceil { "ksql_ceil" } else { "ksql_floor" };
+                if let Some(call) = try_parse_expr(&format!("{name}({expr})")) {
+                    *e = call;
+                    changed = true;
+                }
+            }
+            Expr::Trim { expr, trim_where: None, trim_what: None, trim_characters: None } => {
+                if let Some(call) = try_parse_expr(&format!("ksql_trim({expr})")) {
+                    *e = call;
+                    changed = true;
+                }
+            }
+            Expr::Function(f) => {
+                let FunctionArguments::List(list) = &mut f.args else { return ControlFlow::<()>::Continue(()) };
+                let n = list.args.len();
+                let renamed = match (last_part(&f.name).as_str(), n) {
+                    ("round", 1 | 2) => Some("ksql_round"),
+                    ("initcap", 1) => Some("ksql_initcap"),
+                    ("instr", 2..=4) => Some("ksql_instr"),
+                    ("ceil" | "ceiling", 1) => Some("ksql_ceil"),
+                    ("floor", 1) => Some("ksql_floor"),
+                    ("regexp_replace", 3) => {
+                        let g = Expr::Value(ast::Value::SingleQuotedString("g".into()).into());
+                        list.args.push(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(g)));
+                        changed = true;
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(name) = renamed {
+                    f.name = ObjectName::from(vec![ast::Ident::new(name)]);
+                    changed = true;
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    changed
+}
+
 fn parse_expr(sql: &str) -> Expr {
     Parser::new(&GenericDialect {}).try_with_sql(sql).and_then(|mut p| p.parse_expr()).expect("a valid expression")
 }
@@ -664,6 +726,9 @@ fn ksql_alias(e: &Expr) -> Option<Expr> {
         ("from_days", [n]) => format!("arrow_cast(arrow_cast({n}, 'Int32'), 'Date32')"),
         // ksqlDB (and Postgres) remove every match; DataFusion's array_remove the first.
         ("array_remove", [a, x]) => format!("array_remove_all({a}, {x})"),
+        // ksqlDB's INSTR with a start position and an occurrence (DataFusion's takes two).
+        ("instr", [s, sub, position]) => format!("ksql_instr({s}, {sub}, {position})"),
+        ("instr", [s, sub, position, occurrence]) => format!("ksql_instr({s}, {sub}, {position}, {occurrence})"),
         // ksqlDB sorts NULLs last in both directions.
         ("array_sort", [a]) => format!("array_sort({a}, 'ASC', 'NULLS LAST')"),
         ("array_sort", [a, dir]) => format!("array_sort({a}, upper({dir}), 'NULLS LAST')"),

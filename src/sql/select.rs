@@ -54,6 +54,9 @@ pub fn parse_select(text: &str, offset_chars: usize, postgres_names: bool) -> Re
     if pg_rewrite::rewrite(&mut query) {
         sql = query.to_string();
     }
+    if !pull && pg_rewrite::ksql_functions(&mut query) {
+        sql = query.to_string();
+    }
     if pull && explode_as_unnest(&mut query) {
         sql = query.to_string();
     }
