@@ -1,12 +1,14 @@
 //! Push queries with GROUP BY and over stream–stream joins (issue 17): transient queries
 //! with state of their own, dropped when the client goes away. Checked with tokio-postgres:
 //! the change kinds of an aggregate's rows (HAVING moves groups out), `auto.offset.reset`,
-//! SHOW QUERIES and TERMINATE, and a client that vanishes without a word.
+//! SHOW QUERIES and TERMINATE, and a client that vanishes without a word. Also ksqlDB's
+//! PRINT (a topic's records as they are, streamed the same way) over records kcat wrote, and
+//! SHOW FUNCTIONS.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::common::{query, row, Server};
+use crate::common::{kcat, query, row, sqlstate, Server};
 
 type Rows = Vec<Vec<Option<String>>>;
 
@@ -163,4 +165,56 @@ async fn a_push_query_ends_when_terminated_or_when_its_client_vanishes() {
     );
     // The server goes on.
     assert_eq!(query(&c, "SELECT 1").await, vec![row(&["1"])]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn print_shows_a_topics_records_as_they_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    // Records no stream describes: text, a 4-byte number (KAFKA format), a tombstone.
+    let kafka = server.kafka.clone();
+    let lines = b"k1:{\"a\":1}\nk2:\x00\x00\x00\x2a\nk3:\n".to_vec();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        kcat(&["-P", "-b", &kafka, "-t", "Raw", "-K:", "-Z", "-p", "0"], Some(&lines))
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let columns = |rows: Rows| -> Rows { rows.into_iter().map(|r| r[1..].to_vec()).collect() };
+    // Unquoted, any case matches; from the beginning; every record.
+    let got = columns(query(&c, "PRINT raw FROM BEGINNING LIMIT 3").await);
+    assert_eq!(
+        got,
+        vec![
+            row(&["0", "0", "k1", "{\"a\":1}"]),
+            row(&["0", "1", "k2", "\\x0000002a"]),
+            vec![Some("0".into()), Some("2".into()), Some("k3".into()), None],
+        ]
+    );
+    assert_eq!(columns(query(&c, "PRINT 'Raw' FROM BEGINNING INTERVAL 2 LIMIT 2").await)[1][1].as_deref(), Some("2"));
+    assert_eq!(sqlstate(&c, "PRINT 'raw' FROM BEGINNING LIMIT 1").await.0, "42P01", "a quoted name keeps its case");
+
+    // From the end: only what comes after it started.
+    let printer = server.client().await;
+    let waiting = tokio::spawn(async move { query(&printer, "PRINT Raw LIMIT 1").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kafka = server.kafka.clone();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        kcat(&["-P", "-b", &kafka, "-t", "Raw", "-K:", "-p", "0"], Some(b"k4:later\n"))
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let later = tokio::time::timeout(Duration::from_secs(20), waiting).await.expect("PRINT ended").unwrap();
+    assert_eq!(columns(later), vec![row(&["0", "3", "k4", "later"])]);
+
+    // SHOW FUNCTIONS: every kind, ksqlDB's names, none of Eddy's internal stand-ins.
+    let functions = query(&c, "SHOW FUNCTIONS").await;
+    let kind = |name: &str| functions.iter().find(|r| r[0].as_deref() == Some(name)).and_then(|r| r[1].clone());
+    assert_eq!(kind("ROUND").as_deref(), Some("SCALAR"));
+    assert_eq!(kind("TOPK").as_deref(), Some("AGGREGATE"));
+    assert_eq!(kind("EXPLODE").as_deref(), Some("TABLE"));
+    assert_eq!(kind("TRANSFORM").as_deref(), Some("SCALAR"));
+    assert!(functions.iter().all(|r| !r[0].as_deref().unwrap_or("").starts_with("KSQL_")), "internal names listed");
 }

@@ -821,6 +821,7 @@ impl Engine {
     pub(super) fn show(&self, what: &str) -> Result<Output> {
         let rels = self.catalog.relations();
         match what {
+            "functions" => self.show_functions(),
             "streams" | "tables" => {
                 let kind = if what == "streams" { RelationKind::Stream } else { RelationKind::Table };
                 let rows = rels

@@ -3,10 +3,12 @@
 //! the results to the wire.
 
 mod ddl;
+mod function_docs;
 pub mod pg_catalog;
 mod pg_functions;
 mod pg_views;
 mod point_lookup;
+mod print;
 mod privileges;
 mod pull_table;
 mod serve;
@@ -392,6 +394,10 @@ impl Engine {
                 self.drop_relation(kind, &name, if_exists, delete_topic).await
             }
             Statement::Terminate { query_id } => self.terminate(&user, query_id).await,
+            Statement::Print { topic, exact, from_beginning, interval, limit } => {
+                self.print(&user, &topic, exact, from_beginning, interval, limit)
+            }
+            Statement::DescribeFunction { name } => self.describe_function(&name),
             Statement::Grant { privileges, relations, users, revoke } => {
                 self.grant(session, privileges, relations, users, revoke).await
             }

@@ -247,7 +247,11 @@ impl Engine {
                     Arc::new(crate::functions::lambdas::plan_sql(&ctx, &select.sql).await?.schema().as_arrow().clone());
                 Some(crate::sql::pg_names::strip_markers(schema))
             }
-            Statement::Show { .. } | Statement::Describe { .. } | Statement::Explain(_) => {
+            Statement::Print { .. } => Some(super::print::print_schema()),
+            Statement::Show { .. }
+            | Statement::Describe { .. }
+            | Statement::DescribeFunction { .. }
+            | Statement::Explain(_) => {
                 let located = crate::sql::Located { statement: stmt.clone(), text: String::new(), offset_chars: 0 };
                 match self.execute(&mut Session::default(), located).await? {
                     Output::Rows { schema, .. } => Some(schema),

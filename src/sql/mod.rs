@@ -133,6 +133,19 @@ pub enum Statement {
     Terminate {
         query_id: Option<String>,
     },
+    /// ksqlDB's `PRINT topic [FROM BEGINNING] [INTERVAL | SAMPLE n] [LIMIT n]`: a topic's
+    /// records as they are (`exact`: the name was quoted; unquoted it matches any case).
+    Print {
+        topic: String,
+        exact: bool,
+        from_beginning: bool,
+        interval: u64,
+        limit: Option<u64>,
+    },
+    /// ksqlDB's `DESCRIBE FUNCTION name`.
+    DescribeFunction {
+        name: String,
+    },
     Explain(Box<Statement>),
     Flush,
     Set {
@@ -504,6 +517,12 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
             t.expect_end()?;
             Ok(Statement::Show { what })
         }
+        "DESCRIBE" | "DESC" if second == "FUNCTION" => {
+            t.pos += 2;
+            let name = t.ident()?;
+            t.expect_end()?;
+            Ok(Statement::DescribeFunction { name })
+        }
         "DESCRIBE" | "DESC" => {
             t.pos += 1;
             t.eat_word("STREAM");
@@ -527,6 +546,33 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
             let delete_topic = t.eat_word("DELETE") && { t.expect_word("TOPIC")?; true };
             t.expect_end()?;
             Ok(Statement::Drop { kind, name, if_exists, delete_topic })
+        }
+        "PRINT" => {
+            t.pos += 1;
+            let (topic, exact) = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
+                Some(Token::Word(w)) => (w.value.clone(), w.quote_style.is_some()),
+                Some(Token::SingleQuotedString(s)) => (s, true),
+                _ => return Err(t.error("syntax error: expected a topic name")),
+            };
+            t.pos += 1;
+            let (mut from_beginning, mut interval, mut limit) = (false, 1, None);
+            loop {
+                if t.eat_word("FROM") {
+                    t.expect_word("BEGINNING")?;
+                    from_beginning = true;
+                } else if t.eat_word("INTERVAL") || t.eat_word("SAMPLE") {
+                    interval = t.number()?;
+                    if interval == 0 {
+                        return Err(t.error("INTERVAL must be at least 1"));
+                    }
+                } else if t.eat_word("LIMIT") {
+                    limit = Some(t.number()?);
+                } else {
+                    break;
+                }
+            }
+            t.expect_end()?;
+            Ok(Statement::Print { topic, exact, from_beginning, interval, limit })
         }
         "TERMINATE" => {
             t.pos += 1;
