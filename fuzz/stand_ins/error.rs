@@ -13,6 +13,7 @@ pub enum EddyError {
         position: Option<usize>,
     },
     UndefinedRelation(String),
+    UndefinedObject(String),
     InvalidValue(String),
     NotImplemented(String),
     LimitExceeded(String),

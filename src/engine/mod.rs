@@ -100,13 +100,15 @@ pub enum Output {
 #[derive(Debug, Default, Clone)]
 pub struct Session {
     pub settings: HashMap<String, String>,
+    /// ksqlDB's variables (`DEFINE`), replaced in later statements (`sql::variables`).
+    pub variables: std::collections::BTreeMap<String, String>,
     /// Who is connected (the startup message's user, authenticated or trusted).
     pub user: String,
 }
 
 impl Session {
     pub fn for_user(user: &str) -> Session {
-        Session { settings: HashMap::new(), user: user.to_string() }
+        Session { settings: HashMap::new(), variables: Default::default(), user: user.to_string() }
     }
 
     /// A duration setting in Postgres's units (`5s`, `500ms`, `1min`; a bare number is
@@ -385,7 +387,19 @@ impl Engine {
                 };
                 Ok(Output::CopyOut(Box::new(inner)))
             }
+            Statement::Show { what } if what == "variables" => {
+                let rows = session.variables.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
+                Ok(ddl::strings_output(&["variable_name", "value"], rows, "SHOW"))
+            }
             Statement::Show { what } => self.show(&what),
+            Statement::Define { name, value } => {
+                session.variables.insert(name, value);
+                Ok(Output::Command { tag: "DEFINE".into() })
+            }
+            Statement::Undefine { name } => {
+                session.variables.remove(&name);
+                Ok(Output::Command { tag: "UNDEFINE".into() })
+            }
             Statement::Describe { name } => self.describe(&name),
             Statement::Drop { kind, name, if_exists, delete_topic } => {
                 if let Some(rel) = self.catalog.relation(&name) {

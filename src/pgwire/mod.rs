@@ -128,6 +128,16 @@ fn session_of<C: ClientInfo>(client: &C) -> Arc<ConnSession> {
     })
 }
 
+/// `sql` with the session's ksqlDB variables (`${name}`) replaced (`sql::variables`).
+async fn with_variables<C: ClientInfo>(client: &C, sql: &str) -> PgWireResult<String> {
+    if !sql.contains("${") {
+        return Ok(sql.to_string());
+    }
+    let session = session_of(client);
+    let vars = session.session.lock().await.variables.clone();
+    sql::variables::substitute(sql, &vars).map_err(to_pg)
+}
+
 fn is_psql<C: ClientInfo>(client: &C) -> bool {
     client.metadata().get("application_name").is_some_and(|a| a == "psql")
 }
@@ -542,7 +552,8 @@ impl SimpleQueryHandler for PgServer {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statements = sql::parse(query).map_err(to_pg)?;
+        let query = with_variables(client, query).await?;
+        let statements = sql::parse(&query).map_err(to_pg)?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
@@ -597,6 +608,7 @@ impl QueryParser for EddyQueryParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        let sql = &with_variables(client, sql).await?;
         let params = params::count_params(sql).map_err(to_pg)?;
         // Describe needs the result columns: plan the statement now (with NULL parameters).
         let substituted = params::substitute(sql, &vec![None; params]);

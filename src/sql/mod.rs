@@ -20,6 +20,7 @@ mod admin;
 mod lambda;
 pub use lambda::rewrite_parameter_lists as rewrite_lambda_parameter_lists;
 mod select;
+pub mod variables;
 pub use select::{expand_wildcards, is_right_join, parse_select};
 pub mod pg_names;
 pub mod pg_rewrite;
@@ -144,6 +145,15 @@ pub enum Statement {
     },
     /// ksqlDB's `DESCRIBE FUNCTION name`.
     DescribeFunction {
+        name: String,
+    },
+    /// ksqlDB's `DEFINE name = 'value'` (a session variable, see `variables`).
+    Define {
+        name: String,
+        value: String,
+    },
+    /// ksqlDB's `UNDEFINE name`.
+    Undefine {
         name: String,
     },
     Explain(Box<Statement>),
@@ -501,6 +511,12 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
         },
         "SELECT" | "WITH" | "VALUES" => Ok(Statement::Select(parse_select(text, offset_chars, true)?)),
         "COPY" => parse_copy(&mut t),
+        "DEFINE" | "UNDEFINE" => match variables::define(text) {
+            Some((name, Some(value))) => Ok(Statement::Define { name, value }),
+            Some((name, None)) => Ok(Statement::Undefine { name }),
+            None if first == "DEFINE" => Err(t.error("syntax error: expected DEFINE name = 'value'")),
+            None => Err(t.error("syntax error: expected UNDEFINE name")),
+        },
         "SHOW" | "LIST" => {
             t.pos += 1;
             let what = t.ident()?;
