@@ -11,7 +11,7 @@ use std::sync::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EddyError, Result};
-use crate::format::{Column, KeyFormat, ValueFormat};
+use crate::format::{Column, KeyFormat, SqlType, ValueFormat};
 use crate::sql::{Privilege, RelationKind};
 use crate::state::{StateStore, CATALOG_CF};
 
@@ -146,9 +146,14 @@ pub struct Catalog {
     store: StateStore,
     relations: RwLock<BTreeMap<String, RelationDef>>,
     queries: RwLock<BTreeMap<String, QueryDef>>,
+    /// ksqlDB's custom types (`CREATE TYPE`), by lower-case name.
+    types: RwLock<BTreeMap<String, SqlType>>,
     /// Bumped after every change to the relations, for caches built from them.
     version: AtomicU64,
 }
+
+/// Catalog keys of custom types: this, then the lower-case name.
+const TYPE_PREFIX: &[u8] = b"type/";
 
 fn rel_key(name: &str) -> Vec<u8> {
     format!("relation/{name}").into_bytes()
@@ -185,12 +190,44 @@ impl Catalog {
                 serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("catalog entry: {e}")))?;
             queries.insert(q.id.clone(), q);
         }
+        let mut types = BTreeMap::new();
+        for (k, v) in store.scan_prefix(CATALOG_CF, TYPE_PREFIX, usize::MAX)? {
+            let ty: SqlType =
+                serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("catalog entry: {e}")))?;
+            types.insert(String::from_utf8_lossy(&k[TYPE_PREFIX.len()..]).into_owned(), ty);
+        }
         Ok(Catalog {
             store,
             relations: RwLock::new(relations),
             queries: RwLock::new(queries),
+            types: RwLock::new(types),
             version: AtomicU64::new(0),
         })
+    }
+
+    /// The custom types (`CREATE TYPE`), by lower-case name.
+    pub fn types(&self) -> BTreeMap<String, SqlType> {
+        self.types.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds (`Some`) or removes a custom type, durably.
+    pub fn set_type(&self, name: &str, ty: Option<&SqlType>) -> Result<()> {
+        let name = name.to_lowercase();
+        let mut key = TYPE_PREFIX.to_vec();
+        key.extend_from_slice(name.as_bytes());
+        let mut cp = self.store.checkpoint(CATALOG_CF);
+        match ty {
+            Some(ty) => cp.put(&self.store, &key, &to_json(ty)?)?,
+            None => cp.delete(&self.store, &key)?,
+        }
+        self.store.commit(cp)?;
+        self.store.request_backup();
+        let mut types = self.types.write().unwrap_or_else(|p| p.into_inner());
+        match ty {
+            Some(ty) => types.insert(name, ty.clone()),
+            None => types.remove(&name),
+        };
+        Ok(())
     }
 
     pub fn relation(&self, name: &str) -> Option<RelationDef> {

@@ -184,6 +184,7 @@ impl Engine {
         let log = Arc::new(Log::open(&config.data_dir.join("log"), clock())?);
         let store = StateStore::open(&config.data_dir.join("state"), &config.backups)?;
         let catalog = Catalog::open(store.clone())?;
+        crate::sql::custom_types::set(catalog.types());
         let users = Arc::new(crate::auth::Users::open(store.clone()).map_err(EddyError::State)?);
         let runtime = Runtime {
             log: log.clone(),
@@ -391,7 +392,30 @@ impl Engine {
                 let rows = session.variables.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
                 Ok(ddl::strings_output(&["variable_name", "value"], rows, "SHOW"))
             }
+            Statement::Show { what } if what == "types" => {
+                let rows = self.catalog.types().into_iter().map(|(name, ty)| vec![name, ty.name()]).collect();
+                Ok(ddl::strings_output(&["type_name", "schema"], rows, "SHOW"))
+            }
+            Statement::Show { what } if what == "properties" => {
+                // The properties Eddy acts on, with their defaults, then what the session SET.
+                let defaults =
+                    [("auto.offset.reset", "latest"), ("eddy.fetch_timeout", "1s"), ("statement_timeout", "0")];
+                let mut rows: Vec<Vec<String>> = defaults
+                    .iter()
+                    .filter(|(k, _)| !session.settings.contains_key(*k))
+                    .map(|(k, v)| vec![k.to_string(), v.to_string(), "default".to_string()])
+                    .collect();
+                rows.extend(session.settings.iter().map(|(k, v)| vec![k.clone(), v.clone(), "session".to_string()]));
+                rows.sort();
+                Ok(ddl::strings_output(&["property", "value", "level"], rows, "SHOW"))
+            }
             Statement::Show { what } => self.show(&what),
+            Statement::CreateType { name, ty, if_not_exists } => self.create_type(&name, ty, if_not_exists).await,
+            Statement::DropType { name, if_exists } => self.drop_type(&name, if_exists).await,
+            Statement::Unset { name } => {
+                session.settings.remove(&name.to_lowercase());
+                Ok(Output::Command { tag: "UNSET".into() })
+            }
             Statement::Define { name, value } => {
                 session.variables.insert(name, value);
                 Ok(Output::Command { tag: "DEFINE".into() })

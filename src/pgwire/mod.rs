@@ -233,7 +233,16 @@ fn encode_rows(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch, max_rows: usiz
                 DataType::Timestamp(_, _) => {
                     let ms = c.as_primitive::<TimestampMillisecondType>().value(row);
                     let ts = chrono::DateTime::from_timestamp_millis(ms).map(|d| d.naive_utc());
-                    encoder.encode_field(&valid.then_some(ts).flatten())?
+                    match ts.filter(|_| valid) {
+                        // Postgres's text: fractional seconds only as far as they go
+                        // (`12:00:01.5`, `12:00:01`), not always six digits.
+                        Some(t) if text_format(fields, i) => {
+                            let text = t.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+                            let text = text.trim_end_matches('0').trim_end_matches('.').to_string();
+                            encoder.encode_field(&text)?
+                        }
+                        t => encoder.encode_field(&t)?,
+                    }
                 }
                 DataType::Date32 => {
                     let days = c.as_primitive::<Date32Type>().value(row);

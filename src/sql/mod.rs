@@ -17,6 +17,7 @@ use crate::format::{Column, SqlType, StructField};
 
 mod access;
 mod admin;
+pub mod custom_types;
 mod lambda;
 pub use lambda::rewrite_parameter_lists as rewrite_lambda_parameter_lists;
 mod select;
@@ -147,6 +148,17 @@ pub enum Statement {
     DescribeFunction {
         name: String,
     },
+    /// ksqlDB's `CREATE TYPE [IF NOT EXISTS] name AS type` (see `custom_types`).
+    CreateType {
+        name: String,
+        ty: SqlType,
+        if_not_exists: bool,
+    },
+    /// ksqlDB's `DROP TYPE [IF EXISTS] name`.
+    DropType {
+        name: String,
+        if_exists: bool,
+    },
     /// ksqlDB's `DEFINE name = 'value'` (a session variable, see `variables`).
     Define {
         name: String,
@@ -154,6 +166,10 @@ pub enum Statement {
     },
     /// ksqlDB's `UNDEFINE name`.
     Undefine {
+        name: String,
+    },
+    /// ksqlDB's `UNSET 'property'`: the session's SET of it is forgotten.
+    Unset {
         name: String,
     },
     Explain(Box<Statement>),
@@ -500,6 +516,14 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
         "CREATE" if user => admin::parse_create_user(&mut t),
         "ALTER" if user => admin::parse_alter_user(&mut t),
         "DROP" if user => admin::parse_drop_user(&mut t),
+        "CREATE" if second == "TYPE" => {
+            t.pos += 1;
+            custom_types::parse_create_type(&mut t)
+        }
+        "DROP" if second == "TYPE" => {
+            t.pos += 1;
+            custom_types::parse_drop_type(&mut t)
+        }
         "GRANT" | "REVOKE" => admin::parse_grant(&mut t),
         "DECLARE" => admin::parse_declare(&mut t),
         "FETCH" | "MOVE" => admin::parse_fetch(&mut t),
@@ -611,6 +635,21 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
             Ok(Statement::Flush)
         }
         "SET" => parse_set(&mut t),
+        "UNSET" => {
+            t.pos += 1;
+            let name = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
+                Some(Token::SingleQuotedString(s)) => {
+                    t.pos += 1;
+                    s.to_lowercase()
+                }
+                _ => {
+                    let first = t.ident()?;
+                    admin::dotted_name(&mut t, first)?
+                }
+            };
+            t.expect_end()?;
+            Ok(Statement::Unset { name })
+        }
         "RESET" | "DISCARD" | "DEALLOCATE" => Ok(Statement::NoOp { tag: first }),
         "BEGIN" | "START" => Ok(Statement::NoOp { tag: "BEGIN".into() }),
         "COMMIT" | "END" => Ok(Statement::NoOp { tag: "COMMIT".into() }),
@@ -876,6 +915,9 @@ fn parse_type(t: &mut Tokens, depth: usize) -> Result<SqlType, EddyError> {
             }
             t.pos += 1;
         }
+    }
+    if let Some(custom) = custom_types::get(&type_name).filter(|_| !custom_types::is_builtin(&type_name)) {
+        return Ok(custom);
     }
     SqlType::parse(&type_name).ok_or_else(|| {
         t.pos -= 1;
