@@ -291,6 +291,15 @@ impl Engine {
                 return Err(EddyError::InvalidValue(format!("unknown property {key} in WITH (...)")));
             }
         }
+        // ksqlDB's FORMAT sets both formats, and so excludes either of the others.
+        if let (Some(_), Some(other)) =
+            (props.get("FORMAT"), ["VALUE_FORMAT", "KEY_FORMAT"].into_iter().find(|k| props.contains_key(*k)))
+        {
+            return Err(EddyError::InvalidValue(format!(
+                "Cannot supply both '{other}' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats. \
+                 Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'."
+            )));
+        }
         let value_format_name = props.get("VALUE_FORMAT").or(props.get("FORMAT")).map_or("JSON", String::as_str);
         let mut value_encoding =
             ValueFormat::parse(value_format_name, props.get("VALUE_DELIMITER").map(String::as_str))
@@ -316,7 +325,7 @@ impl Engine {
             ValueFormat::Delimited(_) | ValueFormat::Json | ValueFormat::JsonUnwrapped | ValueFormat::Kafka => None,
         };
         let n_keys = columns.iter().filter(|c| c.key).count();
-        let key_format = match props.get("KEY_FORMAT") {
+        let key_format = match props.get("KEY_FORMAT").or(props.get("FORMAT").filter(|_| n_keys > 0)) {
             Some(f) => KeyFormat::parse(f)
                 .ok_or_else(|| EddyError::NotImplemented(format!("KEY_FORMAT='{f}' (KAFKA, JSON or DELIMITED)")))?,
             None if n_keys == 0 => KeyFormat::None,
