@@ -36,10 +36,7 @@ pub(super) fn parse_drop_user(t: &mut Tokens) -> Result<Statement, EddyError> {
     if !t.eat_word("USER") {
         t.expect_word("ROLE")?;
     }
-    let if_exists = t.eat_word("IF") && {
-        t.expect_word("EXISTS")?;
-        true
-    };
+    let if_exists = t.eat_if_exists()?;
     let name = t.ident()?;
     t.expect_end()?;
     Ok(Statement::DropUser { name, if_exists })

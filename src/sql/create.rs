@@ -12,18 +12,8 @@ pub(super) fn parse_create(t: &mut Tokens) -> Result<Statement, EddyError> {
         true
     };
     t.eat_word("SOURCE");
-    let kind = if t.eat_word("STREAM") {
-        RelationKind::Stream
-    } else if t.eat_word("TABLE") {
-        RelationKind::Table
-    } else {
-        return Err(t.error("syntax error: expected STREAM or TABLE"));
-    };
-    let if_not_exists = t.eat_word("IF") && {
-        t.expect_word("NOT")?;
-        t.expect_word("EXISTS")?;
-        true
-    };
+    let kind = t.relation_kind()?;
+    let if_not_exists = t.eat_if_not_exists()?;
     let name = t.ident()?;
     let mut columns = Vec::new();
     let mut headers = Vec::new();

@@ -34,11 +34,7 @@ pub fn is_builtin(name: &str) -> bool {
 /// `CREATE TYPE [IF NOT EXISTS] name AS type` (after `CREATE`).
 pub(super) fn parse_create_type(t: &mut Tokens) -> Result<Statement, EddyError> {
     t.expect_word("TYPE")?;
-    let if_not_exists = t.eat_word("IF") && {
-        t.expect_word("NOT")?;
-        t.expect_word("EXISTS")?;
-        true
-    };
+    let if_not_exists = t.eat_if_not_exists()?;
     let name = t.ident()?;
     if is_builtin(&name) {
         t.pos -= 1;
@@ -53,10 +49,7 @@ pub(super) fn parse_create_type(t: &mut Tokens) -> Result<Statement, EddyError> 
 /// `DROP TYPE [IF EXISTS] name` (after `DROP`).
 pub(super) fn parse_drop_type(t: &mut Tokens) -> Result<Statement, EddyError> {
     t.expect_word("TYPE")?;
-    let if_exists = t.eat_word("IF") && {
-        t.expect_word("EXISTS")?;
-        true
-    };
+    let if_exists = t.eat_if_exists()?;
     let name = t.ident()?;
     t.expect_end()?;
     Ok(Statement::DropType { name, if_exists })

@@ -409,6 +409,49 @@ impl<'a> Tokens<'a> {
         }
     }
 
+    /// `IF EXISTS`, if it comes next.
+    fn eat_if_exists(&mut self) -> Result<bool, EddyError> {
+        Ok(self.eat_word("IF") && {
+            self.expect_word("EXISTS")?;
+            true
+        })
+    }
+
+    /// `IF NOT EXISTS`, if it comes next.
+    fn eat_if_not_exists(&mut self) -> Result<bool, EddyError> {
+        Ok(self.eat_word("IF") && {
+            self.expect_word("NOT")?;
+            self.expect_word("EXISTS")?;
+            true
+        })
+    }
+
+    /// `STREAM` or `TABLE`, which must come next.
+    fn relation_kind(&mut self) -> Result<RelationKind, EddyError> {
+        if self.eat_word("STREAM") {
+            Ok(RelationKind::Stream)
+        } else if self.eat_word("TABLE") {
+            Ok(RelationKind::Table)
+        } else {
+            Err(self.error("syntax error: expected STREAM or TABLE"))
+        }
+    }
+
+    /// A property's name as SET and UNSET take it: `'auto.offset.reset'` or
+    /// `eddy.fetch_timeout` (lower-cased).
+    fn property_name(&mut self) -> Result<String, EddyError> {
+        match self.tokens.get(self.pos).map(|x| x.token.clone()) {
+            Some(Token::SingleQuotedString(s)) => {
+                self.pos += 1;
+                Ok(s.to_lowercase())
+            }
+            _ => {
+                let first = self.ident()?;
+                admin::dotted_name(self, first)
+            }
+        }
+    }
+
     fn expect_word(&mut self, word: &str) -> Result<(), EddyError> {
         if self.eat_word(word) {
             Ok(())
@@ -577,14 +620,8 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
         }
         "DROP" => {
             t.pos += 1;
-            let kind = if t.eat_word("STREAM") {
-                RelationKind::Stream
-            } else if t.eat_word("TABLE") {
-                RelationKind::Table
-            } else {
-                return Err(t.error("syntax error: expected STREAM or TABLE"));
-            };
-            let if_exists = t.eat_word("IF") && { t.expect_word("EXISTS")?; true };
+            let kind = t.relation_kind()?;
+            let if_exists = t.eat_if_exists()?;
             let name = t.ident()?;
             let delete_topic = t.eat_word("DELETE") && { t.expect_word("TOPIC")?; true };
             t.expect_end()?;
@@ -640,16 +677,7 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
         "SET" => parse_set(&mut t),
         "UNSET" => {
             t.pos += 1;
-            let name = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
-                Some(Token::SingleQuotedString(s)) => {
-                    t.pos += 1;
-                    s.to_lowercase()
-                }
-                _ => {
-                    let first = t.ident()?;
-                    admin::dotted_name(&mut t, first)?
-                }
-            };
+            let name = t.property_name()?;
             t.expect_end()?;
             Ok(Statement::Unset { name })
         }
@@ -707,16 +735,7 @@ fn parse_set(t: &mut Tokens) -> Result<Statement, EddyError> {
     }
     t.eat_word("SESSION");
     t.eat_word("LOCAL");
-    let name = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
-        Some(Token::SingleQuotedString(s)) => {
-            t.pos += 1;
-            s.to_lowercase()
-        }
-        _ => {
-            let first = t.ident()?;
-            admin::dotted_name(t, first)?
-        }
-    };
+    let name = t.property_name()?;
     if !t.eat(&Token::Eq) {
         t.expect_word("TO")?;
     }
