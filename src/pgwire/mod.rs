@@ -196,6 +196,13 @@ fn field_infos(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
         .collect()
 }
 
+/// A time of day or timestamp (formatted with six fraction digits) as Postgres's text shows
+/// it: fractional seconds only as far as they go (`12:00:01.5`, `12:00:01`).
+fn postgres_fraction(formatted: impl std::fmt::Display) -> String {
+    let text = formatted.to_string();
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// Encodes up to `max_rows` rows of a batch as DataRows.
 fn encode_rows(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch, max_rows: usize) -> PgWireResult<Vec<DataRow>> {
     let columns = batch
@@ -234,12 +241,8 @@ fn encode_rows(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch, max_rows: usiz
                     let ms = c.as_primitive::<TimestampMillisecondType>().value(row);
                     let ts = chrono::DateTime::from_timestamp_millis(ms).map(|d| d.naive_utc());
                     match ts.filter(|_| valid) {
-                        // Postgres's text: fractional seconds only as far as they go
-                        // (`12:00:01.5`, `12:00:01`), not always six digits.
                         Some(t) if text_format(fields, i) => {
-                            let text = t.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
-                            let text = text.trim_end_matches('0').trim_end_matches('.').to_string();
-                            encoder.encode_field(&text)?
+                            encoder.encode_field(&postgres_fraction(t.format("%Y-%m-%d %H:%M:%S%.6f")))?
                         }
                         t => encoder.encode_field(&t)?,
                     }
@@ -256,11 +259,8 @@ fn encode_rows(fields: &Arc<Vec<FieldInfo>>, batch: &RecordBatch, max_rows: usiz
                         ((us % 1_000_000) * 1000) as u32,
                     );
                     match time.filter(|_| valid) {
-                        // Postgres's text: fractional seconds only when there are some.
                         Some(t) if text_format(fields, i) => {
-                            let text = t.format("%H:%M:%S%.6f").to_string();
-                            let text = text.trim_end_matches('0').trim_end_matches('.').to_string();
-                            encoder.encode_field(&text)?
+                            encoder.encode_field(&postgres_fraction(t.format("%H:%M:%S%.6f")))?
                         }
                         t => encoder.encode_field(&t)?,
                     }
