@@ -437,18 +437,14 @@ impl ProcessingLog {
                 break;
             }
             let before = next;
-            let mut pos = 0;
-            while pos < read.bytes.len() {
-                let Ok(header) = crate::log::batch::LogBatchHeader::parse(&read.bytes[pos..]) else { break };
-                let end = (pos + header.total_bytes).min(read.bytes.len());
+            for (header, batch) in crate::log::batch::batches_in(&read.bytes) {
                 next = next.max(header.last_offset() + 1);
-                for r in crate::format::decode_batch(&read.bytes[pos..end]).unwrap_or_default() {
+                for r in crate::format::decode_batch(batch).unwrap_or_default() {
                     let id = r.value.as_deref().and_then(|v| serde_json::from_slice::<Value>(v).ok());
                     if let Some(Value::String(id)) = id.as_ref().and_then(|v| v.get("entry_id")) {
                         ids.insert(id.clone());
                     }
                 }
-                pos = end;
             }
             if next == before {
                 break;

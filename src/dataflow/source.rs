@@ -18,7 +18,7 @@ use crate::error::{EddyError, Result};
 use crate::format::decode_batch;
 use crate::format::json_columns::ColumnarDecoder;
 use crate::format::{check_cell, decode_key, decode_row, rows_to_batch, ValueFormat};
-use crate::log::batch::{decode_record_refs, LogBatchHeader, LogRecord, RecordRef};
+use crate::log::batch::{batches_in, decode_record_refs, LogBatchHeader, LogRecord, RecordRef};
 use crate::log::{Clock, Log, LogError, Partition};
 use crate::sql::RelationKind;
 
@@ -260,12 +260,7 @@ impl Source {
         let mut upserts = Vec::new();
         let mut records = 0;
         let mut max_ts = 0i64;
-        let mut pos = 0;
-        while pos < bytes.len() {
-            let Ok(header) = LogBatchHeader::parse(&bytes[pos..]) else { break };
-            let end = (pos + header.total_bytes).min(bytes.len());
-            let batch_bytes = &bytes[pos..end];
-            pos = end;
+        for (header, batch_bytes) in batches_in(bytes) {
             let start = *offset;
             *offset = (*offset).max(header.last_offset() + 1);
             // Uncompressed batches are read in place; compressed ones are decoded first.

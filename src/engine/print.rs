@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use super::{Engine, Output};
 use crate::auth::TopicAccess;
 use crate::error::{EddyError, Result};
-use crate::log::batch::{decode_record_refs, LogBatchHeader, RecordRef};
+use crate::log::batch::{batches_in, decode_record_refs, RecordRef};
 use crate::log::{LogError, Topic};
 
 /// Largest read from one partition per poll.
@@ -165,12 +165,7 @@ fn print_loop(
                 }
                 Err(e) => return Err(EddyError::Log(e)),
             }
-            let mut pos = 0;
-            while pos < buffer.len() {
-                let Ok(header) = LogBatchHeader::parse(&buffer[pos..]) else { break };
-                let end = (pos + header.total_bytes).min(buffer.len());
-                let bytes = &buffer[pos..end];
-                pos = end;
+            for (header, bytes) in batches_in(&buffer) {
                 let from = *offset;
                 *offset = (*offset).max(header.last_offset() + 1);
                 let owned;

@@ -38,6 +38,19 @@ pub struct LogBatchHeader {
     pub record_count: i32,
 }
 
+/// The whole batches in a partition read's bytes, each with its header, in order; stops at
+/// the first that does not parse (a read ends on whole batches).
+pub fn batches_in(bytes: &[u8]) -> impl Iterator<Item = (LogBatchHeader, &[u8])> {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let header = LogBatchHeader::parse(bytes.get(pos..)?).ok()?;
+        let end = (pos + header.total_bytes).min(bytes.len());
+        let batch = &bytes[pos..end];
+        pos = end;
+        Some((header, batch))
+    })
+}
+
 impl LogBatchHeader {
     /// Reads the header from the start of `bytes` without checking the CRC.
     pub fn parse(bytes: &[u8]) -> Result<Self, LogError> {
@@ -464,6 +477,20 @@ mod tests {
             value: if i % 3 == 0 { None } else { Some(vec![i as u8; i as usize]) },
             headers: vec![("h".into(), Some(b"v".to_vec()))],
         }
+    }
+
+    #[test]
+    fn batches_in_walks_whole_batches_and_stops_at_a_torn_one() {
+        let mut first = encode_batch(&[rec(0), rec(1)]);
+        let mut second = encode_batch(&[rec(2)]);
+        set_base_offset(&mut first, 10);
+        set_base_offset(&mut second, 12);
+        let mut bytes = [first.clone(), second.clone()].concat();
+        let found: Vec<(i64, usize)> = batches_in(&bytes).map(|(h, b)| (h.base_offset, b.len())).collect();
+        assert_eq!(found, [(10, first.len()), (12, second.len())]);
+        bytes.extend_from_slice(&second[..5]);
+        assert_eq!(batches_in(&bytes).count(), 2);
+        assert_eq!(batches_in(&[]).count(), 0);
     }
 
     #[test]
