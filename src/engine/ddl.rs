@@ -786,56 +786,6 @@ impl Engine {
         Ok(Output::Command { tag: "TERMINATE".into() })
     }
 
-    /// `CREATE TYPE`: the name stands for the type in later column declarations.
-    pub(super) async fn create_type(
-        &self,
-        name: &str,
-        ty: crate::format::SqlType,
-        if_not_exists: bool,
-    ) -> Result<Output> {
-        let _ddl = self.ddl.lock().await;
-        if let Some(existing) = self.catalog.types().get(&name.to_lowercase()) {
-            if if_not_exists {
-                return Ok(Output::Command { tag: "CREATE TYPE".into() });
-            }
-            return Err(EddyError::DuplicateObject(format!(
-                "Cannot register custom type '{name}' since it is already registered with type: {}",
-                existing.name()
-            )));
-        }
-        self.catalog.set_type(name, Some(&ty))?;
-        crate::sql::custom_types::set(self.catalog.types());
-        Ok(Output::Command { tag: "CREATE TYPE".into() })
-    }
-
-    /// `DROP TYPE`: relations declared with it keep their columns (the type was resolved then).
-    pub(super) async fn drop_type(&self, name: &str, if_exists: bool) -> Result<Output> {
-        let _ddl = self.ddl.lock().await;
-        if !self.catalog.types().contains_key(&name.to_lowercase()) {
-            if if_exists {
-                return Ok(Output::Command { tag: "DROP TYPE".into() });
-            }
-            return Err(EddyError::UndefinedObject(format!("type {name} does not exist")));
-        }
-        self.catalog.set_type(name, None)?;
-        crate::sql::custom_types::set(self.catalog.types());
-        Ok(Output::Command { tag: "DROP TYPE".into() })
-    }
-
-    /// TERMINATE of a push query: its client's statement ends with the rows sent so far.
-    fn terminate_push(&self, user: &str, id: &str) -> Result<Output> {
-        let queries = self.runtime.push_queries.lock().unwrap_or_else(|p| p.into_inner());
-        let (id, query) = queries
-            .iter()
-            .find(|(q, _)| q.eq_ignore_ascii_case(id))
-            .ok_or_else(|| EddyError::UndefinedRelation(format!("query {id}")))?;
-        if query.user != user && !self.users.is_superuser(user) {
-            return Err(EddyError::PermissionDenied(format!("must be the user who started push query {id}")));
-        }
-        query.stop();
-        Ok(Output::Command { tag: "TERMINATE".into() })
-    }
-
     pub(super) async fn explain(&self, inner: Statement) -> Result<Output> {
         let text = match inner {
             Statement::Select(select) | Statement::CreateAs { select, .. }

@@ -2,6 +2,7 @@
 //! and the runtime. DDL (path 5) and serving (path 4) start here; `pgwire/` only translates
 //! the results to the wire.
 
+mod custom_types;
 mod ddl;
 mod function_docs;
 pub mod pg_catalog;
@@ -392,10 +393,7 @@ impl Engine {
                 let rows = session.variables.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
                 Ok(ddl::strings_output(&["variable_name", "value"], rows, "SHOW"))
             }
-            Statement::Show { what } if what == "types" => {
-                let rows = self.catalog.types().into_iter().map(|(name, ty)| vec![name, ty.name()]).collect();
-                Ok(ddl::strings_output(&["type_name", "schema"], rows, "SHOW"))
-            }
+            Statement::Show { what } if what == "types" => Ok(self.show_types()),
             Statement::Show { what } if what == "properties" => {
                 // The properties Eddy acts on, with their defaults, then what the session SET.
                 let defaults =

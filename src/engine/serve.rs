@@ -230,6 +230,22 @@ impl Engine {
 }
 
 impl Engine {
+    /// TERMINATE of a push query: its client's statement ends with the rows sent so far.
+    pub(super) fn terminate_push(&self, user: &str, id: &str) -> Result<Output> {
+        let queries = self.runtime.push_queries.lock().unwrap_or_else(|p| p.into_inner());
+        let (id, query) = queries
+            .iter()
+            .find(|(q, _)| q.eq_ignore_ascii_case(id))
+            .ok_or_else(|| EddyError::UndefinedRelation(format!("query {id}")))?;
+        if query.user != user && !self.users.is_superuser(user) {
+            return Err(EddyError::PermissionDenied(format!("must be the user who started push query {id}")));
+        }
+        query.stop();
+        Ok(Output::Command { tag: "TERMINATE".into() })
+    }
+}
+
+impl Engine {
     /// The columns a statement returns, for the extended protocol's Describe (`None`: no rows).
     pub async fn result_schema(
         &self,
