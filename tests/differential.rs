@@ -1021,9 +1021,19 @@ async fn run_case(case_seed: u64, first_case: bool) -> Outcome {
              GROUP BY u.region",
             pick(&mut rng, &["JOIN", "LEFT JOIN"])
         );
-        for (name, kind, select) in
-            [("j_left", "STREAM", left.to_string()), ("j_inner", "STREAM", inner), ("j_agg", "TABLE", agg)]
-        {
+        // WHEREs whose stream-only conjuncts run before the lookup: the table written first
+        // (the stream's columns sit after the table's), and a LEFT join.
+        let mixed = "SELECT o.orderId, u.name, o.amount FROM users u JOIN orders o ON o.userId = u.id \
+                     WHERE o.amount > 4 AND u.region = 'eu' AND o.orderId % 3 <> 1";
+        let left_where = "SELECT o.orderId, u.name, u.region FROM orders o LEFT JOIN users u ON o.userId = u.id \
+                          WHERE o.amount < 12 AND (o.userId IS NULL OR o.orderId % 2 = 0)";
+        for (name, kind, select) in [
+            ("j_left", "STREAM", left.to_string()),
+            ("j_inner", "STREAM", inner),
+            ("j_agg", "TABLE", agg),
+            ("j_mixed", "STREAM", mixed.to_string()),
+            ("j_left_where", "STREAM", left_where.to_string()),
+        ] {
             checks.push(Check {
                 name: name.into(),
                 create: Some(format!("CREATE {kind} {name} AS {select} EMIT CHANGES")),

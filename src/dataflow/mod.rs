@@ -207,6 +207,9 @@ enum Body {
 struct Operators {
     /// Null window-bound columns appended to each source batch (filled by `window`).
     pad_window: bool,
+    /// The part of the WHERE that reads only a stream–table join's stream columns, run
+    /// before the lookup (over the stream's batch).
+    prefilter: Option<FilterOperator>,
     /// Stream–table lookups, in order (each adds one table's columns).
     join: Vec<JoinOperator>,
     /// With one joined table: per table column, whether anything after the join reads it
@@ -241,7 +244,7 @@ impl Operators {
         };
         let n_source = plan.source.columns.len();
         let has_pseudo = !crate::plan::pseudo_columns(&plan.source).is_empty();
-        let join: Vec<JoinOperator> = plan
+        let mut join: Vec<JoinOperator> = plan
             .join
             .into_iter()
             .map(|j| {
@@ -253,6 +256,7 @@ impl Operators {
                     stream_first: j.stream_first,
                     schema: j.schema,
                     row_keys: None,
+                    copy_filter: None,
                 })
             })
             .collect::<Result<_>>()?;
@@ -302,6 +306,23 @@ impl Operators {
             }
             _ => Vec::new(),
         };
+        // One lookup over a stream: rows the WHERE drops for their stream columns alone are
+        // dropped before it.
+        // An INNER join's copy of its table leaves out the rows the WHERE rejects for their
+        // table columns alone.
+        let (prefilter, filter) = match (join.as_mut_slice(), filter) {
+            ([j], Some(f)) if !retractions => {
+                let width = j.schema.fields().len();
+                let table = j.table_columns.len();
+                let (stream, table) =
+                    if j.stream_first { (0..width - table, width - table..width) } else { (table..width, 0..table) };
+                if !j.left_outer {
+                    j.copy_filter = f.part_within(table, true)?;
+                }
+                f.split_for_stream(stream)?
+            }
+            (_, f) => (None, f),
+        };
         let interval = plan.interval.map(|i| {
             let widths = (input_columns(&plan.source, false).len(), input_columns(&i.right, false).len());
             let mut op = IntervalJoinOperator::new(i, widths, plan.input_schema.clone());
@@ -324,6 +345,7 @@ impl Operators {
         };
         Ok(Operators {
             pad_window: plan.window.is_some(),
+            prefilter,
             join,
             join_read,
             interval,
@@ -342,9 +364,10 @@ impl Operators {
     }
 
     /// The source's value columns nothing reads (`n_source` of them): a query over one stream,
-    /// without joins, need not store them (see `Source::set_unread`). `None`: all are read.
+    /// alone or joined with one table, need not store them (see `Source::set_unread`).
+    /// `None`: all are read.
     fn unread_source_columns(&self, n_source: usize) -> Option<Vec<bool>> {
-        if !self.join.is_empty() || self.interval.is_some() || self.table_join.is_some() || self.source_row.start != 0 {
+        if self.join.len() > 1 || self.interval.is_some() || self.table_join.is_some() {
             return None;
         }
         let mut read: BTreeSet<usize> = BTreeSet::new();
@@ -362,6 +385,12 @@ impl Operators {
             Body::Aggregate(a) => read.extend(a.input_columns()),
             Body::Upsert(_) => return None,
         }
+        // Those are places in the joined rows, where the stream's columns start at
+        // `source_row.start`; the lookup keys and the filter before it read the stream's batch.
+        let mut read: BTreeSet<usize> = read.into_iter().filter_map(|i| i.checked_sub(self.source_row.start)).collect();
+        let before_join =
+            self.join.iter().flat_map(|j| j.stream_keys.iter()).chain(self.prefilter.iter().map(|f| &f.predicate));
+        read.extend(before_join.flat_map(collect_columns).map(|c| c.index()));
         let unread: Vec<bool> = (0..n_source).map(|i| !read.contains(&i)).collect();
         unread.iter().any(|&u| u).then_some(unread)
     }
@@ -370,6 +399,9 @@ impl Operators {
     /// (`lookup(i, keys)` reads the i-th joined table).
     fn input(&self, batch: RecordBatch, lookup: &dyn Fn(usize, &[Vec<u8>]) -> LookupResult) -> Result<RecordBatch> {
         let mut batch = if self.pad_window { pad_window_columns(batch)? } else { batch };
+        if let Some(f) = &self.prefilter {
+            batch = f.process(&batch)?;
+        }
         for (i, j) in self.join.iter().enumerate() {
             batch = j.process(&batch, &|keys: &[Vec<u8>]| lookup(i, keys))?;
         }

@@ -164,20 +164,24 @@ impl QueryTask {
             let from_second = from_input.is_some();
             if let (Some(table), false, Some(decoded)) = (from_input, self.ops.join.is_empty(), &polled) {
                 let read = &self.ops.join_read;
-                // The query's copy keeps only the columns read after the join (others NULL).
-                let kept: Vec<(&Vec<Value>, Vec<&Value>)> = decoded
-                    .upserts
+                let present: Vec<&Vec<Value>> = decoded.upserts.iter().filter_map(|(_, row, _)| row.as_ref()).collect();
+                let in_copy = self.ops.join[table].in_copy(&present);
+                // The query's copy keeps only the rows the WHERE can accept and the columns read
+                // after the join (others NULL).
+                let cells: Vec<Vec<&Value>> = present
                     .iter()
-                    .filter_map(|(key, row, _)| {
-                        let row = row.as_ref()?;
-                        let cells = row.iter().enumerate().map(|(i, v)| match read.get(i) {
-                            Some(false) => &Value::Null,
-                            _ => v,
-                        });
-                        Some((key, cells.collect()))
+                    .zip(&in_copy)
+                    .filter(|(_, &keep)| keep)
+                    .map(|(row, _)| {
+                        row.iter()
+                            .enumerate()
+                            .map(|(i, v)| match read.get(i) {
+                                Some(false) => &Value::Null,
+                                _ => v,
+                            })
+                            .collect()
                     })
                     .collect();
-                let cells: Vec<Vec<&Value>> = kept.iter().map(|(_, c)| c.clone()).collect();
                 let rows = &self.ops.join[table].rows;
                 // Decoded rows fit their columns' types; one that does not is logged, not stored.
                 let encoded: Vec<Option<Vec<u8>>> = match rows.encode(&cells) {
@@ -195,8 +199,10 @@ impl QueryTask {
                         .collect(),
                 };
                 let mut encoded = encoded.into_iter();
+                let mut in_copy = in_copy.into_iter();
                 for (key, row, _) in &decoded.upserts {
                     let value = match row {
+                        Some(_) if in_copy.next() == Some(false) => None,
                         Some(_) => match encoded.next().flatten() {
                             Some(v) => Some(v),
                             None => continue,

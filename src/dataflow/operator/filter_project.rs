@@ -1,11 +1,16 @@
 //! Stateless WHERE + SELECT list: DataFusion physical expressions over one Arrow batch.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_expr::{conjunction_opt, split_conjunction, PhysicalExpr};
+use datafusion::physical_expr_common::physical_expr::is_volatile;
 
 use crate::error::{EddyError, Result};
 use crate::functions::table::{expand, TableFunction};
@@ -28,6 +33,42 @@ impl FilterOperator {
         })?;
         Ok(mask.clone())
     }
+
+    /// Splits a WHERE over a stream–table join's rows into the conjuncts that read only the
+    /// stream's columns (`stream`: their place in the joined rows), rewritten over the
+    /// stream's own batch, and the rest. The first part can run before the join: a stream
+    /// row it drops needs no lookup (an INNER join drops it too; a LEFT join keeps the
+    /// stream's row, which the WHERE drops anyway).
+    pub fn split_for_stream(self, stream: Range<usize>) -> Result<(Option<Self>, Option<Self>)> {
+        let before = self.part_within(stream.clone(), false)?;
+        let rest = split_conjunction(&self.predicate).into_iter().filter(|c| !within(c, &stream)).cloned();
+        Ok((before, conjunction_opt(rest).map(|predicate| FilterOperator { predicate })))
+    }
+
+    /// The conjuncts that read only the columns in `range`, over a batch of just those
+    /// columns (`None`: there are none). `stable`: only those that give a row the same
+    /// answer each time (no RANDOM()).
+    pub fn part_within(&self, range: Range<usize>, stable: bool) -> Result<Option<Self>> {
+        let part = split_conjunction(&self.predicate)
+            .into_iter()
+            .filter(|c| within(c, &range) && !(stable && is_volatile(c)))
+            .map(|c| {
+                Arc::clone(c)
+                    .transform(|e| match e.downcast_ref::<Column>() {
+                        Some(col) => Ok(Transformed::yes(
+                            Arc::new(Column::new(col.name(), col.index() - range.start)) as Arc<dyn PhysicalExpr>
+                        )),
+                        None => Ok(Transformed::no(e)),
+                    })
+                    .map(|t| t.data)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(conjunction_opt(part).map(|predicate| FilterOperator { predicate }))
+    }
+}
+
+fn within(expr: &Arc<dyn PhysicalExpr>, range: &Range<usize>) -> bool {
+    collect_columns(expr).iter().all(|c| range.contains(&c.index()))
 }
 
 pub struct ProjectOperator {
@@ -61,5 +102,52 @@ impl ProjectOperator {
             )
             .collect::<Result<Vec<_>>>()?;
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{binary, col, lit};
+
+    #[test]
+    fn a_where_splits_into_the_stream_part_and_the_rest() {
+        // Joined rows: the table's two columns, then the stream's two.
+        let joined = Schema::new(vec![
+            Field::new("t0", DataType::Utf8, true),
+            Field::new("t1", DataType::Int64, true),
+            Field::new("s0", DataType::Int64, true),
+            Field::new("s1", DataType::Int64, true),
+        ]);
+        let c = |name: &str| col(name, &joined).unwrap();
+        let and = |a, b| binary(a, Operator::And, b, &joined).unwrap();
+        let stream_only = binary(c("s0"), Operator::Gt, lit(1i64), &joined).unwrap();
+        let table_only = binary(c("t1"), Operator::Eq, lit(2i64), &joined).unwrap();
+        let both = binary(c("s1"), Operator::Lt, c("t1"), &joined).unwrap();
+        let stream_pair = binary(c("s1"), Operator::Lt, c("s0"), &joined).unwrap();
+        let predicate = and(and(and(stream_only, table_only), both), stream_pair);
+        let table_part = FilterOperator { predicate: predicate.clone() }.part_within(0..2, true).unwrap();
+        assert_eq!(table_part.unwrap().predicate.to_string(), "t1@1 = 2");
+        let (before, after) = FilterOperator { predicate }.split_for_stream(2..4).unwrap();
+        let (before, after) = (before.unwrap(), after.unwrap());
+        assert_eq!(before.predicate.to_string(), "s0@0 > 1 AND s1@1 < s0@0");
+        assert_eq!(after.predicate.to_string(), "t1@1 = 2 AND s1@3 < t1@1");
+        // The first part runs over the stream's own batch.
+        let stream = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("s0", DataType::Int64, true),
+                Field::new("s1", DataType::Int64, true),
+            ])),
+            vec![Arc::new(Int64Array::from(vec![0, 5, 5])), Arc::new(Int64Array::from(vec![0, 9, 3]))],
+        )
+        .unwrap();
+        assert_eq!(before.process(&stream).unwrap().num_rows(), 1);
+        // Nothing of the stream's alone: no first part.
+        let predicate = binary(c("t1"), Operator::Eq, lit(2i64), &joined).unwrap();
+        let (before, after) = FilterOperator { predicate }.split_for_stream(2..4).unwrap();
+        assert!(before.is_none() && after.is_some());
     }
 }

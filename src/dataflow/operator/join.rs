@@ -10,11 +10,12 @@ use std::sync::Arc;
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::compute::{can_cast_types, cast, filter_record_batch, not, nullif};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use serde_json::Value;
 
+use super::filter_project::FilterOperator;
 use crate::error::{EddyError, Result};
 use crate::format::row_keys::RowKeys;
 use crate::format::{cell_at, cell_refs_to_array, memcomparable, Column};
@@ -108,9 +109,31 @@ pub struct JoinOperator {
     pub row_keys: Option<(RowKeys, Vec<usize>)>,
     /// The table's rows' encoding.
     pub rows: TableRowCodec,
+    /// An INNER join's WHERE conjuncts that read only the table's columns (over a batch of
+    /// them): a table row they reject joins nothing, so the query's copy of the table need
+    /// not hold it. The WHERE after the join still checks them.
+    pub copy_filter: Option<FilterOperator>,
 }
 
 impl JoinOperator {
+    /// Of the table's rows `rows` (cells in the table's column order), those its copy keeps.
+    /// Any error keeps every row (the WHERE after the join reports it per row).
+    pub fn in_copy(&self, rows: &[&Vec<Value>]) -> Vec<bool> {
+        let all = || vec![true; rows.len()];
+        let Some(filter) = &self.copy_filter else { return all() };
+        let columns = self.table_columns.iter().enumerate().map(|(i, c)| {
+            let cells: Vec<&Value> = rows.iter().map(|r| r.get(i).unwrap_or(&Value::Null)).collect();
+            cell_refs_to_array(&c.ty.arrow(), &cells)
+        });
+        let Ok(columns) = columns.collect::<std::result::Result<Vec<ArrayRef>, _>>() else { return all() };
+        let fields: Vec<Field> = self.table_columns.iter().map(|c| Field::new(&c.name, c.ty.arrow(), true)).collect();
+        let Ok(batch) = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns) else { return all() };
+        match filter.mask(&batch) {
+            Ok(mask) => (0..rows.len()).map(|i| mask.is_valid(i) && mask.value(i)).collect(),
+            Err(_) => all(),
+        }
+    }
+
     pub fn process(&self, stream: &RecordBatch, lookup: TableLookup<'_>) -> Result<RecordBatch> {
         let n = stream.num_rows();
         let keys: Vec<ArrayRef> =
@@ -146,7 +169,15 @@ impl JoinOperator {
                 _ => None,
             });
         }
-        let picked: Vec<&[u8]> = rows.iter().map(|r| r.as_deref().unwrap_or(&self.rows.null_row)).collect();
+        // INNER: only the stream rows with a match, and only their table rows decoded.
+        let (stream, picked): (Cow<'_, RecordBatch>, Vec<&[u8]>) = if self.left_outer {
+            (Cow::Borrowed(stream), rows.iter().map(|r| r.as_deref().unwrap_or(&self.rows.null_row)).collect())
+        } else if rows.iter().all(Option::is_some) {
+            (Cow::Borrowed(stream), rows.iter().flatten().map(|r| r.as_ref()).collect())
+        } else {
+            let keep = BooleanArray::from(rows.iter().map(Option::is_some).collect::<Vec<_>>());
+            (Cow::Owned(filter_record_batch(stream, &keep)?), rows.iter().flatten().map(|r| r.as_ref()).collect())
+        };
         let table_arrays = self.rows.decode(&picked)?;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         if self.stream_first {
@@ -156,12 +187,7 @@ impl JoinOperator {
             columns.extend(table_arrays);
             columns.extend(stream.columns().iter().cloned());
         }
-        let joined = RecordBatch::try_new(self.schema.clone(), columns)?;
-        if self.left_outer {
-            return Ok(joined);
-        }
-        let keep = BooleanArray::from(rows.iter().map(|m| m.is_some()).collect::<Vec<_>>());
-        Ok(filter_record_batch(&joined, &keep)?)
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 
     /// The stream's keys in the types of the table's key columns, so that equal values are
