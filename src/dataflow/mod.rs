@@ -208,7 +208,7 @@ struct Operators {
     /// Null window-bound columns appended to each source batch (filled by `window`).
     pad_window: bool,
     /// The part of the WHERE that reads only a stream–table join's stream columns, run
-    /// before the lookup (over the stream's batch).
+    /// before the lookup (over the stream's batch) to spare lookups; `filter` runs whole after.
     prefilter: Option<FilterOperator>,
     /// Stream–table lookups, in order (each adds one table's columns).
     join: Vec<JoinOperator>,
@@ -307,10 +307,10 @@ impl Operators {
             _ => Vec::new(),
         };
         // One lookup over a stream: rows the WHERE drops for their stream columns alone are
-        // dropped before it.
+        // dropped before it (the whole WHERE still runs after it, see `input`).
         // An INNER join's copy of its table leaves out the rows the WHERE rejects for their
         // table columns alone.
-        let (prefilter, filter) = match (join.as_mut_slice(), filter) {
+        let prefilter = match (join.as_mut_slice(), &filter) {
             ([j], Some(f)) if !retractions => {
                 let width = j.schema.fields().len();
                 let table = j.table_columns.len();
@@ -319,9 +319,9 @@ impl Operators {
                 if !j.left_outer {
                     j.copy_filter = f.part_within(table, true)?;
                 }
-                f.split_for_stream(stream)?
+                f.part_within(stream, true)?
             }
-            (_, f) => (None, f),
+            _ => None,
         };
         let interval = plan.interval.map(|i| {
             let widths = (input_columns(&plan.source, false).len(), input_columns(&i.right, false).len());
@@ -400,7 +400,12 @@ impl Operators {
     fn input(&self, batch: RecordBatch, lookup: &dyn Fn(usize, &[Vec<u8>]) -> LookupResult) -> Result<RecordBatch> {
         let mut batch = if self.pad_window { pad_window_columns(batch)? } else { batch };
         if let Some(f) = &self.prefilter {
-            batch = f.process(&batch)?;
+            // Only a shortcut: the whole WHERE runs after the join, so a batch this part
+            // fails on (a bad CAST in a row the join would drop) goes to the join whole and
+            // the WHERE reports what it reported before, per row.
+            if let Ok(kept) = f.process(&batch) {
+                batch = kept;
+            }
         }
         for (i, j) in self.join.iter().enumerate() {
             batch = j.process(&batch, &|keys: &[Vec<u8>]| lookup(i, keys))?;

@@ -598,6 +598,11 @@ impl Engine {
             q.stop();
         }
         let reproject = matches!(plan.shape, PlanShape::Aggregate(_)) && old_plan.output_columns != plan.output_columns;
+        // Its copies of joined tables are rebuilt (before the catalog names the new query: a
+        // crash in between restarts the old one, which rebuilds them too).
+        if !plan.join.is_empty() && plan.interval.is_none() && plan.table_join.is_none() {
+            self.runtime.forget_join_copies(&old.id)?;
+        }
         rel.columns = plan.output_columns.clone();
         let query = QueryDef { sql: text, ..old.clone() };
         self.catalog.add(&rel, Some(&query))?;

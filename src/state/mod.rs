@@ -132,6 +132,12 @@ impl Checkpoint {
         self.batch.delete_cf(&cf, key);
         Ok(())
     }
+    /// Deletes every key that starts with `prefix` (one range tombstone: nothing is read).
+    pub fn delete_prefix(&mut self, store: &StateStore, prefix: &[u8]) -> Result<()> {
+        let cf = store.cf(&self.cf)?;
+        self.batch.delete_range_cf(&cf, prefix, prefix_end(prefix).as_slice());
+        Ok(())
+    }
     /// Many puts (`Some`) and deletes (`None`), the column family looked up once.
     pub fn write_all<'a>(
         &mut self,

@@ -18,6 +18,19 @@ impl Runtime {
         self.start_task(id, plan, sink, late, reproject, None)
     }
 
+    /// Forgets query `id`'s copies of the tables it joins a stream with, and where it read
+    /// them to: it reads them again from their start when it next starts. `CREATE OR REPLACE`
+    /// does this, since a copy keeps only the rows and columns the old query needed (its
+    /// WHERE and SELECT list over the table).
+    pub fn forget_join_copies(&self, id: &str) -> Result<()> {
+        let cf = state_cf(id);
+        self.store.ensure_cf(&cf)?;
+        let mut checkpoint = self.store.checkpoint(&cf);
+        checkpoint.delete_prefix(&self.store, &[JOIN_ROW_PREFIX])?;
+        checkpoint.delete_prefix(&self.store, &[JOIN_OFFSET_PREFIX])?;
+        self.store.commit(checkpoint)
+    }
+
     /// Starts a transient query (a push query with GROUP BY, or over a stream–stream join):
     /// a persistent query's task whose output goes to `push` and whose state (a column family
     /// of its own, `id`'s) is dropped when the client goes away. It reads a stream from its
