@@ -59,6 +59,10 @@ pub enum EddyError {
     DataFusion(String),
     #[error("internal error (a bug in Eddy): {0}")]
     Internal(String),
+    /// An error of one statement of several (`RUN SCRIPT`), saying which; its SQLSTATE is
+    /// the statement's own.
+    #[error("{context}: {source}")]
+    InStatement { context: String, source: Box<EddyError> },
 }
 
 /// An error of Eddy's raised inside a DataFusion plan (a table read by a pull query): it

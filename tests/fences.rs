@@ -247,3 +247,51 @@ async fn drop_and_terminate_are_whole_after_a_crash_inside_them() {
     query(&c, "INSERT INTO big (sensor, v) VALUES ('mine', 99.0)").await;
     assert_eq!(query(&c, "SELECT sensor FROM big").await.len(), 2);
 }
+
+/// ksqlDB's PAUSE / RESUME: a paused query reads nothing, keeps its state, where it read
+/// to and its output stream (no one else writes it), also across a kill -9; RESUME goes on
+/// from where it stopped, each input record counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_query_keeps_its_state_and_output_across_a_kill9_and_resumes_where_it_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(tmp.path());
+    let c = server.client().await;
+    query(&c, "CREATE STREAM clicks (id STRING KEY, n BIGINT) WITH (KAFKA_TOPIC='clicks', PARTITIONS=2)").await;
+    query(&c, "CREATE TABLE totals AS SELECT id, SUM(n) AS total FROM clicks GROUP BY id EMIT CHANGES").await;
+    query(&c, "CREATE STREAM big AS SELECT id, n FROM clicks WHERE n >= 10 EMIT CHANGES").await;
+    query(&c, "INSERT INTO clicks (id, n) VALUES ('a', 1), ('b', 20)").await;
+    query(&c, "FLUSH").await;
+    let ids: Vec<String> = query(&c, "SHOW QUERIES").await.into_iter().filter_map(|r| r[0].clone()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    query(&c, "PAUSE ALL").await;
+    let status =
+        |rows: Vec<Vec<Option<String>>>| -> Vec<String> { rows.into_iter().map(|r| r[1].clone().unwrap()).collect() };
+    assert_eq!(status(query(&c, "SHOW QUERIES").await), ["PAUSED", "PAUSED"]);
+    query(&c, "INSERT INTO clicks (id, n) VALUES ('a', 10), ('c', 30)").await;
+    query(&c, "FLUSH").await;
+    let totals = "SELECT id, total FROM totals ORDER BY id";
+    let rows = |v: &[(&str, &str)]| -> Vec<Vec<Option<String>>> {
+        v.iter().map(|(a, b)| vec![Some(a.to_string()), Some(b.to_string())]).collect()
+    };
+    assert_eq!(query(&c, totals).await, rows(&[("a", "1"), ("b", "20")]));
+    // Its output is still its own while it is paused, and after a crash.
+    assert_eq!(sqlstate(&c, "INSERT INTO big (id, n) VALUES ('x', 1)").await.0, "42809");
+    server.kill9();
+    let server = Server::start(tmp.path());
+    let c = server.client().await;
+    assert_eq!(status(query(&c, "SHOW QUERIES").await), ["PAUSED", "PAUSED"]);
+    assert_eq!(produce(&server.kafka, "big", "{\"N\":1}").await, Some(RDKafkaErrorCode::PolicyViolation));
+    query(&c, "FLUSH").await;
+    assert_eq!(query(&c, totals).await, rows(&[("a", "1"), ("b", "20")]));
+    // Pausing twice is fine; RESUME of one, then of all.
+    query(&c, &format!("PAUSE {}", ids[0])).await;
+    query(&c, &format!("RESUME {}", ids[0].to_lowercase())).await;
+    query(&c, "RESUME ALL").await;
+    assert_eq!(status(query(&c, "SHOW QUERIES").await), ["RUNNING", "RUNNING"]);
+    query(&c, "FLUSH").await;
+    assert_eq!(query(&c, totals).await, rows(&[("a", "11"), ("b", "20"), ("c", "30")]));
+    let big = query(&c, "SELECT id, n FROM big ORDER BY id").await;
+    assert_eq!(big, rows(&[("a", "10"), ("b", "20"), ("c", "30")]));
+    // Push queries and a table's own materializer are not paused; unknown ids are errors.
+    assert_eq!(sqlstate(&c, "PAUSE NO_SUCH_QUERY").await.0, "42P01");
+}

@@ -387,3 +387,69 @@ async fn a_join_replays_both_streams_in_time_order() {
     let joined = query(&c, "SELECT COUNT(*), COUNT(DISTINCT k) FROM j").await;
     assert_eq!(joined, vec![vec![Some("1000".into()), Some("1000".into())]], "records were dropped as late");
 }
+
+/// ksqlDB's RUN SCRIPT from psql: a file of statements (with variables) runs in order; a
+/// query or SHOW in it stops it before anything runs; a failing statement is named by line,
+/// with its own SQLSTATE, and the statements before it stay done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_script_runs_a_file_of_statements_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let port = server.port.to_string();
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "eddy", "-d", "eddy", "-X", "-A", "-t"])
+            .args(["-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose", "-c", sql])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let script = tmp.path().join("setup.sql");
+    std::fs::write(
+        &script,
+        "-- the pageviews example\n\
+         DEFINE topic = 'views';\n\
+         CREATE STREAM pageviews (userid STRING KEY, pageid STRING)\n  WITH (KAFKA_TOPIC='${topic}', PARTITIONS=1);\n\
+         CREATE TABLE per_user AS SELECT userid, COUNT(*) AS n FROM pageviews GROUP BY userid EMIT CHANGES;\n\
+         INSERT INTO pageviews (userid, pageid) VALUES ('u1', 'home'), ('u1', 'cart'), ('u2', 'home');\n",
+    )
+    .unwrap();
+    let (ok, _, err) = psql(&format!("RUN SCRIPT '{}'", script.display()));
+    assert!(ok, "{err}");
+    assert!(psql("FLUSH").0);
+    assert_eq!(psql("SELECT userid, n FROM per_user ORDER BY userid").1, "u1|2\nu2|1\n");
+    assert_eq!(psql("SHOW TOPICS").1.lines().filter(|l| l.starts_with("views|")).count(), 1);
+
+    // A SELECT in a script: nothing of it runs.
+    std::fs::write(&script, "CREATE STREAM a (x INT) WITH (KAFKA_TOPIC='a', PARTITIONS=1);\nSELECT * FROM a;\n")
+        .unwrap();
+    let (ok, _, err) = psql(&format!("RUN SCRIPT '{}'", script.display()));
+    assert!(!ok && err.contains("statement 2 at line 2") && err.contains("not `SELECT * FROM`"), "{err}");
+    assert!(psql("DESCRIBE a").2.contains("does not exist"));
+
+    // The second statement fails (its stream exists): the first stays, the third never runs.
+    std::fs::write(
+        &script,
+        "CREATE STREAM b (x INT) WITH (KAFKA_TOPIC='b', PARTITIONS=1);\n\n\
+         CREATE STREAM pageviews (x INT) WITH (KAFKA_TOPIC='b');\n\
+         CREATE STREAM c (x INT) WITH (KAFKA_TOPIC='c', PARTITIONS=1);\n",
+    )
+    .unwrap();
+    let (ok, _, err) = psql(&format!("RUN SCRIPT '{}'", script.display()));
+    assert!(!ok && err.contains("42P07") && err.contains("statement 2 at line 3"), "{err}");
+    assert!(psql("DESCRIBE b").0);
+    assert!(!psql("DESCRIBE c").0);
+
+    // A syntax error is placed by line; a missing file is an error too.
+    std::fs::write(&script, "CREATE STREAM d (x INT) WITH (KAFKA_TOPIC='d', PARTITIONS=1);\nCREATE STREM e (x INT);\n")
+        .unwrap();
+    let (ok, _, err) = psql(&format!("RUN SCRIPT '{}'", script.display()));
+    assert!(!ok && err.contains("42601") && err.contains("line 2"), "{err}");
+    assert!(!psql("DESCRIBE d").0, "nothing runs when a statement does not parse");
+    let (ok, _, err) = psql("RUN SCRIPT '/no/such/file.sql'");
+    assert!(!ok && err.contains("cannot read /no/such/file.sql"), "{err}");
+}

@@ -2,8 +2,8 @@
 //! with state of their own, dropped when the client goes away. Checked with tokio-postgres:
 //! the change kinds of an aggregate's rows (HAVING moves groups out), `auto.offset.reset`,
 //! SHOW QUERIES and TERMINATE, and a client that vanishes without a word. Also ksqlDB's
-//! PRINT (a topic's records as they are, streamed the same way) over records kcat wrote, and
-//! SHOW FUNCTIONS.
+//! PRINT (a topic's records as they are, streamed the same way) over records kcat wrote,
+//! ASSERT TOPIC waiting for a topic kcat creates, and SHOW FUNCTIONS.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -208,6 +208,23 @@ async fn print_shows_a_topics_records_as_they_are() {
     assert!(ok, "{err}");
     let later = tokio::time::timeout(Duration::from_secs(20), waiting).await.expect("PRINT ended").unwrap();
     assert_eq!(columns(later), vec![row(&["0", "3", "k4", "later"])]);
+
+    // ASSERT TOPIC waits (up to its TIMEOUT) for a topic a Kafka producer creates.
+    let asserter = server.client().await;
+    let waiting =
+        tokio::spawn(async move { asserter.simple_query("ASSERT TOPIC 'Later' TIMEOUT 30 SECONDS").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "ASSERT TOPIC did not wait for the topic");
+    let kafka = server.kafka.clone();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        kcat(&["-P", "-b", &kafka, "-t", "Later", "-K:", "-p", "0"], Some(b"k:v\n"))
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let asserted = tokio::time::timeout(Duration::from_secs(20), waiting).await.expect("ASSERT TOPIC ended").unwrap();
+    assert!(asserted.is_ok(), "{asserted:?}");
+    assert_eq!(sqlstate(&c, "ASSERT TOPIC 'later' TIMEOUT 10 MILLISECONDS").await.0, "42704");
 
     // SHOW FUNCTIONS: every kind, ksqlDB's names, none of Eddy's internal stand-ins.
     let functions = query(&c, "SHOW FUNCTIONS").await;

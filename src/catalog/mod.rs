@@ -140,6 +140,9 @@ pub struct QueryDef {
     /// Every relation the query reads (the source and a joined table).
     #[serde(default)]
     pub inputs: Vec<String>,
+    /// `PAUSE`d: not started (also at start-up) until `RESUME`.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 pub struct Catalog {

@@ -1,4 +1,5 @@
-//! DDL: CREATE STREAM/TABLE [AS SELECT], DROP, TERMINATE, SHOW, DESCRIBE, EXPLAIN.
+//! DDL: CREATE STREAM/TABLE [AS SELECT], CREATE OR REPLACE, INSERT INTO ... SELECT, DROP,
+//! TERMINATE.
 //! Parse → validate → write the catalog → start: each step a named call.
 
 use std::collections::BTreeMap;
@@ -50,6 +51,7 @@ impl Engine {
                 source: name.clone(),
                 sink: None,
                 inputs: vec![name.clone()],
+                paused: false,
             }
         });
         rel.materialized_by = query.as_ref().map(|q| q.id.clone());
@@ -167,6 +169,7 @@ impl Engine {
             source: source.name.clone(),
             sink: Some(name.clone()),
             inputs: inputs.iter().map(|r| r.name.clone()).collect(),
+            paused: false,
         };
         let mut change =
             CatalogChange { put_relations: vec![rel.clone()], put_queries: vec![query], ..Default::default() };
@@ -604,7 +607,7 @@ impl Engine {
             self.runtime.forget_join_copies(&old.id)?;
         }
         rel.columns = plan.output_columns.clone();
-        let query = QueryDef { sql: text, ..old.clone() };
+        let query = QueryDef { sql: text, paused: false, ..old.clone() };
         self.catalog.add(&rel, Some(&query))?;
         let late = plan.late_data_to.as_ref().and_then(|n| self.catalog.relation(n));
         let running = self.runtime.start_persistent(&old.id, plan, Some(rel), late, reproject)?;
@@ -740,6 +743,7 @@ impl Engine {
             source: plan.source.name.clone(),
             sink: Some(rel.name.clone()),
             inputs: inputs.iter().map(|r| r.name.clone()).collect(),
+            paused: false,
         };
         self.catalog.apply(CatalogChange { put_queries: vec![query], ..Default::default() })?;
         self.start_query(&id, plan, Some(rel))?;
@@ -773,7 +777,7 @@ impl Engine {
         };
         // All or nothing: TERMINATE ALL by a user who does not own every query stops none.
         for id in &ids {
-            self.require_query_owner(user, id)?;
+            self.require_query_owner(user, id, "terminate")?;
         }
         let mut change = CatalogChange::default();
         let mut released = Vec::new();
@@ -789,151 +793,6 @@ impl Engine {
         crate::failpoint::hit("ddl:after_catalog");
         self.finish_stopped(ids.iter().map(String::as_str), &released)?;
         Ok(Output::Command { tag: "TERMINATE".into() })
-    }
-
-    pub(super) async fn explain(&self, inner: Statement) -> Result<Output> {
-        let text = match inner {
-            Statement::Select(select) | Statement::CreateAs { select, .. }
-                if select.emit_changes || !select.relations.is_empty() =>
-            {
-                match self.sources(&select) {
-                    Ok(inputs) if select.emit_changes => plan_continuous(&select, &inputs).await?.description,
-                    _ => {
-                        let ctx = self.pull_context(&select, false).await?;
-                        let df = crate::functions::lambdas::plan_sql(&ctx, &select.sql).await?;
-                        format!("{}", df.logical_plan().display_indent())
-                    }
-                }
-            }
-            Statement::CreateAs { select, .. } | Statement::Select(select) => {
-                let ctx = self.pull_context(&select, false).await?;
-                format!(
-                    "{}",
-                    crate::functions::lambdas::plan_sql(&ctx, &select.sql).await?.logical_plan().display_indent()
-                )
-            }
-            _ => return Err(EddyError::InvalidValue("EXPLAIN takes a SELECT or a CREATE ... AS SELECT".into())),
-        };
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        Ok(strings_output(&["plan"], lines.into_iter().map(|l| vec![l]).collect(), "EXPLAIN"))
-    }
-
-    pub(super) fn show(&self, what: &str) -> Result<Output> {
-        let rels = self.catalog.relations();
-        match what {
-            "functions" => self.show_functions(),
-            "streams" | "tables" => {
-                let kind = if what == "streams" { RelationKind::Stream } else { RelationKind::Table };
-                let rows = rels
-                    .iter()
-                    .filter(|r| r.kind == kind)
-                    .map(|r| {
-                        vec![
-                            r.name.clone(),
-                            r.topic.clone(),
-                            format!("{:?}", r.key_format).to_uppercase(),
-                            r.value_format.clone(),
-                        ]
-                    })
-                    .collect();
-                let first = if kind == RelationKind::Stream { "stream_name" } else { "table_name" };
-                Ok(strings_output(&[first, "kafka_topic", "key_format", "value_format"], rows, "SHOW"))
-            }
-            "topics" => {
-                let rows = self
-                    .log
-                    .topics()
-                    .iter()
-                    .map(|t| {
-                        let records: i64 = t.partitions.iter().map(|p| p.high_watermark() - p.log_start_offset()).sum();
-                        vec![t.name.clone(), t.partitions.len().to_string(), records.to_string()]
-                    })
-                    .collect();
-                Ok(strings_output(&["kafka_topic", "partitions", "records"], rows, "SHOW"))
-            }
-            "queries" => {
-                let running = self.lock_queries();
-                let rows = self
-                    .catalog
-                    .queries()
-                    .into_iter()
-                    .map(|q| {
-                        let status = match running.get(&q.id) {
-                            Some(r) if r.is_running() => {
-                                let lost = r.status.lost_records.load(std::sync::atomic::Ordering::Relaxed);
-                                let spilled = r.status.spilled_keys.load(std::sync::atomic::Ordering::Relaxed);
-                                match r.status.error.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                                    Some(e) => format!("RUNNING ({e})"),
-                                    None if lost > 0 => format!(
-                                        "RUNNING ({lost} input records deleted by retention before they were read; see eddy_processing_log)"
-                                    ),
-                                    None if spilled > 0 => format!(
-                                        "RUNNING (join buffers reached --query-memory-bytes: {spilled} keys spilled to the state store, {} read back)",
-                                        r.status.reloaded_keys.load(std::sync::atomic::Ordering::Relaxed)
-                                    ),
-                                    None => "RUNNING".to_string(),
-                                }
-                            }
-                            Some(r) => format!(
-                                "ERROR: {}",
-                                r.status.error.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
-                            ),
-                            None => match self.failed_queries().get(&q.id) {
-                                Some(reason) => format!("ERROR: {reason}"),
-                                None => "NOT RUNNING".to_string(),
-                            },
-                        };
-                        let lag = running.get(&q.id).map(|r| crate::dataflow::lag(&self.log, r).to_string());
-                        let sink_topic =
-                            q.sink.as_ref().and_then(|s| self.catalog.relation(s)).map(|r| r.topic).unwrap_or_default();
-                        vec![
-                            q.id.clone(),
-                            status,
-                            q.sink.clone().unwrap_or_else(|| q.source.clone()),
-                            sink_topic,
-                            q.sql.clone(),
-                            lag.unwrap_or_default(),
-                        ]
-                    })
-                    .collect::<Vec<_>>();
-                drop(running);
-                // Push queries with state of their own (GROUP BY, joins), as ksqlDB lists them.
-                let push = self.runtime.push_queries.lock().unwrap_or_else(|p| p.into_inner());
-                let rows = rows
-                    .into_iter()
-                    .chain(push.iter().map(|(id, q)| {
-                        vec![id.clone(), "RUNNING".into(), String::new(), String::new(), q.sql.clone(), String::new()]
-                    }))
-                    .collect();
-                Ok(strings_output(
-                    &["query_id", "status", "sink_name", "sink_kafka_topic", "query_string", "lag"],
-                    rows,
-                    "SHOW",
-                ))
-            }
-            other => {
-                let value = super::pg_catalog::setting(other).ok_or_else(|| {
-                    EddyError::InvalidValue(format!("unrecognized configuration parameter \"{other}\""))
-                })?;
-                Ok(strings_output(&[other], vec![vec![value.to_string()]], "SHOW"))
-            }
-        }
-    }
-
-    pub(super) fn describe(&self, name: &str) -> Result<Output> {
-        let rel = self
-            .catalog
-            .relation(name)
-            .ok_or_else(|| EddyError::UndefinedRelation(format!("stream or table {name}")))?;
-        let key_word = if rel.kind == RelationKind::Table { "PRIMARY KEY" } else { "KEY" };
-        let rows = rel
-            .columns
-            .iter()
-            .map(|c| {
-                vec![c.name.clone(), c.ty.name().to_string(), if c.key { key_word.to_string() } else { String::new() }]
-            })
-            .collect();
-        Ok(strings_output(&["field", "type", "key"], rows, "DESCRIBE"))
     }
 }
 

@@ -5,6 +5,7 @@
 mod custom_types;
 mod ddl;
 mod function_docs;
+mod inspect;
 pub mod pg_catalog;
 mod pg_functions;
 mod pg_views;
@@ -12,6 +13,7 @@ mod point_lookup;
 mod print;
 mod privileges;
 mod pull_table;
+mod script;
 mod serve;
 
 use std::collections::HashMap;
@@ -232,6 +234,11 @@ impl Engine {
             engine.delete_dropped_topic(&topic)?;
         }
         for q in engine.catalog.queries() {
+            if q.paused {
+                // Its outputs stay its own until RESUME.
+                engine.fence_query_outputs(&q);
+                continue;
+            }
             let plan = engine.replan(&q).await;
             let plan = plan.map(|(plan, sink)| {
                 let late = plan.late_data_to.as_ref().and_then(|n| engine.catalog.relation(n));
@@ -251,6 +258,13 @@ impl Engine {
     /// uncommitted tail cut, and `SHOW QUERIES` shows it as `ERROR` with the reason.
     fn hold_failed_query(&self, q: &QueryDef, e: EddyError) {
         tracing::error!(query = %q.id, "could not resume query: {e}");
+        self.fence_query_outputs(q);
+        self.failed_queries().insert(q.id.clone(), format!("could not resume: {e}"));
+    }
+
+    /// Fences the outputs of a query that does not run (failed or paused) as its own, their
+    /// uncommitted tail cut: no one else writes them.
+    fn fence_query_outputs(&self, q: &QueryDef) {
         let outputs = |late: bool| {
             self.catalog
                 .relations()
@@ -258,9 +272,8 @@ impl Engine {
                 .find(|r| r.written_by.as_deref() == Some(q.id.as_str()) && (q.sink.as_ref() != Some(&r.name)) == late)
         };
         if let Err(fence) = self.runtime.fence_outputs(&q.id, outputs(false), outputs(true)) {
-            tracing::error!(query = %q.id, "could not fence the outputs of a query that failed to resume: {fence}");
+            tracing::error!(query = %q.id, "could not fence the outputs of a query that does not run: {fence}");
         }
-        self.failed_queries().insert(q.id.clone(), format!("could not resume: {e}"));
     }
 
     /// The stream or table that reads or writes `topic`, if any (such a topic is not
@@ -422,7 +435,9 @@ impl Engine {
                 session.variables.remove(&name);
                 Ok(Output::Command { tag: "UNDEFINE".into() })
             }
-            Statement::Describe { name } => self.describe(&name),
+            Statement::RunScript { path } => self.run_script(session, &path).await,
+            Statement::Describe { name, extended } => self.describe(&name, extended),
+            Statement::DescribeAll { kind, extended } => self.describe_all(kind, extended),
             Statement::Drop { kind, name, if_exists, delete_topic } => {
                 if let Some(rel) = self.catalog.relation(&name) {
                     self.require_owner(&user, &rel)?;
@@ -430,6 +445,11 @@ impl Engine {
                 self.drop_relation(kind, &name, if_exists, delete_topic).await
             }
             Statement::Terminate { query_id } => self.terminate(&user, query_id).await,
+            Statement::PauseResume { query_id, pause } => self.pause_resume(&user, query_id, pause).await,
+            Statement::ExplainQuery { query_id } => self.explain_query(&query_id).await,
+            Statement::AssertTopic { topic, exact, exists, props, timeout_ms } => {
+                self.assert_topic(&topic, exact, exists, props, timeout_ms).await
+            }
             Statement::Print { topic, exact, from_beginning, interval, limit } => {
                 self.print(&user, &topic, exact, from_beginning, interval, limit)
             }

@@ -166,6 +166,8 @@ pub fn eddy_function_signature(name: &str) -> Option<(&'static str, &'static str
         "parse_timestamp" => ("text, text, text", "timestamp without time zone"),
         "format_date" => ("date, text", "text"),
         "parse_date" => ("text, text", "date"),
+        "datetostring" => ("integer, text", "text"),
+        "stringtodate" => ("text, text", "integer"),
         "format_time" => ("time without time zone, text", "text"),
         "parse_time" => ("text, text", "time without time zone"),
         "convert_tz" => ("timestamp without time zone, text, text", "timestamp without time zone"),

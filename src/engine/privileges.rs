@@ -56,16 +56,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Only the owner of what a query writes (or a superuser) may terminate it.
-    pub(super) fn require_query_owner(&self, user: &str, query_id: &str) -> Result<()> {
+    /// Only the owner of what a query writes (or a superuser) may terminate, pause or resume it.
+    pub(super) fn require_query_owner(&self, user: &str, query_id: &str, verb: &str) -> Result<()> {
         let written = self.catalog.relations().into_iter().find(|r| r.written_by.as_deref() == Some(query_id));
         match written {
             Some(rel) if !self.owns(user, &rel) => Err(EddyError::PermissionDenied(format!(
-                "must be owner of {} to terminate query {query_id}",
+                "must be owner of {} to {verb} query {query_id}",
                 object(&rel)
             ))),
             None if !self.users.is_superuser(user) => {
-                Err(EddyError::PermissionDenied(format!("must be a superuser to terminate query {query_id}")))
+                Err(EddyError::PermissionDenied(format!("must be a superuser to {verb} query {query_id}")))
             }
             _ => Ok(()),
         }

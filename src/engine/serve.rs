@@ -266,6 +266,8 @@ impl Engine {
             Statement::Print { .. } => Some(super::print::print_schema()),
             Statement::Show { .. }
             | Statement::Describe { .. }
+            | Statement::DescribeAll { .. }
+            | Statement::ExplainQuery { .. }
             | Statement::DescribeFunction { .. }
             | Statement::Explain(_) => {
                 let located = crate::sql::Located { statement: stmt.clone(), text: String::new(), offset_chars: 0 };

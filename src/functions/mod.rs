@@ -3,8 +3,9 @@
 //!
 //! Owns: `UCASE`, `LCASE`, `LEN`, `IFNULL`, `TIMESTAMPTOSTRING`, `STRINGTOTIMESTAMP`,
 //! `FROM_UNIXTIME`, `UNIX_TIMESTAMP`, `EXTRACTJSONFIELD`, `FORMAT_`/`PARSE_TIMESTAMP`,
-//! `FORMAT_`/`PARSE_DATE`, `FORMAT_`/`PARSE_TIME` and `CONVERT_TZ` (one [`ScalarUDFImpl`] whose
-//! behaviour is picked by [`Kind`]), and the Java `DateTimeFormatter`/`SimpleDateFormat`
+//! `FORMAT_`/`PARSE_DATE` (and the older `DATETOSTRING`/`STRINGTODATE`), `FORMAT_`/
+//! `PARSE_TIME` and `CONVERT_TZ` (one [`ScalarUDFImpl`] whose behaviour is picked by
+//! [`Kind`]), and the Java `DateTimeFormatter`/`SimpleDateFormat`
 //! pattern compiler (a pattern becomes a list of chrono format items).
 //!
 //! Callers: whoever builds a `SessionContext` calls [`register`] (or registers [`udfs`]);
@@ -63,8 +64,7 @@ use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
 
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, Int32Array, Int64Array, Int64Builder, StringArray, StringBuilder,
-    Time32MillisecondArray,
+    Array, ArrayRef, AsArray, Int32Array, Int64Array, Int64Builder, StringArray, StringBuilder, Time32MillisecondArray,
 };
 use datafusion::arrow::compute::kernels::zip::zip;
 use datafusion::arrow::compute::{cast, is_not_null};
@@ -357,14 +357,17 @@ enum Kind {
     FormatTime,
     ParseTime,
     ConvertTz,
+    /// ksqlDB's deprecated forms of FORMAT_DATE / PARSE_DATE over days since the epoch (INT).
+    DateToString,
+    StringToDate,
 }
 
 #[rustfmt::skip]
-const ALL: [Kind; 16] = [
+const ALL: [Kind; 18] = [
     Kind::Ucase, Kind::Lcase, Kind::Len, Kind::IfNull, Kind::TimestampToString,
     Kind::StringToTimestamp, Kind::FromUnixtime, Kind::UnixTimestamp, Kind::ExtractJsonField,
     Kind::FormatTimestamp, Kind::ParseTimestamp, Kind::FormatDate, Kind::ParseDate,
-    Kind::FormatTime, Kind::ParseTime, Kind::ConvertTz,
+    Kind::FormatTime, Kind::ParseTime, Kind::ConvertTz, Kind::DateToString, Kind::StringToDate,
 ];
 
 impl Kind {
@@ -386,6 +389,8 @@ impl Kind {
             Kind::FormatTime => "format_time",
             Kind::ParseTime => "parse_time",
             Kind::ConvertTz => "convert_tz",
+            Kind::DateToString => "datetostring",
+            Kind::StringToDate => "stringtodate",
         }
     }
 
@@ -406,6 +411,8 @@ impl Kind {
             Kind::FormatTime => "(TIME, STRING pattern)",
             Kind::ParseTime => "(STRING value, STRING pattern)",
             Kind::ConvertTz => "(TIMESTAMP, STRING from_tz, STRING to_tz)",
+            Kind::DateToString => "(INT days_since_epoch, STRING pattern)",
+            Kind::StringToDate => "(STRING value, STRING pattern)",
         }
     }
 }
@@ -470,7 +477,8 @@ impl ScalarUDFImpl for KsqlFunction {
             Kind::ParseTimestamp => (2, &[string_type, string_type, string_type]),
             Kind::FormatDate => (2, &[date_type, string_type]),
             Kind::FormatTime => (2, &[time_type, string_type]),
-            Kind::ParseDate | Kind::ParseTime => (2, &[string_type, string_type]),
+            Kind::ParseDate | Kind::ParseTime | Kind::StringToDate => (2, &[string_type, string_type]),
+            Kind::DateToString => (2, &[int_type, string_type]),
             Kind::ConvertTz => (3, &[timestamp_type, string_type, string_type]),
         };
         let coerced: Option<Vec<DataType>> = (args.len() >= required && args.len() <= rules.len())
@@ -487,7 +495,8 @@ impl ScalarUDFImpl for KsqlFunction {
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         Ok(match self.kind {
             Kind::Ucase | Kind::Lcase | Kind::TimestampToString | Kind::ExtractJsonField => DataType::Utf8,
-            Kind::Len => DataType::Int32,
+            Kind::Len | Kind::StringToDate => DataType::Int32,
+            Kind::DateToString => DataType::Utf8,
             Kind::IfNull => args.first().cloned().unwrap_or(DataType::Null),
             Kind::StringToTimestamp | Kind::UnixTimestamp => DataType::Int64,
             Kind::FromUnixtime | Kind::ParseTimestamp | Kind::ConvertTz => {
@@ -525,20 +534,26 @@ impl ScalarUDFImpl for KsqlFunction {
                 &string_to_timestamp(&arrays, "PARSE_TIMESTAMP")?,
                 &DataType::Timestamp(TimeUnit::Millisecond, None),
             )?,
-            Kind::FormatDate => {
+            Kind::FormatDate | Kind::DateToString => {
                 let days = cast(&arrays[0], &DataType::Int64)?;
-                let ms: Int64Array =
-                    days.as_primitive::<Int64Type>().iter().map(|d| d.map(|d| d * MS_PER_DAY)).collect();
-                timestamp_to_string(&[Arc::new(ms), arrays[1].clone()], "FORMAT_DATE")?
+                let ms: Int64Array = days
+                    .as_primitive::<Int64Type>()
+                    .iter()
+                    .map(|d| d.and_then(|d| d.checked_mul(MS_PER_DAY)))
+                    .collect();
+                timestamp_to_string(&[Arc::new(ms), arrays[1].clone()], &self.kind.name().to_uppercase())?
             }
-            Kind::ParseDate => {
-                let ms = string_to_timestamp(&arrays, "PARSE_DATE")?;
-                let days: Date32Array = ms
+            Kind::ParseDate | Kind::StringToDate => {
+                let ms = string_to_timestamp(&arrays, &self.kind.name().to_uppercase())?;
+                let days: Int32Array = ms
                     .as_primitive::<Int64Type>()
                     .iter()
                     .map(|m| m.and_then(|m| i32::try_from(m.div_euclid(MS_PER_DAY)).ok()))
                     .collect();
-                Arc::new(days)
+                match self.kind {
+                    Kind::ParseDate => cast(&days, &DataType::Date32)?,
+                    _ => Arc::new(days),
+                }
             }
             Kind::FormatTime => {
                 let ms = cast(&cast(&arrays[0], &DataType::Int32)?, &DataType::Int64)?;

@@ -48,6 +48,7 @@ pub fn sqlstate(e: &EddyError) -> &'static str {
             }
         }
         EddyError::Internal(_) => "XX000",
+        EddyError::InStatement { source, .. } => sqlstate(source),
     }
 }
 

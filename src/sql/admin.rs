@@ -1,7 +1,7 @@
 //! Postgres statements that are not ksqlDB's: users (`CREATE USER`, `ALTER USER`,
-//! `DROP USER`, also spelled `ROLE`), privileges (`GRANT`, `REVOKE`) and cursors (`DECLARE`,
-//! `FETCH`, `MOVE`, `CLOSE`). Users are kept by `auth.rs`, grants by the catalog, cursors by
-//! the Postgres endpoint (`pgwire/cursor.rs`).
+//! `DROP USER`, also spelled `ROLE`), privileges (`GRANT`, `REVOKE`), cursors (`DECLARE`,
+//! `FETCH`, `MOVE`, `CLOSE`), `SET` and savepoints. Users are kept by `auth.rs`, grants by
+//! the catalog, cursors by the Postgres endpoint (`pgwire/cursor.rs`).
 
 use datafusion::sql::sqlparser::tokenizer::Token;
 
@@ -197,6 +197,57 @@ pub(super) fn dotted_name(t: &mut Tokens, first: String) -> Result<String, EddyE
         name.push_str(&t.ident()?);
     }
     Ok(name)
+}
+
+/// `SAVEPOINT name`, `RELEASE [SAVEPOINT] name`, `ROLLBACK TO [SAVEPOINT] name`, with the
+/// name at word `at`: accepted (tag `tag`) so that drivers and ORMs that nest transactions
+/// work (SQLAlchemy's `begin_nested`); like BEGIN and COMMIT they change nothing, since each
+/// statement takes effect when it runs (README, "Transactions").
+pub(super) fn savepoint(t: &mut Tokens, at: usize, tag: &str) -> Result<Statement, EddyError> {
+    t.pos += at;
+    if tag != "SAVEPOINT" {
+        t.eat_word("SAVEPOINT");
+    }
+    match t.tokens.get(t.pos).map(|x| &x.token) {
+        Some(Token::Word(_)) => t.pos += 1,
+        _ => return Err(t.error("syntax error: expected a savepoint name")),
+    }
+    t.expect_end()?;
+    Ok(Statement::NoOp { tag: tag.into() })
+}
+
+pub(super) fn parse_set(t: &mut Tokens) -> Result<Statement, EddyError> {
+    t.pos += 1;
+    // SET SESSION CHARACTERISTICS AS TRANSACTION ... / SET TRANSACTION ... (JDBC, Metabase).
+    if t.peek_word(0).as_deref() == Some("TRANSACTION")
+        || (t.peek_word(0).as_deref() == Some("SESSION") && t.peek_word(1).as_deref() == Some("CHARACTERISTICS"))
+    {
+        return Ok(Statement::NoOp { tag: "SET".into() });
+    }
+    // SET TIME ZONE 'x' (pgcli).
+    if t.peek_word(0).as_deref() == Some("TIME") && t.peek_word(1).as_deref() == Some("ZONE") {
+        t.pos += 2;
+        let value = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
+            Some(Token::SingleQuotedString(s)) => s,
+            Some(Token::Word(w)) => w.value,
+            _ => return Err(t.error("syntax error: expected a time zone")),
+        };
+        return Ok(Statement::Set { name: "timezone".into(), value });
+    }
+    t.eat_word("SESSION");
+    t.eat_word("LOCAL");
+    let name = t.property_name()?;
+    if !t.eat(&Token::Eq) {
+        t.expect_word("TO")?;
+    }
+    let value = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
+        Some(Token::SingleQuotedString(s)) => s,
+        Some(Token::Word(w)) => w.value,
+        Some(Token::Number(n, _)) => n,
+        _ => return Err(t.error("syntax error: expected a value")),
+    };
+    t.pos += 1;
+    Ok(Statement::Set { name, value })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::format::{Column, SqlType, StructField};
 mod access;
 mod admin;
 mod create;
+mod inspect;
 pub use create::HeaderColumn;
 use create::{parse_create, parse_type};
 pub mod custom_types;
@@ -126,8 +127,15 @@ pub enum Statement {
     Show {
         what: String,
     },
+    /// `DESCRIBE name [EXTENDED]`.
     Describe {
         name: String,
+        extended: bool,
+    },
+    /// `DESCRIBE STREAMS | TABLES [EXTENDED]` (also `SHOW STREAMS | TABLES EXTENDED`).
+    DescribeAll {
+        kind: RelationKind,
+        extended: bool,
     },
     Drop {
         kind: RelationKind,
@@ -137,6 +145,24 @@ pub enum Statement {
     },
     Terminate {
         query_id: Option<String>,
+    },
+    /// ksqlDB's `PAUSE | RESUME query_id | ALL` (`None`: all).
+    PauseResume {
+        query_id: Option<String>,
+        pause: bool,
+    },
+    /// ksqlDB's `EXPLAIN query_id`.
+    ExplainQuery {
+        query_id: String,
+    },
+    /// ksqlDB's `ASSERT [NOT EXISTS] TOPIC name [WITH (...)] [TIMEOUT n unit]`.
+    AssertTopic {
+        topic: String,
+        /// The name was quoted: its case must match.
+        exact: bool,
+        exists: bool,
+        props: BTreeMap<String, String>,
+        timeout_ms: Option<u64>,
     },
     /// ksqlDB's `PRINT topic [FROM BEGINNING] [INTERVAL | SAMPLE n] [LIMIT n]`: a topic's
     /// records as they are (`exact`: the name was quoted; unquoted it matches any case).
@@ -170,6 +196,10 @@ pub enum Statement {
     /// ksqlDB's `UNDEFINE name`.
     Undefine {
         name: String,
+    },
+    /// ksqlDB's `RUN SCRIPT 'path'`: the statements of a file the server reads.
+    RunScript {
+        path: String,
     },
     /// ksqlDB's `UNSET 'property'`: the session's SET of it is forgotten.
     Unset {
@@ -581,43 +611,15 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
         },
         "SELECT" | "WITH" | "VALUES" => Ok(Statement::Select(parse_select(text, offset_chars, true)?)),
         "COPY" => parse_copy(&mut t),
+        "RUN" => variables::parse_run_script(&mut t),
         "DEFINE" | "UNDEFINE" => match variables::define(text) {
             Some((name, Some(value))) => Ok(Statement::Define { name, value }),
             Some((name, None)) => Ok(Statement::Undefine { name }),
             None if first == "DEFINE" => Err(t.error("syntax error: expected DEFINE name = 'value'")),
             None => Err(t.error("syntax error: expected UNDEFINE name")),
         },
-        "SHOW" | "LIST" => {
-            t.pos += 1;
-            let what = t.ident()?;
-            let what = if what == "all" && t.eat_word("QUERIES") { "queries".to_string() } else { what };
-            // SHOW TRANSACTION ISOLATION LEVEL (pgJDBC, Metabase).
-            let what = if what == "transaction" && t.eat_word("ISOLATION") && t.eat_word("LEVEL") {
-                "transaction_isolation".to_string()
-            } else if what == "time" && t.eat_word("ZONE") {
-                "timezone".to_string()
-            } else {
-                what
-            };
-            t.eat_word("EXTENDED");
-            t.expect_end()?;
-            Ok(Statement::Show { what })
-        }
-        "DESCRIBE" | "DESC" if second == "FUNCTION" => {
-            t.pos += 2;
-            let name = t.ident()?;
-            t.expect_end()?;
-            Ok(Statement::DescribeFunction { name })
-        }
-        "DESCRIBE" | "DESC" => {
-            t.pos += 1;
-            t.eat_word("STREAM");
-            t.eat_word("TABLE");
-            let name = t.ident()?;
-            t.eat_word("EXTENDED");
-            t.expect_end()?;
-            Ok(Statement::Describe { name })
-        }
+        "SHOW" | "LIST" => inspect::parse_show(&mut t),
+        "DESCRIBE" | "DESC" => inspect::parse_describe(&mut t),
         "DROP" => {
             t.pos += 1;
             let kind = t.relation_kind()?;
@@ -627,54 +629,16 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
             t.expect_end()?;
             Ok(Statement::Drop { kind, name, if_exists, delete_topic })
         }
-        "PRINT" => {
-            t.pos += 1;
-            let (topic, exact) = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
-                Some(Token::Word(w)) => (w.value.clone(), w.quote_style.is_some()),
-                Some(Token::SingleQuotedString(s)) => (s, true),
-                _ => return Err(t.error("syntax error: expected a topic name")),
-            };
-            t.pos += 1;
-            let (mut from_beginning, mut interval, mut limit) = (false, 1, None);
-            loop {
-                if t.eat_word("FROM") {
-                    t.expect_word("BEGINNING")?;
-                    from_beginning = true;
-                } else if t.eat_word("INTERVAL") || t.eat_word("SAMPLE") {
-                    interval = t.number()?;
-                    if interval == 0 {
-                        return Err(t.error("INTERVAL must be at least 1"));
-                    }
-                } else if t.eat_word("LIMIT") {
-                    limit = Some(t.number()?);
-                } else {
-                    break;
-                }
-            }
-            t.expect_end()?;
-            Ok(Statement::Print { topic, exact, from_beginning, interval, limit })
-        }
-        "TERMINATE" => {
-            t.pos += 1;
-            let query_id = if t.eat_word("ALL") { None } else { Some(t.ident()?.to_uppercase()) };
-            t.expect_end()?;
-            Ok(Statement::Terminate { query_id })
-        }
-        "EXPLAIN" => {
-            t.pos += 1;
-            // As in Postgres; each level would parse the rest again (and recurse).
-            if t.peek_word(0).as_deref() == Some("EXPLAIN") {
-                return Err(t.error("syntax error: EXPLAIN of an EXPLAIN"));
-            }
-            let offset = t.rest_offset_chars();
-            Ok(Statement::Explain(Box::new(parse_one(t.rest(), offset)?)))
-        }
+        "PRINT" => inspect::parse_print(&mut t),
+        "ASSERT" => inspect::parse_assert(&mut t),
+        "TERMINATE" | "PAUSE" | "RESUME" => inspect::parse_query_control(&mut t, &first),
+        "EXPLAIN" => inspect::parse_explain(&mut t),
         "FLUSH" => {
             t.pos += 1;
             t.expect_end()?;
             Ok(Statement::Flush)
         }
-        "SET" => parse_set(&mut t),
+        "SET" => admin::parse_set(&mut t),
         "UNSET" => {
             t.pos += 1;
             let name = t.property_name()?;
@@ -688,65 +652,16 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
             // ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name stays in the transaction.
             let at = if matches!(second.as_str(), "WORK" | "TRANSACTION") { 2 } else { 1 };
             if t.peek_word(at).as_deref() == Some("TO") {
-                return savepoint(&mut t, at + 1, "ROLLBACK TO");
+                return admin::savepoint(&mut t, at + 1, "ROLLBACK TO");
             }
             Ok(Statement::NoOp { tag: "ROLLBACK".into() })
         }
-        "SAVEPOINT" => savepoint(&mut t, 1, "SAVEPOINT"),
-        "RELEASE" => savepoint(&mut t, 1, "RELEASE"),
-        _ => Err(t.error("syntax error: expected a statement (CREATE, INSERT, SELECT, SHOW, DESCRIBE, DROP, TERMINATE, EXPLAIN, FLUSH)")),
+        "SAVEPOINT" => admin::savepoint(&mut t, 1, "SAVEPOINT"),
+        "RELEASE" => admin::savepoint(&mut t, 1, "RELEASE"),
+        _ => Err(t.error(
+            "syntax error: expected a statement (CREATE, INSERT, SELECT, SHOW, DESCRIBE, DROP, TERMINATE, EXPLAIN, FLUSH)",
+        )),
     }
-}
-
-/// `SAVEPOINT name`, `RELEASE [SAVEPOINT] name`, `ROLLBACK TO [SAVEPOINT] name`, with the
-/// name at word `at`: accepted (tag `tag`) so that drivers and ORMs that nest transactions
-/// work (SQLAlchemy's `begin_nested`); like BEGIN and COMMIT they change nothing, since each
-/// statement takes effect when it runs (README, "Transactions").
-fn savepoint(t: &mut Tokens, at: usize, tag: &str) -> Result<Statement, EddyError> {
-    t.pos += at;
-    if tag != "SAVEPOINT" {
-        t.eat_word("SAVEPOINT");
-    }
-    match t.tokens.get(t.pos).map(|x| &x.token) {
-        Some(Token::Word(_)) => t.pos += 1,
-        _ => return Err(t.error("syntax error: expected a savepoint name")),
-    }
-    t.expect_end()?;
-    Ok(Statement::NoOp { tag: tag.into() })
-}
-
-fn parse_set(t: &mut Tokens) -> Result<Statement, EddyError> {
-    t.pos += 1;
-    // SET SESSION CHARACTERISTICS AS TRANSACTION ... / SET TRANSACTION ... (JDBC, Metabase).
-    if t.peek_word(0).as_deref() == Some("TRANSACTION")
-        || (t.peek_word(0).as_deref() == Some("SESSION") && t.peek_word(1).as_deref() == Some("CHARACTERISTICS"))
-    {
-        return Ok(Statement::NoOp { tag: "SET".into() });
-    }
-    // SET TIME ZONE 'x' (pgcli).
-    if t.peek_word(0).as_deref() == Some("TIME") && t.peek_word(1).as_deref() == Some("ZONE") {
-        t.pos += 2;
-        let value = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
-            Some(Token::SingleQuotedString(s)) => s,
-            Some(Token::Word(w)) => w.value,
-            _ => return Err(t.error("syntax error: expected a time zone")),
-        };
-        return Ok(Statement::Set { name: "timezone".into(), value });
-    }
-    t.eat_word("SESSION");
-    t.eat_word("LOCAL");
-    let name = t.property_name()?;
-    if !t.eat(&Token::Eq) {
-        t.expect_word("TO")?;
-    }
-    let value = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
-        Some(Token::SingleQuotedString(s)) => s,
-        Some(Token::Word(w)) => w.value,
-        Some(Token::Number(n, _)) => n,
-        _ => return Err(t.error("syntax error: expected a value")),
-    };
-    t.pos += 1;
-    Ok(Statement::Set { name, value })
 }
 
 /// `WITH (KEY = value, ...)` if it comes next: upper-cased keys, values as written.

@@ -74,6 +74,7 @@ pub const NULL_COLUMNS: &[&str] = &[
 
 /// Rewrites `query` in place; returns whether anything changed.
 mod ksql;
+mod rowtime;
 pub use ksql::ksql_functions;
 use ksql::{constructor, ksql_alias, time_arithmetic};
 
@@ -395,7 +396,11 @@ fn is_unreachable_type_branch(conditions: &[ast::CaseWhen], else_result: Option<
 
 impl Rewriter {
     fn rewrite_expr(&mut self, expr: &mut Expr) -> Option<Expr> {
-        if let Some(built) = constructor(expr).or_else(|| time_arithmetic(expr)).or_else(|| ksql_alias(expr)) {
+        if let Some(built) = constructor(expr)
+            .or_else(|| time_arithmetic(expr))
+            .or_else(|| ksql_alias(expr))
+            .or_else(|| rowtime::time_strings(expr))
+        {
             return Some(built);
         }
         match expr {

@@ -2,11 +2,27 @@
 //! `${name}` anywhere in a later statement of the session (identifiers, string literals,
 //! numbers) replaced by the value's text before the statement is parsed, as ksqlDB's
 //! variable substitution does. Names are case-insensitive. A statement that names an
-//! undefined variable is refused, naming it.
+//! undefined variable is refused, naming it. Also `RUN SCRIPT 'path'`, whose file of
+//! statements is substituted the same way.
 
 use std::collections::BTreeMap;
 
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use super::{Statement, Tokens};
 use crate::error::EddyError;
+
+/// `RUN SCRIPT 'path'`.
+pub(super) fn parse_run_script(t: &mut Tokens) -> Result<Statement, EddyError> {
+    t.pos += 1;
+    t.expect_word("SCRIPT")?;
+    let Some(Token::SingleQuotedString(path)) = t.peek().cloned() else {
+        return Err(t.error("syntax error: expected the script's path in quotes: RUN SCRIPT '/path/to/statements.sql'"));
+    };
+    t.pos += 1;
+    t.expect_end()?;
+    Ok(Statement::RunScript { path })
+}
 
 /// `sql` with every `${name}` replaced, statement by statement: a `DEFINE` or `UNDEFINE`
 /// earlier in the same text counts for the statements after it (the session's `vars` are not
@@ -35,7 +51,7 @@ pub fn substitute(sql: &str, vars: &BTreeMap<String, String>) -> Result<String, 
 
 /// `DEFINE name = 'value'` as (name, Some(value)), `UNDEFINE name` as (name, None).
 pub fn define(statement: &str) -> Option<(String, Option<String>)> {
-    let text = statement.trim().trim_end_matches(';').trim();
+    let text = skip_comments(statement).trim_end_matches(';').trim();
     let (word, rest) = text.split_once(char::is_whitespace)?;
     let rest = rest.trim();
     if word.eq_ignore_ascii_case("UNDEFINE") {
@@ -51,6 +67,20 @@ pub fn define(statement: &str) -> Option<(String, Option<String>)> {
         return None;
     }
     Some((name.to_lowercase(), Some(quoted.replace("''", "'"))))
+}
+
+/// `text` after its leading whitespace and comments (`-- ...` lines, `/* ... */`).
+fn skip_comments(text: &str) -> &str {
+    let mut rest = text.trim_start();
+    loop {
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, next)| next).trim_start();
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, next)| next).trim_start();
+        } else {
+            return rest;
+        }
+    }
 }
 
 fn is_name(s: &str) -> bool {
@@ -151,5 +181,8 @@ mod tests {
         assert_eq!(define("undefine A_1"), Some(("a_1".into(), None)));
         assert_eq!(define("DEFINE a = x"), None);
         assert_eq!(define("DEFINED a = 'x'"), None);
+        // After comments (a script's first statement, a psql file).
+        assert_eq!(define("-- topics\n  -- more\nDEFINE t = 'v';"), Some(("t".into(), Some("v".into()))));
+        assert_eq!(define("/* drop it */ UNDEFINE t"), Some(("t".into(), None)));
     }
 }

@@ -7,13 +7,15 @@ use super::*;
 
 /// ksqlDB's meaning of functions Postgres (and DataFusion) have under the same name, for a
 /// continuous or push query (pull queries keep Postgres's): `ROUND`, `CEIL`, `FLOOR`,
-/// `SUBSTRING`, `INITCAP`, `INSTR` and `TRIM(s)` call Eddy's own (`functions::ksql_semantics`, named here as text: the fuzz
-/// targets build this module alone), `REGEXP_REPLACE` replaces every match. Whether it
-/// changed anything.
+/// `SUBSTRING`, `INITCAP`, `INSTR` and `TRIM(s)` call Eddy's own (`functions::ksql_semantics`,
+/// named here as text: the fuzz targets build this module alone), `REGEXP_REPLACE` replaces
+/// every match, `GENERATE_SERIES(a, b)` counts down when b < a, `LPAD`/`RPAD` are NULL for
+/// an empty padding or a negative length. Whether it changed anything.
 pub fn ksql_functions(query: &mut Query) -> bool {
     let mut changed = false;
     let _ = ast::visit_expressions_mut(query, |e| {
         let ceil = matches!(e, Expr::Ceil { .. });
+        let mut padded = None;
         match e {
             Expr::Substring { expr, substring_from: Some(from), substring_for, .. } => {
                 let mut args = vec![expr.to_string(), from.to_string()];
@@ -53,6 +55,24 @@ pub fn ksql_functions(query: &mut Query) -> bool {
                         changed = true;
                         None
                     }
+                    // GENERATE_SERIES(start, end) counts down when end < start.
+                    ("generate_series", 2) => {
+                        let (start, end) = (list.args[0].to_string(), list.args[1].to_string());
+                        if let Some(step) = try_parse_expr(&format!("CASE WHEN ({end}) < ({start}) THEN -1 ELSE 1 END"))
+                        {
+                            list.args.push(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(step)));
+                            changed = true;
+                        }
+                        None
+                    }
+                    // LPAD and RPAD are NULL for an empty padding or a negative length.
+                    ("lpad" | "rpad", 3) => {
+                        let (length, padding) = (list.args[1].to_string(), list.args[2].to_string());
+                        padded = try_parse_expr(&format!(
+                            "CASE WHEN ({length}) < 0 OR ({padding}) = '' THEN NULL ELSE {f} END"
+                        ));
+                        None
+                    }
                     _ => None,
                 };
                 if let Some(name) = renamed {
@@ -61,6 +81,10 @@ pub fn ksql_functions(query: &mut Query) -> bool {
                 }
             }
             _ => {}
+        }
+        if let Some(p) = padded {
+            *e = p;
+            changed = true;
         }
         ControlFlow::<()>::Continue(())
     });
@@ -167,6 +191,11 @@ pub(super) fn ksql_alias(e: &Expr) -> Option<Expr> {
         ("unix_date", []) => "arrow_cast(arrow_cast(current_date(), 'Date32'), 'Int32')".to_string(),
         ("unix_date", [d]) => format!("arrow_cast(arrow_cast({d}, 'Date32'), 'Int32')"),
         ("from_days", [n]) => format!("arrow_cast(arrow_cast({n}, 'Int32'), 'Date32')"),
+        // ksqlDB's ARRAY_CONTAINS is false for a NULL array, and finds a NULL element
+        // (DataFusion's array_has answers NULL for both).
+        ("array_contains", [a, x]) => format!("(array_position({a}, {x}) IS NOT NULL)"),
+        // ksqlDB's ARRAY_LENGTH(a) is an INT (Postgres's takes a dimension too).
+        ("array_length", [a]) => format!("CAST(list_length({a}) AS INT)"),
         // ksqlDB (and Postgres) remove every match; DataFusion's array_remove the first.
         ("array_remove", [a, x]) => format!("array_remove_all({a}, {x})"),
         // ksqlDB's INSTR with a start position and an occurrence (DataFusion's takes two).
