@@ -250,7 +250,8 @@ async fn drop_and_terminate_are_whole_after_a_crash_inside_them() {
 
 /// ksqlDB's PAUSE / RESUME: a paused query reads nothing, keeps its state, where it read
 /// to and its output stream (no one else writes it), also across a kill -9; RESUME goes on
-/// from where it stopped, each input record counted once.
+/// from where it stopped, each input record counted once (its input gained a column by
+/// ALTER STREAM meanwhile).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_query_keeps_its_state_and_output_across_a_kill9_and_resumes_where_it_stopped() {
     let tmp = tempfile::tempdir().unwrap();
@@ -276,6 +277,8 @@ async fn a_paused_query_keeps_its_state_and_output_across_a_kill9_and_resumes_wh
     assert_eq!(query(&c, totals).await, rows(&[("a", "1"), ("b", "20")]));
     // Its output is still its own while it is paused, and after a crash.
     assert_eq!(sqlstate(&c, "INSERT INTO big (id, n) VALUES ('x', 1)").await.0, "42809");
+    // A column added meanwhile: the queries plan to the same output after the restart.
+    query(&c, "ALTER STREAM clicks ADD COLUMN note STRING").await;
     server.kill9();
     let server = Server::start(tmp.path());
     let c = server.client().await;
@@ -290,6 +293,9 @@ async fn a_paused_query_keeps_its_state_and_output_across_a_kill9_and_resumes_wh
     assert_eq!(status(query(&c, "SHOW QUERIES").await), ["RUNNING", "RUNNING"]);
     query(&c, "FLUSH").await;
     assert_eq!(query(&c, totals).await, rows(&[("a", "11"), ("b", "20"), ("c", "30")]));
+    query(&c, "INSERT INTO clicks (id, n, note) VALUES ('c', 5, 'late')").await;
+    query(&c, "FLUSH").await;
+    assert_eq!(query(&c, totals).await, rows(&[("a", "11"), ("b", "20"), ("c", "35")]));
     let big = query(&c, "SELECT id, n FROM big ORDER BY id").await;
     assert_eq!(big, rows(&[("a", "10"), ("b", "20"), ("c", "30")]));
     // Push queries and a table's own materializer are not paused; unknown ids are errors.

@@ -14,6 +14,7 @@ mod fences;
 mod insert_select;
 mod join_spill;
 mod kafka;
+mod ksql_compat;
 mod limits;
 mod load;
 mod log_compaction;

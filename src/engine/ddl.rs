@@ -17,22 +17,32 @@ use crate::log::TopicConfig;
 use crate::plan::{plan_continuous, upsert_plan, PlanShape};
 use crate::sql::{Privilege, RelationKind, SelectStatement, Statement};
 
+/// A stream or table declared over a topic, as `CREATE STREAM | TABLE` gives it.
+pub(super) struct SourceDef {
+    pub kind: RelationKind,
+    pub name: String,
+    pub columns: Vec<Column>,
+    pub headers: Vec<crate::sql::HeaderColumn>,
+    pub props: BTreeMap<String, String>,
+}
+
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn create_source(
         &self,
         owner: &str,
-        kind: RelationKind,
-        name: String,
-        columns: Vec<Column>,
-        headers: Vec<crate::sql::HeaderColumn>,
-        props: BTreeMap<String, String>,
+        source: SourceDef,
         if_not_exists: bool,
+        or_replace: bool,
     ) -> Result<Output> {
+        let SourceDef { kind, name, columns, headers, props } = source;
         let _ddl = self.ddl.lock().await;
         let tag = format!("CREATE {}", kind.word());
-        if self.catalog.relation(&name).is_some() {
-            return if if_not_exists {
+        if let Some(existing) = self.catalog.relation(&name) {
+            return if or_replace {
+                let mut declared = self.relation_from_props(kind, &name, columns, &props, None)?;
+                declared.header_columns = headers;
+                self.replace_source(owner, existing, declared).await.map(|()| Output::Command { tag })
+            } else if if_not_exists {
                 Ok(Output::Command { tag })
             } else {
                 Err(EddyError::DuplicateRelation(format!("{} {name}", kind.word().to_lowercase())))
@@ -793,6 +803,122 @@ impl Engine {
         crate::failpoint::hit("ddl:after_catalog");
         self.finish_stopped(ids.iter().map(String::as_str), &released)?;
         Ok(Output::Command { tag: "TERMINATE".into() })
+    }
+}
+
+impl Engine {
+    /// ksqlDB's `ALTER STREAM name ADD COLUMN ...`: see `add_columns`.
+    pub(super) async fn alter_source(
+        &self,
+        owner: &str,
+        kind: RelationKind,
+        name: &str,
+        columns: Vec<Column>,
+    ) -> Result<Output> {
+        let _ddl = self.ddl.lock().await;
+        let rel = self.catalog.relation(name).ok_or_else(|| EddyError::UndefinedRelation(format!("Source {name}")))?;
+        if rel.kind != kind {
+            return Err(EddyError::WrongObjectType(format!(
+                "Incompatible data source type is {}, but statement was ALTER {}",
+                rel.kind.word(),
+                kind.word()
+            )));
+        }
+        self.add_columns(owner, rel, columns, "ALTER").await?;
+        Ok(Output::Command { tag: format!("ALTER {}", kind.word()) })
+    }
+
+    /// `CREATE OR REPLACE STREAM | TABLE` of one that exists, over a topic: the same
+    /// declaration with new value columns at the end (`add_columns`); anything else stays.
+    async fn replace_source(&self, owner: &str, existing: RelationDef, declared: RelationDef) -> Result<()> {
+        let what = format!("CREATE OR REPLACE {} {}", declared.kind.word(), declared.name);
+        let same_place = declared.kind == existing.kind
+            && declared.topic == existing.topic
+            && declared.key_format == existing.key_format
+            && declared.value_format == existing.value_format
+            && declared.value_delimiter == existing.value_delimiter
+            && declared.unwrap_single_value == existing.unwrap_single_value
+            && declared.timestamp_column == existing.timestamp_column
+            && declared.timestamp_format == existing.timestamp_format
+            && declared.header_columns == existing.header_columns;
+        if !same_place {
+            return Err(EddyError::InvalidValue(format!(
+                "{what}: only new value columns may be added; its kind, topic, formats, timestamp and header columns stay as declared"
+            )));
+        }
+        let kept = existing.columns.len();
+        if declared.columns.len() < kept || declared.columns[..kept] != existing.columns[..] {
+            return Err(EddyError::InvalidValue(format!(
+                "{what}: its columns stay as they are (none removed, renamed, moved or retyped); new value columns go at the end"
+            )));
+        }
+        let added = declared.columns[kept..].to_vec();
+        if added.iter().any(|c| c.key) {
+            return Err(EddyError::InvalidValue(format!("{what}: only value columns may be added, not key columns")));
+        }
+        if added.is_empty() {
+            return Ok(());
+        }
+        self.add_columns(owner, existing, added, "CREATE OR REPLACE").await
+    }
+
+    /// New value columns on a stream declared over a topic, JSON values (records written
+    /// before read NULL there). The queries that read it go on as they are; each must plan to
+    /// the same output with the new columns (a `SELECT *` would not), and none may hold its
+    /// rows in state (a stream–stream join).
+    async fn add_columns(&self, owner: &str, rel: RelationDef, columns: Vec<Column>, verb: &str) -> Result<()> {
+        let name = rel.name.clone();
+        self.require_owner(owner, &rel)?;
+        if rel.written_by.is_some() || rel.name == crate::dataflow::sink::PROCESSING_LOG {
+            return Err(EddyError::InvalidValue(format!(
+                "{verb} command is not supported for CREATE ... AS statements."
+            )));
+        }
+        if rel.kind == RelationKind::Table {
+            return Err(EddyError::NotImplemented(format!(
+                "{verb} TABLE with new columns (a table's state holds its rows as declared; streams take new columns)"
+            )));
+        }
+        if rel.value_encoding() != ValueFormat::Json {
+            return Err(EddyError::NotImplemented(format!(
+                "new columns on a {} stream (its records written so far have no place for them; JSON values only)",
+                rel.value_format
+            )));
+        }
+        let mut altered = rel.clone();
+        for c in columns {
+            if altered.columns.iter().any(|o| o.name.eq_ignore_ascii_case(&c.name)) {
+                return Err(EddyError::DuplicateObject(format!(
+                    "Cannot add column {} to schema. A column with the same name already exists.",
+                    c.name
+                )));
+            }
+            altered.columns.push(c);
+        }
+        for q in self.catalog.queries().into_iter().filter(|q| q.source == rel.name || q.inputs.contains(&rel.name)) {
+            let select = match crate::sql::parse(&q.sql)?.into_iter().next().map(|l| l.statement) {
+                Some(Statement::CreateAs { select, .. }) | Some(Statement::InsertSelect { select, .. }) => select,
+                _ => continue,
+            };
+            let inputs = self.sources(&select)?;
+            let before = plan_continuous(&select, &inputs).await?;
+            let inputs: Vec<RelationDef> =
+                inputs.into_iter().map(|r| if r.name == rel.name { altered.clone() } else { r }).collect();
+            let after = plan_continuous(&select, &inputs).await?;
+            if before.interval.is_some() {
+                return Err(EddyError::ObjectInUse(format!(
+                    "{verb} {name}: query {} joins it with another stream and holds its rows in state; TERMINATE it first",
+                    q.id
+                )));
+            }
+            if before.output_columns != after.output_columns {
+                return Err(EddyError::ObjectInUse(format!(
+                    "{verb} {name}: query {} would change its output (it selects every column); TERMINATE it first",
+                    q.id
+                )));
+            }
+        }
+        self.catalog.update_relation(&altered)
     }
 }
 

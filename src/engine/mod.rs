@@ -366,8 +366,9 @@ impl Engine {
     pub async fn execute(&self, session: &mut Session, located: Located) -> Result<Output> {
         let user = session.user.clone();
         match located.statement {
-            Statement::CreateSource { kind, name, columns, headers, props, if_not_exists } => {
-                self.create_source(&user, kind, name, columns, headers, props, if_not_exists).await
+            Statement::CreateSource { kind, name, columns, headers, props, if_not_exists, or_replace } => {
+                let source = ddl::SourceDef { kind, name, columns, headers, props };
+                self.create_source(&user, source, if_not_exists, or_replace).await
             }
             Statement::CreateAs { kind, name, props, select, if_not_exists, or_replace: true, text } => {
                 let _ = if_not_exists;
@@ -435,6 +436,7 @@ impl Engine {
                 session.variables.remove(&name);
                 Ok(Output::Command { tag: "UNDEFINE".into() })
             }
+            Statement::AlterSource { kind, name, columns } => self.alter_source(&user, kind, &name, columns).await,
             Statement::RunScript { path } => self.run_script(session, &path).await,
             Statement::Describe { name, extended } => self.describe(&name, extended),
             Statement::DescribeAll { kind, extended } => self.describe_all(kind, extended),

@@ -1,6 +1,6 @@
 //! ksqlDB's `RUN SCRIPT 'path'`: the statements of a file, run in order as if the session had
 //! sent them, stopping at the first that fails (those before it stay done). As in ksqlDB a
-//! script holds statements that define and feed things (CREATE, DROP, INSERT, SET, UNSET,
+//! script holds statements that define and feed things (CREATE, DROP, ALTER, INSERT, SET, UNSET,
 //! DEFINE, UNDEFINE), not queries or SHOW; every statement is checked before any runs. The
 //! server reads the file, so only superusers may (as Postgres's COPY from a server file);
 //! psql's `\i` runs a file on the client's side.
@@ -51,7 +51,7 @@ impl Engine {
         for (i, l) in statements.iter().enumerate() {
             if !runs_in_script(&l.statement) {
                 return Err(EddyError::InvalidValue(format!(
-                    "{}: a script runs CREATE, DROP, INSERT, SET, UNSET, DEFINE and UNDEFINE statements, not `{}`",
+                    "{}: a script runs CREATE, DROP, ALTER, INSERT, SET, UNSET, DEFINE and UNDEFINE statements, not `{}`",
                     label(i + 1, l),
                     l.text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
                 )));
@@ -80,6 +80,7 @@ fn runs_in_script(statement: &Statement) -> bool {
             | Statement::Undefine { .. }
             | Statement::CreateType { .. }
             | Statement::DropType { .. }
+            | Statement::AlterSource { .. }
     )
 }
 

@@ -702,6 +702,7 @@ pub fn udfs() -> Vec<ScalarUDF> {
     all.extend(json_strings::udfs());
     all.extend(strings::byte_codecs());
     all.push(maps::map_union());
+    all.push(maps::entries());
     all.extend(byte_numbers::udfs());
     all.extend(ksql_semantics::udfs());
     all.extend(table::udfs());

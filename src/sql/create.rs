@@ -1,7 +1,7 @@
 //! CREATE STREAM/TABLE over a topic: the column list (KEY / PRIMARY KEY, HEADERS and
 //! HEADER('key') columns), column types (nested ARRAY, MAP and STRUCT, DECIMAL(p, s), custom
 //! types from `custom_types`), and the WITH properties; `CREATE ... AS SELECT` hands its
-//! query to `select.rs`.
+//! query to `select.rs`. Also ksqlDB's `ALTER STREAM | TABLE name ADD [COLUMN] c type, ...`.
 
 use super::*;
 
@@ -49,22 +49,39 @@ pub(super) fn parse_create(t: &mut Tokens) -> Result<Statement, EddyError> {
         });
     }
     t.expect_end()?;
-    if or_replace {
-        return Err(EddyError::NotImplemented(format!(
-            "CREATE OR REPLACE {} over a topic (it applies to CREATE ... AS SELECT; DROP and re-create the {} instead)",
-            kind.word(),
-            kind.word().to_lowercase()
-        )));
-    }
     if columns.is_empty() {
         return Err(t.error(format!("CREATE {} needs a column list, e.g. (id STRING KEY, amount DOUBLE)", kind.word())));
     }
-    Ok(Statement::CreateSource { kind, name, columns, headers, props, if_not_exists })
+    Ok(Statement::CreateSource { kind, name, columns, headers, props, if_not_exists, or_replace })
 }
 
 /// A column filled from the Kafka record's headers: all of them (`HEADERS`, an
 /// `ARRAY<STRUCT<KEY STRING, VALUE BYTES>>`) or one (`HEADER('key')`, BYTES).
 pub type HeaderColumn = (String, Option<String>);
+
+/// `ALTER STREAM | TABLE name ADD [COLUMN] name type [, ADD [COLUMN] name type ...]`: value
+/// columns only.
+pub(super) fn parse_alter(t: &mut Tokens) -> Result<Statement, EddyError> {
+    t.expect_word("ALTER")?;
+    let kind = t.relation_kind()?;
+    let name = t.ident()?;
+    let mut columns = Vec::new();
+    loop {
+        t.expect_word("ADD")?;
+        t.eat_word("COLUMN");
+        let column = t.ident()?;
+        let ty = parse_type(t, 0)?;
+        if t.peek_word(0).as_deref().is_some_and(|w| matches!(w, "KEY" | "PRIMARY" | "HEADERS" | "HEADER")) {
+            return Err(t.error("ALTER adds value columns only (not key or header columns)"));
+        }
+        columns.push(Column { name: column, ty, key: false });
+        if !t.eat(&Token::Comma) {
+            break;
+        }
+    }
+    t.expect_end()?;
+    Ok(Statement::AlterSource { kind, name, columns })
+}
 
 fn parse_column(t: &mut Tokens, kind: RelationKind) -> Result<(Column, Option<HeaderColumn>), EddyError> {
     let name = t.ident()?;

@@ -96,6 +96,8 @@ pub enum Statement {
         headers: Vec<HeaderColumn>,
         props: BTreeMap<String, String>,
         if_not_exists: bool,
+        /// `CREATE OR REPLACE`: new value columns at the end (as ALTER ADD COLUMN).
+        or_replace: bool,
     },
     CreateAs {
         kind: RelationKind,
@@ -196,6 +198,12 @@ pub enum Statement {
     /// ksqlDB's `UNDEFINE name`.
     Undefine {
         name: String,
+    },
+    /// ksqlDB's `ALTER STREAM | TABLE name ADD [COLUMN] c type, ...` (value columns).
+    AlterSource {
+        kind: RelationKind,
+        name: String,
+        columns: Vec<Column>,
     },
     /// ksqlDB's `RUN SCRIPT 'path'`: the statements of a file the server reads.
     RunScript {
@@ -591,6 +599,7 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
     match first.as_str() {
         "CREATE" if user => admin::parse_create_user(&mut t),
         "ALTER" if user => admin::parse_alter_user(&mut t),
+        "ALTER" if matches!(second.as_str(), "STREAM" | "TABLE") => create::parse_alter(&mut t),
         "DROP" if user => admin::parse_drop_user(&mut t),
         "CREATE" if second == "TYPE" => {
             t.pos += 1;
