@@ -862,10 +862,11 @@ impl Engine {
         self.add_columns(owner, existing, added, "CREATE OR REPLACE").await
     }
 
-    /// New value columns on a stream declared over a topic, JSON values (records written
-    /// before read NULL there). The queries that read it go on as they are; each must plan to
-    /// the same output with the new columns (a `SELECT *` would not), and none may hold its
-    /// rows in state (a stream–stream join).
+    /// New value columns on a stream or table declared over a topic, JSON values (records
+    /// written before read NULL there). The queries that read a stream go on as they are;
+    /// each must plan to the same output with the new columns (a `SELECT *` would not), and
+    /// none may hold its rows in state (a stream–stream join). A table's own state is read
+    /// again from its topic; no other query may read it.
     async fn add_columns(&self, owner: &str, rel: RelationDef, columns: Vec<Column>, verb: &str) -> Result<()> {
         let name = rel.name.clone();
         self.require_owner(owner, &rel)?;
@@ -875,9 +876,23 @@ impl Engine {
             )));
         }
         if rel.kind == RelationKind::Table {
-            return Err(EddyError::NotImplemented(format!(
-                "{verb} TABLE with new columns (a table's state holds its rows as declared; streams take new columns)"
-            )));
+            // Its state is rebuilt from its topic; queries reading it hold its rows as declared.
+            let readers: Vec<String> = self
+                .catalog
+                .queries()
+                .into_iter()
+                .filter(|q| {
+                    (q.source == rel.name || q.inputs.contains(&rel.name))
+                        && rel.materialized_by.as_ref() != Some(&q.id)
+                })
+                .map(|q| q.id)
+                .collect();
+            if !readers.is_empty() {
+                return Err(EddyError::ObjectInUse(format!(
+                    "{verb} TABLE {name}: queries {} read it and hold its rows as declared; TERMINATE them first",
+                    readers.join(", ")
+                )));
+            }
         }
         if rel.value_encoding() != ValueFormat::Json {
             return Err(EddyError::NotImplemented(format!(
@@ -895,7 +910,10 @@ impl Engine {
             }
             altered.columns.push(c);
         }
-        for q in self.catalog.queries().into_iter().filter(|q| q.source == rel.name || q.inputs.contains(&rel.name)) {
+        // (A table's own materializer has no SELECT to plan again.)
+        let reads = |q: &QueryDef| q.source == rel.name || q.inputs.contains(&rel.name);
+        for q in self.catalog.queries().into_iter().filter(|q| reads(q) && rel.materialized_by.as_ref() != Some(&q.id))
+        {
             let select = match crate::sql::parse(&q.sql)?.into_iter().next().map(|l| l.statement) {
                 Some(Statement::CreateAs { select, .. }) | Some(Statement::InsertSelect { select, .. }) => select,
                 _ => continue,
@@ -918,7 +936,18 @@ impl Engine {
                 )));
             }
         }
-        self.catalog.update_relation(&altered)
+        let Some(materializer) = altered.materialized_by.clone() else {
+            return self.catalog.update_relation(&altered);
+        };
+        // A table: its query's state is read again from the topic, the new columns with it
+        // (a crash in between does the same with what the catalog holds).
+        if let Some(q) = self.lock_queries().remove(&materializer) {
+            q.stop();
+        }
+        self.store.drop_cf(&state_cf(&materializer))?;
+        altered.state_key = upsert_plan(&altered).state_key;
+        self.catalog.update_relation(&altered)?;
+        self.start_query(&materializer, upsert_plan(&altered), None)
     }
 }
 
