@@ -279,10 +279,18 @@ async fn a_paused_query_keeps_its_state_and_output_across_a_kill9_and_resumes_wh
     assert_eq!(sqlstate(&c, "INSERT INTO big (id, n) VALUES ('x', 1)").await.0, "42809");
     // A column added meanwhile: the queries plan to the same output after the restart.
     query(&c, "ALTER STREAM clicks ADD COLUMN note STRING").await;
+    // A server-wide default set before the crash is there after it.
+    query(&c, "ALTER SYSTEM 'auto.offset.reset' = 'earliest'").await;
     server.kill9();
     let server = Server::start(tmp.path());
     let c = server.client().await;
     assert_eq!(status(query(&c, "SHOW QUERIES").await), ["PAUSED", "PAUSED"]);
+    let properties = query(&c, "SHOW PROPERTIES").await;
+    assert!(properties.contains(&vec![
+        Some("auto.offset.reset".into()),
+        Some("earliest".into()),
+        Some("system".into())
+    ]));
     assert_eq!(produce(&server.kafka, "big", "{\"N\":1}").await, Some(RDKafkaErrorCode::PolicyViolation));
     query(&c, "FLUSH").await;
     assert_eq!(query(&c, totals).await, rows(&[("a", "1"), ("b", "20")]));

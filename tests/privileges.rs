@@ -80,6 +80,7 @@ async fn owners_and_grants_decide_who_reads_writes_drops_and_terminates() {
     assert_eq!(sqlstate(&alice, "DROP STREAM orders DELETE TOPIC").await.0, "42501");
     assert_eq!(sqlstate(&alice, "TERMINATE ALL").await.0, "42501");
     assert_eq!(sqlstate(&alice, "PAUSE ALL").await.0, "42501");
+    assert_eq!(sqlstate(&alice, "ALTER SYSTEM 'auto.offset.reset' = 'earliest'").await.0, "42501");
     // The server reads a script's file: superusers only (as Postgres's COPY from a file).
     assert_eq!(sqlstate(&alice, "RUN SCRIPT '/etc/hostname'").await.0, "42501");
     assert_eq!(sqlstate(&alice, "GRANT SELECT ON orders TO alice").await.0, "42501");

@@ -151,12 +151,16 @@ pub struct Catalog {
     queries: RwLock<BTreeMap<String, QueryDef>>,
     /// ksqlDB's custom types (`CREATE TYPE`), by lower-case name.
     types: RwLock<BTreeMap<String, SqlType>>,
+    /// Server-wide defaults of session properties (`ALTER SYSTEM`), by lower-case name.
+    settings: RwLock<BTreeMap<String, String>>,
     /// Bumped after every change to the relations, for caches built from them.
     version: AtomicU64,
 }
 
 /// Catalog keys of custom types: this, then the lower-case name.
 const TYPE_PREFIX: &[u8] = b"type/";
+/// Catalog keys of `ALTER SYSTEM` settings: this, then the lower-case name.
+const SETTING_PREFIX: &[u8] = b"system/";
 
 fn rel_key(name: &str) -> Vec<u8> {
     format!("relation/{name}").into_bytes()
@@ -199,11 +203,17 @@ impl Catalog {
                 serde_json::from_slice(&v).map_err(|e| EddyError::Internal(format!("catalog entry: {e}")))?;
             types.insert(String::from_utf8_lossy(&k[TYPE_PREFIX.len()..]).into_owned(), ty);
         }
+        let mut settings = BTreeMap::new();
+        for (k, v) in store.scan_prefix(CATALOG_CF, SETTING_PREFIX, usize::MAX)? {
+            let name = String::from_utf8_lossy(&k[SETTING_PREFIX.len()..]).into_owned();
+            settings.insert(name, String::from_utf8_lossy(&v).into_owned());
+        }
         Ok(Catalog {
             store,
             relations: RwLock::new(relations),
             queries: RwLock::new(queries),
             types: RwLock::new(types),
+            settings: RwLock::new(settings),
             version: AtomicU64::new(0),
         })
     }
@@ -229,6 +239,30 @@ impl Catalog {
         match ty {
             Some(ty) => types.insert(name, ty.clone()),
             None => types.remove(&name),
+        };
+        Ok(())
+    }
+
+    /// The server-wide defaults of session properties (`ALTER SYSTEM`).
+    pub fn system_settings(&self) -> BTreeMap<String, String> {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sets (`Some`) or removes a server-wide default, durably.
+    pub fn set_system_setting(&self, name: &str, value: Option<&str>) -> Result<()> {
+        let mut key = SETTING_PREFIX.to_vec();
+        key.extend_from_slice(name.as_bytes());
+        let mut cp = self.store.checkpoint(CATALOG_CF);
+        match value {
+            Some(v) => cp.put(&self.store, &key, v.as_bytes())?,
+            None => cp.delete(&self.store, &key)?,
+        }
+        self.store.commit(cp)?;
+        self.store.request_backup();
+        let mut settings = self.settings.write().unwrap_or_else(|p| p.into_inner());
+        match value {
+            Some(v) => settings.insert(name.to_string(), v.to_string()),
+            None => settings.remove(name),
         };
         Ok(())
     }

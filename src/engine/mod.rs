@@ -107,21 +107,28 @@ pub struct Session {
     pub variables: std::collections::BTreeMap<String, String>,
     /// Who is connected (the startup message's user, authenticated or trusted).
     pub user: String,
+    /// The server's defaults (`ALTER SYSTEM`) as of the statement running: `settings` win.
+    pub system: std::collections::BTreeMap<String, String>,
 }
 
 impl Session {
     pub fn for_user(user: &str) -> Session {
-        Session { settings: HashMap::new(), variables: Default::default(), user: user.to_string() }
+        Session { user: user.to_string(), ..Session::default() }
+    }
+
+    /// A property as the session SET it, else as ALTER SYSTEM did.
+    pub fn setting(&self, name: &str) -> Option<&String> {
+        self.settings.get(name).or_else(|| self.system.get(name))
     }
 
     /// A duration setting in Postgres's units (`5s`, `500ms`, `1min`; a bare number is
     /// milliseconds); `Some(None)` when set to 0 (off).
     pub fn duration(&self, name: &str) -> Option<Option<Duration>> {
-        self.settings.get(name).map(|v| parse_duration(v))
+        self.setting(name).map(|v| parse_duration(v))
     }
 
     pub fn earliest(&self) -> bool {
-        self.settings.get("auto.offset.reset").is_some_and(|v| v.eq_ignore_ascii_case("earliest"))
+        self.setting("auto.offset.reset").is_some_and(|v| v.eq_ignore_ascii_case("earliest"))
     }
 }
 
@@ -365,7 +372,9 @@ impl Engine {
 
     pub async fn execute(&self, session: &mut Session, located: Located) -> Result<Output> {
         let user = session.user.clone();
+        session.system = self.catalog.system_settings();
         match located.statement {
+            Statement::AlterSystem { name, value } => self.alter_system(session, &name, value),
             Statement::CreateSource { kind, name, columns, headers, props, if_not_exists, or_replace } => {
                 let source = ddl::SourceDef { kind, name, columns, headers, props };
                 self.create_source(&user, source, if_not_exists, or_replace).await
@@ -414,9 +423,16 @@ impl Engine {
                     [("auto.offset.reset", "latest"), ("eddy.fetch_timeout", "1s"), ("statement_timeout", "0")];
                 let mut rows: Vec<Vec<String>> = defaults
                     .iter()
-                    .filter(|(k, _)| !session.settings.contains_key(*k))
+                    .filter(|(k, _)| !session.settings.contains_key(*k) && !session.system.contains_key(*k))
                     .map(|(k, v)| vec![k.to_string(), v.to_string(), "default".to_string()])
                     .collect();
+                rows.extend(
+                    session
+                        .system
+                        .iter()
+                        .filter(|(k, _)| !session.settings.contains_key(*k))
+                        .map(|(k, v)| vec![k.clone(), v.clone(), "system".to_string()]),
+                );
                 rows.extend(session.settings.iter().map(|(k, v)| vec![k.clone(), v.clone(), "session".to_string()]));
                 rows.sort();
                 Ok(ddl::strings_output(&["property", "value", "level"], rows, "SHOW"))
@@ -502,6 +518,30 @@ impl Engine {
             Statement::NoOp { tag } if tag == "ROLLBACK TO" => Ok(Output::Command { tag: "ROLLBACK".into() }),
             Statement::NoOp { tag } => Ok(Output::Command { tag }),
         }
+    }
+
+    /// `ALTER SYSTEM 'property' = 'value'` (ksqlDB) or `ALTER SYSTEM SET | RESET name`
+    /// (Postgres): the server-wide default of a session property Eddy acts on, kept in the
+    /// catalog; every session's next statement sees it, a session's own SET wins.
+    fn alter_system(&self, session: &Session, name: &str, value: Option<String>) -> Result<Output> {
+        self.require_superuser(session, "ALTER SYSTEM")?;
+        let name = name.to_lowercase();
+        if let Some(v) = &value {
+            let valid = match name.as_str() {
+                "auto.offset.reset" => v.eq_ignore_ascii_case("earliest") || v.eq_ignore_ascii_case("latest"),
+                "eddy.fetch_timeout" | "statement_timeout" => v.trim() == "0" || parse_duration(v).is_some(),
+                _ => {
+                    return Err(EddyError::InvalidValue(format!(
+                        "ALTER SYSTEM: unrecognized configuration parameter \"{name}\" (Eddy acts on auto.offset.reset, eddy.fetch_timeout and statement_timeout)"
+                    )))
+                }
+            };
+            if !valid {
+                return Err(EddyError::InvalidValue(format!("invalid value for parameter \"{name}\": \"{v}\"")));
+            }
+        }
+        self.catalog.set_system_setting(&name, value.as_deref())?;
+        Ok(Output::Command { tag: "ALTER SYSTEM".into() })
     }
 
     fn require_superuser(&self, session: &Session, what: &str) -> Result<()> {

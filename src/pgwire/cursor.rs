@@ -173,7 +173,8 @@ impl PgServer {
             }
             Statement::Fetch { name, count, discard } => {
                 let wait = {
-                    let s = conn.session.lock().await;
+                    let mut s = conn.session.lock().await;
+                    s.system = self.engine.catalog.system_settings();
                     s.duration("eddy.fetch_timeout").unwrap_or(Some(DEFAULT_FETCH_TIMEOUT))
                 };
                 let mut cursors = conn.cursors.lock().await;
@@ -207,6 +208,7 @@ impl PgServer {
             _ => false,
         };
         let mut s = conn.session.lock().await;
+        s.system = self.engine.catalog.system_settings();
         let timeout = s.duration("statement_timeout").unwrap_or(self.engine.config.statement_timeout);
         match timeout.filter(|_| pull) {
             Some(t) => match tokio::time::timeout(t, self.engine.execute(&mut s, located)).await {

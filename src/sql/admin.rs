@@ -199,6 +199,32 @@ pub(super) fn dotted_name(t: &mut Tokens, first: String) -> Result<String, EddyE
     Ok(name)
 }
 
+/// `ALTER SYSTEM 'prop' = 'value'` (ksqlDB), `ALTER SYSTEM SET name { = | TO } value`,
+/// `ALTER SYSTEM RESET name` (Postgres).
+pub(super) fn parse_alter_system(t: &mut Tokens) -> Result<Statement, EddyError> {
+    t.pos += 2;
+    let reset = t.eat_word("RESET");
+    let set = !reset && t.eat_word("SET");
+    let name = t.property_name()?;
+    let value = if reset {
+        None
+    } else {
+        if !(t.eat(&Token::Eq) || (set && t.eat_word("TO"))) {
+            return Err(t.error("syntax error: expected = after the property name"));
+        }
+        let value = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
+            Some(Token::SingleQuotedString(s)) => s,
+            Some(Token::Word(w)) => w.value,
+            Some(Token::Number(n, _)) => n,
+            _ => return Err(t.error("syntax error: expected a value")),
+        };
+        t.pos += 1;
+        Some(value)
+    };
+    t.expect_end()?;
+    Ok(Statement::AlterSystem { name, value })
+}
+
 /// `SAVEPOINT name`, `RELEASE [SAVEPOINT] name`, `ROLLBACK TO [SAVEPOINT] name`, with the
 /// name at word `at`: accepted (tag `tag`) so that drivers and ORMs that nest transactions
 /// work (SQLAlchemy's `begin_nested`); like BEGIN and COMMIT they change nothing, since each

@@ -205,6 +205,11 @@ pub enum Statement {
         name: String,
         columns: Vec<Column>,
     },
+    /// `ALTER SYSTEM 'prop' = 'value'` / `ALTER SYSTEM SET | RESET name` (`None`: reset).
+    AlterSystem {
+        name: String,
+        value: Option<String>,
+    },
     /// ksqlDB's `RUN SCRIPT 'path'`: the statements of a file the server reads.
     RunScript {
         path: String,
@@ -599,6 +604,7 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
     match first.as_str() {
         "CREATE" if user => admin::parse_create_user(&mut t),
         "ALTER" if user => admin::parse_alter_user(&mut t),
+        "ALTER" if second == "SYSTEM" => admin::parse_alter_system(&mut t),
         "ALTER" if matches!(second.as_str(), "STREAM" | "TABLE") => create::parse_alter(&mut t),
         "DROP" if user => admin::parse_drop_user(&mut t),
         "CREATE" if second == "TYPE" => {
