@@ -452,4 +452,9 @@ async fn run_script_runs_a_file_of_statements_in_order() {
     assert!(!psql("DESCRIBE d").0, "nothing runs when a statement does not parse");
     let (ok, _, err) = psql("RUN SCRIPT '/no/such/file.sql'");
     assert!(!ok && err.contains("cannot read /no/such/file.sql"), "{err}");
+    // Only regular files: a device's or a directory's size says nothing.
+    for path in ["/dev/zero", "/tmp"] {
+        let (ok, _, err) = psql(&format!("RUN SCRIPT '{path}'"));
+        assert!(!ok && err.contains("is not a regular file"), "{path}: {err}");
+    }
 }

@@ -502,7 +502,8 @@ impl Engine {
         let mut change = CatalogChange { remove_relations: vec![rel.name.clone()], ..Default::default() };
         let mut released = Vec::new();
         for id in own.iter().copied() {
-            if let Some(q) = self.lock_queries().remove(id.as_str()) {
+            let stopped = self.lock_queries().remove(id.as_str());
+            if let Some(q) = stopped {
                 q.stop();
             }
             change.remove_queries.push(id.clone());
@@ -607,7 +608,8 @@ impl Engine {
         if plan.emit_final && old_plan.output_columns != plan.output_columns {
             return Err(cannot("an EMIT FINAL query's columns cannot change in place yet".into()));
         }
-        if let Some(q) = self.lock_queries().remove(&old.id) {
+        let stopped = self.lock_queries().remove(&old.id);
+        if let Some(q) = stopped {
             q.stop();
         }
         let reproject = matches!(plan.shape, PlanShape::Aggregate(_)) && old_plan.output_columns != plan.output_columns;
@@ -792,7 +794,8 @@ impl Engine {
         let mut change = CatalogChange::default();
         let mut released = Vec::new();
         for id in &ids {
-            if let Some(q) = self.lock_queries().remove(id) {
+            let stopped = self.lock_queries().remove(id);
+            if let Some(q) = stopped {
                 q.stop();
             }
             released.extend(self.inserts_into(id).map(|rel| rel.topic));
@@ -831,6 +834,7 @@ impl Engine {
     /// `CREATE OR REPLACE STREAM | TABLE` of one that exists, over a topic: the same
     /// declaration with new value columns at the end (`add_columns`); anything else stays.
     async fn replace_source(&self, owner: &str, existing: RelationDef, declared: RelationDef) -> Result<()> {
+        self.require_owner(owner, &existing)?;
         let what = format!("CREATE OR REPLACE {} {}", declared.kind.word(), declared.name);
         let same_place = declared.kind == existing.kind
             && declared.topic == existing.topic
@@ -876,7 +880,18 @@ impl Engine {
             )));
         }
         if rel.kind == RelationKind::Table {
-            // Its state is rebuilt from its topic; queries reading it hold its rows as declared.
+            // Its state is rebuilt from its topic, which must still hold every key's latest
+            // record; queries reading it hold its rows as declared.
+            let whole = self.log.topic(&rel.topic).is_some_and(|t| {
+                t.config().cleanup_policy == crate::log::CleanupPolicy::Compact
+                    && t.partitions.iter().all(|p| p.log_start_offset() == 0)
+            });
+            if !whole {
+                return Err(EddyError::ObjectInUse(format!(
+                    "{verb} TABLE {name}: its rows would be read again from topic {}, which no longer holds every key's latest record (a delete policy or deleted records); DROP and re-create the table instead",
+                    rel.topic
+                )));
+            }
             let readers: Vec<String> = self
                 .catalog
                 .queries()
@@ -902,6 +917,7 @@ impl Engine {
         }
         let mut altered = rel.clone();
         for c in columns {
+            reserved_name(&c.name)?;
             if altered.columns.iter().any(|o| o.name.eq_ignore_ascii_case(&c.name)) {
                 return Err(EddyError::DuplicateObject(format!(
                     "Cannot add column {} to schema. A column with the same name already exists.",
@@ -940,14 +956,29 @@ impl Engine {
             return self.catalog.update_relation(&altered);
         };
         // A table: its query's state is read again from the topic, the new columns with it
-        // (a crash in between does the same with what the catalog holds).
-        if let Some(q) = self.lock_queries().remove(&materializer) {
+        // (a crash in between does the same with what the catalog holds); pull queries see
+        // the table refill.
+        let stopped = self.lock_queries().remove(&materializer);
+        if let Some(q) = stopped {
             q.stop();
         }
-        self.store.drop_cf(&state_cf(&materializer))?;
+        let cf = state_cf(&materializer);
         altered.state_key = upsert_plan(&altered).state_key;
-        self.catalog.update_relation(&altered)?;
-        self.start_query(&materializer, upsert_plan(&altered), None)
+        let rebuilt = self
+            .store
+            .drop_cf(&cf)
+            .and_then(|()| self.store.ensure_cf(&cf))
+            .and_then(|()| self.catalog.update_relation(&altered))
+            .and_then(|()| self.start_query(&materializer, upsert_plan(&altered), None));
+        if let Err(e) = rebuilt {
+            // Never silently gone: SHOW QUERIES says why; a restart tries again.
+            let message = format!("{verb} TABLE {name}: its rows could not be read again: {e}");
+            if let Some(q) = self.catalog.query(&materializer) {
+                self.hold_failed_query(&q, e);
+            }
+            return Err(EddyError::State(message));
+        }
+        Ok(())
     }
 }
 
@@ -969,6 +1000,7 @@ fn topic_config(rel: &RelationDef, props: &BTreeMap<String, String>) -> Result<T
 
 fn validate_columns(kind: RelationKind, columns: &[Column]) -> Result<()> {
     for (i, c) in columns.iter().enumerate() {
+        reserved_name(&c.name)?;
         if columns[..i].iter().any(|o| o.name == c.name) {
             return Err(EddyError::DuplicateRelation(format!("column {}", c.name)));
         }
@@ -977,6 +1009,18 @@ fn validate_columns(kind: RelationKind, columns: &[Column]) -> Result<()> {
         return Err(EddyError::InvalidValue(
             "a table needs a PRIMARY KEY column, e.g. (id STRING PRIMARY KEY, ...)".into(),
         ));
+    }
+    Ok(())
+}
+
+/// ksqlDB's pseudo columns cannot be declared (they would hide the record's own).
+fn reserved_name(name: &str) -> Result<()> {
+    let pseudo = ["rowtime", "rowpartition", "rowoffset", "windowstart", "windowend"];
+    if pseudo.iter().any(|p| p.eq_ignore_ascii_case(name)) {
+        return Err(EddyError::InvalidValue(format!(
+            "{} is a reserved column name. You cannot use it as a name for a column.",
+            name.to_uppercase()
+        )));
     }
     Ok(())
 }

@@ -365,20 +365,37 @@ impl Engine {
         for q in &queries {
             self.require_query_owner(user, &q.id, &verb.to_lowercase())?;
         }
+        if !pause {
+            let running = self.lock_queries().len();
+            let resumed = queries.iter().filter(|q| !self.lock_queries().contains_key(&q.id)).count();
+            if running + resumed > self.config.max_queries {
+                return Err(EddyError::LimitExceeded(format!(
+                    "at most {} persistent queries run at once",
+                    self.config.max_queries
+                )));
+            }
+        }
         for q in queries {
+            let change =
+                CatalogChange { put_queries: vec![QueryDef { paused: pause, ..q.clone() }], ..Default::default() };
             if pause {
-                if let Some(running) = self.lock_queries().remove(&q.id) {
+                // The catalog first: a crash after it leaves the query paused, as asked.
+                self.catalog.apply(change)?;
+                let stopped = self.lock_queries().remove(&q.id);
+                if let Some(running) = stopped {
                     running.stop();
                 }
-            } else {
+            } else if !self.lock_queries().contains_key(&q.id) {
                 let (plan, sink) = self.replan(&q).await?;
                 let late = plan.late_data_to.as_ref().and_then(|n| self.catalog.relation(n));
                 let running = self.runtime.start_persistent(&q.id, plan, sink, late, false)?;
+                if let Err(e) = self.catalog.apply(change) {
+                    running.stop();
+                    return Err(e);
+                }
                 self.failed_queries().remove(&q.id);
                 self.lock_queries().insert(q.id.clone(), running);
             }
-            let change = CatalogChange { put_queries: vec![QueryDef { paused: pause, ..q }], ..Default::default() };
-            self.catalog.apply(change)?;
         }
         Ok(Output::Command { tag: verb.into() })
     }

@@ -272,13 +272,15 @@ impl Engine {
     /// Fences the outputs of a query that does not run (failed or paused) as its own, their
     /// uncommitted tail cut: no one else writes them.
     fn fence_query_outputs(&self, q: &QueryDef) {
-        let outputs = |late: bool| {
-            self.catalog
-                .relations()
-                .into_iter()
-                .find(|r| r.written_by.as_deref() == Some(q.id.as_str()) && (q.sink.as_ref() != Some(&r.name)) == late)
-        };
-        if let Err(fence) = self.runtime.fence_outputs(&q.id, outputs(false), outputs(true)) {
+        // Its sink (also a stream it appends to by INSERT INTO ... SELECT, which it does not
+        // own), and the stream it writes late records to.
+        let sink = q.sink.as_ref().and_then(|s| self.catalog.relation(s));
+        let late = self
+            .catalog
+            .relations()
+            .into_iter()
+            .find(|r| r.written_by.as_deref() == Some(q.id.as_str()) && q.sink.as_ref() != Some(&r.name));
+        if let Err(fence) = self.runtime.fence_outputs(&q.id, sink, late) {
             tracing::error!(query = %q.id, "could not fence the outputs of a query that does not run: {fence}");
         }
     }

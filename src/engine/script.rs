@@ -27,14 +27,7 @@ impl Engine {
 
     async fn run_script_inner(&self, session: &mut Session, path: &str) -> Result<Output> {
         self.require_superuser(session, "RUN SCRIPT (the server reads the file)")?;
-        let unreadable = |e: std::io::Error| EddyError::UndefinedObject(format!("RUN SCRIPT: cannot read {path}: {e}"));
-        let len = tokio::fs::metadata(path).await.map_err(unreadable)?.len();
-        if len > MAX_SCRIPT_BYTES {
-            return Err(EddyError::LimitExceeded(format!(
-                "RUN SCRIPT: {path} has {len} bytes; a script has at most {MAX_SCRIPT_BYTES}"
-            )));
-        }
-        let text = tokio::fs::read_to_string(path).await.map_err(unreadable)?;
+        let text = read_script(path).await?;
         let in_script = |context: String, e: EddyError| EddyError::InStatement { context, source: Box::new(e) };
         let text = sql::variables::substitute(&text, &session.variables)
             .map_err(|e| in_script(format!("RUN SCRIPT {path}"), e))?;
@@ -63,6 +56,28 @@ impl Engine {
         }
         Ok(Output::Command { tag: "RUN SCRIPT".into() })
     }
+}
+
+/// The script's text: a regular file of at most `MAX_SCRIPT_BYTES` (not a FIFO or a device,
+/// whose size says nothing), read no further than that.
+async fn read_script(path: &str) -> Result<String> {
+    use tokio::io::AsyncReadExt;
+    let unreadable = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            EddyError::PermissionDenied(format!("RUN SCRIPT: cannot read {path}: {e}"))
+        }
+        _ => EddyError::UndefinedObject(format!("RUN SCRIPT: cannot read {path}: {e}")),
+    };
+    let file = tokio::fs::File::open(path).await.map_err(unreadable)?;
+    if !file.metadata().await.map_err(unreadable)?.is_file() {
+        return Err(EddyError::InvalidValue(format!("RUN SCRIPT: {path} is not a regular file")));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SCRIPT_BYTES + 1).read_to_end(&mut bytes).await.map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_SCRIPT_BYTES {
+        return Err(EddyError::LimitExceeded(format!("RUN SCRIPT: {path} is larger than {MAX_SCRIPT_BYTES} bytes")));
+    }
+    String::from_utf8(bytes).map_err(|_| EddyError::InvalidValue(format!("RUN SCRIPT: {path} is not UTF-8 text")))
 }
 
 /// Statements a script may hold (ksqlDB's RUN SCRIPT list, with types and variables).

@@ -212,14 +212,7 @@ pub(super) fn parse_alter_system(t: &mut Tokens) -> Result<Statement, EddyError>
         if !(t.eat(&Token::Eq) || (set && t.eat_word("TO"))) {
             return Err(t.error("syntax error: expected = after the property name"));
         }
-        let value = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
-            Some(Token::SingleQuotedString(s)) => s,
-            Some(Token::Word(w)) => w.value,
-            Some(Token::Number(n, _)) => n,
-            _ => return Err(t.error("syntax error: expected a value")),
-        };
-        t.pos += 1;
-        Some(value)
+        Some(setting_value(t)?)
     };
     t.expect_end()?;
     Ok(Statement::AlterSystem { name, value })
@@ -266,6 +259,12 @@ pub(super) fn parse_set(t: &mut Tokens) -> Result<Statement, EddyError> {
     if !t.eat(&Token::Eq) {
         t.expect_word("TO")?;
     }
+    let value = setting_value(t)?;
+    Ok(Statement::Set { name, value })
+}
+
+/// A property's value as SET and ALTER SYSTEM take it: quoted, a word or a number.
+fn setting_value(t: &mut Tokens) -> Result<String, EddyError> {
     let value = match t.tokens.get(t.pos).map(|x| x.token.clone()) {
         Some(Token::SingleQuotedString(s)) => s,
         Some(Token::Word(w)) => w.value,
@@ -273,7 +272,7 @@ pub(super) fn parse_set(t: &mut Tokens) -> Result<Statement, EddyError> {
         _ => return Err(t.error("syntax error: expected a value")),
     };
     t.pos += 1;
-    Ok(Statement::Set { name, value })
+    Ok(value)
 }
 
 #[cfg(test)]
