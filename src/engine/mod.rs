@@ -2,6 +2,7 @@
 //! and the runtime. DDL (path 5) and serving (path 4) start here; `pgwire/` only translates
 //! the results to the wire.
 
+mod alter;
 mod custom_types;
 mod ddl;
 mod function_docs;

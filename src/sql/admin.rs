@@ -1,7 +1,8 @@
 //! Postgres statements that are not ksqlDB's: users (`CREATE USER`, `ALTER USER`,
 //! `DROP USER`, also spelled `ROLE`), privileges (`GRANT`, `REVOKE`), cursors (`DECLARE`,
-//! `FETCH`, `MOVE`, `CLOSE`), `SET` and savepoints. Users are kept by `auth.rs`, grants by
-//! the catalog, cursors by the Postgres endpoint (`pgwire/cursor.rs`).
+//! `FETCH`, `MOVE`, `CLOSE`), `COPY (...) TO STDOUT`, `SET`, `ALTER SYSTEM` and savepoints.
+//! Users are kept by `auth.rs`, grants by the catalog, cursors by the Postgres endpoint
+//! (`pgwire/cursor.rs`).
 
 use datafusion::sql::sqlparser::tokenizer::Token;
 
@@ -273,6 +274,39 @@ fn setting_value(t: &mut Tokens) -> Result<String, EddyError> {
     };
     t.pos += 1;
     Ok(value)
+}
+
+/// `COPY (SELECT ...) TO STDOUT` (a pull or push query streamed as COPY data).
+pub(super) fn parse_copy(t: &mut Tokens) -> Result<Statement, EddyError> {
+    t.expect_word("COPY")?;
+    if t.peek() != Some(&Token::LParen) {
+        return Err(t.error("only COPY (SELECT ...) TO STDOUT is supported"));
+    }
+    let open = t.pos;
+    let mut depth = 0;
+    let mut close = None;
+    for (i, tok) in t.tokens.iter().enumerate().skip(open) {
+        match tok.token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let close = close.ok_or_else(|| t.error("syntax error: unclosed parenthesis"))?;
+    let begin = t.index.byte(t.tokens[open + 1].span.start);
+    let end = t.index.byte(t.tokens[close].span.start);
+    let inner_offset = t.offset_chars + t.text[..begin].chars().count();
+    let select = parse_select(&t.text[begin..end], inner_offset, true)?;
+    t.pos = close + 1;
+    t.expect_word("TO")?;
+    t.expect_word("STDOUT")?;
+    Ok(Statement::CopyOut(select))
 }
 
 #[cfg(test)]

@@ -625,7 +625,7 @@ fn parse_one(text: &str, offset_chars: usize) -> Result<Statement, EddyError> {
             None => parse_insert(text, offset_chars),
         },
         "SELECT" | "WITH" | "VALUES" => Ok(Statement::Select(parse_select(text, offset_chars, true)?)),
-        "COPY" => parse_copy(&mut t),
+        "COPY" => admin::parse_copy(&mut t),
         "RUN" => variables::parse_run_script(&mut t),
         "DEFINE" | "UNDEFINE" => match variables::define(text) {
             Some((name, Some(value))) => Ok(Statement::Define { name, value }),
@@ -740,38 +740,6 @@ fn parse_insert(text: &str, offset_chars: usize) -> Result<Statement, EddyError>
         ));
     };
     Ok(Statement::Insert { target, columns, rows: values.rows.into_iter().map(|r| r.content).collect() })
-}
-
-fn parse_copy(t: &mut Tokens) -> Result<Statement, EddyError> {
-    t.expect_word("COPY")?;
-    if t.peek() != Some(&Token::LParen) {
-        return Err(t.error("only COPY (SELECT ...) TO STDOUT is supported"));
-    }
-    let open = t.pos;
-    let mut depth = 0;
-    let mut close = None;
-    for (i, tok) in t.tokens.iter().enumerate().skip(open) {
-        match tok.token {
-            Token::LParen => depth += 1,
-            Token::RParen => {
-                depth -= 1;
-                if depth == 0 {
-                    close = Some(i);
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
-    let close = close.ok_or_else(|| t.error("syntax error: unclosed parenthesis"))?;
-    let begin = t.index.byte(t.tokens[open + 1].span.start);
-    let end = t.index.byte(t.tokens[close].span.start);
-    let inner_offset = t.offset_chars + t.text[..begin].chars().count();
-    let select = parse_select(&t.text[begin..end], inner_offset, true)?;
-    t.pos = close + 1;
-    t.expect_word("TO")?;
-    t.expect_word("STDOUT")?;
-    Ok(Statement::CopyOut(select))
 }
 
 /// An identifier as Eddy names it: unquoted lower-cased, quoted as written.
