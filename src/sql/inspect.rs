@@ -115,7 +115,7 @@ pub(super) fn parse_assert(t: &mut Tokens) -> Result<Statement, EddyError> {
     t.expect_word("TOPIC")?;
     let (topic, exact) = topic_name(t)?;
     let props = with_properties(t)?;
-    let timeout_ms = if t.eat_word("TIMEOUT") { Some(duration_ms(t)?) } else { None };
+    let timeout_ms = if t.eat_word("TIMEOUT") { Some(super::window::duration(t)?.unsigned_abs()) } else { None };
     t.expect_end()?;
     Ok(Statement::AssertTopic { topic, exact, exists, props, timeout_ms })
 }
@@ -141,20 +141,4 @@ fn topic_name(t: &mut Tokens) -> Result<(String, bool), EddyError> {
     };
     t.pos += 1;
     Ok(name)
-}
-
-/// `n unit` as ksqlDB's TIMEOUT and WITHIN take it: MILLISECONDS to DAYS, singular or plural.
-fn duration_ms(t: &mut Tokens) -> Result<u64, EddyError> {
-    let n = t.number()?;
-    let unit = t.peek_word(0).unwrap_or_default();
-    let ms = match unit.trim_end_matches('S') {
-        "MILLISECOND" => 1,
-        "SECOND" => 1_000,
-        "MINUTE" => 60_000,
-        "HOUR" => 3_600_000,
-        "DAY" => 86_400_000,
-        _ => return Err(t.error("syntax error: expected a time unit (MILLISECONDS, SECONDS, MINUTES, HOURS, DAYS)")),
-    };
-    t.pos += 1;
-    n.checked_mul(ms).ok_or_else(|| t.error("TIMEOUT is too long"))
 }

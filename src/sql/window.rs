@@ -241,8 +241,9 @@ fn window_spec(t: &mut Tokens, kind: &str) -> Result<WindowSpec, EddyError> {
     Ok(WindowSpec { kind, size_ms, grace_ms: grace.unwrap_or(DEFAULT_GRACE_MS), retention_ms: retention })
 }
 
-/// `n unit`, in milliseconds.
-fn duration(t: &mut Tokens) -> Result<i64, EddyError> {
+/// `n unit`, in milliseconds: MILLISECONDS to DAYS, singular or plural (window sizes,
+/// WITHIN, ASSERT's TIMEOUT).
+pub(super) fn duration(t: &mut Tokens) -> Result<i64, EddyError> {
     let n: i64 = match t.peek() {
         Some(Token::Number(n, _)) => n.parse().map_err(|_| t.error(format!("expected a whole number, not {n}")))?,
         _ => return Err(t.error("syntax error: expected a duration such as 5 MINUTES")),
@@ -261,5 +262,5 @@ fn duration(t: &mut Tokens) -> Result<i64, EddyError> {
         _ => return Err(t.error("syntax error: expected a time unit (MILLISECONDS, SECONDS, MINUTES, HOURS, DAYS)")),
     };
     t.pos += 1;
-    n.checked_mul(ms).ok_or_else(|| t.error("window duration too large"))
+    n.checked_mul(ms).ok_or_else(|| t.error("duration too large"))
 }
