@@ -5,9 +5,11 @@
 //! The cases are written from ksqlDB's reference documentation (never from its own tests).
 //!
 //! Case file: `{"cases": [{"name", "statements": [...], "inputs": [{"topic", "key",
-//! "value", "timestamp"}], "outputs": [{"topic", "key", "value"}], "compare": "all" |
-//! "final"}]}`. A JSON `value` is produced as JSON text, a string as it is, `null` as a
-//! tombstone. `"all"`: the topic holds exactly these records, in order per key; `"final"`:
+//! "window", "value", "timestamp"}], "outputs": [{"topic", "key", "window", "value"}],
+//! "compare": "all" | "final"}]}`. A JSON `value` is produced as JSON text, a string as it
+//! is, `null` as a tombstone. A `window` (`{"start", "end", "type": "time" | "session"}`)
+//! makes the key a windowed key as Kafka Streams writes it: the key's bytes, then the start
+//! as a big-endian 64-bit integer (time windows), or the end and then the start (sessions). `"all"`: the topic holds exactly these records, in order per key; `"final"`:
 //! the last record of each key (a table's current rows; how many updates come before it
 //! depends on batching, in ksqlDB on its cache). Documented differences are applied, not
 //! hidden: topic names and JSON field names match without regard to case (Eddy lower-cases
@@ -25,8 +27,35 @@ use serde_json::Value;
 
 use crate::common::{query, Server};
 
-/// One record: its key (text; `None` for none) and value (JSON; `Null` for a tombstone).
+/// One record: its key (text, or `hex:` and its bytes when they are not UTF-8; `None` for
+/// none) and value (JSON; `Null` for a tombstone).
 type Record = (Option<String>, Value);
+
+/// The key bytes of a case's record: `key`, then its `window` when it has one.
+fn key_bytes(record: &Value) -> Option<Vec<u8>> {
+    let mut key = record["key"].as_str()?.as_bytes().to_vec();
+    let window = &record["window"];
+    if !window.is_null() {
+        let bound = |name: &str| window[name].as_i64().unwrap_or_else(|| panic!("window {name} in {record}"));
+        match window["type"].as_str() {
+            Some("time") => key.extend_from_slice(&bound("start").to_be_bytes()),
+            Some("session") => {
+                key.extend_from_slice(&bound("end").to_be_bytes());
+                key.extend_from_slice(&bound("start").to_be_bytes());
+            }
+            other => panic!("window type {other:?} in {record}: time or session"),
+        }
+    }
+    Some(key)
+}
+
+/// Key bytes as the comparison shows them.
+fn key_text(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(text) => text.to_string(),
+        Err(_) => format!("hex:{}", key.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
+}
 
 fn config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -60,7 +89,7 @@ fn payload(value: &Value) -> Option<Vec<u8>> {
 async fn produce(bootstrap: &str, input: &Value) {
     let producer: FutureProducer = config(bootstrap).set("message.timeout.ms", "10000").create().unwrap();
     let topic = input["topic"].as_str().expect("input topic");
-    let key = input["key"].as_str().map(|k| k.as_bytes().to_vec());
+    let key = key_bytes(input);
     let value = payload(&input["value"]);
     let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic);
     if let Some(k) = &key {
@@ -96,7 +125,7 @@ fn read_topic(bootstrap: &str, wanted: &str) -> Vec<Record> {
         while next < high && std::time::Instant::now() < deadline {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
                 next = m.offset() + 1;
-                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+                let key = m.key().map(key_text);
                 out.push((key, decoded(m.payload())));
             }
         }
@@ -139,7 +168,7 @@ async fn run_case(case: &Value, file: &str) {
         let topic = o["topic"].as_str().expect("output topic").to_string();
         // As the consumer will read it: the bytes a producer of this value would send.
         let value = decoded(payload(&o["value"]).as_deref());
-        expected.entry(topic).or_default().push((o["key"].as_str().map(str::to_string), value));
+        expected.entry(topic).or_default().push((key_bytes(o).as_deref().map(key_text), value));
     }
     let final_only = case["compare"].as_str() == Some("final");
     for (topic, want) in expected {

@@ -11,7 +11,7 @@ use std::sync::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EddyError, Result};
-use crate::format::{Column, KeyFormat, SqlType, ValueFormat};
+use crate::format::{Column, KeyFormat, KeyWindow, SqlType, ValueFormat};
 use crate::sql::{Privilege, RelationKind};
 use crate::state::{StateStore, CATALOG_CF};
 
@@ -22,6 +22,12 @@ pub struct RelationDef {
     pub columns: Vec<Column>,
     pub topic: String,
     pub key_format: KeyFormat,
+    /// A windowed table's window, carried in its record keys after the key columns (ksqlDB's
+    /// windowed keys; `windowstart`/`windowend` are then key columns). `None`: not windowed,
+    /// or windowed before Eddy wrote ksqlDB's keys (the bounds are then ordinary key columns
+    /// of the key format).
+    #[serde(default)]
+    pub key_window: Option<KeyWindow>,
     pub value_format: String,
     /// `VALUE_DELIMITER` of a DELIMITED value format (`,` when absent).
     #[serde(default)]

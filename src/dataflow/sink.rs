@@ -12,6 +12,7 @@ use crate::catalog::RelationDef;
 use crate::error::Result;
 use crate::format::cell_at;
 use crate::format::json_batch::JsonRowEncoder;
+use crate::format::key::partition_key;
 use crate::format::{encode_key, encode_value, ValueFormat};
 use crate::log::batch::{encode_batch, BatchBuilder, LogRecord};
 use crate::log::{Log, Topic};
@@ -139,7 +140,7 @@ impl Sink {
     fn partition_for(&self, key: Option<&[u8]>) -> i32 {
         let n = self.topic.partitions.len() as u32;
         match key {
-            Some(k) => ((murmur2(k) & 0x7fff_ffff) % n) as i32,
+            Some(k) => ((murmur2(partition_key(self.relation.key_window, k)) & 0x7fff_ffff) % n) as i32,
             None => {
                 let next = self.round_robin.get();
                 self.round_robin.set(next.wrapping_add(1));
@@ -149,7 +150,7 @@ impl Sink {
     }
 
     pub fn encode_row(&self, row: &[Value], timestamp_ms: i64) -> OutRecord {
-        let key = encode_key(&self.relation.columns, self.relation.key_format, row);
+        let key = encode_key(&self.relation.columns, self.relation.key_format, self.relation.key_window, row);
         let value = encode_value(&self.relation.columns, self.relation.value_encoding(), row);
         OutRecord {
             partition: self.partition_for(key.as_deref()),
@@ -178,7 +179,7 @@ impl Sink {
                 for &k in &key_columns {
                     row[k] = cell_at(batch.column(k).as_ref(), i);
                 }
-                encode_key(&self.relation.columns, self.relation.key_format, &row)
+                encode_key(&self.relation.columns, self.relation.key_format, self.relation.key_window, &row)
             };
             out.push_raw(self.partition_for(key.as_deref()), timestamp_ms, key.as_deref(), Some(&value), &[]);
         }
@@ -189,7 +190,7 @@ impl Sink {
     /// A table change: the new row, or a tombstone for its key.
     pub fn encode_change(&self, change: &Change) -> OutRecord {
         let key = match &change.row {
-            Some(row) => encode_key(&self.relation.columns, self.relation.key_format, row),
+            Some(row) => encode_key(&self.relation.columns, self.relation.key_format, self.relation.key_window, row),
             None => None,
         }
         .or_else(|| self.key_from_values(&change.key_values));
@@ -214,7 +215,7 @@ impl Sink {
                     key_cols.iter().position(|k| k.name == c.name).map(|i| values[i].clone()).unwrap_or(Value::Null)
                 })
                 .collect();
-            return encode_key(&self.relation.columns, self.relation.key_format, &row);
+            return encode_key(&self.relation.columns, self.relation.key_format, self.relation.key_window, &row);
         }
         Some(Value::Array(values.to_vec()).to_string().into_bytes())
     }

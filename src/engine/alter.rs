@@ -41,6 +41,7 @@ impl Engine {
         let same_place = declared.kind == existing.kind
             && declared.topic == existing.topic
             && declared.key_format == existing.key_format
+            && declared.key_window == existing.key_window
             && declared.value_format == existing.value_format
             && declared.value_delimiter == existing.value_delimiter
             && declared.unwrap_single_value == existing.unwrap_single_value
@@ -49,7 +50,7 @@ impl Engine {
             && declared.header_columns == existing.header_columns;
         if !same_place {
             return Err(EddyError::InvalidValue(format!(
-                "{what}: only new value columns may be added; its kind, topic, formats, timestamp and header columns stay as declared"
+                "{what}: only new value columns may be added; its kind, topic, formats, windows, timestamp and header columns stay as declared"
             )));
         }
         let kept = existing.columns.len();

@@ -12,10 +12,11 @@ use super::{Engine, Output};
 use crate::catalog::{CatalogChange, QueryDef, RelationDef};
 use crate::dataflow::state_cf;
 use crate::error::{EddyError, Result};
-use crate::format::{Column, KeyFormat, ValueFormat};
+use crate::format::key::{WINDOW_END, WINDOW_START};
+use crate::format::{Column, KeyFormat, KeyWindow, SqlType, ValueFormat};
 use crate::log::TopicConfig;
-use crate::plan::{plan_continuous, upsert_plan, PlanShape};
-use crate::sql::{Privilege, RelationKind, SelectStatement, Statement};
+use crate::plan::{plan_continuous, upsert_plan, ContinuousPlan, PlanShape};
+use crate::sql::{Privilege, RelationKind, SelectStatement, Statement, WindowKind};
 
 /// A stream or table declared over a topic, as `CREATE STREAM | TABLE` gives it.
 pub(super) struct SourceDef {
@@ -39,7 +40,7 @@ impl Engine {
         let tag = format!("CREATE {}", kind.word());
         if let Some(existing) = self.catalog.relation(&name) {
             return if or_replace {
-                let mut declared = self.relation_from_props(kind, &name, columns, &props, None)?;
+                let mut declared = self.relation_from_props(kind, &name, columns, &props, None, None)?;
                 declared.header_columns = headers;
                 self.replace_source(owner, existing, declared).await.map(|()| Output::Command { tag })
             } else if if_not_exists {
@@ -49,7 +50,7 @@ impl Engine {
             };
         }
         validate_columns(kind, &columns)?;
-        let mut rel = self.relation_from_props(kind, &name, columns, &props, None)?;
+        let mut rel = self.relation_from_props(kind, &name, columns, &props, None, None)?;
         rel.header_columns = headers;
         rel.owner = Some(owner.to_string());
         self.ensure_topic(&mut rel, &props)?;
@@ -164,7 +165,21 @@ impl Engine {
                 props.insert("VALUE_DELIMITER".into(), d);
             }
         }
-        let mut rel = self.relation_from_props(kind, &name, plan.output_columns.clone(), &props, Some(&id))?;
+        // And in its source's key format, where that format holds the result's key.
+        let window = output_window(&plan);
+        if !props.contains_key("KEY_FORMAT") && !props.contains_key("FORMAT") {
+            let is_bound = |c: &&Column| window.is_some() && (c.name == WINDOW_START || c.name == WINDOW_END);
+            let keys = plan.output_columns.iter().filter(|c| c.key && !is_bound(c)).count();
+            let inherit = match source.key_format {
+                KeyFormat::Json | KeyFormat::Delimited => keys > 0,
+                KeyFormat::Kafka => keys == 1,
+                KeyFormat::None => false,
+            };
+            if inherit {
+                props.insert("KEY_FORMAT".into(), format!("{:?}", source.key_format).to_uppercase());
+            }
+        }
+        let mut rel = self.relation_from_props(kind, &name, plan.output_columns.clone(), &props, Some(&id), window)?;
         rel.materialized_by = (kind == RelationKind::Table).then(|| id.clone());
         rel.state_key = plan.state_key.clone().filter(|_| kind == RelationKind::Table);
         rel.owner = Some(owner.to_string());
@@ -288,6 +303,7 @@ impl Engine {
         mut columns: Vec<Column>,
         props: &BTreeMap<String, String>,
         written_by: Option<&str>,
+        query_window: Option<KeyWindow>,
     ) -> Result<RelationDef> {
         for key in props.keys() {
             if ![
@@ -303,6 +319,8 @@ impl Engine {
                 "CLEANUP_POLICY",
                 "RETENTION_MS",
                 "WRAP_SINGLE_VALUE",
+                "WINDOW_TYPE",
+                "WINDOW_SIZE",
             ]
             .contains(&key.as_str())
             {
@@ -342,7 +360,33 @@ impl Engine {
             ValueFormat::Delimited(d) if d != ',' => Some(d),
             ValueFormat::Delimited(_) | ValueFormat::Json | ValueFormat::JsonUnwrapped | ValueFormat::Kafka => None,
         };
-        let n_keys = columns.iter().filter(|c| c.key).count();
+        let key_window = match (props.get("WINDOW_TYPE"), props.get("WINDOW_SIZE")) {
+            (None, None) => query_window,
+            (None, Some(_)) => {
+                return Err(EddyError::InvalidValue(
+                    "WINDOW_SIZE applies to a WINDOW_TYPE of TUMBLING or HOPPING".into(),
+                ))
+            }
+            (Some(_), _) if written_by.is_some() => {
+                return Err(EddyError::InvalidValue(
+                    "WINDOW_TYPE declares the windows of an existing topic (CREATE STREAM|TABLE over it); \
+                     a query's windows come from its WINDOW clause"
+                        .into(),
+                ))
+            }
+            (Some(t), size) => {
+                let window = KeyWindow::from_props(t, size.map(String::as_str)).map_err(EddyError::InvalidValue)?;
+                // The window's bounds are key columns, after the declared ones (as a
+                // windowed aggregation's result has them).
+                let at = columns.iter().rposition(|c| c.key).map_or(0, |i| i + 1);
+                for (i, name) in [WINDOW_START, WINDOW_END].into_iter().enumerate() {
+                    columns.insert(at + i, Column { name: name.into(), ty: SqlType::BigInt, key: true });
+                }
+                Some(window)
+            }
+        };
+        let is_window_bound = |c: &Column| key_window.is_some() && (c.name == WINDOW_START || c.name == WINDOW_END);
+        let n_keys = columns.iter().filter(|c| c.key && !is_window_bound(c)).count();
         let key_format = match props.get("KEY_FORMAT").or(props.get("FORMAT").filter(|_| n_keys > 0)) {
             Some(f) => KeyFormat::parse(f)
                 .ok_or_else(|| EddyError::NotImplemented(format!("KEY_FORMAT='{f}' (KAFKA, JSON or DELIMITED)")))?,
@@ -355,7 +399,8 @@ impl Engine {
                 "KEY_FORMAT='KAFKA' holds one key column; use KEY_FORMAT='JSON'".into(),
             ));
         }
-        key_format.check_columns(&columns).map_err(EddyError::InvalidValue)?;
+        let key_columns: Vec<Column> = columns.iter().filter(|c| !is_window_bound(c)).cloned().collect();
+        key_format.check_columns(&key_columns).map_err(EddyError::InvalidValue)?;
         let partitions = match props.get("PARTITIONS") {
             Some(p) => p
                 .parse::<i32>()
@@ -393,7 +438,7 @@ impl Engine {
             }
         }
         if key_format == KeyFormat::None {
-            columns.iter_mut().for_each(|c| c.key = false);
+            columns.iter_mut().filter(|c| !is_window_bound(c)).for_each(|c| c.key = false);
         }
         value_encoding.check_columns(&columns).map_err(EddyError::InvalidValue)?;
         Ok(RelationDef {
@@ -402,6 +447,7 @@ impl Engine {
             columns,
             topic: props.get("KAFKA_TOPIC").cloned().unwrap_or_else(|| name.to_string()),
             key_format,
+            key_window,
             value_format: value_encoding.name().to_string(),
             value_delimiter,
             unwrap_single_value: value_encoding == ValueFormat::JsonUnwrapped,
@@ -828,6 +874,25 @@ fn topic_config(rel: &RelationDef, props: &BTreeMap<String, String>) -> Result<T
         }
     }
     Ok(config)
+}
+
+/// The window a query's result keys carry, as ksqlDB writes windowed keys: its own WINDOW
+/// clause's, or the windowed table's it keeps the key of (a filter or projection of it).
+/// Only when both bounds are key columns of the result under their own names; otherwise
+/// they are ordinary key columns.
+fn output_window(plan: &ContinuousPlan) -> Option<KeyWindow> {
+    let keyed = |name: &str| plan.output_columns.iter().any(|c| c.key && c.name == name);
+    if !(keyed(WINDOW_START) && keyed(WINDOW_END)) {
+        return None;
+    }
+    match &plan.window {
+        Some(w) => Some(match w.spec.kind {
+            WindowKind::Tumbling => KeyWindow::Tumbling { size_ms: w.spec.size_ms },
+            WindowKind::Hopping { .. } => KeyWindow::Hopping { size_ms: w.spec.size_ms },
+            WindowKind::Session => KeyWindow::Session,
+        }),
+        None => plan.source.key_window,
+    }
 }
 
 fn validate_columns(kind: RelationKind, columns: &[Column]) -> Result<()> {

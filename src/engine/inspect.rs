@@ -10,6 +10,7 @@ use super::{Engine, Output};
 use crate::catalog::{CatalogChange, QueryDef, RelationDef};
 use crate::dataflow::RunningQuery;
 use crate::error::{EddyError, Result};
+use crate::format::KeyWindow;
 use crate::plan::{plan_continuous, WINDOWSTART};
 use crate::sql::{RelationKind, Statement};
 
@@ -166,6 +167,14 @@ impl Engine {
         add("key format", key_format(rel));
         add("value format", rel.value_format.clone());
         add("windowed", is_windowed(rel).to_string());
+        match rel.key_window {
+            Some(w @ (KeyWindow::Tumbling { size_ms } | KeyWindow::Hopping { size_ms })) => {
+                add("window type", w.type_name().to_string());
+                add("window size", format!("{size_ms} ms"));
+            }
+            Some(KeyWindow::Session) => add("window type", "SESSION".to_string()),
+            None => {}
+        }
         let (partitions, records) = match self.log.topic(&rel.topic) {
             Some(t) => (
                 t.partitions.len().to_string(),

@@ -327,6 +327,7 @@ impl Engine {
                     ],
                     topic: PROCESSING_LOG.into(),
                     key_format: KeyFormat::None,
+                    key_window: None,
                     value_format: "JSON".into(),
                     value_delimiter: None,
                     unwrap_single_value: false,

@@ -31,6 +31,13 @@ impl Engine {
                 "cannot INSERT INTO {target}: query {q} writes it (TERMINATE {q} first)"
             )));
         }
+        if let Some(w) = rel.key_window {
+            return Err(EddyError::WrongObjectType(format!(
+                "cannot INSERT INTO {target}: it is a windowed table (WINDOW_TYPE='{}'); produce its records to topic {}",
+                w.type_name(),
+                rel.topic
+            )));
+        }
         // ksqlDB lets INSERT set ROWTIME, the record's timestamp; it is not a column.
         const ROWTIME_TARGET: usize = usize::MAX;
         let targets: Vec<usize> = if columns.is_empty() {
@@ -97,7 +104,7 @@ impl Engine {
                 Some(t) => t,
                 None => rel.event_time_ms(&row, now).map_err(EddyError::InvalidValue)?,
             };
-            let key = encode_key(&rel.columns, rel.key_format, &row);
+            let key = encode_key(&rel.columns, rel.key_format, rel.key_window, &row);
             let partition = match &key {
                 Some(k) => (murmur2(k) & 0x7fff_ffff) as usize % by_partition.len(),
                 None => n % by_partition.len(),
@@ -592,6 +599,7 @@ fn stream_rows(
                     if let Ok(row) = decode_row(
                         &rel.columns,
                         rel.key_format,
+                        rel.key_window,
                         rel.value_encoding(),
                         r.key.as_deref(),
                         r.value.as_deref(),

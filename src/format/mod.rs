@@ -21,11 +21,13 @@ pub mod json;
 pub mod json_batch;
 pub mod json_columns;
 pub mod kafka;
+pub mod key;
 pub mod row_keys;
 pub mod stored;
 pub mod types;
 
 pub use self::arrow::{cell_at, cell_refs_to_array, cells_to_array, rows_to_batch};
+pub use key::{decode_key, encode_key, KeyWindow};
 pub use types::{SqlType, StructField};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +173,7 @@ type Cell = Value;
 pub fn decode_row(
     columns: &[Column],
     key_format: KeyFormat,
+    window: Option<KeyWindow>,
     value_format: ValueFormat,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
@@ -178,7 +181,7 @@ pub fn decode_row(
     let bad = |error: String| BadRecord { error };
     let value = value.ok_or_else(|| bad("record has a null value".into()))?;
     let values = decode_value(columns, value_format, value).map_err(bad)?;
-    let key_cells = decode_key(columns, key_format, key)?;
+    let key_cells = decode_key(columns, key_format, window, key)?;
     // Room for the pseudo-columns a source appends (ROWTIME, ROWPARTITION, ROWOFFSET).
     let mut row = Vec::with_capacity(columns.len() + 3);
     for (c, v) in columns.iter().zip(values) {
@@ -226,51 +229,6 @@ fn decode_value(columns: &[Column], format: ValueFormat, value: &[u8]) -> Result
     }
 }
 
-/// Decodes only the key columns (a tombstone has no value but still names its key).
-pub fn decode_key(
-    columns: &[Column],
-    key_format: KeyFormat,
-    key: Option<&[u8]>,
-) -> Result<Vec<(String, Cell)>, BadRecord> {
-    let key_cols: Vec<&Column> = columns.iter().filter(|c| c.key).collect();
-    let Some(key) = key else { return Ok(Vec::new()) };
-    if key_cols.is_empty() {
-        return Ok(Vec::new());
-    }
-    let bad = |error: String| BadRecord { error };
-    match key_format {
-        KeyFormat::None => Ok(Vec::new()),
-        KeyFormat::Kafka => {
-            let c = key_cols[0];
-            let v = kafka::decode(&c.ty, key).map_err(|e| bad(format!("key: {e}")))?;
-            Ok(vec![(c.name.clone(), v)])
-        }
-        KeyFormat::Json => {
-            let v: Value = serde_json::from_slice(key).map_err(|e| bad(format!("key is not valid JSON: {e}")))?;
-            match v {
-                Value::Object(obj) => Ok(key_cols
-                    .iter()
-                    .map(|c| (c.name.clone(), types::lookup(&obj, &c.name).cloned().unwrap_or(Value::Null)))
-                    .collect()),
-                other if key_cols.len() == 1 => Ok(vec![(key_cols[0].name.clone(), other)]),
-                _ => Err(bad("JSON key for several key columns must be an object".into())),
-            }
-        }
-        KeyFormat::Delimited => {
-            let text = std::str::from_utf8(key).map_err(|_| bad("DELIMITED key is not UTF-8".into()))?;
-            let fields = delimited::parse_line(text, ',').map_err(|e| bad(format!("key: {e}")))?;
-            if fields.len() != key_cols.len() {
-                return Err(bad(format!("DELIMITED key has {} fields, expected {}", fields.len(), key_cols.len())));
-            }
-            key_cols
-                .iter()
-                .zip(fields)
-                .map(|(c, f)| Ok((c.name.clone(), check_cell(c, f.map_or(Value::Null, Value::String)).map_err(bad)?)))
-                .collect()
-        }
-    }
-}
-
 /// Checks that a value fits the column type and returns its canonical cell.
 pub fn check_cell(c: &Column, v: Value) -> Result<Value, String> {
     // Most cells are already in their canonical form: no copy, no conversion.
@@ -286,20 +244,6 @@ pub fn check_cell(c: &Column, v: Value) -> Result<Value, String> {
     match types::normalize(&c.ty, v.clone()) {
         Ok(cell) => Ok(cell),
         Err(types::Mismatch) => Err(format!("column {} expects {}, got {}", c.name, c.ty.name(), v)),
-    }
-}
-
-/// Encodes the key columns of a row; `None` when the relation has no key.
-pub fn encode_key(columns: &[Column], key_format: KeyFormat, row: &[Cell]) -> Option<Vec<u8>> {
-    let keys: Vec<(&Column, &Cell)> = columns.iter().zip(row).filter(|(c, _)| c.key).collect();
-    if keys.is_empty() {
-        return None;
-    }
-    match key_format {
-        KeyFormat::None => None,
-        KeyFormat::Kafka if keys.len() == 1 => kafka::encode(&keys[0].0.ty, keys[0].1),
-        KeyFormat::Delimited => Some(delimited::write_line(keys.iter().map(|(_, v)| *v), ',').into_bytes()),
-        KeyFormat::Kafka | KeyFormat::Json => Some(json::encode_key_object(keys.iter().copied())),
     }
 }
 
@@ -421,12 +365,12 @@ mod tests {
     #[test]
     fn decode_matches_fields_case_insensitively_and_rejects_bad_types() {
         let json = ValueFormat::Json;
-        let row =
-            decode_row(&cols(), KeyFormat::Kafka, json, Some(b"k1"), Some(br#"{"AMOUNT": 2, "qty": 3}"#)).unwrap();
+        let row = decode_row(&cols(), KeyFormat::Kafka, None, json, Some(b"k1"), Some(br#"{"AMOUNT": 2, "qty": 3}"#))
+            .unwrap();
         assert_eq!(row, vec![Value::from("k1"), Value::from(2), Value::from(3)]);
-        assert!(decode_row(&cols(), KeyFormat::Kafka, json, None, Some(br#"{"amount": "x"}"#)).is_err());
-        assert!(decode_row(&cols(), KeyFormat::Kafka, json, None, Some(b"not json")).is_err());
-        assert!(decode_row(&cols(), KeyFormat::Kafka, json, None, Some(br#"{"qty": 99999999999}"#)).is_err());
+        assert!(decode_row(&cols(), KeyFormat::Kafka, None, json, None, Some(br#"{"amount": "x"}"#)).is_err());
+        assert!(decode_row(&cols(), KeyFormat::Kafka, None, json, None, Some(b"not json")).is_err());
+        assert!(decode_row(&cols(), KeyFormat::Kafka, None, json, None, Some(br#"{"qty": 99999999999}"#)).is_err());
     }
 
     #[test]
@@ -434,9 +378,13 @@ mod tests {
         let row = vec![Value::from("a"), Value::from(1.5), Value::from(7)];
         for kf in [KeyFormat::Kafka, KeyFormat::Json, KeyFormat::Delimited] {
             for vf in [ValueFormat::Json, ValueFormat::Delimited(','), ValueFormat::Delimited('|')] {
-                let k = encode_key(&cols(), kf, &row);
+                let k = encode_key(&cols(), kf, None, &row);
                 let v = encode_value(&cols(), vf, &row);
-                assert_eq!(decode_row(&cols(), kf, vf, k.as_deref(), v.as_deref()).unwrap(), row, "{kf:?} {vf:?}");
+                assert_eq!(
+                    decode_row(&cols(), kf, None, vf, k.as_deref(), v.as_deref()).unwrap(),
+                    row,
+                    "{kf:?} {vf:?}"
+                );
             }
         }
     }
@@ -477,9 +425,9 @@ mod tests {
             }
             for vf in formats {
                 assert!(vf.check_columns(&cols).is_ok());
-                let k = encode_key(&cols, KeyFormat::Kafka, &row);
+                let k = encode_key(&cols, KeyFormat::Kafka, None, &row);
                 let bytes = encode_value(&cols, vf, &row);
-                let back = decode_row(&cols, KeyFormat::Kafka, vf, k.as_deref(), bytes.as_deref());
+                let back = decode_row(&cols, KeyFormat::Kafka, None, vf, k.as_deref(), bytes.as_deref());
                 assert_eq!(back.unwrap(), row, "{ty:?} in {vf:?}");
                 let batch = rows_to_batch(&cols, std::slice::from_ref(&row)).unwrap();
                 assert_eq!(cell_at(batch.column(1).as_ref(), 0), *v, "{ty:?} through Arrow");
@@ -498,8 +446,8 @@ mod tests {
         let row = vec![Value::from("a"), Value::from(42)];
         let v = encode_value(&cols, ValueFormat::Kafka, &row).unwrap();
         assert_eq!(v, 42i64.to_be_bytes());
-        assert_eq!(decode_row(&cols, KeyFormat::Kafka, ValueFormat::Kafka, Some(b"a"), Some(&v)).unwrap(), row);
-        assert!(decode_row(&cols, KeyFormat::Kafka, ValueFormat::Kafka, None, Some(b"abc")).is_err());
+        assert_eq!(decode_row(&cols, KeyFormat::Kafka, None, ValueFormat::Kafka, Some(b"a"), Some(&v)).unwrap(), row);
+        assert!(decode_row(&cols, KeyFormat::Kafka, None, ValueFormat::Kafka, None, Some(b"abc")).is_err());
         assert!(ValueFormat::Kafka.check_columns(&cols).is_ok());
         let two = [cols.clone(), vec![Column { name: "x".into(), ty: SqlType::Int, key: false }]].concat();
         assert!(ValueFormat::Kafka.check_columns(&two).is_err());
@@ -520,18 +468,29 @@ mod tests {
         ];
         let json_cols = [cols.clone(), vec![Column { name: "a".into(), ty: nested_type(), key: false }]].concat();
         let kafka_cols = vec![Column { name: "v".into(), ty: SqlType::Double, key: false }];
+        let bound = |name: &str| Column { name: name.into(), ty: SqlType::BigInt, key: true };
+        let windowed = [cols.clone(), vec![bound(key::WINDOW_START), bound(key::WINDOW_END)]].concat();
         let alphabet: &[u8] = b"{}[]\",:1.-e\\ \nabAQ=|\xff\x00";
         let mut seed = 11u64;
         for n in 0..20_000 {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let len = (seed >> 59) as usize;
             let bytes: Vec<u8> = (0..len).map(|i| alphabet[((seed >> (i * 2)) as usize) % alphabet.len()]).collect();
-            let _ = decode_row(&json_cols, KeyFormat::Json, ValueFormat::Json, Some(&bytes), Some(&bytes));
-            let _ = decode_row(&cols, KeyFormat::Delimited, ValueFormat::Delimited(','), Some(&bytes), Some(&bytes));
-            let _ = decode_row(&kafka_cols, KeyFormat::Kafka, ValueFormat::Kafka, Some(&bytes), Some(&bytes));
+            let _ = decode_row(&json_cols, KeyFormat::Json, None, ValueFormat::Json, Some(&bytes), Some(&bytes));
+            let _ =
+                decode_row(&cols, KeyFormat::Delimited, None, ValueFormat::Delimited(','), Some(&bytes), Some(&bytes));
+            let _ = decode_row(&kafka_cols, KeyFormat::Kafka, None, ValueFormat::Kafka, Some(&bytes), Some(&bytes));
+            for w in [KeyWindow::Session, KeyWindow::Hopping { size_ms: i64::MAX }] {
+                let _ = decode_row(&windowed, KeyFormat::Json, Some(w), ValueFormat::Json, Some(&bytes), Some(&bytes));
+                let _ = decode_key(&windowed, KeyFormat::Kafka, Some(w), Some(&bytes));
+            }
             if n % 100 == 0 {
-                assert!(decode_row(&cols, KeyFormat::Kafka, ValueFormat::Delimited(','), None, Some(b"1,2")).is_err());
-                assert!(decode_row(&cols, KeyFormat::Kafka, ValueFormat::Delimited(','), None, Some(b"x,,")).is_err());
+                assert!(
+                    decode_row(&cols, KeyFormat::Kafka, None, ValueFormat::Delimited(','), None, Some(b"1,2")).is_err()
+                );
+                assert!(
+                    decode_row(&cols, KeyFormat::Kafka, None, ValueFormat::Delimited(','), None, Some(b"x,,")).is_err()
+                );
             }
         }
     }

@@ -241,6 +241,13 @@ fn window_spec(t: &mut Tokens, kind: &str) -> Result<WindowSpec, EddyError> {
     Ok(WindowSpec { kind, size_ms, grace_ms: grace.unwrap_or(DEFAULT_GRACE_MS), retention_ms: retention })
 }
 
+/// A whole text that is one duration (`'1 HOUR'` in WINDOW_SIZE), in milliseconds.
+pub fn parse_duration_ms(text: &str) -> Option<i64> {
+    let mut t = Tokens::new(text, 0).ok()?;
+    let ms = duration(&mut t).ok()?;
+    t.at_end().then_some(ms)
+}
+
 /// `n unit`, in milliseconds: MILLISECONDS to DAYS, singular or plural (window sizes,
 /// WITHIN, ASSERT's TIMEOUT).
 pub(super) fn duration(t: &mut Tokens) -> Result<i64, EddyError> {
