@@ -263,6 +263,7 @@ impl Operators {
         let window = plan.window.as_ref().filter(|w| w.spec.kind != WindowKind::Session).map(|w| WindowOperator {
             spec: w.spec,
             rowtime: w.rowtime,
+            other_rowtime: w.other_rowtime,
             window_start: w.window_start,
             window_end: w.window_end,
         });
@@ -324,7 +325,10 @@ impl Operators {
             _ => None,
         };
         let interval = plan.interval.map(|i| {
-            let widths = (input_columns(&plan.source, false).len(), input_columns(&i.right, false).len());
+            // A window over the join: the left rows' window bounds are NULL until the
+            // window fills them in (rows shorter than the width read as NULL).
+            let widths =
+                (input_columns(&plan.source, plan.window.is_some()).len(), input_columns(&i.right, false).len());
             let mut op = IntervalJoinOperator::new(i, widths, plan.input_schema.clone());
             // A projection after the join needs only the columns its expressions name: the
             // others are buffered as NULL (Nexmark's auctions carry 500-byte descriptions).
@@ -336,6 +340,7 @@ impl Operators {
         let session = match (&plan.window, window_group) {
             (Some(w), Some((end_pos, start_pos))) if w.spec.kind == WindowKind::Session => Some(SessionParams {
                 rowtime: w.rowtime,
+                other_rowtime: w.other_rowtime,
                 gap_ms: w.spec.size_ms,
                 grace_ms: w.spec.grace_ms,
                 start_pos,
@@ -344,7 +349,8 @@ impl Operators {
             _ => None,
         };
         Ok(Operators {
-            pad_window: plan.window.is_some(),
+            // (A stream–stream join's rows have them among the left side's columns.)
+            pad_window: plan.window.is_some() && interval.is_none(),
             prefilter,
             join,
             join_read,

@@ -188,6 +188,9 @@ pub struct WindowPlan {
     pub spec: WindowSpec,
     /// Columns of the input batch: the event time, and the window bounds to fill in.
     pub rowtime: usize,
+    /// Over a stream–stream join: the right side's event time. A joined row's time is the
+    /// later of its two sides' (as in ksqlDB).
+    pub other_rowtime: Option<usize>,
     pub window_start: usize,
     pub window_end: usize,
 }
@@ -428,9 +431,6 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
                         .into(),
                 )
             })?;
-            if select.window.is_some() {
-                return Err(EddyError::NotImplemented("a WINDOW over a stream–stream join".into()));
-            }
             let (plan, line) = interval_join_plan(j, source, right, within, &phys)?;
             lines.push(line);
             interval = Some(plan);
@@ -473,9 +473,20 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
                     .or_else(|| input_schema.index_of(name).ok())
                     .ok_or_else(|| EddyError::Internal(format!("windowed input lacks {name}")))
             };
+            // A stream–stream join's other side (the window bounds sit among the source's
+            // columns, which the join's left rows leave NULL for the window to fill in).
+            let other_rowtime = match (&interval, input_plan) {
+                (Some(_), LogicalPlan::Join(j)) => {
+                    let right = j.right.schema().fields().iter().position(|f| f.name() == ROWTIME);
+                    let right = right.ok_or_else(|| EddyError::Internal("a joined stream lacks rowtime".into()))?;
+                    Some(j.left.schema().fields().len() + right)
+                }
+                _ => None,
+            };
             Some(WindowPlan {
                 spec: *spec,
                 rowtime: find(ROWTIME)?,
+                other_rowtime,
                 window_start: find(WINDOWSTART)?,
                 window_end: find(WINDOWEND)?,
             })

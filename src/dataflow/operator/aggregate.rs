@@ -130,6 +130,8 @@ type Session = (i64, i64);
 /// Session windows: where the event time and the window bounds are.
 pub struct SessionParams {
     pub rowtime: usize,
+    /// The other side's event time, over a stream–stream join (`window::event_times`).
+    pub other_rowtime: Option<usize>,
     pub gap_ms: i64,
     pub grace_ms: i64,
     /// Positions of WINDOWSTART and WINDOWEND among the group values.
@@ -353,7 +355,7 @@ impl AggregateOperator {
         let field_rows =
             groups.iter().enumerate().map(|(c, g)| self.def.keys.encode_field(c, g)).collect::<Result<Vec<_>>>()?;
         let args = self.def.arguments(batch)?;
-        let times = batch.column(session.rowtime);
+        let times = super::window::event_times(batch, session.rowtime, session.other_rowtime)?;
 
         // In batch order (the watermark moves row by row): each row's event time, the oldest
         // session end it may still join, and its group key's place.
@@ -361,7 +363,7 @@ impl AggregateOperator {
         let mut place_of: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut rows_of: Vec<Vec<(usize, i64, i64)>> = Vec::new();
         for row in 0..n {
-            let Some(ts) = cell_at(times.as_ref(), row).as_i64() else {
+            let Some(ts) = (!times.is_null(row)).then(|| times.value(row)) else {
                 out.late.push(row);
                 continue;
             };

@@ -17,6 +17,8 @@ use crate::sql::{WindowKind, WindowSpec};
 pub struct WindowOperator {
     pub spec: WindowSpec,
     pub rowtime: usize,
+    /// The other side's event time, over a stream–stream join (`event_times`).
+    pub other_rowtime: Option<usize>,
     pub window_start: usize,
     pub window_end: usize,
 }
@@ -62,9 +64,7 @@ impl WindowOperator {
 
     /// Advances `time` row by row and returns the rows of open windows.
     pub fn process(&self, batch: &RecordBatch, time: &mut BatchTime) -> Result<Windowed> {
-        let times = batch.column(self.rowtime).as_primitive_opt::<Int64Type>().ok_or_else(|| {
-            EddyError::Internal(format!("event time column is {}, not BIGINT", batch.column(self.rowtime).data_type()))
-        })?;
+        let times = event_times(batch, self.rowtime, self.other_rowtime)?;
         let mut take_rows: Vec<u32> = Vec::with_capacity(batch.num_rows());
         let mut starts = Vec::with_capacity(batch.num_rows());
         let mut ends = Vec::with_capacity(batch.num_rows());
@@ -111,6 +111,27 @@ impl WindowOperator {
     }
 }
 
+/// Each row's event time: column `rowtime`, or over a stream–stream join the later of it and
+/// the other side's `other` (a side left NULL by an outer join does not count).
+pub fn event_times(batch: &RecordBatch, rowtime: usize, other: Option<usize>) -> Result<Int64Array> {
+    let column = |i: usize| {
+        batch.column(i).as_primitive_opt::<Int64Type>().cloned().ok_or_else(|| {
+            EddyError::Internal(format!("event time column is {}, not BIGINT", batch.column(i).data_type()))
+        })
+    };
+    let times = column(rowtime)?;
+    let Some(other) = other else { return Ok(times) };
+    let other = column(other)?;
+    Ok(times
+        .iter()
+        .zip(other.iter())
+        .map(|(a, b)| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +140,7 @@ mod tests {
         WindowOperator {
             spec: WindowSpec { kind, size_ms, grace_ms, retention_ms: None },
             rowtime: 0,
+            other_rowtime: None,
             window_start: 1,
             window_end: 2,
         }
@@ -152,5 +174,21 @@ mod tests {
         assert_eq!(out.batch.num_rows(), 3);
         let starts = out.batch.column(1).as_primitive::<Int64Type>();
         assert_eq!(starts.values().to_vec(), vec![0, 30, 20]);
+    }
+
+    #[test]
+    fn a_joined_row_is_as_late_as_its_later_side() {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("l_rowtime", DataType::Int64, true),
+            Field::new("r_rowtime", DataType::Int64, true),
+        ]));
+        let left = Int64Array::from(vec![Some(5), Some(40), Some(7), None]);
+        let right = Int64Array::from(vec![Some(9), Some(30), None, None]);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(left) as _, Arc::new(right) as _]).unwrap();
+        let times = event_times(&batch, 0, Some(1)).unwrap();
+        // An outer join's missing side does not count; with neither, there is no time.
+        assert_eq!(times.iter().collect::<Vec<_>>(), vec![Some(9), Some(40), Some(7), None]);
+        assert_eq!(event_times(&batch, 0, None).unwrap().value(0), 5);
     }
 }
