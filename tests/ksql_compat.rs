@@ -5,11 +5,15 @@
 //! The cases are written from ksqlDB's reference documentation (never from its own tests).
 //!
 //! Case file: `{"cases": [{"name", "statements": [...], "inputs": [{"topic", "key",
-//! "window", "value", "timestamp"}], "outputs": [{"topic", "key", "window", "value"}],
+//! "window", "value", "timestamp"}], "outputs": [{"topic", "key", "window", "value",
+//! "timestamp"}],
 //! "compare": "all" | "final"}]}`. A JSON `value` is produced as JSON text, a string as it
 //! is, `null` as a tombstone. A `window` (`{"start", "end", "type": "time" | "session"}`)
 //! makes the key a windowed key as Kafka Streams writes it: the key's bytes, then the start
-//! as a big-endian 64-bit integer (time windows), or the end and then the start (sessions). `"all"`: the topic holds exactly these records, in order per key; `"final"`:
+//! as a big-endian 64-bit integer (time windows), or the end and then the start (sessions).
+//! When a topic's expected records give a `timestamp`, each record's timestamp is compared
+//! too (the time ksqlDB gives a record: its input's, a join's later side's, an aggregate's
+//! latest input's). `"all"`: the topic holds exactly these records, in order per key; `"final"`:
 //! the last record of each key (a table's current rows; how many updates come before it
 //! depends on batching, in ksqlDB on its cache). Documented differences are applied, not
 //! hidden: topic names and JSON field names match without regard to case (Eddy lower-cases
@@ -86,26 +90,58 @@ fn payload(value: &Value) -> Option<Vec<u8>> {
     }
 }
 
-async fn produce(bootstrap: &str, input: &Value) {
-    let producer: FutureProducer = config(bootstrap).set("message.timeout.ms", "10000").create().unwrap();
-    let topic = input["topic"].as_str().expect("input topic");
-    let key = key_bytes(input);
-    let value = payload(&input["value"]);
-    let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic);
-    if let Some(k) = &key {
-        record = record.key(k);
+/// An input record: topic, key, value, timestamp.
+type Input<'a> = (&'a str, Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>);
+
+/// Produces the inputs in order with one producer. A run of inputs to one topic is in flight
+/// together (its records arrive in few batches, as a busy producer's do, and a query reads
+/// them together); the next topic's inputs wait until the queries have read it (FLUSH), so
+/// the order across topics holds as in ksqlDB's test driver, which processes each input
+/// before the next.
+async fn produce(c: &tokio_postgres::Client, bootstrap: &str, inputs: &[Value]) {
+    let producer: FutureProducer =
+        config(bootstrap).set("message.timeout.ms", "10000").set("linger.ms", "50").create().unwrap();
+    let records: Vec<Input> = inputs
+        .iter()
+        .map(|input| {
+            let topic = input["topic"].as_str().expect("input topic");
+            (topic, key_bytes(input), payload(&input["value"]), input["timestamp"].as_i64())
+        })
+        .collect();
+    let mut sent: Vec<(&str, rdkafka::producer::DeliveryFuture)> = Vec::new();
+    for (topic, key, value, ts) in &records {
+        if sent.last().is_some_and(|(t, _)| t != topic) {
+            delivered(std::mem::take(&mut sent)).await;
+            query(c, "FLUSH").await;
+        }
+        let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        if let Some(ts) = ts {
+            record = record.timestamp(*ts);
+        }
+        sent.push((topic, producer.send_result(record).unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"))));
     }
-    if let Some(v) = &value {
-        record = record.payload(v);
-    }
-    if let Some(ts) = input["timestamp"].as_i64() {
-        record = record.timestamp(ts);
-    }
-    producer.send(record, Duration::from_secs(10)).await.unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+    delivered(sent).await;
 }
 
-/// Every record of the topic named `wanted` (any case), partition by partition.
-fn read_topic(bootstrap: &str, wanted: &str) -> Vec<Record> {
+async fn delivered(sent: Vec<(&str, rdkafka::producer::DeliveryFuture)>) {
+    for (topic, delivery) in sent {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => panic!("produce to {topic}: {e}"),
+            Err(_) => panic!("produce to {topic}: the producer went away"),
+        }
+    }
+}
+
+/// Every record of the topic named `wanted` (any case), partition by partition, with its
+/// timestamp.
+fn read_topic(bootstrap: &str, wanted: &str) -> Vec<(Record, i64)> {
     let consumer: BaseConsumer = config(bootstrap).set("group.id", "ksql-compat").create().unwrap();
     let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
     let Some(topic) = metadata.topics().iter().find(|t| t.name().eq_ignore_ascii_case(wanted)) else {
@@ -126,7 +162,8 @@ fn read_topic(bootstrap: &str, wanted: &str) -> Vec<Record> {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
                 next = m.offset() + 1;
                 let key = m.key().map(key_text);
-                out.push((key, decoded(m.payload())));
+                let ts = m.timestamp().to_millis().unwrap_or(-1);
+                out.push(((key, decoded(m.payload())), ts));
             }
         }
         assert!(next >= high, "read {wanted}[{}] up to {next} of {high}", p.id());
@@ -159,20 +196,34 @@ async fn run_case(case: &Value, file: &str) {
     for s in case["statements"].as_array().expect("statements") {
         query(&c, s.as_str().expect("statement text")).await;
     }
-    for input in case["inputs"].as_array().expect("inputs") {
-        produce(&server.kafka, input).await;
-    }
+    produce(&c, &server.kafka, case["inputs"].as_array().expect("inputs")).await;
     query(&c, "FLUSH").await;
-    let mut expected: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+    let mut expected: BTreeMap<String, Vec<(Record, Option<i64>)>> = BTreeMap::new();
     for o in case["outputs"].as_array().expect("outputs") {
         let topic = o["topic"].as_str().expect("output topic").to_string();
         // As the consumer will read it: the bytes a producer of this value would send.
         let value = decoded(payload(&o["value"]).as_deref());
-        expected.entry(topic).or_default().push((key_bytes(o).as_deref().map(key_text), value));
+        let record = (key_bytes(o).as_deref().map(key_text), value);
+        expected.entry(topic).or_default().push((record, o["timestamp"].as_i64()));
     }
     let final_only = case["compare"].as_str() == Some("final");
     for (topic, want) in expected {
-        let got = by_key(&read_topic(&server.kafka, &topic));
+        // With timestamps, each value is compared with its record's timestamp.
+        let timed = want.iter().any(|(_, ts)| ts.is_some());
+        let with_time = |(k, v): Record, ts: Option<i64>| -> Record {
+            if timed {
+                (
+                    k,
+                    serde_json::json!({"value": v, "timestamp": ts.expect("every expected record of a timed topic has a timestamp")}),
+                )
+            } else {
+                (k, v)
+            }
+        };
+        let got: Vec<Record> =
+            read_topic(&server.kafka, &topic).into_iter().map(|(r, ts)| with_time(r, Some(ts))).collect();
+        let want: Vec<Record> = want.into_iter().map(|(r, ts)| with_time(r, ts)).collect();
+        let got = by_key(&got);
         let want = by_key(&want);
         let (got, want) = if final_only {
             let last = |m: BTreeMap<Option<String>, Vec<Value>>| -> BTreeMap<Option<String>, Value> {

@@ -223,6 +223,8 @@ struct Operators {
     output_key_columns: Vec<usize>,
     filter: Option<FilterOperator>,
     window: Option<WindowOperator>,
+    /// Where each input row's event time is (`ContinuousPlan::row_time`).
+    row_time: Option<(usize, Option<usize>)>,
     /// Session windows are assigned inside the aggregation (they merge).
     session: Option<SessionParams>,
     body: Body,
@@ -296,7 +298,12 @@ impl Operators {
         let read_after_join: Option<BTreeSet<usize>> = match (&body, plan.window.is_some()) {
             (Body::Project(p), false) => {
                 let used = p.exprs.iter().chain(filter.as_ref().map(|f| &f.predicate));
-                Some(used.flat_map(collect_columns).map(|c| c.index()).collect())
+                let mut used: BTreeSet<usize> = used.flat_map(collect_columns).map(|c| c.index()).collect();
+                // The records carry the rows' event times.
+                if let Some((rowtime, other)) = plan.row_time {
+                    used.extend(std::iter::once(rowtime).chain(other));
+                }
+                Some(used)
             }
             _ => None,
         };
@@ -360,6 +367,7 @@ impl Operators {
             output_key_columns,
             filter,
             window,
+            row_time: plan.row_time,
             session,
             body,
             emit_final: plan.emit_final,

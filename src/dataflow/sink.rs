@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
 use serde_json::Value;
 
 use super::operator::Change;
@@ -106,6 +106,14 @@ impl PendingOutput {
     }
 }
 
+/// Row `i`'s event time from `times`, or `default` (none given, or NULL).
+pub fn row_time(times: Option<&Int64Array>, i: usize, default: i64) -> i64 {
+    match times {
+        Some(t) if t.is_valid(i) => t.value(i),
+        _ => default,
+    }
+}
+
 pub struct Sink {
     topic: Arc<Topic>,
     /// The query that owns the topic's partitions while it runs (the only writer).
@@ -160,8 +168,14 @@ impl Sink {
 
     /// Every row of a projected batch (columns in the relation's order), encoded straight from
     /// Arrow into `out` when the format and types allow (`false`: nothing written, use
-    /// `encode_row` per row).
-    pub fn encode_batch(&self, batch: &RecordBatch, timestamp_ms: i64, out: &mut PendingOutput) -> bool {
+    /// `encode_row` per row). Row `i` carries `times[i]` when given (a NULL: `timestamp_ms`).
+    pub fn encode_batch(
+        &self,
+        batch: &RecordBatch,
+        timestamp_ms: i64,
+        times: Option<&Int64Array>,
+        out: &mut PendingOutput,
+    ) -> bool {
         if self.relation.value_encoding() != ValueFormat::Json {
             return false;
         }
@@ -181,7 +195,8 @@ impl Sink {
                 }
                 encode_key(&self.relation.columns, self.relation.key_format, self.relation.key_window, &row)
             };
-            out.push_raw(self.partition_for(key.as_deref()), timestamp_ms, key.as_deref(), Some(&value), &[]);
+            let ts = row_time(times, i, timestamp_ms);
+            out.push_raw(self.partition_for(key.as_deref()), ts, key.as_deref(), Some(&value), &[]);
         }
         out.scratch = value;
         true

@@ -18,6 +18,8 @@ mod recovery;
 mod start;
 mod state_view;
 
+use super::operator::window::event_times;
+use super::sink::row_time;
 use crate::format::stored;
 use crate::state::{sink_end_key, CATALOG_CF};
 pub use push_output::PushOutput;
@@ -567,6 +569,11 @@ impl QueryTask {
             }
             None => (input, signed.map(|(s, _)| s.to_vec()), signed.map(|(_, k)| k.to_vec())),
         };
+        // A stream's rows make records that carry the rows' own event times (ksqlDB).
+        let row_times = |batch: &RecordBatch| match self.ops.row_time {
+            Some((rowtime, other)) if signed.is_none() => event_times(batch, rowtime, other).map(Some),
+            _ => Ok(None),
+        };
         let changes: Vec<Change> = match &mut self.ops.body {
             Body::Upsert(_) => return Ok(()),
             Body::Project(project) if keys.is_some() => {
@@ -588,16 +595,18 @@ impl QueryTask {
                 last_change_per_key(changes)
             }
             Body::Project(project) => {
-                let projected = project.process(&input)?;
                 if let Some(push) = &mut self.push {
-                    push.batch(projected);
+                    push.batch(project.process(&input)?);
                     return Ok(());
                 }
+                let times = row_times(&input)?;
+                let (projected, times) = project.process_timed(&input, times.as_ref())?;
                 if let Some(sink) = &self.sink {
-                    if !sink.encode_batch(&projected, timestamp_ms, &mut self.pending_outputs) {
+                    if !sink.encode_batch(&projected, timestamp_ms, times.as_ref(), &mut self.pending_outputs) {
                         for row in 0..projected.num_rows() {
                             let cells: Vec<_> = projected.columns().iter().map(|c| cell_at(c.as_ref(), row)).collect();
-                            self.pending_outputs.push(&sink.encode_row(&cells, timestamp_ms));
+                            let ts = row_time(times.as_ref(), row, timestamp_ms);
+                            self.pending_outputs.push(&sink.encode_row(&cells, ts));
                         }
                     }
                 }
@@ -638,9 +647,10 @@ impl QueryTask {
                     }
                     None => (input, None),
                 };
+                let times = row_times(&input)?;
                 let result = {
                     let load = loader(store, cf, pending, self.agg_prefix);
-                    aggregate.process(&input, signs.as_deref(), timestamp_ms, &load)
+                    aggregate.process(&input, signs.as_deref(), timestamp_ms, times.as_ref(), &load)
                 };
                 match result {
                     Ok(changes) => {

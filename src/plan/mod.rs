@@ -208,6 +208,10 @@ pub struct ContinuousPlan {
     /// A table–table join (the source is its left side): a table of joined rows.
     pub table_join: Option<TableJoinPlan>,
     pub window: Option<WindowPlan>,
+    /// Where each input row's event time is (and, over a stream–stream join, the other
+    /// side's): the records a stream's rows make carry it, as in ksqlDB. `None`: a table's
+    /// changes carry their own.
+    pub row_time: Option<(usize, Option<usize>)>,
     /// Emit a window's row once, when it closes (`EMIT FINAL`).
     pub emit_final: bool,
     /// Where records too late for their window go (`LATE DATA TO`).
@@ -295,6 +299,7 @@ pub fn upsert_plan(source: &RelationDef) -> ContinuousPlan {
         interval: None,
         table_join: None,
         window: None,
+        row_time: None,
         emit_final: false,
         late_data_to: None,
         filter: None,
@@ -453,6 +458,32 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
         return Err(EddyError::InvalidValue("WITHIN belongs to a join of two streams".into()));
     }
     let input_schema: SchemaRef = Arc::new(input_plan.schema().as_arrow().clone());
+    let find = |name: &str| -> Result<usize> {
+        input_plan
+            .schema()
+            .qualified_field_with_name(Some(&TableReference::bare(source.name.as_str())), name)
+            .ok()
+            .and_then(|(q, f)| input_plan.schema().index_of_column_by_name(q, f.name()))
+            .or_else(|| input_schema.index_of(name).ok())
+            .ok_or_else(|| EddyError::Internal(format!("the query's input lacks {name}")))
+    };
+    // A stream–stream join's other side's event time: a joined row's time is the later of
+    // the two (the window bounds sit among the source's columns, which the join's left rows
+    // leave NULL for the window to fill in).
+    let other_rowtime = match (&interval, input_plan) {
+        (Some(_), LogicalPlan::Join(j)) => {
+            let right = j.right.schema().fields().iter().position(|f| f.name() == ROWTIME);
+            let right = right.ok_or_else(|| EddyError::Internal("a joined stream lacks rowtime".into()))?;
+            Some(j.left.schema().fields().len() + right)
+        }
+        _ => None,
+    };
+    // Each input row's event time, which the records it makes carry (a stream's; a table's
+    // changes carry their own).
+    let row_time = match source.kind {
+        RelationKind::Stream if !pseudo_columns(source).is_empty() => Some((find(ROWTIME)?, other_rowtime)),
+        _ => None,
+    };
     let window = match &select.window {
         None => None,
         Some(spec) => {
@@ -464,25 +495,6 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
             if aggregate.is_none() {
                 return Err(EddyError::InvalidValue("a WINDOW clause needs an aggregation with GROUP BY".into()));
             }
-            let find = |name: &str| -> Result<usize> {
-                input_plan
-                    .schema()
-                    .qualified_field_with_name(Some(&TableReference::bare(source.name.as_str())), name)
-                    .ok()
-                    .and_then(|(q, f)| input_plan.schema().index_of_column_by_name(q, f.name()))
-                    .or_else(|| input_schema.index_of(name).ok())
-                    .ok_or_else(|| EddyError::Internal(format!("windowed input lacks {name}")))
-            };
-            // A stream–stream join's other side (the window bounds sit among the source's
-            // columns, which the join's left rows leave NULL for the window to fill in).
-            let other_rowtime = match (&interval, input_plan) {
-                (Some(_), LogicalPlan::Join(j)) => {
-                    let right = j.right.schema().fields().iter().position(|f| f.name() == ROWTIME);
-                    let right = right.ok_or_else(|| EddyError::Internal("a joined stream lacks rowtime".into()))?;
-                    Some(j.left.schema().fields().len() + right)
-                }
-                _ => None,
-            };
             Some(WindowPlan {
                 spec: *spec,
                 rowtime: find(ROWTIME)?,
@@ -674,6 +686,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
         interval,
         table_join,
         window,
+        row_time,
         emit_final: select.emit_final,
         late_data_to: select.late_data_to.clone(),
         filter,

@@ -15,7 +15,7 @@
 //! own thread: every group lives in exactly one shard, so the shards share nothing but the
 //! batch they read. The query's thread still makes one checkpoint of them all.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::Rows;
@@ -234,11 +234,15 @@ impl AggregateOperator {
     }
 
     /// Folds a batch in; `signs[i]` is +1 or -1 for row i (all +1 when `None`).
+    /// Folds a batch into its groups and returns the groups' new rows. A group's row carries
+    /// `timestamp_ms`, or with `times` (each input row's event time) the latest of its rows
+    /// in the batch (Kafka Streams gives an aggregate the time of the records it folds).
     pub fn process(
         &mut self,
         batch: &RecordBatch,
         signs: Option<&[i64]>,
         timestamp_ms: i64,
+        times: Option<&Int64Array>,
         load: StateLoader<'_>,
     ) -> Result<Vec<Change>> {
         let n = batch.num_rows();
@@ -299,7 +303,20 @@ impl AggregateOperator {
             self.cache.shards.iter_mut().zip(&work).map(|(cache, w)| fold(cache, w)).collect()
         };
         if done.iter().all(|d| d.result.is_ok()) {
-            return Ok(done.into_iter().flat_map(|d| d.result.unwrap_or_default()).collect());
+            let mut changes: Vec<Change> = done.into_iter().flat_map(|d| d.result.unwrap_or_default()).collect();
+            if let Some(times) = times {
+                let mut latest: HashMap<&[u8], i64> = HashMap::with_capacity(changes.len());
+                for row in (0..n).filter(|&r| times.is_valid(r)) {
+                    let t = latest.entry(keys.key(row)).or_insert(i64::MIN);
+                    *t = (*t).max(times.value(row));
+                }
+                for c in &mut changes {
+                    if let Some(&t) = latest.get(c.state_key.as_slice()) {
+                        c.timestamp_ms = t;
+                    }
+                }
+            }
+            return Ok(changes);
         }
         // One shard failed: every shard's groups go back to how they were, so the caller can
         // retry row by row without counting anything twice.

@@ -3,9 +3,9 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, BooleanArray, Int64Array, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::utils::collect_columns;
@@ -71,13 +71,31 @@ pub struct ProjectOperator {
 
 impl ProjectOperator {
     pub fn process(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        Ok(self.process_timed(batch, None)?.0)
+    }
+
+    /// The projected rows, and each one's event time from `times` (one per input row; a
+    /// table function's rows all carry their input row's).
+    pub fn process_timed(
+        &self,
+        batch: &RecordBatch,
+        times: Option<&Int64Array>,
+    ) -> Result<(RecordBatch, Option<Int64Array>)> {
         let mut columns = self
             .exprs
             .iter()
             .map(|e| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?))
             .collect::<Result<Vec<_>>>()?;
+        let mut times = times.cloned();
         if !self.table_functions.is_empty() {
+            let n = columns.len();
+            if let Some(t) = times.take() {
+                columns.push(Arc::new(t));
+            }
             columns = expand(&columns, &self.table_functions)?;
+            if columns.len() > n {
+                times = columns.pop().and_then(|c| c.as_primitive_opt::<Int64Type>().cloned());
+            }
         }
         let columns = columns
             .into_iter()
@@ -92,7 +110,7 @@ impl ProjectOperator {
                 },
             )
             .collect::<Result<Vec<_>>>()?;
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+        Ok((RecordBatch::try_new(self.schema.clone(), columns)?, times))
     }
 }
 
