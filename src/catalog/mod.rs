@@ -11,7 +11,7 @@ use std::sync::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EddyError, Result};
-use crate::format::{Column, KeyFormat, KeyWindow, SqlType, ValueFormat};
+use crate::format::{Column, KeyFormat, KeyLayout, KeyWindow, SqlType, ValueFormat};
 use crate::sql::{Privilege, RelationKind};
 use crate::state::{StateStore, CATALOG_CF};
 
@@ -28,6 +28,11 @@ pub struct RelationDef {
     /// of the key format).
     #[serde(default)]
     pub key_window: Option<KeyWindow>,
+    /// A single JSON key column is written as its value (`5`), as ksqlDB writes it; relations
+    /// made before (`false` in their catalog entries) keep writing `{"id":5}`, so that every
+    /// record of a row in their topics has the same key bytes.
+    #[serde(default)]
+    pub single_json_key_unwrapped: bool,
     pub value_format: String,
     /// `VALUE_DELIMITER` of a DELIMITED value format (`,` when absent).
     #[serde(default)]
@@ -106,6 +111,15 @@ impl RelationDef {
     }
 
     /// The value format records are written in (checked when the relation was created).
+    /// How its record keys are written and read.
+    pub fn key_layout(&self) -> KeyLayout {
+        KeyLayout {
+            format: self.key_format,
+            window: self.key_window,
+            wrap_single_json: !self.single_json_key_unwrapped,
+        }
+    }
+
     pub fn value_encoding(&self) -> ValueFormat {
         match self.value_format.as_str() {
             "DELIMITED" => ValueFormat::Delimited(self.value_delimiter.unwrap_or(',')),

@@ -211,7 +211,9 @@ impl Runtime {
         let n = TRANSIENT_QUERIES.fetch_add(1, Ordering::Relaxed);
         let id = format!("{TRANSIENT_PREFIX}{}_{n}", plan.source.name.to_lowercase());
         let table_shaped = push_has_op(&plan);
-        let push = task::PushOutput::new(out, plan.output_columns.clone(), table_shaped, self.config.join_memory_bytes);
+        let mut push =
+            task::PushOutput::new(out, plan.output_columns.clone(), table_shaped, self.config.join_memory_bytes);
+        push.key_order = plan.change_key_order.clone();
         let info = PushQueryInfo { sql: sql.to_string(), user: user.to_string(), stop: push.stop.clone() };
         // Registered before the thread starts, which removes it when it ends.
         self.push_queries.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), info);

@@ -125,6 +125,9 @@ pub struct Sink {
     /// Per partition: the offset after this query's last committed output.
     committed: Vec<i64>,
     round_robin: std::cell::Cell<usize>,
+    /// Where each key column's value is in a change's key values (see
+    /// `ContinuousPlan::change_key_order`); `None`: in the key columns' order.
+    pub key_order: Option<Vec<usize>>,
 }
 
 /// Keep appended batches well under `max.message.bytes`.
@@ -142,6 +145,7 @@ impl Sink {
             committed: ends.clone(),
             ends,
             round_robin: std::cell::Cell::new(0),
+            key_order: None,
         })
     }
 
@@ -158,7 +162,7 @@ impl Sink {
     }
 
     pub fn encode_row(&self, row: &[Value], timestamp_ms: i64) -> OutRecord {
-        let key = encode_key(&self.relation.columns, self.relation.key_format, self.relation.key_window, row);
+        let key = encode_key(&self.relation.columns, self.relation.key_layout(), row);
         let value = encode_value(&self.relation.columns, self.relation.value_encoding(), row);
         OutRecord {
             partition: self.partition_for(key.as_deref()),
@@ -193,7 +197,7 @@ impl Sink {
                 for &k in &key_columns {
                     row[k] = cell_at(batch.column(k).as_ref(), i);
                 }
-                encode_key(&self.relation.columns, self.relation.key_format, self.relation.key_window, &row)
+                encode_key(&self.relation.columns, self.relation.key_layout(), &row)
             };
             let ts = row_time(times, i, timestamp_ms);
             out.push_raw(self.partition_for(key.as_deref()), ts, key.as_deref(), Some(&value), &[]);
@@ -205,7 +209,7 @@ impl Sink {
     /// A table change: the new row, or a tombstone for its key.
     pub fn encode_change(&self, change: &Change) -> OutRecord {
         let key = match &change.row {
-            Some(row) => encode_key(&self.relation.columns, self.relation.key_format, self.relation.key_window, row),
+            Some(row) => encode_key(&self.relation.columns, self.relation.key_layout(), row),
             None => None,
         }
         .or_else(|| self.key_from_values(&change.key_values));
@@ -219,18 +223,20 @@ impl Sink {
         }
     }
 
+    /// A tombstone's key, from the change's key values.
     fn key_from_values(&self, values: &[Value]) -> Option<Vec<u8>> {
-        let key_cols: Vec<_> = self.relation.columns.iter().filter(|c| c.key).collect();
-        if key_cols.len() == values.len() && !values.is_empty() {
-            let row: Vec<Value> = self
-                .relation
-                .columns
-                .iter()
-                .map(|c| {
-                    key_cols.iter().position(|k| k.name == c.name).map(|i| values[i].clone()).unwrap_or(Value::Null)
-                })
-                .collect();
-            return encode_key(&self.relation.columns, self.relation.key_format, self.relation.key_window, &row);
+        let key_cols: Vec<usize> =
+            self.relation.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
+        let order: Vec<usize> = match &self.key_order {
+            Some(order) => order.clone(),
+            None => (0..values.len()).collect(),
+        };
+        if !values.is_empty() && order.len() == key_cols.len() && order.iter().all(|&i| i < values.len()) {
+            let mut row = vec![Value::Null; self.relation.columns.len()];
+            for (&col, &i) in key_cols.iter().zip(&order) {
+                row[col] = values[i].clone();
+            }
+            return encode_key(&self.relation.columns, self.relation.key_layout(), &row);
         }
         Some(Value::Array(values.to_vec()).to_string().into_bytes())
     }

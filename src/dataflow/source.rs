@@ -134,8 +134,7 @@ impl Source {
                 let rel = &self.relation;
                 let mut row = decode_row(
                     &rel.columns,
-                    rel.key_format,
-                    rel.key_window,
+                    rel.key_layout(),
                     rel.value_encoding(),
                     r.key.as_deref(),
                     r.value.as_deref(),
@@ -295,16 +294,14 @@ impl Source {
                 if is_table && r.value.is_none() {
                     // The key's cells in the form a row's key takes (`check_cell`), or the
                     // tombstone would miss the row it deletes (`{"id": "5"}` for BIGINT 5).
-                    let key = decode_key(&rel.columns, rel.key_format, rel.key_window, r.key)
-                        .map_err(|e| e.error)
-                        .and_then(|k| {
-                            k.into_iter()
-                                .map(|(name, v)| match rel.column(&name) {
-                                    Some(c) => check_cell(c, v),
-                                    None => Ok(v),
-                                })
-                                .collect::<std::result::Result<Vec<Value>, String>>()
-                        });
+                    let key = decode_key(&rel.columns, rel.key_layout(), r.key).map_err(|e| e.error).and_then(|k| {
+                        k.into_iter()
+                            .map(|(name, v)| match rel.column(&name) {
+                                Some(c) => check_cell(c, v),
+                                None => Ok(v),
+                            })
+                            .collect::<std::result::Result<Vec<Value>, String>>()
+                    });
                     match key {
                         Ok(k) if !k.is_empty() && !k.iter().any(Value::is_null) => {
                             upserts.push((k, None, r.timestamp_ms));
@@ -317,7 +314,7 @@ impl Source {
                     }
                     continue;
                 }
-                match decode_row(&rel.columns, rel.key_format, rel.key_window, rel.value_encoding(), r.key, r.value) {
+                match decode_row(&rel.columns, rel.key_layout(), rel.value_encoding(), r.key, r.value) {
                     Ok(mut row) => {
                         rel.fill_headers(&mut row, &r.headers);
                         let event_time = match rel.event_time_ms(&row, r.timestamp_ms) {

@@ -614,6 +614,7 @@ impl QueryTask {
             }
             Body::Aggregate(aggregate) if self.ops.session.is_some() => {
                 let params = self.ops.session.as_ref().expect("checked");
+                let end_pos = params.end_pos;
                 let time_before = self.time;
                 let result = {
                     let load = loader(store, cf, pending, self.agg_prefix);
@@ -636,7 +637,14 @@ impl QueryTask {
                 for (k, v) in out.index_writes {
                     self.pending.insert(prefixed(self.agg_prefix, &k), v);
                 }
-                out.changes
+                // A session's row carries its end: the time of its latest record.
+                let mut changes = out.changes;
+                for c in changes.iter_mut().filter(|c| c.row.is_some()) {
+                    if let Some(end) = c.key_values.get(end_pos).and_then(Value::as_i64) {
+                        c.timestamp_ms = end;
+                    }
+                }
+                changes
             }
             Body::Aggregate(aggregate) => {
                 let time_before = self.time;

@@ -170,11 +170,13 @@ impl Engine {
         if !props.contains_key("KEY_FORMAT") && !props.contains_key("FORMAT") {
             let is_bound = |c: &&Column| window.is_some() && (c.name == WINDOW_START || c.name == WINDOW_END);
             let keys = plan.output_columns.iter().filter(|c| c.key && !is_bound(c)).count();
+            let key_columns: Vec<Column> =
+                plan.output_columns.iter().filter(|c| c.key && !is_bound(c)).cloned().collect();
             let inherit = match source.key_format {
                 KeyFormat::Json | KeyFormat::Delimited => keys > 0,
                 KeyFormat::Kafka => keys == 1,
                 KeyFormat::None => false,
-            };
+            } && source.key_format.check_columns(&key_columns).is_ok();
             if inherit {
                 props.insert("KEY_FORMAT".into(), format!("{:?}", source.key_format).to_uppercase());
             }
@@ -448,6 +450,7 @@ impl Engine {
             topic: props.get("KAFKA_TOPIC").cloned().unwrap_or_else(|| name.to_string()),
             key_format,
             key_window,
+            single_json_key_unwrapped: true,
             value_format: value_encoding.name().to_string(),
             value_delimiter,
             unwrap_single_value: value_encoding == ValueFormat::JsonUnwrapped,

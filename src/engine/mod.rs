@@ -328,6 +328,7 @@ impl Engine {
                     topic: PROCESSING_LOG.into(),
                     key_format: KeyFormat::None,
                     key_window: None,
+                    single_json_key_unwrapped: true,
                     value_format: "JSON".into(),
                     value_delimiter: None,
                     unwrap_single_value: false,

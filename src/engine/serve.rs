@@ -33,7 +33,8 @@ impl Engine {
         }
         if let Some(w) = rel.key_window {
             return Err(EddyError::WrongObjectType(format!(
-                "cannot INSERT INTO {target}: it is a windowed table (WINDOW_TYPE='{}'); produce its records to topic {}",
+                "cannot INSERT INTO {target}: it is a windowed {} (WINDOW_TYPE='{}'); produce its records to topic {}",
+                rel.kind.word().to_lowercase(),
                 w.type_name(),
                 rel.topic
             )));
@@ -104,7 +105,7 @@ impl Engine {
                 Some(t) => t,
                 None => rel.event_time_ms(&row, now).map_err(EddyError::InvalidValue)?,
             };
-            let key = encode_key(&rel.columns, rel.key_format, rel.key_window, &row);
+            let key = encode_key(&rel.columns, rel.key_layout(), &row);
             let partition = match &key {
                 Some(k) => (murmur2(k) & 0x7fff_ffff) as usize % by_partition.len(),
                 None => n % by_partition.len(),
@@ -598,8 +599,7 @@ fn stream_rows(
                 for r in records {
                     if let Ok(row) = decode_row(
                         &rel.columns,
-                        rel.key_format,
-                        rel.key_window,
+                        rel.key_layout(),
                         rel.value_encoding(),
                         r.key.as_deref(),
                         r.value.as_deref(),

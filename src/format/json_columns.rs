@@ -509,7 +509,13 @@ mod tests {
         let mut general_rows = Vec::new();
         let mut taken = 0;
         for (offset, value) in values.iter().enumerate() {
-            let general = decode_row(&columns, KeyFormat::None, None, ValueFormat::Json, None, Some(value));
+            let general = decode_row(
+                &columns,
+                crate::format::KeyLayout::plain(KeyFormat::None),
+                ValueFormat::Json,
+                None,
+                Some(value),
+            );
             let general = general.ok().and_then(|mut row| {
                 let ts = row[5].as_i64()?;
                 row.extend([Value::from(ts), Value::from(0), Value::from(offset as i64)]);

@@ -71,17 +71,31 @@ impl KeyWindow {
     }
 }
 
+/// How a relation's record keys are written: its key format, its window, and whether a
+/// single JSON key column is wrapped in an object of its name (relations made before Eddy
+/// wrote single keys unwrapped, as ksqlDB does, keep writing them wrapped: their topics'
+/// records must keep one key per row for compaction and tombstones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLayout {
+    pub format: KeyFormat,
+    pub window: Option<KeyWindow>,
+    pub wrap_single_json: bool,
+}
+
+impl KeyLayout {
+    /// A layout of `format` alone: not windowed, a single JSON key unwrapped.
+    pub fn plain(format: KeyFormat) -> KeyLayout {
+        KeyLayout { format, window: None, wrap_single_json: false }
+    }
+}
+
 fn is_window_column(c: &Column) -> bool {
     c.name == WINDOW_START || c.name == WINDOW_END
 }
 
 /// Encodes the key columns of a row; `None` when the relation has no key.
-pub fn encode_key(
-    columns: &[Column],
-    key_format: KeyFormat,
-    window: Option<KeyWindow>,
-    row: &[Value],
-) -> Option<Vec<u8>> {
+pub fn encode_key(columns: &[Column], layout: KeyLayout, row: &[Value]) -> Option<Vec<u8>> {
+    let KeyLayout { format: key_format, window, wrap_single_json } = layout;
     let keys = columns.iter().zip(row).filter(|(c, _)| c.key && !(window.is_some() && is_window_column(c)));
     let keys: Vec<(&Column, &Value)> = keys.collect();
     let base = match (key_format, keys.as_slice()) {
@@ -89,7 +103,7 @@ pub fn encode_key(
         // A NULL single key column is a record without a key.
         (KeyFormat::Json, [(_, Value::Null)]) => None,
         (KeyFormat::Kafka, [(c, v)]) => kafka::encode(&c.ty, v),
-        (KeyFormat::Json, [(c, v)]) => {
+        (KeyFormat::Json, [(c, v)]) if !wrap_single_json => {
             let mut out = Vec::with_capacity(16);
             json::write(&c.ty, v, &mut out);
             Some(out)
@@ -122,10 +136,10 @@ pub fn partition_key(window: Option<KeyWindow>, key: &[u8]) -> &[u8] {
 /// Decodes only the key columns (a tombstone has no value but still names its key).
 pub fn decode_key(
     columns: &[Column],
-    key_format: KeyFormat,
-    window: Option<KeyWindow>,
+    layout: KeyLayout,
     key: Option<&[u8]>,
 ) -> Result<Vec<(String, Value)>, BadRecord> {
+    let KeyLayout { format: key_format, window, .. } = layout;
     let bad = |error: String| BadRecord { error };
     let Some(mut key) = key else { return Ok(Vec::new()) };
     let mut out = Vec::new();
@@ -226,6 +240,10 @@ fn exact_decimal(c: &Column, key: &[u8]) -> Option<Value> {
 mod tests {
     use super::*;
 
+    fn layout(format: KeyFormat, window: Option<KeyWindow>) -> KeyLayout {
+        KeyLayout { format, window, wrap_single_json: false }
+    }
+
     fn col(name: &str, ty: SqlType, key: bool) -> Column {
         Column { name: name.into(), ty, key }
     }
@@ -244,32 +262,35 @@ mod tests {
         let cols = windowed(SqlType::String);
         let row = [Value::from("u1"), Value::from(60_000), Value::from(120_000), Value::from(3)];
         let w = KeyWindow::Tumbling { size_ms: 60_000 };
-        let key = encode_key(&cols, KeyFormat::Kafka, Some(w), &row).unwrap();
+        let key = encode_key(&cols, layout(KeyFormat::Kafka, Some(w)), &row).unwrap();
         let mut expected = b"u1".to_vec();
         expected.extend_from_slice(&60_000i64.to_be_bytes());
         assert_eq!(key, expected);
         assert_eq!(partition_key(Some(w), &key), b"u1");
-        let back = decode_key(&cols, KeyFormat::Kafka, Some(w), Some(&key)).unwrap();
+        let back = decode_key(&cols, layout(KeyFormat::Kafka, Some(w)), Some(&key)).unwrap();
         let names: Vec<&str> = back.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["userid", WINDOW_START, WINDOW_END], "in the key columns' order");
         assert_eq!(back[0].1, Value::from("u1"));
         assert_eq!(back[1].1, Value::from(60_000));
         assert_eq!(back[2].1, Value::from(120_000), "the end is the start plus WINDOW_SIZE");
         // JSON keys: the single column unwrapped, then the window.
-        let key = encode_key(&cols, KeyFormat::Json, Some(w), &row).unwrap();
+        let key = encode_key(&cols, layout(KeyFormat::Json, Some(w)), &row).unwrap();
         assert_eq!(&key[..key.len() - 8], br#""u1""#);
-        assert!(decode_key(&cols, KeyFormat::Json, Some(w), Some(&key[..5])).is_err(), "too short for a window");
+        assert!(
+            decode_key(&cols, layout(KeyFormat::Json, Some(w)), Some(&key[..5])).is_err(),
+            "too short for a window"
+        );
     }
 
     #[test]
     fn session_keys_carry_the_end_then_the_start() {
         let cols = windowed(SqlType::BigInt);
         let row = [Value::from(7), Value::from(1_000), Value::from(5_000), Value::from(2)];
-        let key = encode_key(&cols, KeyFormat::Kafka, Some(KeyWindow::Session), &row).unwrap();
+        let key = encode_key(&cols, layout(KeyFormat::Kafka, Some(KeyWindow::Session)), &row).unwrap();
         assert_eq!(&key[..8], &7i64.to_be_bytes());
         assert_eq!(&key[8..16], &5_000i64.to_be_bytes());
         assert_eq!(&key[16..], &1_000i64.to_be_bytes());
-        let back = decode_key(&cols, KeyFormat::Kafka, Some(KeyWindow::Session), Some(&key)).unwrap();
+        let back = decode_key(&cols, layout(KeyFormat::Kafka, Some(KeyWindow::Session)), Some(&key)).unwrap();
         assert_eq!(back[0], ("userid".to_string(), Value::from(7)));
         assert_eq!(back[1], (WINDOW_START.to_string(), Value::from(1_000)));
         assert_eq!(back[2], (WINDOW_END.to_string(), Value::from(5_000)));
@@ -279,20 +300,24 @@ mod tests {
     fn single_json_keys_are_unwrapped_and_read_either_way() {
         let cols = vec![col("id", SqlType::Decimal { precision: 20, scale: 2 }, true), col("v", SqlType::Int, false)];
         let row = [Value::from("123456789012345678.25"), Value::from(1)];
-        let key = encode_key(&cols, KeyFormat::Json, None, &row).unwrap();
+        let key = encode_key(&cols, KeyLayout::plain(KeyFormat::Json), &row).unwrap();
         assert_eq!(key, b"123456789012345678.25");
-        let back = decode_key(&cols, KeyFormat::Json, None, Some(&key)).unwrap();
+        let back = decode_key(&cols, KeyLayout::plain(KeyFormat::Json), Some(&key)).unwrap();
         assert_eq!(back, [("id".to_string(), Value::from("123456789012345678.25"))], "exact, not through a double");
-        let wrapped = decode_key(&cols, KeyFormat::Json, None, Some(br#"{"ID": 5}"#)).unwrap();
+        let wrapped = decode_key(&cols, KeyLayout::plain(KeyFormat::Json), Some(br#"{"ID": 5}"#)).unwrap();
         assert_eq!(wrapped, [("id".to_string(), Value::from(5))]);
+        // A relation made before keeps writing its single key wrapped.
+        let legacy = KeyLayout { wrap_single_json: true, ..KeyLayout::plain(KeyFormat::Json) };
+        let key = encode_key(&cols, legacy, &[Value::from("1.50"), Value::from(1)]).unwrap();
+        assert_eq!(key, br#"{"id":"1.50"}"#);
         // A STRUCT key is an object of its fields, not a wrapper.
         let s = SqlType::Struct(vec![types::StructField { name: "id".into(), ty: SqlType::Int }]);
         let cols = vec![col("id", s, true)];
-        let back = decode_key(&cols, KeyFormat::Json, None, Some(br#"{"id": 5}"#)).unwrap();
+        let back = decode_key(&cols, KeyLayout::plain(KeyFormat::Json), Some(br#"{"id": 5}"#)).unwrap();
         assert_eq!(back, [("id".to_string(), serde_json::json!({"id": 5}))]);
         // Several columns stay one object.
         let cols = vec![col("a", SqlType::Int, true), col("b", SqlType::String, true)];
-        let key = encode_key(&cols, KeyFormat::Json, None, &[Value::from(1), Value::from("x")]).unwrap();
+        let key = encode_key(&cols, KeyLayout::plain(KeyFormat::Json), &[Value::from(1), Value::from("x")]).unwrap();
         assert_eq!(key, br#"{"a":1,"b":"x"}"#);
     }
 

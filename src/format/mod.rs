@@ -27,7 +27,7 @@ pub mod stored;
 pub mod types;
 
 pub use self::arrow::{cell_at, cell_refs_to_array, cells_to_array, rows_to_batch};
-pub use key::{decode_key, encode_key, KeyWindow};
+pub use key::{decode_key, encode_key, KeyLayout, KeyWindow};
 pub use types::{SqlType, StructField};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,8 +172,7 @@ type Cell = Value;
 /// Decodes one record's key and value into canonical cells in column order.
 pub fn decode_row(
     columns: &[Column],
-    key_format: KeyFormat,
-    window: Option<KeyWindow>,
+    key_layout: KeyLayout,
     value_format: ValueFormat,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
@@ -181,7 +180,7 @@ pub fn decode_row(
     let bad = |error: String| BadRecord { error };
     let value = value.ok_or_else(|| bad("record has a null value".into()))?;
     let values = decode_value(columns, value_format, value).map_err(bad)?;
-    let key_cells = decode_key(columns, key_format, window, key)?;
+    let key_cells = decode_key(columns, key_layout, key)?;
     // Room for the pseudo-columns a source appends (ROWTIME, ROWPARTITION, ROWOFFSET).
     let mut row = Vec::with_capacity(columns.len() + 3);
     for (c, v) in columns.iter().zip(values) {
@@ -365,12 +364,21 @@ mod tests {
     #[test]
     fn decode_matches_fields_case_insensitively_and_rejects_bad_types() {
         let json = ValueFormat::Json;
-        let row = decode_row(&cols(), KeyFormat::Kafka, None, json, Some(b"k1"), Some(br#"{"AMOUNT": 2, "qty": 3}"#))
-            .unwrap();
+        let row = decode_row(
+            &cols(),
+            KeyLayout::plain(KeyFormat::Kafka),
+            json,
+            Some(b"k1"),
+            Some(br#"{"AMOUNT": 2, "qty": 3}"#),
+        )
+        .unwrap();
         assert_eq!(row, vec![Value::from("k1"), Value::from(2), Value::from(3)]);
-        assert!(decode_row(&cols(), KeyFormat::Kafka, None, json, None, Some(br#"{"amount": "x"}"#)).is_err());
-        assert!(decode_row(&cols(), KeyFormat::Kafka, None, json, None, Some(b"not json")).is_err());
-        assert!(decode_row(&cols(), KeyFormat::Kafka, None, json, None, Some(br#"{"qty": 99999999999}"#)).is_err());
+        assert!(
+            decode_row(&cols(), KeyLayout::plain(KeyFormat::Kafka), json, None, Some(br#"{"amount": "x"}"#)).is_err()
+        );
+        assert!(decode_row(&cols(), KeyLayout::plain(KeyFormat::Kafka), json, None, Some(b"not json")).is_err());
+        assert!(decode_row(&cols(), KeyLayout::plain(KeyFormat::Kafka), json, None, Some(br#"{"qty": 99999999999}"#))
+            .is_err());
     }
 
     #[test]
@@ -378,10 +386,10 @@ mod tests {
         let row = vec![Value::from("a"), Value::from(1.5), Value::from(7)];
         for kf in [KeyFormat::Kafka, KeyFormat::Json, KeyFormat::Delimited] {
             for vf in [ValueFormat::Json, ValueFormat::Delimited(','), ValueFormat::Delimited('|')] {
-                let k = encode_key(&cols(), kf, None, &row);
+                let k = encode_key(&cols(), KeyLayout::plain(kf), &row);
                 let v = encode_value(&cols(), vf, &row);
                 assert_eq!(
-                    decode_row(&cols(), kf, None, vf, k.as_deref(), v.as_deref()).unwrap(),
+                    decode_row(&cols(), KeyLayout::plain(kf), vf, k.as_deref(), v.as_deref()).unwrap(),
                     row,
                     "{kf:?} {vf:?}"
                 );
@@ -425,9 +433,9 @@ mod tests {
             }
             for vf in formats {
                 assert!(vf.check_columns(&cols).is_ok());
-                let k = encode_key(&cols, KeyFormat::Kafka, None, &row);
+                let k = encode_key(&cols, KeyLayout::plain(KeyFormat::Kafka), &row);
                 let bytes = encode_value(&cols, vf, &row);
-                let back = decode_row(&cols, KeyFormat::Kafka, None, vf, k.as_deref(), bytes.as_deref());
+                let back = decode_row(&cols, KeyLayout::plain(KeyFormat::Kafka), vf, k.as_deref(), bytes.as_deref());
                 assert_eq!(back.unwrap(), row, "{ty:?} in {vf:?}");
                 let batch = rows_to_batch(&cols, std::slice::from_ref(&row)).unwrap();
                 assert_eq!(cell_at(batch.column(1).as_ref(), 0), *v, "{ty:?} through Arrow");
@@ -446,8 +454,11 @@ mod tests {
         let row = vec![Value::from("a"), Value::from(42)];
         let v = encode_value(&cols, ValueFormat::Kafka, &row).unwrap();
         assert_eq!(v, 42i64.to_be_bytes());
-        assert_eq!(decode_row(&cols, KeyFormat::Kafka, None, ValueFormat::Kafka, Some(b"a"), Some(&v)).unwrap(), row);
-        assert!(decode_row(&cols, KeyFormat::Kafka, None, ValueFormat::Kafka, None, Some(b"abc")).is_err());
+        assert_eq!(
+            decode_row(&cols, KeyLayout::plain(KeyFormat::Kafka), ValueFormat::Kafka, Some(b"a"), Some(&v)).unwrap(),
+            row
+        );
+        assert!(decode_row(&cols, KeyLayout::plain(KeyFormat::Kafka), ValueFormat::Kafka, None, Some(b"abc")).is_err());
         assert!(ValueFormat::Kafka.check_columns(&cols).is_ok());
         let two = [cols.clone(), vec![Column { name: "x".into(), ty: SqlType::Int, key: false }]].concat();
         assert!(ValueFormat::Kafka.check_columns(&two).is_err());
@@ -476,21 +487,50 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let len = (seed >> 59) as usize;
             let bytes: Vec<u8> = (0..len).map(|i| alphabet[((seed >> (i * 2)) as usize) % alphabet.len()]).collect();
-            let _ = decode_row(&json_cols, KeyFormat::Json, None, ValueFormat::Json, Some(&bytes), Some(&bytes));
-            let _ =
-                decode_row(&cols, KeyFormat::Delimited, None, ValueFormat::Delimited(','), Some(&bytes), Some(&bytes));
-            let _ = decode_row(&kafka_cols, KeyFormat::Kafka, None, ValueFormat::Kafka, Some(&bytes), Some(&bytes));
+            let _ = decode_row(
+                &json_cols,
+                KeyLayout::plain(KeyFormat::Json),
+                ValueFormat::Json,
+                Some(&bytes),
+                Some(&bytes),
+            );
+            let _ = decode_row(
+                &cols,
+                KeyLayout::plain(KeyFormat::Delimited),
+                ValueFormat::Delimited(','),
+                Some(&bytes),
+                Some(&bytes),
+            );
+            let _ = decode_row(
+                &kafka_cols,
+                KeyLayout::plain(KeyFormat::Kafka),
+                ValueFormat::Kafka,
+                Some(&bytes),
+                Some(&bytes),
+            );
             for w in [KeyWindow::Session, KeyWindow::Hopping { size_ms: i64::MAX }] {
-                let _ = decode_row(&windowed, KeyFormat::Json, Some(w), ValueFormat::Json, Some(&bytes), Some(&bytes));
-                let _ = decode_key(&windowed, KeyFormat::Kafka, Some(w), Some(&bytes));
+                let json = KeyLayout { window: Some(w), ..KeyLayout::plain(KeyFormat::Json) };
+                let _ = decode_row(&windowed, json, ValueFormat::Json, Some(&bytes), Some(&bytes));
+                let kafka = KeyLayout { window: Some(w), ..KeyLayout::plain(KeyFormat::Kafka) };
+                let _ = decode_key(&windowed, kafka, Some(&bytes));
             }
             if n % 100 == 0 {
-                assert!(
-                    decode_row(&cols, KeyFormat::Kafka, None, ValueFormat::Delimited(','), None, Some(b"1,2")).is_err()
-                );
-                assert!(
-                    decode_row(&cols, KeyFormat::Kafka, None, ValueFormat::Delimited(','), None, Some(b"x,,")).is_err()
-                );
+                assert!(decode_row(
+                    &cols,
+                    KeyLayout::plain(KeyFormat::Kafka),
+                    ValueFormat::Delimited(','),
+                    None,
+                    Some(b"1,2")
+                )
+                .is_err());
+                assert!(decode_row(
+                    &cols,
+                    KeyLayout::plain(KeyFormat::Kafka),
+                    ValueFormat::Delimited(','),
+                    None,
+                    Some(b"x,,")
+                )
+                .is_err());
             }
         }
     }

@@ -212,6 +212,10 @@ pub struct ContinuousPlan {
     /// side's): the records a stream's rows make carry it, as in ksqlDB. `None`: a table's
     /// changes carry their own.
     pub row_time: Option<(usize, Option<usize>)>,
+    /// For an aggregation: where each key column of the output (in output order) is among a
+    /// change's key values (its group values, in GROUP BY order), for tombstones, which have
+    /// no row to take the key from. `None`: in output order.
+    pub change_key_order: Option<Vec<usize>>,
     /// Emit a window's row once, when it closes (`EMIT FINAL`).
     pub emit_final: bool,
     /// Where records too late for their window go (`LATE DATA TO`).
@@ -300,6 +304,7 @@ pub fn upsert_plan(source: &RelationDef) -> ContinuousPlan {
         table_join: None,
         window: None,
         row_time: None,
+        change_key_order: None,
         emit_final: false,
         late_data_to: None,
         filter: None,
@@ -504,6 +509,12 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
             })
         }
     };
+    if select.late_data_to.is_some() && interval.is_some() {
+        return Err(EddyError::NotImplemented(
+            "LATE DATA TO over a stream–stream join (a late joined row is two records); late rows go to the processing log"
+                .into(),
+        ));
+    }
     if select.emit_final && aggregate.is_none() {
         return Err(EddyError::InvalidValue("EMIT FINAL needs a windowed aggregation".into()));
     }
@@ -512,6 +523,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
     let key_slots = result_key_slots(input_plan, source, &top.input, interval.is_some(), table_join.is_some());
     let mut output_columns = Vec::new();
     let mut state_key = None;
+    let mut change_key_order = None;
     let shape = match aggregate {
         None => {
             let exprs = top.expr.iter().map(|e| phys(e, &top.input)).collect::<Result<Vec<_>>>()?;
@@ -581,8 +593,12 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
                     Expr::Alias(al) => al.expr.as_ref(),
                     other => other,
                 };
-                let key =
-                    matches!(column, Expr::Column(c) if a.schema.index_of_column(c).is_ok_and(|idx| idx < n_group));
+                let group = match column {
+                    Expr::Column(c) => a.schema.index_of_column(c).ok().filter(|&idx| idx < n_group),
+                    _ => None,
+                };
+                let key = group.is_some();
+                change_key_order.get_or_insert_with(Vec::new).extend(group);
                 let name = match e {
                     Expr::Column(c) => match a.schema.index_of_column(c) {
                         Ok(idx) if idx >= n_group => agg_names[idx - n_group].clone(),
@@ -687,6 +703,7 @@ pub async fn plan_continuous(select: &SelectStatement, relations: &[RelationDef]
         table_join,
         window,
         row_time,
+        change_key_order,
         emit_final: select.emit_final,
         late_data_to: select.late_data_to.clone(),
         filter,

@@ -40,6 +40,9 @@ pub struct PushOutput {
     /// are tracked but not sent: a query over a table from its end (`auto.offset.reset`
     /// latest) reads the table whole for its state, and sends only what changes after.
     quiet_until: Option<Vec<i64>>,
+    /// Where each key column's value is in a change's key values
+    /// (`ContinuousPlan::change_key_order`); `None`: in the key columns' order.
+    pub key_order: Option<Vec<usize>>,
 }
 
 impl PushOutput {
@@ -63,6 +66,7 @@ impl PushOutput {
             closed: false,
             overflow: None,
             quiet_until: None,
+            key_order: None,
         }
     }
 
@@ -140,14 +144,18 @@ impl PushOutput {
         }
     }
 
-    /// A deleted group's row: its key columns (the group values, in key-column order), the
+    /// A deleted group's row: its key columns (from the group values, see `key_order`), the
     /// rest NULL.
     fn key_only_row(&self, key_values: &[Value]) -> Vec<Value> {
         let mut row = vec![Value::Null; self.columns.len()];
         let key_columns: Vec<usize> = self.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
-        if key_columns.len() == key_values.len() {
-            for (&c, v) in key_columns.iter().zip(key_values) {
-                row[c] = v.clone();
+        let order: Vec<usize> = match &self.key_order {
+            Some(order) => order.clone(),
+            None => (0..key_values.len()).collect(),
+        };
+        if order.len() == key_columns.len() && order.iter().all(|&i| i < key_values.len()) {
+            for (&c, &i) in key_columns.iter().zip(&order) {
+                row[c] = key_values[i].clone();
             }
         }
         row

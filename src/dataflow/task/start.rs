@@ -96,7 +96,10 @@ impl Runtime {
                 table.upserts_only = true;
             }
         }
-        let sink = sink.map(|rel| self.open_sink(id, rel, SINK_PREFIX)).transpose()?;
+        let mut sink = sink.map(|rel| self.open_sink(id, rel, SINK_PREFIX)).transpose()?;
+        if let Some(sink) = sink.as_mut() {
+            sink.key_order = plan.change_key_order.clone();
+        }
         let late_sink = late.map(|rel| self.open_sink(id, rel, LATE_SINK_PREFIX)).transpose()?;
         let watermark_ms = match self.store.get(&cf, STREAM_TIME_KEY)? {
             Some(b) if b.len() == 8 => i64::from_be_bytes(b.try_into().expect("8 bytes")),
