@@ -791,6 +791,22 @@ impl Engine {
                 shape(&rel.columns)
             )));
         }
+        // Its records are keyed by the target's window (or none), which the rows must have.
+        let window = output_window(&plan);
+        if window != rel.key_window {
+            let describe = |w: Option<KeyWindow>| match w {
+                Some(w @ (KeyWindow::Tumbling { size_ms } | KeyWindow::Hopping { size_ms })) => {
+                    format!("a {} window of {size_ms} ms", w.type_name())
+                }
+                Some(KeyWindow::Session) => "a SESSION window".to_string(),
+                None => "no window".to_string(),
+            };
+            return Err(EddyError::InvalidValue(format!(
+                "INSERT INTO {target}: its records are keyed by {}, the query's rows by {}",
+                describe(rel.key_window),
+                describe(window)
+            )));
+        }
         let id = match props.get("QUERY_ID") {
             Some(id) => id.to_uppercase(),
             None => format!("INSERTQUERY_{}", self.catalog.next_query_number()?),
