@@ -19,7 +19,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::Rows;
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt};
 use serde_json::Value;
 
 use super::accumulator::{decode_group, encode_group, output_row, AggSlot, ArgColumn, Group};
@@ -255,15 +255,22 @@ impl AggregateOperator {
         let args = self.def.arguments(batch)?;
 
         // Each row to its group's shard; each shard's groups in the order the batch first
-        // touches them.
+        // touches them, with the latest event time of their rows (`i64::MIN`: none).
         let mut work: Vec<ShardWork> = (0..self.cache.shards.len()).map(|_| ShardWork::default()).collect();
-        {
-            let mut seen: HashSet<&[u8]> = HashSet::with_capacity(n);
-            for row in 0..n {
-                let k = keys.key(row);
-                let shard = &mut work[self.cache.shard_of(k)];
-                shard.rows.push(row);
-                if seen.insert(k) {
+        let mut seen: HashMap<&[u8], i64> = HashMap::with_capacity(n);
+        for row in 0..n {
+            let k = keys.key(row);
+            let time = times.filter(|t| t.is_valid(row)).map_or(i64::MIN, |t| t.value(row));
+            match seen.entry(k) {
+                std::collections::hash_map::Entry::Occupied(mut latest) => {
+                    let latest = latest.get_mut();
+                    *latest = (*latest).max(time);
+                    work[self.cache.shard_of(k)].rows.push(row);
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(time);
+                    let shard = &mut work[self.cache.shard_of(k)];
+                    shard.rows.push(row);
                     shard.touched.push(k.to_vec());
                 }
             }
@@ -304,16 +311,10 @@ impl AggregateOperator {
         };
         if done.iter().all(|d| d.result.is_ok()) {
             let mut changes: Vec<Change> = done.into_iter().flat_map(|d| d.result.unwrap_or_default()).collect();
-            if let Some(times) = times {
-                let mut latest: HashMap<&[u8], i64> = HashMap::with_capacity(changes.len());
-                for row in (0..n).filter(|&r| times.is_valid(r)) {
-                    let t = latest.entry(keys.key(row)).or_insert(i64::MIN);
-                    *t = (*t).max(times.value(row));
-                }
-                for c in &mut changes {
-                    if let Some(&t) = latest.get(c.state_key.as_slice()) {
-                        c.timestamp_ms = t;
-                    }
+            for c in &mut changes {
+                match seen.get(c.state_key.as_slice()) {
+                    Some(&t) if t != i64::MIN => c.timestamp_ms = t,
+                    _ => {}
                 }
             }
             return Ok(changes);
