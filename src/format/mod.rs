@@ -487,27 +487,14 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let len = (seed >> 59) as usize;
             let bytes: Vec<u8> = (0..len).map(|i| alphabet[((seed >> (i * 2)) as usize) % alphabet.len()]).collect();
-            let _ = decode_row(
-                &json_cols,
-                KeyLayout::plain(KeyFormat::Json),
-                ValueFormat::Json,
-                Some(&bytes),
-                Some(&bytes),
-            );
-            let _ = decode_row(
-                &cols,
-                KeyLayout::plain(KeyFormat::Delimited),
-                ValueFormat::Delimited(','),
-                Some(&bytes),
-                Some(&bytes),
-            );
-            let _ = decode_row(
-                &kafka_cols,
-                KeyLayout::plain(KeyFormat::Kafka),
-                ValueFormat::Kafka,
-                Some(&bytes),
-                Some(&bytes),
-            );
+            let formats = [
+                (&json_cols, KeyFormat::Json, ValueFormat::Json),
+                (&cols, KeyFormat::Delimited, ValueFormat::Delimited(',')),
+                (&kafka_cols, KeyFormat::Kafka, ValueFormat::Kafka),
+            ];
+            for (columns, key, value) in formats {
+                let _ = decode_row(columns, KeyLayout::plain(key), value, Some(&bytes), Some(&bytes));
+            }
             for w in [KeyWindow::Session, KeyWindow::Hopping { size_ms: i64::MAX }] {
                 let json = KeyLayout { window: Some(w), ..KeyLayout::plain(KeyFormat::Json) };
                 let _ = decode_row(&windowed, json, ValueFormat::Json, Some(&bytes), Some(&bytes));
