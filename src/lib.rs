@@ -29,6 +29,7 @@ pub mod error;
 pub mod failpoint;
 pub mod format;
 pub mod functions;
+pub mod http;
 pub mod kafka;
 pub mod log;
 pub mod net;

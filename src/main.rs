@@ -34,9 +34,16 @@ struct ServerArgs {
     /// Kafka-protocol listen address (librdkafka, kcat, confluent-kafka, kafka-python).
     #[arg(long, env = "EDDY_KAFKA_LISTEN", default_value = "127.0.0.1:9092")]
     kafka_listen: SocketAddr,
-    /// HTTP listen address (accepted now; served from a later release).
+    /// HTTP listen address: Confluent's REST Proxy (v2, v3) and ksqlDB's REST API, HTTP/1.1
+    /// and h2c on one port.
     #[arg(long, env = "EDDY_HTTP_LISTEN", default_value = "127.0.0.1:8082")]
     http_listen: SocketAddr,
+    /// Most bytes of one HTTP request body; larger requests get 413.
+    #[arg(long, env = "EDDY_HTTP_MAX_BODY_BYTES", default_value_t = 16 << 20)]
+    http_max_body_bytes: usize,
+    /// Most push queries HTTP clients may run at once (/query, /query-stream).
+    #[arg(long, env = "EDDY_HTTP_MAX_PUSH_QUERIES", default_value_t = 64)]
+    http_max_push_queries: usize,
     /// Most client connections at once; more are refused.
     #[arg(long, env = "EDDY_MAX_CONNECTIONS", default_value_t = 256)]
     max_connections: usize,
@@ -147,6 +154,11 @@ fn main() -> anyhow_free::Result {
                 pg_listen: args.pg_listen,
                 kafka_listen: args.kafka_listen,
                 http_listen: args.http_listen,
+                http: eddy::http::HttpConfig {
+                    max_body_bytes: args.http_max_body_bytes.max(1),
+                    max_push_queries: args.http_max_push_queries,
+                    ..eddy::http::HttpConfig::default()
+                },
                 max_connections: args.max_connections.max(1),
                 allow_trust_anywhere: args.allow_trust_anywhere,
                 users_file: args.users_file,

@@ -19,6 +19,8 @@ pub struct ServerConfig {
     pub pg_listen: SocketAddr,
     pub kafka_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    /// Limits of the HTTP endpoint.
+    pub http: crate::http::HttpConfig,
     pub max_connections: usize,
     pub allow_trust_anywhere: bool,
     pub kafka: crate::kafka::KafkaConfig,
@@ -94,6 +96,12 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
             config.kafka_listen
         )));
     }
+    if !config.http_listen.ip().is_loopback() && !config.allow_trust_anywhere && !auth_required {
+        return Err(EddyError::InvalidValue(format!(
+            "refusing to serve HTTP on {} without authentication; set EDDY_PASSWORD or pass --users-file to require HTTP Basic passwords, or use a loopback address",
+            config.http_listen
+        )));
+    }
     if config.superuser_reserved_connections >= config.max_connections {
         return Err(EddyError::InvalidValue(format!(
             "--superuser-reserved-connections ({}) must be less than --max-connections ({})",
@@ -133,6 +141,17 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
             .await
             .map_err(|e| EddyError::InvalidValue(format!("cannot listen on {} for Kafka: {e}", config.kafka_listen)))?;
     let kafka_addr = broker.advertised;
+    let (http_listener, http_addr) = crate::http::bind(config.http_listen)
+        .await
+        .map_err(|e| EddyError::InvalidValue(format!("cannot listen on {} for HTTP: {e}", config.http_listen)))?;
+    let http_state = Arc::new(crate::http::HttpState {
+        engine: engine.clone(),
+        broker: broker.clone(),
+        config: crate::http::HttpConfig { max_connections: config.max_connections, ..config.http.clone() },
+        auth_required,
+        push_queries: Default::default(),
+    });
+    let http_task = tokio::spawn(crate::http::serve(http_listener, http_state));
     let kafka_task = tokio::spawn(crate::kafka::serve(kafka_listener, broker));
     println!("Eddy is ready. Data in {}", config.data_dir.display());
     println!("  SQL:   psql -h {} -p {} -U eddy -d {DATABASE}", addr.ip(), addr.port());
@@ -140,7 +159,7 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
         println!("  (passwords required: SCRAM-SHA-256{})", if tls.is_some() { "; TLS offered" } else { "" });
     }
     println!("  Kafka: kcat -b {kafka_addr} -L");
-    println!("  (HTTP on {} arrives with a later release)", config.http_listen);
+    println!("  HTTP:  curl http://{http_addr}/info   (REST Proxy and ksqlDB's REST API)");
 
     let retention = {
         let log = engine.log.clone();
@@ -207,6 +226,7 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
     println!("Eddy is shutting down");
     retention.abort();
     kafka_task.abort();
+    http_task.abort();
     drop(listener);
     let e = engine.clone();
     let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;

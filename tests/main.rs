@@ -11,6 +11,7 @@ mod disk_full;
 mod event_time;
 mod exact;
 mod fences;
+mod http;
 mod insert_select;
 mod join_spill;
 mod kafka;

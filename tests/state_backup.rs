@@ -264,6 +264,7 @@ async fn a_damaged_state_store_falls_back_to_its_newest_good_backup() {
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
         .args(["server", "--state-backups", "0", "--pg-listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0"])
+        .args(["--http-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(copy.path())
         .output()

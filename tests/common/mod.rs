@@ -11,6 +11,8 @@ pub struct Server {
     pub port: u16,
     /// `host:port` of the Kafka listener.
     pub kafka: String,
+    /// `http://host:port` of the HTTP listener (REST Proxy, ksqlDB's REST API).
+    pub http: String,
 }
 
 impl Server {
@@ -54,6 +56,7 @@ impl Server {
             .arg(format!("127.0.0.1:{port}"))
             .args(extra)
             .args(if extra.contains(&"--kafka-listen") { &[][..] } else { &["--kafka-listen", "127.0.0.1:0"][..] })
+            .args(if extra.contains(&"--http-listen") { &[][..] } else { &["--http-listen", "127.0.0.1:0"][..] })
             .arg("--data-dir")
             .arg(data_dir)
             .env("EDDY_LOG", "warn")
@@ -65,18 +68,23 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut port = None;
+            let (mut port, mut kafka) = (None, None);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split(" -p ").nth(1) {
                     port = rest.split_whitespace().next().and_then(|p| p.parse::<u16>().ok());
                 }
-                if let (Some(p), Some(rest)) = (port, line.split("kcat -b ").nth(1)) {
-                    let _ = tx.send((p, rest.split_whitespace().next().unwrap_or_default().to_string()));
+                if let Some(rest) = line.split("kcat -b ").nth(1) {
+                    kafka = rest.split_whitespace().next().map(str::to_string);
+                }
+                if let (Some(p), Some(k), Some(rest)) = (port, &kafka, line.split("curl ").nth(1)) {
+                    let url = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send((p, k.clone(), url.trim_end_matches("/info").to_string()));
                 }
             }
         });
-        let (port, kafka) = rx.recv_timeout(Duration::from_secs(120)).expect("eddy did not print its banner in time");
-        Server { child: Some(child), port, kafka }
+        let (port, kafka, http) =
+            rx.recv_timeout(Duration::from_secs(120)).expect("eddy did not print its banner in time");
+        Server { child: Some(child), port, kafka, http }
     }
 
     /// The server process's id (for /proc/PID/status and /proc/PID/fd).

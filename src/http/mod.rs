@@ -1,0 +1,187 @@
+//! The HTTP endpoint on `--http-listen`: Confluent's REST Proxy (v2 and v3, `rest_proxy`)
+//! and ksqlDB's REST API (`ksql`), on axum over hyper. One port speaks HTTP/1.1 and HTTP/2
+//! with prior knowledge (h2c), as ksqlDB's Java client uses it.
+//!
+//! Same users as the other endpoints: with passwords configured every request carries HTTP
+//! Basic credentials (checked against the SCRAM verifiers); without, requests act as the
+//! bootstrap superuser, and the listener must be on loopback.
+
+mod ksql;
+mod rest_proxy;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use base64::Engine as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::engine::Engine;
+use crate::kafka::Broker;
+
+/// The user a request acts as when no passwords are configured (loopback trust).
+const TRUSTED_USER: &str = "eddy";
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Most bytes of one request body; more is refused with 413.
+    pub max_body_bytes: usize,
+    /// Most HTTP connections at once; more are closed at accept.
+    pub max_connections: usize,
+    /// A client that has not sent a whole request head in this long is disconnected.
+    pub header_read_timeout: Duration,
+    /// Most push queries (`/query`, `/query-stream`) open over HTTP at once.
+    pub max_push_queries: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 16 << 20,
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(30),
+            max_push_queries: 64,
+        }
+    }
+}
+
+/// What every handler reaches.
+pub struct HttpState {
+    pub engine: Arc<Engine>,
+    pub broker: Arc<Broker>,
+    pub config: HttpConfig,
+    /// With passwords configured, requests must authenticate.
+    pub auth_required: bool,
+    /// Push queries running for HTTP clients, by query id (`/close-query` ends them).
+    pub push_queries: ksql::PushQueries,
+}
+
+/// The authenticated (or trusted) user of a request, put there by `authenticate`.
+#[derive(Clone, Debug)]
+pub struct User(pub String);
+
+/// Binds the listener (so the caller can print its real address).
+pub async fn bind(listen: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+pub fn router(state: Arc<HttpState>) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .merge(rest_proxy::routes())
+        .merge(ksql::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves connections until the task is aborted: one task per connection, at most
+/// `max_connections` of them.
+pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
+    let permits = Arc::new(Semaphore::new(state.config.max_connections));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(state.config.header_read_timeout);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64).keep_alive_interval(Duration::from_secs(30));
+    let builder = Arc::new(builder);
+    let app = router(state.clone());
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("http accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "refusing HTTP connection: {} connections open", state.config.max_connections);
+            drop(socket);
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            if let Err(e) = builder.serve_connection(TokioIo::new(socket), service).await {
+                tracing::debug!(%peer, "http connection ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Checks HTTP Basic credentials when passwords are configured; puts the user in the
+/// request's extensions.
+async fn authenticate(State(state): State<Arc<HttpState>>, mut request: Request, next: Next) -> Response {
+    let user = if state.auth_required {
+        match basic_credentials(request.headers().get(header::AUTHORIZATION)) {
+            Some((user, password)) if state.engine.users.verify(&user, &password) => user,
+            _ => {
+                let mut response = error_response(
+                    StatusCode::UNAUTHORIZED,
+                    40101,
+                    "Unauthorized: this server requires HTTP Basic authentication with a user and password",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"eddy\""));
+                return response;
+            }
+        }
+    } else {
+        TRUSTED_USER.to_string()
+    };
+    request.extensions_mut().insert(User(user));
+    next.run(request).await
+}
+
+fn basic_credentials(value: Option<&HeaderValue>) -> Option<(String, String)> {
+    let text = value?.to_str().ok()?;
+    let (scheme, encoded) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+/// `{"error_code": .., "message": ..}`: the error body both Confluent's REST Proxy and
+/// ksqlDB answer with.
+pub fn error_response(status: StatusCode, error_code: u32, message: &str) -> Response {
+    let body = serde_json::json!({ "error_code": error_code, "message": message });
+    json_response(status, "application/json", &body)
+}
+
+/// A JSON body with the given content type.
+pub fn json_response(status: StatusCode, content_type: &'static str, body: &serde_json::Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_read_as_rfc_7617_says() {
+        let header = HeaderValue::from_static("Basic YWxpY2U6czNjcjN0OndpdGg6Y29sb25z");
+        assert_eq!(basic_credentials(Some(&header)), Some(("alice".into(), "s3cr3t:with:colons".into())));
+        assert_eq!(basic_credentials(Some(&HeaderValue::from_static("Bearer abc"))), None);
+        assert_eq!(basic_credentials(Some(&HeaderValue::from_static("Basic !!!"))), None);
+        assert_eq!(basic_credentials(None), None);
+    }
+}

@@ -1,0 +1,733 @@
+//! Confluent's REST Proxy: v2 (`/brokers`, `/topics`, produce with the `json` and `binary`
+//! embedded formats) and v3 (`/v3/clusters/...`: topics, partitions, records). Shapes and
+//! error codes follow confluentinc/kafka-rest. Produce goes through the log's own append
+//! path, as a Kafka Produce does: acknowledged after fsync, refused on a query's output topic,
+//! checked against the user's grants.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use base64::Engine as _;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use super::{error_response, json_response, HttpState, User};
+use crate::auth::TopicAccess;
+use crate::dataflow::sink::murmur2;
+use crate::log::batch::encode_batch;
+use crate::log::{LogError, LogRecord, Topic, TopicConfig};
+
+const V2: &str = "application/vnd.kafka.v2+json";
+const V3: &str = "application/json";
+/// The cluster id Kafka's Metadata answers with.
+const CLUSTER_ID: &str = "eddy";
+/// The one broker.
+const BROKER_ID: i32 = 0;
+/// Most records one v2 produce request may carry.
+const MAX_RECORDS_PER_REQUEST: usize = 100_000;
+
+pub fn routes() -> Router<Arc<HttpState>> {
+    Router::new()
+        .route("/brokers", get(brokers))
+        .route("/topics", get(list_topics))
+        .route("/topics/{topic}", get(describe_topic).post(produce_v2))
+        .route("/topics/{topic}/partitions", get(partitions_v2))
+        .route("/topics/{topic}/partitions/{partition}", get(partition_v2).post(produce_v2_partition))
+        .route("/topics/{topic}/partitions/{partition}/offsets", get(offsets_v2))
+        .route("/v3/clusters", get(clusters))
+        .route("/v3/clusters/{cluster}", get(cluster))
+        .route("/v3/clusters/{cluster}/topics", get(topics_v3).post(create_topic_v3))
+        .route("/v3/clusters/{cluster}/topics/{topic}", get(topic_v3).delete(delete_topic_v3))
+        .route("/v3/clusters/{cluster}/topics/{topic}/partitions", get(partitions_v3))
+        .route("/v3/clusters/{cluster}/topics/{topic}/records", post(records_v3))
+}
+
+/// An error as the REST Proxy gives it: an HTTP status and its own five-digit code.
+struct RestError(StatusCode, u32, String);
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        error_response(self.0, self.1, &self.2)
+    }
+}
+
+fn topic_not_found() -> RestError {
+    RestError(StatusCode::NOT_FOUND, 40401, "Topic not found.".into())
+}
+
+fn partition_not_found() -> RestError {
+    RestError(StatusCode::NOT_FOUND, 40402, "Partition not found.".into())
+}
+
+fn forbidden(topic: &str) -> RestError {
+    RestError(StatusCode::FORBIDDEN, 40301, format!("Not authorized to access topics: [{topic}]"))
+}
+
+/// A topic the user may see: the topics a user may neither read nor write are not found, as
+/// Kafka's Metadata leaves them out.
+fn visible_topic(state: &HttpState, user: &User, name: &str) -> Result<Arc<Topic>, RestError> {
+    let topic = state.engine.log.topic(name).ok_or_else(topic_not_found)?;
+    if !may_see(state, user, name) {
+        return Err(topic_not_found());
+    }
+    Ok(topic)
+}
+
+fn may_see(state: &HttpState, user: &User, topic: &str) -> bool {
+    let users = &state.engine.users;
+    !state.auth_required
+        || users.may_access_topic(&user.0, topic, TopicAccess::Read)
+        || users.may_access_topic(&user.0, topic, TopicAccess::Write)
+}
+
+fn v2(body: Value) -> Response {
+    json_response(StatusCode::OK, V2, &body)
+}
+
+async fn brokers() -> Response {
+    v2(json!({ "brokers": [BROKER_ID] }))
+}
+
+async fn list_topics(State(state): State<Arc<HttpState>>, Extension(user): Extension<User>) -> Response {
+    let mut names: Vec<String> =
+        state.engine.log.topics().iter().map(|t| t.name.clone()).filter(|t| may_see(&state, &user, t)).collect();
+    names.sort();
+    v2(json!(names))
+}
+
+fn partition_json(id: usize) -> Value {
+    json!({
+        "partition": id,
+        "leader": BROKER_ID,
+        "replicas": [{ "broker": BROKER_ID, "leader": true, "in_sync": true }],
+    })
+}
+
+async fn describe_topic(
+    State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
+    Path(name): Path<String>,
+) -> Result<Response, RestError> {
+    let topic = visible_topic(&state, &user, &name)?;
+    let configs: serde_json::Map<String, Value> =
+        topic.config().entries().into_iter().map(|(k, v)| (k.to_string(), Value::String(v))).collect();
+    let partitions: Vec<Value> = (0..topic.partitions.len()).map(partition_json).collect();
+    Ok(v2(json!({ "name": topic.name, "configs": configs, "partitions": partitions })))
+}
+
+async fn partitions_v2(
+    State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
+    Path(name): Path<String>,
+) -> Result<Response, RestError> {
+    let topic = visible_topic(&state, &user, &name)?;
+    Ok(v2(json!((0..topic.partitions.len()).map(partition_json).collect::<Vec<_>>())))
+}
+
+fn partition_index(topic: &Topic, partition: &str) -> Result<usize, RestError> {
+    partition.parse::<usize>().ok().filter(|p| *p < topic.partitions.len()).ok_or_else(partition_not_found)
+}
+
+async fn partition_v2(
+    State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
+    Path((name, partition)): Path<(String, String)>,
+) -> Result<Response, RestError> {
+    let topic = visible_topic(&state, &user, &name)?;
+    Ok(v2(partition_json(partition_index(&topic, &partition)?)))
+}
+
+async fn offsets_v2(
+    State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
+    Path((name, partition)): Path<(String, String)>,
+) -> Result<Response, RestError> {
+    let topic = visible_topic(&state, &user, &name)?;
+    let p = &topic.partitions[partition_index(&topic, &partition)?];
+    Ok(v2(json!({ "beginning_offset": p.log_start_offset(), "end_offset": p.high_watermark() })))
+}
+
+/// How a v2 produce request embeds its keys and values (from its Content-Type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Embedded {
+    /// Any JSON value, written as its JSON text.
+    Json,
+    /// Base64 strings, written as the bytes they encode.
+    Binary,
+}
+
+fn embedded_format(headers: &HeaderMap) -> Result<Embedded, RestError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match media.as_str() {
+        "application/vnd.kafka.json.v2+json" => Ok(Embedded::Json),
+        // `application/json` and the bare v2 type mean binary, as in kafka-rest.
+        "application/vnd.kafka.binary.v2+json" | "application/vnd.kafka.v2+json" | "application/json" => {
+            Ok(Embedded::Binary)
+        }
+        "application/vnd.kafka.avro.v2+json"
+        | "application/vnd.kafka.protobuf.v2+json"
+        | "application/vnd.kafka.jsonschema.v2+json" => Err(RestError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            41501,
+            format!("the embedded format of {media} needs a Schema Registry, which this server does not have yet; use the json or binary embedded format"),
+        )),
+        "" => Err(RestError(StatusCode::UNSUPPORTED_MEDIA_TYPE, 415, "HTTP 415 Unsupported Media Type: a produce request needs a Content-Type such as application/vnd.kafka.json.v2+json".into())),
+        other => Err(RestError(StatusCode::UNSUPPORTED_MEDIA_TYPE, 415, format!("HTTP 415 Unsupported Media Type: {other}"))),
+    }
+}
+
+/// One record of a v2 produce request, decoded.
+struct Outgoing {
+    partition: Option<i32>,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+}
+
+fn embedded_bytes(format: Embedded, v: Option<&Value>, what: &str) -> Result<Option<Vec<u8>>, RestError> {
+    match (format, v) {
+        (_, None | Some(Value::Null)) => Ok(None),
+        (Embedded::Json, Some(v)) => Ok(Some(v.to_string().into_bytes())),
+        (Embedded::Binary, Some(Value::String(s))) => base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map(Some)
+            .map_err(|e| RestError(StatusCode::UNPROCESSABLE_ENTITY, 42205, format!("Invalid base64 {what}: {e}"))),
+        (Embedded::Binary, Some(_)) => Err(RestError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42205,
+            format!("the binary embedded format takes each {what} as a base64 string"),
+        )),
+    }
+}
+
+fn parse_records(format: Embedded, body: &[u8]) -> Result<Vec<Outgoing>, RestError> {
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|e| RestError(StatusCode::BAD_REQUEST, 400, format!("Malformed JSON request body: {e}")))?;
+    if body.get("value_schema").is_some() || body.get("value_schema_id").is_some() {
+        return Err(RestError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42202,
+            "value_schema and value_schema_id need a Schema Registry, which this server does not have yet".into(),
+        ));
+    }
+    let records = body.get("records").and_then(Value::as_array).ok_or_else(|| {
+        RestError(StatusCode::UNPROCESSABLE_ENTITY, 42200, "the request body needs a \"records\" array".into())
+    })?;
+    if records.len() > MAX_RECORDS_PER_REQUEST {
+        return Err(RestError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            41301,
+            format!("a produce request carries at most {MAX_RECORDS_PER_REQUEST} records"),
+        ));
+    }
+    records
+        .iter()
+        .map(|r| {
+            let partition = match r.get("partition") {
+                None | Some(Value::Null) => None,
+                Some(p) => Some(p.as_i64().and_then(|p| i32::try_from(p).ok()).ok_or_else(partition_not_found)?),
+            };
+            Ok(Outgoing {
+                partition,
+                key: embedded_bytes(format, r.get("key"), "key")?,
+                value: embedded_bytes(format, r.get("value"), "value")?,
+            })
+        })
+        .collect()
+}
+
+/// The topic a producer writes to: created with the broker's defaults when Kafka would
+/// auto-create it.
+fn writable_topic(state: &HttpState, user: &User, name: &str) -> Result<Arc<Topic>, RestError> {
+    let topic = match state.engine.log.topic(name) {
+        Some(t) => t,
+        None if state.broker.config.auto_create_topics => {
+            let config = state.broker.topic_config(state.broker.config.default_partitions);
+            match state.engine.log.create_topic(name, config) {
+                Ok(t) => t,
+                Err(LogError::TopicExists(_)) => state.engine.log.topic(name).ok_or_else(topic_not_found)?,
+                Err(LogError::InvalidTopic(e)) => return Err(RestError(StatusCode::UNPROCESSABLE_ENTITY, 42221, e)),
+                Err(e) => return Err(RestError(StatusCode::INTERNAL_SERVER_ERROR, 50002, e.to_string())),
+            }
+        }
+        None => return Err(topic_not_found()),
+    };
+    if state.auth_required && !state.engine.users.may_access_topic(&user.0, name, TopicAccess::Write) {
+        return Err(forbidden(name));
+    }
+    Ok(topic)
+}
+
+/// Round-robin position for records with neither key nor partition.
+static NEXT_PARTITION: AtomicUsize = AtomicUsize::new(0);
+
+/// Kafka's default partitioner: murmur2 of the key, else round-robin.
+fn choose_partition(key: Option<&[u8]>, partitions: usize) -> usize {
+    match key {
+        Some(k) => (murmur2(k) & 0x7fff_ffff) as usize % partitions,
+        None => NEXT_PARTITION.fetch_add(1, Ordering::Relaxed) % partitions,
+    }
+}
+
+/// Where each appended record landed, or why its partition refused it.
+type Placed = Vec<Result<(i32, i64), (i32, String)>>;
+
+/// Appends records (one batch per partition, each acknowledged after fsync) and returns each
+/// record's partition and offset, in request order.
+async fn append(topic: Arc<Topic>, records: Vec<Outgoing>, timestamp_ms: Option<i64>) -> Result<Placed, RestError> {
+    let n = topic.partitions.len();
+    let mut by_partition: Vec<Vec<(usize, LogRecord)>> = (0..n).map(|_| Vec::new()).collect();
+    let now = timestamp_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    for (i, r) in records.into_iter().enumerate() {
+        let p = match r.partition {
+            Some(p) if p >= 0 && (p as usize) < n => p as usize,
+            Some(_) => return Err(partition_not_found()),
+            None => choose_partition(r.key.as_deref(), n),
+        };
+        let record = LogRecord { offset: 0, timestamp_ms: now, key: r.key, value: r.value, headers: Vec::new() };
+        by_partition[p].push((i, record));
+    }
+    let total: usize = by_partition.iter().map(Vec::len).sum();
+    let log_now = now;
+    tokio::task::spawn_blocking(move || {
+        let mut placed: Placed = vec![Err((0, String::new())); total];
+        for (p, records) in by_partition.into_iter().enumerate() {
+            if records.is_empty() {
+                continue;
+            }
+            let partition = &topic.partitions[p];
+            let batch: Vec<&LogRecord> = records.iter().map(|(_, r)| r).collect();
+            let outcome = match partition.owner() {
+                Some(query) => Err(format!("topic {} is written by query {query} only", topic.name)),
+                None => partition.append(&mut encode_batch(&batch), log_now).map_err(|e| e.to_string()),
+            };
+            for (k, (i, _)) in records.iter().enumerate() {
+                placed[*i] = match &outcome {
+                    Ok(info) => Ok((p as i32, info.base_offset + k as i64)),
+                    Err(e) => Err((p as i32, e.clone())),
+                };
+            }
+        }
+        placed
+    })
+    .await
+    .map_err(|e| RestError(StatusCode::INTERNAL_SERVER_ERROR, 50002, format!("append task: {e}")))
+}
+
+async fn produce_v2(
+    State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, RestError> {
+    produce(state, user, name, None, headers, body).await
+}
+
+async fn produce_v2_partition(
+    State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
+    Path((name, partition)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, RestError> {
+    let partition = partition.parse::<i32>().map_err(|_| partition_not_found())?;
+    produce(state, user, name, Some(partition), headers, body).await
+}
+
+async fn produce(
+    state: Arc<HttpState>,
+    user: User,
+    name: String,
+    partition: Option<i32>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, RestError> {
+    let format = embedded_format(&headers)?;
+    let mut records = parse_records(format, &body)?;
+    if let Some(p) = partition {
+        records.iter_mut().for_each(|r| r.partition = Some(p));
+    }
+    let topic = writable_topic(&state, &user, &name)?;
+    let offsets: Vec<Value> = append(topic, records, None)
+        .await?
+        .into_iter()
+        .map(|placed| match placed {
+            Ok((p, offset)) => json!({ "partition": p, "offset": offset, "error_code": null, "error": null }),
+            // kafka-rest's per-record code 2: not retriable.
+            Err((p, e)) => json!({ "partition": p, "offset": null, "error_code": 2, "error": e }),
+        })
+        .collect();
+    Ok(v2(json!({ "key_schema_id": null, "value_schema_id": null, "offsets": offsets })))
+}
+
+// ---- v3 ----
+
+/// `http://host` of the request, for the `self` and `related` links.
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+fn v3(status: StatusCode, body: Value) -> Response {
+    json_response(status, V3, &body)
+}
+
+fn check_cluster(cluster: &str) -> Result<(), RestError> {
+    if cluster == CLUSTER_ID {
+        Ok(())
+    } else {
+        Err(RestError(StatusCode::NOT_FOUND, 404, format!("Cluster {cluster} cannot be found.")))
+    }
+}
+
+fn cluster_json(base: &str) -> Value {
+    let me = format!("{base}/v3/clusters/{CLUSTER_ID}");
+    json!({
+        "kind": "KafkaCluster",
+        "metadata": { "self": me, "resource_name": format!("crn:///kafka={CLUSTER_ID}") },
+        "cluster_id": CLUSTER_ID,
+        "controller": { "related": format!("{me}/brokers/{BROKER_ID}") },
+        "acls": { "related": format!("{me}/acls") },
+        "brokers": { "related": format!("{me}/brokers") },
+        "broker_configs": { "related": format!("{me}/broker-configs") },
+        "consumer_groups": { "related": format!("{me}/consumer-groups") },
+        "topics": { "related": format!("{me}/topics") },
+        "partition_reassignments": { "related": format!("{me}/topics/-/partitions/-/reassignment") },
+    })
+}
+
+async fn clusters(headers: HeaderMap) -> Response {
+    let base = base_url(&headers);
+    v3(
+        StatusCode::OK,
+        json!({
+            "kind": "KafkaClusterList",
+            "metadata": { "self": format!("{base}/v3/clusters"), "next": null },
+            "data": [cluster_json(&base)],
+        }),
+    )
+}
+
+async fn cluster(Path(cluster): Path<String>, headers: HeaderMap) -> Result<Response, RestError> {
+    check_cluster(&cluster)?;
+    Ok(v3(StatusCode::OK, cluster_json(&base_url(&headers))))
+}
+
+fn topic_json(base: &str, topic: &Topic) -> Value {
+    let me = format!("{base}/v3/clusters/{CLUSTER_ID}/topics/{}", topic.name);
+    json!({
+        "kind": "KafkaTopic",
+        "metadata": { "self": me, "resource_name": format!("crn:///kafka={CLUSTER_ID}/topic={}", topic.name) },
+        "cluster_id": CLUSTER_ID,
+        "topic_name": topic.name,
+        "is_internal": topic.name.starts_with('_'),
+        "replication_factor": 1,
+        "partitions_count": topic.partitions.len(),
+        "partitions": { "related": format!("{me}/partitions") },
+        "configs": { "related": format!("{me}/configs") },
+        "partition_reassignments": { "related": format!("{me}/partitions/-/reassignment") },
+        "authorized_operations": [],
+    })
+}
+
+async fn topics_v3(
+    State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
+    Path(cluster): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, RestError> {
+    check_cluster(&cluster)?;
+    let base = base_url(&headers);
+    let mut topics: Vec<Arc<Topic>> =
+        state.engine.log.topics().into_iter().filter(|t| may_see(&state, &user, &t.name)).collect();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    let data: Vec<Value> = topics.iter().map(|t| topic_json(&base, t)).collect();
+    Ok(v3(
+        StatusCode::OK,
+        json!({
+            "kind": "KafkaTopicList",
+            "metadata": { "self": format!("{base}/v3/clusters/{CLUSTER_ID}/topics"), "next": null },
+            "data": data,
+        }),
+    ))
+}
+
+async fn topic_v3(
+    State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
+    Path((cluster, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, RestError> {
+    check_cluster(&cluster)?;
+    let topic = visible_topic(&state, &user, &name).map_err(|_| topic_not_found_v3(&name))?;
+    Ok(v3(StatusCode::OK, topic_json(&base_url(&headers), &topic)))
+}
+
+fn topic_not_found_v3(name: &str) -> RestError {
+    RestError(StatusCode::NOT_FOUND, 40403, format!("This server does not host this topic-partition. Topic: {name}"))
+}
+
+fn bad_json(e: impl std::fmt::Display) -> RestError {
+    RestError(StatusCode::BAD_REQUEST, 400, format!("Malformed JSON request body: {e}"))
+}
+
+async fn create_topic_v3(
+    State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
+    Path(cluster): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, RestError> {
+    check_cluster(&cluster)?;
+    if state.auth_required && !state.engine.users.is_superuser(&user.0) {
+        return Err(RestError(StatusCode::FORBIDDEN, 40301, "Only a superuser may create topics.".into()));
+    }
+    let body: Value = serde_json::from_slice(&body).map_err(bad_json)?;
+    let name = body
+        .get("topic_name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| RestError(StatusCode::BAD_REQUEST, 400, "the request body needs a \"topic_name\"".into()))?;
+    let partitions = match body.get("partitions_count") {
+        None | Some(Value::Null) => state.broker.config.default_partitions,
+        Some(v) => v.as_i64().and_then(|p| i32::try_from(p).ok()).unwrap_or(0),
+    };
+    if !(1..=10_000).contains(&partitions) {
+        return Err(RestError(
+            StatusCode::BAD_REQUEST,
+            40002,
+            format!("Number of partitions must be between 1 and 10000: {partitions}"),
+        ));
+    }
+    let mut config = TopicConfig { partitions, ..TopicConfig::default() };
+    for c in body.get("configs").and_then(Value::as_array).into_iter().flatten() {
+        let key = c.get("name").and_then(Value::as_str).unwrap_or("");
+        let value = c.get("value").and_then(Value::as_str).unwrap_or("");
+        if matches!(key, "min.insync.replicas" | "compression.type" | "message.timestamp.type") {
+            continue;
+        }
+        config.set(key, value).map_err(|e| RestError(StatusCode::BAD_REQUEST, 40002, e.to_string()))?;
+    }
+    let topic = match state.engine.log.create_topic(name, config) {
+        Ok(t) => t,
+        Err(LogError::TopicExists(_)) => {
+            return Err(RestError(StatusCode::BAD_REQUEST, 40002, format!("Topic '{name}' already exists.")))
+        }
+        Err(e) => return Err(RestError(StatusCode::BAD_REQUEST, 40002, e.to_string())),
+    };
+    Ok(v3(StatusCode::CREATED, topic_json(&base_url(&headers), &topic)))
+}
+
+async fn delete_topic_v3(
+    State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
+    Path((cluster, name)): Path<(String, String)>,
+) -> Result<Response, RestError> {
+    check_cluster(&cluster)?;
+    visible_topic(&state, &user, &name).map_err(|_| topic_not_found_v3(&name))?;
+    if state.auth_required && !state.engine.users.may_access_topic(&user.0, &name, TopicAccess::Delete) {
+        return Err(forbidden(&name));
+    }
+    match state.engine.log.delete_topic(&name) {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(LogError::UnknownTopic(_)) => Err(topic_not_found_v3(&name)),
+        Err(e) => Err(RestError(StatusCode::BAD_REQUEST, 40002, e.to_string())),
+    }
+}
+
+async fn partitions_v3(
+    State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
+    Path((cluster, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, RestError> {
+    check_cluster(&cluster)?;
+    let topic = visible_topic(&state, &user, &name).map_err(|_| topic_not_found_v3(&name))?;
+    let base = base_url(&headers);
+    let me = format!("{base}/v3/clusters/{CLUSTER_ID}/topics/{name}/partitions");
+    let data: Vec<Value> = (0..topic.partitions.len())
+        .map(|p| {
+            json!({
+                "kind": "KafkaPartition",
+                "metadata": {
+                    "self": format!("{me}/{p}"),
+                    "resource_name": format!("crn:///kafka={CLUSTER_ID}/topic={name}/partition={p}"),
+                },
+                "cluster_id": CLUSTER_ID,
+                "topic_name": name,
+                "partition_id": p,
+                "leader": { "related": format!("{me}/{p}/replicas/{BROKER_ID}") },
+                "replicas": { "related": format!("{me}/{p}/replicas") },
+                "reassignment": { "related": format!("{me}/{p}/reassignment") },
+            })
+        })
+        .collect();
+    Ok(v3(
+        StatusCode::OK,
+        json!({ "kind": "KafkaPartitionList", "metadata": { "self": me, "next": null }, "data": data }),
+    ))
+}
+
+/// A v3 key or value: `{"type": "JSON"|"BINARY"|"STRING", "data": ...}`.
+fn v3_data(v: Option<&Value>, what: &str) -> Result<(Option<Vec<u8>>, Value), String> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok((None, Value::Null));
+    };
+    let ty = v.get("type").and_then(Value::as_str).unwrap_or("JSON").to_ascii_uppercase();
+    let data = v.get("data").unwrap_or(&Value::Null);
+    let bytes = match (ty.as_str(), data) {
+        (_, Value::Null) => None,
+        ("JSON", d) => Some(d.to_string().into_bytes()),
+        ("STRING", Value::String(s)) => Some(s.clone().into_bytes()),
+        ("BINARY", Value::String(s)) => Some(
+            base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| format!("Invalid base64 {what}: {e}"))?,
+        ),
+        ("STRING" | "BINARY", _) => return Err(format!("a {ty} {what} takes its data as a string")),
+        ("AVRO" | "PROTOBUF" | "JSONSCHEMA", _) => {
+            return Err(format!("the {ty} {what} format needs a Schema Registry, which this server does not have yet"))
+        }
+        (other, _) => return Err(format!("unknown {what} type {other}")),
+    };
+    let summary = match &bytes {
+        Some(b) => json!({ "type": ty, "size": b.len() }),
+        None => Value::Null,
+    };
+    Ok((bytes, summary))
+}
+
+/// One v3 record: appended alone; the answer says where it went, or why not.
+async fn produce_v3(state: &HttpState, user: &User, name: &str, record: Result<Value, String>) -> Value {
+    let fail = |code: u32, message: String| json!({ "error_code": code, "message": message });
+    let record = match record {
+        Ok(r) => r,
+        Err(e) => return fail(400, format!("Malformed JSON request body: {e}")),
+    };
+    let topic = match writable_topic(state, user, name) {
+        Ok(t) => t,
+        Err(RestError(status, code, message)) => {
+            let code = if status == StatusCode::NOT_FOUND { 404 } else { code };
+            return fail(code, message);
+        }
+    };
+    let (key, key_summary) = match v3_data(record.get("key"), "key") {
+        Ok(x) => x,
+        Err(e) => return fail(400, e),
+    };
+    let (value, value_summary) = match v3_data(record.get("value"), "value") {
+        Ok(x) => x,
+        Err(e) => return fail(400, e),
+    };
+    let partition = match record.get("partition_id") {
+        None | Some(Value::Null) => None,
+        Some(p) => match p.as_i64().and_then(|p| i32::try_from(p).ok()) {
+            Some(p) => Some(p),
+            None => return fail(400, "partition_id must be an integer".into()),
+        },
+    };
+    let timestamp = match record.get("timestamp").and_then(Value::as_str) {
+        Some(t) => match chrono::DateTime::parse_from_rfc3339(t) {
+            Ok(t) => Some(t.timestamp_millis()),
+            Err(e) => return fail(400, format!("timestamp {t}: {e}")),
+        },
+        None => None,
+    };
+    let ts = timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let outgoing = Outgoing { partition, key, value };
+    match append(topic, vec![outgoing], Some(ts)).await {
+        Ok(placed) => match placed.into_iter().next() {
+            Some(Ok((p, offset))) => {
+                let timestamp = chrono::DateTime::from_timestamp_millis(ts)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_default();
+                json!({
+                    "error_code": 200,
+                    "cluster_id": CLUSTER_ID,
+                    "topic_name": name,
+                    "partition_id": p,
+                    "offset": offset,
+                    "timestamp": timestamp,
+                    "key": key_summary,
+                    "value": value_summary,
+                })
+            }
+            Some(Err((_, e))) => fail(400, e),
+            None => fail(500, "no answer from the append".into()),
+        },
+        Err(RestError(StatusCode::NOT_FOUND, _, m)) => fail(404, m),
+        Err(RestError(_, code, m)) => fail(code, m),
+    }
+}
+
+/// `POST .../records`: one JSON record, or many concatenated on a streamed body; each gets
+/// its own answer on the response stream, as it is appended. The HTTP status stays 200.
+async fn records_v3(
+    State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
+    Path((cluster, name)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, RestError> {
+    check_cluster(&cluster)?;
+    if state.engine.log.topic(&name).is_none() && !state.broker.config.auto_create_topics {
+        return Err(topic_not_found_v3(&name));
+    }
+    let limit = state.config.max_body_bytes;
+    let mut body = request.into_body().into_data_stream();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let mut pending: Vec<u8> = Vec::new();
+        loop {
+            let chunk = body.next().await;
+            let ended = !matches!(chunk, Some(Ok(_)));
+            if let Some(Ok(bytes)) = chunk {
+                pending.extend_from_slice(&bytes);
+            }
+            // Every whole JSON value so far, in order.
+            let mut consumed = 0;
+            let mut records = Vec::new();
+            {
+                let mut stream = serde_json::Deserializer::from_slice(&pending).into_iter::<Value>();
+                loop {
+                    match stream.next() {
+                        Some(Ok(v)) => {
+                            consumed = stream.byte_offset();
+                            records.push(Ok(v));
+                        }
+                        Some(Err(e)) if e.is_eof() && !ended => break,
+                        Some(Err(e)) => {
+                            records.push(Err(e.to_string()));
+                            consumed = pending.len();
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            pending.drain(..consumed);
+            for record in records {
+                let answer = produce_v3(&state, &user, &name, record).await;
+                if tx.send(Ok(Bytes::from(format!("{answer}\n")))).await.is_err() {
+                    return;
+                }
+            }
+            if pending.len() > limit {
+                let answer = json!({ "error_code": 413, "message": format!("a record passes the request limit of {limit} bytes") });
+                let _ = tx.send(Ok(Bytes::from(format!("{answer}\n")))).await;
+                return;
+            }
+            if ended {
+                return;
+            }
+        }
+    });
+    let mut rx = rx;
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static(V3));
+    Ok(response)
+}

@@ -1,0 +1,37 @@
+//! The HTTP endpoint (REST Proxy v2/v3, ksqlDB's REST API) driven by real clients:
+//! requests, httpx over HTTP/1.1 and HTTP/2, the PyPI `ksql` client, and librdkafka reading
+//! what HTTP wrote (tests/python/http_clients.py).
+
+use crate::common::{python, query, Server};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_proxy_v2_and_v3_with_requests_httpx_and_librdkafka() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(tmp.path(), 0, &["--http-max-body-bytes", "262144"]);
+    python("http_clients.py", &[server.http.clone(), server.kafka.clone(), "rest".into()]).await;
+    // What HTTP produced is in the log SQL reads.
+    let c = server.client().await;
+    query(&c, "CREATE STREAM events (i INT) WITH (KAFKA_TOPIC='events', VALUE_FORMAT='JSON')").await;
+    let rows = query(&c, "SELECT i FROM events WHERE i IS NOT NULL").await;
+    assert_eq!(rows.len(), 5, "{rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ksqldb_rest_api_with_the_ksql_client_and_httpx_http2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    python("http_clients.py", &[server.http.clone(), server.kafka.clone(), "ksql".into()]).await;
+    // The table /ksql created is the one SQL sees.
+    let c = server.client().await;
+    let rows = query(&c, "SELECT userid, n FROM views_per_user ORDER BY userid").await;
+    assert_eq!(rows.first().and_then(|r| r[0].clone()).as_deref(), Some("u0"), "{rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_basic_auth_when_passwords_are_configured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("password");
+    std::fs::write(&file, "h77p-pw\n").unwrap();
+    let server = Server::start_with(&tmp.path().join("data"), 0, &["--password-file", file.to_str().unwrap()]);
+    python("http_clients.py", &[server.http.clone(), server.kafka.clone(), "auth".into(), "h77p-pw".into()]).await;
+}

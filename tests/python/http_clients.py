@@ -1,0 +1,289 @@
+"""The HTTP endpoint with clients nobody here wrote: requests and httpx (HTTP/1.1 and HTTP/2
+with prior knowledge) against Confluent's REST Proxy shapes, the PyPI `ksql` client against
+ksqlDB's REST API, and librdkafka (confluent-kafka) reading what HTTP produced.
+
+argv: http base URL, Kafka bootstrap, mode ('rest', 'ksql' or 'auth')."""
+import base64
+import collections
+import collections.abc
+import json
+import sys
+import threading
+import time
+import types
+
+import httpx
+import requests
+from confluent_kafka import Consumer, Producer
+
+BASE = sys.argv[1]
+BOOTSTRAP = sys.argv[2]
+MODE = sys.argv[3]
+V2_JSON = 'application/vnd.kafka.json.v2+json'
+V2_BINARY = 'application/vnd.kafka.binary.v2+json'
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def consume_all(topic, want, timeout=30):
+    c = Consumer({'bootstrap.servers': BOOTSTRAP, 'group.id': 'check-' + topic + str(time.time()),
+                  'auto.offset.reset': 'earliest', 'enable.auto.commit': False})
+    c.subscribe([topic])
+    out = []
+    deadline = time.time() + timeout
+    while time.time() < deadline and len(out) < want:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        out.append(m)
+    c.close()
+    return out
+
+
+def rest_proxy():
+    # v2 metadata
+    check(requests.get(BASE + '/brokers').json() == {'brokers': [0]}, 'brokers')
+    # produce, json embedded format: the topic is created as Kafka auto-creates it
+    r = requests.post(BASE + '/topics/clicks', headers={'Content-Type': V2_JSON},
+                      data=json.dumps({'records': [{'key': 'u1', 'value': {'page': '/a', 'n': 1}},
+                                                   {'value': {'page': '/b', 'n': 2}},
+                                                   {'key': 'u1', 'value': None}]}))
+    check(r.status_code == 200, f'json produce: {r.status_code} {r.text}')
+    check(r.headers['content-type'].startswith('application/vnd.kafka.v2+json'), r.headers['content-type'])
+    body = r.json()
+    check(body['key_schema_id'] is None and body['value_schema_id'] is None, body)
+    check([o['offset'] for o in body['offsets']] == [0, 1, 2], body)
+    check(all(o['error_code'] is None for o in body['offsets']), body)
+    check('clicks' in requests.get(BASE + '/topics').json(), 'topic listed')
+    t = requests.get(BASE + '/topics/clicks').json()
+    check(t['name'] == 'clicks' and t['partitions'][0]['replicas'][0]['in_sync'] is True, t)
+    check(t['configs']['cleanup.policy'] == 'delete', t)
+    check(requests.get(BASE + '/topics/clicks/partitions/0').json()['leader'] == 0, 'partition 0')
+    check(requests.get(BASE + '/topics/clicks/partitions/0/offsets').json() == {'beginning_offset': 0, 'end_offset': 3},
+          'offsets')
+    msgs = consume_all('clicks', 3)
+    check(len(msgs) == 3, f'consumed {len(msgs)}')
+    check(msgs[0].key() == b'"u1"' and json.loads(msgs[0].value()) == {'page': '/a', 'n': 1}, msgs[0].value())
+    check(msgs[1].key() is None, 'no key')
+    check(msgs[2].value() is None, 'a null value is a tombstone')
+
+    # binary embedded format, to a chosen partition of a 3-partition topic (v3 creates it)
+    r = requests.post(BASE + '/v3/clusters/eddy/topics', json={'topic_name': 'bin', 'partitions_count': 3})
+    check(r.status_code == 201 and r.json()['partitions_count'] == 3, r.text)
+    payload = bytes(range(256))
+    r = requests.post(BASE + '/topics/bin/partitions/2', headers={'Content-Type': V2_BINARY},
+                      data=json.dumps({'records': [{'key': base64.b64encode(b'k').decode(),
+                                                    'value': base64.b64encode(payload).decode()}]}))
+    check(r.status_code == 200 and r.json()['offsets'][0]['partition'] == 2, r.text)
+    msgs = consume_all('bin', 1)
+    check(msgs[0].partition() == 2 and msgs[0].value() == payload and msgs[0].key() == b'k', 'binary bytes')
+    # The same key always lands in the same partition (Kafka's murmur2 partitioner).
+    parts = set()
+    for _ in range(5):
+        r = requests.post(BASE + '/topics/bin', headers={'Content-Type': V2_BINARY},
+                          data=json.dumps({'records': [{'key': base64.b64encode(b'same').decode(), 'value': 'AA=='}]}))
+        parts.add(r.json()['offsets'][0]['partition'])
+    check(len(parts) == 1, f'one key, partitions {parts}')
+
+    # errors, with the REST Proxy's codes
+    r = requests.get(BASE + '/topics/nope')
+    check(r.status_code == 404 and r.json()['error_code'] == 40401, r.text)
+    r = requests.get(BASE + '/topics/clicks/partitions/7')
+    check(r.status_code == 404 and r.json()['error_code'] == 40402, r.text)
+    r = requests.post(BASE + '/topics/clicks/partitions/7', headers={'Content-Type': V2_JSON},
+                      data=json.dumps({'records': [{'value': 1}]}))
+    check(r.status_code == 404 and r.json()['error_code'] == 40402, r.text)
+    r = requests.post(BASE + '/topics/clicks', headers={'Content-Type': V2_JSON}, data='{"records": [')
+    check(r.status_code == 400, r.text)
+    r = requests.post(BASE + '/topics/clicks', headers={'Content-Type': V2_BINARY},
+                      data=json.dumps({'records': [{'value': 'not base64!'}]}))
+    check(r.status_code == 422 and r.json()['error_code'] == 42205, r.text)
+    r = requests.post(BASE + '/topics/clicks', headers={'Content-Type': 'text/plain'}, data='x')
+    check(r.status_code == 415, r.text)
+    r = requests.post(BASE + '/topics/clicks', headers={'Content-Type': 'application/vnd.kafka.avro.v2+json'},
+                      data='{"records":[]}')
+    check(r.status_code == 415 and 'Schema Registry' in r.json()['message'], r.text)
+    # nothing failed above was written
+    check(requests.get(BASE + '/topics/clicks/partitions/0/offsets').json()['end_offset'] == 3, 'no partial writes')
+    # A body past the limit (the test server's --http-max-body-bytes) gets 413, and the
+    # server goes on.
+    big = json.dumps({'records': [{'value': 'x' * 300_000}]})
+    r = requests.post(BASE + '/topics/clicks', headers={'Content-Type': V2_JSON}, data=big)
+    check(r.status_code == 413, f'big body: {r.status_code}')
+    check(requests.get(BASE + '/brokers').status_code == 200, 'alive after 413')
+
+    # v3: clusters, topics, partitions, records one at a time and streamed
+    clusters = requests.get(BASE + '/v3/clusters').json()
+    check(clusters['kind'] == 'KafkaClusterList' and clusters['data'][0]['cluster_id'] == 'eddy', clusters)
+    topics = requests.get(BASE + '/v3/clusters/eddy/topics').json()
+    check({'clicks', 'bin'} <= {t['topic_name'] for t in topics['data']}, topics)
+    check(requests.get(BASE + '/v3/clusters/other/topics').status_code == 404, 'unknown cluster')
+    parts = requests.get(BASE + '/v3/clusters/eddy/topics/bin/partitions').json()
+    check([p['partition_id'] for p in parts['data']] == [0, 1, 2], parts)
+    r = requests.post(BASE + '/v3/clusters/eddy/topics/events/records',
+                      json={'partition_id': 0, 'key': {'type': 'STRING', 'data': 'k1'},
+                            'value': {'type': 'JSON', 'data': {'a': 1}},
+                            'headers': [], 'timestamp': '2026-01-02T03:04:05.678Z'})
+    answer = r.json()
+    check(r.status_code == 200 and answer['error_code'] == 200 and answer['offset'] == 0, answer)
+    check(answer['value'] == {'type': 'JSON', 'size': 7}, answer)
+
+    def many():
+        for i in range(1, 6):
+            yield json.dumps({'value': {'type': 'JSON', 'data': {'i': i}}}).encode()
+            time.sleep(0.02)
+        yield b'{"value": {"type": "BINARY", "data": "***"}}'
+    with httpx.Client(timeout=30) as client:
+        r = client.post(BASE + '/v3/clusters/eddy/topics/events/records', content=many(),
+                        headers={'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked'})
+        answers = [json.loads(line) for line in r.text.splitlines() if line.strip()]
+    check(r.status_code == 200, r.status_code)
+    check([a.get('offset') for a in answers[:5]] == [1, 2, 3, 4, 5], answers)
+    check(answers[5]['error_code'] == 400 and 'base64' in answers[5]['message'], answers[5])
+    msgs = consume_all('events', 6)
+    check(msgs[0].key() == b'k1' and msgs[0].timestamp()[1] == 1767323045678, (msgs[0].key(), msgs[0].timestamp()))
+    check([json.loads(m.value()) for m in msgs[1:6]] == [{'i': i} for i in range(1, 6)], 'streamed values')
+    check(requests.delete(BASE + '/v3/clusters/eddy/topics/bin').status_code == 204, 'delete')
+    check(requests.get(BASE + '/v3/clusters/eddy/topics/bin').status_code == 404, 'deleted')
+    print('rest proxy ok')
+
+
+def import_ksql():
+    # ksql 0.10.2 imports `hyper` (a dead HTTP/2 library that does not load on Python 3.10+)
+    # for its HTTP/2 calls only; the calls used here are its HTTP/1.1 ones.
+    sys.modules.setdefault('hyper', types.SimpleNamespace(HTTPConnection=None))
+    for name in ('MutableMapping', 'Mapping', 'Iterable'):
+        if not hasattr(collections, name):
+            setattr(collections, name, getattr(collections.abc, name))
+    from ksql import KSQLAPI
+    from ksql.errors import KSQLError
+    return KSQLAPI, KSQLError
+
+
+def ksql_api():
+    KSQLAPI, KSQLError = import_ksql()
+    client = KSQLAPI(BASE)
+    check(client.get_ksql_version() == '0.29.0', 'version')
+    check(requests.get(BASE + '/healthcheck').json()['isHealthy'] is True, 'healthcheck')
+
+    p = Producer({'bootstrap.servers': BOOTSTRAP})
+    for i in range(6):
+        p.produce('pageviews', key=f'u{i % 2}', value=json.dumps({'userid': f'u{i % 2}', 'page': f'/p{i}'}))
+    p.flush(10)
+
+    client.create_stream(table_name='pageviews_s', columns_type=['userid varchar', 'page varchar'],
+                         topic='pageviews', value_format='JSON')
+    streams = client.ksql('SHOW STREAMS;')
+    names = [s['name'] for s in streams[0]['streams']]
+    check('PAGEVIEWS_S' in names, streams)
+    created = client.ksql("CREATE TABLE views_per_user AS SELECT userid, COUNT(*) AS n FROM pageviews_s GROUP BY userid EMIT CHANGES;",
+                          stream_properties={'ksql.streams.auto.offset.reset': 'earliest'})
+    status = created[0]
+    check(status['@type'] == 'currentStatus' and status['commandStatus']['status'] == 'SUCCESS', status)
+    check(status['commandStatus']['message'].startswith('Created query with ID '), status)
+    queries = client.ksql('SHOW QUERIES;')[0]['queries']
+    check(any(q['sinks'] == ['VIEWS_PER_USER'] for q in queries), queries)
+    desc = client.ksql('DESCRIBE views_per_user;')[0]['sourceDescription']
+    check(desc['type'] == 'TABLE' and [f['name'] for f in desc['fields']] == ['USERID', 'N'], desc)
+    check(desc['fields'][0]['type'] == 'PRIMARY_KEY' and desc['writeQueries'], desc)
+    props = client.get_properties()
+    check(any(x['name'] == 'auto.offset.reset' for x in props), props)
+
+    # errors: a SELECT on /ksql is 40002; bad SQL is 40001 with the line and column
+    try:
+        client.ksql('SELECT * FROM pageviews_s;')
+        check(False, 'SELECT on /ksql accepted')
+    except KSQLError as e:
+        check(e.error_code == 40002, e)
+    try:
+        client.ksql('CREATE STREAM broken (a INT) WITH (KAFKA_TOPIC=;')
+        check(False, 'bad SQL accepted')
+    except KSQLError as e:
+        check(e.error_code == 40001 and str(e.msg).startswith('line 1:'), (e.error_code, e.msg))
+
+    # /query as the CLI and ksql-python read it: a push query with a LIMIT ends by itself
+    rows = list(client.query('SELECT userid, page FROM pageviews_s EMIT CHANGES LIMIT 4;',
+                             stream_properties={'ksql.streams.auto.offset.reset': 'earliest'}, return_objects=True))
+    check(len(rows) == 4 and rows[0] == {'USERID': 'u0', 'PAGE': '/p0'}, rows)
+    # a pull query over the table, by key, until its count reaches 3
+    deadline = time.time() + 30
+    counts = None
+    while time.time() < deadline:
+        counts = list(client.query("SELECT userid, n FROM views_per_user WHERE userid = 'u1';", return_objects=True))
+        if counts == [{'USERID': 'u1', 'N': 3}]:
+            break
+        time.sleep(0.3)
+    check(counts == [{'USERID': 'u1', 'N': 3}], counts)
+
+    # /query-stream over HTTP/2 (prior knowledge): delimited rows, then /close-query ends it
+    with httpx.Client(http1=False, http2=True, timeout=30) as h2:
+        body = {'sql': 'SELECT userid, page FROM pageviews_s EMIT CHANGES;',
+                'properties': {'auto.offset.reset': 'earliest'}}
+        with h2.stream('POST', BASE + '/query-stream', json=body) as r:
+            check(r.http_version == 'HTTP/2', r.http_version)
+            lines = r.iter_lines()
+            header = json.loads(next(lines))
+            check(header['columnNames'] == ['USERID', 'PAGE'] and header['columnTypes'] == ['STRING', 'STRING'], header)
+            first = [json.loads(next(lines)) for _ in range(6)]
+            check(first[0] == ['u0', '/p0'] and first[5] == ['u1', '/p5'], first)
+            # a record produced now arrives on the open query
+            p.produce('pageviews', key='u9', value=json.dumps({'userid': 'u9', 'page': '/live'}))
+            p.flush(10)
+            check(json.loads(next(lines)) == ['u9', '/live'], 'live row')
+            closed = requests.post(BASE + '/close-query', json={'queryId': header['queryId']})
+            check(closed.status_code == 200, closed.text)
+            rest = list(lines)
+            check(rest == [], rest)
+        # JSON array shape of a pull query
+        r = h2.post(BASE + '/query-stream', headers={'Accept': 'application/json'},
+                    json={'sql': 'SELECT userid, n FROM views_per_user;', 'properties': {}})
+        arr = r.json()
+        known = sorted(row for row in arr[1:] if row[0] in ('u0', 'u1'))
+        check(arr[0]['columnNames'] == ['USERID', 'N'] and known == [['u0', 3], ['u1', 3]], arr)
+        r = h2.post(BASE + '/query-stream', json={'sql': 'SELEC nothing;', 'properties': {}})
+        check(r.status_code == 400 and r.json()['error_code'] == 40001, r.text)
+    check(requests.post(BASE + '/close-query', json={'queryId': 'nope'}).status_code == 400, 'unknown query id')
+
+    # A push query ends when its client goes away: SHOW QUERIES stops listing it.
+    def push_count():
+        return sum(1 for q in client.ksql('SHOW QUERIES;')[0]['queries'] if q['queryType'] == 'PUSH')
+    before = push_count()
+    with httpx.Client(http2=True, http1=False, timeout=30) as h2:
+        body = {'sql': 'SELECT userid, COUNT(*) FROM pageviews_s GROUP BY userid EMIT CHANGES;',
+                'properties': {'auto.offset.reset': 'earliest'}}
+        with h2.stream('POST', BASE + '/query-stream', json=body) as r:
+            next(r.iter_lines())
+            check(push_count() == before + 1, 'push query listed while open')
+    deadline = time.time() + 20
+    while time.time() < deadline and push_count() != before:
+        time.sleep(0.2)
+    check(push_count() == before, 'push query gone after its client left')
+
+    # /inserts-stream (HTTP/1.1 here): one answer per row, errors by seq
+    rows = '{"target":"pageviews_s"}\n{"userid":"u7","page":"/ins"}\n{"nope":1}\n'
+    r = requests.post(BASE + '/inserts-stream', data=rows)
+    answers = [json.loads(x) for x in r.text.splitlines()]
+    check(answers[0] == {'status': 'ok', 'seq': 0} and answers[1]['status'] == 'error' and answers[1]['seq'] == 1, answers)
+    msgs = consume_all('pageviews', 8)
+    check(json.loads(msgs[-1].value()) == {'userid': 'u7', 'page': '/ins'} or
+          any(json.loads(m.value()).get('page') == '/ins' for m in msgs), 'inserted row in the topic')
+    print('ksql ok')
+
+
+def auth():
+    user, password = 'eddy', sys.argv[4]
+    r = requests.get(BASE + '/topics')
+    check(r.status_code == 401 and r.json()['error_code'] == 40101, r.text)
+    check(r.headers.get('www-authenticate', '').startswith('Basic'), r.headers)
+    check(requests.get(BASE + '/topics', auth=(user, 'wrong')).status_code == 401, 'wrong password')
+    check(requests.get(BASE + '/topics', auth=(user, password)).status_code == 200, 'right password')
+    KSQLAPI, _ = import_ksql()
+    client = KSQLAPI(BASE, api_key=user, secret=password)
+    check(client.ksql('SHOW STREAMS;')[0]['@type'] == 'streams', 'ksql with Basic auth')
+    print('auth ok')
+
+
+{'rest': rest_proxy, 'ksql': ksql_api, 'auth': auth}[MODE]()
