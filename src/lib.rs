@@ -32,6 +32,7 @@ pub mod functions;
 pub mod http;
 pub mod kafka;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod pgwire;
 pub mod plan;

@@ -215,6 +215,7 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
                 let tls = tls.clone();
                 let write_timeout = config.client_write_timeout;
                 tokio::spawn(async move {
+                    let _open = crate::metrics::Open::new(&crate::metrics::PG_CONNECTIONS);
                     if let Err(e) = crate::pgwire::process_socket(socket, tls, handlers, write_timeout).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }

@@ -35,3 +35,11 @@ async fn http_basic_auth_when_passwords_are_configured() {
     let server = Server::start_with(&tmp.path().join("data"), 0, &["--password-file", file.to_str().unwrap()]);
     python("http_clients.py", &[server.http.clone(), server.kafka.clone(), "auth".into(), "h77p-pw".into()]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_scraped_with_prometheus_client_move_with_the_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let port = server.port.to_string();
+    python("http_clients.py", &[server.http.clone(), server.kafka.clone(), "metrics".into(), port]).await;
+}

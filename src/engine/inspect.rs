@@ -434,3 +434,49 @@ fn is_windowed(rel: &RelationDef) -> bool {
 fn plan_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Output {
     strings_output(&["plan"], lines.map(|l| vec![l.to_string()]).collect(), "EXPLAIN")
 }
+
+/// One persistent query's counters, as `/metrics` reports them.
+#[derive(Debug, Clone)]
+pub struct QueryStats {
+    pub id: String,
+    pub running: bool,
+    pub processed_records: u64,
+    pub late_records: u64,
+    pub lost_records: u64,
+    /// Records of its inputs not yet covered by a checkpoint.
+    pub lag_records: i64,
+}
+
+impl Engine {
+    /// Every persistent query's counters (stopped ones with zeros).
+    pub fn query_stats(&self) -> Vec<QueryStats> {
+        let running = self.lock_queries();
+        self.catalog
+            .queries()
+            .into_iter()
+            .map(|q| match running.get(&q.id) {
+                Some(r) => QueryStats {
+                    id: q.id.clone(),
+                    running: r.is_running(),
+                    processed_records: r.status.processed_records.load(Ordering::Relaxed),
+                    late_records: r.status.late_records.load(Ordering::Relaxed),
+                    lost_records: r.status.lost_records.load(Ordering::Relaxed),
+                    lag_records: crate::dataflow::lag(&self.log, r),
+                },
+                None => QueryStats {
+                    id: q.id.clone(),
+                    running: false,
+                    processed_records: 0,
+                    late_records: 0,
+                    lost_records: 0,
+                    lag_records: 0,
+                },
+            })
+            .collect()
+    }
+
+    /// Push queries running now (their clients' statements).
+    pub fn push_query_count(&self) -> usize {
+        self.runtime.push_queries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}

@@ -7,6 +7,7 @@ mod custom_types;
 mod ddl;
 mod function_docs;
 mod inspect;
+pub use inspect::QueryStats;
 pub mod pg_catalog;
 mod pg_functions;
 mod pg_views;

@@ -7,6 +7,7 @@
 //! bootstrap superuser, and the listener must be on loopback.
 
 mod ksql;
+mod metrics;
 mod rest_proxy;
 
 use std::net::SocketAddr;
@@ -81,8 +82,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .merge(rest_proxy::routes())
         .merge(ksql::routes())
+        .route("/metrics", axum::routing::get(metrics::metrics))
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }
 
@@ -119,6 +122,18 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
             drop(permit);
         });
     }
+}
+
+/// Counts every answer by status class, and its time to the response head.
+async fn count_requests(request: Request, next: Next) -> Response {
+    let began = std::time::Instant::now();
+    let response = next.run(request).await;
+    let class = (response.status().as_u16() / 100) as usize;
+    if let Some(n) = crate::metrics::HTTP_REQUESTS.get(class) {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    crate::metrics::HTTP_REQUEST_DURATION.observe(began.elapsed());
+    response
 }
 
 /// Checks HTTP Basic credentials when passwords are configured; puts the user in the

@@ -171,6 +171,7 @@ async fn connection(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>) ->
     // At most one response is buffered per connection (written before the next request is
     // read); a client that stops reading is closed after the write timeout.
     let mut socket = WriteTimeout::new(socket, broker.config.write_timeout, peer, "Kafka");
+    let _open = crate::metrics::Open::new(&crate::metrics::KAFKA_CONNECTIONS);
     let mut len_buf = [0u8; 4];
     let mut session = sasl::Session::new(broker.users.is_none());
     loop {
@@ -198,6 +199,7 @@ async fn connection(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>) ->
             return Err(ConnError::Frame(format!("request length {len} outside {min}..={max}")));
         }
         let frame = read_frame(&mut socket, len as usize).await?;
+        crate::metrics::KAFKA_BYTES_IN.fetch_add(len as u64 + 4, std::sync::atomic::Ordering::Relaxed);
         if session.raw_tokens() {
             // After SaslHandshake v0, SASL tokens come as bare length-prefixed frames.
             let reply = session.raw_step(&broker, &frame).map_err(ConnError::Frame)?;
@@ -207,6 +209,7 @@ async fn connection(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>) ->
         }
         let response = handle_frame(frame, peer, &broker, &mut session).await?;
         if let Some(bytes) = response {
+            crate::metrics::KAFKA_BYTES_OUT.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
             socket.write_all(&bytes).await?;
         }
         if session.failed() {
@@ -258,7 +261,10 @@ async fn handle_frame(
     }
     let principal = session.user().map(str::to_string);
     let ctx = handlers::Ctx { broker: broker.clone(), version: api_version, header, peer, principal };
-    handlers::dispatch(key, ctx, frame).await
+    let began = std::time::Instant::now();
+    let response = handlers::dispatch(key, ctx, frame).await;
+    crate::metrics::kafka_request(key as i16, began.elapsed());
+    response
 }
 
 /// Frames a response: length, header (in the version the API and version call for), body.

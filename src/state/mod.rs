@@ -308,6 +308,15 @@ impl StateStore {
         Ok(())
     }
 
+    /// RocksDB's estimate of the live data in every column family, in bytes.
+    pub fn live_bytes(&self) -> u64 {
+        self.column_families()
+            .iter()
+            .filter_map(|name| self.db.cf_handle(name))
+            .filter_map(|cf| self.db.property_int_value_cf(&cf, "rocksdb.estimate-live-data-size").ok().flatten())
+            .sum()
+    }
+
     /// The names of the store's column families.
     pub fn column_families(&self) -> Vec<String> {
         <DB>::list_cf(&Options::default(), self.db.path()).unwrap_or_default()

@@ -286,4 +286,71 @@ def auth():
     print('auth ok')
 
 
-{'rest': rest_proxy, 'ksql': ksql_api, 'auth': auth}[MODE]()
+def scrape():
+    from prometheus_client.parser import text_string_to_metric_families
+    r = requests.get(BASE + '/metrics')
+    check(r.status_code == 200 and r.headers['content-type'].startswith('text/plain; version=0.0.4'), r.headers)
+    samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0)
+
+
+def metrics_endpoint():
+    import psycopg
+    pg_port = sys.argv[4]
+    before = scrape()
+    p = Producer({'bootstrap.servers': BOOTSTRAP})
+    for i in range(10):
+        p.produce('metered', key=str(i % 3), value=json.dumps({'k': i % 3}))
+    p.produce('metered', value=b'{not json')
+    p.flush(10)
+    with psycopg.connect(f'host=127.0.0.1 port={pg_port} user=eddy dbname=eddy', autocommit=True) as conn:
+        conn.execute("CREATE STREAM metered_s (k INT) WITH (KAFKA_TOPIC='metered', VALUE_FORMAT='JSON')")
+        conn.execute("SET 'auto.offset.reset' = 'earliest'")
+        conn.execute("CREATE TABLE metered_counts AS SELECT k, COUNT(*) AS n FROM metered_s GROUP BY k")
+        # a consumer group that read 4 of the 11 records and committed
+        c = Consumer({'bootstrap.servers': BOOTSTRAP, 'group.id': 'dashboards', 'auto.offset.reset': 'earliest',
+                      'enable.auto.commit': False})
+        c.subscribe(['metered'])
+        got = 0
+        deadline = time.time() + 30
+        while got < 4 and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got += 1
+                if got == 4:
+                    c.commit(message=m, asynchronous=False)
+        c.close()
+        deadline = time.time() + 30
+        qid = None
+        while True:
+            after = scrape()
+            qid = next((dict(labels)['query_id'] for (name, labels) in after
+                        if name == 'eddy_query_running' and dict(labels)['query_id'].startswith('CTAS_METERED_COUNTS')), None)
+            done = value(after, 'eddy_query_processed_records_total', query_id=qid) >= 11
+            if done or time.time() > deadline:
+                break
+            time.sleep(0.3)
+        check(value(after, 'eddy_pg_connections') >= 1, 'a Postgres connection is open')
+    check(value(after, 'eddy_query_processed_records_total', query_id=qid) == 11, after)
+    check(value(after, 'eddy_query_running', query_id=qid) == 1, 'running')
+    check(value(after, 'eddy_query_lag_records', query_id=qid) == 0, 'no lag')
+    check(value(after, 'eddy_partition_high_watermark', topic='metered', partition='0') == 11, 'high watermark')
+    check(value(after, 'eddy_malformed_records_total') == value(before, 'eddy_malformed_records_total') + 1, 'malformed')
+    check(value(after, 'eddy_consumer_group_lag', group='dashboards', topic='metered') == 7, 'group lag')
+    produced = value(after, 'eddy_kafka_request_duration_seconds_count', api='Produce')
+    check(produced > value(before, 'eddy_kafka_request_duration_seconds_count', api='Produce'), 'produce counted')
+    check(value(after, 'eddy_kafka_request_duration_seconds_bucket', api='Produce', le='+Inf') == produced, 'buckets')
+    check(value(after, 'eddy_kafka_bytes_total', direction='in') > value(before, 'eddy_kafka_bytes_total', direction='in'), 'bytes in')
+    check(value(after, 'eddy_checkpoint_duration_seconds_count') > 0, 'checkpoints')
+    check(value(after, 'eddy_http_requests_total', code='2xx') > value(before, 'eddy_http_requests_total', code='2xx'), 'http')
+    print('metrics ok')
+
+
+{'rest': rest_proxy, 'ksql': ksql_api, 'auth': auth, 'metrics': metrics_endpoint}[MODE]()

@@ -25,7 +25,10 @@ impl QueryTask {
         topics.dedup_by(|a, b| a.name == b.name);
         let _turns: Vec<_> =
             topics.iter().map(|t| t.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner())).collect();
-        match self.write_checkpoint(&plog_entries) {
+        let began = std::time::Instant::now();
+        let written = self.write_checkpoint(&plog_entries);
+        crate::metrics::CHECKPOINTS.observe(began.elapsed());
+        match written {
             Ok(()) => {}
             Err(e) => {
                 // Nothing was committed: the fenced output goes, everything else stays
