@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod net;
 pub mod pgwire;
 pub mod plan;
+pub mod registry;
 pub mod server;
 pub mod sql;
 pub mod state;

@@ -38,6 +38,9 @@ struct ServerArgs {
     /// and h2c on one port.
     #[arg(long, env = "EDDY_HTTP_LISTEN", default_value = "127.0.0.1:8082")]
     http_listen: SocketAddr,
+    /// Also serve the Schema Registry on this address (it is always on --http-listen too).
+    #[arg(long, env = "EDDY_SCHEMA_REGISTRY_LISTEN")]
+    schema_registry_listen: Option<SocketAddr>,
     /// Most bytes of one HTTP request body; larger requests get 413.
     #[arg(long, env = "EDDY_HTTP_MAX_BODY_BYTES", default_value_t = 16 << 20)]
     http_max_body_bytes: usize,
@@ -154,6 +157,7 @@ fn main() -> anyhow_free::Result {
                 pg_listen: args.pg_listen,
                 kafka_listen: args.kafka_listen,
                 http_listen: args.http_listen,
+                schema_registry_listen: args.schema_registry_listen,
                 http: eddy::http::HttpConfig {
                     max_body_bytes: args.http_max_body_bytes.max(1),
                     max_push_queries: args.http_max_push_queries,

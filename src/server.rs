@@ -19,6 +19,8 @@ pub struct ServerConfig {
     pub pg_listen: SocketAddr,
     pub kafka_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    /// A second port for the Schema Registry alone (clients' configs often say 8081).
+    pub schema_registry_listen: Option<SocketAddr>,
     /// Limits of the HTTP endpoint.
     pub http: crate::http::HttpConfig,
     pub max_connections: usize,
@@ -151,7 +153,23 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
         auth_required,
         push_queries: Default::default(),
     });
-    let http_task = tokio::spawn(crate::http::serve(http_listener, http_state));
+    let registry_task = match config.schema_registry_listen {
+        Some(addr) => {
+            if !addr.ip().is_loopback() && !config.allow_trust_anywhere && !auth_required {
+                return Err(EddyError::InvalidValue(format!(
+                    "refusing to serve the Schema Registry on {addr} without authentication; set EDDY_PASSWORD or use a loopback address"
+                )));
+            }
+            let (listener, bound) = crate::http::bind(addr).await.map_err(|e| {
+                EddyError::InvalidValue(format!("cannot listen on {addr} for the Schema Registry: {e}"))
+            })?;
+            let app = crate::http::schema_registry_router(http_state.clone());
+            Some((bound, tokio::spawn(crate::http::serve(listener, http_state.clone(), app))))
+        }
+        None => None,
+    };
+    let app = crate::http::router(http_state.clone());
+    let http_task = tokio::spawn(crate::http::serve(http_listener, http_state, app));
     let kafka_task = tokio::spawn(crate::kafka::serve(kafka_listener, broker));
     println!("Eddy is ready. Data in {}", config.data_dir.display());
     println!("  SQL:   psql -h {} -p {} -U eddy -d {DATABASE}", addr.ip(), addr.port());
@@ -159,7 +177,10 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
         println!("  (passwords required: SCRAM-SHA-256{})", if tls.is_some() { "; TLS offered" } else { "" });
     }
     println!("  Kafka: kcat -b {kafka_addr} -L");
-    println!("  HTTP:  curl http://{http_addr}/info   (REST Proxy and ksqlDB's REST API)");
+    if let Some((addr, _)) = &registry_task {
+        println!("  Schema Registry alone: http://{addr}");
+    }
+    println!("  HTTP:  curl http://{http_addr}/info   (REST Proxy, ksqlDB's REST API, Schema Registry, /metrics)");
 
     let retention = {
         let log = engine.log.clone();
@@ -228,6 +249,9 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
     retention.abort();
     kafka_task.abort();
     http_task.abort();
+    if let Some((_, t)) = registry_task {
+        t.abort();
+    }
     drop(listener);
     let e = engine.clone();
     let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;

@@ -43,3 +43,15 @@ async fn metrics_scraped_with_prometheus_client_move_with_the_work() {
     let port = server.port.to_string();
     python("http_clients.py", &[server.http.clone(), server.kafka.clone(), "metrics".into(), port]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_registry_with_confluent_kafkas_avro_serializer_and_its_own_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(tmp.path(), 0, &["--schema-registry-listen", "127.0.0.1:0"]);
+    let registry = server.registry.clone().expect("the banner names the registry's own port");
+    python("http_clients.py", &[server.http.clone(), server.kafka.clone(), "registry".into(), registry]).await;
+    // Subjects, versions and levels are durable.
+    server.kill9();
+    let server = Server::start(tmp.path());
+    python("http_clients.py", &[server.http.clone(), server.kafka.clone(), "registry-restart".into()]).await;
+}

@@ -175,6 +175,8 @@ pub struct Engine {
     pub config: EngineConfig,
     /// Users of both endpoints (Postgres and Kafka).
     pub users: Arc<crate::auth::Users>,
+    /// The Schema Registry's subjects and schemas.
+    pub registry: Arc<crate::registry::Registry>,
     pub log: Arc<Log>,
     pub store: StateStore,
     pub catalog: Catalog,
@@ -198,6 +200,7 @@ impl Engine {
         let catalog = Catalog::open(store.clone())?;
         crate::sql::custom_types::set(catalog.types());
         let users = Arc::new(crate::auth::Users::open(store.clone()).map_err(EddyError::State)?);
+        let registry = Arc::new(crate::registry::Registry::open(store.clone()).map_err(EddyError::State)?);
         let runtime = Runtime {
             log: log.clone(),
             store: store.clone(),
@@ -216,6 +219,7 @@ impl Engine {
         let engine = Arc::new(Engine {
             config,
             users,
+            registry,
             log,
             store,
             catalog,

@@ -9,6 +9,7 @@
 mod ksql;
 mod metrics;
 mod rest_proxy;
+mod schema_registry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,12 +78,24 @@ pub async fn bind(listen: SocketAddr) -> std::io::Result<(TcpListener, SocketAdd
     Ok((listener, addr))
 }
 
+/// Every HTTP API on one port.
 pub fn router(state: Arc<HttpState>) -> Router {
-    let limit = state.config.max_body_bytes;
-    Router::new()
+    let routes = Router::new()
         .merge(rest_proxy::routes())
         .merge(ksql::routes())
-        .route("/metrics", axum::routing::get(metrics::metrics))
+        .merge(schema_registry::routes())
+        .route("/metrics", axum::routing::get(metrics::metrics));
+    with_layers(routes, state)
+}
+
+/// The Schema Registry alone (`--schema-registry-listen`).
+pub fn schema_registry_router(state: Arc<HttpState>) -> Router {
+    with_layers(schema_registry::routes(), state)
+}
+
+fn with_layers(routes: Router<Arc<HttpState>>, state: Arc<HttpState>) -> Router {
+    let limit = state.config.max_body_bytes;
+    routes
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(count_requests))
@@ -91,13 +104,12 @@ pub fn router(state: Arc<HttpState>) -> Router {
 
 /// Serves connections until the task is aborted: one task per connection, at most
 /// `max_connections` of them.
-pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
+pub async fn serve(listener: TcpListener, state: Arc<HttpState>, app: Router) {
     let permits = Arc::new(Semaphore::new(state.config.max_connections));
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(state.config.header_read_timeout);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64).keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);
-    let app = router(state.clone());
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(x) => x,

@@ -13,6 +13,8 @@ pub struct Server {
     pub kafka: String,
     /// `http://host:port` of the HTTP listener (REST Proxy, ksqlDB's REST API).
     pub http: String,
+    /// `http://host:port` of the Schema Registry's own listener, when one was asked for.
+    pub registry: Option<String>,
 }
 
 impl Server {
@@ -68,23 +70,26 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let (mut port, mut kafka) = (None, None);
+            let (mut port, mut kafka, mut registry) = (None, None, None);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split(" -p ").nth(1) {
                     port = rest.split_whitespace().next().and_then(|p| p.parse::<u16>().ok());
+                }
+                if let Some(rest) = line.split("Schema Registry alone: ").nth(1) {
+                    registry = Some(rest.trim().to_string());
                 }
                 if let Some(rest) = line.split("kcat -b ").nth(1) {
                     kafka = rest.split_whitespace().next().map(str::to_string);
                 }
                 if let (Some(p), Some(k), Some(rest)) = (port, &kafka, line.split("curl ").nth(1)) {
                     let url = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send((p, k.clone(), url.trim_end_matches("/info").to_string()));
+                    let _ = tx.send((p, k.clone(), url.trim_end_matches("/info").to_string(), registry.clone()));
                 }
             }
         });
-        let (port, kafka, http) =
+        let (port, kafka, http, registry) =
             rx.recv_timeout(Duration::from_secs(120)).expect("eddy did not print its banner in time");
-        Server { child: Some(child), port, kafka, http }
+        Server { child: Some(child), port, kafka, http, registry }
     }
 
     /// The server process's id (for /proc/PID/status and /proc/PID/fd).

@@ -353,4 +353,103 @@ def metrics_endpoint():
     print('metrics ok')
 
 
-{'rest': rest_proxy, 'ksql': ksql_api, 'auth': auth, 'metrics': metrics_endpoint}[MODE]()
+def schema_registry():
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    sr_url = sys.argv[4] if len(sys.argv) > 4 else BASE
+    sr = SchemaRegistryClient({'url': BASE})
+    v1 = json.dumps({'type': 'record', 'name': 'User', 'namespace': 'demo',
+                     'fields': [{'name': 'name', 'type': 'string'}, {'name': 'visits', 'type': 'long'}]})
+    v2 = json.dumps({'type': 'record', 'name': 'User', 'namespace': 'demo',
+                     'fields': [{'name': 'name', 'type': 'string'}, {'name': 'visits', 'type': 'long'},
+                                {'name': 'country', 'type': 'string', 'default': 'NL'}]})
+    bad = json.dumps({'type': 'record', 'name': 'User', 'namespace': 'demo',
+                      'fields': [{'name': 'name', 'type': 'string'}, {'name': 'visits', 'type': 'long'},
+                                 {'name': 'email', 'type': 'string'}]})
+
+    # AvroSerializer registers the schema on its first message (auto-register), then the
+    # records carry Confluent's framing: magic byte, schema id, Avro body.
+    ser = AvroSerializer(sr, v1)
+    p = Producer({'bootstrap.servers': BOOTSTRAP})
+    users = [{'name': 'ada', 'visits': 3}, {'name': 'bob', 'visits': 5}]
+    for u in users:
+        p.produce('users', key=u['name'], value=ser(u, SerializationContext('users', MessageField.VALUE)))
+    p.flush(10)
+    latest = sr.get_latest_version('users-value')
+    check(latest.version == 1 and latest.schema.schema_type == 'AVRO', latest)
+    msgs = consume_all('users', 2)
+    check(msgs[0].value()[0] == 0 and int.from_bytes(msgs[0].value()[1:5], 'big') == latest.schema_id, 'framing')
+    de = AvroDeserializer(sr)
+    got = [de(m.value(), SerializationContext('users', MessageField.VALUE)) for m in msgs]
+    check(got == users, got)
+
+    # Evolution under BACKWARD (the default): a field with a default is fine, one without
+    # is refused with 409 and the reason.
+    check(sr.get_compatibility() == 'BACKWARD', 'default level')
+    check(sr.test_compatibility('users-value', Schema(v2, 'AVRO')) is True, 'v2 compatible')
+    check(sr.test_compatibility('users-value', Schema(bad, 'AVRO')) is False, 'bad incompatible')
+    id2 = sr.register_schema('users-value', Schema(v2, 'AVRO'))
+    check(id2 != latest.schema_id and sr.get_versions('users-value') == [1, 2], 'v2 registered')
+    check(sr.register_schema('users-value', Schema(v2, 'AVRO')) == id2, 'idempotent')
+    try:
+        sr.register_schema('users-value', Schema(bad, 'AVRO'))
+        check(False, 'incompatible schema registered')
+    except SchemaRegistryError as e:
+        check(e.http_status_code == 409 and 'users-value' in e.error_message and 'email' in e.error_message,
+              (e.http_status_code, e.error_message))
+    # A reader on v2 reads v1's records, the new field taking its default.
+    de2 = AvroDeserializer(sr, v2)
+    check(de2(msgs[0].value(), SerializationContext('users', MessageField.VALUE)) ==
+          {'name': 'ada', 'visits': 3, 'country': 'NL'}, 'resolution')
+    # The same schema under another subject has the same id.
+    check(sr.register_schema('archive-value', Schema(v1, 'AVRO')) == latest.schema_id, 'same id')
+    found = sr.lookup_schema('users-value', Schema(v2, 'AVRO'))
+    check(found.version == 2 and found.schema_id == id2, found)
+    check(requests.get(BASE + '/schemas/types').json() == ['JSON', 'PROTOBUF', 'AVRO'], 'types')
+    check(requests.get(f'{BASE}/schemas/ids/{id2}/versions').json() == [{'subject': 'users-value', 'version': 2}], 'usages')
+    # levels
+    check(sr.set_compatibility('users-value', 'NONE') == {'compatibility': 'NONE'}, 'set level')
+    sr.register_schema('users-value', Schema(bad, 'AVRO'))
+    check(requests.get(BASE + '/config/users-value').json() == {'compatibilityLevel': 'NONE'}, 'subject level')
+    r = requests.put(BASE + '/config', json={'compatibility': 'SOMETIMES'})
+    check(r.status_code == 422 and r.json()['error_code'] == 42203, r.text)
+    # JSON Schema and Protobuf schemas register too
+    js = sr.register_schema('orders-value', Schema('{"type": "object", "properties": {"id": {"type": "integer"}}}', 'JSON'))
+    check(sr.get_schema(js).schema_type == 'JSON', 'json schema')
+    # errors with Confluent's codes
+    r = requests.get(BASE + '/subjects/nope/versions/1')
+    check(r.status_code == 404 and r.json()['error_code'] == 40401, r.text)
+    r = requests.get(BASE + '/subjects/users-value/versions/9')
+    check(r.status_code == 404 and r.json()['error_code'] == 40402, r.text)
+    r = requests.get(BASE + '/schemas/ids/999')
+    check(r.status_code == 404 and r.json()['error_code'] == 40403, r.text)
+    r = requests.post(BASE + '/subjects/x-value/versions', json={'schema': '{"type": "recrd"}'})
+    check(r.status_code == 422 and r.json()['error_code'] == 42201, r.text)
+    # soft, then permanent deletes
+    r = requests.delete(BASE + '/subjects/archive-value?permanent=true')
+    check(r.status_code == 404 and r.json()['error_code'] == 40405, r.text)
+    check(sr.delete_subject('archive-value') == [1], 'soft delete')
+    check('archive-value' not in sr.get_subjects(), 'soft deleted subject hidden')
+    check('archive-value' in requests.get(BASE + '/subjects?deleted=true').json(), 'listed with deleted=true')
+    check(sr.delete_subject('archive-value', permanent=True) == [1], 'permanent delete')
+    check('archive-value' not in requests.get(BASE + '/subjects?deleted=true').json(), 'gone')
+    if sr_url != BASE:
+        # The registry's own port answers the registry, and nothing else.
+        check('users-value' in requests.get(sr_url + '/subjects').json(), 'second port')
+        check(requests.get(sr_url + '/topics').status_code == 404, 'only the registry there')
+    print('registry ok')
+
+
+def registry_after_restart():
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    sr = SchemaRegistryClient({'url': BASE})
+    check(sr.get_versions('users-value') == [1, 2, 3], 'versions survive a restart')
+    check(sr.get_compatibility('users-value') == 'NONE', 'levels survive a restart')
+    print('registry after restart ok')
+
+
+{'rest': rest_proxy, 'ksql': ksql_api, 'auth': auth, 'metrics': metrics_endpoint,
+ 'registry': schema_registry, 'registry-restart': registry_after_restart}[MODE]()
