@@ -180,8 +180,22 @@ pub struct Registered {
     pub schema: StoredSchema,
 }
 
+/// The registry the record formats read schemas from (set when the engine opens, as
+/// `sql::custom_types` is): AVRO values name their writer schema by id in every record.
+static GLOBAL: std::sync::RwLock<Option<std::sync::Arc<Registry>>> = std::sync::RwLock::new(None);
+
+pub fn set_global(registry: std::sync::Arc<Registry>) {
+    *GLOBAL.write().unwrap_or_else(|p| p.into_inner()) = Some(registry);
+}
+
+pub fn global() -> Option<std::sync::Arc<Registry>> {
+    GLOBAL.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 #[derive(Default)]
 struct Inner {
+    /// Avro schemas parsed once, by id.
+    parsed: HashMap<u32, std::sync::Arc<AvroSchema>>,
     schemas: BTreeMap<u32, StoredSchema>,
     by_identity: HashMap<(SchemaType, String, Vec<Reference>), u32>,
     subjects: BTreeMap<String, BTreeMap<u32, VersionEntry>>,
@@ -285,6 +299,25 @@ impl Registry {
         })?;
         let schema = inner.schemas.get(&entry.id).cloned().ok_or_else(RegistryError::schema_not_found)?;
         Ok(Registered { subject: subject.to_string(), version: *v, id: entry.id, schema })
+    }
+
+    /// Schema `id`, parsed as Avro (cached).
+    pub fn avro(&self, id: u32) -> Result<std::sync::Arc<AvroSchema>, RegistryError> {
+        let mut inner = self.lock();
+        if let Some(s) = inner.parsed.get(&id) {
+            return Ok(s.clone());
+        }
+        let stored = inner
+            .schemas
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| RegistryError::new(40403, format!("Schema {id} not found")))?;
+        if stored.schema_type != SchemaType::Avro {
+            return Err(RegistryError::new(40403, format!("Schema {id} is {}, not AVRO", stored.schema_type.name())));
+        }
+        let parsed = std::sync::Arc::new(parse_avro(&inner, &stored.schema, &stored.references)?);
+        inner.parsed.insert(id, parsed.clone());
+        Ok(parsed)
     }
 
     pub fn schema(&self, id: u32) -> Result<StoredSchema, RegistryError> {

@@ -55,3 +55,19 @@ async fn schema_registry_with_confluent_kafkas_avro_serializer_and_its_own_port(
     let server = Server::start(tmp.path());
     python("http_clients.py", &[server.http.clone(), server.kafka.clone(), "registry-restart".into()]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_streams_infer_columns_from_the_registry_and_queries_write_avro() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let port = server.port.to_string();
+    python("http_clients.py", &[server.http.clone(), server.kafka.clone(), "avro".into(), port]).await;
+    // INSERT writes with the subject's schema, and is refused what it does not take.
+    let c = server.client().await;
+    let (code, _) = crate::common::sqlstate(&c, "INSERT INTO orders (id, customer) VALUES (9, 'zed')").await;
+    assert_eq!(code, "22023", "an INSERT missing a required Avro field");
+    query(&c, "CREATE STREAM av2 (k STRING KEY, n INT) WITH (KAFKA_TOPIC='av2', VALUE_FORMAT='AVRO', PARTITIONS=1)")
+        .await;
+    query(&c, "INSERT INTO av2 (k, n) VALUES ('a', 7)").await;
+    assert_eq!(query(&c, "SELECT k, n FROM av2").await, vec![crate::common::row(&["a", "7"])]);
+}

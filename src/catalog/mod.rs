@@ -34,6 +34,9 @@ pub struct RelationDef {
     #[serde(default)]
     pub single_json_key_unwrapped: bool,
     pub value_format: String,
+    /// The registered schema an AVRO relation's rows are written with.
+    #[serde(default)]
+    pub value_schema_id: Option<u32>,
     /// `VALUE_DELIMITER` of a DELIMITED value format (`,` when absent).
     #[serde(default)]
     pub value_delimiter: Option<char>,
@@ -124,6 +127,7 @@ impl RelationDef {
         match self.value_format.as_str() {
             "DELIMITED" => ValueFormat::Delimited(self.value_delimiter.unwrap_or(',')),
             "KAFKA" => ValueFormat::Kafka,
+            "AVRO" => ValueFormat::Avro { schema_id: self.value_schema_id.unwrap_or(0) },
             _ if self.unwrap_single_value => ValueFormat::JsonUnwrapped,
             _ => ValueFormat::Json,
         }

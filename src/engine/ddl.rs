@@ -38,9 +38,11 @@ impl Engine {
         let SourceDef { kind, name, columns, headers, props } = source;
         let _ddl = self.ddl.lock().await;
         let tag = format!("CREATE {}", kind.word());
+        let (columns, inferred_schema) = self.infer_value_columns(&name, columns, &props)?;
         if let Some(existing) = self.catalog.relation(&name) {
             return if or_replace {
                 let mut declared = self.relation_from_props(kind, &name, columns, &props, None, None)?;
+                self.attach_value_schema(&mut declared, inferred_schema)?;
                 declared.header_columns = headers;
                 self.replace_source(owner, existing, declared).await.map(|()| Output::Command { tag })
             } else if if_not_exists {
@@ -51,6 +53,7 @@ impl Engine {
         }
         validate_columns(kind, &columns)?;
         let mut rel = self.relation_from_props(kind, &name, columns, &props, None, None)?;
+        self.attach_value_schema(&mut rel, inferred_schema)?;
         rel.header_columns = headers;
         rel.owner = Some(owner.to_string());
         self.ensure_topic(&mut rel, &props)?;
@@ -182,6 +185,7 @@ impl Engine {
             }
         }
         let mut rel = self.relation_from_props(kind, &name, plan.output_columns.clone(), &props, Some(&id), window)?;
+        self.attach_value_schema(&mut rel, None)?;
         rel.materialized_by = (kind == RelationKind::Table).then(|| id.clone());
         rel.state_key = plan.state_key.clone().filter(|_| kind == RelationKind::Table);
         rel.owner = Some(owner.to_string());
@@ -298,6 +302,92 @@ impl Engine {
         Ok(rel)
     }
 
+    /// An AVRO relation declared without value columns takes them from the Schema Registry:
+    /// `VALUE_SCHEMA_ID`'s schema, else the latest of the subject `{topic}-value` (ksqlDB's
+    /// schema inference). Returns the columns and the schema id they came from.
+    fn infer_value_columns(
+        &self,
+        name: &str,
+        mut columns: Vec<Column>,
+        props: &BTreeMap<String, String>,
+    ) -> Result<(Vec<Column>, Option<u32>)> {
+        let avro = props.get("VALUE_FORMAT").or(props.get("FORMAT")).is_some_and(|f| f.eq_ignore_ascii_case("AVRO"));
+        let schema_id = match props.get("VALUE_SCHEMA_ID") {
+            Some(_) if !avro => {
+                return Err(EddyError::InvalidValue("VALUE_SCHEMA_ID applies to VALUE_FORMAT='AVRO'".into()))
+            }
+            Some(id) => Some(
+                id.trim()
+                    .parse::<u32>()
+                    .map_err(|_| EddyError::InvalidValue(format!("VALUE_SCHEMA_ID={id}: expected a schema id")))?,
+            ),
+            None => None,
+        };
+        if !avro || (columns.iter().any(|c| !c.key) && schema_id.is_none()) {
+            return Ok((columns, None));
+        }
+        if columns.iter().any(|c| !c.key) {
+            return Err(EddyError::InvalidValue(
+                "VALUE_SCHEMA_ID gives the value columns: declare key columns only".into(),
+            ));
+        }
+        let topic = props.get("KAFKA_TOPIC").cloned().unwrap_or_else(|| name.to_string());
+        let id = match schema_id {
+            Some(id) => id,
+            None => {
+                let subject = format!("{topic}-value");
+                self.registry
+                    .version(&subject, crate::registry::VersionRef::Latest, false)
+                    .map_err(|_| {
+                        EddyError::InvalidValue(format!(
+                            "Schema for message values on topic '{topic}' does not exist in the Schema Registry.Subject: {subject}"
+                        ))
+                    })?
+                    .id
+            }
+        };
+        let schema = self
+            .registry
+            .avro(id)
+            .map_err(|e| EddyError::InvalidValue(format!("VALUE_SCHEMA_ID {id}: {}", e.message)))?;
+        let inferred = crate::format::avro::columns_of(&schema)
+            .map_err(|e| EddyError::InvalidValue(format!("schema {id} of topic '{topic}': {e}")))?;
+        for c in inferred {
+            if columns.iter().any(|k| k.name == c.name) {
+                continue;
+            }
+            columns.push(c);
+        }
+        Ok((columns, Some(id)))
+    }
+
+    /// The schema an AVRO relation writes its rows with: the one its columns came from, else
+    /// one made from its columns and registered under `{topic}-value` (a query's output, or a
+    /// topic without a subject yet), else the subject's latest.
+    fn attach_value_schema(&self, rel: &mut RelationDef, inferred: Option<u32>) -> Result<()> {
+        if rel.value_format != "AVRO" {
+            return Ok(());
+        }
+        let subject = format!("{}-value", rel.topic);
+        let latest = self.registry.version(&subject, crate::registry::VersionRef::Latest, false).ok();
+        let id = match (inferred, latest) {
+            (Some(id), _) => id,
+            (None, Some(latest)) if rel.written_by.is_none() => latest.id,
+            _ => {
+                let schema = crate::registry::StoredSchema {
+                    schema: crate::format::avro::schema_for(&rel.columns),
+                    schema_type: crate::registry::SchemaType::Avro,
+                    references: Vec::new(),
+                };
+                self.registry.register(&subject, schema).map_err(|e| {
+                    EddyError::InvalidValue(format!("registering the value schema of {}: {}", rel.name, e.message))
+                })?
+            }
+        };
+        rel.value_schema_id = Some(id);
+        Ok(())
+    }
+
     fn relation_from_props(
         &self,
         kind: RelationKind,
@@ -323,6 +413,7 @@ impl Engine {
                 "WRAP_SINGLE_VALUE",
                 "WINDOW_TYPE",
                 "WINDOW_SIZE",
+                "VALUE_SCHEMA_ID",
             ]
             .contains(&key.as_str())
             {
@@ -360,7 +451,11 @@ impl Engine {
         }
         let value_delimiter = match value_encoding {
             ValueFormat::Delimited(d) if d != ',' => Some(d),
-            ValueFormat::Delimited(_) | ValueFormat::Json | ValueFormat::JsonUnwrapped | ValueFormat::Kafka => None,
+            ValueFormat::Delimited(_)
+            | ValueFormat::Json
+            | ValueFormat::JsonUnwrapped
+            | ValueFormat::Kafka
+            | ValueFormat::Avro { .. } => None,
         };
         let key_window = match (props.get("WINDOW_TYPE"), props.get("WINDOW_SIZE")) {
             (None, None) => query_window,
@@ -452,6 +547,7 @@ impl Engine {
             key_window,
             single_json_key_unwrapped: true,
             value_format: value_encoding.name().to_string(),
+            value_schema_id: None,
             value_delimiter,
             unwrap_single_value: value_encoding == ValueFormat::JsonUnwrapped,
             partitions,

@@ -201,6 +201,7 @@ impl Engine {
         crate::sql::custom_types::set(catalog.types());
         let users = Arc::new(crate::auth::Users::open(store.clone()).map_err(EddyError::State)?);
         let registry = Arc::new(crate::registry::Registry::open(store.clone()).map_err(EddyError::State)?);
+        crate::registry::set_global(registry.clone());
         let runtime = Runtime {
             log: log.clone(),
             store: store.clone(),
@@ -335,6 +336,7 @@ impl Engine {
                     key_window: None,
                     single_json_key_unwrapped: true,
                     value_format: "JSON".into(),
+                    value_schema_id: None,
                     value_delimiter: None,
                     unwrap_single_value: false,
                     partitions: 1,

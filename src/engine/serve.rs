@@ -13,7 +13,7 @@ use super::{Engine, Output, Session};
 use crate::catalog::RelationDef;
 use crate::dataflow::sink::murmur2;
 use crate::error::{EddyError, Result};
-use crate::format::{arrow_schema, check_cell, decode_row, encode_key, encode_value, rows_to_batch, SqlType};
+use crate::format::{arrow_schema, check_cell, decode_row, encode_key, rows_to_batch, SqlType};
 use crate::log::batch::{encode_batch, LogBatchHeader, LogRecord};
 use crate::log::Log;
 use crate::plan::{plan_continuous, session_with};
@@ -110,7 +110,8 @@ impl Engine {
                 Some(k) => (murmur2(k) & 0x7fff_ffff) as usize % by_partition.len(),
                 None => n % by_partition.len(),
             };
-            let value = encode_value(&rel.columns, rel.value_encoding(), &row);
+            let value = crate::format::try_encode_value(&rel.columns, rel.value_encoding(), &row)
+                .map_err(|e| EddyError::InvalidValue(format!("INSERT INTO {target}: {e}")))?;
             by_partition[partition].push(LogRecord { offset: 0, timestamp_ms, key, value, headers: Vec::new() });
         }
         let log = self.log.clone();

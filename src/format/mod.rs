@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod arrow;
+pub mod avro;
 
 pub mod delimited;
 pub mod json;
@@ -72,6 +73,11 @@ pub enum ValueFormat {
     Delimited(char),
     /// Exactly one value column, as a Kafka primitive.
     Kafka,
+    /// Confluent's Avro framing; rows are written with registered schema `schema_id` (0: the
+    /// relation has none, it is only read).
+    Avro {
+        schema_id: u32,
+    },
 }
 
 impl ValueFormat {
@@ -84,7 +90,8 @@ impl ValueFormat {
                 None => ',',
             }),
             "KAFKA" => ValueFormat::Kafka,
-            other => return Err(format!("VALUE_FORMAT='{other}' (supported: JSON, DELIMITED, KAFKA)")),
+            "AVRO" => ValueFormat::Avro { schema_id: 0 },
+            other => return Err(format!("VALUE_FORMAT='{other}' (supported: JSON, DELIMITED, KAFKA, AVRO)")),
         };
         if delimiter.is_some() && !matches!(format, ValueFormat::Delimited(_)) {
             return Err("VALUE_DELIMITER applies to VALUE_FORMAT='DELIMITED' only".into());
@@ -97,6 +104,7 @@ impl ValueFormat {
             ValueFormat::Json | ValueFormat::JsonUnwrapped => "JSON",
             ValueFormat::Delimited(_) => "DELIMITED",
             ValueFormat::Kafka => "KAFKA",
+            ValueFormat::Avro { .. } => "AVRO",
         }
     }
 
@@ -104,7 +112,7 @@ impl ValueFormat {
     pub fn check_columns(self, columns: &[Column]) -> Result<(), String> {
         let values: Vec<&Column> = columns.iter().filter(|c| !c.key).collect();
         match self {
-            ValueFormat::Json => Ok(()),
+            ValueFormat::Json | ValueFormat::Avro { .. } => Ok(()),
             ValueFormat::JsonUnwrapped => match values.as_slice() {
                 [_] => Ok(()),
                 _ => Err(format!(
@@ -225,6 +233,7 @@ fn decode_value(columns: &[Column], format: ValueFormat, value: &[u8]) -> Result
             }
             Ok(out)
         }
+        ValueFormat::Avro { .. } => avro::decode_value(columns, value),
     }
 }
 
@@ -247,9 +256,29 @@ pub fn check_cell(c: &Column, v: Value) -> Result<Value, String> {
 }
 
 /// Encodes the value columns of a row (key columns live in the key); `None` is a null
-/// value (KAFKA format with a NULL cell).
+/// value (KAFKA format with a NULL cell). An AVRO row that its schema does not take is an
+/// error (an INSERT's values against a schema a producer registered).
+pub fn try_encode_value(columns: &[Column], format: ValueFormat, row: &[Cell]) -> Result<Option<Vec<u8>>, String> {
+    match format {
+        ValueFormat::Avro { schema_id: 0 } => {
+            Err("this AVRO relation has no registered value schema to write with".into())
+        }
+        ValueFormat::Avro { schema_id } => avro::encode_value(columns, row, schema_id).map(Some),
+        other => Ok(encode_value(columns, other, row)),
+    }
+}
+
+/// `try_encode_value` for the writers whose schemas Eddy made from the columns (query
+/// outputs): their rows always fit, and a failure is a bug, logged.
 pub fn encode_value(columns: &[Column], format: ValueFormat, row: &[Cell]) -> Option<Vec<u8>> {
     match format {
+        ValueFormat::Avro { .. } => match try_encode_value(columns, format, row) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!("a bug in Eddy: an output row does not fit its own AVRO schema: {e}");
+                None
+            }
+        },
         ValueFormat::Json => Some(json::encode_value(columns, row)),
         ValueFormat::JsonUnwrapped => {
             let (c, v) = columns.iter().zip(row).find(|(c, _)| !c.key)?;

@@ -451,5 +451,87 @@ def registry_after_restart():
     print('registry after restart ok')
 
 
-{'rest': rest_proxy, 'ksql': ksql_api, 'auth': auth, 'metrics': metrics_endpoint,
+def avro_format():
+    import psycopg
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+    pg_port = sys.argv[4]
+    sr = SchemaRegistryClient({'url': BASE})
+    schema = json.dumps({'type': 'record', 'name': 'Order', 'namespace': 'shop', 'fields': [
+        {'name': 'id', 'type': 'long'},
+        {'name': 'customer', 'type': 'string'},
+        {'name': 'amount', 'type': {'type': 'bytes', 'logicalType': 'decimal', 'precision': 10, 'scale': 2}},
+        {'name': 'placed', 'type': {'type': 'long', 'logicalType': 'timestamp-millis'}},
+        {'name': 'note', 'type': ['null', 'string'], 'default': None},
+        {'name': 'tags', 'type': {'type': 'array', 'items': 'string'}},
+        {'name': 'address', 'type': {'type': 'record', 'name': 'Address', 'fields': [
+            {'name': 'city', 'type': 'string'}, {'name': 'zip', 'type': 'int'}]}},
+        {'name': 'status', 'type': {'type': 'enum', 'name': 'Status', 'symbols': ['NEW', 'PAID']}},
+    ]})
+    from decimal import Decimal
+    from datetime import datetime, timezone
+    ser = AvroSerializer(sr, schema)
+    p = Producer({'bootstrap.servers': BOOTSTRAP})
+    orders = [
+        {'id': 1, 'customer': 'ada', 'amount': Decimal('10.25'), 'placed': datetime(2026, 1, 2, tzinfo=timezone.utc),
+         'note': None, 'tags': ['a', 'b'], 'address': {'city': 'Delft', 'zip': 2611}, 'status': 'NEW'},
+        {'id': 2, 'customer': 'bob', 'amount': Decimal('-3.10'), 'placed': datetime(2026, 1, 3, tzinfo=timezone.utc),
+         'note': 'gift', 'tags': [], 'address': {'city': 'Gouda', 'zip': 2801}, 'status': 'PAID'},
+        {'id': 3, 'customer': 'ada', 'amount': Decimal('5.00'), 'placed': datetime(2026, 1, 4, tzinfo=timezone.utc),
+         'note': None, 'tags': ['c'], 'address': {'city': 'Delft', 'zip': 2611}, 'status': 'PAID'},
+    ]
+    for o in orders:
+        p.produce('orders_avro', key=str(o['id']), value=ser(o, SerializationContext('orders_avro', MessageField.VALUE)))
+    # A record that is not Avro at all, and one with an unknown schema id: logged and skipped.
+    p.produce('orders_avro', value=b'{"id": 4}')
+    p.produce('orders_avro', value=b'\x00\x00\x00\x03\xe7\x02')
+    p.flush(10)
+    with psycopg.connect(f'host=127.0.0.1 port={pg_port} user=eddy dbname=eddy', autocommit=True) as conn:
+        # No columns: they come from the subject orders_avro-value.
+        conn.execute("CREATE STREAM orders WITH (KAFKA_TOPIC='orders_avro', VALUE_FORMAT='AVRO')")
+        cols = conn.execute("DESCRIBE orders").fetchall()
+        names = [c[0] for c in cols]
+        check(names[:8] == ['id', 'customer', 'amount', 'placed', 'note', 'tags', 'address', 'status'], cols)
+        rows = conn.execute("SELECT id, customer, amount, note, tags, address->city, status, placed FROM orders ORDER BY id").fetchall()
+        check(len(rows) == 3, rows)
+        check(rows[0][:4] == (1, 'ada', Decimal('10.25'), None) and rows[1][2] == Decimal('-3.10') and rows[1][3] == 'gift', rows)
+        check(rows[0][5] == 'Delft' and rows[1][6] == 'PAID', rows)
+        # A query writing AVRO registers its output schema under {topic}-value.
+        conn.execute("SET 'auto.offset.reset' = 'earliest'")
+        conn.execute("CREATE TABLE spend WITH (KAFKA_TOPIC='spend', VALUE_FORMAT='AVRO') AS "
+                     "SELECT customer, SUM(amount) AS total, COUNT(*) AS n FROM orders GROUP BY customer")
+        conn.execute("CREATE STREAM big WITH (KAFKA_TOPIC='big', VALUE_FORMAT='AVRO') AS "
+                     "SELECT id, customer, amount, address FROM orders WHERE amount > 1")
+        # The persistent queries log the two bad records, with why, and go on.
+        deadline = time.time() + 30
+        while True:
+            errors = [r[0] for r in conn.execute("SELECT error FROM eddy_processing_log").fetchall()]
+            if len(errors) >= 4 or time.time() > deadline:
+                break
+            time.sleep(0.3)
+        check(any('magic byte' in e for e in errors) and any('schema id 999' in e for e in errors), errors)
+    latest = sr.get_latest_version('spend-value')
+    check('KsqlDataSourceSchema' in latest.schema.schema_str and 'TOTAL' in latest.schema.schema_str, latest.schema.schema_str)
+    de = AvroDeserializer(sr)
+    c = Consumer({'bootstrap.servers': BOOTSTRAP, 'group.id': 'avro-check', 'auto.offset.reset': 'earliest'})
+    c.subscribe(['spend', 'big'])
+    spend, big = {}, []
+    deadline = time.time() + 30
+    while time.time() < deadline and (len(big) < 2 or spend.get('ada', {}).get('N') != 2):
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        v = de(m.value(), SerializationContext(m.topic(), MessageField.VALUE))
+        if m.topic() == 'spend':
+            spend[m.key().decode()] = v
+        else:
+            big.append(v)
+    c.close()
+    check(spend.get('ada') == {'TOTAL': Decimal('15.25'), 'N': 2}, spend)
+    check(sorted(b['ID'] for b in big) == [1, 3] and big[0]['ADDRESS']['city'] == 'Delft', big)
+    print('avro ok')
+
+
+{'rest': rest_proxy, 'ksql': ksql_api, 'auth': auth, 'metrics': metrics_endpoint, 'avro': avro_format,
  'registry': schema_registry, 'registry-restart': registry_after_restart}[MODE]()
