@@ -493,7 +493,8 @@ mod tests {
         assert!(ValueFormat::Kafka.check_columns(&two).is_err());
         let boolean = vec![Column { name: "b".into(), ty: SqlType::Boolean, key: false }];
         assert!(ValueFormat::Kafka.check_columns(&boolean).is_err());
-        assert!(ValueFormat::parse("AVRO", None).is_err());
+        assert!(ValueFormat::parse("PROTOBUF", None).is_err());
+        assert_eq!(ValueFormat::parse("avro", None), Ok(ValueFormat::Avro { schema_id: 0 }));
         assert!(ValueFormat::parse("JSON", Some("|")).is_err());
         assert_eq!(ValueFormat::parse("delimited", Some("SPACE")), Ok(ValueFormat::Delimited(' ')));
     }
