@@ -188,6 +188,8 @@ struct Outgoing {
     partition: Option<i32>,
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
+    /// The record's timestamp (None: the time of the append).
+    timestamp_ms: Option<i64>,
 }
 
 fn embedded_bytes(format: Embedded, v: Option<&Value>, what: &str) -> Result<Option<Vec<u8>>, RestError> {
@@ -237,6 +239,7 @@ fn parse_records(format: Embedded, body: &[u8]) -> Result<Vec<Outgoing>, RestErr
                 partition,
                 key: embedded_bytes(format, r.get("key"), "key")?,
                 value: embedded_bytes(format, r.get("value"), "value")?,
+                timestamp_ms: None,
             })
         })
         .collect()
@@ -279,24 +282,27 @@ fn choose_partition(key: Option<&[u8]>, partitions: usize) -> usize {
 type Placed = Vec<Result<(i32, i64), (i32, String)>>;
 
 /// Appends records (one batch per partition, each acknowledged after fsync) and returns each
-/// record's partition and offset, in request order.
-async fn append(topic: Arc<Topic>, records: Vec<Outgoing>, timestamp_ms: Option<i64>) -> Result<Placed, RestError> {
+/// record's partition and offset, or why it was not appended, in request order.
+async fn append(topic: Arc<Topic>, records: Vec<Outgoing>) -> Result<Placed, RestError> {
     let n = topic.partitions.len();
+    let total = records.len();
+    let mut placed: Placed = vec![Err((0, String::new())); total];
     let mut by_partition: Vec<Vec<(usize, LogRecord)>> = (0..n).map(|_| Vec::new()).collect();
-    let now = timestamp_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let now = chrono::Utc::now().timestamp_millis();
     for (i, r) in records.into_iter().enumerate() {
         let p = match r.partition {
             Some(p) if p >= 0 && (p as usize) < n => p as usize,
-            Some(_) => return Err(partition_not_found()),
+            Some(p) => {
+                placed[i] = Err((p, format!("Partition {p} of topic {} not found.", topic.name)));
+                continue;
+            }
             None => choose_partition(r.key.as_deref(), n),
         };
-        let record = LogRecord { offset: 0, timestamp_ms: now, key: r.key, value: r.value, headers: Vec::new() };
+        let timestamp_ms = r.timestamp_ms.unwrap_or(now);
+        let record = LogRecord { offset: 0, timestamp_ms, key: r.key, value: r.value, headers: Vec::new() };
         by_partition[p].push((i, record));
     }
-    let total: usize = by_partition.iter().map(Vec::len).sum();
-    let log_now = now;
     tokio::task::spawn_blocking(move || {
-        let mut placed: Placed = vec![Err((0, String::new())); total];
         for (p, records) in by_partition.into_iter().enumerate() {
             if records.is_empty() {
                 continue;
@@ -305,7 +311,7 @@ async fn append(topic: Arc<Topic>, records: Vec<Outgoing>, timestamp_ms: Option<
             let batch: Vec<&LogRecord> = records.iter().map(|(_, r)| r).collect();
             let outcome = match partition.owner() {
                 Some(query) => Err(format!("topic {} is written by query {query} only", topic.name)),
-                None => partition.append(&mut encode_batch(&batch), log_now).map_err(|e| e.to_string()),
+                None => partition.append(&mut encode_batch(&batch), now).map_err(|e| e.to_string()),
             };
             for (k, (i, _)) in records.iter().enumerate() {
                 placed[*i] = match &outcome {
@@ -355,7 +361,11 @@ async fn produce(
         records.iter_mut().for_each(|r| r.partition = Some(p));
     }
     let topic = writable_topic(&state, &user, &name)?;
-    let offsets: Vec<Value> = append(topic, records, None)
+    // kafka-rest refuses the whole request when one record names a partition the topic lacks.
+    if records.iter().any(|r| r.partition.is_some_and(|p| p < 0 || p as usize >= topic.partitions.len())) {
+        return Err(partition_not_found());
+    }
+    let offsets: Vec<Value> = append(topic, records)
         .await?
         .into_iter()
         .map(|placed| match placed {
@@ -465,9 +475,14 @@ async fn topic_v3(
     Path((cluster, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, RestError> {
-    check_cluster(&cluster)?;
-    let topic = visible_topic(&state, &user, &name).map_err(|_| topic_not_found_v3(&name))?;
+    let topic = v3_topic(&state, &user, &cluster, &name)?;
     Ok(v3(StatusCode::OK, topic_json(&base_url(&headers), &topic)))
+}
+
+/// A topic of the one cluster, as v3 finds it (not found when the user may not see it).
+fn v3_topic(state: &HttpState, user: &User, cluster: &str, name: &str) -> Result<Arc<Topic>, RestError> {
+    check_cluster(cluster)?;
+    visible_topic(state, user, name).map_err(|_| topic_not_found_v3(name))
 }
 
 fn topic_not_found_v3(name: &str) -> RestError {
@@ -529,8 +544,7 @@ async fn delete_topic_v3(
     Extension(user): Extension<User>,
     Path((cluster, name)): Path<(String, String)>,
 ) -> Result<Response, RestError> {
-    check_cluster(&cluster)?;
-    visible_topic(&state, &user, &name).map_err(|_| topic_not_found_v3(&name))?;
+    v3_topic(&state, &user, &cluster, &name)?;
     if state.auth_required && !state.engine.users.may_access_topic(&user.0, &name, TopicAccess::Delete) {
         return Err(forbidden(&name));
     }
@@ -547,8 +561,7 @@ async fn partitions_v3(
     Path((cluster, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, RestError> {
-    check_cluster(&cluster)?;
-    let topic = visible_topic(&state, &user, &name).map_err(|_| topic_not_found_v3(&name))?;
+    let topic = v3_topic(&state, &user, &cluster, &name)?;
     let base = base_url(&headers);
     let me = format!("{base}/v3/clusters/{CLUSTER_ID}/topics/{name}/partitions");
     let data: Vec<Value> = (0..topic.partitions.len())
@@ -601,67 +614,94 @@ fn v3_data(v: Option<&Value>, what: &str) -> Result<(Option<Vec<u8>>, Value), St
     Ok((bytes, summary))
 }
 
-/// One v3 record: appended alone; the answer says where it went, or why not.
-async fn produce_v3(state: &HttpState, user: &User, name: &str, record: Result<Value, String>) -> Value {
-    let fail = |code: u32, message: String| json!({ "error_code": code, "message": message });
-    let record = match record {
-        Ok(r) => r,
-        Err(e) => return fail(400, format!("Malformed JSON request body: {e}")),
+fn fail_v3(code: u32, message: String) -> Value {
+    json!({ "error_code": code, "message": message })
+}
+
+/// A v3 record read from its JSON: what to append and the answer's key and value summaries,
+/// or the answer saying why not.
+fn prepare_v3(record: Result<Value, String>) -> Result<(Outgoing, Value, Value), Value> {
+    let record = record.map_err(|e| fail_v3(400, format!("Malformed JSON request body: {e}")))?;
+    let (key, key_summary) = v3_data(record.get("key"), "key").map_err(|e| fail_v3(400, e))?;
+    let (value, value_summary) = v3_data(record.get("value"), "value").map_err(|e| fail_v3(400, e))?;
+    let partition = match record.get("partition_id") {
+        None | Some(Value::Null) => None,
+        Some(p) => Some(
+            p.as_i64()
+                .and_then(|p| i32::try_from(p).ok())
+                .ok_or_else(|| fail_v3(400, "partition_id must be an integer".into()))?,
+        ),
     };
+    let timestamp_ms = match record.get("timestamp").and_then(Value::as_str) {
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| fail_v3(400, format!("timestamp {t}: {e}")))?
+                .timestamp_millis(),
+        ),
+        None => None,
+    };
+    let timestamp_ms = Some(timestamp_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()));
+    Ok((Outgoing { partition, key, value, timestamp_ms }, key_summary, value_summary))
+}
+
+/// v3 records that arrived together: appended together (one fsync per partition); one
+/// answer each, in order, saying where it went or why not.
+async fn produce_v3(state: &HttpState, user: &User, name: &str, records: Vec<Result<Value, String>>) -> Vec<Value> {
+    let prepared: Vec<Result<(Outgoing, Value, Value), Value>> = records.into_iter().map(prepare_v3).collect();
+    if prepared.iter().all(Result::is_err) {
+        return prepared.into_iter().filter_map(Result::err).collect();
+    }
     let topic = match writable_topic(state, user, name) {
         Ok(t) => t,
         Err(RestError(status, code, message)) => {
             let code = if status == StatusCode::NOT_FOUND { 404 } else { code };
-            return fail(code, message);
+            return prepared.into_iter().map(|p| p.err().unwrap_or_else(|| fail_v3(code, message.clone()))).collect();
         }
     };
-    let (key, key_summary) = match v3_data(record.get("key"), "key") {
-        Ok(x) => x,
-        Err(e) => return fail(400, e),
-    };
-    let (value, value_summary) = match v3_data(record.get("value"), "value") {
-        Ok(x) => x,
-        Err(e) => return fail(400, e),
-    };
-    let partition = match record.get("partition_id") {
-        None | Some(Value::Null) => None,
-        Some(p) => match p.as_i64().and_then(|p| i32::try_from(p).ok()) {
-            Some(p) => Some(p),
-            None => return fail(400, "partition_id must be an integer".into()),
-        },
-    };
-    let timestamp = match record.get("timestamp").and_then(Value::as_str) {
-        Some(t) => match chrono::DateTime::parse_from_rfc3339(t) {
-            Ok(t) => Some(t.timestamp_millis()),
-            Err(e) => return fail(400, format!("timestamp {t}: {e}")),
-        },
-        None => None,
-    };
-    let ts = timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-    let outgoing = Outgoing { partition, key, value };
-    match append(topic, vec![outgoing], Some(ts)).await {
-        Ok(placed) => match placed.into_iter().next() {
-            Some(Ok((p, offset))) => {
-                let timestamp = chrono::DateTime::from_timestamp_millis(ts)
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                    .unwrap_or_default();
-                json!({
-                    "error_code": 200,
-                    "cluster_id": CLUSTER_ID,
-                    "topic_name": name,
-                    "partition_id": p,
-                    "offset": offset,
-                    "timestamp": timestamp,
-                    "key": key_summary,
-                    "value": value_summary,
-                })
+    let mut answers: Vec<Option<Value>> = Vec::with_capacity(prepared.len());
+    let mut outgoing = Vec::new();
+    let mut pending = Vec::new();
+    for p in prepared {
+        match p {
+            Ok((o, key, value)) => {
+                pending.push((answers.len(), o.timestamp_ms.unwrap_or(0), key, value));
+                outgoing.push(o);
+                answers.push(None);
             }
-            Some(Err((_, e))) => fail(400, e),
-            None => fail(500, "no answer from the append".into()),
-        },
-        Err(RestError(StatusCode::NOT_FOUND, _, m)) => fail(404, m),
-        Err(RestError(_, code, m)) => fail(code, m),
+            Err(answer) => answers.push(Some(answer)),
+        }
     }
+    match append(topic, outgoing).await {
+        Ok(placed) => {
+            for ((i, ts, key, value), placed) in pending.into_iter().zip(placed) {
+                answers[i] = Some(match placed {
+                    Ok((p, offset)) => {
+                        let timestamp = chrono::DateTime::from_timestamp_millis(ts)
+                            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                            .unwrap_or_default();
+                        json!({
+                            "error_code": 200,
+                            "cluster_id": CLUSTER_ID,
+                            "topic_name": name,
+                            "partition_id": p,
+                            "offset": offset,
+                            "timestamp": timestamp,
+                            "key": key,
+                            "value": value,
+                        })
+                    }
+                    Err((_, e)) => fail_v3(400, e),
+                });
+            }
+        }
+        Err(RestError(status, code, m)) => {
+            let code = if status == StatusCode::NOT_FOUND { 404 } else { code };
+            for (i, ..) in pending {
+                answers[i] = Some(fail_v3(code, m.clone()));
+            }
+        }
+    }
+    answers.into_iter().map(|a| a.unwrap_or_else(|| fail_v3(500, "no answer from the append".into()))).collect()
 }
 
 /// `POST .../records`: one JSON record, or many concatenated on a streamed body; each gets
@@ -709,9 +749,13 @@ async fn records_v3(
                 }
             }
             pending.drain(..consumed);
-            for record in records {
-                let answer = produce_v3(&state, &user, &name, record).await;
-                if tx.send(Ok(Bytes::from(format!("{answer}\n")))).await.is_err() {
+            if !records.is_empty() {
+                let mut out = String::new();
+                for answer in produce_v3(&state, &user, &name, records).await {
+                    out.push_str(&answer.to_string());
+                    out.push('\n');
+                }
+                if tx.send(Ok(Bytes::from(out))).await.is_err() {
                     return;
                 }
             }

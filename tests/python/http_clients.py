@@ -136,6 +136,7 @@ def rest_proxy():
             yield json.dumps({'value': {'type': 'JSON', 'data': {'i': i}}}).encode()
             time.sleep(0.02)
         yield b'{"value": {"type": "BINARY", "data": "***"}}'
+        yield b'{"partition_id": 9, "value": {"type": "JSON", "data": 1}}'
     with httpx.Client(timeout=30) as client:
         r = client.post(BASE + '/v3/clusters/eddy/topics/events/records', content=many(),
                         headers={'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked'})
@@ -143,6 +144,7 @@ def rest_proxy():
     check(r.status_code == 200, r.status_code)
     check([a.get('offset') for a in answers[:5]] == [1, 2, 3, 4, 5], answers)
     check(answers[5]['error_code'] == 400 and 'base64' in answers[5]['message'], answers[5])
+    check(answers[6]['error_code'] != 200 and 'Partition 9' in answers[6]['message'], answers[6])
     msgs = consume_all('events', 6)
     check(msgs[0].key() == b'k1' and msgs[0].timestamp()[1] == 1767323045678, (msgs[0].key(), msgs[0].timestamp()))
     check([json.loads(m.value()) for m in msgs[1:6]] == [{'i': i} for i in range(1, 6)], 'streamed values')
