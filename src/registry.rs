@@ -23,6 +23,10 @@ const PREFIX: &str = "schemareg/";
 pub const MAX_SCHEMAS: usize = 100_000;
 /// Most bytes of one schema.
 pub const MAX_SCHEMA_BYTES: usize = 1 << 20;
+/// Most bytes of all schemas together (they are read whole at start, within `MAX_LOAD_BYTES`).
+pub const MAX_TOTAL_SCHEMA_BYTES: usize = 256 << 20;
+/// Most bytes of a subject name.
+pub const MAX_SUBJECT_BYTES: usize = 1_000;
 
 /// Confluent's schema types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -237,7 +241,7 @@ impl Registry {
                 inner.by_identity.insert((schema.schema_type, schema.schema.clone(), schema.references.clone()), id);
                 inner.schemas.insert(id, schema);
             } else if let Some(rest) = key.strip_prefix("subject/") {
-                let (subject, version) = rest.split_once('\0').ok_or_else(|| format!("bad registry key {key}"))?;
+                let (subject, version) = rest.rsplit_once('\0').ok_or_else(|| format!("bad registry key {key}"))?;
                 let version: u32 = version.parse().map_err(|_| format!("bad registry key {key}"))?;
                 let entry: VersionEntry = serde_json::from_slice(&v).map_err(|e| format!("registry {subject}: {e}"))?;
                 inner.subjects.entry(subject.to_string()).or_default().insert(version, entry);
@@ -265,7 +269,10 @@ impl Registry {
         for k in deletes {
             cp.delete(&self.store, k).map_err(RegistryError::store)?;
         }
-        self.store.commit(cp).map_err(RegistryError::store)
+        self.store.commit(cp).map_err(RegistryError::store)?;
+        // As the catalog does: a backup soon, so a restore loses as few ids as it can.
+        self.store.request_backup();
+        Ok(())
     }
 
     pub fn subjects(&self, deleted: bool) -> Vec<String> {
@@ -352,6 +359,9 @@ impl Registry {
     }
 
     pub fn set_level(&self, subject: Option<&str>, level: Level) -> Result<(), RegistryError> {
+        if let Some(s) = subject {
+            check_subject(s)?;
+        }
         let mut inner = self.lock();
         self.write(&[(config_key(subject), level.name().as_bytes().to_vec())], &[])?;
         match subject {
@@ -379,6 +389,7 @@ impl Registry {
 
     /// Registers a schema under a subject (or finds it registered there): its id.
     pub fn register(&self, subject: &str, schema: StoredSchema) -> Result<u32, RegistryError> {
+        check_subject(subject)?;
         let mut inner = self.lock();
         let schema = normalize(&inner, schema)?;
         let identity = (schema.schema_type, schema.schema.clone(), schema.references.clone());
@@ -399,8 +410,14 @@ impl Registry {
                 ),
             ));
         }
-        if existing_id.is_none() && inner.schemas.len() >= MAX_SCHEMAS {
-            return Err(RegistryError::new(42901, format!("the registry holds at most {MAX_SCHEMAS} schemas")));
+        let total: usize = inner.schemas.values().map(|s| s.schema.len()).sum();
+        if existing_id.is_none()
+            && (inner.schemas.len() >= MAX_SCHEMAS || total + schema.schema.len() > MAX_TOTAL_SCHEMA_BYTES)
+        {
+            return Err(RegistryError::new(
+                42901,
+                format!("the registry holds at most {MAX_SCHEMAS} schemas of {MAX_TOTAL_SCHEMA_BYTES} bytes in all"),
+            ));
         }
         let id = existing_id.unwrap_or_else(|| inner.schemas.keys().next_back().map_or(1, |last| last + 1));
         let version = inner.subjects.get(subject).and_then(|v| v.keys().next_back().copied()).unwrap_or(0) + 1;
@@ -542,6 +559,17 @@ fn live_subject<'a>(
         .get(subject)
         .filter(|v| deleted || v.values().any(|e| !e.deleted))
         .ok_or_else(|| RegistryError::subject_not_found(subject))
+}
+
+/// Subject names are stored in keys: no control characters (a NUL would split the key).
+fn check_subject(subject: &str) -> Result<(), RegistryError> {
+    if subject.is_empty() || subject.len() > MAX_SUBJECT_BYTES || subject.chars().any(char::is_control) {
+        return Err(RegistryError::new(
+            42208,
+            format!("Invalid subject: a subject is 1 to {MAX_SUBJECT_BYTES} bytes without control characters"),
+        ));
+    }
+    Ok(())
 }
 
 fn invalid(message: String) -> RegistryError {

@@ -152,6 +152,7 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
         config: crate::http::HttpConfig { max_connections: config.max_connections, ..config.http.clone() },
         auth_required,
         push_queries: Default::default(),
+        verified: Default::default(),
     });
     let registry_task = match config.schema_registry_listen {
         Some(addr) => {

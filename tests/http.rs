@@ -71,3 +71,10 @@ async fn avro_streams_infer_columns_from_the_registry_and_queries_write_avro() {
     query(&c, "INSERT INTO av2 (k, n) VALUES ('a', 7)").await;
     assert_eq!(query(&c, "SELECT k, n FROM av2").await, vec![crate::common::row(&["a", "7"])]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_proxy_large_requests_compacted_topics_and_bad_stream_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    python("http_clients.py", &[server.http.clone(), server.kafka.clone(), "rest-big".into()]).await;
+}

@@ -388,6 +388,17 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether an AVRO relation writes with the schema made from its own columns (every field
+    /// optional), which takes any row of them.
+    fn writes_own_avro_schema(&self, rel: &RelationDef) -> bool {
+        let Some(id) = rel.value_schema_id else { return false };
+        let own = crate::format::avro::schema_for(&rel.columns);
+        self.registry.schema(id).is_ok_and(|s| {
+            serde_json::from_str::<serde_json::Value>(&s.schema).ok()
+                == serde_json::from_str::<serde_json::Value>(&own).ok()
+        })
+    }
+
     fn relation_from_props(
         &self,
         kind: RelationKind,
@@ -833,6 +844,14 @@ impl Engine {
         }
         if rel.name == crate::dataflow::sink::PROCESSING_LOG {
             return Err(EddyError::InvalidValue("the processing log is written by Eddy only".into()));
+        }
+        if rel.value_format == "AVRO" && !self.writes_own_avro_schema(&rel) {
+            // A producer's schema may refuse rows the query makes (a NULL in a required
+            // field); a query must never fail to write a row it emitted.
+            return Err(EddyError::NotImplemented(format!(
+                "INSERT INTO {target} ... SELECT: {target}'s AVRO schema (id {}) came from a producer, not from its columns",
+                rel.value_schema_id.unwrap_or(0)
+            )));
         }
         self.require_privilege(owner, &rel, Privilege::Insert)?;
         let inputs = self.sources(&select)?;

@@ -52,6 +52,10 @@ pub fn decode_value(columns: &[Column], value: &[u8]) -> Result<Vec<Value>, Stri
         Avro::Record(fields) => {
             let mut by_name: HashMap<String, Avro> =
                 fields.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+            let record = match schema.as_ref() {
+                AvroSchema::Record(r) => Some(r),
+                _ => None,
+            };
             columns
                 .iter()
                 .map(|c| {
@@ -59,7 +63,10 @@ pub fn decode_value(columns: &[Column], value: &[u8]) -> Result<Vec<Value>, Stri
                         return Ok(Value::Null);
                     }
                     match by_name.remove(&c.name.to_ascii_lowercase()) {
-                        Some(v) => to_cell(v, &c.ty).map_err(|e| format!("column {}: {e}", c.name)),
+                        Some(v) => {
+                            let ty = record.and_then(|r| field_decimal(r, &c.name)).unwrap_or_else(|| c.ty.clone());
+                            to_cell(v, &ty).map_err(|e| format!("column {}: {e}", c.name))
+                        }
                         None => Ok(Value::Null),
                     }
                 })
@@ -71,6 +78,24 @@ pub fn decode_value(columns: &[Column], value: &[u8]) -> Result<Vec<Value>, Stri
             Ok(columns.iter().map(|c| if c.key { Value::Null } else { cell.clone() }).collect())
         }
         other => Err(format!("AVRO value is {}, not a record", kind(&other))),
+    }
+}
+
+/// The DECIMAL type of a record field whose schema is a decimal (optional or not): its
+/// unscaled bytes are read and written at the schema's scale; `check_cell` then rescales a
+/// read cell to the column's (or refuses it when it does not fit).
+fn field_decimal(record: &RecordSchema, field: &str) -> Option<SqlType> {
+    let f = record.fields.iter().find(|f| f.name.eq_ignore_ascii_case(field))?;
+    let inner = match &f.schema {
+        AvroSchema::Union(u) => u.variants().iter().find(|v| **v != AvroSchema::Null)?,
+        other => other,
+    };
+    match inner {
+        AvroSchema::Decimal(d) => Some(SqlType::Decimal {
+            precision: u8::try_from(d.precision).ok()?.min(MAX_DECIMAL_PRECISION),
+            scale: u8::try_from(d.scale).ok()?,
+        }),
+        _ => None,
     }
 }
 
@@ -206,7 +231,10 @@ fn record_fields(record: &RecordSchema, columns: &[Column], row: &[Value]) -> Re
         .map(|f| {
             let found = columns.iter().zip(row).find(|(c, _)| !c.key && c.name.eq_ignore_ascii_case(&f.name));
             let v = match found {
-                Some((c, v)) => to_avro(v, &c.ty).map_err(|e| format!("column {}: {e}", c.name))?,
+                Some((c, v)) => {
+                    let ty = field_decimal(record, &f.name).unwrap_or_else(|| c.ty.clone());
+                    to_avro(v, &ty).map_err(|e| format!("column {}: {e}", c.name))?
+                }
                 None => Avro::Null,
             };
             Ok((f.name.clone(), v))

@@ -25,8 +25,9 @@ use crate::error::EddyError;
 use crate::format::{cell_at, SqlType};
 use crate::sql::{self, Located, Statement};
 
-/// Push queries of HTTP clients, by the query id their header gave.
-pub type PushQueries = Arc<Mutex<HashMap<String, CancellationToken>>>;
+/// Push queries of HTTP clients, by the query id their header gave: who started each, and
+/// how to end it.
+pub type PushQueries = Arc<Mutex<HashMap<String, (String, CancellationToken)>>>;
 
 const KSQL_JSON: &str = "application/vnd.ksql.v1+json";
 const DELIMITED: &str = "application/vnd.ksqlapi.delimited.v1";
@@ -434,6 +435,8 @@ fn column_type(dt: &datafusion::arrow::datatypes::DataType) -> String {
 /// limit or the client's leaving (push).
 struct Running {
     id: String,
+    /// Ends a push query (`/close-query`); registered in `HttpState::push_queries`.
+    token: CancellationToken,
     schema: SchemaRef,
     batches: futures::stream::BoxStream<'static, crate::error::Result<RecordBatch>>,
     limit: Option<usize>,
@@ -469,17 +472,30 @@ async fn start_query(
     let id = transient_id(&stmt);
     let push_slots = state.config.max_push_queries;
     let push = matches!(&stmt.statement, Statement::Select(s) if s.emit_changes);
-    if push && state.push_queries.lock().unwrap_or_else(|p| p.into_inner()).len() >= push_slots {
-        return Err(KsqlError(
-            StatusCode::TOO_MANY_REQUESTS,
-            42900,
-            format!("too many push queries over HTTP: at most {push_slots} run at once"),
-        ));
+    let token = CancellationToken::new();
+    if push {
+        // The slot is taken under the same lock that counts them.
+        let mut queries = state.push_queries.lock().unwrap_or_else(|p| p.into_inner());
+        if queries.len() >= push_slots {
+            return Err(KsqlError(
+                StatusCode::TOO_MANY_REQUESTS,
+                42900,
+                format!("too many push queries over HTTP: at most {push_slots} run at once"),
+            ));
+        }
+        queries.insert(id.clone(), (user.0.clone(), token.clone()));
     }
-    let output = state.engine.execute(&mut session, stmt).await.map_err(|e| eddy_error(&e, text))?;
+    let output = match state.engine.execute(&mut session, stmt).await {
+        Ok(o) => o,
+        Err(e) => {
+            state.push_queries.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            return Err(eddy_error(&e, text));
+        }
+    };
     match output {
         Output::Rows { schema, batches, .. } => Ok(Running {
             id,
+            token,
             schema,
             batches: futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
             limit: None,
@@ -487,12 +503,16 @@ async fn start_query(
         }),
         Output::Push { schema, limit, mut rx } => Ok(Running {
             id,
+            token,
             schema,
             batches: futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed(),
             limit,
             push: true,
         }),
-        _ => Err(bad_request("the statement returned no rows".into())),
+        _ => {
+            state.push_queries.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            Err(bad_request("the statement returned no rows".into()))
+        }
     }
 }
 
@@ -510,11 +530,7 @@ enum Shape {
 /// Streams a running query's answer; the query stops when the client goes away, when
 /// `/close-query` names it, or at its LIMIT.
 fn stream_answer(state: &Arc<HttpState>, running: Running, shape: Shape) -> Response {
-    let Running { id, schema, mut batches, limit, push } = running;
-    let token = CancellationToken::new();
-    if push {
-        state.push_queries.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), token.clone());
-    }
+    let Running { id, token, schema, mut batches, limit, push } = running;
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().to_ascii_uppercase()).collect();
     let types: Vec<String> = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
     let header = match shape {
@@ -642,8 +658,9 @@ async fn query_stream(
     }
 }
 
-/// `POST /close-query`: `{"queryId": ..}` ends a push query of an HTTP client.
-async fn close_query(State(state): State<Arc<HttpState>>, body: Bytes) -> Response {
+/// `POST /close-query`: `{"queryId": ..}` ends a push query of an HTTP client (its own
+/// user's, or any for a superuser).
+async fn close_query(State(state): State<Arc<HttpState>>, Extension(user): Extension<User>, body: Bytes) -> Response {
     let body = match parse_body(&body) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -651,10 +668,15 @@ async fn close_query(State(state): State<Arc<HttpState>>, body: Bytes) -> Respon
     let Some(id) = body.get("queryId").and_then(Value::as_str) else {
         return bad_request("the request body needs a \"queryId\"".into()).into_response();
     };
-    let token = state.push_queries.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-    match token {
-        Some(t) => {
-            t.cancel();
+    let mut queries = state.push_queries.lock().unwrap_or_else(|p| p.into_inner());
+    match queries.get(id) {
+        Some((owner, _)) if state.auth_required && owner != &user.0 && !state.engine.users.is_superuser(&user.0) => {
+            generic_error(StatusCode::FORBIDDEN, 40301, &format!("push query {id} belongs to another user"))
+        }
+        Some(_) => {
+            if let Some((_, t)) = queries.remove(id) {
+                t.cancel();
+            }
             Response::new(Body::empty())
         }
         None => generic_error(StatusCode::BAD_REQUEST, 40001, &format!("No query with id {id}")),
@@ -682,42 +704,53 @@ fn literal(v: &Value) -> Result<String, String> {
 
 /// `POST /inserts-stream`: a first line `{"target": "S"}`, then one JSON object per line;
 /// each row is inserted as INSERT INTO ... VALUES and answered with `{"status":"ok","seq":n}`
-/// or its error.
+/// or its error. Lines are read one by one: a malformed line is answered and skipped.
 async fn inserts_stream(
     State(state): State<Arc<HttpState>>,
     Extension(user): Extension<User>,
     body: Bytes,
 ) -> Response {
     let text = String::from_utf8_lossy(&body);
-    let mut values = serde_json::Deserializer::from_str(&text).into_iter::<Value>();
-    let target = match values.next() {
-        Some(Ok(v)) => v.get("target").and_then(Value::as_str).map(str::to_string),
-        _ => None,
-    };
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let target = lines
+        .next()
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| v.get("target").and_then(Value::as_str).map(str::to_string));
     let Some(target) = target else {
         return bad_request("the first line must be {\"target\": \"<stream>\"}".into()).into_response();
     };
+    // The target is a relation's name, never SQL: it is looked up, then quoted.
+    let Some(rel) = state.engine.catalog.relation(&target) else {
+        return bad_request(format!("Cannot insert values into an unknown stream/table: {target}")).into_response();
+    };
+    let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
     let mut session = Session::for_user(&user.0);
     let mut out = String::new();
-    for (seq, row) in values.enumerate() {
-        let answer = match row {
+    for (seq, line) in lines.enumerate() {
+        let answer = match serde_json::from_str::<Value>(line) {
             Err(e) => {
                 json!({ "status": "error", "seq": seq, "error_code": 40000, "message": format!("Malformed JSON: {e}") })
             }
             Ok(Value::Object(fields)) => {
-                let columns: Vec<String> =
-                    fields.keys().map(|k| format!("\"{}\"", k.to_ascii_lowercase().replace('"', "\"\""))).collect();
+                let columns: Vec<String> = fields.keys().map(|k| quoted(&k.to_ascii_lowercase())).collect();
                 match fields.values().map(literal).collect::<Result<Vec<_>, _>>() {
                     Err(e) => json!({ "status": "error", "seq": seq, "error_code": 40000, "message": e }),
                     Ok(literals) => {
-                        let sql =
-                            format!("INSERT INTO {target} ({}) VALUES ({})", columns.join(", "), literals.join(", "));
+                        let sql = format!(
+                            "INSERT INTO {} ({}) VALUES ({})",
+                            quoted(&rel.name),
+                            columns.join(", "),
+                            literals.join(", ")
+                        );
                         let run = async {
-                            let mut located = sql::parse(&sql)?;
-                            match located.pop() {
-                                Some(l) => state.engine.execute(&mut session, l).await.map(|_| ()),
-                                None => Ok(()),
+                            let located = sql::parse(&sql)?;
+                            if located.len() != 1 {
+                                return Err(EddyError::InvalidValue("a row is one INSERT".into()));
                             }
+                            for l in located {
+                                state.engine.execute(&mut session, l).await?;
+                            }
+                            Ok(())
                         };
                         match run.await {
                             Ok(()) => json!({ "status": "ok", "seq": seq }),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use kafka_protocol::messages::ApiKey;
 
 use super::HttpState;
@@ -46,7 +47,11 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_count{braces} {count}");
 }
 
-pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+pub async fn metrics(State(state): State<Arc<HttpState>>, Extension(user): Extension<super::User>) -> Response {
+    // Topic, group and query names are everyone's business only without passwords.
+    if state.auth_required && !state.engine.users.is_superuser(&user.0) {
+        return super::error_response(StatusCode::FORBIDDEN, 40301, "/metrics takes a superuser");
+    }
     let state2 = state.clone();
     // The store scan and RocksDB properties block: off the async runtime.
     let text = tokio::task::spawn_blocking(move || render(&state2)).await.unwrap_or_default();

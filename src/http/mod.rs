@@ -65,6 +65,40 @@ pub struct HttpState {
     pub auth_required: bool,
     /// Push queries running for HTTP clients, by query id (`/close-query` ends them).
     pub push_queries: ksql::PushQueries,
+    /// Basic credentials verified lately (user, SHA-256 of the password): a password check
+    /// is a PBKDF2 run, too slow to repeat for every request.
+    pub verified: std::sync::Mutex<std::collections::HashMap<(String, Vec<u8>), std::time::Instant>>,
+}
+
+/// How long a verified password is taken without checking it again.
+const VERIFIED_FOR: Duration = Duration::from_secs(10);
+/// Most remembered verifications (the map is cleared when full).
+const MAX_VERIFIED: usize = 4_096;
+
+impl HttpState {
+    /// Whether `password` is `user`'s: from the recent verifications, else checked (off the
+    /// async runtime) and remembered.
+    async fn verify(self: &Arc<Self>, user: &str, password: &str) -> bool {
+        let key =
+            (user.to_string(), ring::digest::digest(&ring::digest::SHA256, password.as_bytes()).as_ref().to_vec());
+        {
+            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if verified.get(&key).is_some_and(|at| at.elapsed() < VERIFIED_FOR) {
+                return true;
+            }
+        }
+        let state = self.clone();
+        let (u, p) = (user.to_string(), password.to_string());
+        let ok = tokio::task::spawn_blocking(move || state.engine.users.verify(&u, &p)).await.unwrap_or(false);
+        if ok {
+            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+            verified.insert(key, std::time::Instant::now());
+        }
+        ok
+    }
 }
 
 /// The authenticated (or trusted) user of a request, put there by `authenticate`.
@@ -152,8 +186,13 @@ async fn count_requests(request: Request, next: Next) -> Response {
 /// request's extensions.
 async fn authenticate(State(state): State<Arc<HttpState>>, mut request: Request, next: Next) -> Response {
     let user = if state.auth_required {
-        match basic_credentials(request.headers().get(header::AUTHORIZATION)) {
-            Some((user, password)) if state.engine.users.verify(&user, &password) => user,
+        let credentials = basic_credentials(request.headers().get(header::AUTHORIZATION));
+        let verified = match &credentials {
+            Some((user, password)) => state.verify(user, password).await,
+            None => false,
+        };
+        match credentials {
+            Some((user, _)) if verified => user,
             _ => {
                 let mut response = error_response(
                     StatusCode::UNAUTHORIZED,

@@ -248,6 +248,10 @@ fn parse_records(format: Embedded, body: &[u8]) -> Result<Vec<Outgoing>, RestErr
 /// The topic a producer writes to: created with the broker's defaults when Kafka would
 /// auto-create it.
 fn writable_topic(state: &HttpState, user: &User, name: &str) -> Result<Arc<Topic>, RestError> {
+    // Checked before a topic is created for the write, as after.
+    if state.auth_required && !state.engine.users.may_access_topic(&user.0, name, TopicAccess::Write) {
+        return Err(forbidden(name));
+    }
     let topic = match state.engine.log.topic(name) {
         Some(t) => t,
         None if state.broker.config.auto_create_topics => {
@@ -261,9 +265,6 @@ fn writable_topic(state: &HttpState, user: &User, name: &str) -> Result<Arc<Topi
         }
         None => return Err(topic_not_found()),
     };
-    if state.auth_required && !state.engine.users.may_access_topic(&user.0, name, TopicAccess::Write) {
-        return Err(forbidden(name));
-    }
     Ok(topic)
 }
 
@@ -276,6 +277,29 @@ fn choose_partition(key: Option<&[u8]>, partitions: usize) -> usize {
         Some(k) => (murmur2(k) & 0x7fff_ffff) as usize % partitions,
         None => NEXT_PARTITION.fetch_add(1, Ordering::Relaxed) % partitions,
     }
+}
+
+/// Bytes of records one appended batch holds at most (a topic's max.message.bytes is 1 MiB
+/// by default; a single larger record goes alone, and the log decides).
+const BATCH_BYTES: usize = 512 << 10;
+
+/// Consecutive runs of records of at most `limit` bytes each (at least one record a run).
+fn batches_of(records: &[(usize, LogRecord)], limit: usize) -> Vec<&[(usize, LogRecord)]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (_, r)) in records.iter().enumerate() {
+        let size = 32 + r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len);
+        if i > start && bytes + size > limit {
+            out.push(&records[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
 }
 
 /// Where each appended record landed, or why its partition refused it.
@@ -302,22 +326,33 @@ async fn append(topic: Arc<Topic>, records: Vec<Outgoing>) -> Result<Placed, Res
         let record = LogRecord { offset: 0, timestamp_ms, key: r.key, value: r.value, headers: Vec::new() };
         by_partition[p].push((i, record));
     }
+    let compacted = topic.config().cleanup_policy.compacts();
     tokio::task::spawn_blocking(move || {
-        for (p, records) in by_partition.into_iter().enumerate() {
-            if records.is_empty() {
-                continue;
+        for (p, mut records) in by_partition.into_iter().enumerate() {
+            if compacted {
+                // A compacted topic takes keyed records only; the others fail alone.
+                records.retain(|(i, r)| {
+                    let keyed = r.key.is_some();
+                    if !keyed {
+                        placed[*i] = Err((p as i32, "a compacted topic takes records with keys only".into()));
+                    }
+                    keyed
+                });
             }
             let partition = &topic.partitions[p];
-            let batch: Vec<&LogRecord> = records.iter().map(|(_, r)| r).collect();
-            let outcome = match partition.owner() {
-                Some(query) => Err(format!("topic {} is written by query {query} only", topic.name)),
-                None => partition.append(&mut encode_batch(&batch), now).map_err(|e| e.to_string()),
-            };
-            for (k, (i, _)) in records.iter().enumerate() {
-                placed[*i] = match &outcome {
-                    Ok(info) => Ok((p as i32, info.base_offset + k as i64)),
-                    Err(e) => Err((p as i32, e.clone())),
+            // Batches stay well under max.message.bytes, as a producer's would.
+            for chunk in batches_of(&records, BATCH_BYTES) {
+                let batch: Vec<&LogRecord> = chunk.iter().map(|(_, r)| r).collect();
+                let outcome = match partition.owner() {
+                    Some(query) => Err(format!("topic {} is written by query {query} only", topic.name)),
+                    None => partition.append(&mut encode_batch(&batch), now).map_err(|e| e.to_string()),
                 };
+                for (k, (i, _)) in chunk.iter().enumerate() {
+                    placed[*i] = match &outcome {
+                        Ok(info) => Ok((p as i32, info.base_offset + k as i64)),
+                        Err(e) => Err((p as i32, e.clone())),
+                    };
+                }
             }
         }
         placed
@@ -724,8 +759,15 @@ async fn records_v3(
         loop {
             let chunk = body.next().await;
             let ended = !matches!(chunk, Some(Ok(_)));
+            let mut may_complete = ended;
             if let Some(Ok(bytes)) = chunk {
+                // A record is a JSON object: none completes in bytes without a `}`, so a
+                // large record arriving in pieces is not parsed again for each piece.
+                may_complete = bytes.contains(&b'}');
                 pending.extend_from_slice(&bytes);
+            }
+            if !may_complete && pending.len() <= limit {
+                continue;
             }
             // Every whole JSON value so far, in order.
             let mut consumed = 0;

@@ -153,7 +153,27 @@ async fn referenced_by() -> SrResult {
     ok(json!([]))
 }
 
-async fn register(State(state): State<Arc<HttpState>>, Path(subject): Path<String>, body: Bytes) -> SrResult {
+async fn register(
+    State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
+    Path(subject): Path<String>,
+    body: Bytes,
+) -> SrResult {
+    // A topic's subjects take schemas from its writers; other subjects from superusers.
+    if state.auth_required {
+        let topic = subject.strip_suffix("-value").or_else(|| subject.strip_suffix("-key"));
+        let users = &state.engine.users;
+        let allowed = match topic {
+            Some(t) => users.may_access_topic(&user.0, t, crate::auth::TopicAccess::Write),
+            None => users.is_superuser(&user.0),
+        };
+        if !allowed {
+            return Err(SrError(RegistryError {
+                code: 40301,
+                message: format!("User is denied operation Write on Subject: {subject}"),
+            }));
+        }
+    }
     let schema = schema_from_body(&body)?;
     let registry = state.engine.registry.clone();
     let id = tokio::task::spawn_blocking(move || registry.register(&subject, schema))
