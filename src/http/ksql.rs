@@ -424,7 +424,7 @@ fn transient_id(located: &Located) -> String {
     let n = TRANSIENT.fetch_add(1, Ordering::Relaxed);
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("transient_{source}_{}{n}", nanos % 1_000_000)
+    format!("transient_{source}_{}_{n}", nanos % 1_000_000)
 }
 
 fn column_type(dt: &datafusion::arrow::datatypes::DataType) -> String {
