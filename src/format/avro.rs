@@ -36,10 +36,15 @@ pub fn unframe(value: &[u8]) -> Result<(u32, &[u8]), String> {
 
 /// Decodes a framed Avro value into a cell per column (NULL for key columns).
 pub fn decode_value(columns: &[Column], value: &[u8]) -> Result<Vec<Value>, String> {
-    let (id, mut body) = unframe(value)?;
+    let (id, body) = unframe(value)?;
     let registry = crate::registry::global().ok_or("no Schema Registry")?;
     let schema = registry.avro(id).map_err(|e| format!("AVRO value's schema id {id}: {}", e.message))?;
-    let datum = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+    decode_with(&schema, id, columns, body)
+}
+
+/// Decodes an Avro body (without framing) written with `schema` (registered as `id`).
+pub fn decode_with(schema: &AvroSchema, id: u32, columns: &[Column], mut body: &[u8]) -> Result<Vec<Value>, String> {
+    let datum = apache_avro::reader::datum::GenericDatumReader::builder(schema)
         .build()
         .and_then(|reader| reader.read_value(&mut body))
         .map_err(|e| format!("AVRO value does not decode with schema {id}: {e}"))?;
@@ -52,7 +57,7 @@ pub fn decode_value(columns: &[Column], value: &[u8]) -> Result<Vec<Value>, Stri
         Avro::Record(fields) => {
             let mut by_name: HashMap<String, Avro> =
                 fields.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
-            let record = match schema.as_ref() {
+            let record = match schema {
                 AvroSchema::Record(r) => Some(r),
                 _ => None,
             };
@@ -213,15 +218,20 @@ fn unscaled_of(bytes: &[u8]) -> Option<i128> {
 pub fn encode_value(columns: &[Column], row: &[Value], schema_id: u32) -> Result<Vec<u8>, String> {
     let registry = crate::registry::global().ok_or("no Schema Registry")?;
     let schema = registry.avro(schema_id).map_err(|e| e.message)?;
-    let AvroSchema::Record(record) = schema.as_ref() else {
+    encode_with(&schema, schema_id, columns, row)
+}
+
+/// Encodes a row with `schema` (registered as `schema_id`), framed.
+pub fn encode_with(schema: &AvroSchema, schema_id: u32, columns: &[Column], row: &[Value]) -> Result<Vec<u8>, String> {
+    let AvroSchema::Record(record) = schema else {
         // A schema that is not a record holds the one value column.
         let (c, v) = columns.iter().zip(row).find(|(c, _)| !c.key).ok_or("no value column")?;
-        let datum = to_avro(v, &c.ty)?.resolve(&schema).map_err(|e| format!("column {}: {e}", c.name))?;
-        return frame(schema_id, &schema, datum);
+        let datum = to_avro(v, &c.ty)?.resolve(schema).map_err(|e| format!("column {}: {e}", c.name))?;
+        return frame(schema_id, schema, datum);
     };
     let fields = record_fields(record, columns, row)?;
-    let datum = Avro::Record(fields).resolve(&schema).map_err(|e| format!("AVRO value for schema {schema_id}: {e}"))?;
-    frame(schema_id, &schema, datum)
+    let datum = Avro::Record(fields).resolve(schema).map_err(|e| format!("AVRO value for schema {schema_id}: {e}"))?;
+    frame(schema_id, schema, datum)
 }
 
 fn record_fields(record: &RecordSchema, columns: &[Column], row: &[Value]) -> Result<Vec<(String, Avro)>, String> {
