@@ -78,3 +78,56 @@ async fn rest_proxy_large_requests_compacted_topics_and_bad_stream_lines() {
     let server = Server::start(tmp.path());
     python("http_clients.py", &[server.http.clone(), server.kafka.clone(), "rest-big".into()]).await;
 }
+
+/// curl, as the README's examples call it: HTTP/1.1 and HTTP/2 with prior knowledge.
+fn curl(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl").args(["-s", "--max-time", "30"]).args(args).output().expect("curl");
+    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_over_http1_and_h2c() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let base = server.http.clone();
+    tokio::task::spawn_blocking(move || {
+        assert!(curl(&[&format!("{base}/info")]).contains("\"serverStatus\":\"RUNNING\""));
+        let produced = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/vnd.kafka.json.v2+json",
+            &format!("{base}/topics/clicks"),
+            "-d",
+            r#"{"records":[{"key":"u1","value":{"page":"/a"}},{"key":"u2","value":{"page":"/b"}}]}"#,
+        ]);
+        assert!(produced.contains("\"offset\":1"), "{produced}");
+        let created = curl(&[
+            "-X",
+            "POST",
+            &format!("{base}/ksql"),
+            "-d",
+            r#"{"ksql":"CREATE STREAM clicks_s (page STRING) WITH (KAFKA_TOPIC='clicks', VALUE_FORMAT='JSON');","streamsProperties":{}}"#,
+        ]);
+        assert!(created.contains("Stream created"), "{created}");
+        // HTTP/2 with prior knowledge, as the README shows it.
+        let rows = curl(&[
+            "--http2-prior-knowledge",
+            "-w",
+            "\n%{http_version}",
+            "-X",
+            "POST",
+            &format!("{base}/query-stream"),
+            "-d",
+            r#"{"sql":"SELECT * FROM clicks_s EMIT CHANGES LIMIT 2;","properties":{"auto.offset.reset":"earliest"}}"#,
+        ]);
+        let lines: Vec<&str> = rows.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 4, "{rows}");
+        assert!(lines[0].contains("\"columnNames\":[\"PAGE\"]"), "{rows}");
+        assert_eq!(&lines[1..], &["[\"/a\"]", "[\"/b\"]", "2"], "{rows}");
+        assert!(curl(&[&format!("{base}/metrics")]).contains("eddy_http_requests_total{code=\"2xx\"}"));
+    })
+    .await
+    .unwrap();
+}
