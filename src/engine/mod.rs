@@ -3,6 +3,7 @@
 //! the results to the wire.
 
 mod alter;
+mod avro_schema;
 mod custom_types;
 mod ddl;
 mod function_docs;

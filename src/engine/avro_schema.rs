@@ -1,0 +1,109 @@
+//! AVRO relations and the Schema Registry: columns inferred from a subject's schema, the
+//! schema a relation's rows are written with, and whether that schema is the relation's own.
+//! Called by `ddl.rs` when streams and tables are created and by `INSERT INTO ... SELECT`.
+
+use std::collections::BTreeMap;
+
+use super::Engine;
+use crate::catalog::RelationDef;
+use crate::error::{EddyError, Result};
+use crate::format::Column;
+
+impl Engine {
+    /// An AVRO relation declared without value columns takes them from the Schema Registry:
+    /// `VALUE_SCHEMA_ID`'s schema, else the latest of the subject `{topic}-value` (ksqlDB's
+    /// schema inference). Returns the columns and the schema id they came from.
+    pub(super) fn infer_value_columns(
+        &self,
+        name: &str,
+        mut columns: Vec<Column>,
+        props: &BTreeMap<String, String>,
+    ) -> Result<(Vec<Column>, Option<u32>)> {
+        let avro = props.get("VALUE_FORMAT").or(props.get("FORMAT")).is_some_and(|f| f.eq_ignore_ascii_case("AVRO"));
+        let schema_id = match props.get("VALUE_SCHEMA_ID") {
+            Some(_) if !avro => {
+                return Err(EddyError::InvalidValue("VALUE_SCHEMA_ID applies to VALUE_FORMAT='AVRO'".into()))
+            }
+            Some(id) => Some(
+                id.trim()
+                    .parse::<u32>()
+                    .map_err(|_| EddyError::InvalidValue(format!("VALUE_SCHEMA_ID={id}: expected a schema id")))?,
+            ),
+            None => None,
+        };
+        if !avro || (columns.iter().any(|c| !c.key) && schema_id.is_none()) {
+            return Ok((columns, None));
+        }
+        if columns.iter().any(|c| !c.key) {
+            return Err(EddyError::InvalidValue(
+                "VALUE_SCHEMA_ID gives the value columns: declare key columns only".into(),
+            ));
+        }
+        let topic = props.get("KAFKA_TOPIC").cloned().unwrap_or_else(|| name.to_string());
+        let id = match schema_id {
+            Some(id) => id,
+            None => {
+                let subject = format!("{topic}-value");
+                self.registry
+                    .version(&subject, crate::registry::VersionRef::Latest, false)
+                    .map_err(|_| {
+                        EddyError::InvalidValue(format!(
+                            "Schema for message values on topic '{topic}' does not exist in the Schema Registry.Subject: {subject}"
+                        ))
+                    })?
+                    .id
+            }
+        };
+        let schema = self
+            .registry
+            .avro(id)
+            .map_err(|e| EddyError::InvalidValue(format!("VALUE_SCHEMA_ID {id}: {}", e.message)))?;
+        let inferred = crate::format::avro::columns_of(&schema)
+            .map_err(|e| EddyError::InvalidValue(format!("schema {id} of topic '{topic}': {e}")))?;
+        for c in inferred {
+            if columns.iter().any(|k| k.name == c.name) {
+                continue;
+            }
+            columns.push(c);
+        }
+        Ok((columns, Some(id)))
+    }
+
+    /// The schema an AVRO relation writes its rows with: the one its columns came from, else
+    /// one made from its columns and registered under `{topic}-value` (a query's output, or a
+    /// topic without a subject yet), else the subject's latest.
+    pub(super) fn attach_value_schema(&self, rel: &mut RelationDef, inferred: Option<u32>) -> Result<()> {
+        if rel.value_format != "AVRO" {
+            return Ok(());
+        }
+        let subject = format!("{}-value", rel.topic);
+        let latest = self.registry.version(&subject, crate::registry::VersionRef::Latest, false).ok();
+        let id = match (inferred, latest) {
+            (Some(id), _) => id,
+            (None, Some(latest)) if rel.written_by.is_none() => latest.id,
+            _ => {
+                let schema = crate::registry::StoredSchema {
+                    schema: crate::format::avro::schema_for(&rel.columns),
+                    schema_type: crate::registry::SchemaType::Avro,
+                    references: Vec::new(),
+                };
+                self.registry.register(&subject, schema).map_err(|e| {
+                    EddyError::InvalidValue(format!("registering the value schema of {}: {}", rel.name, e.message))
+                })?
+            }
+        };
+        rel.value_schema_id = Some(id);
+        Ok(())
+    }
+
+    /// Whether an AVRO relation writes with the schema made from its own columns (every field
+    /// optional), which takes any row of them.
+    pub(super) fn writes_own_avro_schema(&self, rel: &RelationDef) -> bool {
+        let Some(id) = rel.value_schema_id else { return false };
+        let own = crate::format::avro::schema_for(&rel.columns);
+        self.registry.schema(id).is_ok_and(|s| {
+            serde_json::from_str::<serde_json::Value>(&s.schema).ok()
+                == serde_json::from_str::<serde_json::Value>(&own).ok()
+        })
+    }
+}
