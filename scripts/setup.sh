@@ -28,11 +28,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if [ "${1:-}" = "--test" ] && ! python3 -c "import psycopg, psycopg2, asyncpg, confluent_kafka, kafka, sqlalchemy, pgcli, httpx, h2, requests, prometheus_client, fastavro, authlib" >/dev/null 2>&1; then
   echo "setup: installing the Python clients the tests use (psycopg, psycopg2, asyncpg, confluent-kafka, kafka-python, sqlalchemy, pgcli, httpx, requests, prometheus-client)"
-  pkgs=("psycopg[binary]==3.3.9" "psycopg2-binary==2.9.13" "asyncpg==0.32.0" "confluent-kafka[avro,schemaregistry]==2.16.1" "kafka-python==3.0.12" "SQLAlchemy==2.1.9" "pgcli==4.7.1" "httpx[http2]==0.29.0" "requests==2.34.2" "prometheus-client==0.26.0" "wheel")
+  pkgs=("psycopg[binary]==3.3.9" "psycopg2-binary==2.9.13" "asyncpg==0.32.0" "confluent-kafka[avro,schemaregistry]==2.16.1" "kafka-python==3.0.12" "SQLAlchemy==2.1.9" "pgcli==4.7.1" "httpx[http2]==0.29.0" "requests==2.34.2" "prometheus-client==0.26.0" "setuptools" "wheel")
   python3 -m pip install -q "${pkgs[@]}" || python3 -m pip install -q --break-system-packages "${pkgs[@]}"
 fi
 # ksqlDB's Python client (PyPI `ksql` 0.10.2): its setup.py imports pip and its declared
-# dependencies pin a dead HTTP/2 library, so it is installed alone, built in this environment.
+# dependencies pin a dead HTTP/2 library, so it is installed alone, built in this environment
+# (with the setuptools and wheel installed above).
 if [ "${1:-}" = "--test" ] && ! python3 -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('ksql') is None)" >/dev/null 2>&1; then
   echo "setup: installing the ksql client (ksqlDB's REST API)"
   python3 -m pip install -q --no-deps --no-build-isolation "ksql==0.10.2" || python3 -m pip install -q --break-system-packages --no-deps --no-build-isolation "ksql==0.10.2"
