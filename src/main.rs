@@ -47,6 +47,13 @@ struct ServerArgs {
     /// Most push queries HTTP clients may run at once (/query, /query-stream).
     #[arg(long, env = "EDDY_HTTP_MAX_PUSH_QUERIES", default_value_t = 64)]
     http_max_push_queries: usize,
+    /// Most REST Proxy consumer instances at once (more are refused with 429).
+    #[arg(long, env = "EDDY_HTTP_MAX_CONSUMERS", default_value_t = 256)]
+    http_max_consumers: usize,
+    /// A REST Proxy consumer instance unused this long is closed, as kafka-rest's
+    /// consumer.instance.timeout.ms (later calls get 40403).
+    #[arg(long, env = "EDDY_HTTP_CONSUMER_IDLE_MS", default_value_t = 300_000)]
+    http_consumer_idle_ms: u64,
     /// Most client connections at once; more are refused.
     #[arg(long, env = "EDDY_MAX_CONNECTIONS", default_value_t = 256)]
     max_connections: usize,
@@ -161,6 +168,8 @@ fn main() -> anyhow_free::Result {
                 http: eddy::http::HttpConfig {
                     max_body_bytes: args.http_max_body_bytes.max(1),
                     max_push_queries: args.http_max_push_queries,
+                    max_consumers: args.http_max_consumers,
+                    consumer_idle_timeout: std::time::Duration::from_millis(args.http_consumer_idle_ms.max(1000)),
                     ..eddy::http::HttpConfig::default()
                 },
                 max_connections: args.max_connections.max(1),

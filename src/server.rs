@@ -152,6 +152,7 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
         config: crate::http::HttpConfig { max_connections: config.max_connections, ..config.http.clone() },
         auth_required,
         push_queries: Default::default(),
+        consumers: Default::default(),
         verified: Default::default(),
     });
     let registry_task = match config.schema_registry_listen {
@@ -170,6 +171,7 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
         None => None,
     };
     let app = crate::http::router(http_state.clone());
+    let consumer_reaper = tokio::spawn(crate::http::expire_idle_consumers(http_state.clone()));
     let http_task = tokio::spawn(crate::http::serve(http_listener, http_state, app));
     let kafka_task = tokio::spawn(crate::kafka::serve(kafka_listener, broker));
     println!("Eddy is ready. Data in {}", config.data_dir.display());
@@ -250,6 +252,7 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
     retention.abort();
     kafka_task.abort();
     http_task.abort();
+    consumer_reaper.abort();
     if let Some((_, t)) = registry_task {
         t.abort();
     }

@@ -131,3 +131,15 @@ async fn curl_over_http1_and_h2c() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_proxy_consumer_instances_share_a_group_with_librdkafka() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    python("rest_consumers.py", &[server.http.clone(), server.kafka.clone(), "consumers".into()]).await;
+    drop(server);
+    // Instance limits and idle expiry.
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(tmp.path(), 0, &["--http-max-consumers", "2", "--http-consumer-idle-ms", "2000"]);
+    python("rest_consumers.py", &[server.http.clone(), server.kafka.clone(), "limits".into()]).await;
+}

@@ -42,6 +42,20 @@ pub fn decode_value(columns: &[Column], value: &[u8]) -> Result<Vec<Value>, Stri
     decode_with(&schema, id, columns, body)
 }
 
+/// A framed Avro value as JSON, read with its writer schema (the REST Proxy's `avro`
+/// consumers show records so): records as objects, unions as their branch's value, bytes
+/// as arrays of numbers.
+pub fn framed_to_json(value: &[u8]) -> Result<Value, String> {
+    let (id, mut body) = unframe(value)?;
+    let registry = crate::registry::global().ok_or("no Schema Registry")?;
+    let schema = registry.avro(id).map_err(|e| format!("AVRO value's schema id {id}: {}", e.message))?;
+    let datum = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+        .build()
+        .and_then(|reader| reader.read_value(&mut body))
+        .map_err(|e| format!("AVRO value does not decode with schema {id}: {e}"))?;
+    Value::try_from(datum).map_err(|e| format!("AVRO value of schema {id} has no JSON form: {e}"))
+}
+
 /// Decodes an Avro body (without framing) written with `schema` (registered as `id`).
 pub fn decode_with(schema: &AvroSchema, id: u32, columns: &[Column], mut body: &[u8]) -> Result<Vec<Value>, String> {
     let datum = apache_avro::reader::datum::GenericDatumReader::builder(schema)

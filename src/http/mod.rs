@@ -6,6 +6,7 @@
 //! Basic credentials (checked against the SCRAM verifiers); without, requests act as the
 //! bootstrap superuser, and the listener must be on loopback.
 
+mod consumers;
 mod ksql;
 mod metrics;
 mod rest_proxy;
@@ -43,6 +44,10 @@ pub struct HttpConfig {
     pub header_read_timeout: Duration,
     /// Most push queries (`/query`, `/query-stream`) open over HTTP at once.
     pub max_push_queries: usize,
+    /// Most REST Proxy consumer instances at once.
+    pub max_consumers: usize,
+    /// A consumer instance unused this long is closed (kafka-rest's `consumer.instance.timeout.ms`).
+    pub consumer_idle_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -52,6 +57,8 @@ impl Default for HttpConfig {
             max_connections: 256,
             header_read_timeout: Duration::from_secs(30),
             max_push_queries: 64,
+            max_consumers: 256,
+            consumer_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -65,6 +72,8 @@ pub struct HttpState {
     pub auth_required: bool,
     /// Push queries running for HTTP clients, by query id (`/close-query` ends them).
     pub push_queries: ksql::PushQueries,
+    /// The REST Proxy's consumer instances.
+    pub consumers: consumers::Consumers,
     /// Basic credentials verified lately (user, SHA-256 of the password): a password check
     /// is a PBKDF2 run, too slow to repeat for every request.
     pub verified: std::sync::Mutex<std::collections::HashMap<(String, Vec<u8>), std::time::Instant>>,
@@ -105,6 +114,11 @@ impl HttpState {
 #[derive(Clone, Debug)]
 pub struct User(pub String);
 
+/// Closes REST Proxy consumer instances idle past their timeout; runs for the server's life.
+pub async fn expire_idle_consumers(state: Arc<HttpState>) {
+    consumers::expire_idle(state).await
+}
+
 /// Binds the listener (so the caller can print its real address).
 pub async fn bind(listen: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(listen).await?;
@@ -116,6 +130,7 @@ pub async fn bind(listen: SocketAddr) -> std::io::Result<(TcpListener, SocketAdd
 pub fn router(state: Arc<HttpState>) -> Router {
     let routes = Router::new()
         .merge(rest_proxy::routes())
+        .merge(consumers::routes())
         .merge(ksql::routes())
         .merge(schema_registry::routes())
         .route("/metrics", axum::routing::get(metrics::metrics));

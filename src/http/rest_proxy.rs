@@ -23,7 +23,7 @@ use crate::dataflow::sink::murmur2;
 use crate::log::batch::encode_batch;
 use crate::log::{LogError, LogRecord, Topic, TopicConfig};
 
-const V2: &str = "application/vnd.kafka.v2+json";
+pub(super) const V2: &str = "application/vnd.kafka.v2+json";
 const V3: &str = "application/json";
 /// The cluster id Kafka's Metadata answers with.
 const CLUSTER_ID: &str = "eddy";
@@ -49,7 +49,7 @@ pub fn routes() -> Router<Arc<HttpState>> {
 }
 
 /// An error as the REST Proxy gives it: an HTTP status and its own five-digit code.
-struct RestError(StatusCode, u32, String);
+pub(super) struct RestError(pub StatusCode, pub u32, pub String);
 
 impl IntoResponse for RestError {
     fn into_response(self) -> Response {
@@ -65,7 +65,7 @@ fn partition_not_found() -> RestError {
     RestError(StatusCode::NOT_FOUND, 40402, "Partition not found.".into())
 }
 
-fn forbidden(topic: &str) -> RestError {
+pub(super) fn forbidden(topic: &str) -> RestError {
     RestError(StatusCode::FORBIDDEN, 40301, format!("Not authorized to access topics: [{topic}]"))
 }
 
@@ -415,7 +415,7 @@ async fn produce(
 // ---- v3 ----
 
 /// `http://host` of the request, for the `self` and `related` links.
-fn base_url(headers: &HeaderMap) -> String {
+pub(super) fn base_url(headers: &HeaderMap) -> String {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
     format!("http://{host}")
 }
@@ -524,7 +524,7 @@ fn topic_not_found_v3(name: &str) -> RestError {
     RestError(StatusCode::NOT_FOUND, 40403, format!("This server does not host this topic-partition. Topic: {name}"))
 }
 
-fn bad_json(e: impl std::fmt::Display) -> RestError {
+pub(super) fn bad_json(e: impl std::fmt::Display) -> RestError {
     RestError(StatusCode::BAD_REQUEST, 400, format!("Malformed JSON request body: {e}"))
 }
 

@@ -398,3 +398,44 @@ impl Coordinator {
         }
     }
 }
+
+/// Where a group's committed offset for a partition is kept (in the catalog column family).
+pub fn offset_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
+    format!("groupoffset/{group}\0{topic}\0{partition}").into_bytes()
+}
+
+/// The committed offset (the next one to read) and its metadata, if any.
+pub fn committed_offset(
+    store: &crate::state::StateStore,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, String)> {
+    let v = store.get(crate::state::CATALOG_CF, &offset_key(group, topic, partition)).ok()??;
+    let json: serde_json::Value = serde_json::from_slice(&v).ok()?;
+    Some((json["offset"].as_i64()?, json["metadata"].as_str().unwrap_or("").to_string()))
+}
+
+/// Commits offsets (topic, partition, next offset, metadata) for a group in one atomic,
+/// durable write, as OffsetCommit does.
+pub async fn commit_offsets(
+    store: &crate::state::StateStore,
+    group: &str,
+    offsets: &[(String, i32, i64, Option<String>)],
+) -> Result<(), String> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let mut cp = store.checkpoint(crate::state::CATALOG_CF);
+    for (topic, partition, offset, metadata) in offsets {
+        let value = serde_json::json!({ "offset": offset, "metadata": metadata, "leader_epoch": -1 });
+        cp.put(store, &offset_key(group, topic, *partition), value.to_string().as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.commit(cp)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -25,6 +25,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::error::*;
+use super::group::offset_key;
 use super::producer::Check;
 use super::{encode_response, Broker, ConnError};
 use crate::auth::TopicAccess;
@@ -476,10 +477,6 @@ async fn sync_group(ctx: &Ctx, req: SyncGroupRequest) -> SyncGroupResponse {
     r.protocol_type = req.protocol_type.clone();
     r.protocol_name = req.protocol_name.clone();
     r
-}
-
-fn offset_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
-    format!("groupoffset/{group}\0{topic}\0{partition}").into_bytes()
 }
 
 async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitResponse {

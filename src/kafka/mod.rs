@@ -10,6 +10,7 @@
 //! the bytes that arrive, never to its declared length up front. The server never panics on
 //! client input.
 
+pub mod consumer_protocol;
 pub mod decode;
 pub mod error;
 pub mod group;

@@ -1,0 +1,225 @@
+"""The REST Proxy's v2 consumer instances driven with `requests` as kafka-rest's docs show
+them, sharing a consumer group with librdkafka (confluent-kafka) consumers.
+
+argv: http base URL, Kafka bootstrap, mode ('consumers' or 'limits')."""
+import base64
+import json
+import sys
+import threading
+import time
+
+import requests
+from confluent_kafka import Consumer, TopicPartition
+
+BASE = sys.argv[1]
+BOOTSTRAP = sys.argv[2]
+MODE = sys.argv[3]
+V2 = 'application/vnd.kafka.v2+json'
+V2_JSON = 'application/vnd.kafka.json.v2+json'
+V2_BINARY = 'application/vnd.kafka.binary.v2+json'
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def produce(topic, partition, values):
+    r = requests.post(f'{BASE}/topics/{topic}/partitions/{partition}', headers={'Content-Type': V2_JSON},
+                      data=json.dumps({'records': [{'key': f'k{v}', 'value': {'v': v}} for v in values]}))
+    check(r.status_code == 200, r.text)
+
+
+def create(group, body):
+    r = requests.post(f'{BASE}/consumers/{group}', headers={'Content-Type': V2}, data=json.dumps(body))
+    check(r.status_code == 200, f'create: {r.status_code} {r.text}')
+    return r.json()
+
+
+def post(uri, body=None):
+    return requests.post(uri, headers={'Content-Type': V2}, data=None if body is None else json.dumps(body))
+
+
+def records(uri, accept=V2_JSON, timeout=1000):
+    r = requests.get(uri + '/records', params={'timeout': timeout}, headers={'Accept': accept})
+    check(r.status_code == 200, f'records: {r.status_code} {r.text}')
+    return r.json()
+
+
+def read_until(uri, want, accept=V2_JSON, seconds=30):
+    out = []
+    deadline = time.time() + seconds
+    while time.time() < deadline and len(out) < want:
+        out += records(uri, accept)
+    return out
+
+
+def assignment(uri):
+    return sorted((p['topic'], p['partition']) for p in requests.get(uri + '/assignments').json()['partitions'])
+
+
+class Poller:
+    """A librdkafka consumer polling in a thread; what it got and what it owns."""
+
+    def __init__(self, group, topic):
+        self.c = Consumer({'bootstrap.servers': BOOTSTRAP, 'group.id': group, 'auto.offset.reset': 'earliest',
+                           'enable.auto.commit': True, 'auto.commit.interval.ms': 200,
+                           'session.timeout.ms': 10000, 'heartbeat.interval.ms': 500})
+        self.c.subscribe([topic])
+        self.got, self.owned, self.stop = [], [], False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop:
+            m = self.c.poll(0.2)
+            self.owned = sorted((p.topic, p.partition) for p in self.c.assignment())
+            if m is not None and not m.error():
+                self.got.append((m.partition(), m.offset(), json.loads(m.value())))
+        self.c.close()
+
+    def close(self):
+        self.stop = True
+        self.t.join()
+
+
+def wait_for(cond, what, seconds=40):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.3)
+    raise AssertionError('timed out: ' + what)
+
+
+def consumers():
+    r = requests.post(BASE + '/v3/clusters/eddy/topics', json={'topic_name': 'rc', 'partitions_count': 2})
+    check(r.status_code == 201, r.text)
+    produce('rc', 0, [0, 1, 2])
+    produce('rc', 1, [10, 11, 12])
+
+    # Create, as kafka-rest's quick start does.
+    made = create('g1', {'name': 'a', 'format': 'json', 'auto.offset.reset': 'earliest',
+                         'auto.commit.enable': 'false'})
+    check(made['instance_id'] == 'a' and made['base_uri'].endswith('/consumers/g1/instances/a'), made)
+    a = made['base_uri']
+    r = requests.post(BASE + '/consumers/g1', headers={'Content-Type': V2}, data=json.dumps({'name': 'a'}))
+    check(r.status_code == 409 and r.json()['error_code'] == 40902, r.text)
+    r = requests.get(a + '/records', headers={'Accept': V2_JSON})
+    check(r.status_code == 409 and r.json()['error_code'] == 40903, 'records before subscribing: ' + r.text)
+    r = requests.get(BASE + '/consumers/g1/instances/nobody/records', headers={'Accept': V2_JSON})
+    check(r.status_code == 404 and r.json()['error_code'] == 40403, r.text)
+
+    # Subscribe and read everything (the first reads may be empty while the group forms).
+    check(post(a + '/subscription', {'topics': ['rc']}).status_code == 204, 'subscribe')
+    check(requests.get(a + '/subscription').json() == {'topics': ['rc']}, 'subscription')
+    got = read_until(a, 6)
+    check(sorted(r['value']['v'] for r in got) == [0, 1, 2, 10, 11, 12], got)
+    first = next(r for r in got if r['value']['v'] == 10)
+    check(first == {'topic': 'rc', 'key': 'k10', 'value': {'v': 10}, 'partition': 1, 'offset': 0}, first)
+    check(assignment(a) == [('rc', 0), ('rc', 1)], assignment(a))
+    r = requests.get(a + '/records', headers={'Accept': V2_BINARY})
+    check(r.status_code == 406 and r.json()['error_code'] == 40601, r.text)
+
+    # Commit: given offsets are of the last record processed, the group keeps the next one.
+    check(post(a + '/offsets', {'offsets': [{'topic': 'rc', 'partition': 0, 'offset': 1}]}).status_code == 204, 'commit')
+    r = requests.get(a + '/offsets', headers={'Content-Type': V2},
+                     data=json.dumps({'partitions': [{'topic': 'rc', 'partition': 0}, {'topic': 'rc', 'partition': 1}]}))
+    check(r.json() == {'offsets': [{'topic': 'rc', 'partition': 0, 'offset': 2, 'metadata': ''}]}, r.text)
+    check(post(a + '/offsets').status_code == 204, 'commit what was read')
+    r = requests.get(a + '/offsets', headers={'Content-Type': V2}, data=json.dumps({'partitions': [{'topic': 'rc', 'partition': 1}]}))
+    check(r.json()['offsets'][0]['offset'] == 3, r.text)
+
+    # Seek: to the beginning of one partition, to an offset of the other.
+    check(post(a + '/positions/beginning', {'partitions': [{'topic': 'rc', 'partition': 0}]}).status_code == 204, 'seek')
+    again = read_until(a, 3)
+    check(sorted(r['value']['v'] for r in again) == [0, 1, 2], again)
+    check(post(a + '/positions', {'offsets': [{'topic': 'rc', 'partition': 1, 'offset': 2}]}).status_code == 204, 'seek')
+    check([r['value']['v'] for r in read_until(a, 1)] == [12], 'after seeking to offset 2')
+    check(post(a + '/positions/end', {'partitions': [{'topic': 'rc', 'partition': 0}]}).status_code == 204, 'seek end')
+    check(records(a, timeout=200) == [], 'nothing past the end')
+    r = post(a + '/positions', {'offsets': [{'topic': 'other', 'partition': 0, 'offset': 0}]})
+    check(r.status_code == 409, 'seek on a partition not assigned: ' + r.text)
+
+    # A librdkafka consumer joins the same group: the partitions are shared, and new
+    # records go to whichever member owns their partition, once.
+    rd = Poller('g1', 'rc')
+    wait_for(lambda: len(assignment(a)) == 1 and len(rd.owned) == 1, 'the group shares two partitions')
+    mine, theirs = assignment(a), rd.owned
+    check(set(mine).isdisjoint(theirs), (mine, theirs))
+    rd_before = len(rd.got)
+    produce('rc', 0, [20, 21])
+    produce('rc', 1, [30, 31])
+    mine_got = read_until(a, 2)
+    wait_for(lambda: len(rd.got) >= rd_before + 2, 'librdkafka reads its partition')
+    check({r['partition'] for r in mine_got} == {mine[0][1]}, mine_got)
+    theirs_new = [g for g in rd.got if g[2]['v'] >= 20]
+    check({p for p, _, _ in theirs_new} == {theirs[0][1]} and len(theirs_new) == 2, theirs_new)
+    check(sorted([r['value']['v'] for r in mine_got] + [v['v'] for _, _, v in theirs_new]) == [20, 21, 30, 31],
+          'each new record read once')
+    # Leaving the group hands the partition back.
+    check(requests.delete(a).status_code == 204, 'delete')
+    r = requests.get(a + '/records', headers={'Accept': V2_JSON})
+    check(r.status_code == 404 and r.json()['error_code'] == 40403, r.text)
+    wait_for(lambda: len(rd.owned) == 2, 'librdkafka takes both partitions after the instance leaves')
+    rd.close()
+
+    # A group a librdkafka consumer leads: the instance joins it and gets its share.
+    rd = Poller('g3', 'rc')
+    wait_for(lambda: len(rd.owned) == 2, 'librdkafka alone owns both')
+    c = create('g3', {'name': 'c', 'format': 'json', 'auto.offset.reset': 'earliest'})['base_uri']
+    check(post(c + '/subscription', {'topic_pattern': 'r.'}).status_code == 204, 'subscribe by pattern')
+    wait_for(lambda: len(assignment(c)) == 1 and len(rd.owned) == 1,
+             'a librdkafka leader assigns the instance a partition')
+    check(requests.get(c + '/subscription').json() == {'topics': ['rc']}, 'the pattern matched rc')
+    check(requests.delete(c + '/subscription').status_code == 204, 'unsubscribe')
+    check(assignment(c) == [], 'nothing assigned after unsubscribing')
+    wait_for(lambda: len(rd.owned) == 2, 'librdkafka takes both partitions after the unsubscribe')
+    rd.close()
+    requests.delete(c)
+
+    # Binary, with partitions assigned by hand (no group membership).
+    b = create('g2', {'name': 'b', 'format': 'binary', 'auto.offset.reset': 'earliest'})['base_uri']
+    check(post(b + '/assignments', {'partitions': [{'topic': 'rc', 'partition': 1}]}).status_code == 204, 'assign')
+    check(assignment(b) == [('rc', 1)], assignment(b))
+    got = read_until(b, 5, accept=V2_BINARY)
+    check([json.loads(base64.b64decode(r['value'])) for r in got] == [{'v': v} for v in [10, 11, 12, 30, 31]], got)
+    check(base64.b64decode(got[0]['key']) == b'"k10"', got[0])
+    r = post(b + '/subscription', {'topics': ['rc']})
+    check(r.status_code == 409 and r.json()['error_code'] == 40903, 'subscribe after assign: ' + r.text)
+    r = post(b + '/assignments', {'partitions': [{'topic': 'rc', 'partition': 9}]})
+    check(r.status_code == 404 and r.json()['error_code'] == 40402, r.text)
+    # Auto-commit (the default) commits what was returned when the instance closes.
+    check(requests.delete(b).status_code == 204, 'delete b')
+    rd = Consumer({'bootstrap.servers': BOOTSTRAP, 'group.id': 'g2'})
+    committed = rd.committed([TopicPartition('rc', 1)], timeout=10)
+    check(committed[0].offset == 5, f'auto-committed offset {committed[0].offset}')
+    rd.close()
+
+    # Bad requests.
+    r = requests.post(BASE + '/consumers/g9', headers={'Content-Type': V2}, data=json.dumps({'format': 'xml'}))
+    check(r.status_code == 422, r.text)
+    r = requests.post(BASE + '/consumers/g9', headers={'Content-Type': V2},
+                      data=json.dumps({'auto.offset.reset': 'sometimes'}))
+    check(r.status_code == 422, r.text)
+    print('consumers ok')
+
+
+def limits():
+    # The test server allows two instances and closes them after 2 s unused.
+    a = create('lg', {'name': 'a'})['base_uri']
+    create('lg', {'name': 'b'})
+    r = requests.post(BASE + '/consumers/lg', headers={'Content-Type': V2}, data=json.dumps({'name': 'c'}))
+    check(r.status_code == 429 and r.json()['error_code'] == 42901, r.text)
+    # Kept alive by use, then expired.
+    for _ in range(4):
+        time.sleep(1)
+        check(requests.get(a + '/assignments').status_code == 200, 'in use')
+    time.sleep(3.5)
+    r = requests.get(a + '/assignments')
+    check(r.status_code == 404 and r.json()['error_code'] == 40403, 'expired: ' + r.text)
+    create('lg', {'name': 'c'})
+    print('limits ok')
+
+
+{'consumers': consumers, 'limits': limits}[MODE]()
