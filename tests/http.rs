@@ -133,10 +133,12 @@ async fn curl_over_http1_and_h2c() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rest_proxy_consumer_instances_share_a_group_with_librdkafka() {
+async fn rest_proxy_consumer_instances_share_a_group_with_librdkafka_and_v3_admin() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path());
     python("rest_consumers.py", &[server.http.clone(), server.kafka.clone(), "consumers".into()]).await;
+    // v3 topic configs (seen by Kafka's DescribeConfigs too) and records:batch.
+    python("rest_consumers.py", &[server.http.clone(), server.kafka.clone(), "admin".into()]).await;
     drop(server);
     // Instance limits and idle expiry.
     let tmp = tempfile::tempdir().unwrap();

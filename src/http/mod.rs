@@ -9,6 +9,7 @@
 mod consumers;
 mod ksql;
 mod metrics;
+mod rest_admin;
 mod rest_proxy;
 mod schema_registry;
 
@@ -131,6 +132,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
     let routes = Router::new()
         .merge(rest_proxy::routes())
         .merge(consumers::routes())
+        .merge(rest_admin::routes())
         .merge(ksql::routes())
         .merge(schema_registry::routes())
         .route("/metrics", axum::routing::get(metrics::metrics));

@@ -26,7 +26,7 @@ use crate::log::{LogError, LogRecord, Topic, TopicConfig};
 pub(super) const V2: &str = "application/vnd.kafka.v2+json";
 const V3: &str = "application/json";
 /// The cluster id Kafka's Metadata answers with.
-const CLUSTER_ID: &str = "eddy";
+pub(super) const CLUSTER_ID: &str = "eddy";
 /// The one broker.
 const BROKER_ID: i32 = 0;
 /// Most records one v2 produce request may carry.
@@ -46,6 +46,7 @@ pub fn routes() -> Router<Arc<HttpState>> {
         .route("/v3/clusters/{cluster}/topics/{topic}", get(topic_v3).delete(delete_topic_v3))
         .route("/v3/clusters/{cluster}/topics/{topic}/partitions", get(partitions_v3))
         .route("/v3/clusters/{cluster}/topics/{topic}/records", post(records_v3))
+        .route("/v3/clusters/{cluster}/topics/{topic}/records:batch", post(records_batch_v3))
 }
 
 /// An error as the REST Proxy gives it: an HTTP status and its own five-digit code.
@@ -79,7 +80,7 @@ fn visible_topic(state: &HttpState, user: &User, name: &str) -> Result<Arc<Topic
     Ok(topic)
 }
 
-fn may_see(state: &HttpState, user: &User, topic: &str) -> bool {
+pub(super) fn may_see(state: &HttpState, user: &User, topic: &str) -> bool {
     let users = &state.engine.users;
     !state.auth_required
         || users.may_access_topic(&user.0, topic, TopicAccess::Read)
@@ -420,11 +421,11 @@ pub(super) fn base_url(headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-fn v3(status: StatusCode, body: Value) -> Response {
+pub(super) fn v3(status: StatusCode, body: Value) -> Response {
     json_response(status, V3, &body)
 }
 
-fn check_cluster(cluster: &str) -> Result<(), RestError> {
+pub(super) fn check_cluster(cluster: &str) -> Result<(), RestError> {
     if cluster == CLUSTER_ID {
         Ok(())
     } else {
@@ -515,7 +516,7 @@ async fn topic_v3(
 }
 
 /// A topic of the one cluster, as v3 finds it (not found when the user may not see it).
-fn v3_topic(state: &HttpState, user: &User, cluster: &str, name: &str) -> Result<Arc<Topic>, RestError> {
+pub(super) fn v3_topic(state: &HttpState, user: &User, cluster: &str, name: &str) -> Result<Arc<Topic>, RestError> {
     check_cluster(cluster)?;
     visible_topic(state, user, name).map_err(|_| topic_not_found_v3(name))
 }
@@ -816,4 +817,59 @@ async fn records_v3(
     let mut response = Response::new(Body::from_stream(stream));
     response.headers_mut().insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static(V3));
     Ok(response)
+}
+
+/// `POST .../records:batch`: `{"entries": [{"id", ...record}]}`, appended together; 207 with
+/// each entry's answer under `successes` or `failures`, by its id.
+async fn records_batch_v3(
+    State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
+    Path((cluster, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, RestError> {
+    check_cluster(&cluster)?;
+    if state.engine.log.topic(&name).is_none() && !state.broker.config.auto_create_topics {
+        return Err(topic_not_found_v3(&name));
+    }
+    let body: Value = serde_json::from_slice(&body).map_err(bad_json)?;
+    let entries = body
+        .get("entries")
+        .and_then(Value::as_array)
+        .ok_or_else(|| RestError(StatusCode::BAD_REQUEST, 400, "the request body needs an \"entries\" array".into()))?;
+    if entries.len() > MAX_RECORDS_PER_REQUEST {
+        return Err(RestError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            41301,
+            format!("a batch carries at most {MAX_RECORDS_PER_REQUEST} entries"),
+        ));
+    }
+    let mut ids = Vec::with_capacity(entries.len());
+    for e in entries {
+        let id = match e.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(RestError(StatusCode::BAD_REQUEST, 400, "every entry needs an \"id\"".into())),
+        };
+        if ids.contains(&id) {
+            return Err(RestError(StatusCode::BAD_REQUEST, 400, format!("the entry id {id} appears twice")));
+        }
+        ids.push(id);
+    }
+    let answers = produce_v3(&state, &user, &name, entries.iter().cloned().map(Ok).collect()).await;
+    let (mut successes, mut failures) = (Vec::new(), Vec::new());
+    for (id, mut answer) in ids.into_iter().zip(answers) {
+        let ok = answer.get("error_code").and_then(Value::as_u64) == Some(200);
+        if let Some(obj) = answer.as_object_mut() {
+            obj.insert("id".into(), Value::String(id));
+            if ok {
+                obj.remove("error_code");
+            }
+        }
+        if ok {
+            successes.push(answer);
+        } else {
+            failures.push(answer);
+        }
+    }
+    Ok(v3(StatusCode::MULTI_STATUS, json!({ "successes": successes, "failures": failures })))
 }

@@ -1,7 +1,7 @@
 """The REST Proxy's v2 consumer instances driven with `requests` as kafka-rest's docs show
 them, sharing a consumer group with librdkafka (confluent-kafka) consumers.
 
-argv: http base URL, Kafka bootstrap, mode ('consumers' or 'limits')."""
+argv: http base URL, Kafka bootstrap, mode ('consumers', 'admin' or 'limits')."""
 import base64
 import json
 import sys
@@ -157,6 +157,27 @@ def consumers():
     check({p for p, _, _ in theirs_new} == {theirs[0][1]} and len(theirs_new) == 2, theirs_new)
     check(sorted([r['value']['v'] for r in mine_got] + [v['v'] for _, _, v in theirs_new]) == [20, 21, 30, 31],
           'each new record read once')
+    # v3 sees the group: both members, the assignor, and the lag of the partition the
+    # instance read without committing (librdkafka auto-commits its own).
+    v3 = BASE + '/v3/clusters/eddy/consumer-groups'
+    check('g1' in [g['consumer_group_id'] for g in requests.get(v3).json()['data']], 'g1 listed')
+    g1 = requests.get(v3 + '/g1').json()
+    check(g1['kind'] == 'KafkaConsumerGroup' and g1['state'] == 'STABLE' and g1['partition_assignor'] in ('range', 'roundrobin'), g1)
+    members = requests.get(v3 + '/g1/consumers').json()['data']
+    check(sorted(m['client_id'].startswith('rest-proxy-') for m in members) == [False, True], members)
+    rest_member = next(m for m in members if m['client_id'] == 'rest-proxy-a')
+    owned = requests.get(v3 + '/g1/consumers/' + rest_member['consumer_id'] + '/assignments').json()['data']
+    check([(o['topic_name'], o['partition_id']) for o in owned] == mine, owned)
+
+    def lag_of_mine():
+        lags = requests.get(v3 + '/g1/lags').json()['data']
+        return {(l['partition_id'], l['lag'], l['consumer_id']) for l in lags}
+    wait_for(lambda: lag_of_mine() == {(mine[0][1], 2, rest_member['consumer_id']), (theirs[0][1], 0, lag_consumer(v3, theirs[0][1]))},
+             'lags: 2 behind on the instance partition, none on librdkafka\'s')
+    summary = requests.get(v3 + '/g1/lag-summary').json()
+    check(summary['total_lag'] == 2 and summary['max_lag'] == 2 and summary['max_lag_partition_id'] == mine[0][1]
+          and summary['max_lag_client_id'] == 'rest-proxy-a', summary)
+    check(requests.get(v3 + '/nope').status_code == 404, 'unknown group')
     # Leaving the group hands the partition back.
     check(requests.delete(a).status_code == 204, 'delete')
     r = requests.get(a + '/records', headers={'Accept': V2_JSON})
@@ -205,6 +226,55 @@ def consumers():
     print('consumers ok')
 
 
+def lag_consumer(v3, partition):
+    lags = requests.get(v3 + '/g1/lags').json()['data']
+    return next((l['consumer_id'] for l in lags if l['partition_id'] == partition), None)
+
+
+def admin():
+    topic = BASE + '/v3/clusters/eddy/topics/rc'
+    configs = requests.get(topic + '/configs').json()
+    check(configs['kind'] == 'KafkaTopicConfigList', configs)
+    by_name = {c['name']: c for c in configs['data']}
+    check(by_name['cleanup.policy']['value'] == 'delete' and by_name['cleanup.policy']['is_default'], by_name)
+    r = requests.put(topic + '/configs/retention.ms', json={'value': '3600000'})
+    check(r.status_code == 204, r.text)
+    one = requests.get(topic + '/configs/retention.ms').json()
+    check(one['value'] == '3600000' and not one['is_default'] and one['source'] == 'DYNAMIC_TOPIC_CONFIG', one)
+    r = requests.post(topic + '/configs:alter', json={'data': [{'name': 'retention.ms', 'operation': 'DELETE'},
+                                                               {'name': 'max.message.bytes', 'value': '2097152'}]})
+    check(r.status_code == 204, r.text)
+    by_name = {c['name']: c for c in requests.get(topic + '/configs').json()['data']}
+    check(by_name['retention.ms']['is_default'] and by_name['max.message.bytes']['value'] == '2097152', by_name)
+    check(requests.delete(topic + '/configs/max.message.bytes').status_code == 204, 'reset')
+    check(requests.get(topic + '/configs/max.message.bytes').json()['is_default'], 'reset to default')
+    r = requests.put(topic + '/configs/no.such.setting', json={'value': '1'})
+    check(r.status_code == 404, r.text)
+    r = requests.put(topic + '/configs/retention.ms', json={'value': 'soon'})
+    check(r.status_code == 400, r.text)
+    # The same settings through Kafka's DescribeConfigs.
+    from confluent_kafka.admin import AdminClient, ConfigResource
+    admin = AdminClient({'bootstrap.servers': BOOTSTRAP})
+    check(requests.put(topic + '/configs/retention.ms', json={'value': '7200000'}).status_code == 204, 'set')
+    res = ConfigResource(ConfigResource.Type.TOPIC, 'rc')
+    described = list(admin.describe_configs([res]).values())[0].result()
+    check(described['retention.ms'].value == '7200000', described['retention.ms'])
+
+    # records:batch: one answer per entry, by id, under 207.
+    r = requests.post(topic + '/records:batch', json={'entries': [
+        {'id': 'a', 'partition_id': 0, 'value': {'type': 'JSON', 'data': {'v': 100}}},
+        {'id': 'b', 'partition_id': 7, 'value': {'type': 'JSON', 'data': {'v': 101}}},
+        {'id': 'c', 'partition_id': 1, 'key': {'type': 'STRING', 'data': 'kc'}, 'value': {'type': 'JSON', 'data': {'v': 102}}}]})
+    check(r.status_code == 207, r.text)
+    body = r.json()
+    check(sorted(x['id'] for x in body['successes']) == ['a', 'c'] and [x['id'] for x in body['failures']] == ['b'], body)
+    check(all(x['topic_name'] == 'rc' and x['offset'] >= 0 for x in body['successes']), body)
+    check(body['failures'][0]['error_code'] != 200, body)
+    r = requests.post(topic + '/records:batch', json={'entries': [{'id': 'x'}, {'id': 'x'}]})
+    check(r.status_code == 400, r.text)
+    print('admin ok')
+
+
 def limits():
     # The test server allows two instances and closes them after 2 s unused.
     a = create('lg', {'name': 'a'})['base_uri']
@@ -222,4 +292,4 @@ def limits():
     print('limits ok')
 
 
-{'consumers': consumers, 'limits': limits}[MODE]()
+{'consumers': consumers, 'admin': admin, 'limits': limits}[MODE]()
