@@ -139,6 +139,9 @@ async fn rest_proxy_consumer_instances_share_a_group_with_librdkafka_and_v3_admi
     python("rest_consumers.py", &[server.http.clone(), server.kafka.clone(), "consumers".into()]).await;
     // v3 topic configs (seen by Kafka's DescribeConfigs too) and records:batch.
     python("rest_consumers.py", &[server.http.clone(), server.kafka.clone(), "admin".into()]).await;
+    // The avro and jsonschema embedded formats (v2 and v3), read back by Confluent's
+    // deserializers and by consumer instances.
+    python("rest_consumers.py", &[server.http.clone(), server.kafka.clone(), "schemas".into()]).await;
     drop(server);
     // Instance limits and idle expiry.
     let tmp = tempfile::tempdir().unwrap();

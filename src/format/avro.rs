@@ -266,7 +266,7 @@ fn record_fields(record: &RecordSchema, columns: &[Column], row: &[Value]) -> Re
         .collect()
 }
 
-fn frame(schema_id: u32, schema: &AvroSchema, datum: Avro) -> Result<Vec<u8>, String> {
+pub(super) fn frame(schema_id: u32, schema: &AvroSchema, datum: Avro) -> Result<Vec<u8>, String> {
     let body = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
         .build()
         .and_then(|writer| writer.write_value_to_vec(datum))
@@ -328,7 +328,7 @@ fn to_avro(v: &Value, ty: &SqlType) -> Result<Avro, String> {
 
 /// Big-endian two's-complement bytes of an integer, as many as a DECIMAL of `precision`
 /// digits may need (the Avro library checks the width against the precision).
-fn padded_be(n: i128, precision: u8) -> Vec<u8> {
+pub(super) fn padded_be(n: i128, precision: u8) -> Vec<u8> {
     let width = (1..=16usize)
         .find(|len| ((8 * len - 1) as f64 * std::f64::consts::LOG10_2).floor() as usize >= precision as usize)
         .unwrap_or(16);

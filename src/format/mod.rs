@@ -16,6 +16,7 @@ use serde_json::Value;
 
 mod arrow;
 pub mod avro;
+pub mod avro_json;
 
 pub mod delimited;
 pub mod json;

@@ -7,6 +7,7 @@
 //! bootstrap superuser, and the listener must be on loopback.
 
 mod consumers;
+mod embedded;
 mod ksql;
 mod metrics;
 mod rest_admin;

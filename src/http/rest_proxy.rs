@@ -161,6 +161,10 @@ enum Embedded {
     Json,
     /// Base64 strings, written as the bytes they encode.
     Binary,
+    /// JSON written with an Avro schema from the registry (`embedded.rs`).
+    Avro,
+    /// JSON framed with a JSON Schema's id from the registry.
+    JsonSchema,
 }
 
 fn embedded_format(headers: &HeaderMap) -> Result<Embedded, RestError> {
@@ -172,12 +176,12 @@ fn embedded_format(headers: &HeaderMap) -> Result<Embedded, RestError> {
         "application/vnd.kafka.binary.v2+json" | "application/vnd.kafka.v2+json" | "application/json" => {
             Ok(Embedded::Binary)
         }
-        "application/vnd.kafka.avro.v2+json"
-        | "application/vnd.kafka.protobuf.v2+json"
-        | "application/vnd.kafka.jsonschema.v2+json" => Err(RestError(
+        "application/vnd.kafka.avro.v2+json" => Ok(Embedded::Avro),
+        "application/vnd.kafka.jsonschema.v2+json" => Ok(Embedded::JsonSchema),
+        "application/vnd.kafka.protobuf.v2+json" => Err(RestError(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             41501,
-            format!("the embedded format of {media} needs a Schema Registry, which this server does not have yet; use the json or binary embedded format"),
+            format!("the embedded format of {media} is not supported yet; use avro, jsonschema, json or binary"),
         )),
         "" => Err(RestError(StatusCode::UNSUPPORTED_MEDIA_TYPE, 415, "HTTP 415 Unsupported Media Type: a produce request needs a Content-Type such as application/vnd.kafka.json.v2+json".into())),
         other => Err(RestError(StatusCode::UNSUPPORTED_MEDIA_TYPE, 415, format!("HTTP 415 Unsupported Media Type: {other}"))),
@@ -196,7 +200,8 @@ struct Outgoing {
 fn embedded_bytes(format: Embedded, v: Option<&Value>, what: &str) -> Result<Option<Vec<u8>>, RestError> {
     match (format, v) {
         (_, None | Some(Value::Null)) => Ok(None),
-        (Embedded::Json, Some(v)) => Ok(Some(v.to_string().into_bytes())),
+        // (The schema formats are encoded by `embedded`, not here.)
+        (Embedded::Json | Embedded::Avro | Embedded::JsonSchema, Some(v)) => Ok(Some(v.to_string().into_bytes())),
         (Embedded::Binary, Some(Value::String(s))) => base64::engine::general_purpose::STANDARD
             .decode(s)
             .map(Some)
@@ -209,16 +214,12 @@ fn embedded_bytes(format: Embedded, v: Option<&Value>, what: &str) -> Result<Opt
     }
 }
 
-fn parse_records(format: Embedded, body: &[u8]) -> Result<Vec<Outgoing>, RestError> {
+/// A v2 request's records, and the key and value schema ids they were written with.
+type Parsed = (Vec<Outgoing>, Option<u32>, Option<u32>);
+
+fn parse_records(format: Embedded, topic: &str, body: &[u8]) -> Result<Parsed, RestError> {
     let body: Value = serde_json::from_slice(body)
         .map_err(|e| RestError(StatusCode::BAD_REQUEST, 400, format!("Malformed JSON request body: {e}")))?;
-    if body.get("value_schema").is_some() || body.get("value_schema_id").is_some() {
-        return Err(RestError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            42202,
-            "value_schema and value_schema_id need a Schema Registry, which this server does not have yet".into(),
-        ));
-    }
     let records = body.get("records").and_then(Value::as_array).ok_or_else(|| {
         RestError(StatusCode::UNPROCESSABLE_ENTITY, 42200, "the request body needs a \"records\" array".into())
     })?;
@@ -229,30 +230,44 @@ fn parse_records(format: Embedded, body: &[u8]) -> Result<Vec<Outgoing>, RestErr
             format!("a produce request carries at most {MAX_RECORDS_PER_REQUEST} records"),
         ));
     }
-    records
+    let mut encoded = match format {
+        Embedded::Avro | Embedded::JsonSchema => {
+            Some(super::embedded::encode_records(format == Embedded::Avro, topic, &body, records)?)
+        }
+        Embedded::Json | Embedded::Binary => None,
+    };
+    let outgoing = records
         .iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             let partition = match r.get("partition") {
                 None | Some(Value::Null) => None,
                 Some(p) => Some(p.as_i64().and_then(|p| i32::try_from(p).ok()).ok_or_else(partition_not_found)?),
             };
-            Ok(Outgoing {
-                partition,
-                key: embedded_bytes(format, r.get("key"), "key")?,
-                value: embedded_bytes(format, r.get("value"), "value")?,
-                timestamp_ms: None,
-            })
+            let (key, value) = match &mut encoded {
+                Some(e) => (e.keys[i].take(), e.values[i].take()),
+                None => {
+                    (embedded_bytes(format, r.get("key"), "key")?, embedded_bytes(format, r.get("value"), "value")?)
+                }
+            };
+            Ok(Outgoing { partition, key, value, timestamp_ms: None })
         })
-        .collect()
+        .collect::<Result<Vec<_>, RestError>>()?;
+    Ok((outgoing, encoded.as_ref().and_then(|e| e.key_schema_id), encoded.as_ref().and_then(|e| e.value_schema_id)))
 }
 
 /// The topic a producer writes to: created with the broker's defaults when Kafka would
 /// auto-create it.
-fn writable_topic(state: &HttpState, user: &User, name: &str) -> Result<Arc<Topic>, RestError> {
-    // Checked before a topic is created for the write, as after.
+fn may_write(state: &HttpState, user: &User, name: &str) -> Result<(), RestError> {
     if state.auth_required && !state.engine.users.may_access_topic(&user.0, name, TopicAccess::Write) {
         return Err(forbidden(name));
     }
+    Ok(())
+}
+
+fn writable_topic(state: &HttpState, user: &User, name: &str) -> Result<Arc<Topic>, RestError> {
+    // Checked before a topic is created for the write, as after.
+    may_write(state, user, name)?;
     let topic = match state.engine.log.topic(name) {
         Some(t) => t,
         None if state.broker.config.auto_create_topics => {
@@ -392,7 +407,9 @@ async fn produce(
     body: Bytes,
 ) -> Result<Response, RestError> {
     let format = embedded_format(&headers)?;
-    let mut records = parse_records(format, &body)?;
+    // Before any schema is registered for the topic.
+    may_write(&state, &user, &name)?;
+    let (mut records, key_schema_id, value_schema_id) = parse_records(format, &name, &body)?;
     if let Some(p) = partition {
         records.iter_mut().for_each(|r| r.partition = Some(p));
     }
@@ -410,7 +427,7 @@ async fn produce(
             Err((p, e)) => json!({ "partition": p, "offset": null, "error_code": 2, "error": e }),
         })
         .collect();
-    Ok(v2(json!({ "key_schema_id": null, "value_schema_id": null, "offsets": offsets })))
+    Ok(v2(json!({ "key_schema_id": key_schema_id, "value_schema_id": value_schema_id, "offsets": offsets })))
 }
 
 // ---- v3 ----
@@ -623,12 +640,25 @@ async fn partitions_v3(
     ))
 }
 
-/// A v3 key or value: `{"type": "JSON"|"BINARY"|"STRING", "data": ...}`.
-fn v3_data(v: Option<&Value>, what: &str) -> Result<(Option<Vec<u8>>, Value), String> {
+/// A v3 key or value: `{"type": "JSON"|"BINARY"|"STRING", "data": ...}`, or in a schema
+/// format (`"type": "AVRO"|"JSONSCHEMA"` with `"schema"`, or a `"schema_id"`; `embedded.rs`).
+fn v3_data(topic: &str, v: Option<&Value>, what: &str) -> Result<(Option<Vec<u8>>, Value), String> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok((None, Value::Null));
     };
-    let ty = v.get("type").and_then(Value::as_str).unwrap_or("JSON").to_ascii_uppercase();
+    let declared = v.get("type").and_then(Value::as_str).map(str::to_ascii_uppercase);
+    let schema_type = match declared.as_deref() {
+        Some("AVRO") => Some(crate::registry::SchemaType::Avro),
+        Some("JSONSCHEMA") => Some(crate::registry::SchemaType::Json),
+        Some("PROTOBUF") => Some(crate::registry::SchemaType::Protobuf),
+        _ => None,
+    };
+    if schema_type.is_some() || (declared.is_none() && v.get("schema_id").is_some()) {
+        let (bytes, id) = super::embedded::encode_v3(topic, what, schema_type, v)?;
+        let ty = declared.unwrap_or_else(|| "AVRO".into());
+        return Ok((Some(bytes.clone()), json!({ "type": ty, "size": bytes.len(), "schema_id": id })));
+    }
+    let ty = declared.unwrap_or_else(|| "JSON".into());
     let data = v.get("data").unwrap_or(&Value::Null);
     let bytes = match (ty.as_str(), data) {
         (_, Value::Null) => None,
@@ -638,9 +668,6 @@ fn v3_data(v: Option<&Value>, what: &str) -> Result<(Option<Vec<u8>>, Value), St
             base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| format!("Invalid base64 {what}: {e}"))?,
         ),
         ("STRING" | "BINARY", _) => return Err(format!("a {ty} {what} takes its data as a string")),
-        ("AVRO" | "PROTOBUF" | "JSONSCHEMA", _) => {
-            return Err(format!("the {ty} {what} format needs a Schema Registry, which this server does not have yet"))
-        }
         (other, _) => return Err(format!("unknown {what} type {other}")),
     };
     let summary = match &bytes {
@@ -656,10 +683,10 @@ fn fail_v3(code: u32, message: String) -> Value {
 
 /// A v3 record read from its JSON: what to append and the answer's key and value summaries,
 /// or the answer saying why not.
-fn prepare_v3(record: Result<Value, String>) -> Result<(Outgoing, Value, Value), Value> {
+fn prepare_v3(topic: &str, record: Result<Value, String>) -> Result<(Outgoing, Value, Value), Value> {
     let record = record.map_err(|e| fail_v3(400, format!("Malformed JSON request body: {e}")))?;
-    let (key, key_summary) = v3_data(record.get("key"), "key").map_err(|e| fail_v3(400, e))?;
-    let (value, value_summary) = v3_data(record.get("value"), "value").map_err(|e| fail_v3(400, e))?;
+    let (key, key_summary) = v3_data(topic, record.get("key"), "key").map_err(|e| fail_v3(400, e))?;
+    let (value, value_summary) = v3_data(topic, record.get("value"), "value").map_err(|e| fail_v3(400, e))?;
     let partition = match record.get("partition_id") {
         None | Some(Value::Null) => None,
         Some(p) => Some(
@@ -683,7 +710,12 @@ fn prepare_v3(record: Result<Value, String>) -> Result<(Outgoing, Value, Value),
 /// v3 records that arrived together: appended together (one fsync per partition); one
 /// answer each, in order, saying where it went or why not.
 async fn produce_v3(state: &HttpState, user: &User, name: &str, records: Vec<Result<Value, String>>) -> Vec<Value> {
-    let prepared: Vec<Result<(Outgoing, Value, Value), Value>> = records.into_iter().map(prepare_v3).collect();
+    // Before any schema is registered for the topic.
+    if let Err(RestError(_, code, message)) = may_write(state, user, name) {
+        return records.iter().map(|_| fail_v3(code, message.clone())).collect();
+    }
+    let prepared: Vec<Result<(Outgoing, Value, Value), Value>> =
+        records.into_iter().map(|r| prepare_v3(name, r)).collect();
     if prepared.iter().all(Result::is_err) {
         return prepared.into_iter().filter_map(Result::err).collect();
     }

@@ -1,7 +1,7 @@
 """The REST Proxy's v2 consumer instances driven with `requests` as kafka-rest's docs show
 them, sharing a consumer group with librdkafka (confluent-kafka) consumers.
 
-argv: http base URL, Kafka bootstrap, mode ('consumers', 'admin' or 'limits')."""
+argv: http base URL, Kafka bootstrap, mode ('consumers', 'admin', 'schemas' or 'limits')."""
 import base64
 import json
 import sys
@@ -275,6 +275,96 @@ def admin():
     print('admin ok')
 
 
+def schemas():
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.schema_registry.json_schema import JSONDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+    V2_AVRO = 'application/vnd.kafka.avro.v2+json'
+    V2_JSONSCHEMA = 'application/vnd.kafka.jsonschema.v2+json'
+    user = json.dumps({'type': 'record', 'name': 'User', 'fields': [
+        {'name': 'name', 'type': 'string'}, {'name': 'visits', 'type': 'long'},
+        {'name': 'email', 'type': ['null', 'string'], 'default': None}]})
+
+    def send(topic, content_type, body):
+        return requests.post(f'{BASE}/topics/{topic}', headers={'Content-Type': content_type}, data=json.dumps(body))
+
+    # avro: the schema is registered under users_http-value, records are in Confluent's framing.
+    r = send('users_http', V2_AVRO, {'key_schema': '"string"', 'value_schema': user, 'records': [
+        {'key': 'ada', 'value': {'name': 'ada', 'visits': 3, 'email': {'string': 'ada@example.org'}}},
+        {'value': {'name': 'bob', 'visits': 5}}]})
+    check(r.status_code == 200, r.text)
+    body = r.json()
+    value_id, key_id = body['value_schema_id'], body['key_schema_id']
+    check(isinstance(value_id, int) and isinstance(key_id, int) and value_id != key_id, body)
+    check([o['offset'] for o in body['offsets']] == [0, 1], body)
+    sr = SchemaRegistryClient({'url': BASE})
+    check(sr.get_latest_version('users_http-value').schema_id == value_id, 'registered under {topic}-value')
+    r = send('users_http', V2_AVRO, {'value_schema_id': value_id, 'records': [{'value': {'name': 'cy', 'visits': 1}}]})
+    check(r.status_code == 200 and r.json()['value_schema_id'] == value_id, r.text)
+    # Refused whole: a value that does not fit, a missing schema, an incompatible schema.
+    r = send('users_http', V2_AVRO, {'value_schema_id': value_id, 'records': [
+        {'value': {'name': 'ok', 'visits': 1}}, {'value': {'name': 'bad', 'visits': 'many'}}]})
+    check(r.status_code == 422 and r.json()['error_code'] == 42205 and 'visits' in r.json()['message'], r.text)
+    r = send('users_http', V2_AVRO, {'records': [{'value': {'name': 'x', 'visits': 1}}]})
+    check(r.status_code == 422 and r.json()['error_code'] == 42202, r.text)
+    incompatible = json.dumps({'type': 'record', 'name': 'User', 'fields': [
+        {'name': 'name', 'type': 'string'}, {'name': 'age', 'type': 'int'}]})
+    r = send('users_http', V2_AVRO, {'value_schema': incompatible, 'records': [{'value': {'name': 'x', 'age': 1}}]})
+    check(r.status_code == 422 and 'incompatible' in r.json()['message'], r.text)
+    check(requests.get(BASE + '/topics/users_http/partitions/0/offsets').json()['end_offset'] == 3, 'nothing partial')
+
+    # What librdkafka with Confluent's deserializer reads, and what an avro consumer instance shows.
+    de = AvroDeserializer(sr)
+    c = Consumer({'bootstrap.servers': BOOTSTRAP, 'group.id': 'avro-http', 'auto.offset.reset': 'earliest'})
+    c.subscribe(['users_http'])
+    got = []
+    deadline = time.time() + 30
+    while time.time() < deadline and len(got) < 3:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(de(m.value(), SerializationContext('users_http', MessageField.VALUE)))
+            if len(got) == 1:
+                check(de(m.key(), SerializationContext('users_http', MessageField.KEY)) == 'ada', m.key())
+    c.close()
+    check(got == [{'name': 'ada', 'visits': 3, 'email': 'ada@example.org'}, {'name': 'bob', 'visits': 5, 'email': None},
+                  {'name': 'cy', 'visits': 1, 'email': None}], got)
+    a = create('avro-rest', {'name': 'a', 'format': 'avro', 'auto.offset.reset': 'earliest'})['base_uri']
+    check(post(a + '/assignments', {'partitions': [{'topic': 'users_http', 'partition': 0}]}).status_code == 204, 'assign')
+    shown = read_until(a, 3, accept=V2_AVRO)
+    check([r['value'] for r in shown][:2] == got[:2] and shown[0]['key'] == 'ada', shown)
+    requests.delete(a)
+
+    # jsonschema: JSON text behind the framing; read with Confluent's JSONDeserializer.
+    order = json.dumps({'type': 'object', 'properties': {'id': {'type': 'integer'}, 'item': {'type': 'string'}}})
+    r = send('orders_js', V2_JSONSCHEMA, {'value_schema': order, 'records': [{'value': {'id': 1, 'item': 'tea'}}]})
+    check(r.status_code == 200 and isinstance(r.json()['value_schema_id'], int), r.text)
+    check(sr.get_latest_version('orders_js-value').schema.schema_type == 'JSON', 'a JSON schema')
+    de = JSONDeserializer(order)
+    c = Consumer({'bootstrap.servers': BOOTSTRAP, 'group.id': 'js-http', 'auto.offset.reset': 'earliest'})
+    c.subscribe(['orders_js'])
+    m, deadline = None, time.time() + 30
+    while time.time() < deadline and (m is None or m.error()):
+        m = c.poll(0.5)
+    c.close()
+    check(de(m.value(), SerializationContext('orders_js', MessageField.VALUE)) == {'id': 1, 'item': 'tea'}, m.value())
+    j = create('js-rest', {'name': 'j', 'format': 'jsonschema', 'auto.offset.reset': 'earliest'})['base_uri']
+    check(post(j + '/subscription', {'topics': ['orders_js']}).status_code == 204, 'subscribe')
+    check([r['value'] for r in read_until(j, 1, accept=V2_JSONSCHEMA)] == [{'id': 1, 'item': 'tea'}], 'jsonschema consumer')
+    requests.delete(j)
+    # v3 records in the schema formats: by schema text, then by id.
+    v3 = BASE + '/v3/clusters/eddy/topics/users_http/records'
+    r = requests.post(v3, json={'value': {'type': 'AVRO', 'schema': user, 'data': {'name': 'dee', 'visits': 9}}})
+    check(r.status_code == 200 and r.json()['error_code'] == 200 and r.json()['value']['schema_id'] == value_id, r.text)
+    r = requests.post(v3, json={'value': {'schema_id': value_id, 'data': {'name': 'eve', 'visits': 'x'}}})
+    check(r.json()['error_code'] == 400 and 'visits' in r.json()['message'], r.text)
+    r = requests.post(v3, json={'value': {'schema_id': value_id, 'data': {'name': 'eve', 'visits': 2}}})
+    check(r.json()['error_code'] == 200 and r.json()['offset'] == 4, r.text)
+    r = send('orders_js', 'application/vnd.kafka.protobuf.v2+json', {'records': []})
+    check(r.status_code == 415, r.text)
+    print('schemas ok')
+
+
 def limits():
     # The test server allows two instances and closes them after 2 s unused.
     a = create('lg', {'name': 'a'})['base_uri']
@@ -292,4 +382,4 @@ def limits():
     print('limits ok')
 
 
-{'consumers': consumers, 'admin': admin, 'limits': limits}[MODE]()
+{'consumers': consumers, 'admin': admin, 'schemas': schemas, 'limits': limits}[MODE]()
