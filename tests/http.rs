@@ -141,7 +141,8 @@ async fn rest_proxy_consumer_instances_share_a_group_with_librdkafka_and_v3_admi
     python("rest_consumers.py", &[server.http.clone(), server.kafka.clone(), "admin".into()]).await;
     // The avro and jsonschema embedded formats (v2 and v3), read back by Confluent's
     // deserializers and by consumer instances.
-    python("rest_consumers.py", &[server.http.clone(), server.kafka.clone(), "schemas".into()]).await;
+    let port = server.port.to_string();
+    python("rest_consumers.py", &[server.http.clone(), server.kafka.clone(), "schemas".into(), port]).await;
     drop(server);
     // Instance limits and idle expiry.
     let tmp = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! AVRO relations and the Schema Registry: columns inferred from a subject's schema, the
+//! AVRO and JSON_SR relations and the Schema Registry: columns inferred from a subject's schema, the
 //! schema a relation's rows are written with, and whether that schema is the relation's own.
 //! Called by `ddl.rs` when streams and tables are created and by `INSERT INTO ... SELECT`.
 
@@ -19,10 +19,13 @@ impl Engine {
         mut columns: Vec<Column>,
         props: &BTreeMap<String, String>,
     ) -> Result<(Vec<Column>, Option<u32>)> {
-        let avro = props.get("VALUE_FORMAT").or(props.get("FORMAT")).is_some_and(|f| f.eq_ignore_ascii_case("AVRO"));
+        let format = props.get("VALUE_FORMAT").or(props.get("FORMAT")).map(|f| f.to_ascii_uppercase());
+        let avro = matches!(format.as_deref(), Some("AVRO" | "JSON_SR"));
         let schema_id = match props.get("VALUE_SCHEMA_ID") {
             Some(_) if !avro => {
-                return Err(EddyError::InvalidValue("VALUE_SCHEMA_ID applies to VALUE_FORMAT='AVRO'".into()))
+                return Err(EddyError::InvalidValue(
+                    "VALUE_SCHEMA_ID applies to VALUE_FORMAT='AVRO' or 'JSON_SR'".into(),
+                ))
             }
             Some(id) => Some(
                 id.trim()
@@ -54,12 +57,26 @@ impl Engine {
                     .id
             }
         };
-        let schema = self
-            .registry
-            .avro(id)
-            .map_err(|e| EddyError::InvalidValue(format!("VALUE_SCHEMA_ID {id}: {}", e.message)))?;
-        let inferred = crate::format::avro::columns_of(&schema)
-            .map_err(|e| EddyError::InvalidValue(format!("schema {id} of topic '{topic}': {e}")))?;
+        let inferred = if format.as_deref() == Some("JSON_SR") {
+            let stored = self
+                .registry
+                .schema(id)
+                .map_err(|e| EddyError::InvalidValue(format!("VALUE_SCHEMA_ID {id}: {}", e.message)))?;
+            if stored.schema_type != crate::registry::SchemaType::Json {
+                return Err(EddyError::InvalidValue(format!(
+                    "schema {id} of topic '{topic}' is {}, not a JSON Schema",
+                    stored.schema_type.name()
+                )));
+            }
+            crate::format::json_sr::columns_of(&stored.schema)
+        } else {
+            let schema = self
+                .registry
+                .avro(id)
+                .map_err(|e| EddyError::InvalidValue(format!("VALUE_SCHEMA_ID {id}: {}", e.message)))?;
+            crate::format::avro::columns_of(&schema)
+        }
+        .map_err(|e| EddyError::InvalidValue(format!("schema {id} of topic '{topic}': {e}")))?;
         for c in inferred {
             if columns.iter().any(|k| k.name == c.name) {
                 continue;
@@ -73,20 +90,18 @@ impl Engine {
     /// one made from its columns and registered under `{topic}-value` (a query's output, or a
     /// topic without a subject yet), else the subject's latest.
     pub(super) fn attach_value_schema(&self, rel: &mut RelationDef, inferred: Option<u32>) -> Result<()> {
-        if rel.value_format != "AVRO" {
-            return Ok(());
-        }
+        let (schema_type, own) = match rel.value_format.as_str() {
+            "AVRO" => (crate::registry::SchemaType::Avro, crate::format::avro::schema_for(&rel.columns)),
+            "JSON_SR" => (crate::registry::SchemaType::Json, crate::format::json_sr::schema_for(&rel.columns)),
+            _ => return Ok(()),
+        };
         let subject = format!("{}-value", rel.topic);
         let latest = self.registry.version(&subject, crate::registry::VersionRef::Latest, false).ok();
         let id = match (inferred, latest) {
             (Some(id), _) => id,
             (None, Some(latest)) if rel.written_by.is_none() => latest.id,
             _ => {
-                let schema = crate::registry::StoredSchema {
-                    schema: crate::format::avro::schema_for(&rel.columns),
-                    schema_type: crate::registry::SchemaType::Avro,
-                    references: Vec::new(),
-                };
+                let schema = crate::registry::StoredSchema { schema: own, schema_type, references: Vec::new() };
                 self.registry.register(&subject, schema).map_err(|e| {
                     EddyError::InvalidValue(format!("registering the value schema of {}: {}", rel.name, e.message))
                 })?

@@ -369,7 +369,8 @@ impl Engine {
             | ValueFormat::Json
             | ValueFormat::JsonUnwrapped
             | ValueFormat::Kafka
-            | ValueFormat::Avro { .. } => None,
+            | ValueFormat::Avro { .. }
+            | ValueFormat::JsonSr { .. } => None,
         };
         let key_window = match (props.get("WINDOW_TYPE"), props.get("WINDOW_SIZE")) {
             (None, None) => query_window,

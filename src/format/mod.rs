@@ -17,6 +17,7 @@ use serde_json::Value;
 mod arrow;
 pub mod avro;
 pub mod avro_json;
+pub mod json_sr;
 
 pub mod delimited;
 pub mod json;
@@ -79,6 +80,11 @@ pub enum ValueFormat {
     Avro {
         schema_id: u32,
     },
+    /// JSON behind Confluent's framing (`json_sr.rs`); written with registered JSON Schema
+    /// `schema_id` (0: none, the relation is only read).
+    JsonSr {
+        schema_id: u32,
+    },
 }
 
 impl ValueFormat {
@@ -92,7 +98,8 @@ impl ValueFormat {
             }),
             "KAFKA" => ValueFormat::Kafka,
             "AVRO" => ValueFormat::Avro { schema_id: 0 },
-            other => return Err(format!("VALUE_FORMAT='{other}' (supported: JSON, DELIMITED, KAFKA, AVRO)")),
+            "JSON_SR" => ValueFormat::JsonSr { schema_id: 0 },
+            other => return Err(format!("VALUE_FORMAT='{other}' (supported: JSON, DELIMITED, KAFKA, AVRO, JSON_SR)")),
         };
         if delimiter.is_some() && !matches!(format, ValueFormat::Delimited(_)) {
             return Err("VALUE_DELIMITER applies to VALUE_FORMAT='DELIMITED' only".into());
@@ -106,6 +113,7 @@ impl ValueFormat {
             ValueFormat::Delimited(_) => "DELIMITED",
             ValueFormat::Kafka => "KAFKA",
             ValueFormat::Avro { .. } => "AVRO",
+            ValueFormat::JsonSr { .. } => "JSON_SR",
         }
     }
 
@@ -113,7 +121,7 @@ impl ValueFormat {
     pub fn check_columns(self, columns: &[Column]) -> Result<(), String> {
         let values: Vec<&Column> = columns.iter().filter(|c| !c.key).collect();
         match self {
-            ValueFormat::Json | ValueFormat::Avro { .. } => Ok(()),
+            ValueFormat::Json | ValueFormat::Avro { .. } | ValueFormat::JsonSr { .. } => Ok(()),
             ValueFormat::JsonUnwrapped => match values.as_slice() {
                 [_] => Ok(()),
                 _ => Err(format!(
@@ -235,6 +243,7 @@ fn decode_value(columns: &[Column], format: ValueFormat, value: &[u8]) -> Result
             Ok(out)
         }
         ValueFormat::Avro { .. } => avro::decode_value(columns, value),
+        ValueFormat::JsonSr { .. } => json_sr::decode_value(columns, value),
     }
 }
 
@@ -265,6 +274,9 @@ pub fn try_encode_value(columns: &[Column], format: ValueFormat, row: &[Cell]) -
             Err("this AVRO relation has no registered value schema to write with".into())
         }
         ValueFormat::Avro { schema_id } => avro::encode_value(columns, row, schema_id).map(Some),
+        ValueFormat::JsonSr { schema_id: 0 } => {
+            Err("this JSON_SR relation has no registered value schema to write with".into())
+        }
         other => Ok(encode_value(columns, other, row)),
     }
 }
@@ -280,6 +292,11 @@ pub fn encode_value(columns: &[Column], format: ValueFormat, row: &[Cell]) -> Op
                 None
             }
         },
+        ValueFormat::JsonSr { schema_id: 0 } => {
+            tracing::error!("a bug in Eddy: a JSON_SR output without a registered schema");
+            None
+        }
+        ValueFormat::JsonSr { schema_id } => Some(json_sr::encode_value(columns, row, schema_id)),
         ValueFormat::Json => Some(json::encode_value(columns, row)),
         ValueFormat::JsonUnwrapped => {
             let (c, v) = columns.iter().zip(row).find(|(c, _)| !c.key)?;

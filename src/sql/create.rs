@@ -50,7 +50,10 @@ pub(super) fn parse_create(t: &mut Tokens) -> Result<Statement, EddyError> {
     }
     t.expect_end()?;
     // AVRO takes its value columns from the Schema Registry when none are declared.
-    let inferred = props.get("VALUE_FORMAT").or(props.get("FORMAT")).is_some_and(|f| f.eq_ignore_ascii_case("AVRO"));
+    let inferred = props
+        .get("VALUE_FORMAT")
+        .or(props.get("FORMAT"))
+        .is_some_and(|f| f.eq_ignore_ascii_case("AVRO") || f.eq_ignore_ascii_case("JSON_SR"));
     if columns.is_empty() && !inferred {
         return Err(t.error(format!("CREATE {} needs a column list, e.g. (id STRING KEY, amount DOUBLE)", kind.word())));
     }

@@ -1,7 +1,8 @@
 """The REST Proxy's v2 consumer instances driven with `requests` as kafka-rest's docs show
 them, sharing a consumer group with librdkafka (confluent-kafka) consumers.
 
-argv: http base URL, Kafka bootstrap, mode ('consumers', 'admin', 'schemas' or 'limits')."""
+argv: http base URL, Kafka bootstrap, mode ('consumers', 'admin', 'schemas' or 'limits'),
+the Postgres port for 'schemas'."""
 import base64
 import json
 import sys
@@ -362,7 +363,54 @@ def schemas():
     check(r.json()['error_code'] == 200 and r.json()['offset'] == 4, r.text)
     r = send('orders_js', 'application/vnd.kafka.protobuf.v2+json', {'records': []})
     check(r.status_code == 415, r.text)
+    json_sr_in_sql(sr)
     print('schemas ok')
+
+
+def json_sr_in_sql(sr):
+    """VALUE_FORMAT='JSON_SR': columns from the registry, a query writing it, Confluent's
+    JSONSerializer and JSONDeserializer on either side."""
+    import psycopg
+    from confluent_kafka import Producer
+    from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+    pg_port = sys.argv[4]
+    schema = json.dumps({'type': 'object', 'title': 'Order', 'properties': {
+        'id': {'type': 'integer'}, 'item': {'type': 'string'}, 'price': {'type': 'number'},
+        'tags': {'type': 'array', 'items': {'type': 'string'}}}})
+    ser = JSONSerializer(schema, sr)
+    p = Producer({'bootstrap.servers': BOOTSTRAP})
+    for o in [{'id': 1, 'item': 'tea', 'price': 2.5, 'tags': ['hot']}, {'id': 2, 'item': 'cup', 'price': 0.5, 'tags': []},
+              {'id': 3, 'item': 'pot', 'price': 9.0, 'tags': ['big', 'hot']}]:
+        p.produce('orders_jsr', value=ser(o, SerializationContext('orders_jsr', MessageField.VALUE)))
+    p.produce('orders_jsr', value=b'{"id": 4}')  # not framed: to the processing log
+    p.flush(10)
+    with psycopg.connect(f'host=127.0.0.1 port={pg_port} user=eddy dbname=eddy', autocommit=True) as conn:
+        conn.execute("CREATE STREAM ojs WITH (KAFKA_TOPIC='orders_jsr', VALUE_FORMAT='JSON_SR')")
+        names = [c[0] for c in conn.execute("DESCRIBE ojs").fetchall()]
+        check(names[:4] == ['id', 'item', 'price', 'tags'], names)
+        rows = conn.execute("SELECT id, item, price, tags FROM ojs ORDER BY id").fetchall()
+        check(rows == [(1, 'tea', 2.5, ['hot']), (2, 'cup', 0.5, []), (3, 'pot', 9.0, ['big', 'hot'])], rows)
+        conn.execute("SET 'auto.offset.reset' = 'earliest'")
+        conn.execute("CREATE STREAM dear WITH (VALUE_FORMAT='JSON_SR') AS SELECT id, item, price * 2 AS doubled FROM ojs WHERE price > 1")
+        deadline = time.time() + 30
+        errors = []
+        while time.time() < deadline and not any('magic byte' in e for e in errors):
+            errors = [r[0] for r in conn.execute("SELECT error FROM eddy_processing_log").fetchall()]
+            time.sleep(0.3)
+        check(any('magic byte' in e for e in errors), errors)
+    latest = sr.get_latest_version('dear-value')
+    check(latest.schema.schema_type == 'JSON' and 'doubled' in latest.schema.schema_str, latest.schema.schema_str)
+    de = JSONDeserializer(None, schema_registry_client=sr)
+    c = Consumer({'bootstrap.servers': BOOTSTRAP, 'group.id': 'jsr-check', 'auto.offset.reset': 'earliest'})
+    c.subscribe(['dear'])
+    got, deadline = [], time.time() + 30
+    while time.time() < deadline and len(got) < 2:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(de(m.value(), SerializationContext('dear', MessageField.VALUE)))
+    c.close()
+    check(sorted(g['id'] for g in got) == [1, 3] and {g['doubled'] for g in got} == {5.0, 18.0}, got)
 
 
 def limits():
