@@ -57,8 +57,9 @@ pub struct ServerConfig {
     pub client_write_timeout: Option<Duration>,
 }
 
-/// A TLS acceptor from PEM files (rustls with ring, as pgwire uses it).
-fn tls_acceptor(cert: &Path, key: &Path) -> Result<pgwire::tokio::TlsAcceptor> {
+/// A TLS acceptor from PEM files (rustls with ring, as pgwire uses it), offering the ALPN
+/// protocols given (HTTP's `h2` and `http/1.1`; none for Postgres).
+fn tls_acceptor(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<pgwire::tokio::TlsAcceptor> {
     use pgwire::tokio::tokio_rustls::rustls;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -72,12 +73,13 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<pgwire::tokio::TlsAcceptor> {
         return Err(bad("certificate", format!("no certificate in {}", cert.display())));
     }
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad("key", e.to_string()))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| bad("config", e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| bad("certificate and key", e.to_string()))?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -111,7 +113,7 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
         )));
     }
     let tls = match &config.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        Some((cert, key)) => Some(tls_acceptor(cert, key, &[])?),
         None => None,
     };
     let mut engine_config = EngineConfig::new(config.data_dir.clone());
@@ -143,6 +145,12 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
             .await
             .map_err(|e| EddyError::InvalidValue(format!("cannot listen on {} for Kafka: {e}", config.kafka_listen)))?;
     let kafka_addr = broker.advertised;
+    // With --tls-cert the HTTP listeners speak HTTPS only (ALPN h2 and http/1.1).
+    let http_tls = match &config.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key, &[b"h2", b"http/1.1"])?),
+        None => None,
+    };
+    let scheme = if http_tls.is_some() { "https" } else { "http" };
     let (http_listener, http_addr) = crate::http::bind(config.http_listen)
         .await
         .map_err(|e| EddyError::InvalidValue(format!("cannot listen on {} for HTTP: {e}", config.http_listen)))?;
@@ -166,13 +174,13 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
                 EddyError::InvalidValue(format!("cannot listen on {addr} for the Schema Registry: {e}"))
             })?;
             let app = crate::http::schema_registry_router(http_state.clone());
-            Some((bound, tokio::spawn(crate::http::serve(listener, http_state.clone(), app))))
+            Some((bound, tokio::spawn(crate::http::serve(listener, http_state.clone(), app, http_tls.clone()))))
         }
         None => None,
     };
     let app = crate::http::router(http_state.clone());
     let consumer_reaper = tokio::spawn(crate::http::expire_idle_consumers(http_state.clone()));
-    let http_task = tokio::spawn(crate::http::serve(http_listener, http_state, app));
+    let http_task = tokio::spawn(crate::http::serve(http_listener, http_state, app, http_tls));
     let kafka_task = tokio::spawn(crate::kafka::serve(kafka_listener, broker));
     println!("Eddy is ready. Data in {}", config.data_dir.display());
     println!("  SQL:   psql -h {} -p {} -U eddy -d {DATABASE}", addr.ip(), addr.port());
@@ -181,9 +189,9 @@ pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output
     }
     println!("  Kafka: kcat -b {kafka_addr} -L");
     if let Some((addr, _)) = &registry_task {
-        println!("  Schema Registry alone: http://{addr}");
+        println!("  Schema Registry alone: {scheme}://{addr}");
     }
-    println!("  HTTP:  curl http://{http_addr}/info   (REST Proxy, ksqlDB's REST API, Schema Registry, /metrics)");
+    println!("  HTTP:  curl {scheme}://{http_addr}/info   (REST Proxy, ksqlDB's REST API, Schema Registry, /metrics)");
 
     let retention = {
         let log = engine.log.clone();

@@ -149,3 +149,34 @@ async fn rest_proxy_consumer_instances_share_a_group_with_librdkafka_and_v3_admi
     let server = Server::start_with(tmp.path(), 0, &["--http-max-consumers", "2", "--http-consumer-idle-ms", "2000"]);
     python("rest_consumers.py", &[server.http.clone(), server.kafka.clone(), "limits".into()]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_tls_cert_http2_by_alpn_and_basic_auth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let password = tmp.path().join("password");
+    std::fs::write(&password, "t1s-pw\n").unwrap();
+    let server = Server::start_with(
+        &tmp.path().join("data"),
+        0,
+        &[
+            "--password-file",
+            password.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let cert = cert.to_str().unwrap().to_string();
+    python("http_clients.py", &[server.http.clone(), server.kafka.clone(), "tls".into(), "t1s-pw".into(), cert]).await;
+}

@@ -155,8 +155,9 @@ fn with_layers(routes: Router<Arc<HttpState>>, state: Arc<HttpState>) -> Router 
 }
 
 /// Serves connections until the task is aborted: one task per connection, at most
-/// `max_connections` of them.
-pub async fn serve(listener: TcpListener, state: Arc<HttpState>, app: Router) {
+/// `max_connections` of them; over TLS when an acceptor is given (a client that has not
+/// finished its handshake within the request-head timeout is dropped).
+pub async fn serve(listener: TcpListener, state: Arc<HttpState>, app: Router, tls: Option<pgwire::tokio::TlsAcceptor>) {
     let permits = Arc::new(Semaphore::new(state.config.max_connections));
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(state.config.header_read_timeout);
@@ -179,8 +180,18 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, app: Router) {
         let _ = socket.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let builder = builder.clone();
+        let tls = tls.clone();
+        let handshake_timeout = state.config.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = builder.serve_connection(TokioIo::new(socket), service).await {
+            let served = match tls {
+                None => builder.serve_connection(TokioIo::new(socket), service).await,
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await {
+                    Ok(Ok(stream)) => builder.serve_connection(TokioIo::new(stream), service).await,
+                    Ok(Err(e)) => Err(format!("TLS handshake: {e}").into()),
+                    Err(_) => Err("TLS handshake timed out".into()),
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, "http connection ended: {e}");
             }
             drop(permit);

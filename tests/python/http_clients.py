@@ -591,5 +591,27 @@ def avro_format():
     print('avro ok')
 
 
-{'rest': rest_proxy, 'rest-big': rest_big, 'ksql': ksql_api, 'auth': auth, 'metrics': metrics_endpoint, 'avro': avro_format,
+def tls():
+    """With --tls-cert and passwords: HTTPS only, HTTP/2 by ALPN, Basic credentials required."""
+    password, cert = sys.argv[4], sys.argv[5]
+    check(BASE.startswith('https://'), BASE)
+    r = requests.get(BASE + '/info', verify=cert, auth=('eddy', password))
+    check(r.status_code == 200 and r.json()['KsqlServerInfo']['serverStatus'] == 'RUNNING', r.text)
+    check(requests.get(BASE + '/brokers', verify=cert).status_code == 401, 'credentials required')
+    with httpx.Client(http2=True, verify=cert, auth=('eddy', password)) as client:
+        r = client.get(BASE + '/brokers')
+        check(r.status_code == 200 and r.http_version == 'HTTP/2', (r.status_code, r.http_version))
+    try:
+        requests.get(BASE.replace('https://', 'http://') + '/info', timeout=5)
+        check(False, 'plain HTTP answered on the TLS port')
+    except requests.exceptions.RequestException:
+        pass
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    sr = SchemaRegistryClient({'url': BASE, 'basic.auth.user.info': 'eddy:' + password, 'ssl.ca.location': cert})
+    sid = sr.register_schema('tls-value', Schema('"string"', 'AVRO'))
+    check(sr.get_schema(sid).schema_str == '"string"', 'registry over TLS')
+    print('tls ok')
+
+
+{'rest': rest_proxy, 'tls': tls, 'rest-big': rest_big, 'ksql': ksql_api, 'auth': auth, 'metrics': metrics_endpoint, 'avro': avro_format,
  'registry': schema_registry, 'registry-restart': registry_after_restart}[MODE]()
