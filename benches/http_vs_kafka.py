@@ -7,8 +7,8 @@ running server (benches/RESULTS.md has the command and the figures).
    confluent-kafka (librdkafka, acks=all), REST Proxy v2 (1,000 records per request, one
    connection), REST Proxy v3 streamed (one record per JSON object on one chunked request;
    each is its own append, so this runs on a tenth of the records).
-2. RECORDS rows produced as JSON and as Confluent-framed Avro (confluent-kafka's
-   AvroSerializer); then one persistent query over each (`CREATE STREAM ... AS SELECT` with a
+2. RECORDS rows produced as JSON, as Confluent-framed Avro (confluent-kafka's
+   AvroSerializer) and as JSON_SR (framed JSON); then one persistent query over each (`CREATE STREAM ... AS SELECT` with a
    filter), timed from creation until /metrics says it has processed every record.
 """
 import json
@@ -87,8 +87,8 @@ def processed(query_prefix):
 
 def decode_run(conn, fmt, topic, n):
     name = f'{fmt.lower()}_in_{RUN}'
-    if fmt == 'AVRO':
-        conn.execute(f"CREATE STREAM {name} WITH (KAFKA_TOPIC='{topic}', VALUE_FORMAT='AVRO')")
+    if fmt in ('AVRO', 'JSON_SR'):
+        conn.execute(f"CREATE STREAM {name} WITH (KAFKA_TOPIC='{topic}', VALUE_FORMAT='{fmt}')")
     else:
         conn.execute(f"CREATE STREAM {name} (id BIGINT, usr STRING, page STRING, amount BIGINT, ok BOOLEAN) "
                      f"WITH (KAFKA_TOPIC='{topic}', VALUE_FORMAT='JSON')")
@@ -113,8 +113,13 @@ def main():
     schema = json.dumps({'type': 'record', 'name': 'PageView', 'fields': [
         {'name': 'id', 'type': 'long'}, {'name': 'usr', 'type': 'string'}, {'name': 'page', 'type': 'string'},
         {'name': 'amount', 'type': 'long'}, {'name': 'ok', 'type': 'boolean'}]})
-    avro_topic, json_topic = f'bench_avro_{RUN}', f'bench_json_{RUN}'
+    avro_topic, json_topic, sr_topic = f'bench_avro_{RUN}', f'bench_json_{RUN}', f'bench_jsonsr_{RUN}'
     ser = AvroSerializer(sr, schema)
+    from confluent_kafka.schema_registry import Schema
+    json_schema = json.dumps({'type': 'object', 'properties': {
+        'id': {'type': 'integer'}, 'usr': {'type': 'string'}, 'page': {'type': 'string'},
+        'amount': {'type': 'integer'}, 'ok': {'type': 'boolean'}}})
+    frame = b'\x00' + sr.register_schema(f'{sr_topic}-value', Schema(json_schema, 'JSON')).to_bytes(4, 'big')
     p = Producer({'bootstrap.servers': BOOTSTRAP, 'linger.ms': 5, 'batch.num.messages': 10000})
     ctx = SerializationContext(avro_topic, MessageField.VALUE)
     for i in range(N):
@@ -122,6 +127,7 @@ def main():
             try:
                 p.produce(avro_topic, value=ser(value(i), ctx))
                 p.produce(json_topic, value=json.dumps(value(i)).encode())
+                p.produce(sr_topic, value=frame + json.dumps(value(i)).encode())
                 break
             except BufferError:
                 p.poll(0.01)
@@ -130,7 +136,8 @@ def main():
         conn.execute("SET 'auto.offset.reset' = 'earliest'")
         j = rate('decode: JSON values, filter + project query', N, decode_run(conn, 'JSON', json_topic, N))
         a = rate('decode: AVRO values, filter + project query', N, decode_run(conn, 'AVRO', avro_topic, N))
-    print(f'ratio AVRO / JSON decode: {a / j:.2f}')
+        js = rate('decode: JSON_SR values, filter + project query', N, decode_run(conn, 'JSON_SR', sr_topic, N))
+    print(f'ratio AVRO / JSON decode: {a / j:.2f}; JSON_SR / JSON: {js / j:.2f}')
 
 
 main()

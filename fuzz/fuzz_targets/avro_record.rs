@@ -1,7 +1,8 @@
 //! Fuzzes the AVRO value decoder (`format::avro`, what every record of an AVRO stream goes
 //! through after its framing): any body decodes to cells or an error, never a panic, with a
 //! writer schema of every type Eddy maps; cells that pass the column checks are encoded again
-//! with the same schema without a panic.
+//! with the same schema without a panic. Input that is JSON also goes through
+//! `format::avro_json` (the REST Proxy's `avro` embedded format) with the same schema.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -14,6 +15,10 @@ mod types;
 #[path = "../../src/format/avro.rs"]
 #[allow(dead_code)]
 mod avro;
+
+#[path = "../../src/format/avro_json.rs"]
+#[allow(dead_code)]
+mod avro_json;
 
 /// `crate::registry` as `avro.rs` sees it: the fuzz target hands the schema over itself.
 #[allow(dead_code)]
@@ -61,6 +66,12 @@ const SCHEMA: &str = r#"{"type": "record", "name": "R", "fields": [
 fuzz_target!(|data: &[u8]| {
     let schema = apache_avro::Schema::parse_str(SCHEMA).expect("the target's schema parses");
     let columns: Vec<Column> = avro::columns_of(&schema).expect("every field maps to a column");
+    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(data) {
+        if let Ok(framed) = avro_json::json_to_framed(&schema, 1, &json) {
+            // What it writes decodes again.
+            avro::decode_with(&schema, 1, &columns, &framed[5..]).expect("json_to_framed wrote a valid datum");
+        }
+    }
     let Ok(raw) = avro::decode_with(&schema, 1, &columns, data) else { return };
     let cells: Result<Vec<serde_json::Value>, _> =
         columns.iter().zip(raw).map(|(c, v)| types::normalize(&c.ty, v)).collect();
