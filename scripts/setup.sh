@@ -26,9 +26,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-if [ "${1:-}" = "--test" ] && ! python3 -c "import psycopg, psycopg2, asyncpg, confluent_kafka, kafka, sqlalchemy, pgcli, httpx, h2, requests, prometheus_client, fastavro, authlib, jsonschema" >/dev/null 2>&1; then
+if [ "${1:-}" = "--test" ] && ! python3 -c "import psycopg, psycopg2, asyncpg, confluent_kafka, kafka, sqlalchemy, pgcli, httpx, h2, requests, prometheus_client, fastavro, authlib, jsonschema, google.protobuf" >/dev/null 2>&1; then
   echo "setup: installing the Python clients the tests use (psycopg, psycopg2, asyncpg, confluent-kafka, kafka-python, sqlalchemy, pgcli, httpx, requests, prometheus-client)"
-  pkgs=("psycopg[binary]==3.3.9" "psycopg2-binary==2.9.13" "asyncpg==0.32.0" "confluent-kafka[avro,json,schemaregistry]==2.16.1" "kafka-python==3.0.12" "SQLAlchemy==2.1.9" "pgcli==4.7.1" "httpx[http2]==0.29.0" "requests==2.34.2" "prometheus-client==0.26.0" "setuptools" "wheel")
+  pkgs=("psycopg[binary]==3.3.9" "psycopg2-binary==2.9.13" "asyncpg==0.32.0" "confluent-kafka[avro,json,protobuf,schemaregistry]==2.16.1" "kafka-python==3.0.12" "SQLAlchemy==2.1.9" "pgcli==4.7.1" "httpx[http2]==0.29.0" "requests==2.34.2" "prometheus-client==0.26.0" "setuptools" "wheel")
   python3 -m pip install -q "${pkgs[@]}" || python3 -m pip install -q --break-system-packages "${pkgs[@]}"
 fi
 # ksqlDB's Python client (PyPI `ksql` 0.10.2): its setup.py imports pip and its declared

@@ -200,6 +200,8 @@ pub fn global() -> Option<std::sync::Arc<Registry>> {
 struct Inner {
     /// Avro schemas parsed once, by id.
     parsed: HashMap<u32, std::sync::Arc<AvroSchema>>,
+    /// Protobuf schemas compiled once, by id.
+    compiled: HashMap<u32, std::sync::Arc<crate::format::protobuf::Compiled>>,
     schemas: BTreeMap<u32, StoredSchema>,
     by_identity: HashMap<(SchemaType, String, Vec<Reference>), u32>,
     subjects: BTreeMap<String, BTreeMap<u32, VersionEntry>>,
@@ -325,6 +327,28 @@ impl Registry {
         let parsed = std::sync::Arc::new(parse_avro(&inner, &stored.schema, &stored.references)?);
         inner.parsed.insert(id, parsed.clone());
         Ok(parsed)
+    }
+
+    /// Schema `id`, compiled as Protobuf (cached).
+    pub fn protobuf(&self, id: u32) -> Result<std::sync::Arc<crate::format::protobuf::Compiled>, RegistryError> {
+        let mut inner = self.lock();
+        if let Some(c) = inner.compiled.get(&id) {
+            return Ok(c.clone());
+        }
+        let stored = inner
+            .schemas
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| RegistryError::new(40403, format!("Schema {id} not found")))?;
+        if stored.schema_type != SchemaType::Protobuf {
+            return Err(RegistryError::new(
+                40403,
+                format!("Schema {id} is {}, not PROTOBUF", stored.schema_type.name()),
+            ));
+        }
+        let compiled = std::sync::Arc::new(parse_protobuf(&inner, &stored.schema, &stored.references)?);
+        inner.compiled.insert(id, compiled.clone());
+        Ok(compiled)
     }
 
     pub fn schema(&self, id: u32) -> Result<StoredSchema, RegistryError> {
@@ -603,9 +627,7 @@ fn normalize(inner: &Inner, schema: StoredSchema) -> Result<StoredSchema, Regist
             json.to_string()
         }
         SchemaType::Protobuf => {
-            if !schema.schema.contains("syntax") && !schema.schema.contains("message") {
-                return Err(invalid(format!("Invalid schema {}: not a Protobuf schema", schema.schema)));
-            }
+            parse_protobuf(inner, &schema.schema, &schema.references)?;
             schema.schema.clone()
         }
     };
@@ -619,6 +641,23 @@ fn normalize(inner: &Inner, schema: StoredSchema) -> Result<StoredSchema, Regist
         }
     }
     Ok(StoredSchema { schema: text, ..schema })
+}
+
+/// Compiles a Protobuf schema (`.proto` text or a base64 descriptor) with the schemas its
+/// references name (as the files it imports).
+fn parse_protobuf(
+    inner: &Inner,
+    text: &str,
+    references: &[Reference],
+) -> Result<crate::format::protobuf::Compiled, RegistryError> {
+    let referenced: Vec<(String, String)> = references
+        .iter()
+        .filter_map(|r| {
+            let id = inner.subjects.get(&r.subject).and_then(|v| v.get(&r.version)).map(|e| e.id)?;
+            inner.schemas.get(&id).map(|s| (r.name.clone(), s.schema.clone()))
+        })
+        .collect();
+    crate::format::protobuf::compile(text, &referenced).map_err(|e| invalid(format!("Invalid schema: {e}")))
 }
 
 /// Parses an Avro schema with the schemas its references name.

@@ -129,6 +129,7 @@ impl RelationDef {
             "KAFKA" => ValueFormat::Kafka,
             "AVRO" => ValueFormat::Avro { schema_id: self.value_schema_id.unwrap_or(0) },
             "JSON_SR" => ValueFormat::JsonSr { schema_id: self.value_schema_id.unwrap_or(0) },
+            "PROTOBUF" => ValueFormat::Protobuf { schema_id: self.value_schema_id.unwrap_or(0) },
             _ if self.unwrap_single_value => ValueFormat::JsonUnwrapped,
             _ => ValueFormat::Json,
         }

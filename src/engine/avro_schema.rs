@@ -20,11 +20,11 @@ impl Engine {
         props: &BTreeMap<String, String>,
     ) -> Result<(Vec<Column>, Option<u32>)> {
         let format = props.get("VALUE_FORMAT").or(props.get("FORMAT")).map(|f| f.to_ascii_uppercase());
-        let avro = matches!(format.as_deref(), Some("AVRO" | "JSON_SR"));
+        let avro = matches!(format.as_deref(), Some("AVRO" | "JSON_SR" | "PROTOBUF"));
         let schema_id = match props.get("VALUE_SCHEMA_ID") {
             Some(_) if !avro => {
                 return Err(EddyError::InvalidValue(
-                    "VALUE_SCHEMA_ID applies to VALUE_FORMAT='AVRO' or 'JSON_SR'".into(),
+                    "VALUE_SCHEMA_ID applies to VALUE_FORMAT='AVRO', 'JSON_SR' or 'PROTOBUF'".into(),
                 ))
             }
             Some(id) => Some(
@@ -57,7 +57,13 @@ impl Engine {
                     .id
             }
         };
-        let inferred = if format.as_deref() == Some("JSON_SR") {
+        let inferred = if format.as_deref() == Some("PROTOBUF") {
+            let compiled = self
+                .registry
+                .protobuf(id)
+                .map_err(|e| EddyError::InvalidValue(format!("VALUE_SCHEMA_ID {id}: {}", e.message)))?;
+            compiled.message(&[0]).and_then(|m| crate::format::protobuf::columns_of(&m))
+        } else if format.as_deref() == Some("JSON_SR") {
             let stored = self
                 .registry
                 .schema(id)
@@ -93,6 +99,11 @@ impl Engine {
         let (schema_type, own) = match rel.value_format.as_str() {
             "AVRO" => (crate::registry::SchemaType::Avro, crate::format::avro::schema_for(&rel.columns)),
             "JSON_SR" => (crate::registry::SchemaType::Json, crate::format::json_sr::schema_for(&rel.columns)),
+            "PROTOBUF" => (
+                crate::registry::SchemaType::Protobuf,
+                crate::format::protobuf::schema_for(&rel.columns)
+                    .map_err(|e| EddyError::InvalidValue(format!("{} has no PROTOBUF form: {e}", rel.name)))?,
+            ),
             _ => return Ok(()),
         };
         let subject = format!("{}-value", rel.topic);
@@ -111,10 +122,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether an AVRO relation writes with the schema made from its own columns (every field
-    /// optional), which takes any row of them.
+    /// Whether an AVRO (or PROTOBUF) relation writes with the schema made from its own columns
+    /// (every field optional), which takes any row of them.
     pub(super) fn writes_own_avro_schema(&self, rel: &RelationDef) -> bool {
         let Some(id) = rel.value_schema_id else { return false };
+        if rel.value_format == "PROTOBUF" {
+            let own = crate::format::protobuf::schema_for(&rel.columns);
+            return self.registry.schema(id).is_ok_and(|s| own.is_ok_and(|own| own == s.schema));
+        }
         let own = crate::format::avro::schema_for(&rel.columns);
         self.registry.schema(id).is_ok_and(|s| {
             serde_json::from_str::<serde_json::Value>(&s.schema).ok()

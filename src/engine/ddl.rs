@@ -370,7 +370,8 @@ impl Engine {
             | ValueFormat::JsonUnwrapped
             | ValueFormat::Kafka
             | ValueFormat::Avro { .. }
-            | ValueFormat::JsonSr { .. } => None,
+            | ValueFormat::JsonSr { .. }
+            | ValueFormat::Protobuf { .. } => None,
         };
         let key_window = match (props.get("WINDOW_TYPE"), props.get("WINDOW_SIZE")) {
             (None, None) => query_window,
@@ -749,7 +750,7 @@ impl Engine {
         if rel.name == crate::dataflow::sink::PROCESSING_LOG {
             return Err(EddyError::InvalidValue("the processing log is written by Eddy only".into()));
         }
-        if rel.value_format == "AVRO" && !self.writes_own_avro_schema(&rel) {
+        if matches!(rel.value_format.as_str(), "AVRO" | "PROTOBUF") && !self.writes_own_avro_schema(&rel) {
             // A producer's schema may refuse rows the query makes (a NULL in a required
             // field); a query must never fail to write a row it emitted.
             return Err(EddyError::NotImplemented(format!(

@@ -18,6 +18,7 @@ mod arrow;
 pub mod avro;
 pub mod avro_json;
 pub mod json_sr;
+pub mod protobuf;
 
 pub mod delimited;
 pub mod json;
@@ -85,6 +86,11 @@ pub enum ValueFormat {
     JsonSr {
         schema_id: u32,
     },
+    /// Confluent's Protobuf framing (`protobuf.rs`); written with registered schema
+    /// `schema_id` (0: none, the relation is only read).
+    Protobuf {
+        schema_id: u32,
+    },
 }
 
 impl ValueFormat {
@@ -99,7 +105,12 @@ impl ValueFormat {
             "KAFKA" => ValueFormat::Kafka,
             "AVRO" => ValueFormat::Avro { schema_id: 0 },
             "JSON_SR" => ValueFormat::JsonSr { schema_id: 0 },
-            other => return Err(format!("VALUE_FORMAT='{other}' (supported: JSON, DELIMITED, KAFKA, AVRO, JSON_SR)")),
+            "PROTOBUF" => ValueFormat::Protobuf { schema_id: 0 },
+            other => {
+                return Err(format!(
+                    "VALUE_FORMAT='{other}' (supported: JSON, DELIMITED, KAFKA, AVRO, JSON_SR, PROTOBUF)"
+                ))
+            }
         };
         if delimiter.is_some() && !matches!(format, ValueFormat::Delimited(_)) {
             return Err("VALUE_DELIMITER applies to VALUE_FORMAT='DELIMITED' only".into());
@@ -114,6 +125,7 @@ impl ValueFormat {
             ValueFormat::Kafka => "KAFKA",
             ValueFormat::Avro { .. } => "AVRO",
             ValueFormat::JsonSr { .. } => "JSON_SR",
+            ValueFormat::Protobuf { .. } => "PROTOBUF",
         }
     }
 
@@ -121,7 +133,10 @@ impl ValueFormat {
     pub fn check_columns(self, columns: &[Column]) -> Result<(), String> {
         let values: Vec<&Column> = columns.iter().filter(|c| !c.key).collect();
         match self {
-            ValueFormat::Json | ValueFormat::Avro { .. } | ValueFormat::JsonSr { .. } => Ok(()),
+            ValueFormat::Json
+            | ValueFormat::Avro { .. }
+            | ValueFormat::JsonSr { .. }
+            | ValueFormat::Protobuf { .. } => Ok(()),
             ValueFormat::JsonUnwrapped => match values.as_slice() {
                 [_] => Ok(()),
                 _ => Err(format!(
@@ -244,6 +259,7 @@ fn decode_value(columns: &[Column], format: ValueFormat, value: &[u8]) -> Result
         }
         ValueFormat::Avro { .. } => avro::decode_value(columns, value),
         ValueFormat::JsonSr { .. } => json_sr::decode_value(columns, value),
+        ValueFormat::Protobuf { .. } => protobuf::decode_value(columns, value),
     }
 }
 
@@ -277,6 +293,10 @@ pub fn try_encode_value(columns: &[Column], format: ValueFormat, row: &[Cell]) -
         ValueFormat::JsonSr { schema_id: 0 } => {
             Err("this JSON_SR relation has no registered value schema to write with".into())
         }
+        ValueFormat::Protobuf { schema_id: 0 } => {
+            Err("this PROTOBUF relation has no registered value schema to write with".into())
+        }
+        ValueFormat::Protobuf { schema_id } => protobuf::encode_value(columns, row, schema_id).map(Some),
         other => Ok(encode_value(columns, other, row)),
     }
 }
@@ -285,10 +305,10 @@ pub fn try_encode_value(columns: &[Column], format: ValueFormat, row: &[Cell]) -
 /// outputs): their rows always fit, and a failure is a bug, logged.
 pub fn encode_value(columns: &[Column], format: ValueFormat, row: &[Cell]) -> Option<Vec<u8>> {
     match format {
-        ValueFormat::Avro { .. } => match try_encode_value(columns, format, row) {
+        ValueFormat::Avro { .. } | ValueFormat::Protobuf { .. } => match try_encode_value(columns, format, row) {
             Ok(v) => v,
             Err(e) => {
-                tracing::error!("a bug in Eddy: an output row does not fit its own AVRO schema: {e}");
+                tracing::error!("a bug in Eddy: an output row does not fit its own {} schema: {e}", format.name());
                 None
             }
         },

@@ -51,6 +51,7 @@ enum Format {
     Json,
     Avro,
     JsonSchema,
+    Protobuf,
 }
 
 impl Format {
@@ -60,6 +61,7 @@ impl Format {
             Format::Json => "json",
             Format::Avro => "avro",
             Format::JsonSchema => "jsonschema",
+            Format::Protobuf => "protobuf",
         }
     }
 
@@ -69,6 +71,7 @@ impl Format {
             Format::Json => "application/vnd.kafka.json.v2+json",
             Format::Avro => "application/vnd.kafka.avro.v2+json",
             Format::JsonSchema => "application/vnd.kafka.jsonschema.v2+json",
+            Format::Protobuf => "application/vnd.kafka.protobuf.v2+json",
         }
     }
 }
@@ -201,9 +204,10 @@ async fn create(
         Some("json") => Format::Json,
         Some("avro") => Format::Avro,
         Some("jsonschema") => Format::JsonSchema,
+        Some("protobuf") => Format::Protobuf,
         Some(other) => {
             return Err(unprocessable(format!(
-                "Invalid format type: {other}; this server's consumers read binary, json, avro or jsonschema"
+                "Invalid format type: {other}; this server's consumers read binary, json, avro, protobuf or jsonschema"
             )))
         }
     };
@@ -831,6 +835,7 @@ fn to_json(format: Format, tp: &(String, i32), r: &crate::log::LogRecord) -> Res
             Format::JsonSchema => crate::format::avro::unframe(b)
                 .and_then(|(_, body)| serde_json::from_slice(body).map_err(|e| e.to_string())),
             Format::Avro => crate::format::avro::framed_to_json(b),
+            Format::Protobuf => protobuf_to_json(b),
         };
         shown.map_err(|e| {
             format!(
@@ -849,4 +854,13 @@ fn to_json(format: Format, tp: &(String, i32), r: &crate::log::LogRecord) -> Res
         "partition": tp.1,
         "offset": r.offset,
     }))
+}
+
+/// A framed Protobuf value as proto3's JSON mapping, read with its writer schema's message.
+fn protobuf_to_json(value: &[u8]) -> Result<Value, String> {
+    let (id, indexes, body) = crate::format::protobuf::unframe(value)?;
+    let registry = crate::registry::global().ok_or("no Schema Registry")?;
+    let compiled = registry.protobuf(id).map_err(|e| format!("schema id {id}: {}", e.message))?;
+    let desc = compiled.message(&indexes)?;
+    crate::format::protobuf::message_to_json(&desc, body)
 }

@@ -1,4 +1,5 @@
-//! The REST Proxy's schema-bearing embedded formats in v2 produce: `avro` and `jsonschema`.
+//! The REST Proxy's schema-bearing embedded formats in v2 produce: `avro`, `protobuf` and
+//! `jsonschema`.
 //! A request gives each of key and value a schema (`value_schema`, registered under
 //! `{topic}-value` as kafka-rest's TopicNameStrategy does) or a registered one
 //! (`value_schema_id`); every record is then written in Confluent's wire format (magic byte,
@@ -14,6 +15,8 @@ use crate::registry::{SchemaType, StoredSchema};
 /// How one side (key or value) of the request's records is written.
 enum Writer {
     Avro(std::sync::Arc<apache_avro::Schema>),
+    /// The schema's first message, from proto3's JSON mapping.
+    Protobuf(std::sync::Arc<crate::format::protobuf::Compiled>),
     /// JSON text after the framing; the JSON Schema itself is not checked against.
     Json,
 }
@@ -90,7 +93,10 @@ fn side_of(
     }
     let writer = match schema_type {
         SchemaType::Avro => Writer::Avro(registry.avro(id).map_err(|e| unprocessable(missing_code, e.message))?),
-        _ => Writer::Json,
+        SchemaType::Protobuf => {
+            Writer::Protobuf(registry.protobuf(id).map_err(|e| unprocessable(missing_code, e.message))?)
+        }
+        SchemaType::Json => Writer::Json,
     };
     Ok(Some((id, writer)))
 }
@@ -105,6 +111,9 @@ fn encode(
     let Some((id, writer)) = writer else { return Ok(None) };
     let encoded = match writer {
         Writer::Avro(schema) => crate::format::avro_json::json_to_framed(schema, *id, v),
+        Writer::Protobuf(compiled) => {
+            compiled.message(&[0]).and_then(|desc| crate::format::protobuf::json_to_framed(&desc, &[0], *id, v))
+        }
         Writer::Json => {
             let mut out = vec![0u8];
             out.extend_from_slice(&id.to_be_bytes());
@@ -115,9 +124,13 @@ fn encode(
     encoded.map(Some).map_err(|e| unprocessable(42205, format!("record {i}'s {which}: {e}")))
 }
 
-/// Encodes the `records` of a v2 request in the `avro` (or else `jsonschema`) format.
-pub(super) fn encode_records(avro: bool, topic: &str, body: &Value, records: &[Value]) -> Result<Encoded, RestError> {
-    let schema_type = if avro { SchemaType::Avro } else { SchemaType::Json };
+/// Encodes the `records` of a v2 request in a schema format.
+pub(super) fn encode_records(
+    schema_type: SchemaType,
+    topic: &str,
+    body: &Value,
+    records: &[Value],
+) -> Result<Encoded, RestError> {
     let has = |field: &str| records.iter().any(|r| r.get(field).is_some_and(|v| !v.is_null()));
     let key = side(body, topic, "key", schema_type, has("key"))?;
     let value = side(body, topic, "value", schema_type, has("value"))?;
@@ -135,7 +148,7 @@ pub(super) fn encode_records(avro: bool, topic: &str, body: &Value, records: &[V
     })
 }
 
-/// One v3 key or value in a schema format: `{"type": "AVRO"|"JSONSCHEMA", "schema": text,
+/// One v3 key or value in a schema format: `{"type": "AVRO"|"PROTOBUF"|"JSONSCHEMA", "schema": text,
 /// "data": ...}` or `{"schema_id": n, "data": ...}`. The framed bytes and the schema id.
 pub(super) fn encode_v3(
     topic: &str,
@@ -149,9 +162,6 @@ pub(super) fn encode_v3(
         (None, Some(id)) => registry.schema(u32::try_from(id).unwrap_or(u32::MAX)).map_err(|e| e.message)?.schema_type,
         (None, None) => return Err(format!("a {which} with a schema needs \"schema_id\" or \"type\" and \"schema\"")),
     };
-    if schema_type == SchemaType::Protobuf {
-        return Err("the PROTOBUF format is not supported yet; use AVRO, JSONSCHEMA, JSON, STRING or BINARY".into());
-    }
     let side = side_of(v.get("schema_id"), v.get("schema"), topic, which, schema_type, true).map_err(|e| e.2)?;
     let data = v.get("data").unwrap_or(&Value::Null);
     match encode(&side, Some(data), which, 0).map_err(|e| e.2)? {

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use base64::Engine as _;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 
 use super::{error_response, json_response, HttpState, User};
@@ -22,6 +22,7 @@ use crate::auth::TopicAccess;
 use crate::dataflow::sink::murmur2;
 use crate::log::batch::encode_batch;
 use crate::log::{LogError, LogRecord, Topic, TopicConfig};
+use crate::registry::SchemaType;
 
 pub(super) const V2: &str = "application/vnd.kafka.v2+json";
 const V3: &str = "application/json";
@@ -165,6 +166,8 @@ enum Embedded {
     Avro,
     /// JSON framed with a JSON Schema's id from the registry.
     JsonSchema,
+    /// JSON (proto3's mapping) written as a registered Protobuf schema's message.
+    Protobuf,
 }
 
 fn embedded_format(headers: &HeaderMap) -> Result<Embedded, RestError> {
@@ -178,11 +181,7 @@ fn embedded_format(headers: &HeaderMap) -> Result<Embedded, RestError> {
         }
         "application/vnd.kafka.avro.v2+json" => Ok(Embedded::Avro),
         "application/vnd.kafka.jsonschema.v2+json" => Ok(Embedded::JsonSchema),
-        "application/vnd.kafka.protobuf.v2+json" => Err(RestError(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            41501,
-            format!("the embedded format of {media} is not supported yet; use avro, jsonschema, json or binary"),
-        )),
+        "application/vnd.kafka.protobuf.v2+json" => Ok(Embedded::Protobuf),
         "" => Err(RestError(StatusCode::UNSUPPORTED_MEDIA_TYPE, 415, "HTTP 415 Unsupported Media Type: a produce request needs a Content-Type such as application/vnd.kafka.json.v2+json".into())),
         other => Err(RestError(StatusCode::UNSUPPORTED_MEDIA_TYPE, 415, format!("HTTP 415 Unsupported Media Type: {other}"))),
     }
@@ -201,7 +200,9 @@ fn embedded_bytes(format: Embedded, v: Option<&Value>, what: &str) -> Result<Opt
     match (format, v) {
         (_, None | Some(Value::Null)) => Ok(None),
         // (The schema formats are encoded by `embedded`, not here.)
-        (Embedded::Json | Embedded::Avro | Embedded::JsonSchema, Some(v)) => Ok(Some(v.to_string().into_bytes())),
+        (Embedded::Json | Embedded::Avro | Embedded::JsonSchema | Embedded::Protobuf, Some(v)) => {
+            Ok(Some(v.to_string().into_bytes()))
+        }
         (Embedded::Binary, Some(Value::String(s))) => base64::engine::general_purpose::STANDARD
             .decode(s)
             .map(Some)
@@ -231,9 +232,9 @@ fn parse_records(format: Embedded, topic: &str, body: &[u8]) -> Result<Parsed, R
         ));
     }
     let mut encoded = match format {
-        Embedded::Avro | Embedded::JsonSchema => {
-            Some(super::embedded::encode_records(format == Embedded::Avro, topic, &body, records)?)
-        }
+        Embedded::Avro => Some(super::embedded::encode_records(SchemaType::Avro, topic, &body, records)?),
+        Embedded::JsonSchema => Some(super::embedded::encode_records(SchemaType::Json, topic, &body, records)?),
+        Embedded::Protobuf => Some(super::embedded::encode_records(SchemaType::Protobuf, topic, &body, records)?),
         Embedded::Json | Embedded::Binary => None,
     };
     let outgoing = records
@@ -791,13 +792,28 @@ async fn records_v3(
         let mut pending: Vec<u8> = Vec::new();
         loop {
             let chunk = body.next().await;
-            let ended = !matches!(chunk, Some(Ok(_)));
+            let mut ended = !matches!(chunk, Some(Ok(_)));
             let mut may_complete = ended;
             if let Some(Ok(bytes)) = chunk {
                 // A record is a JSON object: none completes in bytes without a `}`, so a
                 // large record arriving in pieces is not parsed again for each piece.
                 may_complete = bytes.contains(&b'}');
                 pending.extend_from_slice(&bytes);
+            }
+            // What else has arrived meanwhile (while the last records were being made
+            // durable) joins them: one append, one fsync, for every record at hand.
+            while !ended && pending.len() <= limit {
+                match body.next().now_or_never() {
+                    None => break,
+                    Some(Some(Ok(bytes))) => {
+                        may_complete |= bytes.contains(&b'}');
+                        pending.extend_from_slice(&bytes);
+                    }
+                    Some(_) => {
+                        ended = true;
+                        may_complete = true;
+                    }
+                }
             }
             if !may_complete && pending.len() <= limit {
                 continue;

@@ -129,8 +129,21 @@ async fn version(
     Path((subject, version)): Path<(String, String)>,
     Query(params): Params,
 ) -> SrResult {
-    let r = registry(&state).version(&subject, VersionRef::parse(&version)?, flag(&params, "deleted"))?;
+    let mut r = registry(&state).version(&subject, VersionRef::parse(&version)?, flag(&params, "deleted"))?;
+    r.schema.schema = in_format(&state, r.id, r.schema.schema, &params);
     ok(registered_json(&r))
+}
+
+/// `?format=serialized` asks for a Protobuf schema as a base64 `FileDescriptorProto`, as
+/// Confluent's Protobuf deserializers read it; other schemas are given as stored.
+fn in_format(state: &HttpState, id: u32, text: String, params: &std::collections::HashMap<String, String>) -> String {
+    if params.get("format").map(String::as_str) != Some("serialized") {
+        return text;
+    }
+    match registry(state).protobuf(id) {
+        Ok(compiled) => crate::format::protobuf::serialized(&compiled).unwrap_or(text),
+        Err(_) => text,
+    }
 }
 
 async fn version_schema(
@@ -217,9 +230,10 @@ fn parse_id(id: &str) -> Result<u32, SrError> {
     id.parse().map_err(|_| SrError(RegistryError { code: 40403, message: format!("Schema {id} not found") }))
 }
 
-async fn schema_by_id(State(state): State<Arc<HttpState>>, Path(id): Path<String>) -> SrResult {
-    let schema = registry(&state).schema(parse_id(&id)?)?;
-    let mut body = json!({ "schema": schema.schema });
+async fn schema_by_id(State(state): State<Arc<HttpState>>, Path(id): Path<String>, Query(params): Params) -> SrResult {
+    let id = parse_id(&id)?;
+    let schema = registry(&state).schema(id)?;
+    let mut body = json!({ "schema": in_format(&state, id, schema.schema.clone(), &params) });
     if schema.schema_type != SchemaType::Avro {
         body["schemaType"] = json!(schema.schema_type.name());
     }

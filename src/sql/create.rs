@@ -53,7 +53,7 @@ pub(super) fn parse_create(t: &mut Tokens) -> Result<Statement, EddyError> {
     let inferred = props
         .get("VALUE_FORMAT")
         .or(props.get("FORMAT"))
-        .is_some_and(|f| f.eq_ignore_ascii_case("AVRO") || f.eq_ignore_ascii_case("JSON_SR"));
+        .is_some_and(|f| ["AVRO", "JSON_SR", "PROTOBUF"].iter().any(|s| f.eq_ignore_ascii_case(s)));
     if columns.is_empty() && !inferred {
         return Err(t.error(format!("CREATE {} needs a column list, e.g. (id STRING KEY, amount DOUBLE)", kind.word())));
     }

@@ -361,10 +361,107 @@ def schemas():
     check(r.json()['error_code'] == 400 and 'visits' in r.json()['message'], r.text)
     r = requests.post(v3, json={'value': {'schema_id': value_id, 'data': {'name': 'eve', 'visits': 2}}})
     check(r.json()['error_code'] == 200 and r.json()['offset'] == 4, r.text)
-    r = send('orders_js', 'application/vnd.kafka.protobuf.v2+json', {'records': []})
-    check(r.status_code == 415, r.text)
     json_sr_in_sql(sr)
+    protobuf_in_sql(sr)
     print('schemas ok')
+
+
+def message_class(package, name, fields):
+    """A Protobuf message class made at run time (no protoc): fields are (name, type, repeated)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+    from google.protobuf.message_factory import GetMessageClass
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(name=f'{package}_{name}.proto', package=package, syntax='proto3')
+    m = fdp.message_type.add(name=name)
+    for number, (field, ty, repeated) in enumerate(fields, start=1):
+        m.field.add(name=field, number=number, type=getattr(F, 'TYPE_' + ty),
+                    label=F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return GetMessageClass(pool.FindMessageTypeByName(f'{package}.{name}'))
+
+
+def protobuf_in_sql(sr):
+    """VALUE_FORMAT='PROTOBUF' with Confluent's ProtobufSerializer and ProtobufDeserializer
+    (which register and read schemas as base64 descriptors), and a .proto registered as text."""
+    import psycopg
+    from confluent_kafka import Producer
+    from confluent_kafka.schema_registry import Schema
+    from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+    pg_port = sys.argv[4]
+    Order = message_class('shop', 'Order', [('id', 'INT64', False), ('item', 'STRING', False),
+                                           ('price', 'DOUBLE', False), ('tags', 'STRING', True)])
+    ser = ProtobufSerializer(Order, sr, {'use.deprecated.format': False})
+    p = Producer({'bootstrap.servers': BOOTSTRAP})
+    for i, item, price, tags in [(1, 'tea', 2.5, ['hot']), (2, 'cup', 0.5, []), (3, 'pot', 9.0, ['big', 'hot'])]:
+        p.produce('orders_pb', value=ser(Order(id=i, item=item, price=price, tags=tags),
+                                         SerializationContext('orders_pb', MessageField.VALUE)))
+    p.produce('orders_pb', value=b'\x00\x00\x00\x03\xe7\x00\x08\x01')  # unknown schema id 999
+    p.flush(10)
+    # A .proto registered as text compiles; a broken one is refused.
+    text = 'syntax = "proto3";\npackage x;\nimport "google/protobuf/timestamp.proto";\nmessage Ev { string k = 1; google.protobuf.Timestamp at = 2; map<string, int64> n = 3; }\n'
+    check(sr.register_schema('ev-value', Schema(text, 'PROTOBUF')) > 0, 'proto text registered')
+    r = requests.post(BASE + '/subjects/bad-value/versions', json={'schema': 'message {', 'schemaType': 'PROTOBUF'})
+    check(r.status_code == 422 and r.json()['error_code'] == 42201, r.text)
+    with psycopg.connect(f'host=127.0.0.1 port={pg_port} user=eddy dbname=eddy', autocommit=True) as conn:
+        conn.execute("CREATE STREAM opb WITH (KAFKA_TOPIC='orders_pb', VALUE_FORMAT='PROTOBUF')")
+        cols = conn.execute("DESCRIBE opb").fetchall()
+        check([(c[0], c[1]) for c in cols[:4]] == [('id', 'BIGINT'), ('item', 'VARCHAR'), ('price', 'DOUBLE'), ('tags', 'ARRAY<VARCHAR>')]
+              or [c[0] for c in cols[:4]] == ['id', 'item', 'price', 'tags'], cols)
+        rows = conn.execute("SELECT id, item, price, tags FROM opb ORDER BY id").fetchall()
+        check(rows == [(1, 'tea', 2.5, ['hot']), (2, 'cup', 0.5, []), (3, 'pot', 9.0, ['big', 'hot'])], rows)
+        conn.execute("CREATE STREAM ev WITH (KAFKA_TOPIC='ev', VALUE_FORMAT='PROTOBUF', PARTITIONS=1)")
+        names = [c[0] for c in conn.execute("DESCRIBE ev").fetchall()]
+        check(names[:3] == ['k', 'at', 'n'], names)
+        conn.execute("SET 'auto.offset.reset' = 'earliest'")
+        conn.execute("CREATE STREAM dearpb WITH (VALUE_FORMAT='PROTOBUF') AS SELECT id, item, price * 2 AS doubled FROM opb WHERE price > 1")
+        deadline = time.time() + 30
+        errors = []
+        while time.time() < deadline and not any('schema id 999' in e for e in errors):
+            errors = [r[0] for r in conn.execute("SELECT error FROM eddy_processing_log").fetchall()]
+            time.sleep(0.3)
+        check(any('schema id 999' in e for e in errors), errors)
+    latest = sr.get_latest_version('dearpb-value')
+    check(latest.schema.schema_type == 'PROTOBUF' and 'ConnectDefault1' in latest.schema.schema_str, latest.schema.schema_str)
+    Out = message_class('out', 'ConnectDefault1', [('id', 'INT64', False), ('item', 'STRING', False), ('doubled', 'DOUBLE', False)])
+    de = ProtobufDeserializer(Out, {'use.deprecated.format': False})
+    c = Consumer({'bootstrap.servers': BOOTSTRAP, 'group.id': 'pb-check', 'auto.offset.reset': 'earliest'})
+    c.subscribe(['dearpb'])
+    got, deadline = [], time.time() + 30
+    while time.time() < deadline and len(got) < 2:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(de(m.value(), SerializationContext('dearpb', MessageField.VALUE)))
+    c.close()
+    check(sorted((g.id, g.item, g.doubled) for g in got) == [(1, 'tea', 5.0), (3, 'pot', 18.0)], got)
+    # Confluent's deserializer reads the writer schema as a base64 descriptor.
+    r = requests.get(f'{BASE}/schemas/ids/{latest.schema_id}', params={'format': 'serialized'})
+    check(r.status_code == 200 and ' ' not in r.json()['schema'], r.text)
+
+    # The protobuf embedded format: a .proto as value_schema, records in proto3's JSON mapping;
+    # read back by a protobuf consumer instance and by Confluent's deserializer.
+    proto = 'syntax = "proto3";\npackage shop;\nmessage Order { int64 id = 1; string item = 2; double price = 3; repeated string tags = 4; }\n'
+    r = requests.post(BASE + '/topics/orders_pb_http', headers={'Content-Type': 'application/vnd.kafka.protobuf.v2+json'},
+                      data=json.dumps({'value_schema': proto, 'records': [{'value': {'id': 7, 'item': 'jug', 'price': 3.5, 'tags': ['x']}}]}))
+    check(r.status_code == 200 and isinstance(r.json()['value_schema_id'], int), r.text)
+    r = requests.post(BASE + '/topics/orders_pb_http', headers={'Content-Type': 'application/vnd.kafka.protobuf.v2+json'},
+                      data=json.dumps({'value_schema_id': r.json()['value_schema_id'], 'records': [{'value': {'id': 'x'}}]}))
+    check(r.status_code == 422 and r.json()['error_code'] == 42205, r.text)
+    pc = create('pb-rest', {'name': 'p', 'format': 'protobuf', 'auto.offset.reset': 'earliest'})['base_uri']
+    check(post(pc + '/subscription', {'topics': ['orders_pb_http']}).status_code == 204, 'subscribe')
+    shown = read_until(pc, 1, accept='application/vnd.kafka.protobuf.v2+json')
+    check(shown[0]['value'] == {'id': 7, 'item': 'jug', 'price': 3.5, 'tags': ['x']}, shown)
+    requests.delete(pc)
+    de = ProtobufDeserializer(Order, {'use.deprecated.format': False})
+    c = Consumer({'bootstrap.servers': BOOTSTRAP, 'group.id': 'pb-http-check', 'auto.offset.reset': 'earliest'})
+    c.subscribe(['orders_pb_http'])
+    m, deadline = None, time.time() + 30
+    while time.time() < deadline and (m is None or m.error()):
+        m = c.poll(0.5)
+    c.close()
+    o = de(m.value(), SerializationContext('orders_pb_http', MessageField.VALUE))
+    check((o.id, o.item, o.price, list(o.tags)) == (7, 'jug', 3.5, ['x']), o)
 
 
 def json_sr_in_sql(sr):

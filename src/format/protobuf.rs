@@ -1,0 +1,436 @@
+//! `VALUE_FORMAT='PROTOBUF'`: Confluent's wire format for Protobuf (magic byte 0, the schema
+//! id as 4 big-endian bytes, the message indexes, the message), with `.proto` schemas from the
+//! Schema Registry.
+//!
+//! A registered schema is `.proto` text (compiled with protox, well-known `google/protobuf`
+//! imports and referenced schemas resolved) or, as Confluent's Python and Go serializers
+//! register it, a base64 `FileDescriptorProto`. The message indexes pick the message within
+//! the file (`[0]`, written as one zero byte, is the first). Records decode through
+//! prost-reflect's dynamic messages into the JSON mapping of proto3 (field names as written in
+//! the `.proto`), then into cells as JSON values do; rows encode the other way. Columns of a
+//! relation declared without value columns come from the first message (`columns_of`), and
+//! `schema_for` gives the schema a query's output registers (message `ConnectDefault1`, as
+//! ksqlDB names it).
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, SerializeOptions};
+use serde_json::Value;
+
+use super::types::StructField;
+use super::{Column, SqlType};
+
+/// The file name a registered schema compiles as.
+const FILE: &str = "schema.proto";
+/// Most message indexes a framed value may carry (nesting depth).
+const MAX_INDEXES: usize = 64;
+
+/// A compiled schema: the pool holding its file (and imports), and the file's name.
+#[derive(Debug)]
+pub struct Compiled {
+    pub pool: DescriptorPool,
+    pub file: String,
+}
+
+/// In-memory `.proto` sources by import name.
+struct Sources(HashMap<String, String>);
+
+impl protox::file::FileResolver for Sources {
+    fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+        match self.0.get(name) {
+            Some(source) => protox::file::File::from_source(name, source),
+            None => Err(protox::Error::file_not_found(name)),
+        }
+    }
+}
+
+/// A registered Protobuf schema compiled: `.proto` text, or a base64 `FileDescriptorProto`.
+/// `references` are the imports it names (import name, that schema's text), themselves text
+/// or base64.
+pub fn compile(schema: &str, references: &[(String, String)]) -> Result<Compiled, String> {
+    let mut pool = DescriptorPool::global();
+    // Referenced schemas first (the files this one imports), in either form.
+    let mut sources: HashMap<String, String> = HashMap::new();
+    for (name, text) in references {
+        match descriptor_of(text) {
+            Some(fdp) => {
+                let mut fdp = fdp;
+                fdp.name = Some(name.clone());
+                pool.add_file_descriptor_proto(fdp).map_err(|e| format!("referenced schema {name}: {e}"))?;
+            }
+            None => {
+                sources.insert(name.clone(), text.clone());
+            }
+        }
+    }
+    if let Some(mut fdp) = descriptor_of(schema) {
+        let file = fdp.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| FILE.to_string());
+        fdp.name = Some(file.clone());
+        if pool.get_file_by_name(&file).is_none() {
+            pool.add_file_descriptor_proto(fdp).map_err(|e| format!("the Protobuf descriptor does not link: {e}"))?;
+        }
+        return Ok(Compiled { pool, file });
+    }
+    sources.insert(FILE.to_string(), schema.to_string());
+    let mut resolver = protox::file::ChainFileResolver::new();
+    resolver.add(Sources(sources));
+    resolver.add(protox::file::GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.include_imports(true);
+    compiler.open_file(FILE).map_err(|e| format!("the Protobuf schema does not compile: {e}"))?;
+    let set = compiler.file_descriptor_set();
+    for fdp in set.file {
+        if pool.get_file_by_name(fdp.name()).is_none() {
+            pool.add_file_descriptor_proto(fdp).map_err(|e| format!("the Protobuf schema does not link: {e}"))?;
+        }
+    }
+    Ok(Compiled { pool, file: FILE.to_string() })
+}
+
+/// A base64 `FileDescriptorProto` (what Confluent's serializers register), if `text` is one.
+fn descriptor_of(text: &str) -> Option<prost_types::FileDescriptorProto> {
+    let trimmed = text.trim();
+    if trimmed.contains(' ') || trimmed.contains('\n') || trimmed.contains(';') {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD.decode(trimmed).ok()?;
+    prost_types::FileDescriptorProto::decode(bytes.as_slice()).ok()
+}
+
+/// The schema as Confluent's `format=serialized` gives it: a base64 `FileDescriptorProto`.
+pub fn serialized(compiled: &Compiled) -> Option<String> {
+    let file = compiled.pool.get_file_by_name(&compiled.file)?;
+    Some(base64::engine::general_purpose::STANDARD.encode(file.file_descriptor_proto().encode_to_vec()))
+}
+
+impl Compiled {
+    /// The message at Confluent's message indexes (`[0]`: the file's first message).
+    pub fn message(&self, indexes: &[i32]) -> Result<MessageDescriptor, String> {
+        let file = self.pool.get_file_by_name(&self.file).ok_or("the schema's file is missing")?;
+        let (first, rest) = match indexes {
+            [] => (0, &[][..]),
+            [first, rest @ ..] => (*first, rest),
+        };
+        let mut message = usize::try_from(first)
+            .ok()
+            .and_then(|i| file.messages().nth(i))
+            .ok_or_else(|| format!("message index {first} is past the schema's messages"))?;
+        for i in rest {
+            message = usize::try_from(*i)
+                .ok()
+                .and_then(|i| message.child_messages().nth(i))
+                .ok_or_else(|| format!("nested message index {i} is past {}'s messages", message.name()))?;
+        }
+        Ok(message)
+    }
+}
+
+fn read_varint(body: &mut &[u8]) -> Result<i64, String> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = body.split_first().ok_or("PROTOBUF value ends inside its message indexes")?;
+        *body = rest;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            // Zigzag, as Confluent writes them.
+            return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    Err("PROTOBUF message index varint is too long".into())
+}
+
+fn write_varint(v: i64, out: &mut Vec<u8>) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        let b = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// The schema id, message indexes and message bytes of a framed value.
+pub fn unframe(value: &[u8]) -> Result<(u32, Vec<i32>, &[u8]), String> {
+    let mut body = match value {
+        [0, _, _, _, _, body @ ..] => body,
+        [0, ..] => return Err("PROTOBUF value shorter than its 5-byte header".into()),
+        _ => {
+            return Err(format!(
+                "PROTOBUF value does not start with the Schema Registry's magic byte 0 (first byte {})",
+                value.first().map_or("none".to_string(), |b| b.to_string())
+            ))
+        }
+    };
+    let id = u32::from_be_bytes([value[1], value[2], value[3], value[4]]);
+    let count = read_varint(&mut body)?;
+    // A lone 0 is the common case: the first message.
+    let indexes = if count == 0 {
+        vec![0]
+    } else {
+        let count = usize::try_from(count)
+            .ok()
+            .filter(|c| *c <= MAX_INDEXES)
+            .ok_or("PROTOBUF message index count out of range")?;
+        (0..count)
+            .map(|_| {
+                read_varint(&mut body).and_then(|i| i32::try_from(i).map_err(|_| "message index out of range".into()))
+            })
+            .collect::<Result<_, String>>()?
+    };
+    Ok((id, indexes, body))
+}
+
+/// A message (its bytes) as the JSON mapping of proto3, field names as in the `.proto`.
+pub fn message_to_json(desc: &MessageDescriptor, bytes: &[u8]) -> Result<Value, String> {
+    let message = DynamicMessage::decode(desc.clone(), bytes)
+        .map_err(|e| format!("does not decode as {}: {e}", desc.full_name()))?;
+    let options =
+        SerializeOptions::new().use_proto_field_name(true).skip_default_fields(false).stringify_64_bit_integers(false);
+    message.serialize_with_options(serde_json::value::Serializer, &options).map_err(|e| e.to_string())
+}
+
+/// JSON (proto3's mapping) as a message of `desc`, framed with `id` and the message indexes.
+pub fn json_to_framed(desc: &MessageDescriptor, indexes: &[i32], id: u32, json: &Value) -> Result<Vec<u8>, String> {
+    let options = DeserializeOptions::new().deny_unknown_fields(false);
+    let message = DynamicMessage::deserialize_with_options(desc.clone(), json.clone(), &options)
+        .map_err(|e| format!("does not fit {}: {e}", desc.full_name()))?;
+    let mut out = vec![0u8];
+    out.extend_from_slice(&id.to_be_bytes());
+    if indexes == [0] {
+        out.push(0);
+    } else {
+        write_varint(indexes.len() as i64, &mut out);
+        for i in indexes {
+            write_varint(i64::from(*i), &mut out);
+        }
+    }
+    message.encode(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Decodes a framed value into a cell per column, through the registry's compiled schema.
+pub fn decode_value(columns: &[Column], value: &[u8]) -> Result<Vec<Value>, String> {
+    let (id, indexes, body) = unframe(value)?;
+    let registry = crate::registry::global().ok_or("no Schema Registry")?;
+    let compiled = registry.protobuf(id).map_err(|e| format!("PROTOBUF value's schema id {id}: {}", e.message))?;
+    let desc = compiled.message(&indexes)?;
+    let json = message_to_json(&desc, body).map_err(|e| format!("PROTOBUF value (schema {id}): {e}"))?;
+    let bytes = serde_json::to_vec(&json).map_err(|e| e.to_string())?;
+    super::json::decode_value(columns, &bytes)
+}
+
+/// Encodes the value columns of a row with registered schema `schema_id` (its first message).
+pub fn encode_value(columns: &[Column], row: &[Value], schema_id: u32) -> Result<Vec<u8>, String> {
+    let registry = crate::registry::global().ok_or("no Schema Registry")?;
+    let compiled = registry.protobuf(schema_id).map_err(|e| e.message)?;
+    let desc = compiled.message(&[0])?;
+    let mut object = serde_json::Map::new();
+    for (c, v) in columns.iter().zip(row) {
+        if c.key || v.is_null() {
+            continue;
+        }
+        let field = desc
+            .fields()
+            .find(|f| f.name().eq_ignore_ascii_case(&c.name))
+            .ok_or_else(|| format!("column {} has no field in {}", c.name, desc.full_name()))?;
+        object.insert(field.name().to_string(), proto_json(&c.ty, v));
+    }
+    json_to_framed(&desc, &[0], schema_id, &Value::Object(object))
+}
+
+/// A canonical cell in proto3's JSON mapping: timestamps (epoch ms) as RFC 3339 text.
+fn proto_json(ty: &SqlType, v: &Value) -> Value {
+    match (ty, v) {
+        (SqlType::Timestamp, Value::Number(n)) => n
+            .as_i64()
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+            .unwrap_or(Value::Null),
+        (SqlType::Decimal { .. }, v) => Value::String(v.as_str().map_or_else(|| v.to_string(), str::to_string)),
+        (SqlType::Array(t), Value::Array(items)) => Value::Array(items.iter().map(|i| proto_json(t, i)).collect()),
+        (SqlType::Map(t), Value::Object(o)) => {
+            Value::Object(o.iter().map(|(k, i)| (k.clone(), proto_json(t, i))).collect())
+        }
+        (SqlType::Struct(fields), Value::Object(o)) => Value::Object(
+            fields
+                .iter()
+                .filter_map(|f| {
+                    let v = super::types::lookup(o, &f.name)?;
+                    (!v.is_null()).then(|| (f.name.clone(), proto_json(&f.ty, v)))
+                })
+                .collect(),
+        ),
+        _ => v.clone(),
+    }
+}
+
+/// Value columns from a message's fields.
+pub fn columns_of(desc: &MessageDescriptor) -> Result<Vec<Column>, String> {
+    desc.fields()
+        .map(|f| {
+            let ty = field_type(&f).map_err(|e| format!("field {}: {e}", f.name()))?;
+            Ok(Column { name: f.name().to_ascii_lowercase(), ty, key: false })
+        })
+        .collect()
+}
+
+fn field_type(f: &prost_reflect::FieldDescriptor) -> Result<SqlType, String> {
+    if f.is_map() {
+        let Kind::Message(entry) = f.kind() else { return Err("a map without an entry".into()) };
+        if !matches!(entry.map_entry_key_field().kind(), Kind::String) {
+            return Err("maps with keys other than strings are not supported".into());
+        }
+        return Ok(SqlType::Map(Box::new(kind_type(&entry.map_entry_value_field().kind())?)));
+    }
+    let ty = kind_type(&f.kind())?;
+    Ok(if f.is_list() { SqlType::Array(Box::new(ty)) } else { ty })
+}
+
+fn kind_type(kind: &Kind) -> Result<SqlType, String> {
+    Ok(match kind {
+        Kind::String | Kind::Enum(_) => SqlType::String,
+        Kind::Bool => SqlType::Boolean,
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => SqlType::Int,
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint32 | Kind::Fixed32 => SqlType::BigInt,
+        Kind::Uint64 | Kind::Fixed64 => SqlType::BigInt,
+        Kind::Float | Kind::Double => SqlType::Double,
+        Kind::Bytes => SqlType::Bytes,
+        Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => SqlType::Timestamp,
+        Kind::Message(m) => SqlType::Struct(
+            m.fields()
+                .map(|f| Ok(StructField { name: f.name().to_string(), ty: field_type(&f)? }))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+/// The `.proto` a relation's value columns are written with: `ConnectDefault1`, a field per
+/// value column in order (STRUCTs as nested messages, TIMESTAMP as
+/// `google.protobuf.Timestamp`, DECIMAL as its text).
+pub fn schema_for(columns: &[Column]) -> Result<String, String> {
+    let mut body = String::new();
+    let mut nested = 1;
+    let fields: Vec<(&str, &SqlType)> = columns.iter().filter(|c| !c.key).map(|c| (c.name.as_str(), &c.ty)).collect();
+    message("ConnectDefault1", &fields, &mut nested, 0, &mut body)?;
+    let import =
+        if body.contains("google.protobuf.Timestamp") { "import \"google/protobuf/timestamp.proto\";\n\n" } else { "" };
+    Ok(format!("syntax = \"proto3\";\n\n{import}{body}"))
+}
+
+fn message(
+    name: &str,
+    fields: &[(&str, &SqlType)],
+    nested: &mut usize,
+    depth: usize,
+    out: &mut String,
+) -> Result<(), String> {
+    let pad = "  ".repeat(depth);
+    out.push_str(&format!("{pad}message {name} {{\n"));
+    for (i, (field, ty)) in fields.iter().enumerate() {
+        let (repeated, ty) = match ty {
+            SqlType::Array(t) => ("repeated ", t.as_ref()),
+            t => ("", *t),
+        };
+        let proto = match ty {
+            SqlType::Map(v) => format!("map<string, {}>", scalar(v, nested, depth, out)?),
+            SqlType::Array(_) => return Err(format!("column {field}: arrays of arrays have no Protobuf form")),
+            t => scalar(t, nested, depth, out)?,
+        };
+        if !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || field.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(format!("column {field} is not a Protobuf field name"));
+        }
+        out.push_str(&format!("{pad}  {repeated}{proto} {field} = {};\n", i + 1));
+    }
+    out.push_str(&format!("{pad}}}\n"));
+    Ok(())
+}
+
+/// A non-repeated field's type; a STRUCT's message is written (nested) first.
+fn scalar(ty: &SqlType, nested: &mut usize, depth: usize, out: &mut String) -> Result<String, String> {
+    Ok(match ty {
+        SqlType::String | SqlType::Decimal { .. } => "string".into(),
+        SqlType::Boolean => "bool".into(),
+        SqlType::Int | SqlType::Date | SqlType::Time => "int32".into(),
+        SqlType::BigInt => "int64".into(),
+        SqlType::Double => "double".into(),
+        SqlType::Bytes => "bytes".into(),
+        SqlType::Timestamp => "google.protobuf.Timestamp".into(),
+        SqlType::Struct(fields) => {
+            *nested += 1;
+            let name = format!("ConnectDefault{nested}");
+            let fs: Vec<(&str, &SqlType)> = fields.iter().map(|f| (f.name.as_str(), &f.ty)).collect();
+            message(&name, &fs, nested, depth + 1, out)?;
+            name
+        }
+        SqlType::Array(_) | SqlType::Map(_) => return Err("nested collections have no Protobuf form".into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns() -> Vec<Column> {
+        vec![
+            Column { name: "id".into(), ty: SqlType::BigInt, key: true },
+            Column { name: "n".into(), ty: SqlType::Int, key: false },
+            Column { name: "tags".into(), ty: SqlType::Array(Box::new(SqlType::String)), key: false },
+            Column { name: "at".into(), ty: SqlType::Timestamp, key: false },
+            Column {
+                name: "addr".into(),
+                ty: SqlType::Struct(vec![StructField { name: "city".into(), ty: SqlType::String }]),
+                key: false,
+            },
+            Column { name: "m".into(), ty: SqlType::Map(Box::new(SqlType::Double)), key: false },
+        ]
+    }
+
+    #[test]
+    fn the_schema_of_columns_compiles_and_gives_them_back() {
+        let text = schema_for(&columns()).unwrap();
+        assert!(text.contains("message ConnectDefault1") && text.contains("google/protobuf/timestamp.proto"), "{text}");
+        let compiled = compile(&text, &[]).unwrap();
+        let desc = compiled.message(&[0]).unwrap();
+        assert_eq!(columns_of(&desc).unwrap(), columns()[1..].to_vec());
+        // The base64 descriptor Confluent's serializers register compiles to the same message.
+        let again = compile(&serialized(&compiled).unwrap(), &[]).unwrap();
+        assert_eq!(again.message(&[0]).unwrap().full_name(), "ConnectDefault1");
+        assert!(compile("message {", &[]).is_err());
+        assert!(schema_for(&[Column {
+            name: "x".into(),
+            ty: SqlType::Array(Box::new(SqlType::Array(Box::new(SqlType::Int)))),
+            key: false
+        }])
+        .is_err());
+    }
+
+    #[test]
+    fn rows_round_trip_through_framing_and_message_indexes() {
+        let compiled = compile(
+            "syntax = \"proto3\";\nmessage A { int64 id = 1; message B { string s = 1; } }\nmessage C { bool b = 1; }",
+            &[],
+        )
+        .unwrap();
+        let b = compiled.message(&[0, 0]).unwrap();
+        assert_eq!(b.full_name(), "A.B");
+        let framed = json_to_framed(&b, &[0, 0], 42, &serde_json::json!({"s": "x"})).unwrap();
+        let (id, indexes, body) = unframe(&framed).unwrap();
+        assert_eq!((id, indexes.as_slice()), (42, &[0, 0][..]));
+        assert_eq!(message_to_json(&b, body).unwrap(), serde_json::json!({"s": "x"}));
+        let c = compiled.message(&[1]).unwrap();
+        let framed = json_to_framed(&c, &[1], 1, &serde_json::json!({"b": true})).unwrap();
+        assert_eq!(unframe(&framed).unwrap().1, vec![1]);
+        let first = json_to_framed(&compiled.message(&[0]).unwrap(), &[0], 1, &serde_json::json!({"id": 5})).unwrap();
+        assert_eq!(first[5], 0, "the first message is written as one zero byte");
+        assert!(compiled.message(&[7]).is_err());
+        assert!(unframe(b"{}").unwrap_err().contains("magic byte"));
+        assert!(json_to_framed(&c, &[1], 1, &serde_json::json!({"b": "no"})).is_err());
+    }
+}
