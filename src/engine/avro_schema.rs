@@ -110,7 +110,17 @@ impl Engine {
         let latest = self.registry.version(&subject, crate::registry::VersionRef::Latest, false).ok();
         let id = match (inferred, latest) {
             (Some(id), _) => id,
-            (None, Some(latest)) if rel.written_by.is_none() => latest.id,
+            (None, Some(latest)) if rel.written_by.is_none() => {
+                if latest.schema.schema_type != schema_type {
+                    return Err(EddyError::InvalidValue(format!(
+                        "the subject {subject}'s latest schema (id {}) is {}, not what VALUE_FORMAT='{}' reads",
+                        latest.id,
+                        latest.schema.schema_type.name(),
+                        rel.value_format
+                    )));
+                }
+                latest.id
+            }
             _ => {
                 let schema = crate::registry::StoredSchema { schema: own, schema_type, references: Vec::new() };
                 self.registry.register(&subject, schema).map_err(|e| {

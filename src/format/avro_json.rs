@@ -76,7 +76,24 @@ fn json_bytes(v: &Value) -> Option<Vec<u8>> {
     v.as_str()?.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
 }
 
+/// Deepest nesting a value may have (each level recurses here and in the Avro writer).
+const MAX_DEPTH: usize = 64;
+
 fn convert(schema: &AvroSchema, names: &HashMap<String, &AvroSchema>, v: &Value) -> Result<Avro, String> {
+    convert_at(schema, names, v, 0)
+}
+
+fn convert_at(
+    schema: &AvroSchema,
+    names: &HashMap<String, &AvroSchema>,
+    v: &Value,
+    depth: usize,
+) -> Result<Avro, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("the value nests deeper than {MAX_DEPTH} levels"));
+    }
+    let convert =
+        |schema: &AvroSchema, names: &HashMap<String, &AvroSchema>, v: &Value| convert_at(schema, names, v, depth + 1);
     let bad = || format!("{} is not a {}", short(v), branch_name(schema));
     let int = || v.as_i64().and_then(|i| i32::try_from(i).ok()).ok_or_else(bad);
     Ok(match schema {
@@ -174,15 +191,59 @@ fn convert(schema: &AvroSchema, names: &HashMap<String, &AvroSchema>, v: &Value)
                     }
                 }
             }
-            let (i, x) = variants
+            // A bare value takes the first branch of its JSON kind (for an object, the first
+            // record whose fields it names, else a map), chosen without converting: trying
+            // every branch deep down would take exponential time on nested unions.
+            let i = variants
                 .iter()
-                .enumerate()
-                .filter(|(_, s)| **s != AvroSchema::Null)
-                .find_map(|(i, s)| convert(s, names, v).ok().map(|x| (i, x)))
+                .position(|b| fits_shallowly(resolve(b, names), v))
                 .ok_or_else(|| format!("{} fits no branch of the union", short(v)))?;
-            Avro::Union(i as u32, Box::new(x))
+            Avro::Union(i as u32, Box::new(convert(&variants[i], names, v)?))
         }
     })
+}
+
+/// A named reference's schema (others as they are).
+fn resolve<'a>(schema: &'a AvroSchema, names: &HashMap<String, &'a AvroSchema>) -> &'a AvroSchema {
+    match schema {
+        AvroSchema::Ref { name } => {
+            names.get(&name.fullname(None)).or_else(|| names.get(name.name())).copied().unwrap_or(schema)
+        }
+        s => s,
+    }
+}
+
+/// Whether a JSON value is of the kind a schema takes, looking no deeper than an object's keys.
+fn fits_shallowly(schema: &AvroSchema, v: &Value) -> bool {
+    match (schema, v) {
+        (AvroSchema::Null, Value::Null) => true,
+        (AvroSchema::Boolean, Value::Bool(_)) => true,
+        (AvroSchema::Int | AvroSchema::Date | AvroSchema::TimeMillis, Value::Number(n)) => {
+            n.as_i64().is_some_and(|i| i32::try_from(i).is_ok())
+        }
+        (
+            AvroSchema::Long
+            | AvroSchema::TimeMicros
+            | AvroSchema::TimestampMillis
+            | AvroSchema::TimestampMicros
+            | AvroSchema::TimestampNanos
+            | AvroSchema::LocalTimestampMillis
+            | AvroSchema::LocalTimestampMicros
+            | AvroSchema::LocalTimestampNanos,
+            Value::Number(n),
+        ) => n.as_i64().is_some(),
+        (AvroSchema::Float | AvroSchema::Double | AvroSchema::Decimal(_), Value::Number(_)) => true,
+        (AvroSchema::String | AvroSchema::Uuid(_), Value::String(_)) => true,
+        (AvroSchema::Bytes | AvroSchema::Fixed(_) | AvroSchema::Decimal(_), Value::String(_)) => true,
+        (AvroSchema::Enum(e), Value::String(s)) => e.symbols.contains(s),
+        (AvroSchema::Array(_), Value::Array(_)) => true,
+        (AvroSchema::Map(_), Value::Object(_)) => true,
+        (AvroSchema::Record(r), Value::Object(o)) => {
+            o.keys().all(|k| r.fields.iter().any(|f| f.name == *k))
+                && r.fields.iter().all(|f| f.default.is_some() || o.contains_key(&f.name))
+        }
+        _ => false,
+    }
 }
 
 /// A value for an error message, cut short.
@@ -239,6 +300,27 @@ mod tests {
         assert!(e.unwrap_err().contains("LOST is not a symbol"));
         let e = json_to_framed(&s, 7, &serde_json::json!({"status": "NEW", "home": {"city": "x"}}));
         assert!(e.unwrap_err().contains("field id is missing"));
+    }
+
+    #[test]
+    fn nested_unions_are_chosen_without_backtracking() {
+        let s = schema(
+            r#"{"type":"record","name":"A","fields":[{"name":"x","type":["null","A",
+                {"type":"record","name":"B","fields":[{"name":"x","type":["null","A","B"]}]}]}]}"#,
+        );
+        let mut v = serde_json::json!({"x": 5});
+        for _ in 0..60 {
+            v = serde_json::json!({ "x": v });
+        }
+        let began = std::time::Instant::now();
+        assert!(json_to_framed(&s, 1, &v).is_err());
+        assert!(began.elapsed() < std::time::Duration::from_secs(5), "took {:?}", began.elapsed());
+        let ok = serde_json::json!({"x": {"x": {"x": null}}});
+        assert!(json_to_framed(&s, 1, &ok).is_ok());
+        for _ in 0..100 {
+            v = serde_json::json!({ "x": v });
+        }
+        assert!(json_to_framed(&s, 1, &v).unwrap_err().contains("deeper than"));
     }
 
     #[test]

@@ -531,7 +531,9 @@ mod tests {
         assert!(ValueFormat::Kafka.check_columns(&two).is_err());
         let boolean = vec![Column { name: "b".into(), ty: SqlType::Boolean, key: false }];
         assert!(ValueFormat::Kafka.check_columns(&boolean).is_err());
-        assert!(ValueFormat::parse("PROTOBUF", None).is_err());
+        assert_eq!(ValueFormat::parse("protobuf", None), Ok(ValueFormat::Protobuf { schema_id: 0 }));
+        assert_eq!(ValueFormat::parse("JSON_SR", None), Ok(ValueFormat::JsonSr { schema_id: 0 }));
+        assert!(ValueFormat::parse("XML", None).is_err());
         assert_eq!(ValueFormat::parse("avro", None), Ok(ValueFormat::Avro { schema_id: 0 }));
         assert!(ValueFormat::parse("JSON", Some("|")).is_err());
         assert_eq!(ValueFormat::parse("delimited", Some("SPACE")), Ok(ValueFormat::Delimited(' ')));

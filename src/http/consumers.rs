@@ -35,6 +35,9 @@ use crate::kafka::Broker;
 
 /// How often a subscribed instance heartbeats (the group notices a rebalance this fast).
 const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How often an auto-committing member commits what it returned (Kafka's
+/// `auto.commit.interval.ms` default).
+const AUTO_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 /// The session timeout an instance joins with (Kafka's `session.timeout.ms` default).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(45);
 const REBALANCE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -104,6 +107,10 @@ struct Consumer {
 pub struct Instance {
     group: String,
     name: String,
+    /// The user who created it: only they (or a superuser) may use it.
+    owner: String,
+    /// Set when the instance is closed, so a subscribe racing the close starts no member.
+    closed: std::sync::atomic::AtomicBool,
     format: Format,
     auto_commit: bool,
     reset_to_earliest: bool,
@@ -129,9 +136,13 @@ pub struct Consumers {
 }
 
 impl Consumers {
-    fn get(&self, group: &str, name: &str) -> Result<Arc<Instance>, RestError> {
+    /// The instance, if `user` may use it (others are told it does not exist).
+    fn get(&self, state: &HttpState, user: &User, group: &str, name: &str) -> Result<Arc<Instance>, RestError> {
         let instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
         let instance = instances.get(&(group.to_string(), name.to_string())).cloned().ok_or_else(not_found)?;
+        if state.auth_required && instance.owner != user.0 && !state.engine.users.is_superuser(&user.0) {
+            return Err(not_found());
+        }
         instance.touch();
         Ok(instance)
     }
@@ -194,6 +205,7 @@ fn string_setting(body: &Value, name: &str) -> Option<String> {
 
 async fn create(
     State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
     Path(group): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -237,6 +249,8 @@ async fn create(
     let instance = Arc::new(Instance {
         group: group.clone(),
         name: name.clone(),
+        owner: user.0.clone(),
+        closed: Default::default(),
         format,
         auto_commit,
         reset_to_earliest,
@@ -275,6 +289,7 @@ fn nanos() -> u128 {
 /// Commits (auto-commit) and leaves the group, then forgets the instance.
 async fn close(broker: &Broker, instance: &Instance) {
     let mut c = instance.consumer.lock().await;
+    instance.closed.store(true, Ordering::SeqCst);
     if instance.auto_commit {
         let _ = commit_positions(broker, instance, &c).await;
     }
@@ -315,8 +330,10 @@ pub async fn expire_idle(state: Arc<HttpState>) {
 
 async fn destroy(
     State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
     Path((group, name)): Path<(String, String)>,
 ) -> Result<Response, RestError> {
+    state.consumers.get(&state, &user, &group, &name)?;
     let instance = state.consumers.remove(&group, &name).ok_or_else(not_found)?;
     close(&state.broker, &instance).await;
     Ok(no_content())
@@ -335,7 +352,7 @@ async fn subscribe(
     Path((group, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, RestError> {
-    let instance = state.consumers.get(&group, &name)?;
+    let instance = state.consumers.get(&state, &user, &group, &name)?;
     let body = body_json(&body)?;
     let topics: Option<Vec<String>> = body
         .get("topics")
@@ -369,7 +386,13 @@ async fn subscribe(
             "Illegal state: Subscription to topics, partitions and pattern are mutually exclusive".into(),
         ));
     }
+    if instance.auto_commit {
+        let _ = commit_positions(&state.broker, &instance, &c).await;
+    }
     stop_membership(&state.broker, &instance, &mut c).await;
+    if instance.closed.load(Ordering::SeqCst) {
+        return Err(not_found());
+    }
     c.source = source;
     let task = tokio::spawn(membership(state.clone(), instance.clone(), user));
     c.member = Some(task);
@@ -378,9 +401,10 @@ async fn subscribe(
 
 async fn subscription(
     State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
     Path((group, name)): Path<(String, String)>,
 ) -> Result<Response, RestError> {
-    let instance = state.consumers.get(&group, &name)?;
+    let instance = state.consumers.get(&state, &user, &group, &name)?;
     let c = instance.consumer.lock().await;
     let topics = subscribed_topics(&state, &c.source, None);
     Ok(v2(json!({ "topics": topics })))
@@ -388,9 +412,10 @@ async fn subscription(
 
 async fn unsubscribe(
     State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
     Path((group, name)): Path<(String, String)>,
 ) -> Result<Response, RestError> {
-    let instance = state.consumers.get(&group, &name)?;
+    let instance = state.consumers.get(&state, &user, &group, &name)?;
     let mut c = instance.consumer.lock().await;
     if instance.auto_commit {
         let _ = commit_positions(&state.broker, &instance, &c).await;
@@ -494,13 +519,26 @@ async fn membership(state: Arc<HttpState>, instance: Arc<Instance>, user: User) 
             c.assigned = mine;
             c.cursor = 0;
         }
-        // Heartbeat until the group rebalances (or a pattern comes to match other topics).
+        // Heartbeat until the group rebalances (or a pattern comes to match other topics);
+        // auto-commit every AUTO_COMMIT_INTERVAL meanwhile, as Kafka's consumer does.
+        let mut last_commit = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(HEARTBEAT).await;
             let code = broker.coordinator.heartbeat(&group, joined.generation, &joined.member_id).await;
             if code == UNKNOWN_MEMBER_ID {
-                instance.consumer.lock().await.member_id.clear();
+                // Out of the group: its partitions may be another member's already.
+                let mut c = instance.consumer.lock().await;
+                c.member_id.clear();
+                c.positions.clear();
+                c.assigned.clear();
                 break;
+            }
+            if instance.auto_commit && code == NONE && last_commit.elapsed() >= AUTO_COMMIT_INTERVAL {
+                last_commit = tokio::time::Instant::now();
+                let c = instance.consumer.lock().await;
+                if let Err(e) = commit_positions(&broker, &instance, &c).await {
+                    tracing::debug!(%group, instance = %instance.name, "auto-commit: {e}");
+                }
             }
             if code != NONE {
                 break;
@@ -576,7 +614,7 @@ async fn assign_partitions(
     Path((group, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, RestError> {
-    let instance = state.consumers.get(&group, &name)?;
+    let instance = state.consumers.get(&state, &user, &group, &name)?;
     let body = body_json(&body)?;
     let mut partitions = Vec::new();
     for (topic, partition, _, _) in topic_partitions(&body, "partitions")? {
@@ -602,9 +640,10 @@ async fn assign_partitions(
 
 async fn assignments(
     State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
     Path((group, name)): Path<(String, String)>,
 ) -> Result<Response, RestError> {
-    let instance = state.consumers.get(&group, &name)?;
+    let instance = state.consumers.get(&state, &user, &group, &name)?;
     let c = instance.consumer.lock().await;
     let partitions: Vec<Value> = c.assigned.iter().map(|(t, p)| json!({ "topic": t, "partition": p })).collect();
     Ok(v2(json!({ "partitions": partitions })))
@@ -612,10 +651,11 @@ async fn assignments(
 
 async fn commit(
     State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
     Path((group, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, RestError> {
-    let instance = state.consumers.get(&group, &name)?;
+    let instance = state.consumers.get(&state, &user, &group, &name)?;
     let body = body_json(&body)?;
     let c = instance.consumer.lock().await;
     if body.is_null() || body.get("offsets").is_none() {
@@ -636,10 +676,11 @@ async fn commit(
 
 async fn committed(
     State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
     Path((group, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, RestError> {
-    state.consumers.get(&group, &name)?;
+    state.consumers.get(&state, &user, &group, &name)?;
     let body = body_json(&body)?;
     let mut out = Vec::new();
     for (topic, partition, _, _) in topic_partitions(&body, "partitions")? {
@@ -652,10 +693,11 @@ async fn committed(
 
 async fn seek(
     State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
     Path((group, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, RestError> {
-    let instance = state.consumers.get(&group, &name)?;
+    let instance = state.consumers.get(&state, &user, &group, &name)?;
     let body = body_json(&body)?;
     let targets = topic_partitions(&body, "offsets")?;
     let mut c = instance.consumer.lock().await;
@@ -681,27 +723,30 @@ fn seek_one(c: &mut Consumer, topic: String, partition: i32, offset: i64) -> Res
 
 async fn seek_to_beginning(
     state: State<Arc<HttpState>>,
+    user: Extension<User>,
     path: Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, RestError> {
-    seek_to_end_or_beginning(state, path, body, false).await
+    seek_to_end_or_beginning(state, user, path, body, false).await
 }
 
 async fn seek_to_end(
     state: State<Arc<HttpState>>,
+    user: Extension<User>,
     path: Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, RestError> {
-    seek_to_end_or_beginning(state, path, body, true).await
+    seek_to_end_or_beginning(state, user, path, body, true).await
 }
 
 async fn seek_to_end_or_beginning(
     State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
     Path((group, name)): Path<(String, String)>,
     body: Bytes,
     end: bool,
 ) -> Result<Response, RestError> {
-    let instance = state.consumers.get(&group, &name)?;
+    let instance = state.consumers.get(&state, &user, &group, &name)?;
     let body = body_json(&body)?;
     let targets = topic_partitions(&body, "partitions")?;
     let mut c = instance.consumer.lock().await;
@@ -721,11 +766,12 @@ struct ReadParams {
 
 async fn records(
     State(state): State<Arc<HttpState>>,
+    Extension(user): Extension<User>,
     Path((group, name)): Path<(String, String)>,
     Query(params): Query<ReadParams>,
     headers: HeaderMap,
 ) -> Result<Response, RestError> {
-    let instance = state.consumers.get(&group, &name)?;
+    let instance = state.consumers.get(&state, &user, &group, &name)?;
     // The Accept header must name the instance's format (any type, or none, takes it).
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("*/*").to_ascii_lowercase();
     let asks_other = accept.contains("application/vnd.kafka.") && !accept.contains(instance.format.content_type());
@@ -777,6 +823,10 @@ fn read(state: &HttpState, instance: &Instance, c: &mut Consumer, max_bytes: usi
             break;
         }
         let tp = c.assigned[(c.cursor + i) % n].clone();
+        // A group leader may assign any topic; only what the owner may read is read.
+        if state.auth_required && !state.engine.users.may_access_topic(&instance.owner, &tp.0, TopicAccess::Read) {
+            continue;
+        }
         let Ok(p) = state.engine.log.partition(&tp.0, tp.1) else { continue };
         let (start, end) = (p.log_start_offset(), p.high_watermark());
         let position = match c.positions.get(&tp) {
@@ -793,10 +843,23 @@ fn read(state: &HttpState, instance: &Instance, c: &mut Consumer, max_bytes: usi
         if position >= end {
             continue;
         }
-        let read = p.read(position, (max_bytes - bytes).max(1)).map_err(|e| kafka_error(e.to_string()))?;
+        // An error after other partitions gave records returns those (their positions moved).
+        let read = match p.read(position, (max_bytes - bytes).max(1)) {
+            Ok(read) => read,
+            Err(e) if out.is_empty() => return Err(kafka_error(e.to_string())),
+            Err(_) => break,
+        };
         let mut next = position;
         for (header, batch) in crate::log::batch::batches_in(&read.bytes) {
-            let decoded = crate::format::decode_batch(batch).map_err(kafka_error)?;
+            let decoded = match crate::format::decode_batch(batch) {
+                Ok(d) => d,
+                Err(e) if out.is_empty() && next == position => return Err(kafka_error(e)),
+                Err(_) => {
+                    c.positions.insert(tp, next);
+                    c.cursor = (c.cursor + 1) % n.max(1);
+                    return Ok(out);
+                }
+            };
             for r in decoded {
                 if r.offset < next {
                     continue;

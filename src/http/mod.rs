@@ -33,6 +33,9 @@ use tokio::sync::Semaphore;
 use crate::engine::Engine;
 use crate::kafka::Broker;
 
+/// Whether the listeners speak HTTPS (`--tls-cert`): the links the APIs return say so.
+pub(crate) static HTTPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The user a request acts as when no passwords are configured (loopback trust).
 const TRUSTED_USER: &str = "eddy";
 
@@ -158,6 +161,9 @@ fn with_layers(routes: Router<Arc<HttpState>>, state: Arc<HttpState>) -> Router 
 /// `max_connections` of them; over TLS when an acceptor is given (a client that has not
 /// finished its handshake within the request-head timeout is dropped).
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, app: Router, tls: Option<pgwire::tokio::TlsAcceptor>) {
+    if tls.is_some() {
+        HTTPS.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let permits = Arc::new(Semaphore::new(state.config.max_connections));
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(state.config.header_read_timeout);

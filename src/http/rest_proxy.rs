@@ -32,6 +32,10 @@ pub(super) const CLUSTER_ID: &str = "eddy";
 const BROKER_ID: i32 = 0;
 /// Most records one v2 produce request may carry.
 const MAX_RECORDS_PER_REQUEST: usize = 100_000;
+/// Most entries of one `records:batch` request.
+const MAX_BATCH_ENTRIES: usize = 1_000;
+/// Records streamed to v3 are gathered into one append up to about this many bytes.
+const MAX_STREAM_STEP_BYTES: usize = 1 << 20;
 
 pub fn routes() -> Router<Arc<HttpState>> {
     Router::new()
@@ -436,7 +440,8 @@ async fn produce(
 /// `http://host` of the request, for the `self` and `related` links.
 pub(super) fn base_url(headers: &HeaderMap) -> String {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    format!("http://{host}")
+    let scheme = if super::HTTPS.load(Ordering::Relaxed) { "https" } else { "http" };
+    format!("{scheme}://{host}")
 }
 
 pub(super) fn v3(status: StatusCode, body: Value) -> Response {
@@ -802,7 +807,7 @@ async fn records_v3(
             }
             // What else has arrived meanwhile (while the last records were being made
             // durable) joins them: one append, one fsync, for every record at hand.
-            while !ended && pending.len() <= limit {
+            while !ended && pending.len() <= limit.min(MAX_STREAM_STEP_BYTES) {
                 match body.next().now_or_never() {
                     None => break,
                     Some(Some(Ok(bytes))) => {
@@ -884,21 +889,22 @@ async fn records_batch_v3(
         .get("entries")
         .and_then(Value::as_array)
         .ok_or_else(|| RestError(StatusCode::BAD_REQUEST, 400, "the request body needs an \"entries\" array".into()))?;
-    if entries.len() > MAX_RECORDS_PER_REQUEST {
+    if entries.len() > MAX_BATCH_ENTRIES {
         return Err(RestError(
             StatusCode::PAYLOAD_TOO_LARGE,
             41301,
-            format!("a batch carries at most {MAX_RECORDS_PER_REQUEST} entries"),
+            format!("a batch carries at most {MAX_BATCH_ENTRIES} entries"),
         ));
     }
     let mut ids = Vec::with_capacity(entries.len());
+    let mut seen = std::collections::HashSet::new();
     for e in entries {
         let id = match e.get("id") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             _ => return Err(RestError(StatusCode::BAD_REQUEST, 400, "every entry needs an \"id\"".into())),
         };
-        if ids.contains(&id) {
+        if !seen.insert(id.clone()) {
             return Err(RestError(StatusCode::BAD_REQUEST, 400, format!("the entry id {id} appears twice")));
         }
         ids.push(id);

@@ -8,14 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
 use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-
-/// The newest version of both structures this code reads; newer ones are read as it, as
-/// Kafka's rule for these embedded schemas allows (fields are only ever added at the end).
-const MAX_VERSION: i16 = 3;
+use kafka_protocol::protocol::{Encodable, StrBytes};
 
 /// A subscription to `topics`, in version 0 (every client reads it).
 pub fn encode_subscription(topics: &[String]) -> Bytes {
@@ -28,15 +24,47 @@ pub fn encode_subscription(topics: &[String]) -> Bytes {
     buf.freeze()
 }
 
-/// The topics of a member's subscription; `None` when the bytes are not a subscription.
-pub fn decode_subscription(bytes: &[u8]) -> Option<Vec<String>> {
-    let mut buf = Bytes::copy_from_slice(bytes);
-    if buf.remaining() < 2 {
-        return None;
+/// Reads the fields every version starts with, checking each length against the bytes left
+/// (a count read off the wire never sizes an allocation by itself).
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn i16(&mut self) -> Option<i16> {
+        let (b, rest) = self.0.split_first_chunk::<2>()?;
+        self.0 = rest;
+        Some(i16::from_be_bytes(*b))
     }
-    let version = buf.get_i16().clamp(0, MAX_VERSION);
-    let s = ConsumerProtocolSubscription::decode(&mut buf, version).ok()?;
-    Some(s.topics.iter().map(|t| t.to_string()).collect())
+
+    fn i32(&mut self) -> Option<i32> {
+        let (b, rest) = self.0.split_first_chunk::<4>()?;
+        self.0 = rest;
+        Some(i32::from_be_bytes(*b))
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let len = usize::try_from(self.i16()?).ok()?;
+        if len > self.0.len() {
+            return None;
+        }
+        let (s, rest) = self.0.split_at(len);
+        self.0 = rest;
+        String::from_utf8(s.to_vec()).ok()
+    }
+
+    /// An array's count, when the bytes left could hold that many items of `min_size` bytes.
+    fn count(&mut self, min_size: usize) -> Option<usize> {
+        let n = usize::try_from(self.i32()?).ok()?;
+        (n.saturating_mul(min_size) <= self.0.len()).then_some(n)
+    }
+}
+
+/// The topics of a member's subscription; `None` when the bytes are not a subscription. Every
+/// version begins with the version and the topics; later fields are not needed here.
+pub fn decode_subscription(bytes: &[u8]) -> Option<Vec<String>> {
+    let mut r = Reader(bytes);
+    r.i16().filter(|v| *v >= 0)?;
+    let n = r.count(2)?;
+    (0..n).map(|_| r.string()).collect()
 }
 
 /// An assignment of `partitions` (topic, partition), in version 0.
@@ -66,17 +94,16 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<Vec<(String, i32)>, String> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
-    let mut buf = Bytes::copy_from_slice(bytes);
-    if buf.remaining() < 2 {
-        return Err("a consumer assignment shorter than its version".into());
+    let bad = || "a consumer assignment that does not decode".to_string();
+    let mut r = Reader(bytes);
+    r.i16().filter(|v| *v >= 0).ok_or_else(bad)?;
+    let mut out = Vec::new();
+    for _ in 0..r.count(6).ok_or_else(bad)? {
+        let topic = r.string().ok_or_else(bad)?;
+        for _ in 0..r.count(4).ok_or_else(bad)? {
+            out.push((topic.clone(), r.i32().ok_or_else(bad)?));
+        }
     }
-    let version = buf.get_i16().clamp(0, MAX_VERSION);
-    let a = ConsumerProtocolAssignment::decode(&mut buf, version).map_err(|e| format!("consumer assignment: {e}"))?;
-    let mut out: Vec<(String, i32)> = a
-        .assigned_partitions
-        .iter()
-        .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic.0.to_string(), *p)))
-        .collect();
     out.sort();
     Ok(out)
 }

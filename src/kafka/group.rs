@@ -361,7 +361,9 @@ impl Coordinator {
             None => ILLEGAL_GENERATION,
             Some(g) if !g.members.contains_key(member_id) => UNKNOWN_MEMBER_ID,
             Some(g) if g.generation != generation => ILLEGAL_GENERATION,
-            Some(g) if g.state == GroupState::PreparingRebalance => REBALANCE_IN_PROGRESS,
+            // As Kafka: members may commit while the group prepares a rebalance (their
+            // revocation commits), not while the leader's assignment is awaited.
+            Some(g) if g.state == GroupState::CompletingRebalance => REBALANCE_IN_PROGRESS,
             Some(_) => NONE,
         }
     }
