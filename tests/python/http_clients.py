@@ -330,6 +330,31 @@ def auth():
     check(requests.get(BASE + '/metrics', auth=(user, password)).status_code == 200, 'metrics for eddy')
     r = requests.post(BASE + '/subjects/guarded-value/versions', auth=('reader', 'r3ader'), json={'schema': '"string"'})
     check(r.status_code == 403, r.text)
+    # A consumer instance serves the user who made it; others cannot read through it, and a
+    # user reads only topics they may read.
+    V2 = 'application/vnd.kafka.v2+json'
+    r = requests.post(BASE + '/consumers/g', auth=(user, password), headers={'Content-Type': V2},
+                      data=json.dumps({'name': 'mine', 'format': 'json', 'auto.offset.reset': 'earliest'}))
+    check(r.status_code == 200, r.text)
+    mine = r.json()['base_uri']
+    r = requests.post(mine + '/assignments', auth=(user, password), headers={'Content-Type': V2},
+                      data=json.dumps({'partitions': [{'topic': 'guarded', 'partition': 0}]}))
+    check(r.status_code == 204, r.text)
+    r = requests.get(mine + '/records', auth=('reader', 'r3ader'), headers={'Accept': V2_JSON})
+    check(r.status_code == 404 and r.json()['error_code'] == 40403, 'another user\'s instance: ' + r.text)
+    check(requests.delete(mine, auth=('reader', 'r3ader')).status_code == 404, 'no delete of another user\'s instance')
+    got = []
+    for _ in range(10):
+        got += requests.get(mine + '/records', auth=(user, password), headers={'Accept': V2_JSON}).json()
+        if got:
+            break
+    check([g['value'] for g in got] == [{'a': 1}], got)
+    r = requests.post(BASE + '/consumers/g', auth=('reader', 'r3ader'), headers={'Content-Type': V2},
+                      data=json.dumps({'name': 'theirs'}))
+    theirs = r.json()['base_uri']
+    r = requests.post(theirs + '/subscription', auth=('reader', 'r3ader'), headers={'Content-Type': V2},
+                      data=json.dumps({'topics': ['guarded']}))
+    check(r.status_code == 403, r.text)
     print('auth ok')
 
 
