@@ -325,6 +325,13 @@ impl Registry {
             return Err(RegistryError::new(40403, format!("Schema {id} is {}, not AVRO", stored.schema_type.name())));
         }
         let parsed = std::sync::Arc::new(parse_avro(&inner, &stored.schema, &stored.references)?);
+        if crate::format::avro::is_recursive(&parsed) {
+            // Stored and served, but not read or written here (see `is_recursive`).
+            return Err(RegistryError::new(
+                42201,
+                format!("Schema {id} is a recursive Avro schema, which this server does not read or write"),
+            ));
+        }
         inner.parsed.insert(id, parsed.clone());
         Ok(parsed)
     }

@@ -34,6 +34,29 @@ pub fn unframe(value: &[u8]) -> Result<(u32, &[u8]), String> {
     }
 }
 
+/// Whether a schema refers to a record inside itself. Such values can nest as deep as their
+/// bytes allow, and the Avro reader recurses once per level: they are not read.
+pub fn is_recursive(schema: &AvroSchema) -> bool {
+    fn walk(s: &AvroSchema, enclosing: &mut Vec<String>) -> bool {
+        match s {
+            AvroSchema::Ref { name } => {
+                enclosing.iter().any(|n| *n == name.fullname(None) || n.as_str() == name.name())
+            }
+            AvroSchema::Record(r) => {
+                enclosing.push(r.name.fullname(None));
+                let found = r.fields.iter().any(|f| walk(&f.schema, enclosing));
+                enclosing.pop();
+                found
+            }
+            AvroSchema::Array(a) => walk(&a.items, enclosing),
+            AvroSchema::Map(m) => walk(&m.types, enclosing),
+            AvroSchema::Union(u) => u.variants().iter().any(|v| walk(v, enclosing)),
+            _ => false,
+        }
+    }
+    walk(schema, &mut Vec::new())
+}
+
 /// Decodes a framed Avro value into a cell per column (NULL for key columns).
 pub fn decode_value(columns: &[Column], value: &[u8]) -> Result<Vec<Value>, String> {
     let (id, body) = unframe(value)?;

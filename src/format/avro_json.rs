@@ -324,6 +324,17 @@ mod tests {
     }
 
     #[test]
+    fn recursive_schemas_are_recognized() {
+        let recursive = schema(r#"{"type":"record","name":"N","fields":[{"name":"next","type":["null","N"]}]}"#);
+        assert!(crate::format::avro::is_recursive(&recursive));
+        let flat = schema(
+            r#"{"type":"record","name":"A","fields":[{"name":"b","type":{"type":"record","name":"B","fields":[]}},
+                {"name":"c","type":"B"}]}"#,
+        );
+        assert!(!crate::format::avro::is_recursive(&flat));
+    }
+
+    #[test]
     fn decimals_from_numbers_and_strings() {
         let s = schema(r#"{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}"#);
         for v in [serde_json::json!(10.25), serde_json::json!("10.25")] {

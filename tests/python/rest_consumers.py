@@ -363,7 +363,31 @@ def schemas():
     check(r.json()['error_code'] == 200 and r.json()['offset'] == 4, r.text)
     json_sr_in_sql(sr)
     protobuf_in_sql(sr)
+    recursive_avro(sr)
     print('schemas ok')
+
+
+def recursive_avro(sr):
+    """A record whose writer schema is recursive, nested 100,000 deep: logged, not read (its
+    reader would recurse once per level), and the server goes on."""
+    import psycopg
+    from confluent_kafka import Producer
+    from confluent_kafka.schema_registry import Schema
+    pg_port = sys.argv[4]
+    rec = json.dumps({'type': 'record', 'name': 'N', 'fields': [{'name': 'next', 'type': ['null', 'N']}]})
+    sid = sr.register_schema('deep-value', Schema(rec, 'AVRO'))
+    p = Producer({'bootstrap.servers': BOOTSTRAP})
+    p.produce('deep', value=b'\x00' + sid.to_bytes(4, 'big') + b'\x02' * 100_000 + b'\x00')
+    p.flush(10)
+    with psycopg.connect(f'host=127.0.0.1 port={pg_port} user=eddy dbname=eddy', autocommit=True) as conn:
+        conn.execute("CREATE STREAM deep_in (a INT) WITH (KAFKA_TOPIC='deep', VALUE_FORMAT='AVRO')")
+        conn.execute("CREATE STREAM deep_out AS SELECT a FROM deep_in")
+        deadline, errors = time.time() + 30, []
+        while time.time() < deadline and not any('recursive' in e for e in errors):
+            errors = [r[0] for r in conn.execute("SELECT error FROM eddy_processing_log").fetchall()]
+            time.sleep(0.3)
+        check(any('recursive' in e for e in errors), errors)
+        check(conn.execute("SELECT 1").fetchone() == (1,), 'the server goes on')
 
 
 def message_class(package, name, fields):
