@@ -358,6 +358,11 @@ impl Registry {
         Ok(compiled)
     }
 
+    /// The type of schema `id`, if it is registered (without copying the schema).
+    pub fn schema_type(&self, id: u32) -> Option<SchemaType> {
+        self.lock().schemas.get(&id).map(|s| s.schema_type)
+    }
+
     pub fn schema(&self, id: u32) -> Result<StoredSchema, RegistryError> {
         self.lock().schemas.get(&id).cloned().ok_or_else(|| RegistryError::new(40403, format!("Schema {id} not found")))
     }
