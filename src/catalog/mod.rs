@@ -37,6 +37,9 @@ pub struct RelationDef {
     /// The registered schema an AVRO relation's rows are written with.
     #[serde(default)]
     pub value_schema_id: Option<u32>,
+    /// The registered schema an AVRO, JSON_SR or PROTOBUF key is written with.
+    #[serde(default)]
+    pub key_schema_id: Option<u32>,
     /// `VALUE_DELIMITER` of a DELIMITED value format (`,` when absent).
     #[serde(default)]
     pub value_delimiter: Option<char>,
@@ -120,6 +123,7 @@ impl RelationDef {
             format: self.key_format,
             window: self.key_window,
             wrap_single_json: !self.single_json_key_unwrapped,
+            schema_id: self.key_schema_id.unwrap_or(0),
         }
     }
 

@@ -92,6 +92,121 @@ impl Engine {
         Ok((columns, Some(id)))
     }
 
+    /// A relation with a key format of the Schema Registry (AVRO, JSON_SR, PROTOBUF) declared
+    /// without key columns takes them from `KEY_SCHEMA_ID`'s schema, else from the latest of
+    /// the subject `{topic}-key` (ksqlDB's key inference). A key schema that is not a record
+    /// (message, object) is one column `rowkey`. Returns the columns, key columns first, and
+    /// the schema id they came from.
+    pub(super) fn infer_key_columns(
+        &self,
+        name: &str,
+        columns: Vec<Column>,
+        props: &BTreeMap<String, String>,
+    ) -> Result<(Vec<Column>, Option<u32>)> {
+        let explicit = props.get("KEY_FORMAT").map(|f| f.to_ascii_uppercase());
+        let format = explicit.clone().or_else(|| props.get("FORMAT").map(|f| f.to_ascii_uppercase()));
+        let registered = matches!(format.as_deref(), Some("AVRO" | "JSON_SR" | "PROTOBUF"));
+        let schema_id = match props.get("KEY_SCHEMA_ID") {
+            Some(_) if !registered => {
+                return Err(EddyError::InvalidValue(
+                    "KEY_SCHEMA_ID applies to KEY_FORMAT='AVRO', 'JSON_SR' or 'PROTOBUF'".into(),
+                ))
+            }
+            Some(id) => Some(
+                id.trim()
+                    .parse::<u32>()
+                    .map_err(|_| EddyError::InvalidValue(format!("KEY_SCHEMA_ID={id}: expected a schema id")))?,
+            ),
+            None => None,
+        };
+        let has_keys = columns.iter().any(|c| c.key);
+        if !registered || (has_keys && schema_id.is_none()) {
+            return Ok((columns, None));
+        }
+        if has_keys {
+            return Err(EddyError::InvalidValue(
+                "KEY_SCHEMA_ID gives the key columns: declare value columns only".into(),
+            ));
+        }
+        let topic = props.get("KAFKA_TOPIC").cloned().unwrap_or_else(|| name.to_string());
+        let subject = format!("{topic}-key");
+        let id = match schema_id {
+            Some(id) => id,
+            None => match self.registry.version(&subject, crate::registry::VersionRef::Latest, false) {
+                Ok(latest) => latest.id,
+                // `FORMAT` alone over a topic without key schemas: a stream without a key,
+                // as before key formats took schemas.
+                Err(_) if explicit.is_none() => return Ok((columns, None)),
+                Err(_) => {
+                    return Err(EddyError::InvalidValue(format!(
+                        "Schema for message keys on topic '{topic}' does not exist in the Schema Registry.Subject: {subject}"
+                    )))
+                }
+            },
+        };
+        let what =
+            |e: crate::registry::RegistryError| EddyError::InvalidValue(format!("KEY_SCHEMA_ID {id}: {}", e.message));
+        let inferred = match format.as_deref() {
+            Some("PROTOBUF") => {
+                let compiled = self.registry.protobuf(id).map_err(what)?;
+                compiled.message(&[0]).and_then(|m| crate::format::protobuf::columns_of(&m)).and_then(|cols| {
+                    if cols.len() > 1 {
+                        return Err(format!(
+                            "The key schema for topic {topic} contains multiple columns, which is not supported by ksqlDB at this time."
+                        ));
+                    }
+                    Ok(cols.into_iter().map(|c| Column { key: true, ..c }).collect::<Vec<_>>())
+                })
+            }
+            Some("JSON_SR") => {
+                let stored = self.registry.schema(id).map_err(what)?;
+                if stored.schema_type != crate::registry::SchemaType::Json {
+                    return Err(EddyError::InvalidValue(format!(
+                        "schema {id} of topic '{topic}' is {}, not a JSON Schema",
+                        stored.schema_type.name()
+                    )));
+                }
+                crate::format::json_sr::key_columns_of(&stored.schema)
+            }
+            _ => crate::format::avro::key_columns_of(&*self.registry.avro(id).map_err(what)?),
+        }
+        .map_err(|e| EddyError::InvalidValue(format!("key schema {id} of topic '{topic}': {e}")))?;
+        let values = columns.into_iter().filter(|c| !inferred.iter().any(|k| k.name == c.name));
+        Ok((inferred.iter().cloned().chain(values).collect(), Some(id)))
+    }
+
+    /// The schema an AVRO, JSON_SR or PROTOBUF key is written with: the one its columns came
+    /// from, else the subject `{topic}-key`'s latest (a relation declared over a topic), else
+    /// one made from the key columns and registered there (a query's output, or a topic
+    /// without a key subject yet).
+    pub(super) fn attach_key_schema(&self, rel: &mut RelationDef, inferred: Option<u32>) -> Result<()> {
+        let Some((schema_type, own)) = own_key_schema(rel)? else { return Ok(()) };
+        let subject = format!("{}-key", rel.topic);
+        let latest = self.registry.version(&subject, crate::registry::VersionRef::Latest, false).ok();
+        let id = match (inferred, latest) {
+            (Some(id), _) => id,
+            (None, Some(latest)) if rel.written_by.is_none() => {
+                if latest.schema.schema_type != schema_type {
+                    return Err(EddyError::InvalidValue(format!(
+                        "the subject {subject}'s latest schema (id {}) is {}, not what KEY_FORMAT='{}' reads",
+                        latest.id,
+                        latest.schema.schema_type.name(),
+                        rel.key_format.name()
+                    )));
+                }
+                latest.id
+            }
+            _ => {
+                let schema = crate::registry::StoredSchema { schema: own, schema_type, references: Vec::new() };
+                self.registry.register(&subject, schema).map_err(|e| {
+                    EddyError::InvalidValue(format!("registering the key schema of {}: {}", rel.name, e.message))
+                })?
+            }
+        };
+        rel.key_schema_id = Some(id);
+        Ok(())
+    }
+
     /// The schema an AVRO relation writes its rows with: the one its columns came from, else
     /// one made from its columns and registered under `{topic}-value` (a query's output, or a
     /// topic without a subject yet), else the subject's latest.
@@ -132,6 +247,20 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether an AVRO or PROTOBUF key is written with the schema made from the key columns
+    /// (which takes any key of them); true for the other key formats.
+    pub(super) fn writes_own_key_schema(&self, rel: &RelationDef) -> bool {
+        if !matches!(rel.key_format, crate::format::KeyFormat::Avro | crate::format::KeyFormat::Protobuf) {
+            return true;
+        }
+        let (Some(id), Ok(Some((_, own)))) = (rel.key_schema_id, own_key_schema(rel)) else { return false };
+        self.registry.schema(id).is_ok_and(|s| {
+            s.schema == own
+                || serde_json::from_str::<serde_json::Value>(&s.schema).ok()
+                    == serde_json::from_str::<serde_json::Value>(&own).ok()
+        })
+    }
+
     /// Whether an AVRO (or PROTOBUF) relation writes with the schema made from its own columns
     /// (every field optional), which takes any row of them.
     pub(super) fn writes_own_avro_schema(&self, rel: &RelationDef) -> bool {
@@ -146,4 +275,27 @@ impl Engine {
                 == serde_json::from_str::<serde_json::Value>(&own).ok()
         })
     }
+}
+
+/// The key schema Eddy makes from a relation's key columns (without a windowed key's
+/// bounds), and its type; `None` for key formats without the Schema Registry.
+fn own_key_schema(rel: &RelationDef) -> Result<Option<(crate::registry::SchemaType, String)>> {
+    use crate::format::KeyFormat;
+    use crate::registry::SchemaType;
+    let is_bound = |c: &Column| {
+        rel.key_window.is_some()
+            && (c.name == crate::format::key::WINDOW_START || c.name == crate::format::key::WINDOW_END)
+    };
+    let keys: Vec<Column> = rel.columns.iter().filter(|c| c.key && !is_bound(c)).cloned().collect();
+    Ok(Some(match rel.key_format {
+        KeyFormat::Avro => (SchemaType::Avro, crate::format::avro::key_schema_for(&rel.name, &keys)),
+        KeyFormat::JsonSr => (SchemaType::Json, crate::format::json_sr::key_schema_for(&keys)),
+        KeyFormat::Protobuf => {
+            let as_values: Vec<Column> = keys.iter().map(|c| Column { key: false, ..c.clone() }).collect();
+            let proto = crate::format::protobuf::schema_for(&as_values)
+                .map_err(|e| EddyError::InvalidValue(format!("{}'s key has no PROTOBUF form: {e}", rel.name)))?;
+            (SchemaType::Protobuf, proto)
+        }
+        _ => return Ok(None),
+    }))
 }

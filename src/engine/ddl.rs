@@ -38,10 +38,12 @@ impl Engine {
         let SourceDef { kind, name, columns, headers, props } = source;
         let _ddl = self.ddl.lock().await;
         let tag = format!("CREATE {}", kind.word());
+        let (columns, inferred_key_schema) = self.infer_key_columns(&name, columns, &props)?;
         let (columns, inferred_schema) = self.infer_value_columns(&name, columns, &props)?;
         if let Some(existing) = self.catalog.relation(&name) {
             return if or_replace {
                 let mut declared = self.relation_from_props(kind, &name, columns, &props, None, None)?;
+                self.attach_key_schema(&mut declared, inferred_key_schema)?;
                 self.attach_value_schema(&mut declared, inferred_schema)?;
                 declared.header_columns = headers;
                 self.replace_source(owner, existing, declared).await.map(|()| Output::Command { tag })
@@ -53,6 +55,7 @@ impl Engine {
         }
         validate_columns(kind, &columns)?;
         let mut rel = self.relation_from_props(kind, &name, columns, &props, None, None)?;
+        self.attach_key_schema(&mut rel, inferred_key_schema)?;
         self.attach_value_schema(&mut rel, inferred_schema)?;
         rel.header_columns = headers;
         rel.owner = Some(owner.to_string());
@@ -176,15 +179,18 @@ impl Engine {
             let key_columns: Vec<Column> =
                 plan.output_columns.iter().filter(|c| c.key && !is_bound(c)).cloned().collect();
             let inherit = match source.key_format {
-                KeyFormat::Json | KeyFormat::Delimited => keys > 0,
+                KeyFormat::Json | KeyFormat::Delimited | KeyFormat::Avro | KeyFormat::JsonSr | KeyFormat::Protobuf => {
+                    keys > 0
+                }
                 KeyFormat::Kafka => keys == 1,
                 KeyFormat::None => false,
             } && source.key_format.check_columns(&key_columns).is_ok();
             if inherit {
-                props.insert("KEY_FORMAT".into(), format!("{:?}", source.key_format).to_uppercase());
+                props.insert("KEY_FORMAT".into(), source.key_format.name().to_string());
             }
         }
         let mut rel = self.relation_from_props(kind, &name, plan.output_columns.clone(), &props, Some(&id), window)?;
+        self.attach_key_schema(&mut rel, None)?;
         self.attach_value_schema(&mut rel, None)?;
         rel.materialized_by = (kind == RelationKind::Table).then(|| id.clone());
         rel.state_key = plan.state_key.clone().filter(|_| kind == RelationKind::Table);
@@ -328,6 +334,7 @@ impl Engine {
                 "WINDOW_TYPE",
                 "WINDOW_SIZE",
                 "VALUE_SCHEMA_ID",
+                "KEY_SCHEMA_ID",
             ]
             .contains(&key.as_str())
             {
@@ -401,8 +408,11 @@ impl Engine {
         let is_window_bound = |c: &Column| key_window.is_some() && (c.name == WINDOW_START || c.name == WINDOW_END);
         let n_keys = columns.iter().filter(|c| c.key && !is_window_bound(c)).count();
         let key_format = match props.get("KEY_FORMAT").or(props.get("FORMAT").filter(|_| n_keys > 0)) {
-            Some(f) => KeyFormat::parse(f)
-                .ok_or_else(|| EddyError::NotImplemented(format!("KEY_FORMAT='{f}' (KAFKA, JSON or DELIMITED)")))?,
+            Some(f) => KeyFormat::parse(f).ok_or_else(|| {
+                EddyError::InvalidValue(format!(
+                    "KEY_FORMAT='{f}' (supported: KAFKA, JSON, DELIMITED, AVRO, JSON_SR, PROTOBUF, NONE)"
+                ))
+            })?,
             None if n_keys == 0 => KeyFormat::None,
             None if n_keys == 1 => KeyFormat::Kafka,
             None => KeyFormat::Json,
@@ -464,6 +474,7 @@ impl Engine {
             single_json_key_unwrapped: true,
             value_format: value_encoding.name().to_string(),
             value_schema_id: None,
+            key_schema_id: None,
             value_delimiter,
             unwrap_single_value: value_encoding == ValueFormat::JsonUnwrapped,
             partitions,
@@ -756,6 +767,13 @@ impl Engine {
             return Err(EddyError::NotImplemented(format!(
                 "INSERT INTO {target} ... SELECT: {target}'s AVRO schema (id {}) came from a producer, not from its columns",
                 rel.value_schema_id.unwrap_or(0)
+            )));
+        }
+        if !self.writes_own_key_schema(&rel) {
+            return Err(EddyError::NotImplemented(format!(
+                "INSERT INTO {target} ... SELECT: {target}'s {} key schema (id {}) came from a producer, not from its key columns",
+                rel.key_format.name(),
+                rel.key_schema_id.unwrap_or(0)
             )));
         }
         self.require_privilege(owner, &rel, Privilege::Insert)?;

@@ -348,6 +348,46 @@ impl Engine {
         }
     }
 
+    /// `ASSERT [NOT EXISTS] SCHEMA [SUBJECT 'name'] [ID n] [TIMEOUT ...]`: waits up to the
+    /// timeout for the Schema Registry to hold (not to hold) the subject, the id, or the id
+    /// as a version of the subject.
+    pub(super) async fn assert_schema(
+        &self,
+        subject: Option<&str>,
+        id: Option<u32>,
+        exists: bool,
+        timeout_ms: Option<u64>,
+    ) -> Result<Output> {
+        let timeout = timeout_ms.unwrap_or(ASSERT_TOPIC_TIMEOUT_MS).min(ASSERT_TOPIC_MAX_TIMEOUT_MS);
+        let deadline = Instant::now() + Duration::from_millis(timeout);
+        let named = match (subject, id) {
+            (Some(s), Some(id)) => format!("subject name {s} id {id}"),
+            (Some(s), None) => format!("subject name {s}"),
+            (None, Some(id)) => format!("id {id}"),
+            (None, None) => return Err(EddyError::InvalidValue("ASSERT SCHEMA names a subject or an id".into())),
+        };
+        loop {
+            let found = match (subject, id) {
+                (Some(s), Some(id)) => {
+                    self.registry.usages(id).is_ok_and(|u| u.iter().any(|(subject, _)| subject == s))
+                }
+                (Some(s), None) => self.registry.versions(s, false).is_ok_and(|v| !v.is_empty()),
+                (None, Some(id)) => self.registry.schema(id).is_ok(),
+                (None, None) => false,
+            };
+            let failure = match (found, exists) {
+                (false, true) => Some(EddyError::UndefinedObject(format!("Schema with {named} does not exist"))),
+                (true, false) => Some(EddyError::DuplicateObject(format!("Schema with {named} exists"))),
+                _ => None,
+            };
+            match failure {
+                None => return Ok(Output::Command { tag: "ASSERT SCHEMA".into() }),
+                Some(e) if Instant::now() >= deadline => return Err(e),
+                Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
     /// `PAUSE query_id | ALL`: the query stops where its last checkpoint is, keeping its state
     /// and its outputs (no one else writes them), also across restarts, until `RESUME`, which
     /// goes on from there.
@@ -422,7 +462,7 @@ fn fields(rel: &RelationDef) -> Vec<Vec<String>> {
 }
 
 fn key_format(rel: &RelationDef) -> String {
-    format!("{:?}", rel.key_format).to_uppercase()
+    rel.key_format.name().to_string()
 }
 
 /// A windowed table (or a stream made from one) keys its rows by window too.

@@ -338,6 +338,7 @@ impl Engine {
                     single_json_key_unwrapped: true,
                     value_format: "JSON".into(),
                     value_schema_id: None,
+                    key_schema_id: None,
                     value_delimiter: None,
                     unwrap_single_value: false,
                     partitions: 1,
@@ -480,6 +481,9 @@ impl Engine {
             Statement::ExplainQuery { query_id } => self.explain_query(&query_id).await,
             Statement::AssertTopic { topic, exact, exists, props, timeout_ms } => {
                 self.assert_topic(&topic, exact, exists, props, timeout_ms).await
+            }
+            Statement::AssertSchema { subject, id, exists, timeout_ms } => {
+                self.assert_schema(subject.as_deref(), id, exists, timeout_ms).await
             }
             Statement::Print { topic, exact, from_beginning, interval, limit } => {
                 self.print(&user, &topic, exact, from_beginning, interval, limit)

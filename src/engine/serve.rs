@@ -13,7 +13,7 @@ use super::{Engine, Output, Session};
 use crate::catalog::RelationDef;
 use crate::dataflow::sink::murmur2;
 use crate::error::{EddyError, Result};
-use crate::format::{arrow_schema, check_cell, decode_row, encode_key, rows_to_batch, SqlType};
+use crate::format::{arrow_schema, check_cell, decode_row, rows_to_batch, SqlType};
 use crate::log::batch::{encode_batch, LogBatchHeader, LogRecord};
 use crate::log::Log;
 use crate::plan::{plan_continuous, session_with};
@@ -105,7 +105,8 @@ impl Engine {
                 Some(t) => t,
                 None => rel.event_time_ms(&row, now).map_err(EddyError::InvalidValue)?,
             };
-            let key = encode_key(&rel.columns, rel.key_layout(), &row);
+            let key = crate::format::try_encode_key(&rel.columns, rel.key_layout(), &row)
+                .map_err(|e| EddyError::InvalidValue(format!("INSERT INTO {target}: {e}")))?;
             let partition = match &key {
                 Some(k) => (murmur2(k) & 0x7fff_ffff) as usize % by_partition.len(),
                 None => n % by_partition.len(),

@@ -123,12 +123,36 @@ pub fn decode_with(schema: &AvroSchema, id: u32, columns: &[Column], mut body: &
     }
 }
 
-/// The DECIMAL type of a record field whose schema is a decimal (optional or not): its
-/// unscaled bytes are read and written at the schema's scale; `check_cell` then rescales a
-/// read cell to the column's (or refuses it when it does not fit).
-fn field_decimal(record: &RecordSchema, field: &str) -> Option<SqlType> {
-    let f = record.fields.iter().find(|f| f.name.eq_ignore_ascii_case(field))?;
-    let inner = match &f.schema {
+/// A framed Avro datum as one column's cell: an unwrapped single key, whose datum is the
+/// column itself (a record too, for a STRUCT key).
+pub fn decode_single(c: &Column, value: &[u8]) -> Result<Value, String> {
+    let (id, mut body) = unframe(value)?;
+    let registry = crate::registry::global().ok_or("no Schema Registry")?;
+    let schema = registry.avro(id).map_err(|e| format!("AVRO schema id {id}: {}", e.message))?;
+    let datum = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+        .build()
+        .and_then(|reader| reader.read_value(&mut body))
+        .map_err(|e| format!("AVRO datum does not decode with schema {id}: {e}"))?;
+    if !body.is_empty() {
+        return Err(format!("AVRO datum has {} bytes past its end (schema {id})", body.len()));
+    }
+    let ty = schema_decimal(&schema).unwrap_or_else(|| c.ty.clone());
+    to_cell(datum, &ty).map_err(|e| format!("column {}: {e}", c.name))
+}
+
+/// One column's cell as a framed Avro datum of registered schema `schema_id` (an unwrapped
+/// single key).
+pub fn encode_single(c: &Column, v: &Value, schema_id: u32) -> Result<Vec<u8>, String> {
+    let registry = crate::registry::global().ok_or("no Schema Registry")?;
+    let schema = registry.avro(schema_id).map_err(|e| e.message)?;
+    let ty = schema_decimal(&schema).unwrap_or_else(|| c.ty.clone());
+    let datum = to_avro(v, &ty)?.resolve(&schema).map_err(|e| format!("column {}: {e}", c.name))?;
+    frame(schema_id, &schema, datum)
+}
+
+/// The DECIMAL type of a schema that is a decimal, optional or not.
+fn schema_decimal(schema: &AvroSchema) -> Option<SqlType> {
+    let inner = match schema {
         AvroSchema::Union(u) => u.variants().iter().find(|v| **v != AvroSchema::Null)?,
         other => other,
     };
@@ -139,6 +163,14 @@ fn field_decimal(record: &RecordSchema, field: &str) -> Option<SqlType> {
         }),
         _ => None,
     }
+}
+
+/// The DECIMAL type of a record field whose schema is a decimal (optional or not): its
+/// unscaled bytes are read and written at the schema's scale; `check_cell` then rescales a
+/// read cell to the column's (or refuses it when it does not fit).
+fn field_decimal(record: &RecordSchema, field: &str) -> Option<SqlType> {
+    let f = record.fields.iter().find(|f| f.name.eq_ignore_ascii_case(field))?;
+    schema_decimal(&f.schema)
 }
 
 fn kind(v: &Avro) -> &'static str {
@@ -435,6 +467,44 @@ pub fn columns_of(schema: &AvroSchema) -> Result<Vec<Column>, String> {
         .map(|f| {
             let ty = sql_type(&f.schema).map_err(|e| format!("field {}: {e}", f.name))?;
             Ok(Column { name: f.name.to_ascii_lowercase(), ty, key: false })
+        })
+        .collect()
+}
+
+/// The key column a key schema gives: one column `rowkey` of its type, a record's as a
+/// STRUCT (ksqlDB infers keys so: a single key is unwrapped).
+pub fn key_columns_of(schema: &AvroSchema) -> Result<Vec<Column>, String> {
+    Ok(vec![Column { name: "rowkey".into(), ty: sql_type(schema)?, key: true }])
+}
+
+/// The Avro schema a relation's key columns are written with, as ksqlDB writes it: a single
+/// key column as its type itself (single keys are unwrapped), several as a record
+/// `io.confluent.ksql.avro_schemas.{Relation}Key` (the relation's name in camel case) of
+/// optional fields.
+pub fn key_schema_for(relation: &str, keys: &[Column]) -> String {
+    if let [c] = keys {
+        return avro_type(&c.ty, &format!("{}Key", camel(relation))).to_string();
+    }
+    let name = format!("{}Key", camel(relation));
+    let fields: Vec<Value> = keys
+        .iter()
+        .map(|c| {
+            let field = c.name.to_ascii_uppercase();
+            json!({ "name": field, "type": ["null", avro_type(&c.ty, &format!("{name}_{field}"))], "default": null })
+        })
+        .collect();
+    json!({ "type": "record", "name": name, "namespace": "io.confluent.ksql.avro_schemas", "fields": fields })
+        .to_string()
+}
+
+/// `T_STREAM` as `TStream`: each part between underscores capitalized.
+fn camel(name: &str) -> String {
+    name.split('_')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let lower = p.to_ascii_lowercase();
+            let mut chars = lower.chars();
+            chars.next().map(|f| f.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
         })
         .collect()
 }

@@ -100,6 +100,22 @@ pub fn columns_of(schema: &str) -> Result<Vec<Column>, String> {
     }
 }
 
+/// The key column a key's JSON Schema gives: one column `rowkey` of its type, an object's
+/// as a STRUCT (ksqlDB infers keys so: a single key is unwrapped).
+pub fn key_columns_of(schema: &str) -> Result<Vec<Column>, String> {
+    let parsed: Value = serde_json::from_str(schema).map_err(|e| format!("the JSON Schema does not parse: {e}"))?;
+    Ok(vec![Column { name: "rowkey".into(), ty: sql_type(&parsed)?, key: true }])
+}
+
+/// The JSON Schema a relation's key columns are written with: a single key column's own
+/// (optional) type, several as an object.
+pub fn key_schema_for(keys: &[Column]) -> String {
+    match keys {
+        [c] => optional(&c.ty).to_string(),
+        _ => object(keys.iter().map(|c| (c.name.as_str(), &c.ty))).to_string(),
+    }
+}
+
 fn sql_type(schema: &Value) -> Result<SqlType, String> {
     // An optional type: `oneOf`/`anyOf` with `null`, or `"type": ["null", T]`.
     for key in ["oneOf", "anyOf"] {

@@ -80,12 +80,15 @@ pub struct KeyLayout {
     pub format: KeyFormat,
     pub window: Option<KeyWindow>,
     pub wrap_single_json: bool,
+    /// The registered schema keys are written with (AVRO, JSON_SR, PROTOBUF; 0: none, the
+    /// relation is only read).
+    pub schema_id: u32,
 }
 
 impl KeyLayout {
     /// A layout of `format` alone: not windowed, a single JSON key unwrapped.
     pub fn plain(format: KeyFormat) -> KeyLayout {
-        KeyLayout { format, window: None, wrap_single_json: false }
+        KeyLayout { format, window: None, wrap_single_json: false, schema_id: 0 }
     }
 }
 
@@ -93,15 +96,51 @@ fn is_window_column(c: &Column) -> bool {
     c.name == WINDOW_START || c.name == WINDOW_END
 }
 
-/// Encodes the key columns of a row; `None` when the relation has no key.
+/// Encodes the key columns of a row; `None` when the relation has no key. The writers whose
+/// key schemas Eddy made from the columns (query outputs) use it: a key that does not fit
+/// is a bug, logged.
 pub fn encode_key(columns: &[Column], layout: KeyLayout, row: &[Value]) -> Option<Vec<u8>> {
-    let KeyLayout { format: key_format, window, wrap_single_json } = layout;
+    try_encode_key(columns, layout, row).unwrap_or_else(|e| {
+        tracing::error!("a bug in Eddy: an output row's key does not fit its own {} schema: {e}", layout.format.name());
+        None
+    })
+}
+
+/// Encodes the key columns of a row; `None` when the relation has no key. A key that its
+/// registered schema does not take (AVRO, PROTOBUF) is an error.
+pub fn try_encode_key(columns: &[Column], layout: KeyLayout, row: &[Value]) -> Result<Option<Vec<u8>>, String> {
+    let KeyLayout { format: key_format, window, wrap_single_json, schema_id } = layout;
     let keys = columns.iter().zip(row).filter(|(c, _)| c.key && !(window.is_some() && is_window_column(c)));
     let keys: Vec<(&Column, &Value)> = keys.collect();
     let base = match (key_format, keys.as_slice()) {
         (KeyFormat::None, _) | (_, []) => None,
         // A NULL single key column is a record without a key.
-        (KeyFormat::Json, [(_, Value::Null)]) => None,
+        (KeyFormat::Json | KeyFormat::JsonSr | KeyFormat::Avro | KeyFormat::Protobuf, [(_, Value::Null)]) => None,
+        (KeyFormat::Avro | KeyFormat::JsonSr | KeyFormat::Protobuf, _) if schema_id == 0 => {
+            return Err(format!("this {} key has no registered schema to write with", key_format.name()))
+        }
+        (KeyFormat::JsonSr, [(c, v)]) => {
+            let mut out = framed(schema_id);
+            json::write(&c.ty, v, &mut out);
+            Some(out)
+        }
+        (KeyFormat::JsonSr, _) => {
+            let mut out = framed(schema_id);
+            out.extend_from_slice(&json::encode_key_object(keys.iter().copied()));
+            Some(out)
+        }
+        (KeyFormat::Avro, [(c, v)]) => {
+            Some(super::avro::encode_single(c, v, schema_id).map_err(|e| format!("key: {e}"))?)
+        }
+        (KeyFormat::Avro | KeyFormat::Protobuf, _) => {
+            let (cols, row) = as_value_columns(&keys);
+            let bytes = if key_format == KeyFormat::Avro {
+                super::avro::encode_value(&cols, &row, schema_id)
+            } else {
+                super::protobuf::encode_value(&cols, &row, schema_id)
+            };
+            Some(bytes.map_err(|e| format!("key: {e}"))?)
+        }
         (KeyFormat::Kafka, [(c, v)]) => kafka::encode(&c.ty, v),
         (KeyFormat::Json, [(c, v)]) if !wrap_single_json => {
             let mut out = Vec::with_capacity(16);
@@ -111,7 +150,7 @@ pub fn encode_key(columns: &[Column], layout: KeyLayout, row: &[Value]) -> Optio
         (KeyFormat::Delimited, _) => Some(delimited::write_line(keys.iter().map(|(_, v)| *v), ',').into_bytes()),
         (KeyFormat::Kafka | KeyFormat::Json, _) => Some(json::encode_key_object(keys.iter().copied())),
     };
-    let Some(w) = window else { return base };
+    let Some(w) = window else { return Ok(base) };
     let mut out = base.unwrap_or_default();
     // The window operator fills both bounds of every windowed row.
     let bound = |name: &str| {
@@ -121,7 +160,21 @@ pub fn encode_key(columns: &[Column], layout: KeyLayout, row: &[Value]) -> Optio
         out.extend_from_slice(&bound(WINDOW_END).to_be_bytes());
     }
     out.extend_from_slice(&bound(WINDOW_START).to_be_bytes());
-    Some(out)
+    Ok(Some(out))
+}
+
+/// Confluent's 5-byte header of schema `id`, to write a body after.
+fn framed(id: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.push(0);
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
+
+/// Key columns as the value columns of a value codec, with their cells: the Avro and
+/// Protobuf key codecs are the value codecs over the key columns.
+fn as_value_columns(keys: &[(&Column, &Value)]) -> (Vec<Column>, Vec<Value>) {
+    keys.iter().map(|(c, v)| (Column { key: false, ..(*c).clone() }, (*v).clone())).unzip()
 }
 
 /// The part of a key that picks its partition: a windowed key's columns without the window,
@@ -178,21 +231,30 @@ pub fn decode_key(
             let v = kafka::decode(&c.ty, key).map_err(|e| bad(format!("key: {e}")))?;
             out.push((c.name.clone(), v));
         }
-        KeyFormat::Json => {
-            let v: Value = serde_json::from_slice(key).map_err(|e| bad(format!("key is not valid JSON: {e}")))?;
-            match (v, key_cols.as_slice()) {
-                // One key column, wrapped in an object of its name (Eddy wrote single JSON
-                // keys so before it followed ksqlDB).
-                (Value::Object(obj), [c]) if is_wrapped(&obj, c) => {
-                    out.push((c.name.clone(), types::lookup(&obj, &c.name).cloned().unwrap_or(Value::Null)));
-                }
-                (other, [c]) => out.push((c.name.clone(), exact_decimal(c, key).unwrap_or(other))),
-                (Value::Object(obj), _) => out.extend(
-                    key_cols
-                        .iter()
-                        .map(|c| (c.name.clone(), types::lookup(&obj, &c.name).cloned().unwrap_or(Value::Null))),
-                ),
-                _ => return Err(bad("JSON key for several key columns must be an object".into())),
+        KeyFormat::Json => decode_json_key(&key_cols, key, &mut out)?,
+        KeyFormat::JsonSr => {
+            let (id, body) = super::json_sr::unframe(key).map_err(|e| bad(format!("key: {e}")))?;
+            let registry = crate::registry::global().ok_or_else(|| bad("no Schema Registry".into()))?;
+            if registry.schema_type(id).is_none() {
+                return Err(bad(format!("JSON_SR key's schema id {id}: Schema {id} not found")));
+            }
+            decode_json_key(&key_cols, body, &mut out)?
+        }
+        KeyFormat::Avro if key_cols.len() == 1 => {
+            let c = key_cols[0];
+            let cell = super::avro::decode_single(c, key).map_err(|e| bad(format!("key: {e}")))?;
+            out.push((c.name.clone(), check_cell(c, cell).map_err(bad)?));
+        }
+        KeyFormat::Avro | KeyFormat::Protobuf => {
+            let cols: Vec<Column> = key_cols.iter().map(|c| Column { key: false, ..(*c).clone() }).collect();
+            let cells = if key_format == KeyFormat::Avro {
+                super::avro::decode_value(&cols, key)
+            } else {
+                super::protobuf::decode_value(&cols, key)
+            };
+            let cells = cells.map_err(|e| bad(format!("key: {e}")))?;
+            for (c, cell) in key_cols.iter().zip(cells) {
+                out.push((c.name.clone(), check_cell(c, cell).map_err(bad)?));
             }
         }
         KeyFormat::Delimited => {
@@ -211,6 +273,26 @@ pub fn decode_key(
         out.sort_by_key(|(name, _)| columns.iter().position(|c| &c.name == name));
     }
     Ok(out)
+}
+
+/// A JSON key's cells: a single key column's value itself (or wrapped in an object of its
+/// name), several key columns' as one object.
+fn decode_json_key(key_cols: &[&Column], key: &[u8], out: &mut Vec<(String, Value)>) -> Result<(), BadRecord> {
+    let bad = |error: String| BadRecord { error };
+    let v: Value = serde_json::from_slice(key).map_err(|e| bad(format!("key is not valid JSON: {e}")))?;
+    match (v, key_cols) {
+        // One key column, wrapped in an object of its name (Eddy wrote single JSON
+        // keys so before it followed ksqlDB).
+        (Value::Object(obj), [c]) if is_wrapped(&obj, c) => {
+            out.push((c.name.clone(), types::lookup(&obj, &c.name).cloned().unwrap_or(Value::Null)));
+        }
+        (other, [c]) => out.push((c.name.clone(), exact_decimal(c, key).unwrap_or(other))),
+        (Value::Object(obj), _) => out.extend(
+            key_cols.iter().map(|c| (c.name.clone(), types::lookup(&obj, &c.name).cloned().unwrap_or(Value::Null))),
+        ),
+        _ => return Err(bad("JSON key for several key columns must be an object".into())),
+    }
+    Ok(())
 }
 
 /// Whether a single key column's JSON object is the column wrapped by its name rather than
@@ -241,7 +323,7 @@ mod tests {
     use super::*;
 
     fn layout(format: KeyFormat, window: Option<KeyWindow>) -> KeyLayout {
-        KeyLayout { format, window, wrap_single_json: false }
+        KeyLayout { format, window, wrap_single_json: false, schema_id: 0 }
     }
 
     fn col(name: &str, ty: SqlType, key: bool) -> Column {

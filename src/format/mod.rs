@@ -31,7 +31,7 @@ pub mod stored;
 pub mod types;
 
 pub use self::arrow::{cell_at, cell_refs_to_array, cells_to_array, rows_to_batch};
-pub use key::{decode_key, encode_key, KeyLayout, KeyWindow};
+pub use key::{decode_key, encode_key, try_encode_key, KeyLayout, KeyWindow};
 pub use types::{SqlType, StructField};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +51,14 @@ pub enum KeyFormat {
     None,
     /// The key columns as one comma-separated line.
     Delimited,
+    /// Confluent's Avro framing with a schema from the registry (`RelationDef::key_schema_id`):
+    /// a single key column as the datum itself, several as a record.
+    Avro,
+    /// JSON behind Confluent's framing: the JSON key, framed.
+    JsonSr,
+    /// Confluent's Protobuf framing: the key columns as the fields of a message (ksqlDB never
+    /// unwraps Protobuf keys).
+    Protobuf,
 }
 
 impl KeyFormat {
@@ -60,8 +68,29 @@ impl KeyFormat {
             "JSON" => Some(KeyFormat::Json),
             "NONE" => Some(KeyFormat::None),
             "DELIMITED" => Some(KeyFormat::Delimited),
+            "AVRO" => Some(KeyFormat::Avro),
+            "JSON_SR" => Some(KeyFormat::JsonSr),
+            "PROTOBUF" => Some(KeyFormat::Protobuf),
             _ => None,
         }
+    }
+
+    /// ksqlDB's name of the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyFormat::Kafka => "KAFKA",
+            KeyFormat::Json => "JSON",
+            KeyFormat::None => "NONE",
+            KeyFormat::Delimited => "DELIMITED",
+            KeyFormat::Avro => "AVRO",
+            KeyFormat::JsonSr => "JSON_SR",
+            KeyFormat::Protobuf => "PROTOBUF",
+        }
+    }
+
+    /// Whether keys in this format name a schema in the Schema Registry.
+    pub fn uses_registry(self) -> bool {
+        matches!(self, KeyFormat::Avro | KeyFormat::JsonSr | KeyFormat::Protobuf)
     }
 }
 
@@ -174,12 +203,12 @@ impl KeyFormat {
         let bad = match self {
             KeyFormat::Kafka => columns.iter().find(|c| c.key && !kafka::supports_key(&c.ty)),
             KeyFormat::Delimited => columns.iter().find(|c| c.key && c.ty.is_nested()),
-            KeyFormat::Json | KeyFormat::None => None,
+            KeyFormat::Json | KeyFormat::None | KeyFormat::Avro | KeyFormat::JsonSr | KeyFormat::Protobuf => None,
         };
         match bad {
             Some(c) => Err(format!(
                 "KEY_FORMAT='{}' does not support type {} (key column {}); use KEY_FORMAT='JSON'",
-                format!("{self:?}").to_uppercase(),
+                self.name(),
                 c.ty.name(),
                 c.name
             )),

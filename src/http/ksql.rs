@@ -173,9 +173,22 @@ async fn ksql(State(state): State<Arc<HttpState>>, Extension(user): Extension<Us
             });
             return json_response(StatusCode::BAD_REQUEST, "application/json", &body);
         }
+        let is_assert = matches!(stmt.statement, Statement::AssertSchema { .. } | Statement::AssertTopic { .. });
         match run_statement(&state, &mut session, stmt).await {
             Ok(Some(entity)) => entities.push(entity),
             Ok(None) => {}
+            // A failed assertion: ksqlDB's 417 and 41700, with what was missing.
+            Err(e) if is_assert && !matches!(e, EddyError::Syntax { .. }) => {
+                let body = json!({
+                    "@type": "statement_error",
+                    "error_code": 41700,
+                    "message": e.to_string(),
+                    "statementText": statement_text,
+                    "entities": entities,
+                    "stackTrace": [],
+                });
+                return json_response(StatusCode::EXPECTATION_FAILED, "application/json", &body);
+            }
             Err(e) => return statement_error(&e, text, &statement_text, entities),
         }
     }
@@ -339,6 +352,21 @@ async fn run_statement(state: &HttpState, session: &mut Session, stmt: Located) 
             })
         }
         Statement::Describe { name, extended } => source_description(state, &statement_text, &name, extended),
+        Statement::AssertSchema { subject, id, exists, .. } => json!({
+            "@type": "assert_schema",
+            "statementText": statement_text,
+            "subject": subject,
+            "id": id,
+            "exists": exists,
+            "warnings": [],
+        }),
+        Statement::AssertTopic { topic, exists, .. } => json!({
+            "@type": "assert_topic",
+            "statementText": statement_text,
+            "topicName": topic,
+            "exists": exists,
+            "warnings": [],
+        }),
         _ => match &output {
             Output::Rows { schema, .. } => {
                 // No ksqlDB entity fits (SHOW FUNCTIONS, EXPLAIN, ...): the rows themselves.
@@ -385,7 +413,7 @@ fn source_description(state: &HttpState, statement_text: &str, name: &str, exten
         .map(|q| json!({ "queryString": q.sql, "sinks": q.sink.iter().map(|s| s.to_ascii_uppercase()).collect::<Vec<_>>(), "id": q.id }))
         .collect();
     let write_queries: Vec<Value> = rel.written_by.clone().into_iter().map(query_ref).collect();
-    let key_format = format!("{:?}", rel.key_format).to_ascii_uppercase();
+    let key_format = rel.key_format.name();
     json!({
         "@type": "sourceDescription",
         "statementText": statement_text,

@@ -107,10 +107,8 @@ pub(super) fn parse_assert(t: &mut Tokens) -> Result<Statement, EddyError> {
         t.expect_word("EXISTS")?;
         true
     });
-    if t.peek_word(0).as_deref() == Some("SCHEMA") {
-        return Err(EddyError::NotImplemented(
-            "ASSERT SCHEMA (Eddy has no Schema Registry; ASSERT TOPIC works)".into(),
-        ));
+    if t.eat_word("SCHEMA") {
+        return parse_assert_schema(t, exists);
     }
     t.expect_word("TOPIC")?;
     let (topic, exact) = topic_name(t)?;
@@ -118,6 +116,38 @@ pub(super) fn parse_assert(t: &mut Tokens) -> Result<Statement, EddyError> {
     let timeout_ms = if t.eat_word("TIMEOUT") { Some(super::window::duration(t)?.unsigned_abs()) } else { None };
     t.expect_end()?;
     Ok(Statement::AssertTopic { topic, exact, exists, props, timeout_ms })
+}
+
+/// The rest of `ASSERT [NOT EXISTS] SCHEMA [SUBJECT 'name'] [ID n] [TIMEOUT n unit]` (one of
+/// SUBJECT and ID at least).
+fn parse_assert_schema(t: &mut Tokens, exists: bool) -> Result<Statement, EddyError> {
+    let subject = if t.eat_word("SUBJECT") {
+        match t.tokens.get(t.pos).map(|x| x.token.clone()) {
+            Some(Token::SingleQuotedString(s)) => {
+                t.pos += 1;
+                Some(s)
+            }
+            Some(Token::Word(w)) => {
+                t.pos += 1;
+                Some(w.value)
+            }
+            _ => return Err(t.error("syntax error: expected a subject name")),
+        }
+    } else {
+        None
+    };
+    let id = if t.eat_word("ID") {
+        let n = t.number()?;
+        Some(u32::try_from(n).map_err(|_| t.error(format!("schema id {n} is out of range")))?)
+    } else {
+        None
+    };
+    if subject.is_none() && id.is_none() {
+        return Err(t.error("ASSERT SCHEMA statements must include a subject name or an id"));
+    }
+    let timeout_ms = if t.eat_word("TIMEOUT") { Some(super::window::duration(t)?.unsigned_abs()) } else { None };
+    t.expect_end()?;
+    Ok(Statement::AssertSchema { subject, id, exists, timeout_ms })
 }
 
 /// `TERMINATE | PAUSE | RESUME query_id | ALL`.

@@ -166,6 +166,13 @@ pub enum Statement {
         props: BTreeMap<String, String>,
         timeout_ms: Option<u64>,
     },
+    /// ksqlDB's `ASSERT [NOT EXISTS] SCHEMA [SUBJECT 'name'] [ID n] [TIMEOUT n unit]`.
+    AssertSchema {
+        subject: Option<String>,
+        id: Option<u32>,
+        exists: bool,
+        timeout_ms: Option<u64>,
+    },
     /// ksqlDB's `PRINT topic [FROM BEGINNING] [INTERVAL | SAMPLE n] [LIMIT n]`: a topic's
     /// records as they are (`exact`: the name was quoted; unquoted it matches any case).
     Print {

@@ -224,6 +224,15 @@ def ksql_api():
     check(desc['fields'][0]['type'] == 'PRIMARY_KEY' and desc['writeQueries'], desc)
     props = client.get_properties()
     check(any(x['name'] == 'auto.offset.reset' for x in props), props)
+    # ASSERT SCHEMA and ASSERT TOPIC answer ksqlDB's entities, or 417 with what is missing.
+    requests.post(BASE + '/subjects/asserted-value/versions', json={'schema': '"string"'}).raise_for_status()
+    got = client.ksql("ASSERT SCHEMA SUBJECT 'asserted-value';")[0]
+    check(got['@type'] == 'assert_schema' and got['subject'] == 'asserted-value' and got['exists'] is True, got)
+    got = client.ksql("ASSERT NOT EXISTS TOPIC nowhere TIMEOUT 100 MILLISECONDS;")[0]
+    check(got['@type'] == 'assert_topic' and got['topicName'] == 'nowhere' and got['exists'] is False, got)
+    r = requests.post(BASE + '/ksql', json={'ksql': "ASSERT SCHEMA ID 4242 TIMEOUT 100 MILLISECONDS;"})
+    check(r.status_code == 417 and r.json()['error_code'] == 41700
+          and r.json()['message'] == 'Schema with id 4242 does not exist', r.text)
 
     # errors: a SELECT on /ksql is 40002; bad SQL is 40001 with the line and column
     try:

@@ -364,6 +364,7 @@ def schemas():
     json_sr_in_sql(sr)
     protobuf_in_sql(sr)
     recursive_avro(sr)
+    keys_in_sql(sr)
     print('schemas ok')
 
 
@@ -388,6 +389,81 @@ def recursive_avro(sr):
             time.sleep(0.3)
         check(any('recursive' in e for e in errors), errors)
         check(conn.execute("SELECT 1").fetchone() == (1,), 'the server goes on')
+
+
+def keys_in_sql(sr):
+    """KEY_FORMAT='AVRO', 'JSON_SR' and 'PROTOBUF' with Confluent's serializers on the key: key
+    columns inferred from {topic}-key, queries that write keys in each format, read back by
+    Confluent's deserializers; a key with an unknown schema id goes to the processing log."""
+    import psycopg
+    from confluent_kafka import Producer
+    from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+    from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+    from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+    pg_port = sys.argv[4]
+    key_ctx = SerializationContext('visits_k', MessageField.KEY)
+    value_ctx = SerializationContext('visits_k', MessageField.VALUE)
+    key_ser = AvroSerializer(sr, '"string"')
+    value_ser = AvroSerializer(sr, json.dumps({'type': 'record', 'name': 'Visit', 'fields': [
+        {'name': 'page', 'type': 'string'}, {'name': 'ms', 'type': 'long'}]}))
+    p = Producer({'bootstrap.servers': BOOTSTRAP})
+    for user, page, ms in [('ada', 'home', 10), ('bob', 'cart', 20), ('ada', 'cart', 30)]:
+        p.produce('visits_k', key=key_ser(user, key_ctx), value=value_ser({'page': page, 'ms': ms}, value_ctx))
+    p.produce('visits_k', key=b'\x00\x00\x00\x03\xe7\x02x', value=value_ser({'page': 'x', 'ms': 1}, value_ctx))
+    p.flush(10)
+    with psycopg.connect(f'host=127.0.0.1 port={pg_port} user=eddy dbname=eddy', autocommit=True) as conn:
+        conn.execute("CREATE STREAM visits_k WITH (KAFKA_TOPIC='visits_k', FORMAT='AVRO')")
+        cols = [(c[0], c[1], c[2]) for c in conn.execute("DESCRIBE visits_k").fetchall()][:3]
+        check([c[0] for c in cols] == ['rowkey', 'page', 'ms'] and 'KEY' in str(cols[0]).upper(), cols)
+        rows = conn.execute("SELECT rowkey, page, ms FROM visits_k ORDER BY ms").fetchall()
+        check(rows == [('ada', 'home', 10), ('bob', 'cart', 20), ('ada', 'cart', 30)], rows)
+        conn.execute("SET 'auto.offset.reset' = 'earliest'")
+        conn.execute("CREATE TABLE per_user_avro WITH (FORMAT='AVRO') AS SELECT rowkey AS who, COUNT(*) AS n FROM visits_k GROUP BY rowkey")
+        conn.execute("CREATE TABLE per_user_jsr WITH (FORMAT='JSON_SR') AS SELECT rowkey AS who, page, COUNT(*) AS n FROM visits_k GROUP BY rowkey, page")
+        conn.execute("CREATE TABLE per_user_pb WITH (FORMAT='PROTOBUF') AS SELECT rowkey AS who, COUNT(*) AS n FROM visits_k GROUP BY rowkey")
+        deadline, errors = time.time() + 30, []
+        while time.time() < deadline and not any('schema id 999' in e for e in errors):
+            errors = [r[0] for r in conn.execute("SELECT error FROM eddy_processing_log").fetchall()]
+            time.sleep(0.3)
+        check(any('key' in e and 'schema id 999' in e for e in errors), errors)
+
+    def latest_by_key(topic, want, read_key, read_value):
+        c = Consumer({'bootstrap.servers': BOOTSTRAP, 'group.id': topic + '-check', 'auto.offset.reset': 'earliest'})
+        c.subscribe([topic])
+        latest, deadline = {}, time.time() + 30
+        while time.time() < deadline and latest != want:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                k = read_key(m.key(), SerializationContext(topic, MessageField.KEY))
+                latest[k] = read_value(m.value(), SerializationContext(topic, MessageField.VALUE))
+        c.close()
+        check(latest == want, (topic, latest))
+
+    # AVRO: a single key is the datum itself, registered as a bare "string".
+    key_schema = sr.get_latest_version('per_user_avro-key')
+    check(json.loads(key_schema.schema.schema_str) == 'string', key_schema.schema.schema_str)
+    latest_by_key('per_user_avro', {'ada': 2, 'bob': 1}, AvroDeserializer(sr), lambda v, ctx: AvroDeserializer(sr)(v, ctx)['N'])
+    # JSON_SR: two key columns are one object.
+    latest_by_key('per_user_jsr', {('ada', 'home'): 1, ('ada', 'cart'): 1, ('bob', 'cart'): 1},
+                  lambda k, ctx: (lambda o: (o['who'], o['page']))(JSONDeserializer(None, schema_registry_client=sr)(k, ctx)),
+                  lambda v, ctx: JSONDeserializer(None, schema_registry_client=sr)(v, ctx)['n'])
+    # PROTOBUF: a key is always a message (ConnectDefault1 with one field).
+    Key = message_class('pk', 'ConnectDefault1', [('who', 'STRING', False)])
+    Value = message_class('pv', 'ConnectDefault1', [('n', 'INT64', False)])
+    kde = ProtobufDeserializer(Key, {'use.deprecated.format': False})
+    vde = ProtobufDeserializer(Value, {'use.deprecated.format': False})
+    latest_by_key('per_user_pb', {'ada': 2, 'bob': 1}, lambda k, ctx: kde(k, ctx).who, lambda v, ctx: vde(v, ctx).n)
+    # A Protobuf key made by Confluent's serializer reads back as its one field.
+    ks = ProtobufSerializer(Key, sr, {'use.deprecated.format': False})
+    vs = ProtobufSerializer(Value, sr, {'use.deprecated.format': False})
+    p.produce('pb_keyed', key=ks(Key(who='cy'), SerializationContext('pb_keyed', MessageField.KEY)),
+              value=vs(Value(n=7), SerializationContext('pb_keyed', MessageField.VALUE)))
+    p.flush(10)
+    with psycopg.connect(f'host=127.0.0.1 port={pg_port} user=eddy dbname=eddy', autocommit=True) as conn:
+        conn.execute("CREATE STREAM pb_keyed WITH (KAFKA_TOPIC='pb_keyed', FORMAT='PROTOBUF')")
+        rows = conn.execute("SELECT who, n FROM pb_keyed").fetchall()
+        check(rows == [('cy', 7)], rows)
 
 
 def message_class(package, name, fields):
