@@ -81,7 +81,9 @@ fn object<'a>(fields: impl Iterator<Item = (&'a str, &'a SqlType)>) -> Value {
         p["connect.index"] = json!(i);
         properties.insert(name.to_string(), p);
     }
-    json!({ "type": "object", "properties": properties })
+    // Closed (`additionalProperties: false`): under Confluent's rules a later version may
+    // then add optional properties (columns) compatibly.
+    json!({ "type": "object", "properties": properties, "additionalProperties": false })
 }
 
 /// The JSON Schema a relation's value columns are written with.

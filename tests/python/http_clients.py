@@ -500,6 +500,28 @@ def schema_registry():
     # JSON Schema and Protobuf schemas register too
     js = sr.register_schema('orders-value', Schema('{"type": "object", "properties": {"id": {"type": "integer"}}}', 'JSON'))
     check(sr.get_schema(js).schema_type == 'JSON', 'json schema')
+    # ... and evolve by Confluent's rules: a changed property type is refused with its
+    # errorType and path; a removed property of an open model is fine.
+    changed = Schema('{"type": "object", "properties": {"id": {"type": "string"}}}', 'JSON')
+    check(sr.test_compatibility('orders-value', changed) is False, 'json type change incompatible')
+    try:
+        sr.register_schema('orders-value', changed)
+        check(False, 'incompatible JSON Schema registered')
+    except SchemaRegistryError as e:
+        check(e.http_status_code == 409 and 'TYPE_CHANGED' in e.error_message and '#/properties/id' in e.error_message,
+              (e.http_status_code, e.error_message))
+    check(sr.test_compatibility('orders-value', Schema('{"type": "object", "properties": {}}', 'JSON')) is True,
+          'json property removed from an open model')
+    pb1 = 'syntax = "proto3";\npackage shop;\nmessage Order { int64 id = 1; string item = 2; }\n'
+    sr.register_schema('orders_pb-value', Schema(pb1, 'PROTOBUF'))
+    pb_ok = 'syntax = "proto3";\npackage shop;\nmessage Order { int64 id = 1; double price = 3; }\n'
+    pb_bad = 'syntax = "proto3";\npackage shop;\nmessage Order { double id = 1; string item = 2; }\n'
+    check(sr.test_compatibility('orders_pb-value', Schema(pb_ok, 'PROTOBUF')) is True, 'protobuf field added and removed')
+    try:
+        sr.register_schema('orders_pb-value', Schema(pb_bad, 'PROTOBUF'))
+        check(False, 'incompatible Protobuf schema registered')
+    except SchemaRegistryError as e:
+        check(e.http_status_code == 409 and 'FIELD_SCALAR_KIND_CHANGED' in e.error_message, (e.http_status_code, e.error_message))
     # errors with Confluent's codes
     r = requests.get(BASE + '/subjects/nope/versions/1')
     check(r.status_code == 404 and r.json()['error_code'] == 40401, r.text)

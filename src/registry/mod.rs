@@ -6,7 +6,8 @@
 //!
 //! Avro schemas are parsed, stored in a compact form, and checked for compatibility with
 //! Avro's schema-resolution rules (`apache-avro`). JSON Schema documents must be JSON and
-//! Protobuf schemas non-empty; their compatibility is not checked (see `check_compatible`).
+//! Protobuf schemas must compile; their compatibility follows Confluent's lists of
+//! compatible changes (`compat.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -17,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::state::{StateStore, CATALOG_CF};
+
+mod compat;
 
 const PREFIX: &str = "schemareg/";
 /// Most schemas the registry holds; more are refused (a bound on memory).
@@ -725,17 +728,43 @@ fn check_compatible(
             ));
             continue;
         }
-        if schema.schema_type != SchemaType::Avro {
-            // JSON Schema and Protobuf compatibility rules are not implemented: such
-            // schemas are accepted as compatible.
-            continue;
-        }
-        let new = parse_avro(inner, &schema.schema, &schema.references)?;
-        let old_parsed = parse_avro(inner, &old.schema, &old.references)?;
         let backward =
             matches!(level, Level::Backward | Level::BackwardTransitive | Level::Full | Level::FullTransitive);
         let forward = matches!(level, Level::Forward | Level::ForwardTransitive | Level::Full | Level::FullTransitive);
         let mut reasons = Vec::new();
+        if schema.schema_type != SchemaType::Avro {
+            // Confluent's differences from the original schema to the update: BACKWARD takes
+            // the previous version as the original, FORWARD the new schema.
+            let differences = |original: &StoredSchema, update: &StoredSchema| -> Result<Vec<String>, RegistryError> {
+                let found = if schema.schema_type == SchemaType::Json {
+                    let parse = |s: &StoredSchema| {
+                        serde_json::from_str::<Value>(&s.schema).map_err(|e| invalid(format!("Invalid schema: {e}")))
+                    };
+                    compat::json_incompatible(&parse(original)?, &parse(update)?)
+                } else {
+                    let a = parse_protobuf(inner, &original.schema, &original.references)?;
+                    let b = parse_protobuf(inner, &update.schema, &update.references)?;
+                    compat::protobuf_incompatible(&a, &b)
+                };
+                Ok(found.iter().map(compat::Difference::describe).collect())
+            };
+            if backward {
+                reasons.extend(differences(old, schema)?);
+            }
+            if forward {
+                reasons.extend(differences(schema, old)?);
+            }
+            for r in reasons {
+                problems.push(format!(
+                    "{r}, {{oldSchemaVersion: {version}}}, {{oldSchema: '{}'}}, {{compatibility: '{}'}}",
+                    old.schema,
+                    level.name()
+                ));
+            }
+            continue;
+        }
+        let new = parse_avro(inner, &schema.schema, &schema.references)?;
+        let old_parsed = parse_avro(inner, &old.schema, &old.references)?;
         // BACKWARD: the new schema reads what the old one wrote.
         if backward {
             if let Some(r) = cannot_read(&old_parsed, &new) {
