@@ -54,6 +54,10 @@ struct ServerArgs {
     /// consumer.instance.timeout.ms (later calls get 40403).
     #[arg(long, env = "EDDY_HTTP_CONSUMER_IDLE_MS", default_value_t = 300_000)]
     http_consumer_idle_ms: u64,
+    /// An HTTP client that takes none of what it is sent for this long is disconnected (and
+    /// the query or stream feeding it ends).
+    #[arg(long, env = "EDDY_HTTP_WRITE_TIMEOUT_MS", default_value_t = 60_000)]
+    http_write_timeout_ms: u64,
     /// Most client connections at once; more are refused.
     #[arg(long, env = "EDDY_MAX_CONNECTIONS", default_value_t = 256)]
     max_connections: usize,
@@ -170,6 +174,7 @@ fn main() -> anyhow_free::Result {
                     max_push_queries: args.http_max_push_queries,
                     max_consumers: args.http_max_consumers,
                     consumer_idle_timeout: std::time::Duration::from_millis(args.http_consumer_idle_ms.max(1000)),
+                    write_timeout: std::time::Duration::from_millis(args.http_write_timeout_ms.max(100)),
                     ..eddy::http::HttpConfig::default()
                 },
                 max_connections: args.max_connections.max(1),

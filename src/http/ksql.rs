@@ -571,12 +571,13 @@ fn stream_answer(state: &Arc<HttpState>, running: Running, shape: Shape) -> Resp
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let registry = state.push_queries.clone();
+    let write_timeout = state.config.write_timeout;
     tokio::spawn(async move {
         let mut sent = 0usize;
         let mut out = header;
         let mut final_message = None;
         'outer: loop {
-            if !out.is_empty() && tx.send(Ok(Bytes::from(std::mem::take(&mut out)))).await.is_err() {
+            if !out.is_empty() && !super::send_part(&tx, Bytes::from(std::mem::take(&mut out)), write_timeout).await {
                 break;
             }
             let next = tokio::select! {
@@ -630,7 +631,7 @@ fn stream_answer(state: &Arc<HttpState>, running: Running, shape: Shape) -> Resp
             Shape::Delimited => {}
             Shape::JsonArray => out.push(']'),
         }
-        let _ = tx.send(Ok(Bytes::from(out))).await;
+        super::send_part(&tx, Bytes::from(out), write_timeout).await;
         registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     });
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
@@ -732,17 +733,22 @@ fn literal(v: &Value) -> Result<String, String> {
 
 /// `POST /inserts-stream`: a first line `{"target": "S"}`, then one JSON object per line;
 /// each row is inserted as INSERT INTO ... VALUES and answered with `{"status":"ok","seq":n}`
-/// or its error. Lines are read one by one: a malformed line is answered and skipped.
+/// or its error as soon as it is done, while the client goes on sending (HTTP/2, or
+/// HTTP/1.1 chunked). A malformed line is answered and skipped; a line longer than the
+/// request limit ends the stream with a 413 answer.
 async fn inserts_stream(
     State(state): State<Arc<HttpState>>,
     Extension(user): Extension<User>,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
-    let text = String::from_utf8_lossy(&body);
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let target = lines
-        .next()
-        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+    let mut lines = Lines { body: request.into_body().into_data_stream(), pending: Vec::new(), ended: false };
+    let limit = state.config.max_body_bytes;
+    let first = match lines.next(limit).await {
+        Ok(first) => first,
+        Err(e) => return bad_request(e).into_response(),
+    };
+    let target = first
+        .and_then(|l| serde_json::from_slice::<Value>(&l).ok())
         .and_then(|v| v.get("target").and_then(Value::as_str).map(str::to_string));
     let Some(target) = target else {
         return bad_request("the first line must be {\"target\": \"<stream>\"}".into()).into_response();
@@ -751,53 +757,99 @@ async fn inserts_stream(
     let Some(rel) = state.engine.catalog.relation(&target) else {
         return bad_request(format!("Cannot insert values into an unknown stream/table: {target}")).into_response();
     };
-    let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
-    let mut session = Session::for_user(&user.0);
-    let mut out = String::new();
-    for (seq, line) in lines.enumerate() {
-        let answer = match serde_json::from_str::<Value>(line) {
-            Err(e) => {
-                json!({ "status": "error", "seq": seq, "error_code": 40000, "message": format!("Malformed JSON: {e}") })
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let write_timeout = state.config.write_timeout;
+    tokio::spawn(async move {
+        let mut session = Session::for_user(&user.0);
+        let mut seq = 0;
+        loop {
+            let answer = match lines.next(limit).await {
+                Ok(None) => return,
+                Ok(Some(line)) => insert_row(&state, &mut session, &rel.name, seq, &line).await,
+                Err(e) => json!({ "status": "error", "seq": seq, "error_code": 41300, "message": e }),
+            };
+            let last = answer.get("error_code") == Some(&json!(41300));
+            if !super::send_part(&tx, Bytes::from(format!("{answer}\n")), write_timeout).await || last {
+                return;
             }
-            Ok(Value::Object(fields)) => {
-                let columns: Vec<String> = fields.keys().map(|k| quoted(&k.to_ascii_lowercase())).collect();
-                match fields.values().map(literal).collect::<Result<Vec<_>, _>>() {
-                    Err(e) => json!({ "status": "error", "seq": seq, "error_code": 40000, "message": e }),
-                    Ok(literals) => {
-                        let sql = format!(
-                            "INSERT INTO {} ({}) VALUES ({})",
-                            quoted(&rel.name),
-                            columns.join(", "),
-                            literals.join(", ")
-                        );
-                        let run = async {
-                            let located = sql::parse(&sql)?;
-                            if located.len() != 1 {
-                                return Err(EddyError::InvalidValue("a row is one INSERT".into()));
-                            }
-                            for l in located {
-                                state.engine.execute(&mut session, l).await?;
-                            }
-                            Ok(())
-                        };
-                        match run.await {
-                            Ok(()) => json!({ "status": "ok", "seq": seq }),
-                            Err(e) => {
-                                let (_, code) = error_code(&e);
-                                json!({ "status": "error", "seq": seq, "error_code": code, "message": e.to_string() })
-                            }
-                        }
-                    }
-                }
-            }
-            Ok(_) => json!({ "status": "error", "seq": seq, "error_code": 40000, "message": "a row is a JSON object" }),
-        };
-        out.push_str(&answer.to_string());
-        out.push('\n');
-    }
-    let mut response = Response::new(Body::from(out));
+            seq += 1;
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut response = Response::new(Body::from_stream(stream));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(DELIMITED));
     response
+}
+
+/// The lines of a streamed request body, as they arrive (blank lines skipped).
+struct Lines {
+    body: axum::body::BodyDataStream,
+    pending: Vec<u8>,
+    ended: bool,
+}
+
+impl Lines {
+    /// The next line; `None` at the end of the body. A line longer than `limit` is an error.
+    async fn next(&mut self, limit: usize) -> Result<Option<Vec<u8>>, String> {
+        loop {
+            if let Some(at) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=at).take(at).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            if self.pending.len() > limit {
+                return Err(format!("a line passes the request limit of {limit} bytes"));
+            }
+            if self.ended {
+                let rest = std::mem::take(&mut self.pending);
+                return Ok((!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest));
+            }
+            match self.body.next().await {
+                Some(Ok(bytes)) => self.pending.extend_from_slice(&bytes),
+                Some(Err(e)) => return Err(format!("the request body broke off: {e}")),
+                None => self.ended = true,
+            }
+        }
+    }
+}
+
+/// One `/inserts-stream` row: a JSON object inserted into `target` as INSERT ... VALUES.
+async fn insert_row(state: &HttpState, session: &mut Session, target: &str, seq: usize, line: &[u8]) -> Value {
+    let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let fields = match serde_json::from_slice::<Value>(line) {
+        Err(e) => {
+            return json!({ "status": "error", "seq": seq, "error_code": 40000, "message": format!("Malformed JSON: {e}") })
+        }
+        Ok(Value::Object(fields)) => fields,
+        Ok(_) => {
+            return json!({ "status": "error", "seq": seq, "error_code": 40000, "message": "a row is a JSON object" })
+        }
+    };
+    let columns: Vec<String> = fields.keys().map(|k| quoted(&k.to_ascii_lowercase())).collect();
+    let literals = match fields.values().map(literal).collect::<Result<Vec<_>, _>>() {
+        Ok(l) => l,
+        Err(e) => return json!({ "status": "error", "seq": seq, "error_code": 40000, "message": e }),
+    };
+    let sql = format!("INSERT INTO {} ({}) VALUES ({})", quoted(target), columns.join(", "), literals.join(", "));
+    let run = async {
+        let located = sql::parse(&sql)?;
+        if located.len() != 1 {
+            return Err(EddyError::InvalidValue("a row is one INSERT".into()));
+        }
+        for l in located {
+            state.engine.execute(session, l).await?;
+        }
+        Ok(())
+    };
+    match run.await {
+        Ok(()) => json!({ "status": "ok", "seq": seq }),
+        Err(e) => {
+            let (_, code) = error_code(&e);
+            json!({ "status": "error", "seq": seq, "error_code": code, "message": e.to_string() })
+        }
+    }
 }
 
 #[cfg(test)]

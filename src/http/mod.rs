@@ -14,6 +14,7 @@ mod rest_admin;
 mod rest_proxy;
 mod schema_registry;
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use base64::Engine as _;
+use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -53,6 +55,9 @@ pub struct HttpConfig {
     pub max_consumers: usize,
     /// A consumer instance unused this long is closed (kafka-rest's `consumer.instance.timeout.ms`).
     pub consumer_idle_timeout: Duration,
+    /// A client that takes nothing of what it is sent for this long is disconnected, and a
+    /// streamed answer it does not read ends.
+    pub write_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -64,6 +69,7 @@ impl Default for HttpConfig {
             max_push_queries: 64,
             max_consumers: 256,
             consumer_idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -188,6 +194,7 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, app: Router, tl
         let builder = builder.clone();
         let tls = tls.clone();
         let handshake_timeout = state.config.header_read_timeout;
+        let socket = WriteTimeout::new(socket, state.config.write_timeout);
         tokio::spawn(async move {
             let served = match tls {
                 None => builder.serve_connection(TokioIo::new(socket), service).await,
@@ -202,6 +209,109 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, app: Router, tl
             }
             drop(permit);
         });
+    }
+}
+
+/// A connection whose writes fail once the peer has taken nothing for `timeout`: a client
+/// that stops reading cannot hold a connection (and what feeds it) forever.
+struct WriteTimeout<S> {
+    inner: S,
+    timeout: Duration,
+    /// Running while a write waits for the peer.
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    fn new(inner: S, timeout: Duration) -> WriteTimeout<S> {
+        WriteTimeout { inner, timeout, stalled: None }
+    }
+
+    /// A write's outcome: progress resets the clock; waiting past the timeout is an error.
+    fn watch<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        poll: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::task::Poll;
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let timeout = self.timeout;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client took nothing for {} ms", timeout.as_millis()),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Sends one part of a streamed answer; `false` when the client is gone or has taken
+/// nothing for `timeout` (an HTTP/2 stream it stopped reading): the stream then ends.
+pub async fn send_part(
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    part: Bytes,
+    timeout: Duration,
+) -> bool {
+    match tx.send_timeout(Ok(part), timeout).await {
+        Ok(()) => true,
+        Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+            tracing::info!("ending a streamed HTTP answer: its client took nothing for {} ms", timeout.as_millis());
+            false
+        }
+        Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => false,
     }
 }
 

@@ -793,6 +793,7 @@ async fn records_v3(
     let limit = state.config.max_body_bytes;
     let mut body = request.into_body().into_data_stream();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let write_timeout = state.config.write_timeout;
     tokio::spawn(async move {
         let mut pending: Vec<u8> = Vec::new();
         loop {
@@ -851,13 +852,13 @@ async fn records_v3(
                     out.push_str(&answer.to_string());
                     out.push('\n');
                 }
-                if tx.send(Ok(Bytes::from(out))).await.is_err() {
+                if !super::send_part(&tx, Bytes::from(out), write_timeout).await {
                     return;
                 }
             }
             if pending.len() > limit {
                 let answer = json!({ "error_code": 413, "message": format!("a record passes the request limit of {limit} bytes") });
-                let _ = tx.send(Ok(Bytes::from(format!("{answer}\n")))).await;
+                super::send_part(&tx, Bytes::from(format!("{answer}\n")), write_timeout).await;
                 return;
             }
             if ended {

@@ -624,7 +624,94 @@ def limits():
     r = requests.get(a + '/assignments')
     check(r.status_code == 404 and r.json()['error_code'] == 40403, 'expired: ' + r.text)
     create('lg', {'name': 'c'})
+    inserts_stream_streams()
+    slow_clients()
     print('limits ok')
+
+
+def raw_http(path, head_extra=''):
+    """A socket with an HTTP/1.1 request head for a chunked POST to `path` sent."""
+    import socket
+    host, port = BASE.split('//')[1].split(':')
+    s = socket.create_connection((host, int(port)), timeout=20)
+    s.sendall(f'POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n{head_extra}\r\n'.encode())
+    return s
+
+
+def chunk(s, text):
+    data = text.encode()
+    s.sendall(b'%x\r\n%s\r\n' % (len(data), data))
+
+
+def inserts_stream_streams():
+    """/inserts-stream answers each row while the request body is still open."""
+    requests.post(BASE + '/ksql', json={'ksql': "CREATE STREAM ins_live (a INT) WITH (KAFKA_TOPIC='ins_live', VALUE_FORMAT='JSON', PARTITIONS=1);"}).raise_for_status()
+    s = raw_http('/inserts-stream')
+    chunk(s, '{"target": "ins_live"}\n{"a": 1}\n')
+    got = b''
+    while b'"seq":0' not in got:
+        part = s.recv(4096)
+        check(part, 'connection closed before the first answer: %r' % got)
+        got += part
+    check(b'200 OK' in got.split(b'\r\n')[0] and b'"status":"ok"' in got, got)
+    chunk(s, '{"a": "x"}\n{"a": 3}\n')
+    while b'"seq":2' not in got:
+        got += s.recv(4096)
+    check(b'"seq":1' in got and b'"status":"error"' in got, got)
+    s.sendall(b'0\r\n\r\n')
+    s.close()
+    c = Consumer({'bootstrap.servers': BOOTSTRAP, 'group.id': 'ins-live', 'auto.offset.reset': 'earliest'})
+    c.subscribe(['ins_live'])
+    values, deadline = [], time.time() + 20
+    while time.time() < deadline and len(values) < 2:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            values.append(json.loads(m.value())['A'] if 'A' in json.loads(m.value()) else json.loads(m.value())['a'])
+    c.close()
+    check(values == [1, 3], values)
+
+
+def slow_clients():
+    """A client that stops reading a push query's answer is cut off after the write timeout
+    (1.5 s on this server), and its query ends."""
+    import httpx
+    requests.post(BASE + '/ksql', json={'ksql': "CREATE STREAM flood (s STRING) WITH (KAFKA_TOPIC='flood', VALUE_FORMAT='JSON', PARTITIONS=1);"}).raise_for_status()
+    from confluent_kafka import Producer
+    p = Producer({'bootstrap.servers': BOOTSTRAP, 'linger.ms': 50})
+    for i in range(6000):
+        p.produce('flood', value=json.dumps({'s': '%06d' % i + 'x' * 4000}))
+        p.poll(0)
+    p.flush(30)
+
+    def pushes():
+        shown = requests.post(BASE + '/ksql', json={'ksql': 'SHOW QUERIES;'}).json()[0]['queries']
+        return sum(1 for q in shown if q['queryType'] == 'PUSH')
+
+    # (A GROUP BY: its push query is listed by SHOW QUERIES; every key is new, so every
+    # record is a row of the answer.)
+    body = json.dumps({'sql': 'SELECT s, COUNT(*) FROM flood GROUP BY s EMIT CHANGES;',
+                       'properties': {'auto.offset.reset': 'earliest'}})
+    # HTTP/1.1: the socket is never read.
+    s = raw_http('/query-stream', 'Content-Type: application/json\r\n')
+    chunk(s, body)
+    s.sendall(b'0\r\n\r\n')
+    # HTTP/2: a stream whose answer is not read (its flow-control window fills).
+    with httpx.Client(http2=True, http1=False, timeout=30) as h2:
+        with h2.stream('POST', BASE + '/query-stream', content=body) as r:
+            check(r.status_code == 200, r.status_code)
+            wait_for(lambda: pushes() >= 1, 'push queries running', seconds=20)
+            wait_for(lambda: pushes() == 0, 'push queries of clients that stopped reading ended', seconds=30)
+    # The server closed the unread socket: what it holds drains to the end.
+    closed = False
+    try:
+        while s.recv(1 << 20):
+            pass
+        closed = True
+    except ConnectionResetError:
+        closed = True
+    s.close()
+    check(closed, 'the unread connection was closed')
+    check(requests.get(BASE + '/info').status_code == 200, 'the server lives on')
 
 
 {'consumers': consumers, 'admin': admin, 'schemas': schemas, 'limits': limits}[MODE]()
