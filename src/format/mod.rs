@@ -24,6 +24,7 @@ pub mod delimited;
 pub mod json;
 pub mod json_batch;
 pub mod json_columns;
+pub mod json_schema_check;
 pub mod kafka;
 pub mod key;
 pub mod row_keys;

@@ -3,8 +3,9 @@
 //! A request gives each of key and value a schema (`value_schema`, registered under
 //! `{topic}-value` as kafka-rest's TopicNameStrategy does) or a registered one
 //! (`value_schema_id`); every record is then written in Confluent's wire format (magic byte,
-//! schema id, the Avro body or the JSON text). A value that does not fit its schema fails
-//! the whole request (42205), as a schema the registry refuses does (its reason kept).
+//! schema id, the Avro body or the JSON text). A value that does not fit its schema (a JSON
+//! value is checked against its JSON Schema) fails the whole request (42205), as a schema
+//! the registry refuses does (its reason kept).
 
 use axum::http::StatusCode;
 use serde_json::Value;
@@ -17,8 +18,8 @@ enum Writer {
     Avro(std::sync::Arc<apache_avro::Schema>),
     /// The schema's first message, from proto3's JSON mapping.
     Protobuf(std::sync::Arc<crate::format::protobuf::Compiled>),
-    /// JSON text after the framing; the JSON Schema itself is not checked against.
-    Json,
+    /// JSON text after the framing, checked against the JSON Schema first.
+    Json(std::sync::Arc<Value>),
 }
 
 /// The records' keys and values, encoded, and the schema ids used for each side.
@@ -96,7 +97,9 @@ fn side_of(
         SchemaType::Protobuf => {
             Writer::Protobuf(registry.protobuf(id).map_err(|e| unprocessable(missing_code, e.message))?)
         }
-        SchemaType::Json => Writer::Json,
+        SchemaType::Json => Writer::Json(std::sync::Arc::new(
+            serde_json::from_str(&stored.schema).map_err(|e| unprocessable(missing_code, e.to_string()))?,
+        )),
     };
     Ok(Some((id, writer)))
 }
@@ -114,7 +117,9 @@ fn encode(
         Writer::Protobuf(compiled) => {
             compiled.message(&[0]).and_then(|desc| crate::format::protobuf::json_to_framed(&desc, &[0], *id, v))
         }
-        Writer::Json => {
+        Writer::Json(schema) => {
+            crate::format::json_schema_check::validate(schema, v)
+                .map_err(|e| unprocessable(42205, format!("record {i}'s {which} does not fit schema {id}: {e}")))?;
             let mut out = vec![0u8];
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(v.to_string().as_bytes());

@@ -7,7 +7,7 @@
 //! Avro schemas are parsed, stored in a compact form, and checked for compatibility with
 //! Avro's schema-resolution rules (`apache-avro`). JSON Schema documents must be JSON and
 //! Protobuf schemas must compile; their compatibility follows Confluent's lists of
-//! compatible changes (`compat.rs`).
+//! compatible changes (`json_compat.rs`, `protobuf_compat.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -19,7 +19,8 @@ use serde_json::Value;
 
 use crate::state::{StateStore, CATALOG_CF};
 
-mod compat;
+mod json_compat;
+mod protobuf_compat;
 
 const PREFIX: &str = "schemareg/";
 /// Most schemas the registry holds; more are refused (a bound on memory).
@@ -207,6 +208,11 @@ struct Inner {
     compiled: HashMap<u32, std::sync::Arc<crate::format::protobuf::Compiled>>,
     schemas: BTreeMap<u32, StoredSchema>,
     by_identity: HashMap<(SchemaType, String, Vec<Reference>), u32>,
+    /// Schema text as clients sent it (without references), by type, to the id it
+    /// normalized to: registering the same text again under a subject that has it skips
+    /// parsing (the REST Proxy's records name their schema inline, each one). At most
+    /// `MAX_RAW_CACHE` entries; emptied when full.
+    by_raw_text: HashMap<(SchemaType, String), u32>,
     subjects: BTreeMap<String, BTreeMap<u32, VersionEntry>>,
     global: Option<Level>,
     per_subject: BTreeMap<String, Level>,
@@ -430,11 +436,18 @@ impl Registry {
     pub fn register(&self, subject: &str, schema: StoredSchema) -> Result<u32, RegistryError> {
         check_subject(subject)?;
         let mut inner = self.lock();
+        let raw = schema.references.is_empty().then(|| (schema.schema_type, schema.schema.clone()));
+        if let Some(id) = raw.as_ref().and_then(|r| inner.by_raw_text.get(r)).copied() {
+            if inner.subjects.get(subject).is_some_and(|v| v.values().any(|e| e.id == id && !e.deleted)) {
+                return Ok(id);
+            }
+        }
         let schema = normalize(&inner, schema)?;
         let identity = (schema.schema_type, schema.schema.clone(), schema.references.clone());
         let existing_id = inner.by_identity.get(&identity).copied();
         if let (Some(id), Some(versions)) = (existing_id, inner.subjects.get(subject)) {
             if versions.values().any(|e| e.id == id && !e.deleted) {
+                remember_raw(&mut inner, raw, id);
                 return Ok(id);
             }
         }
@@ -469,6 +482,7 @@ impl Registry {
         inner.schemas.insert(id, schema);
         inner.by_identity.insert(identity, id);
         inner.subjects.entry(subject.to_string()).or_default().insert(version, entry);
+        remember_raw(&mut inner, raw, id);
         Ok(id)
     }
 
@@ -611,6 +625,17 @@ fn check_subject(subject: &str) -> Result<(), RegistryError> {
     Ok(())
 }
 
+/// Most raw schema texts `Inner::by_raw_text` keeps.
+const MAX_RAW_CACHE: usize = 10_000;
+
+fn remember_raw(inner: &mut Inner, raw: Option<(SchemaType, String)>, id: u32) {
+    let Some(raw) = raw else { return };
+    if inner.by_raw_text.len() >= MAX_RAW_CACHE {
+        inner.by_raw_text.clear();
+    }
+    inner.by_raw_text.insert(raw, id);
+}
+
 fn invalid(message: String) -> RegistryError {
     RegistryError::new(42201, message)
 }
@@ -740,13 +765,13 @@ fn check_compatible(
                     let parse = |s: &StoredSchema| {
                         serde_json::from_str::<Value>(&s.schema).map_err(|e| invalid(format!("Invalid schema: {e}")))
                     };
-                    compat::json_incompatible(&parse(original)?, &parse(update)?)
+                    json_compat::json_incompatible(&parse(original)?, &parse(update)?)
                 } else {
                     let a = parse_protobuf(inner, &original.schema, &original.references)?;
                     let b = parse_protobuf(inner, &update.schema, &update.references)?;
-                    compat::protobuf_incompatible(&a, &b)
+                    protobuf_compat::protobuf_incompatible(&a, &b)
                 };
-                Ok(found.iter().map(compat::Difference::describe).collect())
+                Ok(found.iter().map(json_compat::Difference::describe).collect())
             };
             if backward {
                 reasons.extend(differences(old, schema)?);
@@ -849,5 +874,10 @@ mod tests {
         assert!(!reg.subjects(true).contains(&"users-value".to_string()));
         // The schema itself stays readable by id.
         assert!(reg.schema(id2).is_ok());
+        // Its text, seen before, registers anew: a subject without it gets a version.
+        assert_eq!(reg.register("users-value", avro(V2_DEFAULT)).unwrap(), id2);
+        assert_eq!(reg.versions("users-value", false).unwrap().len(), 1);
+        assert_eq!(reg.register("users-value", avro(V2_DEFAULT)).unwrap(), id2);
+        assert_eq!(reg.versions("users-value", false).unwrap().len(), 1, "the same text again is no new version");
     }
 }

@@ -341,6 +341,9 @@ def schemas():
     r = send('orders_js', V2_JSONSCHEMA, {'value_schema': order, 'records': [{'value': {'id': 1, 'item': 'tea'}}]})
     check(r.status_code == 200 and isinstance(r.json()['value_schema_id'], int), r.text)
     check(sr.get_latest_version('orders_js-value').schema.schema_type == 'JSON', 'a JSON schema')
+    # A value that does not fit its JSON Schema is refused, as kafka-rest refuses it.
+    r = send('orders_js', V2_JSONSCHEMA, {'value_schema_id': r.json()['value_schema_id'], 'records': [{'value': {'id': 'one'}}]})
+    check(r.status_code == 422 and r.json()['error_code'] == 42205 and '#/id' in r.json()['message'], r.text)
     de = JSONDeserializer(order)
     c = Consumer({'bootstrap.servers': BOOTSTRAP, 'group.id': 'js-http', 'auto.offset.reset': 'earliest'})
     c.subscribe(['orders_js'])

@@ -1,4 +1,5 @@
-//! Compatibility of JSON Schema and Protobuf schemas, by Confluent's Schema Registry rules.
+//! Compatibility of JSON Schema schemas, by Confluent's Schema Registry rules (Protobuf's
+//! are in `protobuf_compat.rs`).
 //!
 //! As Confluent does, a check lists the differences from an original schema to an update
 //! and refuses the update when any difference is not among the compatible kinds. BACKWARD
@@ -9,16 +10,12 @@
 //! Covered for JSON Schema: types (changed, narrowed, extended; `integer` widening to
 //! `number`), object properties added or removed against open and closed content models
 //! (`additionalProperties: false` closes one), `required`, `enum`, string and number bounds,
-//! array items, and `oneOf`/`anyOf` branches by position. For Protobuf: messages by full
-//! name, fields by number (kind, scalar kind, named type, label, proto2 `required`), and
-//! the package. Not covered: `$ref` into definitions, `patternProperties`, oneof moves.
+//! array items, and `oneOf`/`anyOf` branches by position. Not covered: `$ref` into
+//! definitions, `patternProperties`.
 
 use std::collections::BTreeSet;
 
-use prost_reflect::{Cardinality, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::Value;
-
-use crate::format::protobuf::Compiled;
 
 /// Deepest nesting a JSON Schema comparison follows.
 const MAX_DEPTH: usize = 64;
@@ -65,7 +62,7 @@ const JSON_COMPATIBLE: &[&str] = &[
     "ADDITIONAL_PROPERTIES_ADDED",
 ];
 
-fn push(out: &mut Vec<Difference>, kind: &'static str, path: &str) {
+pub(super) fn push(out: &mut Vec<Difference>, kind: &'static str, path: &str) {
     out.push(Difference { kind, path: path.to_string() });
 }
 
@@ -232,106 +229,6 @@ fn is_null_type(schema: &Value) -> bool {
     schema.get("type").and_then(Value::as_str) == Some("null")
 }
 
-/// The Protobuf differences from `original` to `update` that break readers of `update`.
-pub fn protobuf_incompatible(original: &Compiled, update: &Compiled) -> Vec<Difference> {
-    let mut out = Vec::new();
-    let (Some(a), Some(b)) =
-        (original.pool.get_file_by_name(&original.file), update.pool.get_file_by_name(&update.file))
-    else {
-        return out;
-    };
-    if a.package_name() != b.package_name() {
-        push(&mut out, "PACKAGE_CHANGED", "#/");
-    }
-    let mut messages: Vec<MessageDescriptor> = a.messages().collect();
-    while let Some(m) = messages.pop() {
-        messages.extend(m.child_messages().filter(|c| !c.is_map_entry()));
-        let path = format!("#/{}", m.full_name());
-        let Some(other) = update.pool.get_message_by_name(m.full_name()) else {
-            push(&mut out, "MESSAGE_REMOVED", &path);
-            continue;
-        };
-        message_diff(&m, &other, &path, &mut out);
-    }
-    out.retain(|d| !PROTOBUF_COMPATIBLE.contains(&d.kind));
-    out
-}
-
-fn message_diff(a: &MessageDescriptor, b: &MessageDescriptor, path: &str, out: &mut Vec<Difference>) {
-    for f in a.fields() {
-        let at = format!("{path}/{}", f.number());
-        match b.get_field(f.number()) {
-            None if f.cardinality() == Cardinality::Required => push(out, "REQUIRED_FIELD_REMOVED", &at),
-            None => {}
-            Some(g) => field_diff(&f, &g, &at, out),
-        }
-    }
-    for g in b.fields().filter(|g| a.get_field(g.number()).is_none()) {
-        if g.cardinality() == Cardinality::Required {
-            push(out, "REQUIRED_FIELD_ADDED", &format!("{path}/{}", g.number()));
-        }
-    }
-}
-
-/// Kinds of field: a scalar, a message (or group), a map.
-#[derive(PartialEq)]
-enum FieldKind {
-    Scalar,
-    Named,
-    Map,
-}
-
-fn field_kind(f: &FieldDescriptor) -> FieldKind {
-    if f.is_map() {
-        return FieldKind::Map;
-    }
-    match f.kind() {
-        Kind::Message(_) => FieldKind::Named,
-        _ => FieldKind::Scalar,
-    }
-}
-
-/// Scalars Protobuf reads one as the other (Confluent's groups of wire-compatible kinds).
-fn scalar_group(kind: &Kind) -> u8 {
-    match kind {
-        Kind::Int32 | Kind::Int64 | Kind::Uint32 | Kind::Uint64 | Kind::Bool | Kind::Enum(_) => 0,
-        Kind::Sint32 | Kind::Sint64 => 1,
-        Kind::String | Kind::Bytes => 2,
-        Kind::Fixed32 | Kind::Sfixed32 => 3,
-        Kind::Fixed64 | Kind::Sfixed64 => 4,
-        Kind::Float => 5,
-        Kind::Double => 6,
-        Kind::Message(_) => 7,
-    }
-}
-
-fn field_diff(a: &FieldDescriptor, b: &FieldDescriptor, path: &str, out: &mut Vec<Difference>) {
-    let (ka, kb) = (field_kind(a), field_kind(b));
-    if ka != kb {
-        return push(out, "FIELD_KIND_CHANGED", path);
-    }
-    match (a.kind(), b.kind()) {
-        (Kind::Message(x), Kind::Message(y)) if x.full_name() != y.full_name() => {
-            push(out, "FIELD_NAMED_TYPE_CHANGED", path)
-        }
-        (Kind::Enum(x), Kind::Enum(y)) if x.full_name() != y.full_name() => push(out, "FIELD_NAMED_TYPE_CHANGED", path),
-        (x, y) if scalar_group(&x) != scalar_group(&y) => push(out, "FIELD_SCALAR_KIND_CHANGED", path),
-        _ => {}
-    }
-    if a.is_list() != b.is_list() && ka == FieldKind::Scalar {
-        let stringy = matches!(a.kind(), Kind::String | Kind::Bytes);
-        push(out, if stringy { "FIELD_STRING_OR_BYTES_LABEL_CHANGED" } else { "FIELD_NUMERIC_LABEL_CHANGED" }, path);
-    }
-    if a.cardinality() != Cardinality::Required && b.cardinality() == Cardinality::Required {
-        push(out, "REQUIRED_FIELD_ADDED", path);
-    } else if a.cardinality() == Cardinality::Required && b.cardinality() != Cardinality::Required {
-        push(out, "REQUIRED_FIELD_REMOVED", path);
-    }
-}
-
-/// Confluent's compatible Protobuf changes, of those this module finds.
-const PROTOBUF_COMPATIBLE: &[&str] = &["FIELD_STRING_OR_BYTES_LABEL_CHANGED"];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,33 +281,5 @@ mod tests {
             )),
             ["MAX_LENGTH_DECREASED"]
         );
-    }
-
-    fn proto(text: &str) -> Compiled {
-        crate::format::protobuf::compile(text, &[]).unwrap()
-    }
-
-    #[test]
-    fn protobuf_changes() {
-        let v1 = proto("syntax = \"proto3\"; package p; message M { int64 id = 1; string name = 2; N n = 3; } message N { int32 a = 1; }");
-        // Adding and removing fields, widening int32 to int64: compatible.
-        let v2 = proto("syntax = \"proto3\"; package p; message M { int64 id = 1; N n = 3; bool b = 4; } message N { int64 a = 1; }");
-        assert!(protobuf_incompatible(&v1, &v2).is_empty(), "{:?}", protobuf_incompatible(&v1, &v2));
-        // A field number reused with another scalar kind, a message type changed, a message gone.
-        let v3 = proto("syntax = \"proto3\"; package p; message M { double id = 1; string name = 2; O n = 3; } message O { int32 a = 1; }");
-        let mut found = kinds(&protobuf_incompatible(&v1, &v3));
-        found.sort();
-        assert_eq!(found, ["FIELD_NAMED_TYPE_CHANGED", "FIELD_SCALAR_KIND_CHANGED", "MESSAGE_REMOVED"]);
-        // A scalar field that became a message; a package change.
-        let v4 = proto("syntax = \"proto3\"; package p; message M { N id = 1; } message N { int32 a = 1; }");
-        assert_eq!(kinds(&protobuf_incompatible(&v1, &v4)), ["FIELD_KIND_CHANGED"]);
-        let v5 = proto("syntax = \"proto3\"; package q; message M { int64 id = 1; }");
-        let mut found = kinds(&protobuf_incompatible(&v1, &v5));
-        found.sort();
-        assert_eq!(found, ["MESSAGE_REMOVED", "MESSAGE_REMOVED", "PACKAGE_CHANGED"]);
-        // proto2 required fields added.
-        let p2a = proto("syntax = \"proto2\"; message M { optional int32 a = 1; }");
-        let p2b = proto("syntax = \"proto2\"; message M { optional int32 a = 1; required int32 b = 2; }");
-        assert_eq!(kinds(&protobuf_incompatible(&p2a, &p2b)), ["REQUIRED_FIELD_ADDED"]);
     }
 }
