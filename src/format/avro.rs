@@ -264,7 +264,7 @@ fn to_cell(v: Avro, ty: &SqlType) -> Result<Value, String> {
 }
 
 /// A big-endian two's-complement integer as an i128 (None past 16 bytes of magnitude).
-fn unscaled_of(bytes: &[u8]) -> Option<i128> {
+pub(super) fn unscaled_of(bytes: &[u8]) -> Option<i128> {
     if bytes.is_empty() {
         return Some(0);
     }
@@ -395,7 +395,7 @@ pub(super) fn padded_be(n: i128, precision: u8) -> Vec<u8> {
 }
 
 /// The shortest big-endian two's-complement bytes of an integer.
-fn minimal_be(n: i128) -> Vec<u8> {
+pub(super) fn minimal_be(n: i128) -> Vec<u8> {
     let bytes = n.to_be_bytes();
     let fill = if n < 0 { 0xff } else { 0 };
     let mut start = 0;

@@ -24,6 +24,15 @@ use super::{Column, SqlType};
 
 /// The file name a registered schema compiles as.
 const FILE: &str = "schema.proto";
+/// Confluent's decimal type (`confluent/type/decimal.proto`), which ksqlDB writes DECIMAL
+/// columns as and every Confluent client knows without a reference: the unscaled value as
+/// big-endian two's-complement bytes, with its precision and scale.
+const DECIMAL_FILE: &str = "confluent/type/decimal.proto";
+const DECIMAL_PROTO: &str = "syntax = \"proto3\";\n\npackage confluent.type;\n\nmessage Decimal {\n  bytes value = 1;\n  uint32 precision = 2;\n  int32 scale = 3;\n}\n";
+const DECIMAL_MESSAGE: &str = "confluent.type.Decimal";
+/// The DECIMAL a column inferred from a `confluent.type.Decimal` field has (its precision
+/// and scale are in each value, not in the schema).
+const INFERRED_DECIMAL: SqlType = SqlType::Decimal { precision: 38, scale: 9 };
 /// Most message indexes a framed value may carry (nesting depth).
 const MAX_INDEXES: usize = 64;
 
@@ -51,6 +60,9 @@ impl protox::file::FileResolver for Sources {
 /// or base64.
 pub fn compile(schema: &str, references: &[(String, String)]) -> Result<Compiled, String> {
     let mut pool = DescriptorPool::global();
+    if !references.iter().any(|(name, _)| name == DECIMAL_FILE) {
+        pool.add_file_descriptor_proto(decimal_file()?).map_err(|e| format!("{DECIMAL_FILE}: {e}"))?;
+    }
     // Referenced schemas first (the files this one imports), in either form.
     let mut sources: HashMap<String, String> = HashMap::new();
     for (name, text) in references {
@@ -74,6 +86,7 @@ pub fn compile(schema: &str, references: &[(String, String)]) -> Result<Compiled
         return Ok(Compiled { pool, file });
     }
     sources.insert(FILE.to_string(), schema.to_string());
+    sources.entry(DECIMAL_FILE.to_string()).or_insert_with(|| DECIMAL_PROTO.to_string());
     let mut resolver = protox::file::ChainFileResolver::new();
     resolver.add(Sources(sources));
     resolver.add(protox::file::GoogleFileResolver::new());
@@ -87,6 +100,20 @@ pub fn compile(schema: &str, references: &[(String, String)]) -> Result<Compiled
         }
     }
     Ok(Compiled { pool, file: FILE.to_string() })
+}
+
+/// `confluent/type/decimal.proto`, compiled once.
+fn decimal_file() -> Result<prost_types::FileDescriptorProto, String> {
+    static FILE: std::sync::OnceLock<Result<prost_types::FileDescriptorProto, String>> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let mut compiler = protox::Compiler::with_file_resolver(Sources(HashMap::from([(
+            DECIMAL_FILE.to_string(),
+            DECIMAL_PROTO.to_string(),
+        )])));
+        compiler.open_file(DECIMAL_FILE).map_err(|e| e.to_string())?;
+        compiler.file_descriptor_set().file.into_iter().next().ok_or_else(|| "no file".to_string())
+    })
+    .clone()
 }
 
 /// A base64 `FileDescriptorProto` (what Confluent's serializers register), if `text` is one.
@@ -219,9 +246,94 @@ pub fn decode_value(columns: &[Column], value: &[u8]) -> Result<Vec<Value>, Stri
     let registry = crate::registry::global().ok_or("no Schema Registry")?;
     let compiled = registry.protobuf(id).map_err(|e| format!("PROTOBUF value's schema id {id}: {}", e.message))?;
     let desc = compiled.message(&indexes)?;
-    let json = message_to_json(&desc, body).map_err(|e| format!("PROTOBUF value (schema {id}): {e}"))?;
+    let mut json = message_to_json(&desc, body).map_err(|e| format!("PROTOBUF value (schema {id}): {e}"))?;
+    decimals_as_text(&desc, &mut json, 0)?;
     let bytes = serde_json::to_vec(&json).map_err(|e| e.to_string())?;
     super::json::decode_value(columns, &bytes)
+}
+
+/// Replaces each `confluent.type.Decimal` in a message's JSON with the decimal's text.
+fn decimals_as_text(desc: &MessageDescriptor, json: &mut Value, depth: usize) -> Result<(), String> {
+    each_decimal(desc, json, depth, &decimal_text)
+}
+
+/// Replaces each decimal's text where the message has a `confluent.type.Decimal` with that
+/// message's JSON.
+fn decimals_as_messages(desc: &MessageDescriptor, json: &mut Value, depth: usize) -> Result<(), String> {
+    each_decimal(desc, json, depth, &decimal_message)
+}
+
+/// Applies `f` to the JSON of every `confluent.type.Decimal` field of a message's JSON,
+/// in nested messages, lists and map values too.
+fn each_decimal(
+    desc: &MessageDescriptor,
+    json: &mut Value,
+    depth: usize,
+    f: &dyn Fn(&Value) -> Result<Value, String>,
+) -> Result<(), String> {
+    if depth > MAX_INDEXES {
+        return Ok(());
+    }
+    let Value::Object(fields) = json else { return Ok(()) };
+    for field in desc.fields() {
+        let Some(v) = fields.get_mut(field.name()) else { continue };
+        let message = match field.kind() {
+            Kind::Message(m) if field.is_map() => m.map_entry_value_field().kind().as_message().cloned(),
+            Kind::Message(m) => Some(m),
+            _ => None,
+        };
+        let Some(m) = message else { continue };
+        let each: Vec<&mut Value> = match v {
+            Value::Array(items) if field.is_list() => items.iter_mut().collect(),
+            Value::Object(entries) if field.is_map() => entries.values_mut().collect(),
+            other => vec![other],
+        };
+        for item in each {
+            if m.full_name() == DECIMAL_MESSAGE {
+                *item = f(item)?;
+            } else {
+                each_decimal(&m, item, depth + 1, f)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A decimal's text as a `confluent.type.Decimal` in proto3's JSON: its scale is the
+/// digits after the point, its precision all of its digits.
+fn decimal_message(v: &Value) -> Result<Value, String> {
+    let text = match v {
+        Value::Null | Value::Object(_) => return Ok(v.clone()),
+        Value::String(t) => t.clone(),
+        other => other.to_string(),
+    };
+    let digits = text.trim_start_matches(['-', '+']);
+    let scale = digits.split_once('.').map_or(0, |(_, frac)| frac.len());
+    let precision = digits.chars().filter(char::is_ascii_digit).count().max(scale + 1);
+    let (p, sc) = (u8::try_from(precision).unwrap_or(u8::MAX), u8::try_from(scale).unwrap_or(u8::MAX));
+    let unscaled = super::types::parse_decimal(&text, p, sc).ok_or_else(|| format!("{text} is not a DECIMAL"))?;
+    Ok(serde_json::json!({
+        "value": base64::engine::general_purpose::STANDARD.encode(super::avro::minimal_be(unscaled)),
+        "precision": precision,
+        "scale": scale,
+    }))
+}
+
+/// A `confluent.type.Decimal` in proto3's JSON (`value` as base64) as the decimal's text.
+fn decimal_text(v: &Value) -> Result<Value, String> {
+    if v.is_null() {
+        return Ok(Value::Null);
+    }
+    let bytes = match v.get("value").and_then(Value::as_str) {
+        Some(b64) => {
+            base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| format!("Decimal value: {e}"))?
+        }
+        None => Vec::new(),
+    };
+    let unscaled = super::avro::unscaled_of(&bytes).ok_or("a Decimal wider than 38 digits")?;
+    let scale = v.get("scale").and_then(Value::as_i64).unwrap_or(0);
+    let scale = u8::try_from(scale).map_err(|_| format!("a Decimal of scale {scale}"))?;
+    Ok(Value::String(super::types::format_decimal(unscaled, scale)))
 }
 
 /// Encodes the value columns of a row with registered schema `schema_id` (its first message).
@@ -240,10 +352,15 @@ pub fn encode_value(columns: &[Column], row: &[Value], schema_id: u32) -> Result
             .ok_or_else(|| format!("column {} has no field in {}", c.name, desc.full_name()))?;
         object.insert(field.name().to_string(), proto_json(&c.ty, v));
     }
-    json_to_framed(&desc, &[0], schema_id, &Value::Object(object))
+    let mut object = Value::Object(object);
+    decimals_as_messages(&desc, &mut object, 0)?;
+    let object = object;
+    json_to_framed(&desc, &[0], schema_id, &object)
 }
 
-/// A canonical cell in proto3's JSON mapping: timestamps (epoch ms) as RFC 3339 text.
+/// A canonical cell in proto3's JSON mapping: timestamps (epoch ms) as RFC 3339 text,
+/// DECIMALs as their text (`decimals_as_messages` then writes the schema's
+/// `confluent.type.Decimal` fields as messages).
 fn proto_json(ty: &SqlType, v: &Value) -> Value {
     match (ty, v) {
         (SqlType::Timestamp, Value::Number(n)) => n
@@ -301,6 +418,7 @@ fn kind_type(kind: &Kind) -> Result<SqlType, String> {
         Kind::Float | Kind::Double => SqlType::Double,
         Kind::Bytes => SqlType::Bytes,
         Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => SqlType::Timestamp,
+        Kind::Message(m) if m.full_name() == DECIMAL_MESSAGE => INFERRED_DECIMAL,
         Kind::Message(m) => SqlType::Struct(
             m.fields()
                 .map(|f| Ok(StructField { name: f.name().to_string(), ty: field_type(&f)? }))
@@ -311,14 +429,22 @@ fn kind_type(kind: &Kind) -> Result<SqlType, String> {
 
 /// The `.proto` a relation's value columns are written with: `ConnectDefault1`, a field per
 /// value column in order (STRUCTs as nested messages, TIMESTAMP as
-/// `google.protobuf.Timestamp`, DECIMAL as its text).
+/// `google.protobuf.Timestamp`, DECIMAL as `confluent.type.Decimal`, as ksqlDB writes them).
 pub fn schema_for(columns: &[Column]) -> Result<String, String> {
     let mut body = String::new();
     let mut nested = 1;
     let fields: Vec<(&str, &SqlType)> = columns.iter().filter(|c| !c.key).map(|c| (c.name.as_str(), &c.ty)).collect();
     message("ConnectDefault1", &fields, &mut nested, 0, &mut body)?;
-    let import =
-        if body.contains("google.protobuf.Timestamp") { "import \"google/protobuf/timestamp.proto\";\n\n" } else { "" };
+    let mut import = String::new();
+    if body.contains("google.protobuf.Timestamp") {
+        import.push_str("import \"google/protobuf/timestamp.proto\";\n");
+    }
+    if body.contains(DECIMAL_MESSAGE) {
+        import.push_str(&format!("import \"{DECIMAL_FILE}\";\n"));
+    }
+    if !import.is_empty() {
+        import.push('\n');
+    }
     Ok(format!("syntax = \"proto3\";\n\n{import}{body}"))
 }
 
@@ -355,7 +481,8 @@ fn message(
 /// A non-repeated field's type; a STRUCT's message is written (nested) first.
 fn scalar(ty: &SqlType, nested: &mut usize, depth: usize, out: &mut String) -> Result<String, String> {
     Ok(match ty {
-        SqlType::String | SqlType::Decimal { .. } => "string".into(),
+        SqlType::String => "string".into(),
+        SqlType::Decimal { .. } => DECIMAL_MESSAGE.into(),
         SqlType::Boolean => "bool".into(),
         SqlType::Int | SqlType::Date | SqlType::Time => "int32".into(),
         SqlType::BigInt => "int64".into(),
@@ -409,6 +536,35 @@ mod tests {
             key: false
         }])
         .is_err());
+    }
+
+    #[test]
+    fn decimals_are_confluent_decimal_messages() {
+        let cols = vec![
+            Column { name: "d".into(), ty: SqlType::Decimal { precision: 10, scale: 2 }, key: false },
+            Column {
+                name: "ds".into(),
+                ty: SqlType::Array(Box::new(SqlType::Decimal { precision: 5, scale: 1 })),
+                key: false,
+            },
+        ];
+        let text = schema_for(&cols).unwrap();
+        assert!(
+            text.contains("import \"confluent/type/decimal.proto\"") && text.contains("confluent.type.Decimal d = 1"),
+            "{text}"
+        );
+        let compiled = compile(&text, &[]).unwrap();
+        let desc = compiled.message(&[0]).unwrap();
+        let mut json = serde_json::json!({"d": "-1234.05", "ds": ["0.5", "-0.1"]});
+        decimals_as_messages(&desc, &mut json, 0).unwrap();
+        assert_eq!(json["d"]["scale"], 2);
+        let framed = json_to_framed(&desc, &[0], 1, &json).unwrap();
+        let (_, _, body) = unframe(&framed).unwrap();
+        let mut back = message_to_json(&desc, body).unwrap();
+        decimals_as_text(&desc, &mut back, 0).unwrap();
+        assert_eq!(back, serde_json::json!({"d": "-1234.05", "ds": ["0.5", "-0.1"]}));
+        // Inferred, a Decimal field is a DECIMAL column.
+        assert!(matches!(columns_of(&desc).unwrap()[0].ty, SqlType::Decimal { .. }));
     }
 
     #[test]

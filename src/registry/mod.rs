@@ -690,25 +690,45 @@ fn parse_protobuf(
     text: &str,
     references: &[Reference],
 ) -> Result<crate::format::protobuf::Compiled, RegistryError> {
-    let referenced: Vec<(String, String)> = references
-        .iter()
-        .filter_map(|r| {
-            let id = inner.subjects.get(&r.subject).and_then(|v| v.get(&r.version)).map(|e| e.id)?;
-            inner.schemas.get(&id).map(|s| (r.name.clone(), s.schema.clone()))
-        })
-        .collect();
+    let referenced = referenced_texts(inner, references);
     crate::format::protobuf::compile(text, &referenced).map_err(|e| invalid(format!("Invalid schema: {e}")))
 }
 
-/// Parses an Avro schema with the schemas its references name.
-fn parse_avro(inner: &Inner, text: &str, references: &[Reference]) -> Result<AvroSchema, RegistryError> {
-    let mut referenced = Vec::new();
-    for r in references {
-        let id = inner.subjects.get(&r.subject).and_then(|v| v.get(&r.version)).map(|e| e.id);
-        if let Some(s) = id.and_then(|id| inner.schemas.get(&id)) {
-            referenced.push(s.schema.clone());
+/// Most levels of references followed (a schema referencing one that references ...).
+const MAX_REFERENCE_DEPTH: usize = 32;
+
+/// The schemas `references` name and, transitively, the ones those name: (name, text),
+/// each once, every schema after the ones it references (as a descriptor pool adds them).
+fn referenced_texts(inner: &Inner, references: &[Reference]) -> Vec<(String, String)> {
+    fn walk(
+        inner: &Inner,
+        references: &[Reference],
+        depth: usize,
+        seen: &mut std::collections::HashSet<(String, u32)>,
+        out: &mut Vec<(String, String)>,
+    ) {
+        if depth > MAX_REFERENCE_DEPTH {
+            return;
+        }
+        for r in references {
+            if !seen.insert((r.subject.clone(), r.version)) {
+                continue;
+            }
+            let id = inner.subjects.get(&r.subject).and_then(|v| v.get(&r.version)).map(|e| e.id);
+            if let Some(s) = id.and_then(|id| inner.schemas.get(&id)) {
+                walk(inner, &s.references, depth + 1, seen, out);
+                out.push((r.name.clone(), s.schema.clone()));
+            }
         }
     }
+    let mut out = Vec::new();
+    walk(inner, references, 0, &mut std::collections::HashSet::new(), &mut out);
+    out
+}
+
+/// Parses an Avro schema with the schemas its references name (transitively).
+fn parse_avro(inner: &Inner, text: &str, references: &[Reference]) -> Result<AvroSchema, RegistryError> {
+    let referenced: Vec<String> = referenced_texts(inner, references).into_iter().map(|(_, text)| text).collect();
     let parsed = if referenced.is_empty() {
         AvroSchema::parse_str(text)
     } else {
@@ -835,6 +855,55 @@ mod tests {
     const V2_DEFAULT: &str = r#"{"type": "record", "name": "User", "fields": [{"name": "name", "type": "string"}, {"name": "age", "type": "int", "default": 0}]}"#;
     const V2_NO_DEFAULT: &str =
         r#"{"type":"record","name":"User","fields":[{"name":"name","type":"string"},{"name":"age","type":"int"}]}"#;
+
+    #[test]
+    fn references_resolve_transitively() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(StateStore::open(dir.path(), &Default::default()).unwrap()).unwrap();
+        let proto = |text: &str, refs: Vec<Reference>| StoredSchema {
+            schema: text.to_string(),
+            schema_type: SchemaType::Protobuf,
+            references: refs,
+        };
+        let r = |name: &str, subject: &str| Reference { name: name.into(), subject: subject.into(), version: 1 };
+        reg.register("c", proto("syntax = \"proto3\"; package c; message C { int32 n = 1; }", vec![])).unwrap();
+        reg.register(
+            "b",
+            proto(
+                "syntax = \"proto3\"; package b; import \"c.proto\"; message B { c.C c = 1; }",
+                vec![r("c.proto", "c")],
+            ),
+        )
+        .unwrap();
+        let a = reg
+            .register(
+                "a-value",
+                proto("syntax = \"proto3\"; import \"b.proto\"; message A { b.B b = 1; }", vec![r("b.proto", "b")]),
+            )
+            .unwrap();
+        let compiled = reg.protobuf(a).unwrap();
+        assert_eq!(compiled.message(&[0]).unwrap().full_name(), "A");
+        // Avro: a record naming a type whose own schema names another.
+        let avro_ref = |text: &str, refs: Vec<Reference>| StoredSchema {
+            schema: text.to_string(),
+            schema_type: SchemaType::Avro,
+            references: refs,
+        };
+        reg.register("z", avro_ref(r#"{"type":"record","name":"Z","fields":[{"name":"n","type":"int"}]}"#, vec![]))
+            .unwrap();
+        reg.register(
+            "y",
+            avro_ref(r#"{"type":"record","name":"Y","fields":[{"name":"z","type":"Z"}]}"#, vec![r("Z", "z")]),
+        )
+        .unwrap();
+        let x = reg
+            .register(
+                "x-value",
+                avro_ref(r#"{"type":"record","name":"X","fields":[{"name":"y","type":"Y"}]}"#, vec![r("Y", "y")]),
+            )
+            .unwrap();
+        assert!(reg.avro(x).is_ok());
+    }
 
     #[test]
     fn ids_versions_evolution_and_deletes_survive_a_reopen() {
