@@ -551,17 +551,30 @@ fn literal(e: &ast::Expr) -> Result<Value> {
     }
 }
 
-/// Every decodable record the topic holds now (bad ones are skipped here; persistent
-/// queries are the ones that report them); `pseudo`: each row followed by its ROWTIME (the
-/// event time), ROWPARTITION and ROWOFFSET.
+/// Most processing-log entries one pull query over a stream writes for records it cannot
+/// decode (then one entry counts the rest): the records are skipped, never silently, and a
+/// query run over and over does not flood the log.
+const MAX_PULL_QUERY_LOG_ENTRIES: usize = 100;
+
+/// Every decodable record the topic holds now; the others are skipped and reported to the
+/// processing log (see `MAX_PULL_QUERY_LOG_ENTRIES`). `pseudo`: each row followed by its
+/// ROWTIME (the event time), ROWPARTITION and ROWOFFSET.
 fn stream_rows(
-    log: &Log,
+    log: &Arc<Log>,
     rel: &RelationDef,
     budget: &mut usize,
     limit: usize,
     pseudo: bool,
 ) -> Result<Vec<Vec<Value>>> {
     let Some(topic) = log.topic(&rel.topic) else { return Ok(Vec::new()) };
+    let processing_log = crate::dataflow::sink::ProcessingLog::direct(log.clone());
+    let mut skipped = 0usize;
+    let mut report = |partition: usize, offset: i64, error: &str, record: Option<&[u8]>| {
+        skipped += 1;
+        if skipped <= MAX_PULL_QUERY_LOG_ENTRIES {
+            processing_log.record(PULL_QUERY_ID, &rel.topic, partition as i32, offset, error, record);
+        }
+    };
     let mut rows = Vec::new();
     for (partition, p) in topic.partitions.iter().enumerate() {
         let end = p.high_watermark();
@@ -584,7 +597,18 @@ fn stream_rows(
                 let batch = &read.bytes[pos..pos + header.total_bytes];
                 pos += header.total_bytes;
                 offset = offset.max(header.last_offset() + 1);
-                let records = crate::format::decode_batch(batch).unwrap_or_default();
+                let records = match crate::format::decode_batch(batch) {
+                    Ok(records) => records,
+                    Err(e) => {
+                        report(
+                            partition,
+                            header.base_offset,
+                            &format!("a batch of records does not decode: {e}"),
+                            None,
+                        );
+                        Vec::new()
+                    }
+                };
                 // A compressed batch holds more than it takes on disk: charge the rest.
                 let inflated: usize = records
                     .iter()
@@ -599,24 +623,35 @@ fn stream_rows(
                 }
                 *budget -= extra;
                 for r in records {
-                    if let Ok(row) = decode_row(
+                    let decoded = decode_row(
                         &rel.columns,
                         rel.key_layout(),
                         rel.value_encoding(),
                         r.key.as_deref(),
                         r.value.as_deref(),
-                    ) {
-                        let mut row = row;
-                        rel.fill_headers(&mut row, &r.headers);
-                        if pseudo {
-                            let rowtime = rel.event_time_ms(&row, r.timestamp_ms).unwrap_or(r.timestamp_ms);
-                            row.extend([Value::from(rowtime), Value::from(partition), Value::from(r.offset)]);
+                    );
+                    match decoded {
+                        Err(bad) => report(partition, r.offset, &bad.error, r.value.as_deref()),
+                        Ok(mut row) => {
+                            rel.fill_headers(&mut row, &r.headers);
+                            if pseudo {
+                                let rowtime = rel.event_time_ms(&row, r.timestamp_ms).unwrap_or(r.timestamp_ms);
+                                row.extend([Value::from(rowtime), Value::from(partition), Value::from(r.offset)]);
+                            }
+                            rows.push(row);
                         }
-                        rows.push(row);
                     }
                 }
             }
         }
     }
+    if skipped > MAX_PULL_QUERY_LOG_ENTRIES {
+        let more = skipped - MAX_PULL_QUERY_LOG_ENTRIES;
+        let error = format!("and {more} more records of {} that do not decode (not logged one by one)", rel.name);
+        processing_log.record(PULL_QUERY_ID, &rel.topic, -1, -1, &error, None);
+    }
     Ok(rows)
 }
+
+/// The query id processing-log entries of pull queries carry.
+const PULL_QUERY_ID: &str = "pull_query";
