@@ -40,6 +40,12 @@ pub struct RelationDef {
     /// The registered schema an AVRO, JSON_SR or PROTOBUF key is written with.
     #[serde(default)]
     pub key_schema_id: Option<u32>,
+    /// `KEY_SCHEMA_FULL_NAME`: the Avro record or Protobuf message name of the key schema.
+    #[serde(default)]
+    pub key_schema_full_name: Option<String>,
+    /// `VALUE_SCHEMA_FULL_NAME` (or ksqlDB's older `VALUE_AVRO_SCHEMA_FULL_NAME`).
+    #[serde(default)]
+    pub value_schema_full_name: Option<String>,
     /// `VALUE_DELIMITER` of a DELIMITED value format (`,` when absent).
     #[serde(default)]
     pub value_delimiter: Option<char>,

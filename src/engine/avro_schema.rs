@@ -57,12 +57,15 @@ impl Engine {
                     .id
             }
         };
+        let full_name = props.get("VALUE_AVRO_SCHEMA_FULL_NAME").or(props.get("VALUE_SCHEMA_FULL_NAME"));
         let inferred = if format.as_deref() == Some("PROTOBUF") {
             let compiled = self
                 .registry
                 .protobuf(id)
                 .map_err(|e| EddyError::InvalidValue(format!("VALUE_SCHEMA_ID {id}: {}", e.message)))?;
-            compiled.message(&[0]).and_then(|m| crate::format::protobuf::columns_of(&m))
+            compiled
+                .message_named(full_name.map(String::as_str))
+                .and_then(|(_, m)| crate::format::protobuf::columns_of(&m))
         } else if format.as_deref() == Some("JSON_SR") {
             let stored = self
                 .registry
@@ -149,7 +152,8 @@ impl Engine {
         let inferred = match format.as_deref() {
             Some("PROTOBUF") => {
                 let compiled = self.registry.protobuf(id).map_err(what)?;
-                compiled.message(&[0]).and_then(|m| crate::format::protobuf::columns_of(&m)).and_then(|cols| {
+                let full_name = props.get("KEY_SCHEMA_FULL_NAME").map(String::as_str);
+                compiled.message_named(full_name).and_then(|(_, m)| crate::format::protobuf::columns_of(&m)).and_then(|cols| {
                     if cols.len() > 1 {
                         return Err(format!(
                             "The key schema for topic {topic} contains multiple columns, which is not supported by ksqlDB at this time."
@@ -203,6 +207,7 @@ impl Engine {
                 })?
             }
         };
+        self.check_first_message(id, rel.key_schema_full_name.as_deref(), "KEY")?;
         rel.key_schema_id = Some(id);
         Ok(())
     }
@@ -212,11 +217,14 @@ impl Engine {
     /// topic without a subject yet), else the subject's latest.
     pub(super) fn attach_value_schema(&self, rel: &mut RelationDef, inferred: Option<u32>) -> Result<()> {
         let (schema_type, own) = match rel.value_format.as_str() {
-            "AVRO" => (crate::registry::SchemaType::Avro, crate::format::avro::schema_for(&rel.columns)),
+            "AVRO" => (
+                crate::registry::SchemaType::Avro,
+                crate::format::avro::schema_named(&rel.columns, rel.value_schema_full_name.as_deref()),
+            ),
             "JSON_SR" => (crate::registry::SchemaType::Json, crate::format::json_sr::schema_for(&rel.columns)),
             "PROTOBUF" => (
                 crate::registry::SchemaType::Protobuf,
-                crate::format::protobuf::schema_for(&rel.columns)
+                crate::format::protobuf::schema_named(&rel.columns, rel.value_schema_full_name.as_deref())
                     .map_err(|e| EddyError::InvalidValue(format!("{} has no PROTOBUF form: {e}", rel.name)))?,
             ),
             _ => return Ok(()),
@@ -243,8 +251,26 @@ impl Engine {
                 })?
             }
         };
+        self.check_first_message(id, rel.value_schema_full_name.as_deref(), "VALUE")?;
         rel.value_schema_id = Some(id);
         Ok(())
+    }
+
+    /// A PROTOBUF schema is written with its first message: `*_SCHEMA_FULL_NAME` naming
+    /// another one is refused (reading would work, writing would not).
+    fn check_first_message(&self, id: u32, full_name: Option<&str>, which: &str) -> Result<()> {
+        let Some(full_name) = full_name else { return Ok(()) };
+        if self.registry.schema_type(id) != Some(crate::registry::SchemaType::Protobuf) {
+            return Ok(());
+        }
+        let compiled = self.registry.protobuf(id).map_err(|e| EddyError::InvalidValue(e.message))?;
+        match compiled.message_named(Some(full_name)).map_err(EddyError::InvalidValue)? {
+            (0, _) => Ok(()),
+            (_, m) => Err(EddyError::NotImplemented(format!(
+                "{which}_SCHEMA_FULL_NAME='{full_name}' names {}, not schema {id}'s first message, which Eddy writes with",
+                m.full_name()
+            ))),
+        }
     }
 
     /// Whether an AVRO or PROTOBUF key is written with the schema made from the key columns
@@ -266,10 +292,10 @@ impl Engine {
     pub(super) fn writes_own_avro_schema(&self, rel: &RelationDef) -> bool {
         let Some(id) = rel.value_schema_id else { return false };
         if rel.value_format == "PROTOBUF" {
-            let own = crate::format::protobuf::schema_for(&rel.columns);
+            let own = crate::format::protobuf::schema_named(&rel.columns, rel.value_schema_full_name.as_deref());
             return self.registry.schema(id).is_ok_and(|s| own.is_ok_and(|own| own == s.schema));
         }
-        let own = crate::format::avro::schema_for(&rel.columns);
+        let own = crate::format::avro::schema_named(&rel.columns, rel.value_schema_full_name.as_deref());
         self.registry.schema(id).is_ok_and(|s| {
             serde_json::from_str::<serde_json::Value>(&s.schema).ok()
                 == serde_json::from_str::<serde_json::Value>(&own).ok()
@@ -288,11 +314,14 @@ fn own_key_schema(rel: &RelationDef) -> Result<Option<(crate::registry::SchemaTy
     };
     let keys: Vec<Column> = rel.columns.iter().filter(|c| c.key && !is_bound(c)).cloned().collect();
     Ok(Some(match rel.key_format {
-        KeyFormat::Avro => (SchemaType::Avro, crate::format::avro::key_schema_for(&rel.name, &keys)),
+        KeyFormat::Avro => (
+            SchemaType::Avro,
+            crate::format::avro::key_schema_for(&rel.name, &keys, rel.key_schema_full_name.as_deref()),
+        ),
         KeyFormat::JsonSr => (SchemaType::Json, crate::format::json_sr::key_schema_for(&keys)),
         KeyFormat::Protobuf => {
             let as_values: Vec<Column> = keys.iter().map(|c| Column { key: false, ..c.clone() }).collect();
-            let proto = crate::format::protobuf::schema_for(&as_values)
+            let proto = crate::format::protobuf::schema_named(&as_values, rel.key_schema_full_name.as_deref())
                 .map_err(|e| EddyError::InvalidValue(format!("{}'s key has no PROTOBUF form: {e}", rel.name)))?;
             (SchemaType::Protobuf, proto)
         }

@@ -335,6 +335,9 @@ impl Engine {
                 "WINDOW_SIZE",
                 "VALUE_SCHEMA_ID",
                 "KEY_SCHEMA_ID",
+                "KEY_SCHEMA_FULL_NAME",
+                "VALUE_SCHEMA_FULL_NAME",
+                "VALUE_AVRO_SCHEMA_FULL_NAME",
             ]
             .contains(&key.as_str())
             {
@@ -464,6 +467,7 @@ impl Engine {
             columns.iter_mut().filter(|c| !is_window_bound(c)).for_each(|c| c.key = false);
         }
         value_encoding.check_columns(&columns).map_err(EddyError::InvalidValue)?;
+        let (key_schema_full_name, value_schema_full_name) = schema_full_names(props, key_format, value_encoding)?;
         Ok(RelationDef {
             name: name.to_string(),
             kind,
@@ -475,6 +479,8 @@ impl Engine {
             value_format: value_encoding.name().to_string(),
             value_schema_id: None,
             key_schema_id: None,
+            key_schema_full_name,
+            value_schema_full_name,
             value_delimiter,
             unwrap_single_value: value_encoding == ValueFormat::JsonUnwrapped,
             partitions,
@@ -987,4 +993,33 @@ pub(super) fn strings_output(names: &[&str], rows: Vec<Vec<String>>, tag: &str) 
         .collect();
     let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match the schema");
     Output::Rows { schema, batches: vec![batch], tag: tag.to_string() }
+}
+
+/// `KEY_SCHEMA_FULL_NAME` and `VALUE_SCHEMA_FULL_NAME` (ksqlDB's older
+/// `VALUE_AVRO_SCHEMA_FULL_NAME` first), for the AVRO and PROTOBUF formats only.
+fn schema_full_names(
+    props: &BTreeMap<String, String>,
+    key_format: KeyFormat,
+    value_format: ValueFormat,
+) -> Result<(Option<String>, Option<String>)> {
+    let key = props.get("KEY_SCHEMA_FULL_NAME").cloned();
+    let value = props.get("VALUE_AVRO_SCHEMA_FULL_NAME").or(props.get("VALUE_SCHEMA_FULL_NAME")).cloned();
+    if key.is_some() && !matches!(key_format, KeyFormat::Avro | KeyFormat::Protobuf) {
+        return Err(EddyError::InvalidValue(format!(
+            "KEY_SCHEMA_FULL_NAME applies to KEY_FORMAT='AVRO' or 'PROTOBUF', not '{}'",
+            key_format.name()
+        )));
+    }
+    if value.is_some() && !matches!(value_format, ValueFormat::Avro { .. } | ValueFormat::Protobuf { .. }) {
+        return Err(EddyError::InvalidValue(format!(
+            "VALUE_SCHEMA_FULL_NAME applies to VALUE_FORMAT='AVRO' or 'PROTOBUF', not '{}'",
+            value_format.name()
+        )));
+    }
+    for name in key.iter().chain(value.iter()) {
+        if name.is_empty() || name.starts_with('.') || name.ends_with('.') || name.contains(char::is_whitespace) {
+            return Err(EddyError::InvalidValue(format!("'{name}' is not a schema full name")));
+        }
+    }
+    Ok((key, value))
 }

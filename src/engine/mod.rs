@@ -339,6 +339,8 @@ impl Engine {
                     value_format: "JSON".into(),
                     value_schema_id: None,
                     key_schema_id: None,
+                    key_schema_full_name: None,
+                    value_schema_full_name: None,
                     value_delimiter: None,
                     unwrap_single_value: false,
                     partitions: 1,

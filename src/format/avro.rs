@@ -409,21 +409,37 @@ pub(super) fn minimal_be(n: i128) -> Vec<u8> {
 /// `io.confluent.ksql.avro_schemas.KsqlDataSourceSchema` whose fields are the value columns,
 /// upper-cased (a STRUCT's fields keep their names), each optional (`["null", T]`, default null).
 pub fn schema_for(columns: &[Column]) -> String {
+    schema_named(columns, None)
+}
+
+/// `schema_for` with the record's full name (`VALUE_SCHEMA_FULL_NAME`: `ns.Name`, or a
+/// name without a namespace) instead of ksqlDB's default.
+pub fn schema_named(columns: &[Column], full_name: Option<&str>) -> String {
+    let (namespace, name) = split_full_name(full_name, "KsqlDataSourceSchema");
     let fields: Vec<Value> = columns
         .iter()
         .filter(|c| !c.key)
         .map(|c| {
-            let name = c.name.to_ascii_uppercase();
-            json!({ "name": name, "type": ["null", avro_type(&c.ty, &format!("KsqlDataSourceSchema_{name}"))], "default": null })
+            let field = c.name.to_ascii_uppercase();
+            json!({ "name": field, "type": ["null", avro_type(&c.ty, &format!("{name}_{field}"))], "default": null })
         })
         .collect();
-    json!({
-        "type": "record",
-        "name": "KsqlDataSourceSchema",
-        "namespace": "io.confluent.ksql.avro_schemas",
-        "fields": fields,
-    })
-    .to_string()
+    let mut record = json!({ "type": "record", "name": name, "fields": fields });
+    if let Some(ns) = namespace {
+        record["namespace"] = json!(ns);
+    }
+    record.to_string()
+}
+
+/// A full name's namespace and name; without one, ksqlDB's namespace and `default`.
+fn split_full_name(full_name: Option<&str>, default: &str) -> (Option<String>, String) {
+    match full_name {
+        None => (Some("io.confluent.ksql.avro_schemas".into()), default.to_string()),
+        Some(full) => match full.rsplit_once('.') {
+            Some((ns, name)) => (Some(ns.to_string()), name.to_string()),
+            None => (None, full.to_string()),
+        },
+    }
 }
 
 fn avro_type(ty: &SqlType, record_name: &str) -> Value {
@@ -480,12 +496,16 @@ pub fn key_columns_of(schema: &AvroSchema) -> Result<Vec<Column>, String> {
 /// The Avro schema a relation's key columns are written with, as ksqlDB writes it: a single
 /// key column as its type itself (single keys are unwrapped), several as a record
 /// `io.confluent.ksql.avro_schemas.{Relation}Key` (the relation's name in camel case) of
-/// optional fields.
-pub fn key_schema_for(relation: &str, keys: &[Column]) -> String {
+/// optional fields, or named `full_name` (`KEY_SCHEMA_FULL_NAME`; also a STRUCT key's).
+pub fn key_schema_for(relation: &str, keys: &[Column], full_name: Option<&str>) -> String {
+    let (namespace, name) = split_full_name(full_name, &format!("{}Key", camel(relation)));
     if let [c] = keys {
-        return avro_type(&c.ty, &format!("{}Key", camel(relation))).to_string();
+        let mut single = avro_type(&c.ty, &name);
+        if let (Some(ns), Value::Object(record)) = (namespace, &mut single) {
+            record.insert("namespace".into(), json!(ns));
+        }
+        return single.to_string();
     }
-    let name = format!("{}Key", camel(relation));
     let fields: Vec<Value> = keys
         .iter()
         .map(|c| {
@@ -493,8 +513,11 @@ pub fn key_schema_for(relation: &str, keys: &[Column]) -> String {
             json!({ "name": field, "type": ["null", avro_type(&c.ty, &format!("{name}_{field}"))], "default": null })
         })
         .collect();
-    json!({ "type": "record", "name": name, "namespace": "io.confluent.ksql.avro_schemas", "fields": fields })
-        .to_string()
+    let mut record = json!({ "type": "record", "name": name, "fields": fields });
+    if let Some(ns) = namespace {
+        record["namespace"] = json!(ns);
+    }
+    record.to_string()
 }
 
 /// `T_STREAM` as `TStream`: each part between underscores capitalized.

@@ -133,6 +133,21 @@ pub fn serialized(compiled: &Compiled) -> Option<String> {
 }
 
 impl Compiled {
+    /// The message `full_name` picks (`*_SCHEMA_FULL_NAME`), else the file's first; with its
+    /// position among the file's messages (Eddy writes the first only).
+    pub fn message_named(&self, full_name: Option<&str>) -> Result<(usize, MessageDescriptor), String> {
+        let Some(full_name) = full_name else { return Ok((0, self.message(&[0])?)) };
+        let file = self.pool.get_file_by_name(&self.file).ok_or("the schema's file is missing")?;
+        let found = file.messages().enumerate().find(|(_, m)| m.full_name() == full_name || m.name() == full_name);
+        match found {
+            Some(found) => Ok(found),
+            None if self.pool.get_message_by_name(full_name).is_some() => {
+                Err(format!("{full_name} is a nested message; name one of the schema's top-level messages"))
+            }
+            None => Err(format!("the schema has no message {full_name}")),
+        }
+    }
+
     /// The message at Confluent's message indexes (`[0]`: the file's first message).
     pub fn message(&self, indexes: &[i32]) -> Result<MessageDescriptor, String> {
         let file = self.pool.get_file_by_name(&self.file).ok_or("the schema's file is missing")?;
@@ -431,10 +446,28 @@ fn kind_type(kind: &Kind) -> Result<SqlType, String> {
 /// value column in order (STRUCTs as nested messages, TIMESTAMP as
 /// `google.protobuf.Timestamp`, DECIMAL as `confluent.type.Decimal`, as ksqlDB writes them).
 pub fn schema_for(columns: &[Column]) -> Result<String, String> {
+    schema_named(columns, None)
+}
+
+/// `schema_for` with the message's full name (`VALUE_SCHEMA_FULL_NAME`: `package.Name`)
+/// instead of `ConnectDefault1`.
+pub fn schema_named(columns: &[Column], full_name: Option<&str>) -> Result<String, String> {
+    let (package, name) = match full_name.map(|f| f.rsplit_once('.').unwrap_or(("", f))) {
+        Some((package, name)) => (package, name),
+        None => ("", "ConnectDefault1"),
+    };
+    let valid =
+        |s: &str| !s.is_empty() && s.split('.').all(|p| p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    if !valid(name) || (!package.is_empty() && !valid(package)) {
+        return Err(format!("{} is not a Protobuf message name", full_name.unwrap_or_default()));
+    }
     let mut body = String::new();
     let mut nested = 1;
     let fields: Vec<(&str, &SqlType)> = columns.iter().filter(|c| !c.key).map(|c| (c.name.as_str(), &c.ty)).collect();
-    message("ConnectDefault1", &fields, &mut nested, 0, &mut body)?;
+    message(name, &fields, &mut nested, 0, &mut body)?;
+    if !package.is_empty() {
+        body = format!("package {package};\n\n{body}");
+    }
     let mut import = String::new();
     if body.contains("google.protobuf.Timestamp") {
         import.push_str("import \"google/protobuf/timestamp.proto\";\n");

@@ -443,6 +443,17 @@ def keys_in_sql(sr):
         c.close()
         check(latest == want, (topic, latest))
 
+    # *_SCHEMA_FULL_NAME names the records Eddy registers.
+    with psycopg.connect(f'host=127.0.0.1 port={pg_port} user=eddy dbname=eddy', autocommit=True) as conn:
+        conn.execute("CREATE TABLE per_page_named WITH (FORMAT='AVRO', KEY_SCHEMA_FULL_NAME='com.acme.VisitKey', "
+                     "VALUE_SCHEMA_FULL_NAME='com.acme.VisitCount') AS SELECT rowkey AS who, page, COUNT(*) AS n FROM visits_k GROUP BY rowkey, page")
+    named_key = json.loads(sr.get_latest_version('per_page_named-key').schema.schema_str)
+    named_value = json.loads(sr.get_latest_version('per_page_named-value').schema.schema_str)
+    check((named_key['namespace'], named_key['name']) == ('com.acme', 'VisitKey')
+          and (named_value['namespace'], named_value['name']) == ('com.acme', 'VisitCount'), (named_key, named_value))
+    latest_by_key('per_page_named', {('ada', 'home'): 1, ('ada', 'cart'): 1, ('bob', 'cart'): 1},
+                  lambda k, ctx: (lambda r: (r['WHO'], r['PAGE']))(AvroDeserializer(sr)(k, ctx)),
+                  lambda v, ctx: AvroDeserializer(sr)(v, ctx)['N'])
     # AVRO: a single key is the datum itself, registered as a bare "string".
     key_schema = sr.get_latest_version('per_user_avro-key')
     check(json.loads(key_schema.schema.schema_str) == 'string', key_schema.schema.schema_str)
