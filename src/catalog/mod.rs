@@ -46,6 +46,12 @@ pub struct RelationDef {
     /// `VALUE_SCHEMA_FULL_NAME` (or ksqlDB's older `VALUE_AVRO_SCHEMA_FULL_NAME`).
     #[serde(default)]
     pub value_schema_full_name: Option<String>,
+    /// `KEY_PROTOBUF_NULLABLE_REPRESENTATION` and `VALUE_...`: how the PROTOBUF schemas Eddy
+    /// registers let fields be NULL.
+    #[serde(default)]
+    pub key_protobuf_nullable: crate::format::protobuf::Nullable,
+    #[serde(default)]
+    pub value_protobuf_nullable: crate::format::protobuf::Nullable,
     /// `VALUE_DELIMITER` of a DELIMITED value format (`,` when absent).
     #[serde(default)]
     pub value_delimiter: Option<char>,

@@ -224,8 +224,12 @@ impl Engine {
             "JSON_SR" => (crate::registry::SchemaType::Json, crate::format::json_sr::schema_for(&rel.columns)),
             "PROTOBUF" => (
                 crate::registry::SchemaType::Protobuf,
-                crate::format::protobuf::schema_named(&rel.columns, rel.value_schema_full_name.as_deref())
-                    .map_err(|e| EddyError::InvalidValue(format!("{} has no PROTOBUF form: {e}", rel.name)))?,
+                crate::format::protobuf::schema_named(
+                    &rel.columns,
+                    rel.value_schema_full_name.as_deref(),
+                    rel.value_protobuf_nullable,
+                )
+                .map_err(|e| EddyError::InvalidValue(format!("{} has no PROTOBUF form: {e}", rel.name)))?,
             ),
             _ => return Ok(()),
         };
@@ -292,7 +296,11 @@ impl Engine {
     pub(super) fn writes_own_avro_schema(&self, rel: &RelationDef) -> bool {
         let Some(id) = rel.value_schema_id else { return false };
         if rel.value_format == "PROTOBUF" {
-            let own = crate::format::protobuf::schema_named(&rel.columns, rel.value_schema_full_name.as_deref());
+            let own = crate::format::protobuf::schema_named(
+                &rel.columns,
+                rel.value_schema_full_name.as_deref(),
+                rel.value_protobuf_nullable,
+            );
             return self.registry.schema(id).is_ok_and(|s| own.is_ok_and(|own| own == s.schema));
         }
         let own = crate::format::avro::schema_named(&rel.columns, rel.value_schema_full_name.as_deref());
@@ -321,8 +329,12 @@ fn own_key_schema(rel: &RelationDef) -> Result<Option<(crate::registry::SchemaTy
         KeyFormat::JsonSr => (SchemaType::Json, crate::format::json_sr::key_schema_for(&keys)),
         KeyFormat::Protobuf => {
             let as_values: Vec<Column> = keys.iter().map(|c| Column { key: false, ..c.clone() }).collect();
-            let proto = crate::format::protobuf::schema_named(&as_values, rel.key_schema_full_name.as_deref())
-                .map_err(|e| EddyError::InvalidValue(format!("{}'s key has no PROTOBUF form: {e}", rel.name)))?;
+            let proto = crate::format::protobuf::schema_named(
+                &as_values,
+                rel.key_schema_full_name.as_deref(),
+                rel.key_protobuf_nullable,
+            )
+            .map_err(|e| EddyError::InvalidValue(format!("{}'s key has no PROTOBUF form: {e}", rel.name)))?;
             (SchemaType::Protobuf, proto)
         }
         _ => return Ok(None),

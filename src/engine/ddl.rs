@@ -338,6 +338,8 @@ impl Engine {
                 "KEY_SCHEMA_FULL_NAME",
                 "VALUE_SCHEMA_FULL_NAME",
                 "VALUE_AVRO_SCHEMA_FULL_NAME",
+                "KEY_PROTOBUF_NULLABLE_REPRESENTATION",
+                "VALUE_PROTOBUF_NULLABLE_REPRESENTATION",
             ]
             .contains(&key.as_str())
             {
@@ -468,6 +470,17 @@ impl Engine {
         }
         value_encoding.check_columns(&columns).map_err(EddyError::InvalidValue)?;
         let (key_schema_full_name, value_schema_full_name) = schema_full_names(props, key_format, value_encoding)?;
+        let nullable = |which: &str, is_protobuf: bool| -> Result<crate::format::protobuf::Nullable> {
+            let prop = format!("{which}_PROTOBUF_NULLABLE_REPRESENTATION");
+            let Some(text) = props.get(&prop) else { return Ok(Default::default()) };
+            if !is_protobuf {
+                return Err(EddyError::InvalidValue(format!("{prop} applies to {which}_FORMAT='PROTOBUF'")));
+            }
+            crate::format::protobuf::Nullable::parse(text)
+                .ok_or_else(|| EddyError::InvalidValue(format!("{prop}='{text}': expected OPTIONAL or WRAPPER")))
+        };
+        let key_protobuf_nullable = nullable("KEY", key_format == KeyFormat::Protobuf)?;
+        let value_protobuf_nullable = nullable("VALUE", matches!(value_encoding, ValueFormat::Protobuf { .. }))?;
         Ok(RelationDef {
             name: name.to_string(),
             kind,
@@ -481,6 +494,8 @@ impl Engine {
             key_schema_id: None,
             key_schema_full_name,
             value_schema_full_name,
+            key_protobuf_nullable,
+            value_protobuf_nullable,
             value_delimiter,
             unwrap_single_value: value_encoding == ValueFormat::JsonUnwrapped,
             partitions,

@@ -341,6 +341,8 @@ impl Engine {
                     key_schema_id: None,
                     key_schema_full_name: None,
                     value_schema_full_name: None,
+                    key_protobuf_nullable: Default::default(),
+                    value_protobuf_nullable: Default::default(),
                     value_delimiter: None,
                     unwrap_single_value: false,
                     partitions: 1,

@@ -233,7 +233,41 @@ pub fn message_to_json(desc: &MessageDescriptor, bytes: &[u8]) -> Result<Value, 
         .map_err(|e| format!("does not decode as {}: {e}", desc.full_name()))?;
     let options =
         SerializeOptions::new().use_proto_field_name(true).skip_default_fields(false).stringify_64_bit_integers(false);
-    message.serialize_with_options(serde_json::value::Serializer, &options).map_err(|e| e.to_string())
+    let mut json =
+        message.serialize_with_options(serde_json::value::Serializer, &options).map_err(|e| e.to_string())?;
+    absent_as_null(&message, &mut json, 0);
+    Ok(json)
+}
+
+/// Fields that track presence (proto3 `optional`, wrapper types and other messages, proto2
+/// fields) and are not set: NULL, where proto3's JSON shows their defaults. This is how
+/// ksqlDB's `OPTIONAL` and `WRAPPER` nullable representations carry a NULL.
+fn absent_as_null(message: &DynamicMessage, json: &mut Value, depth: usize) {
+    let Value::Object(fields) = json else { return };
+    if depth > MAX_INDEXES {
+        return;
+    }
+    for field in prost_reflect::ReflectMessage::descriptor(message).fields() {
+        let Some(v) = fields.get_mut(field.name()) else { continue };
+        if field.supports_presence() && !message.has_field(&field) {
+            *v = Value::Null;
+            continue;
+        }
+        if !matches!(field.kind(), Kind::Message(_)) || field.is_map() {
+            continue;
+        }
+        match (message.get_field(&field).as_ref(), v) {
+            (prost_reflect::Value::Message(m), v) => absent_as_null(m, v, depth + 1),
+            (prost_reflect::Value::List(items), Value::Array(out)) => {
+                for (item, v) in items.iter().zip(out.iter_mut()) {
+                    if let prost_reflect::Value::Message(m) = item {
+                        absent_as_null(m, v, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// JSON (proto3's mapping) as a message of `desc`, framed with `id` and the message indexes.
@@ -434,6 +468,9 @@ fn kind_type(kind: &Kind) -> Result<SqlType, String> {
         Kind::Bytes => SqlType::Bytes,
         Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => SqlType::Timestamp,
         Kind::Message(m) if m.full_name() == DECIMAL_MESSAGE => INFERRED_DECIMAL,
+        Kind::Message(m) if wrapped_type(m.full_name()).is_some() => {
+            wrapped_type(m.full_name()).unwrap_or(SqlType::String)
+        }
         Kind::Message(m) => SqlType::Struct(
             m.fields()
                 .map(|f| Ok(StructField { name: f.name().to_string(), ty: field_type(&f)? }))
@@ -442,16 +479,51 @@ fn kind_type(kind: &Kind) -> Result<SqlType, String> {
     })
 }
 
+/// The SQL type a `google.protobuf` wrapper holds (ksqlDB's `WRAPPER` nullable
+/// representation).
+fn wrapped_type(message: &str) -> Option<SqlType> {
+    Some(match message.strip_prefix("google.protobuf.")? {
+        "StringValue" => SqlType::String,
+        "BoolValue" => SqlType::Boolean,
+        "Int32Value" => SqlType::Int,
+        "Int64Value" | "UInt32Value" | "UInt64Value" => SqlType::BigInt,
+        "FloatValue" | "DoubleValue" => SqlType::Double,
+        "BytesValue" => SqlType::Bytes,
+        _ => return None,
+    })
+}
+
+/// How a relation's PROTOBUF schema lets a field be NULL (ksqlDB's
+/// `*_PROTOBUF_NULLABLE_REPRESENTATION`): not at all (proto3's defaults), as proto3
+/// `optional` fields, or as `google.protobuf` wrapper messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Nullable {
+    #[default]
+    None,
+    Optional,
+    Wrapper,
+}
+
+impl Nullable {
+    pub fn parse(text: &str) -> Option<Nullable> {
+        match text.to_ascii_uppercase().as_str() {
+            "OPTIONAL" => Some(Nullable::Optional),
+            "WRAPPER" => Some(Nullable::Wrapper),
+            _ => None,
+        }
+    }
+}
+
 /// The `.proto` a relation's value columns are written with: `ConnectDefault1`, a field per
 /// value column in order (STRUCTs as nested messages, TIMESTAMP as
 /// `google.protobuf.Timestamp`, DECIMAL as `confluent.type.Decimal`, as ksqlDB writes them).
 pub fn schema_for(columns: &[Column]) -> Result<String, String> {
-    schema_named(columns, None)
+    schema_named(columns, None, Nullable::None)
 }
 
 /// `schema_for` with the message's full name (`VALUE_SCHEMA_FULL_NAME`: `package.Name`)
 /// instead of `ConnectDefault1`.
-pub fn schema_named(columns: &[Column], full_name: Option<&str>) -> Result<String, String> {
+pub fn schema_named(columns: &[Column], full_name: Option<&str>, nullable: Nullable) -> Result<String, String> {
     let (package, name) = match full_name.map(|f| f.rsplit_once('.').unwrap_or(("", f))) {
         Some((package, name)) => (package, name),
         None => ("", "ConnectDefault1"),
@@ -464,7 +536,7 @@ pub fn schema_named(columns: &[Column], full_name: Option<&str>) -> Result<Strin
     let mut body = String::new();
     let mut nested = 1;
     let fields: Vec<(&str, &SqlType)> = columns.iter().filter(|c| !c.key).map(|c| (c.name.as_str(), &c.ty)).collect();
-    message(name, &fields, &mut nested, 0, &mut body)?;
+    message(name, &fields, &mut nested, 0, nullable, &mut body)?;
     if !package.is_empty() {
         body = format!("package {package};\n\n{body}");
     }
@@ -474,6 +546,10 @@ pub fn schema_named(columns: &[Column], full_name: Option<&str>) -> Result<Strin
     }
     if body.contains(DECIMAL_MESSAGE) {
         import.push_str(&format!("import \"{DECIMAL_FILE}\";\n"));
+    }
+    let wrappers = ["StringValue", "BoolValue", "Int32Value", "Int64Value", "DoubleValue", "BytesValue"];
+    if wrappers.iter().any(|w| body.contains(&format!("google.protobuf.{w} "))) {
+        import.push_str("import \"google/protobuf/wrappers.proto\";\n");
     }
     if !import.is_empty() {
         import.push('\n');
@@ -486,6 +562,7 @@ fn message(
     fields: &[(&str, &SqlType)],
     nested: &mut usize,
     depth: usize,
+    nullable: Nullable,
     out: &mut String,
 ) -> Result<(), String> {
     let pad = "  ".repeat(depth);
@@ -495,11 +572,20 @@ fn message(
             SqlType::Array(t) => ("repeated ", t.as_ref()),
             t => ("", *t),
         };
-        let proto = match ty {
-            SqlType::Map(v) => format!("map<string, {}>", scalar(v, nested, depth, out)?),
+        let mut proto = match ty {
+            SqlType::Map(v) => format!("map<string, {}>", scalar(v, nested, depth, nullable, out)?),
             SqlType::Array(_) => return Err(format!("column {field}: arrays of arrays have no Protobuf form")),
-            t => scalar(t, nested, depth, out)?,
+            t => scalar(t, nested, depth, nullable, out)?,
         };
+        // A single scalar field may be NULL as the relation's representation says.
+        let is_scalar = !proto.contains('.') && !proto.starts_with("map<") && !proto.starts_with("ConnectDefault");
+        if repeated.is_empty() && is_scalar {
+            match nullable {
+                Nullable::None => {}
+                Nullable::Optional => proto = format!("optional {proto}"),
+                Nullable::Wrapper => proto = format!("google.protobuf.{}", wrapper_of(&proto)),
+            }
+        }
         if !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             || field.starts_with(|c: char| c.is_ascii_digit())
         {
@@ -511,8 +597,26 @@ fn message(
     Ok(())
 }
 
+/// The `google.protobuf` wrapper message of a scalar type.
+fn wrapper_of(scalar: &str) -> &'static str {
+    match scalar {
+        "bool" => "BoolValue",
+        "int32" => "Int32Value",
+        "int64" => "Int64Value",
+        "double" => "DoubleValue",
+        "bytes" => "BytesValue",
+        _ => "StringValue",
+    }
+}
+
 /// A non-repeated field's type; a STRUCT's message is written (nested) first.
-fn scalar(ty: &SqlType, nested: &mut usize, depth: usize, out: &mut String) -> Result<String, String> {
+fn scalar(
+    ty: &SqlType,
+    nested: &mut usize,
+    depth: usize,
+    nullable: Nullable,
+    out: &mut String,
+) -> Result<String, String> {
     Ok(match ty {
         SqlType::String => "string".into(),
         SqlType::Decimal { .. } => DECIMAL_MESSAGE.into(),
@@ -526,7 +630,7 @@ fn scalar(ty: &SqlType, nested: &mut usize, depth: usize, out: &mut String) -> R
             *nested += 1;
             let name = format!("ConnectDefault{nested}");
             let fs: Vec<(&str, &SqlType)> = fields.iter().map(|f| (f.name.as_str(), &f.ty)).collect();
-            message(&name, &fs, nested, depth + 1, out)?;
+            message(&name, &fs, nested, depth + 1, nullable, out)?;
             name
         }
         SqlType::Array(_) | SqlType::Map(_) => return Err("nested collections have no Protobuf form".into()),
