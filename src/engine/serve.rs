@@ -567,7 +567,8 @@ fn stream_rows(
     pseudo: bool,
 ) -> Result<Vec<Vec<Value>>> {
     let Some(topic) = log.topic(&rel.topic) else { return Ok(Vec::new()) };
-    let processing_log = crate::dataflow::sink::ProcessingLog::direct(log.clone());
+    // Entries are written together, in one append, when the scan ends.
+    let processing_log = crate::dataflow::sink::ProcessingLog::direct(log.clone()).buffered();
     let mut skipped = 0usize;
     let mut report = |partition: usize, offset: i64, error: &str, record: Option<&[u8]>| {
         skipped += 1;
@@ -650,6 +651,7 @@ fn stream_rows(
         let error = format!("and {more} more records of {} that do not decode (not logged one by one)", rel.name);
         processing_log.record(PULL_QUERY_ID, &rel.topic, -1, -1, &error, None);
     }
+    processing_log.append(processing_log.take_buffered());
     Ok(rows)
 }
 

@@ -5,29 +5,46 @@
 //! `properties`, `required`, `additionalProperties`, `items` (one schema or a list),
 //! `minItems`/`maxItems`, `minLength`/`maxLength`, `minimum`/`maximum` and their exclusive
 //! forms, `multipleOf`, `allOf`/`anyOf`/`oneOf`/`not`, and `$ref` to a place in the same
-//! document (`#/definitions/T`, `#/$defs/T`). Others (`pattern`, `format`, remote `$ref`)
-//! are not checked: a value is refused only for what is checked. Nesting is bounded, as is
-//! a chain of `$ref`s.
+//! document (`#/definitions/T`, `#/$defs/T`). Others (`pattern`, `format`, a `$ref` to
+//! another document) are not checked: a value is refused only for what is checked. Nesting
+//! is bounded, as is a chain of `$ref`s, and so is the work: a budget that grows with the
+//! value's size, past which the check fails (never passes) with its own error.
 
 use serde_json::Value;
 
 /// Deepest nesting of values and schemas followed (a `$ref` loop ends here too).
 const MAX_DEPTH: usize = 64;
-/// Most (schema, value) pairs one check visits: `anyOf`s nested in `anyOf`s would otherwise
-/// take time exponential in their depth.
-const MAX_STEPS: usize = 100_000;
+/// (schema, value) pairs one check may visit beyond eight per node of the value: `anyOf`s
+/// nested in `anyOf`s would otherwise take time exponential in their depth.
+const BASE_STEPS: usize = 100_000;
 
 /// `Ok` when `value` fits `schema`; otherwise where and why it does not.
 pub fn validate(schema: &Value, value: &Value) -> Result<(), String> {
-    let mut steps = 0;
-    check(&mut steps, schema, schema, value, "#", 0)
+    let budget = BASE_STEPS.saturating_add(nodes(value, 0).saturating_mul(8));
+    let mut steps = budget;
+    let checked = check(&mut steps, schema, schema, value, "#", 0);
+    if steps == 0 {
+        return Err(format!("the schema takes more than {budget} steps to check this value"));
+    }
+    checked
 }
 
-fn check(steps: &mut usize, root: &Value, schema: &Value, value: &Value, at: &str, depth: usize) -> Result<(), String> {
-    *steps += 1;
-    if *steps > MAX_STEPS {
-        return Err(format!("{at}: the schema takes more than {MAX_STEPS} steps to check"));
+/// How many JSON values `v` holds (itself included).
+fn nodes(v: &Value, depth: usize) -> usize {
+    match v {
+        Value::Array(items) if depth < MAX_DEPTH => 1 + items.iter().map(|i| nodes(i, depth + 1)).sum::<usize>(),
+        Value::Object(fields) if depth < MAX_DEPTH => 1 + fields.values().map(|i| nodes(i, depth + 1)).sum::<usize>(),
+        _ => 1,
     }
+}
+
+/// `steps` counts down; at zero every check fails, and `validate` reports the budget (so
+/// `not` and `oneOf` never turn an unfinished check into a pass).
+fn check(steps: &mut usize, root: &Value, schema: &Value, value: &Value, at: &str, depth: usize) -> Result<(), String> {
+    if *steps == 0 {
+        return Err(format!("{at}: out of steps"));
+    }
+    *steps -= 1;
     if depth > MAX_DEPTH {
         return Err(format!("{at}: nested deeper than {MAX_DEPTH}"));
     }
@@ -37,8 +54,8 @@ fn check(steps: &mut usize, root: &Value, schema: &Value, value: &Value, at: &st
         Value::Object(s) => s,
         _ => return Ok(()),
     };
-    if let Some(Value::String(r)) = schema.get("$ref") {
-        let target = resolve(root, r).ok_or_else(|| format!("{at}: $ref {r} is not in this schema"))?;
+    // A `$ref` to another document is not followed (not checked).
+    if let Some(target) = schema.get("$ref").and_then(Value::as_str).and_then(|r| resolve(root, r)) {
         check(steps, root, target, value, at, depth + 1)?;
     }
     if let Some(t) = schema.get("type") {
@@ -106,7 +123,7 @@ fn check(steps: &mut usize, root: &Value, schema: &Value, value: &Value, at: &st
                 (num("maximum").is_some_and(|m| x > m), "maximum"),
                 (num("exclusiveMinimum").is_some_and(|m| x <= m), "exclusiveMinimum"),
                 (num("exclusiveMaximum").is_some_and(|m| x >= m), "exclusiveMaximum"),
-                (num("multipleOf").is_some_and(|m| m > 0.0 && (x / m).fract().abs() > 1e-9), "multipleOf"),
+                (num("multipleOf").is_some_and(|m| m > 0.0 && !is_multiple(x, m)), "multipleOf"),
             ];
             if let Some((_, k)) = fails.iter().find(|(failed, _)| *failed) {
                 return Err(format!("{at}: {x} does not meet {k} {}", schema.get(*k).unwrap_or(&Value::Null)));
@@ -119,19 +136,25 @@ fn check(steps: &mut usize, root: &Value, schema: &Value, value: &Value, at: &st
             check(steps, root, s, value, at, depth + 1)?;
         }
     }
+    let out_of_steps = |steps: &usize| if *steps == 0 { Err(format!("{at}: out of steps")) } else { Ok(()) };
     if let Some(Value::Array(any)) = schema.get("anyOf") {
-        if !any.iter().any(|s| check(steps, root, s, value, at, depth + 1).is_ok()) {
+        let matched = any.iter().any(|s| check(steps, root, s, value, at, depth + 1).is_ok());
+        out_of_steps(steps)?;
+        if !matched {
             return Err(format!("{at}: {value} matches none of anyOf"));
         }
     }
     if let Some(Value::Array(one)) = schema.get("oneOf") {
         let matching = one.iter().filter(|s| check(steps, root, s, value, at, depth + 1).is_ok()).count();
+        out_of_steps(steps)?;
         if matching != 1 {
             return Err(format!("{at}: {value} matches {matching} of oneOf's schemas, not exactly one"));
         }
     }
     if let Some(not) = schema.get("not") {
-        if check(steps, root, not, value, at, depth + 1).is_ok() {
+        let matched = check(steps, root, not, value, at, depth + 1).is_ok();
+        out_of_steps(steps)?;
+        if matched {
             return Err(format!("{at}: {value} matches what \"not\" excludes"));
         }
     }
@@ -153,6 +176,13 @@ fn bound(
         return Err(format!("{at}: {n} {what}, more than {max} {m}"));
     }
     Ok(())
+}
+
+/// Whether `x` is a whole multiple of `m`, allowing for binary fractions (`0.3` is a
+/// multiple of `0.1`).
+fn is_multiple(x: f64, m: f64) -> bool {
+    let q = x / m;
+    (q - q.round()).abs() <= 1e-9 * q.abs().max(1.0)
 }
 
 /// A `$ref` within the document: `#` or a JSON pointer after it.
@@ -236,11 +266,20 @@ mod tests {
         // A $ref that loops ends at the depth bound, with an error.
         let looping = json!({"$ref": "#"});
         assert!(validate(&looping, &json!(1)).is_err());
+        // A $ref to another document is not checked; multipleOf allows binary fractions.
+        assert_eq!(validate(&json!({"$ref": "other.json#/x"}), &json!(1)), Ok(()));
+        assert_eq!(validate(&json!({"multipleOf": 0.1}), &json!(0.3)), Ok(()));
+        assert!(validate(&json!({"multipleOf": 0.1}), &json!(0.35)).is_err());
+        // A long valid array is within the budget (it grows with the value).
+        let items: Vec<Value> = (0..300_000).map(|i| json!(i)).collect();
+        assert_eq!(validate(&json!({"type": "array", "items": {"type": "integer"}}), &Value::Array(items)), Ok(()));
         // anyOfs nested 18 deep, two branches each (2^18 paths), none matching: bounded work, an error.
         let mut nested = json!({"type": "string"});
         for _ in 0..18 {
             nested = json!({"anyOf": [nested.clone(), nested]});
         }
-        assert!(validate(&nested, &json!(1)).is_err());
+        assert!(validate(&nested, &json!(1)).unwrap_err().contains("steps"));
+        // Out of steps is never a pass, even under "not".
+        assert!(validate(&json!({"not": nested}), &json!(1)).unwrap_err().contains("steps"));
     }
 }

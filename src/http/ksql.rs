@@ -569,15 +569,14 @@ fn stream_answer(state: &Arc<HttpState>, running: Running, shape: Shape) -> Resp
         Shape::Delimited => format!("{}\n", json!({ "queryId": id, "columnNames": names, "columnTypes": types })),
         Shape::JsonArray => format!("[{}", json!({ "queryId": id, "columnNames": names, "columnTypes": types })),
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let (mut tx, body) = super::streamed_answer(4, state.config.write_timeout);
     let registry = state.push_queries.clone();
-    let write_timeout = state.config.write_timeout;
     tokio::spawn(async move {
         let mut sent = 0usize;
         let mut out = header;
         let mut final_message = None;
         'outer: loop {
-            if !out.is_empty() && !super::send_part(&tx, Bytes::from(std::mem::take(&mut out)), write_timeout).await {
+            if !out.is_empty() && !tx.send(Bytes::from(std::mem::take(&mut out))).await {
                 break;
             }
             let next = tokio::select! {
@@ -631,16 +630,18 @@ fn stream_answer(state: &Arc<HttpState>, running: Running, shape: Shape) -> Resp
             Shape::Delimited => {}
             Shape::JsonArray => out.push(']'),
         }
-        super::send_part(&tx, Bytes::from(out), write_timeout).await;
+        // A client given up on gets no closing part: its answer ends broken, not short.
+        if !tx.is_gone() {
+            tx.send(Bytes::from(out)).await;
+        }
         registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     });
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let content_type = match shape {
         Shape::Legacy => KSQL_JSON,
         Shape::Delimited => DELIMITED,
         Shape::JsonArray => "application/json",
     };
-    let mut response = Response::new(Body::from_stream(stream));
+    let mut response = Response::new(body);
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
@@ -741,7 +742,7 @@ async fn inserts_stream(
     Extension(user): Extension<User>,
     request: axum::extract::Request,
 ) -> Response {
-    let mut lines = Lines { body: request.into_body().into_data_stream(), pending: Vec::new(), ended: false };
+    let mut lines = Lines::new(request.into_body().into_data_stream());
     let limit = state.config.max_body_bytes;
     let first = match lines.next(limit).await {
         Ok(first) => first,
@@ -757,8 +758,7 @@ async fn inserts_stream(
     let Some(rel) = state.engine.catalog.relation(&target) else {
         return bad_request(format!("Cannot insert values into an unknown stream/table: {target}")).into_response();
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    let write_timeout = state.config.write_timeout;
+    let (mut tx, body) = super::streamed_answer(16, state.config.write_timeout);
     tokio::spawn(async move {
         let mut session = Session::for_user(&user.0);
         let mut seq = 0;
@@ -769,43 +769,63 @@ async fn inserts_stream(
                 Err(e) => json!({ "status": "error", "seq": seq, "error_code": 41300, "message": e }),
             };
             let last = answer.get("error_code") == Some(&json!(41300));
-            if !super::send_part(&tx, Bytes::from(format!("{answer}\n")), write_timeout).await || last {
+            if !tx.send(Bytes::from(format!("{answer}\n"))).await || last {
                 return;
             }
             seq += 1;
         }
     });
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let mut response = Response::new(Body::from_stream(stream));
+    let mut response = Response::new(body);
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(DELIMITED));
     response
 }
 
-/// The lines of a streamed request body, as they arrive (blank lines skipped).
+/// The lines of a streamed request body, as they arrive (blank lines skipped). Each byte
+/// is looked at once for a newline, and read lines leave the buffer once per chunk: linear
+/// in the body, however it is cut into chunks.
 struct Lines {
     body: axum::body::BodyDataStream,
     pending: Vec<u8>,
+    /// Where the unread part of `pending` starts.
+    start: usize,
+    /// How far past `start` no newline is.
+    scanned: usize,
     ended: bool,
 }
 
 impl Lines {
+    fn new(body: axum::body::BodyDataStream) -> Lines {
+        Lines { body, pending: Vec::new(), start: 0, scanned: 0, ended: false }
+    }
+
     /// The next line; `None` at the end of the body. A line longer than `limit` is an error.
     async fn next(&mut self, limit: usize) -> Result<Option<Vec<u8>>, String> {
         loop {
-            if let Some(at) = self.pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.pending.drain(..=at).take(at).collect();
+            let unread = &self.pending[self.start..];
+            if let Some(at) = unread[self.scanned..].iter().position(|b| *b == b'\n') {
+                let end = self.scanned + at;
+                let line = unread[..end].to_vec();
+                self.start += end + 1;
+                self.scanned = 0;
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
                 return Ok(Some(line));
             }
-            if self.pending.len() > limit {
+            self.scanned = unread.len();
+            if unread.len() > limit {
                 return Err(format!("a line passes the request limit of {limit} bytes"));
             }
             if self.ended {
-                let rest = std::mem::take(&mut self.pending);
+                let rest = self.pending.split_off(self.start);
+                self.pending.clear();
+                self.start = 0;
+                self.scanned = 0;
                 return Ok((!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest));
             }
+            // Read lines leave the buffer before more comes in.
+            self.pending.drain(..self.start);
+            self.start = 0;
             match self.body.next().await {
                 Some(Ok(bytes)) => self.pending.extend_from_slice(&bytes),
                 Some(Err(e)) => return Err(format!("the request body broke off: {e}")),

@@ -298,21 +298,78 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteTimeout<S>
     }
 }
 
-/// Sends one part of a streamed answer; `false` when the client is gone or has taken
-/// nothing for `timeout` (an HTTP/2 stream it stopped reading): the stream then ends.
-pub async fn send_part(
-    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-    part: Bytes,
+/// The sending half of a streamed answer (`streamed_answer`): each part waits at most the
+/// write timeout for the client to take the ones before it.
+pub struct AnswerSender {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    aborted: Arc<std::sync::atomic::AtomicBool>,
     timeout: Duration,
-) -> bool {
-    match tx.send_timeout(Ok(part), timeout).await {
-        Ok(()) => true,
-        Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
-            tracing::info!("ending a streamed HTTP answer: its client took nothing for {} ms", timeout.as_millis());
-            false
+    gone: bool,
+}
+
+impl AnswerSender {
+    /// Sends one part; `false` once the client is gone or has taken nothing for the timeout
+    /// (an HTTP/2 stream it stopped reading): then the answer ends, as an error the client
+    /// sees (never as a complete-looking answer with parts missing).
+    pub async fn send(&mut self, part: Bytes) -> bool {
+        if self.gone {
+            return false;
         }
-        Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => false,
+        match self.tx.send_timeout(part, self.timeout).await {
+            Ok(()) => true,
+            Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                tracing::info!(
+                    "ending a streamed HTTP answer: its client took nothing for {} ms",
+                    self.timeout.as_millis()
+                );
+                self.aborted.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.gone = true;
+                false
+            }
+            Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => {
+                self.gone = true;
+                false
+            }
+        }
     }
+
+    /// Whether the client went away or was given up on.
+    pub fn is_gone(&self) -> bool {
+        self.gone || self.tx.is_closed()
+    }
+
+    /// Resolves when the client has gone away.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+/// A streamed answer's body and its sender (`capacity` parts in flight). The body ends
+/// when the sender is dropped, with an error if the sender gave up on a slow client.
+pub fn streamed_answer(capacity: usize, timeout: Duration) -> (AnswerSender, axum::body::Body) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(capacity);
+    let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = AnswerSender { tx, aborted: aborted.clone(), timeout, gone: false };
+    let mut finished = false;
+    let stream = futures::stream::poll_fn(move |cx| {
+        if finished {
+            return std::task::Poll::Ready(None);
+        }
+        match rx.poll_recv(cx) {
+            std::task::Poll::Ready(Some(part)) => std::task::Poll::Ready(Some(Ok(part))),
+            std::task::Poll::Ready(None) => {
+                finished = true;
+                if aborted.load(std::sync::atomic::Ordering::Relaxed) {
+                    let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "the client stopped reading the answer");
+                    std::task::Poll::Ready(Some(Err(e)))
+                } else {
+                    std::task::Poll::Ready(None)
+                }
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    });
+    (sender, axum::body::Body::from_stream(stream))
 }
 
 /// Counts every answer by status class, and its time to the response head.

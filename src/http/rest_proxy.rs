@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -792,8 +792,7 @@ async fn records_v3(
     }
     let limit = state.config.max_body_bytes;
     let mut body = request.into_body().into_data_stream();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    let write_timeout = state.config.write_timeout;
+    let (mut tx, answer) = super::streamed_answer(16, state.config.write_timeout);
     tokio::spawn(async move {
         let mut pending: Vec<u8> = Vec::new();
         loop {
@@ -852,13 +851,13 @@ async fn records_v3(
                     out.push_str(&answer.to_string());
                     out.push('\n');
                 }
-                if !super::send_part(&tx, Bytes::from(out), write_timeout).await {
+                if !tx.send(Bytes::from(out)).await {
                     return;
                 }
             }
             if pending.len() > limit {
                 let answer = json!({ "error_code": 413, "message": format!("a record passes the request limit of {limit} bytes") });
-                super::send_part(&tx, Bytes::from(format!("{answer}\n")), write_timeout).await;
+                tx.send(Bytes::from(format!("{answer}\n"))).await;
                 return;
             }
             if ended {
@@ -866,9 +865,7 @@ async fn records_v3(
             }
         }
     });
-    let mut rx = rx;
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let mut response = Response::new(Body::from_stream(stream));
+    let mut response = Response::new(answer);
     response.headers_mut().insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static(V3));
     Ok(response)
 }

@@ -625,11 +625,13 @@ fn check_subject(subject: &str) -> Result<(), RegistryError> {
     Ok(())
 }
 
-/// Most raw schema texts `Inner::by_raw_text` keeps.
+/// Most raw schema texts `Inner::by_raw_text` keeps, and the longest text it keeps: at most
+/// 160 MB in all, whatever whitespace variants clients send.
 const MAX_RAW_CACHE: usize = 10_000;
+const MAX_RAW_CACHED_BYTES: usize = 16 << 10;
 
 fn remember_raw(inner: &mut Inner, raw: Option<(SchemaType, String)>, id: u32) {
-    let Some(raw) = raw else { return };
+    let Some(raw) = raw.filter(|(_, text)| text.len() <= MAX_RAW_CACHED_BYTES) else { return };
     if inner.by_raw_text.len() >= MAX_RAW_CACHE {
         inner.by_raw_text.clear();
     }
