@@ -54,10 +54,6 @@ struct ServerArgs {
     /// consumer.instance.timeout.ms (later calls get 40403).
     #[arg(long, env = "EDDY_HTTP_CONSUMER_IDLE_MS", default_value_t = 300_000)]
     http_consumer_idle_ms: u64,
-    /// An HTTP client that takes none of what it is sent for this long is disconnected (and
-    /// the query or stream feeding it ends).
-    #[arg(long, env = "EDDY_HTTP_WRITE_TIMEOUT_MS", default_value_t = 60_000)]
-    http_write_timeout_ms: u64,
     /// Most client connections at once; more are refused.
     #[arg(long, env = "EDDY_MAX_CONNECTIONS", default_value_t = 256)]
     max_connections: usize,
@@ -127,8 +123,9 @@ struct ServerArgs {
     /// with them.
     #[arg(long, env = "EDDY_QUERY_NICE", default_value_t = 19, value_parser = clap::value_parser!(i32).range(0..=19))]
     query_nice: i32,
-    /// Close a Postgres or Kafka connection whose socket write has made no progress for this
-    /// many milliseconds (the client stopped reading; 0: never).
+    /// Close a Postgres, Kafka or HTTP connection whose socket write has made no progress for
+    /// this many milliseconds, and end a streamed HTTP answer its client has taken nothing of
+    /// for as long (the client stopped reading; 0: never).
     #[arg(long, env = "EDDY_CLIENT_WRITE_TIMEOUT_MS", default_value_t = 30_000)]
     client_write_timeout_ms: u64,
     /// Most Kafka-protocol connections open at once; more are closed on accept, with a log line.
@@ -174,7 +171,11 @@ fn main() -> anyhow_free::Result {
                     max_push_queries: args.http_max_push_queries,
                     max_consumers: args.http_max_consumers,
                     consumer_idle_timeout: std::time::Duration::from_millis(args.http_consumer_idle_ms.max(1000)),
-                    write_timeout: std::time::Duration::from_millis(args.http_write_timeout_ms.max(100)),
+                    // 0: never (a day is as good).
+                    write_timeout: std::time::Duration::from_millis(match args.client_write_timeout_ms {
+                        0 => 86_400_000,
+                        ms => ms,
+                    }),
                     ..eddy::http::HttpConfig::default()
                 },
                 max_connections: args.max_connections.max(1),

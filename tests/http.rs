@@ -149,7 +149,7 @@ async fn rest_proxy_consumer_instances_share_a_group_with_librdkafka_and_v3_admi
     let server = Server::start_with(
         tmp.path(),
         0,
-        &["--http-max-consumers", "2", "--http-consumer-idle-ms", "2000", "--http-write-timeout-ms", "1500"],
+        &["--http-max-consumers", "2", "--http-consumer-idle-ms", "2000", "--client-write-timeout-ms", "1500"],
     );
     python("rest_consumers.py", &[server.http.clone(), server.kafka.clone(), "limits".into()]).await;
 }

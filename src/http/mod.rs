@@ -69,7 +69,7 @@ impl Default for HttpConfig {
             max_push_queries: 64,
             max_consumers: 256,
             consumer_idle_timeout: Duration::from_secs(300),
-            write_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
