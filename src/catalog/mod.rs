@@ -146,6 +146,7 @@ impl RelationDef {
             "AVRO" => ValueFormat::Avro { schema_id: self.value_schema_id.unwrap_or(0) },
             "JSON_SR" => ValueFormat::JsonSr { schema_id: self.value_schema_id.unwrap_or(0) },
             "PROTOBUF" => ValueFormat::Protobuf { schema_id: self.value_schema_id.unwrap_or(0) },
+            "PROTOBUF_NOSR" => ValueFormat::ProtobufNosr { nullable: self.value_protobuf_nullable },
             _ if self.unwrap_single_value => ValueFormat::JsonUnwrapped,
             _ => ValueFormat::Json,
         }

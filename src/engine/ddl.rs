@@ -383,7 +383,8 @@ impl Engine {
             | ValueFormat::Kafka
             | ValueFormat::Avro { .. }
             | ValueFormat::JsonSr { .. }
-            | ValueFormat::Protobuf { .. } => None,
+            | ValueFormat::Protobuf { .. }
+            | ValueFormat::ProtobufNosr { .. } => None,
         };
         let key_window = match (props.get("WINDOW_TYPE"), props.get("WINDOW_SIZE")) {
             (None, None) => query_window,
@@ -480,7 +481,10 @@ impl Engine {
                 .ok_or_else(|| EddyError::InvalidValue(format!("{prop}='{text}': expected OPTIONAL or WRAPPER")))
         };
         let key_protobuf_nullable = nullable("KEY", key_format == KeyFormat::Protobuf)?;
-        let value_protobuf_nullable = nullable("VALUE", matches!(value_encoding, ValueFormat::Protobuf { .. }))?;
+        let value_protobuf_nullable = nullable(
+            "VALUE",
+            matches!(value_encoding, ValueFormat::Protobuf { .. } | ValueFormat::ProtobufNosr { .. }),
+        )?;
         Ok(RelationDef {
             name: name.to_string(),
             kind,

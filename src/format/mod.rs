@@ -121,6 +121,11 @@ pub enum ValueFormat {
     Protobuf {
         schema_id: u32,
     },
+    /// Protobuf without the registry: a bare message of the schema made from the value
+    /// columns (`protobuf::schema_named`), NULLs as `nullable` says.
+    ProtobufNosr {
+        nullable: protobuf::Nullable,
+    },
 }
 
 impl ValueFormat {
@@ -136,9 +141,10 @@ impl ValueFormat {
             "AVRO" => ValueFormat::Avro { schema_id: 0 },
             "JSON_SR" => ValueFormat::JsonSr { schema_id: 0 },
             "PROTOBUF" => ValueFormat::Protobuf { schema_id: 0 },
+            "PROTOBUF_NOSR" => ValueFormat::ProtobufNosr { nullable: protobuf::Nullable::None },
             other => {
                 return Err(format!(
-                    "VALUE_FORMAT='{other}' (supported: JSON, DELIMITED, KAFKA, AVRO, JSON_SR, PROTOBUF)"
+                    "VALUE_FORMAT='{other}' (supported: JSON, DELIMITED, KAFKA, AVRO, JSON_SR, PROTOBUF, PROTOBUF_NOSR)"
                 ))
             }
         };
@@ -156,6 +162,7 @@ impl ValueFormat {
             ValueFormat::Avro { .. } => "AVRO",
             ValueFormat::JsonSr { .. } => "JSON_SR",
             ValueFormat::Protobuf { .. } => "PROTOBUF",
+            ValueFormat::ProtobufNosr { .. } => "PROTOBUF_NOSR",
         }
     }
 
@@ -167,6 +174,9 @@ impl ValueFormat {
             | ValueFormat::Avro { .. }
             | ValueFormat::JsonSr { .. }
             | ValueFormat::Protobuf { .. } => Ok(()),
+            ValueFormat::ProtobufNosr { nullable } => protobuf::schema_named(columns, None, nullable)
+                .map(|_| ())
+                .map_err(|e| format!("VALUE_FORMAT='PROTOBUF_NOSR': {e}")),
             ValueFormat::JsonUnwrapped => match values.as_slice() {
                 [_] => Ok(()),
                 _ => Err(format!(
@@ -290,6 +300,7 @@ fn decode_value(columns: &[Column], format: ValueFormat, value: &[u8]) -> Result
         ValueFormat::Avro { .. } => avro::decode_value(columns, value),
         ValueFormat::JsonSr { .. } => json_sr::decode_value(columns, value),
         ValueFormat::Protobuf { .. } => protobuf::decode_value(columns, value),
+        ValueFormat::ProtobufNosr { nullable } => protobuf::decode_nosr(columns, value, nullable),
     }
 }
 
@@ -327,6 +338,7 @@ pub fn try_encode_value(columns: &[Column], format: ValueFormat, row: &[Cell]) -
             Err("this PROTOBUF relation has no registered value schema to write with".into())
         }
         ValueFormat::Protobuf { schema_id } => protobuf::encode_value(columns, row, schema_id).map(Some),
+        ValueFormat::ProtobufNosr { nullable } => protobuf::encode_nosr(columns, row, nullable).map(Some),
         other => Ok(encode_value(columns, other, row)),
     }
 }
@@ -335,13 +347,15 @@ pub fn try_encode_value(columns: &[Column], format: ValueFormat, row: &[Cell]) -
 /// outputs): their rows always fit, and a failure is a bug, logged.
 pub fn encode_value(columns: &[Column], format: ValueFormat, row: &[Cell]) -> Option<Vec<u8>> {
     match format {
-        ValueFormat::Avro { .. } | ValueFormat::Protobuf { .. } => match try_encode_value(columns, format, row) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!("a bug in Eddy: an output row does not fit its own {} schema: {e}", format.name());
-                None
+        ValueFormat::Avro { .. } | ValueFormat::Protobuf { .. } | ValueFormat::ProtobufNosr { .. } => {
+            match try_encode_value(columns, format, row) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!("a bug in Eddy: an output row does not fit its own {} schema: {e}", format.name());
+                    None
+                }
             }
-        },
+        }
         ValueFormat::JsonSr { schema_id: 0 } => {
             tracing::error!("a bug in Eddy: a JSON_SR output without a registered schema");
             None

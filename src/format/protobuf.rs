@@ -295,10 +295,17 @@ pub fn decode_value(columns: &[Column], value: &[u8]) -> Result<Vec<Value>, Stri
     let registry = crate::registry::global().ok_or("no Schema Registry")?;
     let compiled = registry.protobuf(id).map_err(|e| format!("PROTOBUF value's schema id {id}: {}", e.message))?;
     let desc = compiled.message(&indexes)?;
-    let mut json = message_to_json(&desc, body).map_err(|e| format!("PROTOBUF value (schema {id}): {e}"))?;
-    decimals_as_text(&desc, &mut json, 0)?;
+    let json = message_to_row_json(&desc, body).map_err(|e| format!("PROTOBUF value (schema {id}): {e}"))?;
     let bytes = serde_json::to_vec(&json).map_err(|e| e.to_string())?;
     super::json::decode_value(columns, &bytes)
+}
+
+/// A message as JSON for the JSON decoder's cells: proto3's mapping, unset fields that
+/// track presence as NULL, `confluent.type.Decimal`s as their text.
+pub fn message_to_row_json(desc: &MessageDescriptor, body: &[u8]) -> Result<Value, String> {
+    let mut json = message_to_json(desc, body)?;
+    decimals_as_text(desc, &mut json, 0)?;
+    Ok(json)
 }
 
 /// Replaces each `confluent.type.Decimal` in a message's JSON with the decimal's text.
@@ -390,6 +397,51 @@ pub fn encode_value(columns: &[Column], row: &[Value], schema_id: u32) -> Result
     let registry = crate::registry::global().ok_or("no Schema Registry")?;
     let compiled = registry.protobuf(schema_id).map_err(|e| e.message)?;
     let desc = compiled.message(&[0])?;
+    json_to_framed(&desc, &[0], schema_id, &row_object(&desc, columns, row)?)
+}
+
+/// `VALUE_FORMAT='PROTOBUF_NOSR'`: the value columns as the message of the schema made from
+/// them (`schema_named`), without the registry's framing.
+pub fn encode_nosr(columns: &[Column], row: &[Value], nullable: Nullable) -> Result<Vec<u8>, String> {
+    let compiled = nosr_schema(columns, nullable)?;
+    let desc = compiled.message(&[0])?;
+    let object = row_object(&desc, columns, row)?;
+    let options = DeserializeOptions::new().deny_unknown_fields(false);
+    let message = DynamicMessage::deserialize_with_options(desc.clone(), object, &options)
+        .map_err(|e| format!("does not fit {}: {e}", desc.full_name()))?;
+    Ok(message.encode_to_vec())
+}
+
+/// A `PROTOBUF_NOSR` value (a bare message of the columns' schema) as a cell per column.
+pub fn decode_nosr(columns: &[Column], value: &[u8], nullable: Nullable) -> Result<Vec<Value>, String> {
+    let compiled = nosr_schema(columns, nullable)?;
+    let desc = compiled.message(&[0])?;
+    let json = message_to_row_json(&desc, value).map_err(|e| format!("PROTOBUF_NOSR value: {e}"))?;
+    let bytes = serde_json::to_vec(&json).map_err(|e| e.to_string())?;
+    super::json::decode_value(columns, &bytes)
+}
+
+/// The compiled schema of a relation's value columns, made once per shape (at most
+/// `MAX_NOSR_SCHEMAS` kept).
+fn nosr_schema(columns: &[Column], nullable: Nullable) -> Result<std::sync::Arc<Compiled>, String> {
+    const MAX_NOSR_SCHEMAS: usize = 1_000;
+    static CACHE: std::sync::Mutex<Option<HashMap<String, std::sync::Arc<Compiled>>>> = std::sync::Mutex::new(None);
+    let text = schema_named(columns, None, nullable)?;
+    if let Some(c) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(HashMap::new).get(&text) {
+        return Ok(c.clone());
+    }
+    let compiled = std::sync::Arc::new(compile(&text, &[])?);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if cache.len() >= MAX_NOSR_SCHEMAS {
+        cache.clear();
+    }
+    cache.insert(text, compiled.clone());
+    Ok(compiled)
+}
+
+/// A row's value columns as `desc`'s JSON (proto3's mapping), NULLs left out.
+fn row_object(desc: &MessageDescriptor, columns: &[Column], row: &[Value]) -> Result<Value, String> {
     let mut object = serde_json::Map::new();
     for (c, v) in columns.iter().zip(row) {
         if c.key || v.is_null() {
@@ -402,9 +454,8 @@ pub fn encode_value(columns: &[Column], row: &[Value], schema_id: u32) -> Result
         object.insert(field.name().to_string(), proto_json(&c.ty, v));
     }
     let mut object = Value::Object(object);
-    decimals_as_messages(&desc, &mut object, 0)?;
-    let object = object;
-    json_to_framed(&desc, &[0], schema_id, &object)
+    decimals_as_messages(desc, &mut object, 0)?;
+    Ok(object)
 }
 
 /// A canonical cell in proto3's JSON mapping: timestamps (epoch ms) as RFC 3339 text,
