@@ -1,9 +1,9 @@
 //! Fuzzes the PROTOBUF value decoder (`format::protobuf`, what every record of a PROTOBUF
 //! stream goes through): the framing and message indexes, then the message bytes against a
 //! schema with every kind Eddy maps (scalars, `optional` and wrapper fields, enums, nested
-//! and repeated messages, maps, `google.protobuf.Timestamp`, `confluent.type.Decimal`), into
-//! JSON and then cells. Any bytes give cells or an error, never a panic; cells that come out
-//! are written again with the same message.
+//! and repeated messages, maps, `google.protobuf.Timestamp`, `confluent.type.Decimal`, a
+//! recursive message), into JSON and then cells. Any bytes give cells or an error, never a
+//! panic or a stack overflow; cells that come out are written again with the same message.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -77,8 +77,10 @@ message R {
   repeated S sts = 14;
   map<string, confluent.type.Decimal> decs = 15;
   enum E { A = 0; B = 1; }
-  message S { string a = 1; repeated S more = 2; }
+  message S { string a = 1; repeated string more = 2; }
+  Tree tree = 16;
 }
+message Tree { string a = 1; repeated Tree kids = 2; }
 "#;
 
 fn compiled() -> std::sync::Arc<protobuf::Compiled> {
@@ -91,10 +93,35 @@ fn compiled() -> std::sync::Arc<protobuf::Compiled> {
 fuzz_target!(|data: &[u8]| {
     let compiled = compiled();
     let desc = compiled.message(&[0]).expect("the schema has a first message");
-    let columns: Vec<Column> = protobuf::columns_of(&desc)
-        .expect("every field maps to a column")
-        .into_iter()
-        .map(|c| Column { name: c.name, ty: c.ty, key: c.key })
+    // A recursive message has no columns (it could nest as deep as its bytes allow), but its
+    // records still decode safely: R holds one, which the columns below leave out.
+    assert!(protobuf::columns_of(&desc).is_err(), "R holds a recursive message");
+    let tree = compiled.message(&[1]).expect("the schema has a second message");
+    assert!(protobuf::columns_of(&tree).is_err(), "Tree is recursive");
+    let columns: Vec<Column> = desc
+        .fields()
+        .filter(|f| f.name() != "tree")
+        .map(|f| {
+            let ty = match f.name() {
+                "s" | "w" | "e" => SqlType::String,
+                "i" => SqlType::Int,
+                "b" => SqlType::BigInt,
+                "d" => SqlType::Double,
+                "t" => SqlType::Boolean,
+                "ts" => SqlType::Timestamp,
+                "dec" => SqlType::Decimal { precision: 38, scale: 9 },
+                "raw" => SqlType::Bytes,
+                "arr" => SqlType::Array(Box::new(SqlType::Int)),
+                "m" => SqlType::Map(Box::new(SqlType::Double)),
+                "decs" => SqlType::Map(Box::new(SqlType::Decimal { precision: 38, scale: 9 })),
+                _ => SqlType::Struct(vec![
+                    StructField { name: "a".into(), ty: SqlType::String },
+                    StructField { name: "more".into(), ty: SqlType::Array(Box::new(SqlType::String)) },
+                ]),
+            };
+            let ty = if f.name() == "sts" { SqlType::Array(Box::new(ty)) } else { ty };
+            Column { name: f.name().to_string(), ty, key: false }
+        })
         .collect();
     // As a framed record (magic byte, id, indexes, message) and as a bare message.
     let _ = protobuf::decode_value(&columns, data);

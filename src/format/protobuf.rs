@@ -488,27 +488,30 @@ fn proto_json(ty: &SqlType, v: &Value) -> Value {
 
 /// Value columns from a message's fields.
 pub fn columns_of(desc: &MessageDescriptor) -> Result<Vec<Column>, String> {
+    let mut enclosing = vec![desc.full_name().to_string()];
     desc.fields()
         .map(|f| {
-            let ty = field_type(&f).map_err(|e| format!("field {}: {e}", f.name()))?;
+            let ty = field_type(&f, &mut enclosing).map_err(|e| format!("field {}: {e}", f.name()))?;
             Ok(Column { name: f.name().to_ascii_lowercase(), ty, key: false })
         })
         .collect()
 }
 
-fn field_type(f: &prost_reflect::FieldDescriptor) -> Result<SqlType, String> {
+/// A field's SQL type. `enclosing` holds the messages around it: a message within itself
+/// (a recursive schema) has no SQL type, as it could nest as deep as its bytes allow.
+fn field_type(f: &prost_reflect::FieldDescriptor, enclosing: &mut Vec<String>) -> Result<SqlType, String> {
     if f.is_map() {
         let Kind::Message(entry) = f.kind() else { return Err("a map without an entry".into()) };
         if !matches!(entry.map_entry_key_field().kind(), Kind::String) {
             return Err("maps with keys other than strings are not supported".into());
         }
-        return Ok(SqlType::Map(Box::new(kind_type(&entry.map_entry_value_field().kind())?)));
+        return Ok(SqlType::Map(Box::new(kind_type(&entry.map_entry_value_field().kind(), enclosing)?)));
     }
-    let ty = kind_type(&f.kind())?;
+    let ty = kind_type(&f.kind(), enclosing)?;
     Ok(if f.is_list() { SqlType::Array(Box::new(ty)) } else { ty })
 }
 
-fn kind_type(kind: &Kind) -> Result<SqlType, String> {
+fn kind_type(kind: &Kind, enclosing: &mut Vec<String>) -> Result<SqlType, String> {
     Ok(match kind {
         Kind::String | Kind::Enum(_) => SqlType::String,
         Kind::Bool => SqlType::Boolean,
@@ -522,11 +525,18 @@ fn kind_type(kind: &Kind) -> Result<SqlType, String> {
         Kind::Message(m) if wrapped_type(m.full_name()).is_some() => {
             wrapped_type(m.full_name()).unwrap_or(SqlType::String)
         }
-        Kind::Message(m) => SqlType::Struct(
-            m.fields()
-                .map(|f| Ok(StructField { name: f.name().to_string(), ty: field_type(&f)? }))
-                .collect::<Result<_, String>>()?,
-        ),
+        Kind::Message(m) if enclosing.iter().any(|e| e == m.full_name()) => {
+            return Err(format!("message {} contains itself (a recursive schema has no SQL type)", m.full_name()))
+        }
+        Kind::Message(m) => {
+            enclosing.push(m.full_name().to_string());
+            let fields = m
+                .fields()
+                .map(|f| Ok(StructField { name: f.name().to_string(), ty: field_type(&f, enclosing)? }))
+                .collect::<Result<_, String>>();
+            enclosing.pop();
+            SqlType::Struct(fields?)
+        }
     })
 }
 
@@ -724,6 +734,15 @@ mod tests {
             key: false
         }])
         .is_err());
+    }
+
+    #[test]
+    fn recursive_messages_have_no_columns() {
+        let compiled = compile("syntax = \"proto3\"; message T { string a = 1; repeated T kids = 2; }", &[]).unwrap();
+        let e = columns_of(&compiled.message(&[0]).unwrap()).unwrap_err();
+        assert!(e.contains("contains itself"), "{e}");
+        let mutual = compile("syntax = \"proto3\"; message A { B b = 1; } message B { A a = 1; }", &[]).unwrap();
+        assert!(columns_of(&mutual.message(&[0]).unwrap()).is_err());
     }
 
     #[test]

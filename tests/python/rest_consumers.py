@@ -525,6 +525,15 @@ def protobuf_in_sql(sr):
               or [c[0] for c in cols[:4]] == ['id', 'item', 'price', 'tags'], cols)
         rows = conn.execute("SELECT id, item, price, tags FROM opb ORDER BY id").fetchall()
         check(rows == [(1, 'tea', 2.5, ['hot']), (2, 'cup', 0.5, []), (3, 'pot', 9.0, ['big', 'hot'])], rows)
+        # A recursive message has no columns: a clear error, and the server lives on (its
+        # column inference used to recurse until the stack overflowed).
+        rec = 'syntax = "proto3";\nmessage Tree { string a = 1; repeated Tree kids = 2; }\n'
+        check(sr.register_schema('rec_pb-value', Schema(rec, 'PROTOBUF')) > 0, 'recursive proto registered')
+        try:
+            conn.execute("CREATE STREAM rec_pb WITH (KAFKA_TOPIC='rec_pb', VALUE_FORMAT='PROTOBUF', PARTITIONS=1)")
+            check(False, 'a recursive message gave columns')
+        except psycopg.Error as e:
+            check('contains itself' in str(e), e)
         conn.execute("CREATE STREAM ev WITH (KAFKA_TOPIC='ev', VALUE_FORMAT='PROTOBUF', PARTITIONS=1)")
         names = [c[0] for c in conn.execute("DESCRIBE ev").fetchall()]
         check(names[:3] == ['k', 'at', 'n'], names)
