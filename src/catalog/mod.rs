@@ -136,6 +136,7 @@ impl RelationDef {
             window: self.key_window,
             wrap_single_json: !self.single_json_key_unwrapped,
             schema_id: self.key_schema_id.unwrap_or(0),
+            protobuf_nullable: self.key_protobuf_nullable,
         }
     }
 

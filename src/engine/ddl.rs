@@ -179,9 +179,12 @@ impl Engine {
             let key_columns: Vec<Column> =
                 plan.output_columns.iter().filter(|c| c.key && !is_bound(c)).cloned().collect();
             let inherit = match source.key_format {
-                KeyFormat::Json | KeyFormat::Delimited | KeyFormat::Avro | KeyFormat::JsonSr | KeyFormat::Protobuf => {
-                    keys > 0
-                }
+                KeyFormat::Json
+                | KeyFormat::Delimited
+                | KeyFormat::Avro
+                | KeyFormat::JsonSr
+                | KeyFormat::Protobuf
+                | KeyFormat::ProtobufNosr => keys > 0,
                 KeyFormat::Kafka => keys == 1,
                 KeyFormat::None => false,
             } && source.key_format.check_columns(&key_columns).is_ok();
@@ -416,7 +419,7 @@ impl Engine {
         let key_format = match props.get("KEY_FORMAT").or(props.get("FORMAT").filter(|_| n_keys > 0)) {
             Some(f) => KeyFormat::parse(f).ok_or_else(|| {
                 EddyError::InvalidValue(format!(
-                    "KEY_FORMAT='{f}' (supported: KAFKA, JSON, DELIMITED, AVRO, JSON_SR, PROTOBUF, NONE)"
+                    "KEY_FORMAT='{f}' (supported: KAFKA, JSON, DELIMITED, AVRO, JSON_SR, PROTOBUF, PROTOBUF_NOSR, NONE)"
                 ))
             })?,
             None if n_keys == 0 => KeyFormat::None,
@@ -480,7 +483,8 @@ impl Engine {
             crate::format::protobuf::Nullable::parse(text)
                 .ok_or_else(|| EddyError::InvalidValue(format!("{prop}='{text}': expected OPTIONAL or WRAPPER")))
         };
-        let key_protobuf_nullable = nullable("KEY", key_format == KeyFormat::Protobuf)?;
+        let key_protobuf_nullable =
+            nullable("KEY", matches!(key_format, KeyFormat::Protobuf | KeyFormat::ProtobufNosr))?;
         let value_protobuf_nullable = nullable(
             "VALUE",
             matches!(value_encoding, ValueFormat::Protobuf { .. } | ValueFormat::ProtobufNosr { .. }),

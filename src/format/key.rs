@@ -83,12 +83,14 @@ pub struct KeyLayout {
     /// The registered schema keys are written with (AVRO, JSON_SR, PROTOBUF; 0: none, the
     /// relation is only read).
     pub schema_id: u32,
+    /// How PROTOBUF_NOSR keys let a column be NULL.
+    pub protobuf_nullable: super::protobuf::Nullable,
 }
 
 impl KeyLayout {
     /// A layout of `format` alone: not windowed, a single JSON key unwrapped.
     pub fn plain(format: KeyFormat) -> KeyLayout {
-        KeyLayout { format, window: None, wrap_single_json: false, schema_id: 0 }
+        KeyLayout { format, window: None, wrap_single_json: false, schema_id: 0, protobuf_nullable: Default::default() }
     }
 }
 
@@ -109,13 +111,20 @@ pub fn encode_key(columns: &[Column], layout: KeyLayout, row: &[Value]) -> Optio
 /// Encodes the key columns of a row; `None` when the relation has no key. A key that its
 /// registered schema does not take (AVRO, PROTOBUF) is an error.
 pub fn try_encode_key(columns: &[Column], layout: KeyLayout, row: &[Value]) -> Result<Option<Vec<u8>>, String> {
-    let KeyLayout { format: key_format, window, wrap_single_json, schema_id } = layout;
+    let KeyLayout { format: key_format, window, wrap_single_json, schema_id, protobuf_nullable } = layout;
     let keys = columns.iter().zip(row).filter(|(c, _)| c.key && !(window.is_some() && is_window_column(c)));
     let keys: Vec<(&Column, &Value)> = keys.collect();
     let base = match (key_format, keys.as_slice()) {
         (KeyFormat::None, _) | (_, []) => None,
         // A NULL single key column is a record without a key.
-        (KeyFormat::Json | KeyFormat::JsonSr | KeyFormat::Avro | KeyFormat::Protobuf, [(_, Value::Null)]) => None,
+        (
+            KeyFormat::Json | KeyFormat::JsonSr | KeyFormat::Avro | KeyFormat::Protobuf | KeyFormat::ProtobufNosr,
+            [(_, Value::Null)],
+        ) => None,
+        (KeyFormat::ProtobufNosr, _) => {
+            let (cols, row) = as_value_columns(&keys);
+            Some(super::protobuf::encode_nosr(&cols, &row, protobuf_nullable).map_err(|e| format!("key: {e}"))?)
+        }
         (KeyFormat::Avro | KeyFormat::JsonSr | KeyFormat::Protobuf, _) if schema_id == 0 => {
             return Err(format!("this {} key has no registered schema to write with", key_format.name()))
         }
@@ -192,7 +201,7 @@ pub fn decode_key(
     layout: KeyLayout,
     key: Option<&[u8]>,
 ) -> Result<Vec<(String, Value)>, BadRecord> {
-    let KeyLayout { format: key_format, window, .. } = layout;
+    let KeyLayout { format: key_format, window, protobuf_nullable, .. } = layout;
     let bad = |error: String| BadRecord { error };
     let Some(mut key) = key else { return Ok(Vec::new()) };
     let mut out = Vec::new();
@@ -244,6 +253,14 @@ pub fn decode_key(
             let c = key_cols[0];
             let cell = super::avro::decode_single(c, key).map_err(|e| bad(format!("key: {e}")))?;
             out.push((c.name.clone(), check_cell(c, cell).map_err(bad)?));
+        }
+        KeyFormat::ProtobufNosr => {
+            let cols: Vec<Column> = key_cols.iter().map(|c| Column { key: false, ..(*c).clone() }).collect();
+            let cells =
+                super::protobuf::decode_nosr(&cols, key, protobuf_nullable).map_err(|e| bad(format!("key: {e}")))?;
+            for (c, cell) in key_cols.iter().zip(cells) {
+                out.push((c.name.clone(), check_cell(c, cell).map_err(bad)?));
+            }
         }
         KeyFormat::Avro | KeyFormat::Protobuf => {
             let cols: Vec<Column> = key_cols.iter().map(|c| Column { key: false, ..(*c).clone() }).collect();
@@ -323,7 +340,7 @@ mod tests {
     use super::*;
 
     fn layout(format: KeyFormat, window: Option<KeyWindow>) -> KeyLayout {
-        KeyLayout { format, window, wrap_single_json: false, schema_id: 0 }
+        KeyLayout { format, window, ..KeyLayout::plain(format) }
     }
 
     fn col(name: &str, ty: SqlType, key: bool) -> Column {

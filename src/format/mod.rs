@@ -60,6 +60,8 @@ pub enum KeyFormat {
     /// Confluent's Protobuf framing: the key columns as the fields of a message (ksqlDB never
     /// unwraps Protobuf keys).
     Protobuf,
+    /// A bare message of the schema the key columns make (no registry).
+    ProtobufNosr,
 }
 
 impl KeyFormat {
@@ -72,6 +74,7 @@ impl KeyFormat {
             "AVRO" => Some(KeyFormat::Avro),
             "JSON_SR" => Some(KeyFormat::JsonSr),
             "PROTOBUF" => Some(KeyFormat::Protobuf),
+            "PROTOBUF_NOSR" => Some(KeyFormat::ProtobufNosr),
             _ => None,
         }
     }
@@ -86,6 +89,7 @@ impl KeyFormat {
             KeyFormat::Avro => "AVRO",
             KeyFormat::JsonSr => "JSON_SR",
             KeyFormat::Protobuf => "PROTOBUF",
+            KeyFormat::ProtobufNosr => "PROTOBUF_NOSR",
         }
     }
 
@@ -214,6 +218,14 @@ impl KeyFormat {
         let bad = match self {
             KeyFormat::Kafka => columns.iter().find(|c| c.key && !kafka::supports_key(&c.ty)),
             KeyFormat::Delimited => columns.iter().find(|c| c.key && c.ty.is_nested()),
+            KeyFormat::ProtobufNosr => {
+                let keys: Vec<Column> =
+                    columns.iter().filter(|c| c.key).map(|c| Column { key: false, ..c.clone() }).collect();
+                if let Err(e) = protobuf::schema_for(&keys) {
+                    return Err(format!("KEY_FORMAT='PROTOBUF_NOSR': {e}"));
+                }
+                None
+            }
             KeyFormat::Json | KeyFormat::None | KeyFormat::Avro | KeyFormat::JsonSr | KeyFormat::Protobuf => None,
         };
         match bad {
