@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::Engine;
 use crate::catalog::RelationDef;
 use crate::error::{EddyError, Result};
-use crate::format::Column;
+use crate::format::{Column, KeyFormat, ValueFormat};
 
 impl Engine {
     /// An AVRO relation declared without value columns takes them from the Schema Registry:
@@ -309,6 +309,61 @@ impl Engine {
                 == serde_json::from_str::<serde_json::Value>(&own).ok()
         })
     }
+}
+
+/// The WITH properties about the schemas of AVRO and PROTOBUF keys and values.
+pub(super) struct SchemaProperties {
+    pub key_full_name: Option<String>,
+    pub value_full_name: Option<String>,
+    pub key_nullable: crate::format::protobuf::Nullable,
+    pub value_nullable: crate::format::protobuf::Nullable,
+}
+
+/// `KEY_SCHEMA_FULL_NAME` and `VALUE_SCHEMA_FULL_NAME` (ksqlDB's older
+/// `VALUE_AVRO_SCHEMA_FULL_NAME` first), for the AVRO and PROTOBUF formats only; and
+/// `KEY_`/`VALUE_PROTOBUF_NULLABLE_REPRESENTATION`, for PROTOBUF and PROTOBUF_NOSR.
+pub(super) fn schema_properties(
+    props: &BTreeMap<String, String>,
+    key_format: KeyFormat,
+    value_format: ValueFormat,
+) -> Result<SchemaProperties> {
+    let key = props.get("KEY_SCHEMA_FULL_NAME").cloned();
+    let value = props.get("VALUE_AVRO_SCHEMA_FULL_NAME").or(props.get("VALUE_SCHEMA_FULL_NAME")).cloned();
+    if key.is_some() && !matches!(key_format, KeyFormat::Avro | KeyFormat::Protobuf) {
+        return Err(EddyError::InvalidValue(format!(
+            "KEY_SCHEMA_FULL_NAME applies to KEY_FORMAT='AVRO' or 'PROTOBUF', not '{}'",
+            key_format.name()
+        )));
+    }
+    if value.is_some() && !matches!(value_format, ValueFormat::Avro { .. } | ValueFormat::Protobuf { .. }) {
+        return Err(EddyError::InvalidValue(format!(
+            "VALUE_SCHEMA_FULL_NAME applies to VALUE_FORMAT='AVRO' or 'PROTOBUF', not '{}'",
+            value_format.name()
+        )));
+    }
+    for name in key.iter().chain(value.iter()) {
+        if name.is_empty() || name.starts_with('.') || name.ends_with('.') || name.contains(char::is_whitespace) {
+            return Err(EddyError::InvalidValue(format!("'{name}' is not a schema full name")));
+        }
+    }
+    let nullable = |which: &str, is_protobuf: bool| -> Result<crate::format::protobuf::Nullable> {
+        let prop = format!("{which}_PROTOBUF_NULLABLE_REPRESENTATION");
+        let Some(text) = props.get(&prop) else { return Ok(Default::default()) };
+        if !is_protobuf {
+            return Err(EddyError::InvalidValue(format!("{prop} applies to {which}_FORMAT='PROTOBUF'")));
+        }
+        crate::format::protobuf::Nullable::parse(text)
+            .ok_or_else(|| EddyError::InvalidValue(format!("{prop}='{text}': expected OPTIONAL or WRAPPER")))
+    };
+    Ok(SchemaProperties {
+        key_full_name: key,
+        value_full_name: value,
+        key_nullable: nullable("KEY", matches!(key_format, KeyFormat::Protobuf | KeyFormat::ProtobufNosr))?,
+        value_nullable: nullable(
+            "VALUE",
+            matches!(value_format, ValueFormat::Protobuf { .. } | ValueFormat::ProtobufNosr { .. }),
+        )?,
+    })
 }
 
 /// The key schema Eddy makes from a relation's key columns (without a windowed key's

@@ -1,7 +1,7 @@
 //! ksqlDB's custom types as statements: `CREATE TYPE`, `DROP TYPE`, `SHOW TYPES`. The
 //! catalog keeps them; `sql::custom_types` resolves their names when statements are parsed.
 
-use super::ddl::strings_output;
+use super::inspect::strings_output;
 use super::{Engine, Output};
 use crate::error::{EddyError, Result};
 

@@ -3,10 +3,6 @@
 //! Parse → validate → write the catalog → start: each step a named call.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use super::{Engine, Output};
 use crate::catalog::{CatalogChange, QueryDef, RelationDef};
@@ -473,22 +469,7 @@ impl Engine {
             columns.iter_mut().filter(|c| !is_window_bound(c)).for_each(|c| c.key = false);
         }
         value_encoding.check_columns(&columns).map_err(EddyError::InvalidValue)?;
-        let (key_schema_full_name, value_schema_full_name) = schema_full_names(props, key_format, value_encoding)?;
-        let nullable = |which: &str, is_protobuf: bool| -> Result<crate::format::protobuf::Nullable> {
-            let prop = format!("{which}_PROTOBUF_NULLABLE_REPRESENTATION");
-            let Some(text) = props.get(&prop) else { return Ok(Default::default()) };
-            if !is_protobuf {
-                return Err(EddyError::InvalidValue(format!("{prop} applies to {which}_FORMAT='PROTOBUF'")));
-            }
-            crate::format::protobuf::Nullable::parse(text)
-                .ok_or_else(|| EddyError::InvalidValue(format!("{prop}='{text}': expected OPTIONAL or WRAPPER")))
-        };
-        let key_protobuf_nullable =
-            nullable("KEY", matches!(key_format, KeyFormat::Protobuf | KeyFormat::ProtobufNosr))?;
-        let value_protobuf_nullable = nullable(
-            "VALUE",
-            matches!(value_encoding, ValueFormat::Protobuf { .. } | ValueFormat::ProtobufNosr { .. }),
-        )?;
+        let schema_props = super::avro_schema::schema_properties(props, key_format, value_encoding)?;
         Ok(RelationDef {
             name: name.to_string(),
             kind,
@@ -500,10 +481,10 @@ impl Engine {
             value_format: value_encoding.name().to_string(),
             value_schema_id: None,
             key_schema_id: None,
-            key_schema_full_name,
-            value_schema_full_name,
-            key_protobuf_nullable,
-            value_protobuf_nullable,
+            key_schema_full_name: schema_props.key_full_name,
+            value_schema_full_name: schema_props.value_full_name,
+            key_protobuf_nullable: schema_props.key_nullable,
+            value_protobuf_nullable: schema_props.value_nullable,
             value_delimiter,
             unwrap_single_value: value_encoding == ValueFormat::JsonUnwrapped,
             partitions,
@@ -1006,43 +987,4 @@ pub(super) fn reserved_name(name: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// A result of text columns.
-pub(super) fn strings_output(names: &[&str], rows: Vec<Vec<String>>, tag: &str) -> Output {
-    let schema = Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>()));
-    let columns: Vec<ArrayRef> = (0..names.len())
-        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as ArrayRef)
-        .collect();
-    let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match the schema");
-    Output::Rows { schema, batches: vec![batch], tag: tag.to_string() }
-}
-
-/// `KEY_SCHEMA_FULL_NAME` and `VALUE_SCHEMA_FULL_NAME` (ksqlDB's older
-/// `VALUE_AVRO_SCHEMA_FULL_NAME` first), for the AVRO and PROTOBUF formats only.
-fn schema_full_names(
-    props: &BTreeMap<String, String>,
-    key_format: KeyFormat,
-    value_format: ValueFormat,
-) -> Result<(Option<String>, Option<String>)> {
-    let key = props.get("KEY_SCHEMA_FULL_NAME").cloned();
-    let value = props.get("VALUE_AVRO_SCHEMA_FULL_NAME").or(props.get("VALUE_SCHEMA_FULL_NAME")).cloned();
-    if key.is_some() && !matches!(key_format, KeyFormat::Avro | KeyFormat::Protobuf) {
-        return Err(EddyError::InvalidValue(format!(
-            "KEY_SCHEMA_FULL_NAME applies to KEY_FORMAT='AVRO' or 'PROTOBUF', not '{}'",
-            key_format.name()
-        )));
-    }
-    if value.is_some() && !matches!(value_format, ValueFormat::Avro { .. } | ValueFormat::Protobuf { .. }) {
-        return Err(EddyError::InvalidValue(format!(
-            "VALUE_SCHEMA_FULL_NAME applies to VALUE_FORMAT='AVRO' or 'PROTOBUF', not '{}'",
-            value_format.name()
-        )));
-    }
-    for name in key.iter().chain(value.iter()) {
-        if name.is_empty() || name.starts_with('.') || name.ends_with('.') || name.contains(char::is_whitespace) {
-            return Err(EddyError::InvalidValue(format!("'{name}' is not a schema full name")));
-        }
-    }
-    Ok((key, value))
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use datafusion::logical_expr::Documentation;
 
-use super::ddl::strings_output;
+use super::inspect::strings_output;
 use super::{Engine, Output};
 use crate::error::{EddyError, Result};
 use crate::functions::table::TableFunction;

@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::ddl::strings_output;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
 use super::{Engine, Output};
 use crate::catalog::{CatalogChange, QueryDef, RelationDef};
 use crate::dataflow::RunningQuery;
@@ -519,4 +522,14 @@ impl Engine {
     pub fn push_query_count(&self) -> usize {
         self.runtime.push_queries.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
+}
+
+/// A result of text columns.
+pub(super) fn strings_output(names: &[&str], rows: Vec<Vec<String>>, tag: &str) -> Output {
+    let schema = Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>()));
+    let columns: Vec<ArrayRef> = (0..names.len())
+        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as ArrayRef)
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match the schema");
+    Output::Rows { schema, batches: vec![batch], tag: tag.to_string() }
 }

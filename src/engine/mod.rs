@@ -432,7 +432,7 @@ impl Engine {
             }
             Statement::Show { what } if what == "variables" => {
                 let rows = session.variables.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
-                Ok(ddl::strings_output(&["variable_name", "value"], rows, "SHOW"))
+                Ok(inspect::strings_output(&["variable_name", "value"], rows, "SHOW"))
             }
             Statement::Show { what } if what == "types" => Ok(self.show_types()),
             Statement::Show { what } if what == "properties" => {
@@ -453,7 +453,7 @@ impl Engine {
                 );
                 rows.extend(session.settings.iter().map(|(k, v)| vec![k.clone(), v.clone(), "session".to_string()]));
                 rows.sort();
-                Ok(ddl::strings_output(&["property", "value", "level"], rows, "SHOW"))
+                Ok(inspect::strings_output(&["property", "value", "level"], rows, "SHOW"))
             }
             Statement::Show { what } => self.show(&what),
             Statement::CreateType { name, ty, if_not_exists } => self.create_type(&name, ty, if_not_exists).await,
