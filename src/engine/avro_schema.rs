@@ -21,19 +21,7 @@ impl Engine {
     ) -> Result<(Vec<Column>, Option<u32>)> {
         let format = props.get("VALUE_FORMAT").or(props.get("FORMAT")).map(|f| f.to_ascii_uppercase());
         let avro = matches!(format.as_deref(), Some("AVRO" | "JSON_SR" | "PROTOBUF"));
-        let schema_id = match props.get("VALUE_SCHEMA_ID") {
-            Some(_) if !avro => {
-                return Err(EddyError::InvalidValue(
-                    "VALUE_SCHEMA_ID applies to VALUE_FORMAT='AVRO', 'JSON_SR' or 'PROTOBUF'".into(),
-                ))
-            }
-            Some(id) => Some(
-                id.trim()
-                    .parse::<u32>()
-                    .map_err(|_| EddyError::InvalidValue(format!("VALUE_SCHEMA_ID={id}: expected a schema id")))?,
-            ),
-            None => None,
-        };
+        let schema_id = schema_id_property(props, "VALUE", avro)?;
         if !avro || (columns.iter().any(|c| !c.key) && schema_id.is_none()) {
             return Ok((columns, None));
         }
@@ -109,19 +97,7 @@ impl Engine {
         let explicit = props.get("KEY_FORMAT").map(|f| f.to_ascii_uppercase());
         let format = explicit.clone().or_else(|| props.get("FORMAT").map(|f| f.to_ascii_uppercase()));
         let registered = matches!(format.as_deref(), Some("AVRO" | "JSON_SR" | "PROTOBUF"));
-        let schema_id = match props.get("KEY_SCHEMA_ID") {
-            Some(_) if !registered => {
-                return Err(EddyError::InvalidValue(
-                    "KEY_SCHEMA_ID applies to KEY_FORMAT='AVRO', 'JSON_SR' or 'PROTOBUF'".into(),
-                ))
-            }
-            Some(id) => Some(
-                id.trim()
-                    .parse::<u32>()
-                    .map_err(|_| EddyError::InvalidValue(format!("KEY_SCHEMA_ID={id}: expected a schema id")))?,
-            ),
-            None => None,
-        };
+        let schema_id = schema_id_property(props, "KEY", registered)?;
         let has_keys = columns.iter().any(|c| c.key);
         if !registered || (has_keys && schema_id.is_none()) {
             return Ok((columns, None));
@@ -185,28 +161,7 @@ impl Engine {
     /// without a key subject yet).
     pub(super) fn attach_key_schema(&self, rel: &mut RelationDef, inferred: Option<u32>) -> Result<()> {
         let Some((schema_type, own)) = own_key_schema(rel)? else { return Ok(()) };
-        let subject = format!("{}-key", rel.topic);
-        let latest = self.registry.version(&subject, crate::registry::VersionRef::Latest, false).ok();
-        let id = match (inferred, latest) {
-            (Some(id), _) => id,
-            (None, Some(latest)) if rel.written_by.is_none() => {
-                if latest.schema.schema_type != schema_type {
-                    return Err(EddyError::InvalidValue(format!(
-                        "the subject {subject}'s latest schema (id {}) is {}, not what KEY_FORMAT='{}' reads",
-                        latest.id,
-                        latest.schema.schema_type.name(),
-                        rel.key_format.name()
-                    )));
-                }
-                latest.id
-            }
-            _ => {
-                let schema = crate::registry::StoredSchema { schema: own, schema_type, references: Vec::new() };
-                self.registry.register(&subject, schema).map_err(|e| {
-                    EddyError::InvalidValue(format!("registering the key schema of {}: {}", rel.name, e.message))
-                })?
-            }
-        };
+        let id = self.schema_to_write(rel, "key", rel.key_format.name(), inferred, schema_type, own)?;
         self.check_first_message(id, rel.key_schema_full_name.as_deref(), "KEY")?;
         rel.key_schema_id = Some(id);
         Ok(())
@@ -233,17 +188,35 @@ impl Engine {
             ),
             _ => return Ok(()),
         };
-        let subject = format!("{}-value", rel.topic);
+        let id = self.schema_to_write(rel, "value", &rel.value_format, inferred, schema_type, own)?;
+        self.check_first_message(id, rel.value_schema_full_name.as_deref(), "VALUE")?;
+        rel.value_schema_id = Some(id);
+        Ok(())
+    }
+
+    /// The schema id one side (`key` or `value`) of a relation is written with: the one its
+    /// columns came from, else (a relation declared over a topic) the subject's latest,
+    /// which must be of the format's type, else `own` registered under the subject.
+    fn schema_to_write(
+        &self,
+        rel: &RelationDef,
+        side: &str,
+        format: &str,
+        inferred: Option<u32>,
+        schema_type: crate::registry::SchemaType,
+        own: String,
+    ) -> Result<u32> {
+        let subject = format!("{}-{side}", rel.topic);
         let latest = self.registry.version(&subject, crate::registry::VersionRef::Latest, false).ok();
-        let id = match (inferred, latest) {
+        Ok(match (inferred, latest) {
             (Some(id), _) => id,
             (None, Some(latest)) if rel.written_by.is_none() => {
                 if latest.schema.schema_type != schema_type {
                     return Err(EddyError::InvalidValue(format!(
-                        "the subject {subject}'s latest schema (id {}) is {}, not what VALUE_FORMAT='{}' reads",
+                        "the subject {subject}'s latest schema (id {}) is {}, not what {}_FORMAT='{format}' reads",
                         latest.id,
                         latest.schema.schema_type.name(),
-                        rel.value_format
+                        side.to_uppercase(),
                     )));
                 }
                 latest.id
@@ -251,13 +224,10 @@ impl Engine {
             _ => {
                 let schema = crate::registry::StoredSchema { schema: own, schema_type, references: Vec::new() };
                 self.registry.register(&subject, schema).map_err(|e| {
-                    EddyError::InvalidValue(format!("registering the value schema of {}: {}", rel.name, e.message))
+                    EddyError::InvalidValue(format!("registering the {side} schema of {}: {}", rel.name, e.message))
                 })?
             }
-        };
-        self.check_first_message(id, rel.value_schema_full_name.as_deref(), "VALUE")?;
-        rel.value_schema_id = Some(id);
-        Ok(())
+        })
     }
 
     /// A PROTOBUF schema is written with its first message: `*_SCHEMA_FULL_NAME` naming
@@ -309,6 +279,20 @@ impl Engine {
                 == serde_json::from_str::<serde_json::Value>(&own).ok()
         })
     }
+}
+
+/// `{which}_SCHEMA_ID` (KEY or VALUE), allowed where that side's format uses the registry.
+fn schema_id_property(props: &BTreeMap<String, String>, which: &str, allowed: bool) -> Result<Option<u32>> {
+    let Some(id) = props.get(&format!("{which}_SCHEMA_ID")) else { return Ok(None) };
+    if !allowed {
+        return Err(EddyError::InvalidValue(format!(
+            "{which}_SCHEMA_ID applies to {which}_FORMAT='AVRO', 'JSON_SR' or 'PROTOBUF'"
+        )));
+    }
+    id.trim()
+        .parse::<u32>()
+        .map(Some)
+        .map_err(|_| EddyError::InvalidValue(format!("{which}_SCHEMA_ID={id}: expected a schema id")))
 }
 
 /// The WITH properties about the schemas of AVRO and PROTOBUF keys and values.

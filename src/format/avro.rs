@@ -416,9 +416,12 @@ pub fn schema_for(columns: &[Column]) -> String {
 /// name without a namespace) instead of ksqlDB's default.
 pub fn schema_named(columns: &[Column], full_name: Option<&str>) -> String {
     let (namespace, name) = split_full_name(full_name, "KsqlDataSourceSchema");
+    record_of(columns.iter().filter(|c| !c.key), namespace, &name)
+}
+
+/// A record of optional upper-case fields, one per column, as ksqlDB writes its schemas.
+fn record_of<'a>(columns: impl Iterator<Item = &'a Column>, namespace: Option<String>, name: &str) -> String {
     let fields: Vec<Value> = columns
-        .iter()
-        .filter(|c| !c.key)
         .map(|c| {
             let field = c.name.to_ascii_uppercase();
             json!({ "name": field, "type": ["null", avro_type(&c.ty, &format!("{name}_{field}"))], "default": null })
@@ -506,18 +509,7 @@ pub fn key_schema_for(relation: &str, keys: &[Column], full_name: Option<&str>) 
         }
         return single.to_string();
     }
-    let fields: Vec<Value> = keys
-        .iter()
-        .map(|c| {
-            let field = c.name.to_ascii_uppercase();
-            json!({ "name": field, "type": ["null", avro_type(&c.ty, &format!("{name}_{field}"))], "default": null })
-        })
-        .collect();
-    let mut record = json!({ "type": "record", "name": name, "fields": fields });
-    if let Some(ns) = namespace {
-        record["namespace"] = json!(ns);
-    }
-    record.to_string()
+    record_of(keys.iter(), namespace, &name)
 }
 
 /// `T_STREAM` as `TStream`: each part between underscores capitalized.
