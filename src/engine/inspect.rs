@@ -527,9 +527,19 @@ impl Engine {
 /// A result of text columns.
 pub(super) fn strings_output(names: &[&str], rows: Vec<Vec<String>>, tag: &str) -> Output {
     let schema = Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>()));
+    // A row shorter than the names reads empty text there (never a panic).
     let columns: Vec<ArrayRef> = (0..names.len())
-        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as ArrayRef)
+        .map(|i| {
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.get(i).map_or("", String::as_str))))
+                as ArrayRef
+        })
         .collect();
-    let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match the schema");
-    Output::Rows { schema, batches: vec![batch], tag: tag.to_string() }
+    let batches = match RecordBatch::try_new(schema.clone(), columns) {
+        Ok(batch) => vec![batch],
+        Err(e) => {
+            tracing::error!("a bug in Eddy: a text result does not fit its columns: {e}");
+            Vec::new()
+        }
+    };
+    Output::Rows { schema, batches, tag: tag.to_string() }
 }
