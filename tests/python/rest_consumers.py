@@ -84,6 +84,15 @@ class Poller:
         self.t.join()
 
 
+def logged_errors(conn, seen, seconds=30):
+    """The processing log's errors, once one satisfies `seen` (or the time is up)."""
+    deadline, errors = time.time() + seconds, []
+    while time.time() < deadline and not any(seen(e) for e in errors):
+        errors = [r[0] for r in conn.execute("SELECT error FROM eddy_processing_log").fetchall()]
+        time.sleep(0.3)
+    return errors
+
+
 def wait_for(cond, what, seconds=40):
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -386,10 +395,7 @@ def recursive_avro(sr):
     with psycopg.connect(f'host=127.0.0.1 port={pg_port} user=eddy dbname=eddy', autocommit=True) as conn:
         conn.execute("CREATE STREAM deep_in (a INT) WITH (KAFKA_TOPIC='deep', VALUE_FORMAT='AVRO')")
         conn.execute("CREATE STREAM deep_out AS SELECT a FROM deep_in")
-        deadline, errors = time.time() + 30, []
-        while time.time() < deadline and not any('recursive' in e for e in errors):
-            errors = [r[0] for r in conn.execute("SELECT error FROM eddy_processing_log").fetchall()]
-            time.sleep(0.3)
+        errors = logged_errors(conn, lambda e: 'recursive' in e)
         check(any('recursive' in e for e in errors), errors)
         check(conn.execute("SELECT 1").fetchone() == (1,), 'the server goes on')
 
@@ -425,10 +431,7 @@ def keys_in_sql(sr):
         conn.execute("CREATE TABLE per_user_avro WITH (FORMAT='AVRO') AS SELECT rowkey AS who, COUNT(*) AS n FROM visits_k GROUP BY rowkey")
         conn.execute("CREATE TABLE per_user_jsr WITH (FORMAT='JSON_SR') AS SELECT rowkey AS who, page, COUNT(*) AS n FROM visits_k GROUP BY rowkey, page")
         conn.execute("CREATE TABLE per_user_pb WITH (FORMAT='PROTOBUF') AS SELECT rowkey AS who, COUNT(*) AS n FROM visits_k GROUP BY rowkey")
-        deadline, errors = time.time() + 30, []
-        while time.time() < deadline and not any('schema id 999' in e for e in errors):
-            errors = [r[0] for r in conn.execute("SELECT error FROM eddy_processing_log").fetchall()]
-            time.sleep(0.3)
+        errors = logged_errors(conn, lambda e: 'schema id 999' in e)
         check(any('key' in e and 'schema id 999' in e for e in errors), errors)
 
     def latest_by_key(topic, want, read_key, read_value):
@@ -539,11 +542,7 @@ def protobuf_in_sql(sr):
         check(names[:3] == ['k', 'at', 'n'], names)
         conn.execute("SET 'auto.offset.reset' = 'earliest'")
         conn.execute("CREATE STREAM dearpb WITH (VALUE_FORMAT='PROTOBUF') AS SELECT id, item, price * 2 AS doubled FROM opb WHERE price > 1")
-        deadline = time.time() + 30
-        errors = []
-        while time.time() < deadline and not any('schema id 999' in e for e in errors):
-            errors = [r[0] for r in conn.execute("SELECT error FROM eddy_processing_log").fetchall()]
-            time.sleep(0.3)
+        errors = logged_errors(conn, lambda e: 'schema id 999' in e)
         check(any('schema id 999' in e for e in errors), errors)
     latest = sr.get_latest_version('dearpb-value')
     check(latest.schema.schema_type == 'PROTOBUF' and 'ConnectDefault1' in latest.schema.schema_str, latest.schema.schema_str)
@@ -613,11 +612,7 @@ def json_sr_in_sql(sr):
         check(rows == [(1, 'tea', 2.5, ['hot']), (2, 'cup', 0.5, []), (3, 'pot', 9.0, ['big', 'hot'])], rows)
         conn.execute("SET 'auto.offset.reset' = 'earliest'")
         conn.execute("CREATE STREAM dear WITH (VALUE_FORMAT='JSON_SR') AS SELECT id, item, price * 2 AS doubled FROM ojs WHERE price > 1")
-        deadline = time.time() + 30
-        errors = []
-        while time.time() < deadline and not any('magic byte' in e for e in errors):
-            errors = [r[0] for r in conn.execute("SELECT error FROM eddy_processing_log").fetchall()]
-            time.sleep(0.3)
+        errors = logged_errors(conn, lambda e: 'magic byte' in e)
         check(any('magic byte' in e for e in errors), errors)
     latest = sr.get_latest_version('dear-value')
     check(latest.schema.schema_type == 'JSON' and 'doubled' in latest.schema.schema_str, latest.schema.schema_str)
