@@ -141,6 +141,7 @@ struct ServerArgs {
 }
 
 fn main() -> anyhow_free::Result {
+    eddy::alloc::tune();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("EDDY_LOG").unwrap_or_else(|_| "info".into()))

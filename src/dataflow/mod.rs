@@ -74,6 +74,9 @@ pub struct RuntimeConfig {
     /// Memory a stream–stream join's buffers may take before keys spill to the state store
     /// (`--query-memory-bytes`).
     pub join_memory_bytes: usize,
+    /// Memory each query may keep state values it read or wrote lately in, in front of
+    /// RocksDB (a quarter of `--query-memory-bytes`; 0: none).
+    pub state_cache_bytes: usize,
     /// Threads one query may use (`--query-threads`): with 2 or more, a query over one input
     /// reads ahead on a thread of its own (`task/read_ahead.rs`) and an aggregation folds its
     /// groups on this many threads, split by group key (`operator::aggregate`).
@@ -101,6 +104,7 @@ impl Default for RuntimeConfig {
             nice: 0,
             idle_partition_timeout: DEFAULT_IDLE_PARTITION_TIMEOUT,
             join_memory_bytes: 256 << 20,
+            state_cache_bytes: 64 << 20,
             query_threads: 1,
             parallel_min_rows: DEFAULT_PARALLEL_MIN_ROWS,
         }

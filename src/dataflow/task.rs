@@ -5,6 +5,7 @@
 //! a checkpoint and their append; `task/event_time.rs` restores partitions' event times;
 //! `task/state_view.rs` is the table–table join's view of its state; `task/checkpoint.rs`
 //! writes the checkpoints; `task/read_ahead.rs` is the reading thread of `--query-threads`;
+//! `task/read_cache.rs` keeps hot state values in memory in front of RocksDB;
 //! `task/start.rs` starts a task (persistent, or transient for a push query) and
 //! `task/push_output.rs` is a transient query's output to its client.
 
@@ -14,6 +15,7 @@ mod checkpoint;
 mod event_time;
 mod push_output;
 mod read_ahead;
+mod read_cache;
 mod recovery;
 mod start;
 mod state_view;
@@ -24,6 +26,7 @@ use crate::format::stored;
 use crate::state::{sink_end_key, CATALOG_CF};
 pub use push_output::PushOutput;
 use read_ahead::ReadAhead;
+use read_cache::ReadCache;
 use recovery::{check_state_format, clear_plog_entries, recover_processing_log, PLOG_ENTRY_PREFIX, PLOG_FROM_KEY};
 use state_view::StateView;
 
@@ -104,6 +107,8 @@ struct QueryTask {
     late_sink: Option<Sink>,
     /// State writes since the last checkpoint, by full key (last write wins; `None` deletes).
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Values read or committed lately, in front of RocksDB (`task/read_cache.rs`).
+    cache: ReadCache,
     pending_outputs: PendingOutput,
     pending_late: PendingOutput,
     /// The query's watermark (windows close against it; `i64::MIN` before any event), and
@@ -281,7 +286,7 @@ impl QueryTask {
             entries.into_iter().map(|(k, _)| k[1..].to_vec()).filter(|k| k.first() != Some(&0xFF)).collect();
         for chunk in keys.chunks(1024) {
             let changes = {
-                let load = loader(&self.rt.store, &self.cf, &self.pending, self.agg_prefix);
+                let load = loader(&self.rt.store, &self.cf, &self.pending, &self.cache, self.agg_prefix);
                 aggregate.reproject(chunk, &load)?
             };
             for c in changes {
@@ -466,12 +471,8 @@ impl QueryTask {
         let keys: Vec<Vec<u8>> =
             decoded.upserts.iter().map(|(k, _, _)| prefixed(PREVIOUS_ROW_PREFIX, &memcomparable(k))).collect();
         let mut previous: HashMap<Vec<u8>, Option<Vec<Value>>> = HashMap::new();
-        let stored = self.rt.store.multi_get(&self.cf, &keys)?;
+        let stored = self.cache.read(&self.rt.store, &self.cf, &self.pending, &keys)?;
         for (k, v) in keys.iter().zip(stored) {
-            let v = match self.pending.get(k) {
-                Some(p) => p.clone(),
-                None => v,
-            };
             let row = v.map(|b| stored_row(&b)).transpose()?.flatten();
             previous.insert(k.clone(), row);
         }
@@ -492,7 +493,8 @@ impl QueryTask {
     /// One side of a table–table join changed: the joined rows it ends and starts.
     fn process_table_join(&mut self, decoded: DecodedBatch, from_second: bool) -> Result<()> {
         let join = self.ops.table_join.as_ref().expect("checked by the caller");
-        let mut view = StateView { store: &self.rt.store, cf: &self.cf, pending: &mut self.pending };
+        let mut view =
+            StateView { store: &self.rt.store, cf: &self.cf, pending: &mut self.pending, cache: &self.cache };
         let mut signed = Vec::new();
         for (key, row, _) in decoded.upserts {
             let key = memcomparable(&key);
@@ -544,18 +546,10 @@ impl QueryTask {
         let store = &self.rt.store;
         let cf = &self.cf;
         let pending = &self.pending;
+        let cache = &self.cache;
         let table_lookup = |table: usize, keys: &[Vec<u8>]| -> LookupResult {
             let full: Vec<Vec<u8>> = keys.iter().map(|k| join_row_key(table, k)).collect();
-            let stored = store.multi_get(cf, &full)?;
-            full.iter()
-                .zip(stored)
-                .map(|(k, v)| {
-                    Ok(match pending.get(k) {
-                        Some(p) => p.clone(),
-                        None => v,
-                    })
-                })
-                .collect()
+            cache.read(store, cf, pending, &full)
         };
         let input = self.ops.input(batch.clone(), &table_lookup)?;
         // Signs and keys follow their rows through the filter.
@@ -617,7 +611,7 @@ impl QueryTask {
                 let end_pos = params.end_pos;
                 let time_before = self.time;
                 let result = {
-                    let load = loader(store, cf, pending, self.agg_prefix);
+                    let load = loader(store, cf, pending, cache, self.agg_prefix);
                     aggregate.process_sessions(&input, params, &mut self.time, timestamp_ms, &load)
                 };
                 let out = match result {
@@ -657,7 +651,7 @@ impl QueryTask {
                 };
                 let times = row_times(&input)?;
                 let result = {
-                    let load = loader(store, cf, pending, self.agg_prefix);
+                    let load = loader(store, cf, pending, cache, self.agg_prefix);
                     aggregate.process(&input, signs.as_deref(), timestamp_ms, times.as_ref(), &load)
                 };
                 match result {
@@ -766,7 +760,7 @@ impl QueryTask {
             self.pending.insert(time_key(WINDOW_OPEN_PREFIX, close, &key), None);
             let Body::Aggregate(aggregate) = &mut self.ops.body else { break };
             let group = {
-                let load = loader(&self.rt.store, &self.cf, &self.pending, self.agg_prefix);
+                let load = loader(&self.rt.store, &self.cf, &self.pending, &self.cache, self.agg_prefix);
                 aggregate.group(&key, &load)?
             };
             let Some(group) = group else { continue };
@@ -829,21 +823,17 @@ fn last_change_per_key(changes: Vec<Change>) -> Vec<Change> {
 type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 type StoredValues = Vec<Option<Vec<u8>>>;
 
-/// Reads groups by key: this checkpoint's pending writes first, then RocksDB (one multi-get).
+/// Reads groups by key: this checkpoint's pending writes first, then the cache, then
+/// RocksDB (one multi-get).
 fn loader<'a>(
     store: &'a StateStore,
     cf: &'a str,
     pending: &'a Pending,
+    cache: &'a ReadCache,
     prefix: u8,
 ) -> impl Fn(&[Vec<u8>]) -> Result<StoredValues> + Sync + 'a {
     move |keys: &[Vec<u8>]| {
         let full: Vec<Vec<u8>> = keys.iter().map(|k| prefixed(prefix, k)).collect();
-        let mut out = store.multi_get(cf, &full)?;
-        for (i, k) in full.iter().enumerate() {
-            if let Some(p) = pending.get(k) {
-                out[i] = p.clone();
-            }
-        }
-        Ok(out)
+        cache.read(store, cf, pending, &full)
     }
 }

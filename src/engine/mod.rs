@@ -214,6 +214,7 @@ impl Engine {
                 query_threads: config.query_threads.max(1),
                 parallel_min_rows: config.query_parallel_min_rows.max(1),
                 join_memory_bytes: config.query_memory_bytes,
+                state_cache_bytes: config.query_memory_bytes / 4,
                 ..Default::default()
             },
             push_queries: Arc::default(),

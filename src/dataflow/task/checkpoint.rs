@@ -40,7 +40,7 @@ impl QueryTask {
                 return Err(e);
             }
         }
-        self.pending.clear();
+        self.cache.committed(std::mem::take(&mut self.pending));
         self.pending_outputs.clear();
         self.pending_late.clear();
         for sink in [&mut self.sink, &mut self.late_sink].into_iter().flatten() {

@@ -1,5 +1,5 @@
 //! The state a table–table join reads and writes: its own rows in RocksDB as of the last
-//! checkpoint, overlaid with the pending writes of the next one.
+//! checkpoint (read through the query's cache), overlaid with the pending writes of the next one.
 
 use super::*;
 
@@ -9,6 +9,7 @@ pub(super) struct StateView<'a> {
     pub(super) store: &'a StateStore,
     pub(super) cf: &'a str,
     pub(super) pending: &'a mut Pending,
+    pub(super) cache: &'a ReadCache,
 }
 
 /// Index from a join key to the left rows holding it: `F` + join key + left key.
@@ -16,10 +17,7 @@ const JOIN_INDEX_PREFIX: u8 = b'F';
 
 impl StateView<'_> {
     fn get_row(&self, key: Vec<u8>) -> Result<Option<Row>> {
-        let bytes = match self.pending.get(&key) {
-            Some(p) => p.clone(),
-            None => self.store.get(self.cf, &key)?,
-        };
+        let bytes = self.cache.read(self.store, self.cf, self.pending, &[key])?.pop().flatten();
         Ok(bytes.map(|b| stored_row(&b)).transpose()?.flatten())
     }
 
