@@ -103,29 +103,35 @@ fn seconds_since_epoch() -> u64 {
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Allocator settings for a server whose queries free and allocate batches all the time; call
-/// first thing in `main`. An environment variable the user set for the same thing wins.
+/// first thing in `main`. Each is left alone when the user set it by environment.
 /// - mimalloc keeps freed pages for 10 s, not 1 s, before handing them back
-///   (`MIMALLOC_PURGE_DELAY`); `release_when_idle` still hands them back once queries idle.
-/// - glibc's malloc, which RocksDB's C++ allocates with, serves blocks up to 64 MiB from its
-///   heap instead of a fresh mapping each (`M_MMAP_THRESHOLD`, which otherwise floats
-///   between 128 KiB and 32 MiB), so a checkpoint's write batch and a memtable's blocks do
-///   not fault in and zero new pages every time; the heap's free top goes back to the system
-///   past 256 MiB (`M_TRIM_THRESHOLD`). Not set when `GLIBC_TUNABLES` is.
+///   (`MIMALLOC_PURGE_DELAY`, or its old name `MIMALLOC_RESET_DELAY`); `release_when_idle`
+///   still hands them back once queries idle.
+/// - glibc's malloc, which RocksDB's C++ allocates with, takes blocks below 64 MiB (32 MiB,
+///   glibc's documented maximum, where it refuses more) from its heaps instead of a fresh
+///   mapping each (`M_MMAP_THRESHOLD`, which otherwise floats between 128 KiB and 32 MiB), so
+///   a checkpoint's write batch does not fault in and zero new pages every time; a heap's free
+///   top goes back to the system past 256 MiB (`M_TRIM_THRESHOLD`). Left alone when
+///   `GLIBC_TUNABLES`, `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_` is set.
 ///
 /// The kernel zeroing fresh pages had taken 8% of Nexmark q4's time; with both settings (set
 /// by environment in an A/B, one run each) q4 and q18 used 6-7% less CPU (`benches/RESULTS.md`,
 /// "A cache in front of RocksDB").
 pub fn tune() {
+    let set = |name: &str| std::env::var_os(name).is_some();
     #[cfg(not(fuzzing))]
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+    if !set("MIMALLOC_PURGE_DELAY") && !set("MIMALLOC_RESET_DELAY") {
         // SAFETY: sets one of mimalloc's options; any value is valid for it.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("GLIBC_TUNABLES").is_none() {
-        // SAFETY: mallopt only changes glibc's thresholds; it is called before other threads run.
+    if !set("GLIBC_TUNABLES") && !set("MALLOC_MMAP_THRESHOLD_") && !set("MALLOC_TRIM_THRESHOLD_") {
+        // SAFETY: mallopt only changes glibc's thresholds; it is called before other threads
+        // run. It returns 0 for a value it refuses.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+            if libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20) == 0 {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            }
             libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
         }
     }

@@ -77,6 +77,8 @@ pub struct RuntimeConfig {
     /// Memory each query may keep state values it read or wrote lately in, in front of
     /// RocksDB (a quarter of `--query-memory-bytes`; 0: none).
     pub state_cache_bytes: usize,
+    /// What every query's cache may hold together (`--query-memory-bytes`).
+    pub state_cache_total_bytes: usize,
     /// Threads one query may use (`--query-threads`): with 2 or more, a query over one input
     /// reads ahead on a thread of its own (`task/read_ahead.rs`) and an aggregation folds its
     /// groups on this many threads, split by group key (`operator::aggregate`).
@@ -105,6 +107,7 @@ impl Default for RuntimeConfig {
             idle_partition_timeout: DEFAULT_IDLE_PARTITION_TIMEOUT,
             join_memory_bytes: 256 << 20,
             state_cache_bytes: 64 << 20,
+            state_cache_total_bytes: 256 << 20,
             query_threads: 1,
             parallel_min_rows: DEFAULT_PARALLEL_MIN_ROWS,
         }

@@ -286,7 +286,7 @@ impl QueryTask {
             entries.into_iter().map(|(k, _)| k[1..].to_vec()).filter(|k| k.first() != Some(&0xFF)).collect();
         for chunk in keys.chunks(1024) {
             let changes = {
-                let load = loader(&self.rt.store, &self.cf, &self.pending, &self.cache, self.agg_prefix);
+                let load = loader(&self.rt.store, &self.cf, &self.pending, self.agg_prefix);
                 aggregate.reproject(chunk, &load)?
             };
             for c in changes {
@@ -611,7 +611,7 @@ impl QueryTask {
                 let end_pos = params.end_pos;
                 let time_before = self.time;
                 let result = {
-                    let load = loader(store, cf, pending, cache, self.agg_prefix);
+                    let load = loader(store, cf, pending, self.agg_prefix);
                     aggregate.process_sessions(&input, params, &mut self.time, timestamp_ms, &load)
                 };
                 let out = match result {
@@ -651,7 +651,7 @@ impl QueryTask {
                 };
                 let times = row_times(&input)?;
                 let result = {
-                    let load = loader(store, cf, pending, cache, self.agg_prefix);
+                    let load = loader(store, cf, pending, self.agg_prefix);
                     aggregate.process(&input, signs.as_deref(), timestamp_ms, times.as_ref(), &load)
                 };
                 match result {
@@ -760,7 +760,7 @@ impl QueryTask {
             self.pending.insert(time_key(WINDOW_OPEN_PREFIX, close, &key), None);
             let Body::Aggregate(aggregate) = &mut self.ops.body else { break };
             let group = {
-                let load = loader(&self.rt.store, &self.cf, &self.pending, &self.cache, self.agg_prefix);
+                let load = loader(&self.rt.store, &self.cf, &self.pending, self.agg_prefix);
                 aggregate.group(&key, &load)?
             };
             let Some(group) = group else { continue };
@@ -823,17 +823,22 @@ fn last_change_per_key(changes: Vec<Change>) -> Vec<Change> {
 type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 type StoredValues = Vec<Option<Vec<u8>>>;
 
-/// Reads groups by key: this checkpoint's pending writes first, then the cache, then
-/// RocksDB (one multi-get).
+/// Reads groups by key: this checkpoint's pending writes first, then RocksDB (one multi-get).
+/// Groups do not go through the query's cache (`read_cache.rs` says why).
 fn loader<'a>(
     store: &'a StateStore,
     cf: &'a str,
     pending: &'a Pending,
-    cache: &'a ReadCache,
     prefix: u8,
 ) -> impl Fn(&[Vec<u8>]) -> Result<StoredValues> + Sync + 'a {
     move |keys: &[Vec<u8>]| {
         let full: Vec<Vec<u8>> = keys.iter().map(|k| prefixed(prefix, k)).collect();
-        cache.read(store, cf, pending, &full)
+        let mut out = store.multi_get(cf, &full)?;
+        for (i, k) in full.iter().enumerate() {
+            if let Some(p) = pending.get(k) {
+                out[i] = p.clone();
+            }
+        }
+        Ok(out)
     }
 }

@@ -215,6 +215,7 @@ impl Engine {
                 parallel_min_rows: config.query_parallel_min_rows.max(1),
                 join_memory_bytes: config.query_memory_bytes,
                 state_cache_bytes: config.query_memory_bytes / 4,
+                state_cache_total_bytes: config.query_memory_bytes,
                 ..Default::default()
             },
             push_queries: Arc::default(),

@@ -9,10 +9,13 @@
 //! committed replace the cached ones (`committed`). Pending writes are read before the cache.
 //! A failed checkpoint changes nothing here.
 //!
-//! Bounded: two generations of about half the budget each. Entries go into the young one;
-//! when it is full it becomes the old one and the old one is dropped. A hit in the old
-//! generation moves the entry back to the young one, so what is read often stays.
+//! Bounded: two generations of about half the query's budget each (a quarter of
+//! `--query-memory-bytes`), and every query's caches together within `--query-memory-bytes`.
+//! Entries go into the young one; when it is full it becomes the old one and the old one is
+//! dropped. A hit in the old generation moves the entry back to the young one, so what is
+//! read often stays. Sizes are reckoned, not measured (`ENTRY_OVERHEAD`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use foldhash::{HashMap, HashMapExt};
@@ -31,12 +34,21 @@ pub struct ReadCache {
     inner: Mutex<Generations>,
 }
 
+/// What every query's cache holds together, in bytes as `entry_bytes` counts them. A cache
+/// that would take the total past its limit drops its own old generation first, and caches
+/// nothing more while the others hold the rest.
+static TOTAL_BYTES: AtomicUsize = AtomicUsize::new(0);
+
 struct Generations {
     young: HashMap<Vec<u8>, Stored>,
     old: HashMap<Vec<u8>, Stored>,
     young_bytes: usize,
-    /// Bytes one generation may hold (half the budget); 0 turns the cache off.
+    old_bytes: usize,
+    /// Bytes one generation may hold (half the query's budget); 0 turns the cache off.
     generation_bytes: usize,
+    /// What all queries' caches may hold together, and hold now (`TOTAL_BYTES`).
+    total_limit: usize,
+    total: &'static AtomicUsize,
 }
 
 fn entry_bytes(key: &[u8], value: &Stored) -> usize {
@@ -53,41 +65,80 @@ fn cached(key: &[u8]) -> bool {
 }
 
 impl Generations {
+    fn over_total(&self, bytes: usize) -> bool {
+        self.total.load(Ordering::Relaxed).saturating_add(bytes) > self.total_limit
+    }
+
+    /// The young generation becomes the old one; the old one is dropped.
+    fn roll(&mut self) {
+        self.old = std::mem::replace(&mut self.young, HashMap::with_capacity(self.old.len()));
+        self.total.fetch_sub(self.old_bytes, Ordering::Relaxed);
+        self.old_bytes = std::mem::take(&mut self.young_bytes);
+    }
+
     fn insert(&mut self, key: Vec<u8>, value: Stored) {
         if self.generation_bytes == 0 {
             return;
         }
-        let (key_len, bytes) = (key.len(), entry_bytes(&key, &value));
-        if self.young_bytes + bytes > self.generation_bytes {
-            self.old = std::mem::replace(&mut self.young, HashMap::with_capacity(self.old.len()));
-            self.young_bytes = 0;
+        let bytes = entry_bytes(&key, &value);
+        let full = self.young_bytes + bytes > self.generation_bytes;
+        if full || self.over_total(bytes) {
+            if !full && self.old.is_empty() {
+                return;
+            }
+            self.roll();
+            if self.over_total(bytes) {
+                return;
+            }
         }
         self.young_bytes += bytes;
+        self.total.fetch_add(bytes, Ordering::Relaxed);
+        let key_len = key.len();
         if let Some(before) = self.young.insert(key, value) {
             // Replaced, not added: its bytes were counted when it came in.
-            self.young_bytes = self.young_bytes.saturating_sub(entry_bytes(&[], &before) + key_len);
+            let gone = entry_bytes(&[], &before) + key_len;
+            self.young_bytes = self.young_bytes.saturating_sub(gone);
+            self.total.fetch_sub(gone, Ordering::Relaxed);
         }
+    }
+
+    fn remove_old(&mut self, key: &[u8]) -> Option<(Vec<u8>, Stored)> {
+        let (key, value) = self.old.remove_entry(key)?;
+        let bytes = entry_bytes(&key, &value);
+        self.old_bytes = self.old_bytes.saturating_sub(bytes);
+        self.total.fetch_sub(bytes, Ordering::Relaxed);
+        Some((key, value))
     }
 
     fn get(&mut self, key: &[u8]) -> Option<Stored> {
         if let Some(v) = self.young.get(key) {
             return Some(v.clone());
         }
-        let (key, value) = self.old.remove_entry(key)?;
+        let (key, value) = self.remove_old(key)?;
         self.insert(key, value.clone());
         Some(value)
     }
 }
 
+impl Drop for Generations {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.young_bytes + self.old_bytes, Ordering::Relaxed);
+    }
+}
+
 impl ReadCache {
-    /// A cache of at most about `budget_bytes` (0: none).
-    pub fn new(budget_bytes: usize) -> ReadCache {
+    /// A cache of at most about `budget_bytes` (0: none), within `total_limit` bytes for every
+    /// query's cache together.
+    pub fn new(budget_bytes: usize, total_limit: usize) -> ReadCache {
         ReadCache {
             inner: Mutex::new(Generations {
                 young: HashMap::new(),
                 old: HashMap::new(),
                 young_bytes: 0,
+                old_bytes: 0,
                 generation_bytes: budget_bytes / 2,
+                total_limit,
+                total: &TOTAL_BYTES,
             }),
         }
     }
@@ -137,7 +188,7 @@ impl ReadCache {
             return;
         }
         for (k, v) in writes.into_iter().filter(|(k, _)| cached(k)) {
-            cache.old.remove(&k);
+            cache.remove_old(&k);
             cache.insert(k, v);
         }
     }
@@ -159,7 +210,10 @@ mod tests {
             young: HashMap::new(),
             old: HashMap::new(),
             young_bytes: 0,
+            old_bytes: 0,
             generation_bytes: 10 * (5 + 3 + ENTRY_OVERHEAD),
+            total_limit: usize::MAX,
+            total: Box::leak(Box::new(AtomicUsize::new(0))),
         };
         g.insert(key(0), Some(vec![1, 2, 3]));
         for n in 1..100 {
@@ -185,7 +239,7 @@ mod tests {
         let backups = crate::state::backup::BackupConfig { keep: 0, interval: None, ..Default::default() };
         let store = StateStore::open(dir.path(), &backups).unwrap();
         store.ensure_cf("q").unwrap();
-        let cache = ReadCache::new(1 << 20);
+        let cache = ReadCache::new(1 << 20, usize::MAX);
         let mut pending = super::super::Pending::new();
         let (k, other) = (key(1), vec![b'o', 1]);
         // Absent, and remembered as absent.
@@ -211,8 +265,43 @@ mod tests {
     }
 
     #[test]
+    fn every_query_s_caches_together_stay_within_the_total() {
+        let total: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+        let entry = 5 + 3 + ENTRY_OVERHEAD;
+        let cache = |generation| Generations {
+            young: HashMap::new(),
+            old: HashMap::new(),
+            young_bytes: 0,
+            old_bytes: 0,
+            generation_bytes: generation,
+            total_limit: 8 * entry,
+            total,
+        };
+        let (mut a, mut b) = (cache(100 * entry), cache(100 * entry));
+        for n in 0..6 {
+            a.insert(key(n), Some(vec![0; 3]));
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 6 * entry);
+        // The other cache gets what is left, then caches nothing more.
+        for n in 0..6 {
+            b.insert(key(n), Some(vec![0; 3]));
+        }
+        assert_eq!((b.young.len(), total.load(Ordering::Relaxed)), (2, 8 * entry));
+        // Past the limit, a cache with an old generation drops it for new entries.
+        a.roll();
+        assert_eq!(total.load(Ordering::Relaxed), 8 * entry);
+        a.insert(key(50), Some(vec![0; 3]));
+        a.insert(key(51), Some(vec![0; 3]));
+        assert_eq!((a.young.len(), a.old.len()), (2, 0), "the first insert dropped the old six");
+        assert_eq!(total.load(Ordering::Relaxed), 4 * entry);
+        drop(a);
+        drop(b);
+        assert_eq!(total.load(Ordering::Relaxed), 0, "dropped caches give their bytes back");
+    }
+
+    #[test]
     fn a_zero_budget_caches_nothing() {
-        let cache = ReadCache::new(0);
+        let cache = ReadCache::new(0, usize::MAX);
         let mut writes = super::super::Pending::new();
         writes.insert(key(1), Some(vec![1]));
         cache.committed(writes);

@@ -167,7 +167,7 @@ impl Runtime {
             sink,
             late_sink,
             pending: BTreeMap::new(),
-            cache: ReadCache::new(self.config.state_cache_bytes),
+            cache: ReadCache::new(self.config.state_cache_bytes, self.config.state_cache_total_bytes),
             pending_outputs: PendingOutput::default(),
             pending_late: PendingOutput::default(),
             time: BatchTime { partition_ms: i64::MIN, others_ms: i64::MAX, watermark_ms },
