@@ -211,12 +211,14 @@ fn statement_error(e: &EddyError, whole: &str, statement_text: &str, entities: V
 /// Monotonic ids of the commands `/ksql` ran (ksqlDB's command sequence numbers).
 static COMMAND_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-fn current_status(statement_text: &str, kind: &str, name: &str, message: String) -> Value {
+/// ksqlDB's command status for a statement that ran. Its `commandId` is ksqlDB's
+/// `type/ENTITY/action`: `stream/PAGEVIEWS/create`, `table/T/drop`, `terminate/CTAS_T_0/execute`.
+fn current_status(statement_text: &str, (kind, action): (&str, &str), name: &str, message: String) -> Value {
     let seq = COMMAND_SEQUENCE.fetch_add(1, Ordering::Relaxed) + 1;
     json!({
         "@type": "currentStatus",
         "statementText": statement_text,
-        "commandId": format!("{kind}/{name}/create"),
+        "commandId": format!("{kind}/{}/{action}", name.to_ascii_uppercase()),
         "commandStatus": { "status": "SUCCESS", "message": message, "queryId": null },
         "commandSequenceNumber": seq,
         "warnings": [],
@@ -264,12 +266,12 @@ async fn run_statement(state: &HttpState, session: &mut Session, stmt: Located) 
         }
         Statement::CreateSource { kind, name, .. } => {
             let word = if kind == sql::RelationKind::Table { "Table" } else { "Stream" };
-            current_status(&statement_text, &word.to_ascii_lowercase(), &name, format!("{word} created"))
+            current_status(&statement_text, (&word.to_ascii_lowercase(), "create"), &name, format!("{word} created"))
         }
         Statement::CreateAs { kind, name, .. } => {
             let query = engine.catalog.relation(&name).and_then(|r| r.written_by).unwrap_or_default();
             let word = if kind == sql::RelationKind::Table { "table" } else { "stream" };
-            current_status(&statement_text, word, &name, format!("Created query with ID {query}"))
+            current_status(&statement_text, (word, "create"), &name, format!("Created query with ID {query}"))
         }
         Statement::InsertSelect { target, .. } => {
             let query = engine
@@ -280,15 +282,20 @@ async fn run_statement(state: &HttpState, session: &mut Session, stmt: Located) 
                 .map(|q| q.id)
                 .next_back()
                 .unwrap_or_default();
-            current_status(&statement_text, "stream", &target, format!("Created query with ID {query}"))
+            current_status(&statement_text, ("stream", "create"), &target, format!("Created query with ID {query}"))
         }
         Statement::Drop { kind, name, .. } => {
             let word = if kind == sql::RelationKind::Table { "table" } else { "stream" };
-            current_status(&statement_text, word, &name, format!("Source `{}` was dropped.", name.to_ascii_uppercase()))
+            current_status(
+                &statement_text,
+                (word, "drop"),
+                &name,
+                format!("Source `{}` was dropped.", name.to_ascii_uppercase()),
+            )
         }
         Statement::Terminate { query_id } => {
             let id = query_id.unwrap_or_else(|| "ALL".into());
-            current_status(&statement_text, "terminate", &id, "Query terminated.".into())
+            current_status(&statement_text, ("terminate", "execute"), &id, "Query terminated.".into())
         }
         Statement::Show { what } if what == "streams" || what == "tables" => {
             let (ty, first) = if what == "streams" { ("STREAM", "stream_name") } else { ("TABLE", "table_name") };
@@ -377,8 +384,8 @@ async fn run_statement(state: &HttpState, session: &mut Session, stmt: Located) 
                     .collect();
                 json!({ "@type": "rows", "statementText": statement_text, "header": header, "rows": rows, "warnings": [] })
             }
-            Output::Command { tag } => current_status(&statement_text, "statement", "", tag.clone()),
-            _ => current_status(&statement_text, "statement", "", String::new()),
+            Output::Command { tag } => current_status(&statement_text, ("statement", "execute"), "", tag.clone()),
+            _ => current_status(&statement_text, ("statement", "execute"), "", String::new()),
         },
     };
     Ok(Some(entity))

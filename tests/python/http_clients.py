@@ -217,6 +217,10 @@ def ksql_api():
     status = created[0]
     check(status['@type'] == 'currentStatus' and status['commandStatus']['status'] == 'SUCCESS', status)
     check(status['commandStatus']['message'].startswith('Created query with ID '), status)
+    check(status['commandId'] == 'table/VIEWS_PER_USER/create', status)
+    client.ksql("CREATE STREAM gone (a INT) WITH (KAFKA_TOPIC='gone', VALUE_FORMAT='JSON', PARTITIONS=1);")
+    dropped = client.ksql('DROP STREAM gone;')[0]
+    check(dropped['commandId'] == 'stream/GONE/drop' and dropped['commandStatus']['status'] == 'SUCCESS', dropped)
     queries = client.ksql('SHOW QUERIES;')[0]['queries']
     check(any(q['sinks'] == ['VIEWS_PER_USER'] for q in queries), queries)
     desc = client.ksql('DESCRIBE views_per_user;')[0]['sourceDescription']
