@@ -3,7 +3,7 @@
 //! rows, over HTTP/2 or HTTP/1.1 chunked), `/close-query` and `/inserts-stream`. Statements
 //! run through the same engine, as the request's user, as on the Postgres endpoint.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -43,6 +43,7 @@ pub fn routes() -> Router<Arc<HttpState>> {
         .route("/query-stream", post(query_stream))
         .route("/close-query", post(close_query))
         .route("/inserts-stream", post(inserts_stream))
+        .route("/status/{kind}/{entity}/{action}", get(status))
 }
 
 async fn info() -> Response {
@@ -208,6 +209,27 @@ fn statement_error(e: &EddyError, whole: &str, statement_text: &str, entities: V
     json_response(status, "application/json", &body)
 }
 
+/// The commands `/ksql` ran lately, oldest first, for `GET /status/<commandId>`: (command id,
+/// message). Every command has finished when `/ksql` answers, so each one's status is SUCCESS.
+static STATUSES: Mutex<VecDeque<(String, String)>> = Mutex::new(VecDeque::new());
+const STATUSES_KEPT: usize = 1024;
+
+/// `GET /status/<commandId>` (ksqlDB's command status): SUCCESS and the command's message, or
+/// 404 for an id `/ksql` did not answer lately.
+async fn status(
+    axum::extract::Path((kind, entity, action)): axum::extract::Path<(String, String, String)>,
+) -> Response {
+    let id = format!("{kind}/{entity}/{action}");
+    let found = {
+        let statuses = STATUSES.lock().unwrap_or_else(|p| p.into_inner());
+        statuses.iter().rev().find(|(c, _)| *c == id).map(|(_, m)| m.clone())
+    };
+    match found {
+        Some(message) => json_response(StatusCode::OK, KSQL_JSON, &json!({ "status": "SUCCESS", "message": message })),
+        None => generic_error(StatusCode::NOT_FOUND, 40400, &format!("Command not found: {id}")),
+    }
+}
+
 /// Monotonic ids of the commands `/ksql` ran (ksqlDB's command sequence numbers).
 static COMMAND_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
@@ -215,10 +237,18 @@ static COMMAND_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 /// `type/ENTITY/action`: `stream/PAGEVIEWS/create`, `table/T/drop`, `terminate/CTAS_T_0/execute`.
 fn current_status(statement_text: &str, (kind, action): (&str, &str), name: &str, message: String) -> Value {
     let seq = COMMAND_SEQUENCE.fetch_add(1, Ordering::Relaxed) + 1;
+    let command_id = format!("{kind}/{}/{action}", name.to_ascii_uppercase());
+    {
+        let mut statuses = STATUSES.lock().unwrap_or_else(|p| p.into_inner());
+        if statuses.len() >= STATUSES_KEPT {
+            statuses.pop_front();
+        }
+        statuses.push_back((command_id.clone(), message.clone()));
+    }
     json!({
         "@type": "currentStatus",
         "statementText": statement_text,
-        "commandId": format!("{kind}/{}/{action}", name.to_ascii_uppercase()),
+        "commandId": command_id,
         "commandStatus": { "status": "SUCCESS", "message": message, "queryId": null },
         "commandSequenceNumber": seq,
         "warnings": [],

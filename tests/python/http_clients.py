@@ -221,6 +221,12 @@ def ksql_api():
     client.ksql("CREATE STREAM gone (a INT) WITH (KAFKA_TOPIC='gone', VALUE_FORMAT='JSON', PARTITIONS=1);")
     dropped = client.ksql('DROP STREAM gone;')[0]
     check(dropped['commandId'] == 'stream/GONE/drop' and dropped['commandStatus']['status'] == 'SUCCESS', dropped)
+    # GET /status/<commandId> answers for the commands /ksql ran, 404 otherwise
+    got = requests.get(BASE + '/status/table/VIEWS_PER_USER/create')
+    check(got.status_code == 200 and got.json()['status'] == 'SUCCESS'
+          and got.json()['message'].startswith('Created query with ID '), got.text)
+    got = requests.get(BASE + '/status/stream/NEVER_MADE/create')
+    check(got.status_code == 404 and got.json()['error_code'] == 40400, got.text)
     queries = client.ksql('SHOW QUERIES;')[0]['queries']
     check(any(q['sinks'] == ['VIEWS_PER_USER'] for q in queries), queries)
     desc = client.ksql('DESCRIBE views_per_user;')[0]['sourceDescription']
