@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine lacks to build and test Eddy:
-# clang/libclang (RocksDB's bindgen, and its C++ compiler in release builds), a C++ compiler, psql and kcat; with --test also
+# clang/libclang (RocksDB's bindgen, and its C++ compiler: run-server.sh, test.sh and CI build RocksDB with clang++), a C++ compiler, psql and kcat; with --test also
 # the Python clients the tests drive (psycopg, psycopg2, asyncpg, confluent-kafka, kafka-python,
 # SQLAlchemy, pgcli) and, for the JDBC test, a Java runtime and pgjdbc; openssl makes the TLS
 # test's certificate.

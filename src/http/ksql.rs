@@ -213,6 +213,8 @@ fn statement_error(e: &EddyError, whole: &str, statement_text: &str, entities: V
 /// message). Every command has finished when `/ksql` answers, so each one's status is SUCCESS.
 static STATUSES: Mutex<VecDeque<(String, String)>> = Mutex::new(VecDeque::new());
 const STATUSES_KEPT: usize = 1024;
+/// The longest id and message kept together (so the history stays within 1 MiB).
+const STATUS_MAX_BYTES: usize = 1024;
 
 /// `GET /status/<commandId>` (ksqlDB's command status): SUCCESS and the command's message, or
 /// 404 for an id `/ksql` did not answer lately.
@@ -238,7 +240,9 @@ static COMMAND_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 fn current_status(statement_text: &str, (kind, action): (&str, &str), name: &str, message: String) -> Value {
     let seq = COMMAND_SEQUENCE.fetch_add(1, Ordering::Relaxed) + 1;
     let command_id = format!("{kind}/{}/{action}", name.to_ascii_uppercase());
-    {
+    // Only commands on a named source or query are kept for `/status`, and no id or message
+    // longer than a name should be: a huge `DROP ... IF EXISTS` name is not kept.
+    if !name.is_empty() && command_id.len() + message.len() <= STATUS_MAX_BYTES {
         let mut statuses = STATUSES.lock().unwrap_or_else(|p| p.into_inner());
         if statuses.len() >= STATUSES_KEPT {
             statuses.pop_front();

@@ -225,6 +225,8 @@ def ksql_api():
     got = requests.get(BASE + '/status/table/VIEWS_PER_USER/create')
     check(got.status_code == 200 and got.json()['status'] == 'SUCCESS'
           and got.json()['message'].startswith('Created query with ID '), got.text)
+    got = requests.get(BASE + '/status/stream/GONE/drop')
+    check(got.status_code == 200 and got.json()['message'] == 'Source `GONE` was dropped.', got.text)
     got = requests.get(BASE + '/status/stream/NEVER_MADE/create')
     check(got.status_code == 404 and got.json()['error_code'] == 40400, got.text)
     queries = client.ksql('SHOW QUERIES;')[0]['queries']
